@@ -1,0 +1,91 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Need starts a fresh server of kind k for one test and stops it when the test ends.
+// A server that cannot be started skips the test, except under CI=true, where it fails.
+func Need(t testing.TB, k Kind, opt Options) *Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := Start(ctx, k, opt)
+	if err != nil {
+		unavailable(t, k, err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func unavailable(t testing.TB, k Kind, err error) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("cannot start %s server (CI=true makes this a failure): %v", k, err)
+	}
+	t.Skipf("cannot start %s server: %v", k, err)
+}
+
+var (
+	sharedMu sync.Mutex
+	shared   = map[Kind]*Server{}
+	dbSeq    atomic.Int64
+)
+
+// Shared returns a server of kind k shared by the tests of the package; Main stops it.
+func Shared(t testing.TB, k Kind) *Server {
+	t.Helper()
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	if s, ok := shared[k]; ok {
+		return s
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := Start(ctx, k, Options{})
+	if err != nil {
+		unavailable(t, k, err)
+	}
+	shared[k] = s
+	return s
+}
+
+// NewDB creates a fresh database on s for this test (TimescaleDB installed when withTS)
+// and drops it when the test ends. It returns the database's name.
+func NewDB(t testing.TB, s *Server, withTS bool) string {
+	t.Helper()
+	name := fmt.Sprintf("t%d_%d", os.Getpid(), dbSeq.Add(1))
+	ctx := context.Background()
+	if err := s.CreateDatabase(ctx, name, withTS); err != nil {
+		t.Fatalf("create database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		s.Exec(context.Background(), "postgres", "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	})
+	return name
+}
+
+// MustExec runs SQL on database db as the superuser, failing the test on error.
+func MustExec(t testing.TB, s *Server, db string, sql ...string) {
+	t.Helper()
+	if err := s.Exec(context.Background(), db, sql...); err != nil {
+		t.Fatalf("exec on %s: %v", db, err)
+	}
+}
+
+// Main runs the package's tests and then stops the shared servers.
+func Main(m *testing.M) {
+	code := m.Run()
+	sharedMu.Lock()
+	for _, s := range shared {
+		s.Stop()
+	}
+	sharedMu.Unlock()
+	os.Exit(code)
+}

