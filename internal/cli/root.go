@@ -1,0 +1,209 @@
+// Package cli is tsmigrate's command line: flags to typed options, the library's
+// results and events to tables, progress and JSON, errors to exit codes.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/exit"
+)
+
+// Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
+var Version = "dev"
+
+const exitCodesHelp = `Exit codes:
+  0    success
+  1    the operation failed (verify: the two sides differ)
+  2    bad usage or input, or a server that cannot be reached or logged into
+  3    pre-flight found a blocking problem
+  130  interrupted (Ctrl-C, SIGTERM)`
+
+const connHelp = `Connections: --source/--target take a libpq URI (postgres://user:pass@host:port/db?sslmode=require)
+or key=value string; when absent, TSMIGRATE_SOURCE / TSMIGRATE_TARGET. The PG* environment
+variables and ~/.pgpass (PGPASSFILE) apply as they do for psql.`
+
+// app is what every command shares: the streams and the global flags.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	passwordPrompt bool
+	verbose        bool
+	pgBin          string
+}
+
+var commands []func(a *app) *cobra.Command
+
+// register adds a command to the root; each command's file calls it from init.
+func register(f func(a *app) *cobra.Command) { commands = append(commands, f) }
+
+func newRoot(a *app) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "tsmigrate",
+		Short: "Move whole PostgreSQL + TimescaleDB databases between servers, with nothing lost",
+		Long: `tsmigrate moves a whole PostgreSQL + TimescaleDB database (or several) from one server to
+another: pre-flight checks, a proven write freeze, the copy, and proof that both sides match.
+
+` + connHelp + "\n\n" + exitCodesHelp,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().BoolVar(&a.passwordPrompt, "password-prompt", false, "ask on the terminal for a missing password (no echo)")
+	root.PersistentFlags().BoolVarP(&a.verbose, "verbose", "v", false, "show more detail")
+	root.PersistentFlags().StringVar(&a.pgBin, "pg-bin", "", "directory holding pg_dump and pg_restore to use")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return exit.Usagef("see --help", "%s", err)
+	})
+	for _, f := range commands {
+		c := f(a)
+		c.SetFlagErrorFunc(root.FlagErrorFunc())
+		root.AddCommand(c)
+	}
+	root.SetHelpTemplate(root.HelpTemplate())
+	return root
+}
+
+// Run runs tsmigrate with args and returns the process exit code.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	root := newRoot(a)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exit.OK
+	}
+	code := exit.Code(err)
+	if ctx.Err() != nil && code != exit.Usage {
+		code = exit.Interrupted
+	}
+	var e *exit.Error
+	switch {
+	case code == exit.Interrupted:
+		fmt.Fprintln(stderr, "tsmigrate: interrupted")
+	case errors.As(err, &e) || isCobraUsage(err):
+		fmt.Fprintln(stderr, "tsmigrate: "+dbconn.Redact(firstLine(err.Error())))
+	default:
+		fmt.Fprintln(stderr, "tsmigrate: error: "+dbconn.Redact(firstLine(err.Error())))
+	}
+	if isCobraUsage(err) {
+		return exit.Usage
+	}
+	return code
+}
+
+func isCobraUsage(err error) bool {
+	msg := err.Error()
+	return strings.HasPrefix(msg, "unknown command") || strings.HasPrefix(msg, "unknown flag") ||
+		strings.Contains(msg, "accepts ") || strings.HasPrefix(msg, "required flag")
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// connFlags are --source/--target, with their environment fallbacks.
+type connFlags struct {
+	source, target string
+}
+
+func (f *connFlags) addSource(c *cobra.Command) {
+	c.Flags().StringVar(&f.source, "source", "", "source connection URI (default $TSMIGRATE_SOURCE)")
+}
+
+func (f *connFlags) addTarget(c *cobra.Command) {
+	c.Flags().StringVar(&f.target, "target", "", "target connection URI (default $TSMIGRATE_TARGET)")
+}
+
+// config resolves the connection of role from its flag or environment variable,
+// asking for the password on the terminal when --password-prompt is set and none is known.
+func (a *app) config(role, flagValue string) (*dbconn.Config, error) {
+	env := "TSMIGRATE_" + strings.ToUpper(role)
+	s := flagValue
+	if s == "" {
+		s = os.Getenv(env)
+	}
+	if s == "" {
+		return nil, exit.Usagef(fmt.Sprintf("pass --%s URI or set %s", role, env), "no %s given", role)
+	}
+	c, err := dbconn.Parse(role, s)
+	if err != nil {
+		return nil, err
+	}
+	if a.passwordPrompt && !c.HasPassword() {
+		pw, err := readPassword(fmt.Sprintf("Password for %s (%s): ", role, c))
+		if err != nil {
+			return nil, err
+		}
+		c.SetPassword(pw)
+	}
+	return c, nil
+}
+
+func readPassword(prompt string) (string, error) {
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return "", exit.Usagef("put the password in ~/.pgpass or PGPASSWORD instead", "--password-prompt needs a terminal, and there is none")
+	}
+	defer tty.Close()
+	fmt.Fprint(tty, prompt)
+	pw, err := term.ReadPassword(int(tty.Fd()))
+	fmt.Fprintln(tty)
+	if err != nil {
+		return "", exit.Usagef("", "reading the password: %v", err)
+	}
+	return string(pw), nil
+}
+
+// isTerminal says whether w is a terminal (for colour and prompts).
+func isTerminal(f any) bool {
+	if file, ok := f.(*os.File); ok {
+		return term.IsTerminal(int(file.Fd()))
+	}
+	return false
+}
+
+// confirm asks a yes/no question on the terminal. Without a terminal it refuses unless
+// yes is set: anything that stops writes on a server needs a person's consent.
+func (a *app) confirm(yes bool, question string) error {
+	if yes {
+		return nil
+	}
+	if !isTerminal(a.stdin) {
+		return exit.Usagef("pass --yes to confirm without a terminal", "%s: no terminal to confirm on", strings.TrimSuffix(question, "?"))
+	}
+	fmt.Fprintf(a.stderr, "%s [y/N] ", question)
+	var answer string
+	fmt.Fscanln(a.stdin, &answer)
+	if a := strings.ToLower(strings.TrimSpace(answer)); a == "y" || a == "yes" {
+		return nil
+	}
+	return exit.Usagef("", "not confirmed: nothing was changed")
+}
+
+func init() {
+	register(func(a *app) *cobra.Command {
+		return &cobra.Command{
+			Use:   "version",
+			Short: "Print tsmigrate's version",
+			Args:  cobra.NoArgs,
+			RunE: func(c *cobra.Command, _ []string) error {
+				fmt.Fprintf(a.stdout, "tsmigrate %s\n", Version)
+				return nil
+			},
+		}
+	})
+}

@@ -1,0 +1,267 @@
+// Package dbconn holds the connection settings of the source and the target: libpq URIs
+// or key=value strings, the PG* environment and ~/.pgpass (through pgx), TLS as sslmode
+// says, connect timeouts, redaction of passwords, and handing the settings to pg_dump
+// and pg_restore without a password on their command line.
+package dbconn
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tsmigrate/tsmigrate/internal/exit"
+)
+
+// DefaultConnectTimeout applies when the connection string sets no connect_timeout.
+const DefaultConnectTimeout = 10 * time.Second
+
+// Config is how to reach one server. Role ("source" or "target") names it in messages.
+type Config struct {
+	Role   string
+	params map[string]string
+	pgx    *pgx.ConnConfig // resolved: environment and passfile applied
+}
+
+// Parse reads a connection string for role. An empty string means libpq defaults and
+// the PG* environment. A malformed string is a usage error (exit 2) whose message never
+// contains the password.
+func Parse(role, s string) (*Config, error) {
+	p, err := parseConnString(s)
+	if err != nil {
+		return nil, exit.Usagef("give a postgres:// URI or key=value pairs, as psql takes them",
+			"%s: invalid connection string: %s", role, err)
+	}
+	if pw, ok := p["password"]; ok {
+		RegisterSecret(pw)
+	}
+	c := &Config{Role: role, params: p}
+	if err := c.resolve(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Config) resolve() error {
+	pc, err := pgx.ParseConfig(formatKeywords(c.params))
+	if err != nil {
+		return exit.Usagef("check the connection string's keywords and values",
+			"%s: invalid connection string: %s", c.Role, Redact(oneLine(unwrapParseError(err))))
+	}
+	if _, set := c.params["connect_timeout"]; !set {
+		pc.ConnectTimeout = DefaultConnectTimeout
+	}
+	pc.RuntimeParams["application_name"] = "tsmigrate"
+	RegisterSecret(pc.Password)
+	c.pgx = pc
+	return nil
+}
+
+func unwrapParseError(err error) string {
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) && pe.Unwrap() != nil {
+		return pe.Unwrap().Error()
+	}
+	return err.Error()
+}
+
+// WithDatabase is a copy of c that connects to database name.
+func (c *Config) WithDatabase(name string) *Config {
+	p := make(map[string]string, len(c.params)+1)
+	for k, v := range c.params {
+		p[k] = v
+	}
+	p["dbname"] = name
+	n := &Config{Role: c.Role, params: p}
+	n.pgx = c.pgx.Copy()
+	n.pgx.Database = name
+	return n
+}
+
+// Database is the database name the config connects to.
+func (c *Config) Database() string { return c.pgx.Database }
+
+// User is the role the config logs in as.
+func (c *Config) User() string { return c.pgx.User }
+
+// Host is the first host (or socket directory) and port.
+func (c *Config) Host() (string, uint16) { return c.pgx.Host, c.pgx.Port }
+
+// HasPassword says whether a password is known (from the string, PGPASSWORD, a
+// passfile entry, or SetPassword).
+func (c *Config) HasPassword() bool { return c.pgx.Password != "" }
+
+// SetPassword sets the password, e.g. one read from a prompt.
+func (c *Config) SetPassword(pw string) {
+	RegisterSecret(pw)
+	c.params["password"] = pw
+	c.pgx.Password = pw
+}
+
+// String shows the config without its password: user@host:port/dbname.
+func (c *Config) String() string {
+	return fmt.Sprintf("%s@%s/%s", c.pgx.User, c.hostPort(), c.pgx.Database)
+}
+
+func (c *Config) hostPort() string {
+	if strings.HasPrefix(c.pgx.Host, "/") {
+		return fmt.Sprintf("%s:%d", c.pgx.Host, c.pgx.Port)
+	}
+	return net.JoinHostPort(c.pgx.Host, fmt.Sprint(c.pgx.Port))
+}
+
+// IsLocal says whether the server is reached over a Unix socket or a loopback address.
+func (c *Config) IsLocal() bool {
+	h := c.pgx.Host
+	if strings.HasPrefix(h, "/") || h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// PgxConfig is a copy of the resolved pgx configuration.
+func (c *Config) PgxConfig() *pgx.ConnConfig { return c.pgx.Copy() }
+
+// Conn is a connection plus what was learnt while making it.
+type Conn struct {
+	*pgx.Conn
+	TLS bool
+}
+
+// ConnectError is a server that cannot be reached or logged into: exit 2.
+func connectError(c *Config, err error) error {
+	return &exit.Error{
+		Code: exit.Usage,
+		Msg:  fmt.Sprintf("%s: cannot connect to %s: %s", c.Role, c.String(), Redact(Reason(err))),
+		Hint: connectHint(err),
+		Err:  err,
+	}
+}
+
+func connectHint(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "28P01", "28000":
+			return "check the user name and password (URI, PGPASSWORD, ~/.pgpass, or --password-prompt)"
+		case "3D000":
+			return "create the database first, or name an existing one"
+		}
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		return "check host, port and firewall; raise connect_timeout if the server is slow to answer"
+	}
+	return "check host, port, and that the server accepts connections from here"
+}
+
+// Reason is the one-line cause of a connection or query error, without pgx's prefixes.
+func Reason(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return fmt.Sprintf("%s (SQLSTATE %s)", pgErr.Message, pgErr.Code)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timed out"
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Err != nil {
+		return oneLine(opErr.Err.Error())
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return oneLine(dnsErr.Error())
+	}
+	msg := err.Error()
+	// pgx: "failed to connect to `user=... database=...`: host (addr): <cause>"
+	if i := strings.LastIndex(msg, "): "); i >= 0 && strings.HasPrefix(msg, "failed to connect") {
+		msg = msg[i+3:]
+	}
+	return oneLine(msg)
+}
+
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+// Connect opens a connection. A failure to reach or log in is an *exit.Error with
+// code 2, naming the role and the reason.
+func (c *Config) Connect(ctx context.Context) (*Conn, error) {
+	conn, err := pgx.ConnectConfig(ctx, c.pgx.Copy())
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, connectError(c, err)
+	}
+	_, isTLS := conn.PgConn().Conn().(*tls.Conn)
+	return &Conn{Conn: conn, TLS: isTLS}, nil
+}
+
+// Warnings says what is risky about a connection that worked: today, a server that is
+// not on this machine reached without TLS.
+func (c *Config) Warnings(conn *Conn) []string {
+	if conn.TLS || c.IsLocal() {
+		return nil
+	}
+	return []string{fmt.Sprintf("%s: %s is reached without TLS: passwords and data cross the network in clear; set sslmode=require (or verify-full) in the connection string",
+		c.Role, c.hostPort())}
+}
+
+// ChildProcess prepares the arguments and environment with which pg_dump, pg_restore or
+// psql reach the server: a connection string without the password (for --dbname), and
+// an environment whose PGPASSFILE points at a private file holding it. cleanup removes
+// that file.
+func (c *Config) ChildProcess() (conninfo string, env []string, cleanup func(), err error) {
+	p := make(map[string]string, len(c.params))
+	for k, v := range c.params {
+		if k != "password" && k != "passfile" {
+			p[k] = v
+		}
+	}
+	p["dbname"] = c.pgx.Database
+	if _, ok := p["application_name"]; !ok {
+		p["application_name"] = "tsmigrate"
+	}
+	env = make([]string, 0, len(os.Environ())+1)
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "PGPASSWORD=") || (c.pgx.Password != "" && strings.HasPrefix(kv, "PGPASSFILE=")) {
+			continue
+		}
+		env = append(env, kv)
+	}
+	cleanup = func() {}
+	if c.pgx.Password != "" {
+		dir, err := os.MkdirTemp("", "tsmigrate-pass-")
+		if err != nil {
+			return "", nil, nil, fmt.Errorf("make private passfile: %w", err)
+		}
+		file := filepath.Join(dir, "pgpass")
+		line := "*:*:*:*:" + escapePassfile(c.pgx.Password) + "\n"
+		if err := os.WriteFile(file, []byte(line), 0o600); err != nil {
+			os.RemoveAll(dir)
+			return "", nil, nil, fmt.Errorf("write private passfile: %w", err)
+		}
+		env = append(env, "PGPASSFILE="+file)
+		cleanup = func() { os.RemoveAll(dir) }
+	}
+	return formatKeywords(p), env, cleanup, nil
+}
+
+func escapePassfile(s string) string {
+	s = strings.ReplaceAll(s, `\`, `\\`)
+	return strings.ReplaceAll(s, `:`, `\:`)
+}
