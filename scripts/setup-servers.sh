@@ -8,6 +8,8 @@
 #
 # Prints the environment the tests read (TSMIGRATE_PG17_ROOT etc.) on its last lines.
 set -euo pipefail
+with_pgcopydb=
+[ "${1:-}" = "--with-pgcopydb" ] && with_pgcopydb=1
 
 CACHE=${TSMIGRATE_CACHE:-/var/cache/tsmigrate}
 ROOT=$CACHE/trixie
@@ -43,6 +45,13 @@ if [ ! -x "$ROOT/usr/lib/postgresql/17/bin/postgres" ] || [ ! -f "$ROOT/usr/lib/
     trixie "$ROOT.tmp" "$mirror" >"$CACHE/debootstrap.log" 2>&1 || {
       log "debootstrap failed; see $CACHE/debootstrap.log"; tail -n 20 "$CACHE/debootstrap.log" >&2; exit 1; }
   rm -rf "$ROOT" && mv "$ROOT.tmp" "$ROOT"
+fi
+
+# pgcopydb 0.17, a peer for the benchmarks only (Debian 12's 0.10 fails on TimescaleDB).
+if [ -n "$with_pgcopydb" ] && [ ! -x "$ROOT/usr/bin/pgcopydb" ]; then
+  log "installing pgcopydb in $ROOT"
+  chroot "$ROOT" apt-get install -y -qq pgcopydb >"$CACHE/pgcopydb-install.log" 2>&1 || {
+    log "pgcopydb install failed; see $CACHE/pgcopydb-install.log"; exit 1; }
 fi
 
 # Host-side wrappers for the root's client tools, run through the root's own loader.

@@ -1,0 +1,31 @@
+# tsmigrate — the two commands a new user needs:
+#   make demo   two local servers, sample time-series data, the whole flow
+#   make test   the test suite against real servers
+GO ?= go
+PKGS ?= ./...
+
+.PHONY: all build servers demo test check bench
+
+all: build
+
+build:
+	$(GO) build -o bin/tsmigrate ./cmd/tsmigrate
+
+# Installs PostgreSQL 15, PostgreSQL 17 + TimescaleDB (Debian 13 root) and PostgreSQL 16
+# under /var/cache/tsmigrate; a no-op when they are there. Needs root.
+servers:
+	@bash scripts/setup-servers.sh >/dev/null
+
+demo: servers
+	$(GO) run ./demo
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+test: servers check
+	$(GO) test -race -count=1 -timeout 40m $(PKGS)
+
+bench:
+	@bash scripts/setup-servers.sh --with-pgcopydb >/dev/null
+	$(GO) run ./bench/migrate

@@ -1,0 +1,300 @@
+// Command migrate compares ways of migrating the same database side by side, in one run,
+// on two local PostgreSQL 17 + TimescaleDB servers: the documented procedure (pg_dump -Fc,
+// pg_restore --jobs 1, ANALYZE), tsmigrate's dump engine, its stream engine, pgcopydb
+// (when installed in the Debian 13 root: `scripts/setup-servers.sh --with-pgcopydb`), and
+// tsmigrate verify. It prints wall times, ratios and tsmigrate's peak memory.
+//
+//	go run ./bench/migrate [-scale 1.0] [-jobs 2] [-ways documented,dump,stream,pgcopydb]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tsmigrate/tsmigrate/internal/sampledata"
+	"github.com/tsmigrate/tsmigrate/internal/testenv"
+)
+
+type result struct {
+	way     string
+	wall    time.Duration
+	maxRSS  int64 // KiB, tsmigrate runs only
+	note    string
+	failed  bool
+	correct bool
+}
+
+type bench struct {
+	src, dst *testenv.Server
+	bin      string
+	jobs     int
+	tmp      string
+	want     map[string]int64
+}
+
+func main() {
+	scale := flag.Float64("scale", 1.0, "database size (1.0 is about 825 MB)")
+	jobs := flag.Int("jobs", 2, "parallel jobs for every way that has them")
+	ways := flag.String("ways", "documented,dump,stream,verify,pgcopydb", "ways to run, in order")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *scale, *jobs, strings.Split(*ways, ",")); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, scale float64, jobs int, ways []string) error {
+	b := &bench{jobs: jobs}
+	// Every tool below gets the password from the environment, never from its argv.
+	os.Setenv("PGPASSWORD", testenv.SuperPassword)
+	var err error
+	if b.tmp, err = os.MkdirTemp("", "tsmigrate-bench-"); err != nil {
+		return err
+	}
+	defer os.RemoveAll(b.tmp)
+	if b.bin, err = buildTsmigrate(ctx, b.tmp); err != nil {
+		return err
+	}
+	opts := testenv.Options{Settings: map[string]string{"max_wal_size": "8GB", "checkpoint_timeout": "30min"}}
+	if b.src, err = testenv.Start(ctx, testenv.PG17TS, opts); err != nil {
+		return err
+	}
+	defer b.src.Stop()
+	if b.dst, err = testenv.Start(ctx, testenv.PG17TS, opts); err != nil {
+		return err
+	}
+	defer b.dst.Stop()
+
+	fmt.Printf("loading the sample database at scale %g ...\n", scale)
+	t0 := time.Now()
+	if err := b.src.CreateDatabase(ctx, "bench", true); err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, b.src.SuperURI("bench"))
+	if err != nil {
+		return err
+	}
+	if _, err := sampledata.Create(ctx, conn, scale); err != nil {
+		return err
+	}
+	var size string
+	conn.QueryRow(ctx, "SELECT pg_size_pretty(pg_database_size(current_database()))").Scan(&size)
+	if b.want, err = rowCounts(ctx, conn); err != nil {
+		return err
+	}
+	conn.Close(ctx)
+	fmt.Printf("source: %s, rows %v, loaded in %s\n", size, b.want, time.Since(t0).Round(time.Second))
+	// Let the load's checkpoint pass before timing anything.
+	b.src.Exec(ctx, "postgres", "CHECKPOINT")
+
+	var results []result
+	for _, w := range ways {
+		w = strings.TrimSpace(w)
+		fmt.Printf("\n--- %s\n", w)
+		r := b.runWay(ctx, w)
+		results = append(results, r)
+		fmt.Printf("%s: %s %s\n", w, r.wall.Round(10*time.Millisecond), r.note)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	report(results, size)
+	return nil
+}
+
+func (b *bench) runWay(ctx context.Context, way string) result {
+	r := result{way: way}
+	target := "bench_" + way
+	if way != "verify" {
+		b.dst.Exec(ctx, "postgres", "DROP DATABASE IF EXISTS "+target+" WITH (FORCE)")
+		if err := b.dst.CreateDatabase(ctx, target, false); err != nil {
+			r.failed, r.note = true, err.Error()
+			return r
+		}
+	}
+	start := time.Now()
+	var err error
+	switch way {
+	case "documented":
+		err = b.documented(ctx, target)
+	case "dump", "stream":
+		args := []string{"migrate", "--engine", way, "--jobs", fmt.Sprint(b.jobs), "--yes", "--no-verify",
+			"--pg-bin", testenv.ClientBin(testenv.PG17TS),
+			"--source", b.uri(b.src, "bench"), "--target", b.uri(b.dst, target)}
+		r.maxRSS, err = b.tsmigrate(ctx, args...)
+	case "verify":
+		r.maxRSS, err = b.tsmigrate(ctx, "verify", "--jobs", fmt.Sprint(b.jobs),
+			"--source", b.uri(b.src, "bench"), "--target", b.uri(b.dst, "bench_stream"))
+		target = "bench_stream"
+	case "pgcopydb":
+		err = b.pgcopydb(ctx, target)
+	default:
+		err = fmt.Errorf("unknown way %q", way)
+	}
+	r.wall = time.Since(start)
+	// Whatever the way did, the source must be writable for the next one.
+	if way == "dump" || way == "stream" {
+		b.tsmigrate(ctx, "unfreeze", "--source", b.uri(b.src, "bench"))
+	}
+	if err != nil {
+		r.failed, r.note = true, "FAILED: "+firstLine(err.Error())
+	}
+	got, cerr := b.targetCounts(ctx, target)
+	switch {
+	case cerr != nil:
+		r.note += " (counts: " + cerr.Error() + ")"
+	case fmt.Sprint(got) == fmt.Sprint(b.want):
+		r.correct = true
+	default:
+		r.note += fmt.Sprintf(" (WRONG DATA: target rows %v)", got)
+	}
+	if r.maxRSS > 0 {
+		r.note += fmt.Sprintf(" peak RSS %d MB", r.maxRSS/1024)
+	}
+	return r
+}
+
+func (b *bench) documented(ctx context.Context, target string) error {
+	file := filepath.Join(b.tmp, "dump.bak")
+	bin := testenv.ClientBin(testenv.PG17TS)
+	if err := runLogged(ctx, filepath.Join(bin, "pg_dump"), "--no-owner", "-Fc", "-f", file, "-d", b.uri(b.src, "bench")); err != nil {
+		return err
+	}
+	defer os.Remove(file)
+	if err := b.dst.Exec(ctx, target, "CREATE EXTENSION timescaledb", "SELECT timescaledb_pre_restore()"); err != nil {
+		return err
+	}
+	// pg_restore exits 1 on the known harmless messages; the counts afterwards decide.
+	runLogged(ctx, filepath.Join(bin, "pg_restore"), "--no-owner", "--jobs", "1", "-d", b.uri(b.dst, target), file)
+	return b.dst.Exec(ctx, target, "SELECT timescaledb_post_restore()", "ANALYZE")
+}
+
+func (b *bench) pgcopydb(ctx context.Context, target string) error {
+	root := testenv.Pg17Root()
+	if _, err := os.Stat(filepath.Join(root, "usr/bin/pgcopydb")); err != nil {
+		return fmt.Errorf("pgcopydb not installed: run scripts/setup-servers.sh --with-pgcopydb")
+	}
+	if err := b.dst.Exec(ctx, target, "CREATE EXTENSION timescaledb", "SELECT timescaledb_pre_restore()"); err != nil {
+		return err
+	}
+	work := "/var/tmp/pgcopydb-bench"
+	os.RemoveAll(filepath.Join(root, work))
+	cmd := exec.CommandContext(ctx, "chroot", root, "/usr/bin/pgcopydb", "clone",
+		"--table-jobs", fmt.Sprint(b.jobs), "--index-jobs", fmt.Sprint(b.jobs), "--dir", work,
+		"--source", b.uri(b.src, "bench"), "--target", b.uri(b.dst, target))
+	cmd.Env = []string{"PATH=/usr/lib/postgresql/17/bin:/usr/bin:/bin", "LANG=C.UTF-8", "PGPASSWORD=" + testenv.SuperPassword}
+	out, err := cmd.CombinedOutput()
+	os.WriteFile(filepath.Join(os.TempDir(), "pgcopydb-bench.log"), out, 0o644)
+	b.dst.Exec(ctx, target, "SELECT timescaledb_post_restore()")
+	if err != nil {
+		// test-environment.md: 0.17 copies the data, then exits 12 on TRUNCATE ONLY of the
+		// hypertable; the row counts afterwards say whether the data arrived.
+		return fmt.Errorf("pgcopydb: %v (log in %s/pgcopydb-bench.log)", err, os.TempDir())
+	}
+	return nil
+}
+
+// uri is the superuser's URI for db on s, without the password (PGPASSWORD carries it).
+func (b *bench) uri(s *testenv.Server, db string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.Port, db)
+}
+
+func (b *bench) tsmigrate(ctx context.Context, args ...string) (int64, error) {
+	cmd := exec.CommandContext(ctx, b.bin, args...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	err := cmd.Run()
+	var rss int64
+	if cmd.ProcessState != nil {
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			rss = ru.Maxrss
+		}
+	}
+	return rss, err
+}
+
+func (b *bench) targetCounts(ctx context.Context, db string) (map[string]int64, error) {
+	conn, err := pgx.Connect(ctx, b.dst.SuperURI(db))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(ctx)
+	return rowCounts(ctx, conn)
+}
+
+func rowCounts(ctx context.Context, conn *pgx.Conn) (map[string]int64, error) {
+	m := map[string]int64{}
+	for _, t := range []string{"devices", "events", "metrics"} {
+		var n int64
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+t).Scan(&n); err != nil {
+			return nil, err
+		}
+		m[t] = n
+	}
+	return m, nil
+}
+
+func report(rs []result, size string) {
+	fmt.Printf("\n=== results (database %s, one run, same machine) ===\n", size)
+	fmt.Printf("%-12s %10s  %s\n", "way", "wall", "notes")
+	byWay := map[string]result{}
+	for _, r := range rs {
+		byWay[r.way] = r
+		ok := "data equal"
+		if !r.correct {
+			ok = "data NOT equal"
+		}
+		fmt.Printf("%-12s %9.2fs  %s; %s\n", r.way, r.wall.Seconds(), ok, strings.TrimSpace(r.note))
+	}
+	ratio := func(a, b string) {
+		ra, okA := byWay[a]
+		rb, okB := byWay[b]
+		if okA && okB && !ra.failed && !rb.failed && rb.wall > 0 {
+			fmt.Printf("%s / %s = %.2fx\n", a, b, ra.wall.Seconds()/rb.wall.Seconds())
+		}
+	}
+	fmt.Println()
+	ratio("dump", "documented")
+	ratio("stream", "documented")
+	ratio("stream", "pgcopydb")
+	ratio("verify", "stream")
+	if d, ok := byWay["documented"]; ok {
+		if s, ok := byWay["dump"]; ok && s.wall > 0 && !d.failed && !s.failed {
+			fmt.Printf("dump engine speed-up over the documented procedure: %.2fx\n", d.wall.Seconds()/s.wall.Seconds())
+		}
+	}
+}
+
+func buildTsmigrate(ctx context.Context, dir string) (string, error) {
+	bin := filepath.Join(dir, "tsmigrate")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/tsmigrate")
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	return bin, cmd.Run()
+}
+
+func runLogged(ctx context.Context, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", filepath.Base(name), err, firstLine(strings.TrimSpace(string(out))))
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}

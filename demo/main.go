@@ -1,0 +1,150 @@
+// Command demo runs tsmigrate end to end on two local servers: a self-hosted-like source
+// (PostgreSQL 17 + TimescaleDB) with sample time-series data, and a managed-like target
+// (TLS only, database defaultdb, non-superuser tsdbadmin). Run it with `make demo`.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tsmigrate/tsmigrate/internal/sampledata"
+	"github.com/tsmigrate/tsmigrate/internal/testenv"
+)
+
+func main() {
+	scale := flag.Float64("scale", 0.02, "size of the sample data (1.0 is about 825 MB)")
+	keep := flag.Bool("keep", false, "keep both servers running after the demo, until Ctrl-C")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *scale, *keep); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func step(format string, args ...any) {
+	fmt.Printf("\n\033[1m==> %s\033[0m\n", fmt.Sprintf(format, args...))
+}
+
+func run(ctx context.Context, scale float64, keep bool) error {
+	if err := testenv.Available(testenv.PG17TS); err != nil {
+		return fmt.Errorf("%v (make demo runs it for you)", err)
+	}
+	step("starting two local servers: a source (PostgreSQL 17 + TimescaleDB) and a managed-like target (TLS only, defaultdb, tsdbadmin)")
+	src, err := testenv.Start(ctx, testenv.PG17TS, testenv.Options{})
+	if err != nil {
+		return err
+	}
+	defer src.Stop()
+	dst, err := testenv.Start(ctx, testenv.PG17TS, testenv.Options{Managed: true})
+	if err != nil {
+		return err
+	}
+	defer dst.Stop()
+	fmt.Printf("source: 127.0.0.1:%d   target: 127.0.0.1:%d (sslmode=verify-full)\n", src.Port, dst.Port)
+
+	step("loading sample time-series data into the source database \"app\" (scale %g)", scale)
+	if err := src.CreateDatabase(ctx, "app", true); err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, src.SuperURI("app"))
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	sz, err := sampledata.Create(ctx, conn, scale)
+	conn.Close(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("devices %d rows, events %d rows, metrics (hypertable) %d rows in %d daily chunks, loaded in %s\n",
+		sz.Devices, sz.Events, sz.Metrics, sz.Days, time.Since(t0).Round(time.Millisecond))
+	// The target's extension is created by the migration at the source's version; the
+	// managed-like target starts empty, as a new service does.
+	if err := dst.Exec(ctx, testenv.ManagedDB, "CREATE EXTENSION IF NOT EXISTS timescaledb"); err != nil {
+		return err
+	}
+
+	bin, err := build(ctx)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(filepath.Dir(bin))
+	env := append(os.Environ(),
+		"TSMIGRATE_SOURCE="+src.SuperURI("app"),
+		"TSMIGRATE_TARGET="+dst.URI(testenv.ManagedDB))
+	fmt.Println("\nThe connection strings are in TSMIGRATE_SOURCE and TSMIGRATE_TARGET (passwords stay off the command line).")
+
+	for _, c := range demoSteps(src) {
+		step("%s", c.title)
+		fmt.Printf("$ tsmigrate %s\n", strings.Join(c.args, " "))
+		code, err := tsmigrate(ctx, bin, env, c.args...)
+		if err != nil {
+			return err
+		}
+		if code != c.want {
+			return fmt.Errorf("tsmigrate %s exited %d, expected %d", c.args[0], code, c.want)
+		}
+	}
+	step("demo finished")
+	if keep {
+		fmt.Printf("servers keep running until Ctrl-C:\n  source %s\n  target %s\n",
+			src.SuperURI("app"), dst.URI(testenv.ManagedDB))
+		<-ctx.Done()
+	}
+	return nil
+}
+
+type demoStep struct {
+	title string
+	args  []string
+	want  int
+}
+
+func demoSteps(_ *testenv.Server) []demoStep {
+	pgBin := testenv.ClientBin(testenv.PG17TS)
+	return []demoStep{
+		{"pre-flight checks on both servers", []string{"preflight", "--pg-bin", pgBin}, 0},
+		{"freezing writes on the source (a proven freeze, recorded on the server)", []string{"freeze", "--yes"}, 0},
+		{"undoing the freeze", []string{"unfreeze"}, 0},
+	}
+}
+
+func build(ctx context.Context) (string, error) {
+	dir, err := os.MkdirTemp("", "tsmigrate-demo-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "tsmigrate")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/tsmigrate")
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("build tsmigrate: %w", err)
+	}
+	return bin, nil
+}
+
+func tsmigrate(ctx context.Context, bin string, env []string, args ...string) (int, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return 0, nil
+}
