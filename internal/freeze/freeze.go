@@ -1,0 +1,477 @@
+// Package freeze stops writes to a source database before its dump and proves that
+// they stopped: new transactions default to read-only (ALTER DATABASE ... SET
+// default_transaction_read_only = on), sessions connected before the freeze are ended
+// after a grace period or waited for, and the database's write counters and
+// transaction ids are watched over a short window. What it did is recorded on the
+// database itself (RecordSetting), so that Unfreeze undoes exactly that from any
+// machine, even after the freezing process was killed.
+package freeze
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/exit"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultWaitTimeout = 2 * time.Minute
+	DefaultProofWindow = 3 * time.Second
+	// MinProofWindow: a busy backend flushes its write counts to the statistics at
+	// most once a second (PGSTAT_MIN_INTERVAL, PostgreSQL 15+), so a shorter window can
+	// miss a writer that writes all the time (measured: a 500 ms window "proved" a
+	// database into which a session inserted every 50 ms).
+	MinProofWindow = 1500 * time.Millisecond
+)
+
+// pollInterval is how often sessions and counters are looked at while waiting.
+const pollInterval = 200 * time.Millisecond
+
+// Options change how Freeze deals with sessions and proves the freeze.
+type Options struct {
+	// Grace is how long sessions connected before the freeze get to finish their open
+	// transactions before they are ended. Zero ends them at once.
+	Grace time.Duration
+	// NoTerminate waits for those sessions' transactions to end instead of ending the
+	// sessions, for at most WaitTimeout (default DefaultWaitTimeout). On timeout the
+	// freeze is undone and Freeze fails naming who still holds what.
+	NoTerminate bool
+	WaitTimeout time.Duration
+	// ProofWindow is how long the database must stay still for the proof (default
+	// DefaultProofWindow, at least MinProofWindow).
+	ProofWindow time.Duration
+	// KeepPIDs are backends of the caller (its other connections to the database):
+	// neither ended nor waited for. They count in the proof like any other.
+	KeepPIDs []uint32
+	// OnEvent, if set, hears about each step as it happens.
+	OnEvent func(Event)
+}
+
+// EventKind names a step of Freeze.
+type EventKind string
+
+const (
+	// EventFrozen: the read-only default and the record are committed (ID, Since).
+	EventFrozen EventKind = "frozen"
+	// EventWaiting: Sessions from before the freeze; they are ended at Deadline, or
+	// (NoTerminate) the wait for their transactions gives up at Deadline.
+	EventWaiting EventKind = "waiting"
+	// EventEnded: Sessions were ended.
+	EventEnded EventKind = "ended"
+	// EventProving: the proof window starts, or starts again after Reason.
+	EventProving EventKind = "proving"
+	// EventUndone: Freeze failed and undid the freeze (Reason says why).
+	EventUndone EventKind = "undone"
+)
+
+// Event is one step of Freeze, for a caller that shows progress.
+type Event struct {
+	Kind     EventKind
+	ID       string
+	Since    time.Time
+	Sessions []Session
+	Deadline time.Time
+	Reason   string
+}
+
+// Result is what Freeze did and what it measured.
+type Result struct {
+	Database string    `json:"database"`
+	ID       string    `json:"freeze_id"`
+	Since    time.Time `json:"since"`
+	Host     string    `json:"host"`
+	// PreviousReadOnly is the database-level default_transaction_read_only before the
+	// freeze (nil: not set), which Unfreeze restores.
+	PreviousReadOnly *string `json:"previous_read_only"`
+	// Sessions connected before the freeze and what became of them (Outcome).
+	Sessions []Session `json:"sessions"`
+	Proof    Proof     `json:"proof"`
+	// CannotStop says, one sentence each, what the freeze does not prevent.
+	CannotStop []string `json:"cannot_stop"`
+}
+
+// Sentinel causes, for errors.Is on Freeze's errors.
+var (
+	// ErrAlreadyFrozen: the database carries a tsmigrate freeze record already; nothing
+	// was changed. Status tells whose.
+	ErrAlreadyFrozen = errors.New("already frozen")
+	// ErrSessionsRemain: with NoTerminate, sessions from before the freeze kept their
+	// transactions open past the wait timeout; the freeze was undone.
+	ErrSessionsRemain = errors.New("sessions from before the freeze remain in transactions")
+	// ErrNotProven: writes did not stop within the proof's time; the freeze was undone.
+	ErrNotProven = errors.New("the freeze could not be proven")
+)
+
+func (o Options) withDefaults() Options {
+	if o.WaitTimeout <= 0 {
+		o.WaitTimeout = DefaultWaitTimeout
+	}
+	if o.ProofWindow <= 0 {
+		o.ProofWindow = DefaultProofWindow
+	}
+	o.ProofWindow = max(o.ProofWindow, MinProofWindow)
+	if o.Grace < 0 {
+		o.Grace = 0
+	}
+	return o
+}
+
+func (o Options) emit(e Event) {
+	if o.OnEvent != nil {
+		o.OnEvent(e)
+	}
+}
+
+// Freeze makes src's database read-only for new transactions, deals with the sessions
+// connected before, and proves that writes stopped. The connection Freeze makes is its
+// own and is never ended. When Freeze fails after the database was made read-only
+// (including when ctx is cancelled), it undoes the freeze before returning; if that
+// undo fails too, the error says so and `tsmigrate unfreeze` undoes it later.
+func Freeze(ctx context.Context, src *dbconn.Config, opt Options) (*Result, error) {
+	opt = opt.withDefaults()
+	conn, err := src.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	db := src.Database()
+	if _, err := conn.Exec(ctx, sqlSessionSetup); err != nil {
+		return nil, fmt.Errorf("freeze %s: set up session: %w", db, err)
+	}
+	rec, err := begin(ctx, conn.Conn, db, opt)
+	if err != nil {
+		return nil, err
+	}
+	// Every backend that starts after the commit reads the new default; the ones
+	// before may not have.
+	var frozenAt time.Time
+	if err := conn.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&frozenAt); err != nil {
+		return nil, undo(ctx, src, conn.Conn, rec.ID, opt, fmt.Errorf("freeze %s: read server clock: %w", db, err))
+	}
+	opt.emit(Event{Kind: EventFrozen, ID: rec.ID, Since: rec.Since})
+	res := &Result{Database: db, ID: rec.ID, Since: rec.Since, Host: rec.Host, PreviousReadOnly: rec.Previous}
+
+	res.Sessions, err = settleSessions(ctx, conn.Conn, frozenAt, opt)
+	if err == nil {
+		res.Proof, err = prove(ctx, conn.Conn, opt)
+	}
+	if err == nil {
+		res.CannotStop, err = cannotStop(ctx, conn.Conn, db, res.Sessions, opt)
+	}
+	if err != nil {
+		return nil, undo(ctx, src, conn.Conn, rec.ID, opt, err)
+	}
+	return res, nil
+}
+
+// undo removes a freeze that Freeze made and could not complete, and returns cause,
+// with a word on whether the undo worked. A cancelled context may have broken conn;
+// the undo then connects anew.
+func undo(ctx context.Context, src *dbconn.Config, conn *pgx.Conn, id string, opt Options, cause error) error {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	suffix := "; the freeze was undone"
+	var err error
+	if conn.IsClosed() {
+		var fresh *dbconn.Conn
+		if fresh, err = src.Connect(uctx); err == nil {
+			defer fresh.Close(uctx)
+			conn = fresh.Conn
+		}
+	}
+	if err == nil {
+		_, err = unfreeze(uctx, conn, src.Database(), id)
+	}
+	if err != nil {
+		suffix = fmt.Sprintf("; undoing the freeze failed too (%s): run tsmigrate unfreeze", dbconn.Reason(err))
+	} else {
+		opt.emit(Event{Kind: EventUndone, ID: id, Reason: cause.Error()})
+	}
+	var e *exit.Error
+	if errors.As(cause, &e) {
+		e.Msg += suffix
+		return cause
+	}
+	return fmt.Errorf("%w%s", cause, suffix)
+}
+
+// The freezing transaction's checks: the TimescaleDB scheduler of this database, if
+// one is running, and the server's clock.
+const sqlSchedulerRunning = `
+SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+               WHERE datname = current_database()
+                 AND backend_type = 'TimescaleDB Background Worker Scheduler'),
+       statement_timestamp()`
+
+// begin writes the record and the read-only default in one transaction, so that a
+// crash leaves either both or neither.
+func begin(ctx context.Context, conn *pgx.Conn, db string, opt Options) (*record, error) {
+	host, _ := os.Hostname()
+	rec := &record{ID: newID(), Host: host}
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(advisoryKey)); err != nil {
+			return err
+		}
+		set, err := settings(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if st, _ := stateFrom(db, set); st.Frozen {
+			return alreadyFrozen(st)
+		}
+		if prev, ok := set[readOnlySetting]; ok {
+			rec.Previous = &prev
+		}
+		var scheduler bool
+		if err := tx.QueryRow(ctx, sqlSchedulerRunning).Scan(&scheduler, &rec.Since); err != nil {
+			return err
+		}
+		rec.RestartScheduler = scheduler && !opt.NoTerminate
+		if err := tx.QueryRow(ctx, "SELECT current_user").Scan(&rec.User); err != nil {
+			return err
+		}
+		js, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		for _, s := range []string{
+			sqlAlterDatabase(db, "SET "+pgx.Identifier{RecordSetting}.Sanitize()+" = "+quoteLiteral(string(js))),
+			sqlAlterDatabase(db, "SET "+readOnlySetting+" = on"),
+		} {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return recordError(db, rec.User, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		var e *exit.Error
+		if errors.As(err, &e) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("freeze %s: %w", db, err)
+	}
+	return rec, nil
+}
+
+func alreadyFrozen(st *State) error {
+	msg := fmt.Sprintf("database %q is already frozen by tsmigrate (freeze %s since %s, from %s as %s); nothing was changed",
+		st.Database, st.ID, st.Since.UTC().Format(time.RFC3339), st.Host, st.User)
+	if st.ID == "" {
+		msg = fmt.Sprintf("database %q carries a tsmigrate freeze record already (%s); nothing was changed", st.Database, st.Problem)
+	}
+	return &exit.Error{Code: exit.Failed, Msg: msg, Hint: "tsmigrate unfreeze first to freeze anew", Err: ErrAlreadyFrozen}
+}
+
+func recordError(db, user string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+		return &exit.Error{Code: exit.Failed,
+			Msg: fmt.Sprintf("cannot freeze database %q as %s: %s; nothing was changed", db, user, dbconn.Reason(err)),
+			Hint: fmt.Sprintf("freeze as a superuser, or as a superuser run GRANT SET ON PARAMETER %s TO %s; the role must also own the database",
+				RecordSetting, plainIdent(user)),
+			Err: err}
+	}
+	return err
+}
+
+// plainIdent writes a role name as a person would type it: bare when it can be.
+func plainIdent(s string) string {
+	if ok, _ := regexp.MatchString(`^[a-z_][a-z0-9_]*$`, s); ok {
+		return s
+	}
+	return pgx.Identifier{s}.Sanitize()
+}
+
+func newID() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "fz-" + time.Now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b)
+}
+
+// settleSessions deals with the sessions that connected before frozenAt: they read
+// the old default and may still write.
+func settleSessions(ctx context.Context, conn *pgx.Conn, frozenAt time.Time, opt Options) ([]Session, error) {
+	seen := map[uint32]Session{}
+	var order []uint32
+	note := func(list []Session) {
+		for _, s := range list {
+			if _, ok := seen[s.PID]; !ok {
+				order = append(order, s.PID)
+			}
+			seen[s.PID] = s
+		}
+	}
+	outcome := func(present []Session, what string) []Session {
+		here := map[uint32]bool{}
+		for _, s := range present {
+			here[s.PID] = true
+		}
+		out := make([]Session, 0, len(order))
+		for _, pid := range order {
+			s := seen[pid]
+			s.Outcome = "left"
+			if here[pid] {
+				s.Outcome = what
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+
+	list, err := sessionsBefore(ctx, conn, frozenAt, opt.KeepPIDs)
+	if err != nil || len(list) == 0 {
+		return []Session{}, err
+	}
+	note(list)
+	if opt.NoTerminate {
+		deadline := time.Now().Add(opt.WaitTimeout)
+		var told []uint32
+		for {
+			busy := inTransaction(list)
+			if len(busy) == 0 {
+				return outcome(list, "waited"), nil
+			}
+			if pids := pidsOf(busy); !slices.Equal(pids, told) {
+				opt.emit(Event{Kind: EventWaiting, Sessions: busy, Deadline: deadline})
+				told = pids
+			}
+			if !time.Now().Before(deadline) {
+				return nil, sessionsRemain(busy, opt.WaitTimeout)
+			}
+			if err := sleep(ctx, pollInterval); err != nil {
+				return nil, err
+			}
+			if list, err = sessionsBefore(ctx, conn, frozenAt, opt.KeepPIDs); err != nil {
+				return nil, err
+			}
+			note(list)
+		}
+	}
+
+	deadline := time.Now().Add(opt.Grace)
+	opt.emit(Event{Kind: EventWaiting, Sessions: list, Deadline: deadline})
+	for len(inTransaction(list)) > 0 && time.Now().Before(deadline) {
+		if err := sleep(ctx, min(pollInterval, time.Until(deadline))); err != nil {
+			return nil, err
+		}
+		if list, err = sessionsBefore(ctx, conn, frozenAt, opt.KeepPIDs); err != nil {
+			return nil, err
+		}
+		note(list)
+	}
+	for _, s := range list {
+		if err := terminate(ctx, conn, s); err != nil {
+			return nil, err
+		}
+	}
+	ended := outcome(list, "ended")
+	if len(list) > 0 {
+		opt.emit(Event{Kind: EventEnded, Sessions: list})
+	}
+	still, err := sessionsBefore(ctx, conn, frozenAt, opt.KeepPIDs)
+	if err != nil {
+		return nil, err
+	}
+	if len(still) > 0 {
+		return nil, fmt.Errorf("%w: %s did not exit within 5 s of being ended", errTerminate, describe(still))
+	}
+	return ended, nil
+}
+
+func inTransaction(list []Session) []Session {
+	var out []Session
+	for _, s := range list {
+		if s.InTransaction() {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func pidsOf(list []Session) []uint32 {
+	out := make([]uint32, len(list))
+	for i, s := range list {
+		out[i] = s.PID
+	}
+	return out
+}
+
+func describe(list []Session) string {
+	s := ""
+	for i, x := range list {
+		if i > 0 {
+			s += "; "
+		}
+		s += x.String() + ", holding " + x.Holds()
+	}
+	return s
+}
+
+func sessionsRemain(busy []Session, timeout time.Duration) error {
+	return &exit.Error{Code: exit.Failed,
+		Msg: fmt.Sprintf("%d session(s) from before the freeze still in a transaction after %s: %s",
+			len(busy), timeout, describe(busy)),
+		Hint: "let them finish, raise --wait-timeout, or drop --no-terminate to end them",
+		Err:  ErrSessionsRemain}
+}
+
+// Role-level settings of default_transaction_read_only that outrank the database's
+// (ALTER ROLE r [IN DATABASE d] SET ...): such roles' new sessions ignore the freeze.
+const sqlRoleOverrides = `
+SELECT r.rolname, s.setdatabase <> 0, substr(item, strpos(item, '=') + 1)
+FROM pg_db_role_setting s
+JOIN pg_roles r ON r.oid = s.setrole, unnest(s.setconfig) AS item
+WHERE s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+  AND split_part(item, '=', 1) = 'default_transaction_read_only'
+ORDER BY 1`
+
+// cannotStop says what the freeze does not prevent, for this database.
+func cannotStop(ctx context.Context, conn *pgx.Conn, db string, sessions []Session, opt Options) ([]string, error) {
+	out := []string{
+		"a superuser, or any session, can run SET default_transaction_read_only = off (or BEGIN READ WRITE) and write again: the freeze only changes the default for new transactions",
+		fmt.Sprintf("other databases on this server keep running and writing: the freeze covers database %q only", db),
+	}
+	for _, s := range sessions {
+		if s.Outcome == "waited" {
+			out = append(out, fmt.Sprintf("session %s connected before the freeze and was waited for, not ended: it keeps read-write transactions and can write again", s))
+		}
+	}
+	if len(opt.KeepPIDs) > 0 {
+		out = append(out, fmt.Sprintf("sessions %v were kept at the caller's request: they are neither ended nor read-only", opt.KeepPIDs))
+	}
+	rows, err := conn.Query(ctx, sqlRoleOverrides)
+	if err != nil {
+		return nil, fmt.Errorf("read role settings: %w", err)
+	}
+	var role, value string
+	var inDB bool
+	_, err = pgx.ForEachRow(rows, []any{&role, &inDB, &value}, func() error {
+		if on, _ := parseBool(value); on {
+			return nil
+		}
+		scope := "ALTER ROLE " + role + " SET"
+		if inDB {
+			scope = "ALTER ROLE " + role + " IN DATABASE " + db + " SET"
+		}
+		out = append(out, fmt.Sprintf("role %s has its own default_transaction_read_only = %s (%s), which outranks the database's: its new sessions are not read-only", role, value, scope))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read role settings: %w", err)
+	}
+	return out, nil
+}
