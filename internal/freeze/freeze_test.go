@@ -444,3 +444,26 @@ func TestFreezeProofCatchesWriter(t *testing.T) {
 		t.Fatalf("status: %+v", st)
 	}
 }
+
+// Cancelling the context while the freeze waits (Ctrl-C, SIGTERM) undoes the freeze.
+func TestFreezeCancelledUndoes(t *testing.T) {
+	f := newFixture(t, testenv.PG15, false)
+	holder := f.session(t)
+	if _, err := holder.Exec(context.Background(), "BEGIN; INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ev := newEvents()
+	go func() {
+		ev.wait(t, freeze.EventWaiting)
+		cancel()
+	}()
+	_, err := freeze.Freeze(ctx, f.src, freeze.Options{NoTerminate: true, OnEvent: ev.on})
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "the freeze was undone") {
+		t.Fatalf("got %v, want cancelled and undone", err)
+	}
+	if st := status(t, f); st.Frozen {
+		t.Fatalf("status: %+v", st)
+	}
+	mustWritable(t, f)
+}

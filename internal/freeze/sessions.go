@@ -41,7 +41,7 @@ func (s Session) String() string {
 	if s.User != "" {
 		fmt.Fprintf(&b, " user %s", s.User)
 	}
-	if s.Application != "" {
+	if s.Application != "" && s.Application != s.BackendType {
 		fmt.Fprintf(&b, " application %q", s.Application)
 	}
 	if s.Client != "" {
