@@ -174,6 +174,17 @@ func Freeze(ctx context.Context, src *dbconn.Config, opt Options) (*Result, erro
 	if err != nil {
 		return nil, undo(ctx, src, conn.Conn, rec.ID, opt, err)
 	}
+	// Someone may have run unfreeze, or changed the setting, while this waited.
+	set, err := settings(ctx, conn)
+	if err != nil {
+		return nil, undo(ctx, src, conn.Conn, rec.ID, opt, err)
+	}
+	if st, _ := stateFrom(db, set); !st.Intact || st.ID != rec.ID {
+		return nil, &exit.Error{Code: exit.Failed, Err: ErrNotProven,
+			Msg: fmt.Sprintf("freeze %s of database %q was undone or changed by someone else while it was being proven (now: frozen %v, freeze id %q, default_transaction_read_only %q)",
+				rec.ID, db, st.Frozen, st.ID, st.ReadOnly),
+			Hint: "see tsmigrate freeze-status; freeze again when ready"}
+	}
 	return res, nil
 }
 

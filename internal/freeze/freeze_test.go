@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -114,28 +115,40 @@ type events struct {
 	ch   chan freeze.Event
 }
 
-func newEvents() *events { return &events{ch: make(chan freeze.Event, 100)} }
+func newEvents() *events { return &events{ch: make(chan freeze.Event, 1000)} }
 
 func (e *events) on(ev freeze.Event) {
 	e.mu.Lock()
 	e.list = append(e.list, ev)
 	e.mu.Unlock()
-	e.ch <- ev
+	select {
+	case e.ch <- ev:
+	default:
+	}
 }
 
-func (e *events) wait(t *testing.T, kind freeze.EventKind) freeze.Event {
-	t.Helper()
+// next returns the next event of kind, or false after 30 s. Safe in any goroutine.
+func (e *events) next(kind freeze.EventKind) (freeze.Event, bool) {
 	timeout := time.After(30 * time.Second)
 	for {
 		select {
 		case ev := <-e.ch:
 			if ev.Kind == kind {
-				return ev
+				return ev, true
 			}
 		case <-timeout:
-			t.Fatalf("no %s event within 30 s", kind)
+			return freeze.Event{}, false
 		}
 	}
+}
+
+func (e *events) wait(t *testing.T, kind freeze.EventKind) freeze.Event {
+	t.Helper()
+	ev, ok := e.next(kind)
+	if !ok {
+		t.Fatalf("no %s event within 30 s", kind)
+	}
+	return ev
 }
 
 // A session idle in a write transaction from before the freeze is ended after the
@@ -328,7 +341,9 @@ func TestFreezeNoTerminateTimeoutUndoes(t *testing.T) {
 			t.Errorf("error %q does not say %q", msg, want)
 		}
 	}
-	ev.wait(t, freeze.EventUndone)
+	if !slices.ContainsFunc(ev.list, func(e freeze.Event) bool { return e.Kind == freeze.EventUndone }) {
+		t.Error("no undone event")
+	}
 	if st := status(t, f); st.Frozen {
 		t.Fatalf("status after the failed freeze: %+v", st)
 	}
@@ -408,7 +423,10 @@ func TestFreezeProofCatchesWriter(t *testing.T) {
 	stop := make(chan struct{})
 	writerDone := make(chan error, 1)
 	go func() {
-		ev.wait(t, freeze.EventFrozen)
+		if _, ok := ev.next(freeze.EventFrozen); !ok {
+			writerDone <- errors.New("no frozen event")
+			return
+		}
 		c, err := pgx.Connect(ctx, f.srv.SuperURI(f.db)+"&options=-c%20default_transaction_read_only%3Doff")
 		if err != nil {
 			writerDone <- err
@@ -455,7 +473,7 @@ func TestFreezeCancelledUndoes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ev := newEvents()
 	go func() {
-		ev.wait(t, freeze.EventWaiting)
+		ev.next(freeze.EventWaiting)
 		cancel()
 	}()
 	_, err := freeze.Freeze(ctx, f.src, freeze.Options{NoTerminate: true, OnEvent: ev.on})
@@ -464,6 +482,34 @@ func TestFreezeCancelledUndoes(t *testing.T) {
 	}
 	if st := status(t, f); st.Frozen {
 		t.Fatalf("status: %+v", st)
+	}
+	mustWritable(t, f)
+}
+
+// An unfreeze from elsewhere while Freeze waits makes Freeze fail rather than report a
+// freeze that is no longer there.
+func TestFreezeNoticesUnfreezeMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, testenv.PG15, false)
+	holder := f.session(t)
+	if _, err := holder.Exec(ctx, "BEGIN; INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	ev := newEvents()
+	done := make(chan error, 1)
+	go func() {
+		_, err := freeze.Freeze(ctx, f.src, freeze.Options{NoTerminate: true, OnEvent: ev.on})
+		done <- err
+	}()
+	ev.wait(t, freeze.EventWaiting)
+	if un, err := freeze.Unfreeze(ctx, f.src); err != nil || !un.WasFrozen {
+		t.Fatalf("unfreeze meanwhile: %+v, %v", un, err)
+	}
+	if _, err := holder.Exec(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, freeze.ErrNotProven) || !strings.Contains(err.Error(), "someone else") {
+		t.Fatalf("got %v, want a failure saying the freeze was undone by someone else", err)
 	}
 	mustWritable(t, f)
 }
