@@ -58,6 +58,16 @@ func (f *fixture) session(t *testing.T) *pgx.Conn {
 	return c
 }
 
+// writing is a session idle in a transaction that has written a row (a = 1).
+func (f *fixture) writing(t *testing.T) *pgx.Conn {
+	t.Helper()
+	c := f.session(t)
+	if _, err := c.Exec(context.Background(), "BEGIN; INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func pid(c *pgx.Conn) uint32 { return c.PgConn().PID() }
 
 // writeFromNewSession inserts a row from a session that connects now.
@@ -159,10 +169,7 @@ func TestFreezeEndsSessionsThenUnfreeze(t *testing.T) {
 		t.Run(string(k), func(t *testing.T) {
 			ctx := context.Background()
 			f := newFixture(t, k, k == testenv.PG17TS)
-			holder := f.session(t)
-			if _, err := holder.Exec(ctx, "BEGIN; INSERT INTO t VALUES (1)"); err != nil {
-				t.Fatal(err)
-			}
+			holder := f.writing(t)
 			idle := f.session(t)
 			var scheduler uint32
 			if k == testenv.PG17TS {
@@ -271,10 +278,7 @@ func TestFreezeNoTerminateWaitsForTransaction(t *testing.T) {
 		t.Run(string(k), func(t *testing.T) {
 			ctx := context.Background()
 			f := newFixture(t, k, false)
-			holder := f.session(t)
-			if _, err := holder.Exec(ctx, "BEGIN; INSERT INTO t VALUES (1)"); err != nil {
-				t.Fatal(err)
-			}
+			holder := f.writing(t)
 			ev := newEvents()
 			type out struct {
 				res *freeze.Result
@@ -326,10 +330,7 @@ func TestFreezeNoTerminateWaitsForTransaction(t *testing.T) {
 func TestFreezeNoTerminateTimeoutUndoes(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, testenv.PG15, false)
-	holder := f.session(t)
-	if _, err := holder.Exec(ctx, "BEGIN; INSERT INTO t VALUES (1)"); err != nil {
-		t.Fatal(err)
-	}
+	holder := f.writing(t)
 	ev := newEvents()
 	_, err := freeze.Freeze(ctx, f.src, freeze.Options{NoTerminate: true, WaitTimeout: time.Second, OnEvent: ev.on})
 	if !errors.Is(err, freeze.ErrSessionsRemain) {
@@ -466,10 +467,7 @@ func TestFreezeProofCatchesWriter(t *testing.T) {
 // Cancelling the context while the freeze waits (Ctrl-C, SIGTERM) undoes the freeze.
 func TestFreezeCancelledUndoes(t *testing.T) {
 	f := newFixture(t, testenv.PG15, false)
-	holder := f.session(t)
-	if _, err := holder.Exec(context.Background(), "BEGIN; INSERT INTO t VALUES (1)"); err != nil {
-		t.Fatal(err)
-	}
+	f.writing(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	ev := newEvents()
 	go func() {
@@ -491,10 +489,7 @@ func TestFreezeCancelledUndoes(t *testing.T) {
 func TestFreezeNoticesUnfreezeMeanwhile(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, testenv.PG15, false)
-	holder := f.session(t)
-	if _, err := holder.Exec(ctx, "BEGIN; INSERT INTO t VALUES (1)"); err != nil {
-		t.Fatal(err)
-	}
+	holder := f.writing(t)
 	ev := newEvents()
 	done := make(chan error, 1)
 	go func() {
