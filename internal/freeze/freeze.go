@@ -96,7 +96,8 @@ type Result struct {
 	// PreviousReadOnly is the database-level default_transaction_read_only before the
 	// freeze (nil: not set), which Unfreeze restores.
 	PreviousReadOnly *string `json:"previous_read_only"`
-	// Sessions connected before the freeze and what became of them (Outcome).
+	// Sessions connected before the freeze, as first found, and what became of them
+	// (Outcome).
 	Sessions []Session `json:"sessions"`
 	Proof    Proof     `json:"proof"`
 	// CannotStop says, one sentence each, what the freeze does not prevent.
@@ -318,12 +319,13 @@ func newID() string {
 func settleSessions(ctx context.Context, conn *pgx.Conn, frozenAt time.Time, opt Options) ([]Session, error) {
 	seen := map[uint32]Session{}
 	var order []uint32
+	// A session is reported as the freeze first found it: what it held then.
 	note := func(list []Session) {
 		for _, s := range list {
 			if _, ok := seen[s.PID]; !ok {
 				order = append(order, s.PID)
+				seen[s.PID] = s
 			}
-			seen[s.PID] = s
 		}
 	}
 	outcome := func(present []Session, what string) []Session {
