@@ -1,0 +1,165 @@
+package verify
+
+import (
+	"context"
+	"fmt"
+)
+
+// userObjects keeps what users made: no system schemas, no TimescaleDB-internal
+// schemas (chunks, compressed and materialization hypertables, the catalog: those are
+// compared through the hypertables and their metadata), no temporary schemas.
+// It expects the namespace aliased n. standard_conforming_strings is pinned on.
+const userObjects = `n.nspname NOT IN ('pg_catalog', 'information_schema')
+	AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+	AND n.nspname NOT LIKE '\_timescaledb%' AND n.nspname NOT LIKE 'timescaledb\_%'`
+
+// notExtensionMember drops objects an extension's script made (their data and
+// definitions come with the extension). %s is the catalog, %s the object's oid.
+const notExtensionMember = `NOT EXISTS (SELECT 1 FROM pg_depend e
+	WHERE e.classid = '%s'::regclass AND e.objid = %s AND e.deptype = 'e')`
+
+// tablesSQL lists the tables that hold data, with their live columns and primary key.
+// Checked on PostgreSQL 15 and 17.
+var tablesSQL = `SELECT n.nspname, c.relname,
+	array(SELECT a.attname FROM pg_attribute a
+		WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)::text[],
+	array(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+		WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)::text[],
+	array(SELECT a.attname FROM pg_constraint k
+		CROSS JOIN LATERAL unnest(k.conkey) WITH ORDINALITY AS u(attnum, ord)
+		JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum
+		WHERE k.conrelid = c.oid AND k.contype = 'p' ORDER BY u.ord)::text[]
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND ` + userObjects + `
+	AND ` + fmt.Sprintf(notExtensionMember, "pg_class", "c.oid") + `
+ORDER BY 1, 2`
+
+// timescaleSQL says whether TimescaleDB is installed.
+const timescaleSQL = `SELECT count(*) > 0 FROM pg_extension WHERE extname = 'timescaledb'`
+
+// hypertablesSQL lists user hypertables with their primary (time) dimension.
+// The information views exist with these columns in TimescaleDB 2.x (checked 2.19.3).
+const hypertablesSQL = `SELECT d.hypertable_schema::text, d.hypertable_name::text,
+	d.column_name::text, d.column_type::text
+FROM timescaledb_information.dimensions d
+WHERE d.dimension_number = 1 AND d.hypertable_schema::text NOT LIKE '\_timescaledb%'`
+
+// chunksSQL lists the chunks of user hypertables: the primary dimension's range (text
+// and a number to sort by) and every dimension's slice as the chunk's own CHECK
+// constraints (coninhcount = 0: the hypertable's CHECK constraints are inherited ones).
+// The slices are the chunk's identity across servers, where chunk names can differ;
+// they are also the WHERE clause that selects the chunk's rows through its hypertable.
+// show_chunk() would give the slices too, but the Apache build refuses it.
+// Checked on TimescaleDB 2.19.3 (PostgreSQL 17).
+const chunksSQL = `SELECT ch.hypertable_schema::text, ch.hypertable_name::text,
+	ch.chunk_schema::text, ch.chunk_name::text, coalesce(ch.is_compressed, false),
+	coalesce(ch.range_start::text, ch.range_start_integer::text, ''),
+	coalesce(ch.range_end::text, ch.range_end_integer::text, ''),
+	coalesce(extract(epoch FROM ch.range_start)::float8, ch.range_start_integer::float8, '-Infinity'),
+	coalesce(extract(epoch FROM ch.range_end)::float8, ch.range_end_integer::float8, 'Infinity'),
+	coalesce((SELECT string_agg(x.def, ' AND ' ORDER BY x.def) FROM (
+		SELECT pg_get_expr(k.conbin, k.conrelid) AS def FROM pg_constraint k
+		WHERE k.conrelid = format('%I.%I', ch.chunk_schema, ch.chunk_name)::regclass
+			AND k.contype = 'c' AND k.coninhcount = 0) AS x), '')
+FROM timescaledb_information.chunks ch
+WHERE ch.hypertable_schema::text NOT LIKE '\_timescaledb%'
+ORDER BY 1, 2, 8, 10`
+
+type column struct {
+	name, typ string
+}
+
+type table struct {
+	schema, name string
+	columns      []column
+	pk           []string
+	hyper        *hypertable
+}
+
+func (t *table) qualified() string { return quoteIdent(t.schema) + "." + quoteIdent(t.name) }
+
+type hypertable struct {
+	timeColumn, timeType string
+	chunks               []chunk
+}
+
+type chunk struct {
+	schema, name       string
+	compressed         bool
+	start, end         string  // primary-dimension bounds as text ("" = none)
+	startSort, endSort float64 // the same, as numbers to order by
+	slices             string  // every dimension's CHECK expression, sorted, ANDed
+}
+
+func (c chunk) qualified() string { return quoteIdent(c.schema) + "." + quoteIdent(c.name) }
+
+// inventory is what one side holds: its tables by "schema.name".
+type inventory struct {
+	tables map[string]*table
+}
+
+func readInventory(ctx context.Context, s *session) (*inventory, error) {
+	inv := &inventory{tables: map[string]*table{}}
+	rows, err := s.conn.Query(ctx, tablesSQL)
+	if err != nil {
+		return nil, fmt.Errorf("%s: list tables: %w", s.cfg.Role, err)
+	}
+	for rows.Next() {
+		var t table
+		var names, types []string
+		if err := rows.Scan(&t.schema, &t.name, &names, &types, &t.pk); err != nil {
+			return nil, fmt.Errorf("%s: list tables: %w", s.cfg.Role, err)
+		}
+		for i := range names {
+			t.columns = append(t.columns, column{names[i], types[i]})
+		}
+		inv.tables[t.schema+"."+t.name] = &t
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: list tables: %w", s.cfg.Role, err)
+	}
+
+	var hasTS bool
+	if err := s.conn.QueryRow(ctx, timescaleSQL).Scan(&hasTS); err != nil {
+		return nil, fmt.Errorf("%s: look for timescaledb: %w", s.cfg.Role, err)
+	}
+	if !hasTS {
+		return inv, nil
+	}
+	rows, err = s.conn.Query(ctx, hypertablesSQL)
+	if err != nil {
+		return nil, fmt.Errorf("%s: list hypertables: %w", s.cfg.Role, err)
+	}
+	for rows.Next() {
+		var schema, name string
+		var h hypertable
+		if err := rows.Scan(&schema, &name, &h.timeColumn, &h.timeType); err != nil {
+			return nil, fmt.Errorf("%s: list hypertables: %w", s.cfg.Role, err)
+		}
+		if t := inv.tables[schema+"."+name]; t != nil {
+			t.hyper = &h
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: list hypertables: %w", s.cfg.Role, err)
+	}
+	rows, err = s.conn.Query(ctx, chunksSQL)
+	if err != nil {
+		return nil, fmt.Errorf("%s: list chunks: %w", s.cfg.Role, err)
+	}
+	for rows.Next() {
+		var hs, hn string
+		var c chunk
+		if err := rows.Scan(&hs, &hn, &c.schema, &c.name, &c.compressed, &c.start, &c.end,
+			&c.startSort, &c.endSort, &c.slices); err != nil {
+			return nil, fmt.Errorf("%s: list chunks: %w", s.cfg.Role, err)
+		}
+		if t := inv.tables[hs+"."+hn]; t != nil && t.hyper != nil {
+			t.hyper.chunks = append(t.hyper.chunks, c)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: list chunks: %w", s.cfg.Role, err)
+	}
+	return inv, nil
+}

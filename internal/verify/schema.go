@@ -1,0 +1,314 @@
+package verify
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// SchemaDiff is one difference in the schema or the TimescaleDB metadata.
+type SchemaDiff struct {
+	Object string `json:"object"` // e.g. "index public.metrics_ts_idx"
+	What   string `json:"what"`   // "missing", "extra", or the attribute that differs
+	Source string `json:"source,omitempty"`
+	Target string `json:"target,omitempty"`
+}
+
+// String is the difference in one line.
+func (d SchemaDiff) String() string {
+	switch d.What {
+	case "missing":
+		return d.Object + ": missing on the target"
+	case "extra":
+		return d.Object + ": not on the source (extra on the target)"
+	case "last_value":
+		return fmt.Sprintf("%s: behind on the target: last_value source %s, target %s", d.Object, d.Source, d.Target)
+	}
+	if long(d.Source) || long(d.Target) {
+		return fmt.Sprintf("%s: %s differs", d.Object, d.What)
+	}
+	return fmt.Sprintf("%s: %s differs: source %s, target %s", d.Object, d.What, d.Source, d.Target)
+}
+
+func long(s string) bool { return len(s) > 80 || strings.ContainsRune(s, '\n') }
+
+// A fact is one attribute of one object, e.g. ("column public.t.x", "default", "0").
+// Parent names the object a child belongs to, so that a missing table is reported
+// once rather than with each of its columns and indexes.
+type fact struct {
+	parent, value string
+}
+
+// facts maps object -> attribute -> fact.
+type facts map[string]map[string]fact
+
+const none = "(none)"
+
+var (
+	relOnly  = fmt.Sprintf(notExtensionMember, "pg_class", "c.oid")
+	procOnly = fmt.Sprintf(notExtensionMember, "pg_proc", "p.oid")
+)
+
+// Each query returns (object, parent, attribute, value). All checked on PostgreSQL 15
+// and 17; the TimescaleDB ones on 2.19.3 (their information views).
+var schemaSQL = []string{
+	// database
+	`SELECT 'database', '', 'encoding', pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()`,
+
+	// extensions
+	`SELECT 'extension ' || quote_ident(x.extname), '', a.attr, a.val FROM pg_extension x
+	CROSS JOIN LATERAL (VALUES ('version', x.extversion), ('schema', x.extnamespace::regnamespace::text)) AS a(attr, val)`,
+
+	// schemas
+	`SELECT 'schema ' || quote_ident(n.nspname), '', 'exists', 'yes' FROM pg_namespace n
+	WHERE ` + userObjects + ` AND ` + fmt.Sprintf(notExtensionMember, "pg_namespace", "n.oid"),
+
+	// relations: kind, persistence, partitioning, view definitions (not of views over
+	// TimescaleDB-internal relations: continuous aggregates, compared below)
+	`SELECT format('relation %I.%I', n.nspname, c.relname), '', a.attr, a.val
+	FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	CROSS JOIN LATERAL (VALUES
+		('kind', CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table' WHEN 'v' THEN 'view'
+			WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table' WHEN 'S' THEN 'sequence' END),
+		('unlogged', (c.relpersistence = 'u')::text),
+		('partition of', CASE WHEN c.relispartition THEN (SELECT i.inhparent::regclass::text FROM pg_inherits i WHERE i.inhrelid = c.oid) || ' ' || pg_get_expr(c.relpartbound, c.oid) END),
+		('partition key', CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END),
+		('definition', CASE WHEN c.relkind IN ('v', 'm') AND NOT EXISTS (
+			SELECT 1 FROM pg_rewrite rw JOIN pg_depend dd ON dd.classid = 'pg_rewrite'::regclass AND dd.objid = rw.oid
+			JOIN pg_class dc ON dc.oid = dd.refobjid JOIN pg_namespace dn ON dn.oid = dc.relnamespace
+			WHERE rw.ev_class = c.oid AND dn.nspname LIKE '\_timescaledb%') THEN pg_get_viewdef(c.oid) END)
+	) AS a(attr, val)
+	WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND ` + userObjects + ` AND ` + relOnly,
+
+	// columns
+	`SELECT format('column %I.%I.%I', n.nspname, c.relname, att.attname), format('relation %I.%I', n.nspname, c.relname), a.attr, a.val
+	FROM pg_attribute att JOIN pg_class c ON c.oid = att.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+	LEFT JOIN pg_attrdef d ON d.adrelid = att.attrelid AND d.adnum = att.attnum
+	CROSS JOIN LATERAL (VALUES
+		('type', format_type(att.atttypid, att.atttypmod)),
+		('not null', att.attnotnull::text),
+		('default', CASE WHEN att.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END),
+		('generated', CASE WHEN att.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END),
+		('identity', CASE att.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END),
+		('collation', CASE WHEN att.attcollation <> 0 THEN att.attcollation::regcollation::text END)
+	) AS a(attr, val)
+	WHERE att.attnum > 0 AND NOT att.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+		AND ` + userObjects + ` AND ` + relOnly,
+
+	// constraints of tables
+	`SELECT format('constraint %I.%I.%I', n.nspname, c.relname, k.conname), format('relation %I.%I', n.nspname, c.relname), a.attr, a.val
+	FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+	CROSS JOIN LATERAL (VALUES ('definition', pg_get_constraintdef(k.oid)), ('validated', k.convalidated::text)) AS a(attr, val)
+	WHERE ` + userObjects + ` AND ` + relOnly,
+
+	// constraints of domains
+	`SELECT format('constraint %s.%I', k.contypid::regtype, k.conname), '', 'definition', pg_get_constraintdef(k.oid)
+	FROM pg_constraint k JOIN pg_type ty ON ty.oid = k.contypid JOIN pg_namespace n ON n.oid = ty.typnamespace
+	WHERE ` + userObjects + ` AND ` + fmt.Sprintf(notExtensionMember, "pg_type", "ty.oid"),
+
+	// indexes (indisclustered is left out: CLUSTER changes it, not the data)
+	`SELECT format('index %I.%I', n.nspname, ic.relname), format('relation %I.%I', n.nspname, c.relname), a.attr, a.val
+	FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid
+	JOIN pg_namespace n ON n.oid = c.relnamespace
+	CROSS JOIN LATERAL (VALUES ('definition', pg_get_indexdef(i.indexrelid)), ('valid', i.indisvalid::text)) AS a(attr, val)
+	WHERE ` + userObjects + ` AND ` + relOnly,
+
+	// sequences; last_value is compared as "target not behind the source"
+	`SELECT format('sequence %I.%I', n.nspname, c.relname), '', a.attr, a.val
+	FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+	CROSS JOIN LATERAL (VALUES ('type', format_type(s.seqtypid, NULL)), ('start', s.seqstart::text),
+		('increment', s.seqincrement::text), ('min', s.seqmin::text), ('max', s.seqmax::text),
+		('cycle', s.seqcycle::text),
+		('last_value', CASE WHEN has_sequence_privilege(c.oid, 'SELECT') THEN pg_sequence_last_value(c.oid)::text END)
+	) AS a(attr, val)
+	WHERE ` + userObjects + ` AND ` + relOnly,
+
+	// functions and procedures
+	`SELECT format('function %I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), '',
+		'definition', CASE WHEN p.prokind = 'a' THEN 'aggregate' ELSE pg_get_functiondef(p.oid) END
+	FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+	WHERE ` + userObjects + ` AND ` + procOnly,
+
+	// triggers (not TimescaleDB's own, such as ts_insert_blocker: their arguments hold
+	// catalog ids; the hypertable metadata covers them)
+	`SELECT format('trigger %I.%I.%I', n.nspname, c.relname, tg.tgname), format('relation %I.%I', n.nspname, c.relname), a.attr, a.val
+	FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+	JOIN pg_proc p ON p.oid = tg.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace
+	CROSS JOIN LATERAL (VALUES ('definition', pg_get_triggerdef(tg.oid)), ('enabled', tg.tgenabled::text)) AS a(attr, val)
+	WHERE NOT tg.tgisinternal AND pn.nspname NOT LIKE '\_timescaledb%' AND ` + userObjects + ` AND ` + relOnly,
+}
+
+// privilegesSQL compares owners and access privileges (Options.Privileges).
+var privilegesSQL = []string{
+	`SELECT format('relation %I.%I', n.nspname, c.relname), '', a.attr, a.val
+	FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(c.relowner)::text), ('privileges', c.relacl::text)) AS a(attr, val)
+	WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND ` + userObjects + ` AND ` + relOnly,
+	`SELECT 'schema ' || quote_ident(n.nspname), '', a.attr, a.val FROM pg_namespace n
+	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(n.nspowner)::text), ('privileges', n.nspacl::text)) AS a(attr, val)
+	WHERE ` + userObjects + ` AND ` + fmt.Sprintf(notExtensionMember, "pg_namespace", "n.oid"),
+	`SELECT format('function %I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), '', a.attr, a.val
+	FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(p.proowner)::text), ('privileges', p.proacl::text)) AS a(attr, val)
+	WHERE ` + userObjects + ` AND ` + procOnly,
+}
+
+// timescaleSchemaSQL is the TimescaleDB metadata, through its information views
+// (never its catalog tables, whose ids differ between servers). Jobs and continuous
+// aggregates are named by what they act on, not by ids; a job's config loses its
+// hypertable ids for the same reason. Checked on TimescaleDB 2.19.3.
+var timescaleSchemaSQL = []string{
+	`SELECT format('hypertable %I.%I', h.hypertable_schema, h.hypertable_name), format('relation %I.%I', h.hypertable_schema, h.hypertable_name), a.attr, a.val
+	FROM timescaledb_information.hypertables h
+	CROSS JOIN LATERAL (VALUES ('dimensions', h.num_dimensions::text), ('chunks', h.num_chunks::text),
+		('compression enabled', h.compression_enabled::text)) AS a(attr, val)
+	WHERE h.hypertable_schema::text NOT LIKE '\_timescaledb%'`,
+
+	`SELECT format('hypertable %I.%I dimension %s', d.hypertable_schema, d.hypertable_name, d.dimension_number), format('relation %I.%I', d.hypertable_schema, d.hypertable_name), a.attr, a.val
+	FROM timescaledb_information.dimensions d
+	CROSS JOIN LATERAL (VALUES ('column', d.column_name::text), ('type', d.column_type::text),
+		('kind', d.dimension_type::text), ('chunk interval', coalesce(d.time_interval::text, d.integer_interval::text)),
+		('integer now function', d.integer_now_func::text), ('partitions', d.num_partitions::text)) AS a(attr, val)
+	WHERE d.hypertable_schema::text NOT LIKE '\_timescaledb%'`,
+
+	`SELECT format('compression setting %I.%I.%I', s.hypertable_schema, s.hypertable_name, s.attname), format('relation %I.%I', s.hypertable_schema, s.hypertable_name), a.attr, a.val
+	FROM timescaledb_information.compression_settings s
+	CROSS JOIN LATERAL (VALUES ('segmentby position', s.segmentby_column_index::text),
+		('orderby position', s.orderby_column_index::text), ('orderby asc', s.orderby_asc::text),
+		('orderby nulls first', s.orderby_nullsfirst::text)) AS a(attr, val)
+	WHERE s.hypertable_schema::text NOT LIKE '\_timescaledb%'`,
+
+	`SELECT format('continuous aggregate %I.%I', c.view_schema, c.view_name), '', a.attr, a.val
+	FROM timescaledb_information.continuous_aggregates c
+	CROSS JOIN LATERAL (VALUES ('materialized only', c.materialized_only::text),
+		('compression enabled', c.compression_enabled::text), ('definition', c.view_definition)) AS a(attr, val)`,
+
+	`SELECT j.name || CASE WHEN j.n > 1 THEN ' #' || j.n ELSE '' END, '', a.attr, a.val
+	FROM (SELECT format('job %I.%I on %s', j.proc_schema, j.proc_name, coalesce(
+			format('continuous aggregate %I.%I', ca.view_schema, ca.view_name),
+			format('%I.%I', j.hypertable_schema, j.hypertable_name), 'the database')) AS name,
+		row_number() OVER (PARTITION BY j.proc_schema, j.proc_name, j.hypertable_schema, j.hypertable_name ORDER BY j.job_id) AS n,
+		j.*
+		FROM timescaledb_information.jobs j
+		LEFT JOIN timescaledb_information.continuous_aggregates ca
+			ON ca.materialization_hypertable_schema = j.hypertable_schema AND ca.materialization_hypertable_name = j.hypertable_name
+		WHERE j.job_id >= 1000) AS j
+	CROSS JOIN LATERAL (VALUES ('schedule interval', j.schedule_interval::text), ('max runtime', j.max_runtime::text),
+		('max retries', j.max_retries::text), ('retry period', j.retry_period::text), ('scheduled', j.scheduled::text),
+		('fixed schedule', j.fixed_schedule::text), ('config', (j.config - 'hypertable_id' - 'mat_hypertable_id')::text),
+		('check function', format('%I.%I', j.check_schema, j.check_name))) AS a(attr, val)`,
+}
+
+func readFacts(ctx context.Context, s *session, privileges bool) (facts, error) {
+	queries := append([]string(nil), schemaSQL...)
+	if privileges {
+		queries = append(queries, privilegesSQL...)
+	}
+	var hasTS bool
+	if err := s.conn.QueryRow(ctx, timescaleSQL).Scan(&hasTS); err != nil {
+		return nil, fmt.Errorf("%s: look for timescaledb: %w", s.cfg.Role, err)
+	}
+	if hasTS {
+		queries = append(queries, timescaleSchemaSQL...)
+	}
+	f := facts{}
+	for _, q := range queries {
+		rows, err := s.conn.Query(ctx, q)
+		if err != nil {
+			return nil, fmt.Errorf("%s: read schema: %w", s.cfg.Role, err)
+		}
+		for rows.Next() {
+			var obj, parent, attr string
+			var val *string
+			if err := rows.Scan(&obj, &parent, &attr, &val); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("%s: read schema: %w", s.cfg.Role, err)
+			}
+			v := none
+			if val != nil {
+				v = *val
+			}
+			if f[obj] == nil {
+				f[obj] = map[string]fact{}
+			}
+			f[obj][attr] = fact{parent: parent, value: v}
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("%s: read schema: %w", s.cfg.Role, err)
+		}
+	}
+	return f, nil
+}
+
+// compareFacts lists every object missing on one side and every attribute that
+// differs, sorted by object.
+func compareFacts(src, tgt facts) []SchemaDiff {
+	var out []SchemaDiff
+	parentOf := func(m map[string]fact) string {
+		for _, f := range m {
+			return f.parent
+		}
+		return ""
+	}
+	for obj, sa := range src {
+		ta, ok := tgt[obj]
+		if !ok {
+			if p := parentOf(sa); p == "" || tgt[p] != nil {
+				out = append(out, SchemaDiff{Object: obj, What: "missing"})
+			}
+			continue
+		}
+		for attr, sf := range sa {
+			tf, ok := ta[attr]
+			tv := none
+			if ok {
+				tv = tf.value
+			}
+			if attr == "last_value" {
+				if behind(sf.value, tv, sa["increment"].value) {
+					out = append(out, SchemaDiff{Object: obj, What: attr, Source: sf.value, Target: tv})
+				}
+				continue
+			}
+			if sf.value != tv {
+				out = append(out, SchemaDiff{Object: obj, What: attr, Source: sf.value, Target: tv})
+			}
+		}
+	}
+	for obj, ta := range tgt {
+		if _, ok := src[obj]; !ok {
+			if p := parentOf(ta); p == "" || src[p] != nil {
+				out = append(out, SchemaDiff{Object: obj, What: "extra"})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Object != out[j].Object {
+			return out[i].Object < out[j].Object
+		}
+		return out[i].What < out[j].What
+	})
+	return out
+}
+
+// behind says whether the target's sequence would hand out values the source already
+// did: its last value is before the source's in the direction of the increment.
+func behind(src, tgt, increment string) bool {
+	if src == none {
+		return false
+	}
+	if tgt == none {
+		return true
+	}
+	s, err1 := strconv.ParseInt(src, 10, 64)
+	t, err2 := strconv.ParseInt(tgt, 10, 64)
+	if err1 != nil || err2 != nil {
+		return src != tgt
+	}
+	if strings.HasPrefix(increment, "-") {
+		return t > s
+	}
+	return t < s
+}

@@ -1,0 +1,187 @@
+package verify
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+)
+
+// pinSettings makes every value's text form independent of the server's, database's
+// and role's settings, so equal data gives equal checksums on both sides:
+//   - TimeZone UTC: timestamptz text;
+//   - DateStyle ISO, YMD and IntervalStyle postgres: date, timestamp and interval text;
+//   - extra_float_digits 3: since PostgreSQL 12 any value > 0 prints float4/float8 in
+//     the shortest form that reads back to the same bits, so a difference in the last
+//     bit shows;
+//   - bytea_output hex, lc_monetary C: bytea and money text;
+//   - search_path pg_catalog: regclass/regtype values, defaults and definitions come
+//     out schema-qualified;
+//   - standard_conforming_strings on: literals this package writes;
+//   - statement_timeout 0: a role's timeout must not kill a long checksum.
+//
+// Checked on PostgreSQL 15 and 17.
+const pinSettings = `SELECT set_config('TimeZone', 'UTC', false),
+	set_config('DateStyle', 'ISO, YMD', false),
+	set_config('IntervalStyle', 'postgres', false),
+	set_config('extra_float_digits', '3', false),
+	set_config('bytea_output', 'hex', false),
+	set_config('lc_monetary', 'C', false),
+	set_config('search_path', 'pg_catalog', false),
+	set_config('standard_conforming_strings', 'on', false),
+	set_config('statement_timeout', '0', false)`
+
+// session is one connection with the pinned settings.
+type session struct {
+	cfg      *dbconn.Config
+	conn     *dbconn.Conn
+	snapshot string // exported by the coordinator, imported by workers
+}
+
+func connect(ctx context.Context, cfg *dbconn.Config) (*session, error) {
+	conn, err := cfg.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, pinSettings); err != nil {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("%s: pin session settings: %w", cfg.Role, err)
+	}
+	return &session{cfg: cfg, conn: conn}, nil
+}
+
+// openCoordinator connects and opens the read-only repeatable-read transaction whose
+// snapshot every worker of that side imports.
+func openCoordinator(ctx context.Context, cfg *dbconn.Config) (*session, error) {
+	s, err := connect(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
+		s.close()
+		return nil, fmt.Errorf("%s: begin snapshot: %w", cfg.Role, err)
+	}
+	if err := s.conn.QueryRow(ctx, "SELECT pg_export_snapshot()").Scan(&s.snapshot); err != nil {
+		s.close()
+		return nil, fmt.Errorf("%s: export snapshot: %w", cfg.Role, err)
+	}
+	return s, nil
+}
+
+func (s *session) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.conn.Close(ctx)
+}
+
+// begin starts a transaction on the coordinator's snapshot.
+func (s *session) begin(ctx context.Context, snapshot string) error {
+	if _, err := s.conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
+		return fmt.Errorf("%s: begin: %w", s.cfg.Role, err)
+	}
+	if _, err := s.conn.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(snapshot)); err != nil {
+		return fmt.Errorf("%s: import snapshot: %w", s.cfg.Role, err)
+	}
+	return nil
+}
+
+func (s *session) commit(ctx context.Context) error {
+	_, err := s.conn.Exec(ctx, "COMMIT")
+	return err
+}
+
+// worker owns one connection to each side; it checks one unit at a time.
+type worker struct {
+	src, tgt *session
+}
+
+// workerPool hands out workers, connecting new ones on demand (at most Jobs exist,
+// since the errgroup limits how many units run at once).
+type workerPool struct {
+	source, target   *dbconn.Config
+	srcSnap, tgtSnap string
+
+	mu   sync.Mutex
+	idle []*worker
+	all  []*worker
+}
+
+func (p *workerPool) get(ctx context.Context) (*worker, error) {
+	p.mu.Lock()
+	if n := len(p.idle); n > 0 {
+		w := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		return w, nil
+	}
+	p.mu.Unlock()
+	src, err := connect(ctx, p.source)
+	if err != nil {
+		return nil, err
+	}
+	src.snapshot = p.srcSnap
+	tgt, err := connect(ctx, p.target)
+	if err != nil {
+		src.close()
+		return nil, err
+	}
+	tgt.snapshot = p.tgtSnap
+	w := &worker{src: src, tgt: tgt}
+	p.mu.Lock()
+	p.all = append(p.all, w)
+	p.mu.Unlock()
+	return w, nil
+}
+
+// put returns a worker; one whose unit failed is not reused (its transaction state is
+// unknown).
+func (p *workerPool) put(w *worker, err error) {
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	p.idle = append(p.idle, w)
+	p.mu.Unlock()
+}
+
+func (p *workerPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, w := range p.all {
+		w.src.close()
+		w.tgt.close()
+	}
+}
+
+// both runs f on the source and the target session at the same time.
+func (w *worker) both(ctx context.Context, f func(ctx context.Context, s *session, side int) error) error {
+	errs := make(chan error, 1)
+	go func() { errs <- f(ctx, w.tgt, target) }()
+	err := f(ctx, w.src, source)
+	if terr := <-errs; err == nil {
+		err = terr
+	}
+	return err
+}
+
+func (w *worker) session(side int) *session {
+	if side == source {
+		return w.src
+	}
+	return w.tgt
+}
+
+const (
+	source = 0
+	target = 1
+)
+
+// quoteLiteral quotes s as an SQL string literal (standard_conforming_strings is pinned on).
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+func quoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }
