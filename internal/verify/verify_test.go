@@ -1,0 +1,235 @@
+package verify
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func run(t *testing.T, srcSrv *testenv.Server, src string, dstSrv *testenv.Server, dst string, showRows int) *Report {
+	t.Helper()
+	s, err := dbconn.Parse("source", srcSrv.URI(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := dbconn.Parse("target", dstSrv.URI(dst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Run(context.Background(), Options{Source: s, Target: d, Jobs: 2, ShowRows: showRows})
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	return rep
+}
+
+func unitOf(t *testing.T, rep *Report, table string) Unit {
+	t.Helper()
+	for _, u := range rep.Units {
+		if u.Table == table {
+			return u
+		}
+	}
+	t.Fatalf("no unit for %s", table)
+	return Unit{}
+}
+
+// Every value difference must change the checksum, and equal values must not.
+// Each case is a table v<i>(id int PRIMARY KEY, x <type>) holding a on the source and
+// b on the target; a twin table e<i> holds a on both sides.
+func TestEveryValueDifferenceShows(t *testing.T) {
+	cases := []struct {
+		name, typ, a, b string
+	}{
+		{"float8 last bit", "float8", "0.1", "0.1::float8 + 1.3877787807814457e-17"},
+		{"float8 1e-6", "float8", "1234.5", "1234.500001"},
+		{"float4 last bit", "float4", "'0.1'::float4", "'0.100000009'::float4"},
+		{"float8 minus zero", "float8", "'0'", "'-0'"},
+		{"float8 NaN and Infinity", "float8", "'NaN'", "'Infinity'"},
+		{"float8 Infinity sign", "float8", "'Infinity'", "'-Infinity'"},
+		{"numeric scale", "numeric", "1.50", "1.5"},
+		{"numeric NaN", "numeric", "'NaN'", "0"},
+		{"empty string and NULL", "text", "''", "NULL"},
+		{"text trailing space", "text", "'a'", "'a '"},
+		{"text composed and decomposed é", "text", "U&'\\00E9'", "U&'e\\0301'"},
+		{"text case", "text", "'Abc'", "'abc'"},
+		{"varchar quote", "varchar(10)", `'a"b'`, `'a''b'`},
+		{"jsonb number scale", "jsonb", `'{"a": 1}'`, `'{"a": 1.0}'`},
+		{"jsonb nested", "jsonb", `'{"a": [1, 2]}'`, `'{"a": [2, 1]}'`},
+		{"json whitespace", "json", `'{"a":1}'`, `'{"a": 1}'`},
+		{"array order", "int[]", "'{1,2}'", "'{2,1}'"},
+		{"array element boundaries", "text[]", `ARRAY['a,b', 'c']`, `ARRAY['a', 'b,c']`},
+		{"array empty string and NULL", "text[]", "ARRAY['']", "ARRAY[NULL]::text[]"},
+		{"array NULL and empty", "text[]", "'{}'", "NULL"},
+		{"timestamptz microsecond", "timestamptz", "'2024-01-01 00:00:00+00'", "'2024-01-01 00:00:00.000001+00'"},
+		{"timestamp", "timestamp", "'2024-01-01 00:00:00'", "'2024-01-01 00:00:01'"},
+		{"interval months and days", "interval", "'1 mon'", "'30 days'"},
+		{"bytea", "bytea", `'\x00'`, `'\x0000'`},
+		{"boolean NULL", "boolean", "false", "NULL"},
+		{"money", "money", "1.5", "1.51"},
+		{"uuid", "uuid", "'00000000-0000-0000-0000-000000000001'", "'00000000-0000-0000-0000-000000000002'"},
+	}
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src := testenv.NewDB(t, srv, false)
+	dst := testenv.NewDB(t, srv, false)
+	for _, db := range []string{src, dst} {
+		var stmts []string
+		for i, c := range cases {
+			val := c.a
+			if db == dst {
+				val = c.b
+			}
+			stmts = append(stmts,
+				fmt.Sprintf("CREATE TABLE v%d (id int PRIMARY KEY, x %s)", i, c.typ),
+				fmt.Sprintf("INSERT INTO v%d VALUES (1, %s)", i, val),
+				fmt.Sprintf("CREATE TABLE e%d (id int PRIMARY KEY, x %s)", i, c.typ),
+				fmt.Sprintf("INSERT INTO e%d VALUES (1, %s)", i, c.a))
+		}
+		testenv.MustExec(t, srv, db, stmts...)
+	}
+	// The other side's sessions print values differently; that must not matter.
+	testenv.MustExec(t, srv, "postgres", fmt.Sprintf(`ALTER DATABASE %s SET extra_float_digits = 0`, dst))
+	rep := run(t, srv, src, srv, dst, 1)
+	if len(rep.Schema) != 0 {
+		t.Errorf("schema differences: %v", rep.Schema)
+	}
+	for i, c := range cases {
+		if u := unitOf(t, rep, fmt.Sprintf("public.v%d", i)); u.Identical {
+			t.Errorf("%s: %s and %s give the same checksum", c.name, c.a, c.b)
+		} else if len(u.Rows) != 1 || u.Rows[0].Key != "id=1" {
+			t.Errorf("%s: drill-down rows %+v", c.name, u.Rows)
+		}
+		if u := unitOf(t, rep, fmt.Sprintf("public.e%d", i)); !u.Identical {
+			t.Errorf("%s: equal values %s differ: %s", c.name, c.a, u.Problem)
+		}
+	}
+}
+
+// The drill-down must find the one changed row in a large unit, with no key (row text
+// order), with only a time column, and with duplicates of the changed row.
+func TestDrillDownFindsTheRow(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	fixture := []string{
+		`CREATE TABLE plain (a int, b text, c float8)`,
+		`INSERT INTO plain SELECT i % 1000, 'b' || (i % 37), i / 7.0 FROM generate_series(1, 50000) i`,
+		`INSERT INTO plain SELECT 5, 'dup', 1 FROM generate_series(1, 3)`,
+		`CREATE TABLE ticks (ts timestamptz NOT NULL, sym text, px numeric)`,
+		`SELECT create_hypertable('ticks', 'ts', chunk_time_interval => interval '1 day')`,
+		`INSERT INTO ticks SELECT '2024-03-01 00:00:00+00'::timestamptz + (i / 50) * interval '1 minute', 's' || (i % 50), i * 0.01
+			FROM generate_series(0, 50 * 60 * 24 - 1) i`,
+	}
+	src := testenv.NewDB(t, srv, true)
+	dst := testenv.NewDB(t, srv, true)
+	testenv.MustExec(t, srv, src, fixture...)
+	testenv.MustExec(t, srv, dst, fixture...)
+	testenv.MustExec(t, srv, dst,
+		`UPDATE plain SET c = c + 1e-9 WHERE a = 500 AND b = 'b32'`,
+		`DELETE FROM plain WHERE ctid = (SELECT min(ctid) FROM plain WHERE b = 'dup')`,
+		`UPDATE ticks SET px = 123.450 WHERE ts = '2024-03-01 13:37:00+00' AND sym = 's7'`)
+	rep := run(t, srv, src, srv, dst, 10)
+	if rep.Identical() {
+		t.Fatal("identical")
+	}
+	plain := unitOf(t, rep, "public.plain")
+	if len(plain.Rows) != 3 {
+		t.Fatalf("plain: %d rows, want 3: %+v", len(plain.Rows), plain.Rows)
+	}
+	got := map[string]string{}
+	for _, r := range plain.Rows {
+		side, vals := "source", r.Source
+		if vals == nil {
+			side, vals = "target", r.Target
+		}
+		got[side+" "+*vals[0]+" "+*vals[1]] = *vals[2]
+	}
+	if got["source 5 dup"] != "1" || got["source 500 b32"] == "" || got["target 500 b32"] == "" ||
+		got["source 500 b32"] == got["target 500 b32"] {
+		t.Errorf("plain: rows %v", got)
+	}
+	var ticks []Unit
+	for _, u := range rep.Units {
+		if u.Table == "public.ticks" && !u.Identical {
+			ticks = append(ticks, u)
+		}
+	}
+	if len(ticks) != 1 || len(ticks[0].Rows) != 2 {
+		t.Fatalf("ticks: %+v", ticks)
+	}
+	for _, r := range ticks[0].Rows {
+		if r.Key != "ts=2024-03-01 13:37:00+00" {
+			t.Errorf("ticks: key %q", r.Key)
+		}
+	}
+}
+
+// Where the two sides cut a hypertable into different chunks, its data is compared by
+// time ranges, and the schema part names the difference in chunk interval.
+func TestChunksThatDoNotLineUp(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src := testenv.NewDB(t, srv, true)
+	dst := testenv.NewDB(t, srv, true)
+	for db, interval := range map[string]string{src: "1 day", dst: "3 days"} {
+		testenv.MustExec(t, srv, db,
+			`CREATE TABLE m (ts timestamptz NOT NULL, v int)`,
+			`SELECT create_hypertable('m', 'ts', chunk_time_interval => interval '`+interval+`')`,
+			`INSERT INTO m SELECT '2024-01-01 00:00:00+00'::timestamptz + i * interval '1 hour', i FROM generate_series(0, 24 * 7) i`)
+	}
+	rep := run(t, srv, src, srv, dst, 0)
+	if rep.UnitsDiffering != 0 || rep.SourceRows != 169 || rep.TargetRows != 169 {
+		t.Errorf("data: %d differing, rows %d/%d", rep.UnitsDiffering, rep.SourceRows, rep.TargetRows)
+	}
+	for _, u := range rep.Units {
+		if u.Kind != "range" {
+			t.Errorf("unit %s is a %s, want a range", u.Name(), u.Kind)
+		}
+	}
+	var lines []string
+	for _, d := range rep.Schema {
+		lines = append(lines, d.String())
+	}
+	all := strings.Join(lines, "\n")
+	if !strings.Contains(all, "hypertable public.m dimension 1: chunk interval differs: source 1 day, target 3 days") ||
+		!strings.Contains(all, "hypertable public.m: chunks differs") {
+		t.Errorf("schema differences:\n%s", all)
+	}
+
+	// A row the target lacks, in the middle of a target chunk, shows in its range.
+	testenv.MustExec(t, srv, dst, `DELETE FROM m WHERE v = 30`)
+	rep = run(t, srv, src, srv, dst, 5)
+	var diff []Unit
+	for _, u := range rep.Units {
+		if !u.Identical {
+			diff = append(diff, u)
+		}
+	}
+	if len(diff) != 1 || diff[0].Range != "[2024-01-02 00:00:00+00, 2024-01-03 00:00:00+00)" ||
+		len(diff[0].Rows) != 1 || diff[0].Rows[0].Target != nil || *diff[0].Rows[0].Source[1] != "30" {
+		t.Errorf("differing units: %+v", diff)
+	}
+}
+
+// Verify works between servers of different majors, here PostgreSQL 15 and 17: the
+// text forms it hashes are the same.
+func TestAcrossMajors(t *testing.T) {
+	srv15 := testenv.Shared(t, testenv.PG15)
+	srv17 := testenv.Shared(t, testenv.PG17TS)
+	fixture := []string{
+		`CREATE TABLE t (id bigserial PRIMARY KEY, f float8, r real, n numeric, ts timestamptz, j jsonb, a int[], s text)`,
+		`INSERT INTO t (f, r, n, ts, j, a, s) SELECT i / 3.0, i / 7.0, i / 11.0, '2024-01-01 00:00:00+00'::timestamptz + i * interval '1 second',
+			jsonb_build_object('k', i / 3.0), ARRAY[i, -i], repeat('x', i % 9) FROM generate_series(1, 2000) i`,
+	}
+	src := testenv.NewDB(t, srv15, false)
+	dst := testenv.NewDB(t, srv17, false)
+	testenv.MustExec(t, srv15, src, fixture...)
+	testenv.MustExec(t, srv17, dst, fixture...)
+	rep := run(t, srv15, src, srv17, dst, 0)
+	if !rep.Identical() {
+		t.Errorf("PostgreSQL 15 and 17 differ: %v %+v", rep.Schema, rep.Units)
+	}
+}
