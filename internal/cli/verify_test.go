@@ -13,7 +13,7 @@ import (
 
 // verifyFixture builds the same database on both sides, deterministically: a hypertable
 // with five daily chunks and a primary key, a hypertable without a key on timestamp
-// without time zone, and plain tables with serial keys, ” and NULL, numeric scale,
+// without time zone, and plain tables with serial keys, empty strings and NULLs, numeric scale,
 // jsonb, arrays, bytea, intervals, and a table without a key holding duplicate rows.
 var verifyFixture = []string{
 	`CREATE TABLE devices (id serial PRIMARY KEY, name text NOT NULL, label text, price numeric(10,2),
