@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/exit"
 )
 
 // pinSettings makes every value's text form independent of the server's, database's
@@ -36,6 +37,9 @@ const pinSettings = `SELECT set_config('TimeZone', 'UTC', false),
 	set_config('standard_conforming_strings', 'on', false),
 	set_config('statement_timeout', '0', false)`
 
+// minServerVersion is the first PostgreSQL with hash_record_extended.
+const minServerVersion = 140000
+
 // session is one connection with the pinned settings.
 type session struct {
 	cfg      *dbconn.Config
@@ -61,6 +65,16 @@ func openCoordinator(ctx context.Context, cfg *dbconn.Config) (*session, error) 
 	s, err := connect(ctx, cfg)
 	if err != nil {
 		return nil, err
+	}
+	var version int
+	if err := s.conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		s.close()
+		return nil, fmt.Errorf("%s: server version: %w", cfg.Role, err)
+	}
+	if version < minServerVersion {
+		s.close()
+		return nil, exit.New(exit.Usage, "verify PostgreSQL 14 or later only",
+			"%s: verify needs PostgreSQL 14 or later (hash_record_extended); %s runs %d.%d", cfg.Role, cfg, version/10000, version%10000)
 	}
 	if _, err := s.conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
 		s.close()

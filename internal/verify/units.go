@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -260,9 +261,9 @@ func commonColumns(s, t *table) []column {
 	return cols
 }
 
-// rowText is the canonical text of a row: the row constructor's text form, in which
-// NULL is an empty field and ” is "", every value is its type's output (under the
-// pinned settings) and quoting keeps field boundaries unambiguous.
+// rowText is the text of a row, used to order rows that have no key: the row
+// constructor's text form, in which NULL is an empty field and ” is "", every value
+// is its type's output under the pinned settings, and quoting keeps fields apart.
 func rowText(cols []column) string {
 	parts := make([]string, len(cols))
 	for i, c := range cols {
@@ -271,14 +272,63 @@ func rowText(cols []column) string {
 	return "ROW(" + strings.Join(parts, ", ") + ")::text"
 }
 
-// checksumSQL counts the rows and sums the two 64-bit halves of each row's md5:
+// exactHash lists the types whose own extended hash function sees every difference
+// of value (two values hash alike only when their bytes are equal), so they are hashed
+// as they are, which is several times faster than through text.
+// Not in the list, hashed through their text form: numeric (1.50 and 1.5 hash alike),
+// float4/8 (-0 and 0; handled below), interval ('1 mon' and '30 days'), jsonb (its
+// numbers), citext (case), enums (their hash is of the OID), and anything unknown.
+// Checked on PostgreSQL 15 and 17.
+var exactHash = map[string]bool{
+	"smallint": true, "integer": true, "bigint": true, "boolean": true, "date": true,
+	"uuid": true, "bytea": true,
+	"timestamp with time zone": true, "timestamp without time zone": true,
+	"time without time zone": true,
+}
+
+var typmod = regexp.MustCompile(`\(\d+(,\d+)?\)`)
+
+// hashedValue is the expression whose hash stands for one column's value.
+func hashedValue(c column) string {
+	col := "t." + quoteIdent(c.name)
+	base := typmod.ReplaceAllString(c.typ, "") // timestamp(3) with time zone -> timestamp with time zone
+	switch {
+	case exactHash[base]:
+		return col
+	case c.typ == "double precision":
+		// the bits, so that -0 and 0 differ; NaN made canonical first (NaNs of other
+		// bit patterns are equal in SQL, and a text copy makes them canonical)
+		return fmt.Sprintf(`float8send(CASE WHEN %s = 'NaN'::float8 THEN 'NaN'::float8 ELSE %[1]s END)`, col)
+	case c.typ == "real":
+		return fmt.Sprintf(`float4send(CASE WHEN %s = 'NaN'::float4 THEN 'NaN'::float4 ELSE %[1]s END)`, col)
+	case base == "text" || base == "character varying" || base == "character" || base == "name":
+		// bytes, whatever the column's collation says is equal
+		return col + ` COLLATE "C"`
+	}
+	return col + `::text COLLATE "C"`
+}
+
+// rowHash is a 64-bit hash of a row: hash_record_extended (PostgreSQL 14+) combines
+// each column's hash by position, NULL included, so moving a value to another column
+// or turning ” into NULL changes it.
+func rowHash(cols []column) string {
+	parts := make([]string, len(cols))
+	for i, c := range cols {
+		parts[i] = hashedValue(c)
+	}
+	return "hash_record_extended(ROW(" + strings.Join(parts, ", ") + "), 0)"
+}
+
+// checksumSQL counts a unit's rows and sums two different mixes of each row's hash:
 // order-independent, duplicate-sensitive (a sum, not an xor), one scan, no rows sent.
-// sum(bigint) accumulates in numeric, so it never overflows.
+// The mixes (hashint8extended) make the sums non-linear in the column hashes, so
+// values swapped between rows show. sum(bigint) accumulates in numeric: no overflow.
+// OFFSET 0 keeps the row hash computed once per row.
 // Checked on PostgreSQL 15 and 17.
 const checksumSQL = `SELECT count(*),
-	coalesce(sum(('x' || substr(r.h, 1, 16))::bit(64)::bigint), 0)::text,
-	coalesce(sum(('x' || substr(r.h, 17, 16))::bit(64)::bigint), 0)::text
-FROM (SELECT md5(%s) AS h FROM %s%s) AS r`
+	coalesce(sum(hashint8extended(r.h, 0)), 0)::text,
+	coalesce(sum(hashint8extended(r.h, 1)), 0)::text
+FROM (SELECT %s AS h FROM %s%s OFFSET 0) AS r`
 
 func where(cond string) string {
 	if cond == "" {
@@ -301,7 +351,7 @@ func (w *worker) check(ctx context.Context, p *plan, showRows int) (Unit, error)
 		}
 		var sd Side
 		var a, b string
-		q := fmt.Sprintf(checksumSQL, rowText(p.columns), p.from[side], where(p.where[side]))
+		q := fmt.Sprintf(checksumSQL, rowHash(p.columns), p.from[side], where(p.where[side]))
 		if err := s.conn.QueryRow(ctx, q).Scan(&sd.Rows, &a, &b); err != nil {
 			return fmt.Errorf("%s: checksum: %w", s.cfg.Role, err)
 		}

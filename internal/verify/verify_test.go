@@ -46,40 +46,49 @@ func unitOf(t *testing.T, rep *Report, table string) Unit {
 func TestEveryValueDifferenceShows(t *testing.T) {
 	cases := []struct {
 		name, typ, a, b string
+		same            bool // a and b are the same value, written differently
 	}{
-		{"float8 last bit", "float8", "0.1", "0.1::float8 + 1.3877787807814457e-17"},
-		{"float8 1e-6", "float8", "1234.5", "1234.500001"},
-		{"float4 last bit", "float4", "'0.1'::float4", "'0.100000009'::float4"},
-		{"float8 minus zero", "float8", "'0'", "'-0'"},
-		{"float8 NaN and Infinity", "float8", "'NaN'", "'Infinity'"},
-		{"float8 Infinity sign", "float8", "'Infinity'", "'-Infinity'"},
-		{"numeric scale", "numeric", "1.50", "1.5"},
-		{"numeric NaN", "numeric", "'NaN'", "0"},
-		{"empty string and NULL", "text", "''", "NULL"},
-		{"text trailing space", "text", "'a'", "'a '"},
-		{"text composed and decomposed é", "text", "U&'\\00E9'", "U&'e\\0301'"},
-		{"text case", "text", "'Abc'", "'abc'"},
-		{"varchar quote", "varchar(10)", `'a"b'`, `'a''b'`},
-		{"jsonb number scale", "jsonb", `'{"a": 1}'`, `'{"a": 1.0}'`},
-		{"jsonb nested", "jsonb", `'{"a": [1, 2]}'`, `'{"a": [2, 1]}'`},
-		{"json whitespace", "json", `'{"a":1}'`, `'{"a": 1}'`},
-		{"array order", "int[]", "'{1,2}'", "'{2,1}'"},
-		{"array element boundaries", "text[]", `ARRAY['a,b', 'c']`, `ARRAY['a', 'b,c']`},
-		{"array empty string and NULL", "text[]", "ARRAY['']", "ARRAY[NULL]::text[]"},
-		{"array NULL and empty", "text[]", "'{}'", "NULL"},
-		{"timestamptz microsecond", "timestamptz", "'2024-01-01 00:00:00+00'", "'2024-01-01 00:00:00.000001+00'"},
-		{"timestamp", "timestamp", "'2024-01-01 00:00:00'", "'2024-01-01 00:00:01'"},
-		{"interval months and days", "interval", "'1 mon'", "'30 days'"},
-		{"bytea", "bytea", `'\x00'`, `'\x0000'`},
-		{"boolean NULL", "boolean", "false", "NULL"},
-		{"money", "money", "1.5", "1.51"},
-		{"uuid", "uuid", "'00000000-0000-0000-0000-000000000001'", "'00000000-0000-0000-0000-000000000002'"},
+		{"float8 last bit", "float8", "0.1", "0.1::float8 + 1.3877787807814457e-17", false},
+		{"float8 1e-6", "float8", "1234.5", "1234.500001", false},
+		{"float4 last bit", "float4", "'0.1'::float4", "'0.100000009'::float4", false},
+		{"float8 minus zero", "float8", "'0'", "'-0'", false},
+		{"float8 NaN and Infinity", "float8", "'NaN'", "'Infinity'", false},
+		{"float8 Infinity sign", "float8", "'Infinity'", "'-Infinity'", false},
+		{"numeric scale", "numeric", "1.50", "1.5", false},
+		{"numeric NaN", "numeric", "'NaN'", "0", false},
+		{"empty string and NULL", "text", "''", "NULL", false},
+		{"text trailing space", "text", "'a'", "'a '", false},
+		{"text composed and decomposed é", "text", "U&'\\00E9'", "U&'e\\0301'", false},
+		{"text case", "text", "'Abc'", "'abc'", false},
+		{"varchar quote", "varchar(10)", `'a"b'`, `'a''b'`, false},
+		{"jsonb number scale", "jsonb", `'{"a": 1}'`, `'{"a": 1.0}'`, false},
+		{"jsonb nested", "jsonb", `'{"a": [1, 2]}'`, `'{"a": [2, 1]}'`, false},
+		{"json whitespace", "json", `'{"a":1}'`, `'{"a": 1}'`, false},
+		{"array order", "int[]", "'{1,2}'", "'{2,1}'", false},
+		{"array element boundaries", "text[]", `ARRAY['a,b', 'c']`, `ARRAY['a', 'b,c']`, false},
+		{"array empty string and NULL", "text[]", "ARRAY['']", "ARRAY[NULL]::text[]", false},
+		{"array NULL and empty", "text[]", "'{}'", "NULL", false},
+		{"timestamptz microsecond", "timestamptz", "'2024-01-01 00:00:00+00'", "'2024-01-01 00:00:00.000001+00'", false},
+		{"timestamp", "timestamp", "'2024-01-01 00:00:00'", "'2024-01-01 00:00:01'", false},
+		{"interval months and days", "interval", "'1 mon'", "'30 days'", false},
+		{"bytea", "bytea", `'\x00'`, `'\x0000'`, false},
+		{"boolean NULL", "boolean", "false", "NULL", false},
+		{"money", "money", "1.5", "1.51", false},
+		{"uuid", "uuid", "'00000000-0000-0000-0000-000000000001'", "'00000000-0000-0000-0000-000000000002'", false},
+		{"char(n) padding", "char(3)", "'a'", "'b'", false},
+		{"timestamp(3)", "timestamp(3) with time zone", "'2024-01-01 00:00:00.001+00'", "'2024-01-01 00:00:00.002+00'", false},
+		{"enum", "mood", "'happy'", "'sad'", false},
+		{"NaN of another bit pattern", "float8", "'NaN'", "'Infinity'::float8 - 'Infinity'::float8", true},
+		{"enum with other OIDs", "mood", "'sad'", "'sad'", true},
+		{"timestamptz in another zone", "timestamptz", "'2024-01-01 05:30:00+05:30'", "'2024-01-01 00:00:00+00'", true},
+		{"numeric written differently", "numeric", "1.50", "15.0e-1", true},
 	}
 	srv := testenv.Shared(t, testenv.PG17TS)
 	src := testenv.NewDB(t, srv, false)
 	dst := testenv.NewDB(t, srv, false)
 	for _, db := range []string{src, dst} {
-		var stmts []string
+		// the enum's OIDs differ between the databases
+		stmts := []string{`CREATE TYPE mood AS ENUM ('sad', 'happy')`}
 		for i, c := range cases {
 			val := c.a
 			if db == dst {
@@ -100,13 +109,41 @@ func TestEveryValueDifferenceShows(t *testing.T) {
 		t.Errorf("schema differences: %v", rep.Schema)
 	}
 	for i, c := range cases {
-		if u := unitOf(t, rep, fmt.Sprintf("public.v%d", i)); u.Identical {
+		if u := unitOf(t, rep, fmt.Sprintf("public.v%d", i)); c.same {
+			if !u.Identical {
+				t.Errorf("%s: %s and %s differ: %s", c.name, c.a, c.b, u.Problem)
+			}
+		} else if u.Identical {
 			t.Errorf("%s: %s and %s give the same checksum", c.name, c.a, c.b)
 		} else if len(u.Rows) != 1 || u.Rows[0].Key != "id=1" {
 			t.Errorf("%s: drill-down rows %+v", c.name, u.Rows)
 		}
 		if u := unitOf(t, rep, fmt.Sprintf("public.e%d", i)); !u.Identical {
 			t.Errorf("%s: equal values %s differ: %s", c.name, c.a, u.Problem)
+		}
+	}
+}
+
+// Values swapped between rows of one column, or between columns of one row, leave
+// every column's multiset of values alone: the row hash must still change.
+func TestRowStructureShows(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src := testenv.NewDB(t, srv, false)
+	dst := testenv.NewDB(t, srv, false)
+	for db, rows := range map[string][2]string{
+		src: {"(1, 1, 2), (2, 3, 4)", "(1, 'x', NULL)"},
+		dst: {"(1, 1, 4), (2, 3, 2)", "(1, NULL, 'x')"},
+	} {
+		testenv.MustExec(t, srv, db,
+			`CREATE TABLE across (id int PRIMARY KEY, a int, b int)`,
+			`INSERT INTO across VALUES `+rows[0],
+			`CREATE TABLE within (id int PRIMARY KEY, a text, b text)`,
+			`INSERT INTO within VALUES `+rows[1])
+	}
+	rep := run(t, srv, src, srv, dst, 0)
+	for _, table := range []string{"public.across", "public.within"} {
+		if u := unitOf(t, rep, table); u.Identical {
+			t.Errorf("%s: identical", table)
 		}
 	}
 }
