@@ -73,8 +73,8 @@ func openCoordinator(ctx context.Context, cfg *dbconn.Config) (*session, error) 
 	}
 	if version < minServerVersion {
 		s.close()
-		return nil, exit.New(exit.Usage, "verify PostgreSQL 14 or later only",
-			"%s: verify needs PostgreSQL 14 or later (hash_record_extended); %s runs %d.%d", cfg.Role, cfg, version/10000, version%10000)
+		return nil, exit.New(exit.Usage, "verify compares servers of PostgreSQL 14 and later only",
+			"%s: verify needs PostgreSQL 14 or later (hash_record_extended); %s runs %d.%d", cfg.Role, cfg, version/10000, version%100)
 	}
 	if _, err := s.conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
 		s.close()
