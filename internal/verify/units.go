@@ -58,8 +58,6 @@ func (u *Unit) name() string {
 // Name says which data the unit covers, in words.
 func (u *Unit) Name() string { return u.name() }
 
-func (u *Unit) sortKey() string { return u.Table + "\x00" + u.Chunk + u.Range }
-
 // plan is a Unit before it runs: how to read it on each side.
 type plan struct {
 	Unit

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 	"time"
 
@@ -162,8 +161,7 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		return nil, err
 	}
 
-	sort.SliceStable(results, func(i, j int) bool { return results[i].sortKey() < results[j].sortKey() })
-	rep.Units = results
+	rep.Units = results // in plan order: by table, then time
 	for _, u := range results {
 		rep.UnitsChecked++
 		rep.SourceRows += u.Source.Rows

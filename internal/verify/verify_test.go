@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
@@ -268,5 +270,37 @@ func TestAcrossMajors(t *testing.T) {
 	rep := run(t, srv15, src, srv17, dst, 0)
 	if !rep.Identical() {
 		t.Errorf("PostgreSQL 15 and 17 differ: %v %+v", rep.Schema, rep.Units)
+	}
+}
+
+// On a managed-like server the admin is no superuser and TLS is required; verify
+// needs nothing more than reading the user's own tables and the catalogs.
+func TestAsNonSuperuserOverTLS(t *testing.T) {
+	srv := testenv.Need(t, testenv.PG17TS, testenv.Options{Managed: true})
+	ctx := context.Background()
+	const other = "otherdb"
+	if err := srv.Exec(ctx, "postgres", "CREATE DATABASE "+other+" OWNER "+testenv.ManagedAdmin); err != nil {
+		t.Fatal(err)
+	}
+	for _, db := range []string{testenv.ManagedDB, other} {
+		testenv.MustExec(t, srv, db, "CREATE EXTENSION IF NOT EXISTS timescaledb")
+		conn, err := pgx.Connect(ctx, srv.URI(db))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []string{
+			`CREATE TABLE m (ts timestamptz NOT NULL, v float8, id bigserial, PRIMARY KEY (id, ts))`,
+			`SELECT create_hypertable('m', 'ts', chunk_time_interval => interval '1 day')`,
+			`INSERT INTO m (ts, v) SELECT '2024-01-01 00:00:00+00'::timestamptz + i * interval '1 hour', i / 3.0 FROM generate_series(0, 71) i`,
+		} {
+			if _, err := conn.Exec(ctx, q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		conn.Close(ctx)
+	}
+	rep := run(t, srv, testenv.ManagedDB, srv, other, 0)
+	if !rep.Identical() || rep.UnitsChecked != 3 || rep.SourceRows != 72 {
+		t.Errorf("report: schema %v, %d units, %d rows", rep.Schema, rep.UnitsChecked, rep.SourceRows)
 	}
 }
