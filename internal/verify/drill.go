@@ -322,38 +322,26 @@ func (d *driller) leaf(ctx context.Context, lo, hi []string, max int) error {
 }
 
 // diffRows returns the rows of one side that the other lacks (as multisets of row
-// hashes); with a unique key, a row present on both sides with other values is one
-// RowDiff holding both.
+// hashes). A row lacking on each side under one key (the only one with that key on
+// each side, when the key is not unique) is one RowDiff holding both: a changed row.
 func diffRows(src, tgt []leafRow, k keySpec) []RowDiff {
-	left := map[string]int{}
-	for _, r := range tgt {
-		left[r.hash]++
-	}
-	var srcOnly []leafRow
-	for _, r := range src {
-		if left[r.hash] > 0 {
-			left[r.hash]--
-			continue
+	srcOnly, tgtOnly := lacking(src, tgt), lacking(tgt, src)
+	perKey := map[string][2]int{}
+	for side, rows := range [2][]leafRow{srcOnly, tgtOnly} {
+		for _, r := range rows {
+			n := perKey[k.show(r.key)]
+			n[side]++
+			perKey[k.show(r.key)] = n
 		}
-		srcOnly = append(srcOnly, r)
 	}
-	right := map[string]int{}
-	for _, r := range src {
-		right[r.hash]++
-	}
-	var tgtOnly []leafRow
-	for _, r := range tgt {
-		if right[r.hash] > 0 {
-			right[r.hash]--
-			continue
-		}
-		tgtOnly = append(tgtOnly, r)
+	pairable := func(key string) bool {
+		return key != "" && (k.unique || perKey[key] == [2]int{1, 1})
 	}
 	var out []RowDiff
 	paired := map[int]bool{}
 	for _, s := range srcOnly {
 		rd := RowDiff{Key: k.show(s.key), Source: s.vals}
-		if k.unique {
+		if pairable(rd.Key) {
 			for j, t := range tgtOnly {
 				if !paired[j] && equal(s.key, t.key) {
 					rd.Target = t.vals
@@ -368,6 +356,23 @@ func diffRows(src, tgt []leafRow, k keySpec) []RowDiff {
 		if !paired[j] {
 			out = append(out, RowDiff{Key: k.show(t.key), Target: t.vals})
 		}
+	}
+	return out
+}
+
+// lacking is the rows of a that b does not hold, counting duplicates.
+func lacking(a, b []leafRow) []leafRow {
+	have := map[string]int{}
+	for _, r := range b {
+		have[r.hash]++
+	}
+	var out []leafRow
+	for _, r := range a {
+		if have[r.hash] > 0 {
+			have[r.hash]--
+			continue
+		}
+		out = append(out, r)
 	}
 	return out
 }
