@@ -162,7 +162,7 @@ var privilegesSQL = []string{
 var timescaleSchemaSQL = []string{
 	`SELECT format('hypertable %I.%I', h.hypertable_schema, h.hypertable_name), format('relation %I.%I', h.hypertable_schema, h.hypertable_name), a.attr, a.val
 	FROM timescaledb_information.hypertables h
-	CROSS JOIN LATERAL (VALUES ('dimensions', h.num_dimensions::text), ('chunks', h.num_chunks::text),
+	CROSS JOIN LATERAL (VALUES ('number of dimensions', h.num_dimensions::text), ('number of chunks', h.num_chunks::text),
 		('compression enabled', h.compression_enabled::text)) AS a(attr, val)
 	WHERE h.hypertable_schema::text NOT LIKE '\_timescaledb%'`,
 

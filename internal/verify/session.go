@@ -109,6 +109,14 @@ func (s *session) commit(ctx context.Context) error {
 	return err
 }
 
+// rollback ends both sides' transactions after a failed query.
+func (w *worker) rollback(ctx context.Context) error {
+	return w.both(ctx, func(ctx context.Context, s *session, _ int) error {
+		_, err := s.conn.Exec(ctx, "ROLLBACK")
+		return err
+	})
+}
+
 // worker owns one connection to each side; it checks one unit at a time.
 type worker struct {
 	src, tgt *session

@@ -2,12 +2,17 @@ package verify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 )
 
 // Unit is one compared piece of data: a plain table, a hypertable chunk, or a time
@@ -328,6 +333,18 @@ const checksumSQL = `SELECT count(*),
 	coalesce(sum(hashint8extended(r.h, 1)), 0)::text
 FROM (SELECT %s AS h FROM %s%s OFFSET 0) AS r`
 
+// insufficientPrivilege is SQLSTATE 42501: a table the user may not read.
+const insufficientPrivilege = "42501"
+
+// pgCode is the SQLSTATE of a server error in err's chain, or "".
+func pgCode(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
 func where(cond string) string {
 	if cond == "" {
 		return ""
@@ -362,7 +379,11 @@ func (w *worker) check(ctx context.Context, p *plan, showRows int) (Unit, error)
 		}
 		return nil
 	})
-	if err != nil {
+	if code := pgCode(err); code == insufficientPrivilege {
+		u.Problem = "cannot be read: " + dbconn.Reason(err)
+		u.Duration = time.Since(start)
+		return u, w.rollback(ctx)
+	} else if err != nil {
 		return u, err
 	}
 	switch {
@@ -378,7 +399,12 @@ func (w *worker) check(ctx context.Context, p *plan, showRows int) (Unit, error)
 		u.Identical = true
 	}
 	if !u.Identical && showRows > 0 && u.Source.Present && u.Target.Present {
-		if err := w.drill(ctx, p, &u, showRows); err != nil {
+		if err := w.drill(ctx, p, &u, showRows); pgCode(err) != "" {
+			// e.g. a key whose type differs on the target: the unit still differs
+			u.DrillNote = "drill-down failed: " + dbconn.Reason(err)
+			u.Duration = time.Since(start)
+			return u, w.rollback(ctx)
+		} else if err != nil {
 			return u, err
 		}
 	}

@@ -234,7 +234,7 @@ func TestChunksThatDoNotLineUp(t *testing.T) {
 	}
 	all := strings.Join(lines, "\n")
 	if !strings.Contains(all, "hypertable public.m dimension 1: chunk interval differs: source 1 day, target 3 days") ||
-		!strings.Contains(all, "hypertable public.m: chunks differs") {
+		!strings.Contains(all, "hypertable public.m: number of chunks differs") {
 		t.Errorf("schema differences:\n%s", all)
 	}
 
@@ -302,5 +302,17 @@ func TestAsNonSuperuserOverTLS(t *testing.T) {
 	rep := run(t, srv, testenv.ManagedDB, srv, other, 0)
 	if !rep.Identical() || rep.UnitsChecked != 3 || rep.SourceRows != 72 {
 		t.Errorf("report: schema %v, %d units, %d rows", rep.Schema, rep.UnitsChecked, rep.SourceRows)
+	}
+
+	// A table the admin may not read cannot be called identical; the rest is checked.
+	for _, db := range []string{testenv.ManagedDB, other} {
+		testenv.MustExec(t, srv, db, `CREATE TABLE secret (a int)`)
+	}
+	rep = run(t, srv, testenv.ManagedDB, srv, other, 3)
+	if rep.Identical() || rep.UnitsDiffering != 1 || rep.UnitsChecked != 4 {
+		t.Fatalf("report: %d of %d units differ", rep.UnitsDiffering, rep.UnitsChecked)
+	}
+	if u := unitOf(t, rep, "public.secret"); !strings.Contains(u.Problem, "cannot be read: permission denied for table secret (SQLSTATE 42501)") {
+		t.Errorf("secret: %q", u.Problem)
 	}
 }
