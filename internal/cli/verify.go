@@ -1,11 +1,14 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/verify"
@@ -102,7 +105,12 @@ func (a *app) runVerify(c *cobra.Command, f verifyFlags) error {
 			Source: src.WithDatabase(p.src), Target: tgt.WithDatabase(p.dst),
 			Jobs: f.jobs, ShowRows: f.showRows, Privileges: f.privileges,
 		}
-		if a.verbose && !f.json {
+		var progress *unitProgress
+		switch {
+		case !f.json && isTerminal(a.stderr):
+			progress = newUnitProgress(ctx, a.stderr, p.src)
+			opt.OnEvent = progress.event
+		case a.verbose && !f.json:
 			opt.OnEvent = func(e verify.Event) {
 				if e.Type == verify.EventUnitDone {
 					fmt.Fprintf(a.stderr, "[%d/%d] %s\n", e.Done, e.Total, e.Unit.Name())
@@ -110,6 +118,9 @@ func (a *app) runVerify(c *cobra.Command, f verifyFlags) error {
 			}
 		}
 		rep, err := verify.Run(ctx, opt)
+		if progress != nil {
+			progress.stop()
+		}
 		if err != nil {
 			return err
 		}
@@ -139,6 +150,36 @@ func (a *app) runVerify(c *cobra.Command, f verifyFlags) error {
 			Msg: fmt.Sprintf("verify: the target differs from the source in %d of %s", differ, plural(len(reports), "database"))}
 	}
 	return nil
+}
+
+// unitProgress draws the units compared so far as a bar on the terminal.
+type unitProgress struct {
+	p    *mpb.Progress
+	name string
+	bar  *mpb.Bar
+}
+
+func newUnitProgress(ctx context.Context, w io.Writer, database string) *unitProgress {
+	return &unitProgress{p: mpb.NewWithContext(ctx, mpb.WithOutput(w)), name: database}
+}
+
+// event is called one event at a time (verify.Options.OnEvent).
+func (u *unitProgress) event(e verify.Event) {
+	switch {
+	case e.Type == verify.EventSchemaDone && e.Total > 0:
+		u.bar = u.p.AddBar(int64(e.Total), mpb.BarRemoveOnComplete(),
+			mpb.PrependDecorators(decor.Name("verify "+u.name+" "), decor.CountersNoUnit("%d/%d units")),
+			mpb.AppendDecorators(decor.Elapsed(decor.ET_STYLE_GO)))
+	case e.Type == verify.EventUnitDone && u.bar != nil:
+		u.bar.Increment()
+	}
+}
+
+func (u *unitProgress) stop() {
+	if u.bar != nil && !u.bar.Completed() {
+		u.bar.Abort(true)
+	}
+	u.p.Wait()
 }
 
 func plural(n int, word string) string {
