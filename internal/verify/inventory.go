@@ -28,7 +28,8 @@ var tablesSQL = `SELECT n.nspname, c.relname,
 	array(SELECT a.attname FROM pg_constraint k
 		CROSS JOIN LATERAL unnest(k.conkey) WITH ORDINALITY AS u(attnum, ord)
 		JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum
-		WHERE k.conrelid = c.oid AND k.contype = 'p' ORDER BY u.ord)::text[]
+		WHERE k.conrelid = c.oid AND k.contype = 'p' ORDER BY u.ord)::text[],
+	c.relpages::bigint
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r' AND ` + userObjects + `
 	AND ` + fmt.Sprintf(notExtensionMember, "pg_class", "c.oid") + `
@@ -60,7 +61,8 @@ const chunksSQL = `SELECT ch.hypertable_schema::text, ch.hypertable_name::text,
 	coalesce((SELECT string_agg(x.def, ' AND ' ORDER BY x.def) FROM (
 		SELECT pg_get_expr(k.conbin, k.conrelid) AS def FROM pg_constraint k
 		WHERE k.conrelid = format('%I.%I', ch.chunk_schema, ch.chunk_name)::regclass
-			AND k.contype = 'c' AND k.coninhcount = 0) AS x), '')
+			AND k.contype = 'c' AND k.coninhcount = 0) AS x), ''),
+	(SELECT c.relpages::bigint FROM pg_class c WHERE c.oid = format('%I.%I', ch.chunk_schema, ch.chunk_name)::regclass)
 FROM timescaledb_information.chunks ch
 WHERE ch.hypertable_schema::text NOT LIKE '\_timescaledb%'
 ORDER BY 1, 2, 8, 10`
@@ -74,6 +76,7 @@ type table struct {
 	columns      []column
 	pk           []string
 	hyper        *hypertable
+	pages        int64 // pg_class.relpages: an estimate of the work, to start big units first
 }
 
 func (t *table) qualified() string { return quoteIdent(t.schema) + "." + quoteIdent(t.name) }
@@ -89,6 +92,7 @@ type chunk struct {
 	start, end         string  // primary-dimension bounds as text ("" = none)
 	startSort, endSort float64 // the same, as numbers to order by
 	slices             string  // every dimension's CHECK expression, sorted, ANDed
+	pages              int64
 }
 
 func (c chunk) qualified() string { return quoteIdent(c.schema) + "." + quoteIdent(c.name) }
@@ -107,7 +111,7 @@ func readInventory(ctx context.Context, s *session) (*inventory, error) {
 	for rows.Next() {
 		var t table
 		var names, types []string
-		if err := rows.Scan(&t.schema, &t.name, &names, &types, &t.pk); err != nil {
+		if err := rows.Scan(&t.schema, &t.name, &names, &types, &t.pk, &t.pages); err != nil {
 			return nil, fmt.Errorf("%s: list tables: %w", s.cfg.Role, err)
 		}
 		for i := range names {
@@ -151,7 +155,7 @@ func readInventory(ctx context.Context, s *session) (*inventory, error) {
 		var hs, hn string
 		var c chunk
 		if err := rows.Scan(&hs, &hn, &c.schema, &c.name, &c.compressed, &c.start, &c.end,
-			&c.startSort, &c.endSort, &c.slices); err != nil {
+			&c.startSort, &c.endSort, &c.slices, &c.pages); err != nil {
 			return nil, fmt.Errorf("%s: list chunks: %w", s.cfg.Role, err)
 		}
 		if t := inv.tables[hs+"."+hn]; t != nil && t.hyper != nil {

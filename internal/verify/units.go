@@ -71,6 +71,7 @@ type plan struct {
 	where   [2]string // row filter per side, "" for none
 	key     keySpec   // how the drill-down orders rows
 	sortPos float64
+	pages   int64 // the larger side's size estimate
 }
 
 func (p *plan) name() string { return p.Unit.name() }
@@ -112,6 +113,7 @@ func planTable(name string, s, t *table) []*plan {
 		for i, tb := range sides {
 			if tb != nil {
 				p.from[i] = "ONLY " + tb.qualified() + " AS t"
+				p.pages = max(p.pages, tb.pages)
 			}
 		}
 		return []*plan{&p}
@@ -151,6 +153,7 @@ func chunkPlans(base plan, s, t *table) []*plan {
 		}
 		p.Range = rangeText(sc.start, sc.end)
 		p.sortPos = sc.startSort
+		p.pages = max(sc.pages, tc.pages)
 		if sc.compressed || tc.compressed {
 			// Compressed rows are not in the chunk table itself: read them through the
 			// hypertable, over exactly the chunk's slices. Untested here: the Apache

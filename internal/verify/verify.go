@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
@@ -137,7 +138,7 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	done := 0
 	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(jobs)
-	for i := range units {
+	for _, i := range biggestFirst(units) {
 		g.Go(func() error {
 			w, err := pool.get(gctx)
 			if err != nil {
@@ -173,6 +174,17 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	rep.Duration = time.Since(start)
 	rep.IsIdentical = rep.Identical()
 	return rep, nil
+}
+
+// biggestFirst is the order to start units in: the largest first, so that a big
+// table does not start last and run alone.
+func biggestFirst(units []*plan) []int {
+	order := make([]int, len(units))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return units[order[a]].pages > units[order[b]].pages })
+	return order
 }
 
 // eventSink serialises calls to the user's callback.
