@@ -166,14 +166,14 @@ var timescaleSchemaSQL = []string{
 		('compression enabled', h.compression_enabled::text)) AS a(attr, val)
 	WHERE h.hypertable_schema::text NOT LIKE '\_timescaledb%'`,
 
-	`SELECT format('hypertable %I.%I dimension %s', d.hypertable_schema, d.hypertable_name, d.dimension_number), format('relation %I.%I', d.hypertable_schema, d.hypertable_name), a.attr, a.val
+	`SELECT format('hypertable %I.%I dimension %s', d.hypertable_schema, d.hypertable_name, d.dimension_number), format('hypertable %I.%I', d.hypertable_schema, d.hypertable_name), a.attr, a.val
 	FROM timescaledb_information.dimensions d
 	CROSS JOIN LATERAL (VALUES ('column', d.column_name::text), ('type', d.column_type::text),
 		('kind', d.dimension_type::text), ('chunk interval', coalesce(d.time_interval::text, d.integer_interval::text)),
 		('integer now function', d.integer_now_func::text), ('partitions', d.num_partitions::text)) AS a(attr, val)
 	WHERE d.hypertable_schema::text NOT LIKE '\_timescaledb%'`,
 
-	`SELECT format('compression setting %I.%I.%I', s.hypertable_schema, s.hypertable_name, s.attname), format('relation %I.%I', s.hypertable_schema, s.hypertable_name), a.attr, a.val
+	`SELECT format('compression setting %I.%I.%I', s.hypertable_schema, s.hypertable_name, s.attname), format('hypertable %I.%I', s.hypertable_schema, s.hypertable_name), a.attr, a.val
 	FROM timescaledb_information.compression_settings s
 	CROSS JOIN LATERAL (VALUES ('segmentby position', s.segmentby_column_index::text),
 		('orderby position', s.orderby_column_index::text), ('orderby asc', s.orderby_asc::text),

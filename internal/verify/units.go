@@ -108,11 +108,12 @@ func planTable(name string, s, t *table) []*plan {
 	base := plan{Unit: Unit{Kind: "table", Table: name}, columns: cols, key: key}
 	sides := [2]*table{s, t}
 
-	if (s == nil || s.hyper == nil) && (t == nil || t.hyper == nil) {
+	if s == nil || t == nil || (s.hyper == nil && t.hyper == nil) {
+		// a plain table, or a table on one side only: one unit
 		p := base
 		for i, tb := range sides {
 			if tb != nil {
-				p.from[i] = "ONLY " + tb.qualified() + " AS t"
+				p.from[i] = tb.fromAll()
 				p.pages = max(p.pages, tb.pages)
 			}
 		}
@@ -220,19 +221,21 @@ func rangePlans(base plan, sides [2]*table) []*plan {
 		}
 		p.Range = rangeText(lo, hi)
 		for j, tb := range sides {
-			if tb == nil {
-				continue
-			}
-			only := "ONLY "
-			if tb.hyper != nil {
-				only = ""
-			}
-			p.from[j] = only + tb.qualified() + " AS t"
+			p.from[j] = tb.fromAll()
 			p.where[j] = strings.Join(conds, " AND ")
 		}
 		plans = append(plans, &p)
 	}
 	return plans
+}
+
+// fromAll reads all of a table's rows: a hypertable with its chunks, a plain table
+// without the tables that inherit from it (they are units of their own).
+func (t *table) fromAll() string {
+	if t.hyper != nil {
+		return t.qualified() + " AS t"
+	}
+	return "ONLY " + t.qualified() + " AS t"
 }
 
 func rangeText(lo, hi string) string {

@@ -253,6 +253,49 @@ func TestChunksThatDoNotLineUp(t *testing.T) {
 	}
 }
 
+// A hypertable on the source that is a plain table on the target is compared by time
+// ranges; one missing on the target is one unit, not one per chunk.
+func TestHypertableAgainstPlainTable(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src := testenv.NewDB(t, srv, true)
+	dst := testenv.NewDB(t, srv, true)
+	for _, db := range []string{src, dst} {
+		testenv.MustExec(t, srv, db, `CREATE TABLE m (ts timestamptz NOT NULL, v int)`)
+	}
+	testenv.MustExec(t, srv, src,
+		`SELECT create_hypertable('m', 'ts', chunk_time_interval => interval '1 day')`,
+		`CREATE TABLE gone (ts timestamptz NOT NULL)`,
+		`SELECT create_hypertable('gone', 'ts', chunk_time_interval => interval '1 day')`,
+		`INSERT INTO gone SELECT '2024-01-01 00:00:00+00'::timestamptz + i * interval '1 hour' FROM generate_series(0, 71) i`)
+	for _, db := range []string{src, dst} {
+		testenv.MustExec(t, srv, db,
+			`INSERT INTO m SELECT '2024-01-01 00:00:00+00'::timestamptz + i * interval '1 hour', i FROM generate_series(0, 71) i`)
+	}
+	rep := run(t, srv, src, srv, dst, 0)
+	var ranges int
+	for _, u := range rep.Units {
+		switch {
+		case u.Table == "public.m" && (u.Kind != "range" || !u.Identical):
+			t.Errorf("m: %s %s: %s", u.Kind, u.Range, u.Problem)
+		case u.Table == "public.m":
+			ranges++
+		case u.Table == "public.gone" && (u.Problem != "missing on the target" || u.Source.Rows != 72):
+			t.Errorf("gone: %+v", u)
+		}
+	}
+	if ranges != 5 || rep.UnitsChecked != 6 {
+		t.Errorf("%d ranges of m, %d units", ranges, rep.UnitsChecked)
+	}
+	var lines []string
+	for _, d := range rep.Schema {
+		lines = append(lines, d.String())
+	}
+	if got := strings.Join(lines, "\n"); got != "hypertable public.m: missing on the target\n"+
+		"index public.m_ts_idx: missing on the target\nrelation public.gone: missing on the target" {
+		t.Errorf("schema differences:\n%s", got)
+	}
+}
+
 // Verify works between servers of different majors, here PostgreSQL 15 and 17: the
 // text forms it hashes are the same.
 func TestAcrossMajors(t *testing.T) {
