@@ -7,11 +7,13 @@ import (
 
 // userObjects keeps what users made: no system schemas, no TimescaleDB-internal
 // schemas (chunks, compressed and materialization hypertables, the catalog: those are
-// compared through the hypertables and their metadata), no temporary schemas.
+// compared through the hypertables and their metadata), no temporary schemas, and not
+// tsmigrate's own journal schema (_tsmigrate) on a target.
 // It expects the namespace aliased n. standard_conforming_strings is pinned on.
 const userObjects = `n.nspname NOT IN ('pg_catalog', 'information_schema')
 	AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
-	AND n.nspname NOT LIKE '\_timescaledb%' AND n.nspname NOT LIKE 'timescaledb\_%'`
+	AND n.nspname NOT LIKE '\_timescaledb%' AND n.nspname NOT LIKE 'timescaledb\_%'
+	AND n.nspname <> '_tsmigrate'`
 
 // notExtensionMember drops objects an extension's script made (their data and
 // definitions come with the extension). %s is the catalog, %s the object's oid.
