@@ -1,0 +1,382 @@
+package inventory
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The SQL below was checked against PostgreSQL 15, 16 and 17 and TimescaleDB 2.19.3.
+// It reads catalogs and TimescaleDB's information views only (their columns are stable
+// across 2.x), never _timescaledb_catalog tables, whose shape changes between releases.
+// Sizes come from pg_class statistics: pg_relation_size and friends lock every relation
+// they measure, and one statement measuring 10 000 chunks would exhaust the lock table.
+
+// userSchema is true for a namespace n that is neither PostgreSQL's own nor an extension's.
+const userSchema = `n.nspname NOT IN ('pg_catalog', 'information_schema')
+	AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp\_%'
+	AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_namespace'::regclass
+		AND e.objid = n.oid AND e.deptype = 'e')`
+
+// notExtension* are true for an object that no extension owns.
+const (
+	notExtensionRel = `NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass
+		AND e.objid = c.oid AND e.deptype = 'e')`
+	notExtensionProc = `NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass
+		AND e.objid = p.oid AND e.deptype = 'e')`
+	notExtensionType = `NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_type'::regclass
+		AND e.objid = t.oid AND e.deptype = 'e')`
+)
+
+// relBytes estimates a relation c's heap, TOAST and index bytes from relpages.
+const relBytes = `(c.relpages::bigint + coalesce(t.relpages, 0)
+	+ coalesce((SELECT sum(i.relpages)::bigint FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+		WHERE x.indrelid = c.oid), 0)) * current_setting('block_size')::bigint`
+
+const serverSQL = `SELECT current_database(), pg_database_size(current_database()),
+	current_setting('server_version'), current_setting('server_version_num')::int, pg_is_in_recovery(),
+	current_setting('max_locks_per_transaction')::int, current_setting('max_connections')::int,
+	current_setting('max_prepared_transactions')::int`
+
+const userSQL = `SELECT r.rolname, r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolreplication,
+	pg_has_role(current_user, d.datdba, 'USAGE'), pg_get_userbyid(d.datdba),
+	has_database_privilege(current_database(), 'CREATE'),
+	coalesce((SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = 'public'), false),
+	pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')
+FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()`
+
+const extensionsSQL = `SELECT e.extname, e.extversion, n.nspname
+FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace ORDER BY 1`
+
+const availableSQL = `SELECT a.name, coalesce(a.default_version, ''), coalesce(a.installed_version, ''),
+	array_agg(v.version::text ORDER BY v.version)
+FROM pg_available_extensions a JOIN pg_available_extension_versions v ON v.name = a.name
+GROUP BY 1, 2, 3 ORDER BY 1`
+
+const schemasSQL = `SELECT n.nspname, pg_get_userbyid(n.nspowner) FROM pg_namespace n
+WHERE ` + userSchema + ` ORDER BY 1`
+
+const tablesSQL = `SELECT n.nspname, c.relname, c.relkind::text, pg_get_userbyid(c.relowner),
+	c.relpersistence = 'u', has_table_privilege(c.oid, 'SELECT'), c.reltuples::bigint, ` + relBytes + `
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND ` + userSchema + `
+	AND ` + notExtensionRel + `
+ORDER BY 1, 2`
+
+const sequencesSQL = `SELECT n.nspname, c.relname, has_sequence_privilege(c.oid, 'SELECT'),
+	coalesce((SELECT format('%s.%I', d.refobjid::regclass, a.attname) FROM pg_depend d
+		JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+		WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass
+			AND d.deptype IN ('a', 'i') LIMIT 1), '')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'S' AND ` + userSchema + ` AND ` + notExtensionRel + `
+ORDER BY 1, 2`
+
+// objectsSQL lists user routines and types; a type is left out when it is the row type
+// of a table or view, an array type, or a multirange made for a range type.
+const objectsSQL = `SELECT n.nspname, p.proname::text, CASE p.prokind WHEN 'p' THEN 'procedure'
+		WHEN 'a' THEN 'aggregate' WHEN 'w' THEN 'window function' ELSE 'function' END
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE ` + userSchema + ` AND ` + notExtensionProc + `
+UNION ALL
+SELECT n.nspname, t.typname::text, 'type'
+FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE ` + userSchema + ` AND ` + notExtensionType + `
+	AND t.typtype <> 'm'
+	AND (t.typrelid = 0 OR (SELECT c.relkind = 'c' FROM pg_class c WHERE c.oid = t.typrelid))
+	AND NOT EXISTS (SELECT 1 FROM pg_type el WHERE el.oid = t.typelem AND el.typarray = t.oid)
+ORDER BY 3, 1, 2`
+
+const largeObjectsSQL = `SELECT count(*) FROM pg_largeobject_metadata`
+
+const sessionsSQL = `SELECT pid, coalesce(usename, ''), coalesce(application_name, ''), coalesce(state, ''),
+	xact_start, coalesce(extract(epoch FROM now() - xact_start), 0)::float8, backend_xid IS NOT NULL
+FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+ORDER BY xact_start NULLS LAST, pid`
+
+const preparedSQL = `SELECT gid, database::text, owner::text, prepared FROM pg_prepared_xacts ORDER BY prepared`
+
+const slotsSQL = `SELECT slot_name::text, slot_type, coalesce(plugin::text, ''), coalesce(database::text, ''), active
+FROM pg_replication_slots ORDER BY 1`
+
+// licenseSQL: the GUC exists once the extension's library is loaded in this database.
+const licenseSQL = `SELECT coalesce(current_setting('timescaledb.license', true), '')`
+
+const hypertablesSQL = `SELECT hypertable_schema::text, hypertable_name::text, coalesce(owner::text, ''),
+	num_dimensions, num_chunks, coalesce(compression_enabled, false)
+FROM timescaledb_information.hypertables ORDER BY 1, 2`
+
+const chunksSQL = `SELECT ch.hypertable_schema::text, ch.hypertable_name::text, ch.chunk_schema::text, ch.chunk_name::text,
+	ch.range_start, ch.range_end, ch.range_start_integer, ch.range_end_integer, coalesce(ch.is_compressed, false),
+	coalesce(has_table_privilege(c.oid, 'SELECT'), false), coalesce(` + relBytes + `, 0)
+FROM timescaledb_information.chunks ch
+	LEFT JOIN pg_namespace n ON n.nspname = ch.chunk_schema
+	LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = ch.chunk_name
+	LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
+ORDER BY 1, 2, ch.range_start NULLS LAST, ch.range_start_integer NULLS LAST, 4`
+
+const caggsSQL = `SELECT view_schema::text, view_name::text, hypertable_schema::text, hypertable_name::text,
+	coalesce(materialized_only, false), materialization_hypertable_schema::text, materialization_hypertable_name::text
+FROM timescaledb_information.continuous_aggregates ORDER BY 1, 2`
+
+const jobsSQL = `SELECT job_id, coalesce(application_name::text, ''), coalesce(proc_schema || '.' || proc_name, ''),
+	coalesce(owner::text, ''), coalesce(scheduled, false), coalesce(schedule_interval::text, ''),
+	coalesce(hypertable_schema::text, ''), coalesce(hypertable_name::text, ''), next_start
+FROM timescaledb_information.jobs ORDER BY 1`
+
+type loader struct {
+	conn *pgx.Conn
+	d    *Database
+}
+
+// each runs sql and calls scan for every row.
+func (l *loader) each(ctx context.Context, sql string, scan func(pgx.Rows) error) error {
+	l.d.Queries++
+	rows, err := l.conn.Query(ctx, sql)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := scan(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+func (l *loader) row(ctx context.Context, sql string, dest ...any) error {
+	l.d.Queries++
+	return l.conn.QueryRow(ctx, sql).Scan(dest...)
+}
+
+func (l *loader) server(ctx context.Context) error {
+	s := &l.d.Server
+	if err := l.row(ctx, serverSQL, &l.d.Name, &l.d.Bytes, &s.Version, &s.VersionNum, &s.InRecovery,
+		&s.MaxLocksPerTransaction, &s.MaxConnections, &s.MaxPreparedXacts); err != nil {
+		return err
+	}
+	s.Major = s.VersionNum / 10000
+	return nil
+}
+
+func (l *loader) user(ctx context.Context) error {
+	u := &l.d.User
+	return l.row(ctx, userSQL, &u.Name, &u.Superuser, &u.CreateDB, &u.CreateRole, &u.Replication,
+		&u.OwnsDatabase, &u.DatabaseOwner, &u.CanCreate, &u.CanCreateInPublic, &u.SignalBackend)
+}
+
+func (l *loader) extensions(ctx context.Context) error {
+	return l.each(ctx, extensionsSQL, func(r pgx.Rows) error {
+		var e Extension
+		if err := r.Scan(&e.Name, &e.Version, &e.Schema); err != nil {
+			return err
+		}
+		l.d.Extensions = append(l.d.Extensions, e)
+		if e.Name == "timescaledb" {
+			l.d.TimescaleDB = &TimescaleDB{Version: e.Version, Schema: e.Schema}
+		}
+		return nil
+	})
+}
+
+func (l *loader) available(ctx context.Context) error {
+	return l.each(ctx, availableSQL, func(r pgx.Rows) error {
+		var a AvailableExtension
+		if err := r.Scan(&a.Name, &a.DefaultVersion, &a.Installed, &a.Versions); err != nil {
+			return err
+		}
+		l.d.Available = append(l.d.Available, a)
+		return nil
+	})
+}
+
+func (l *loader) schemas(ctx context.Context) error {
+	return l.each(ctx, schemasSQL, func(r pgx.Rows) error {
+		var s Schema
+		if err := r.Scan(&s.Name, &s.Owner); err != nil {
+			return err
+		}
+		l.d.Schemas = append(l.d.Schemas, s)
+		return nil
+	})
+}
+
+var relKinds = map[string]string{
+	"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view", "f": "foreign table",
+}
+
+func (l *loader) tables(ctx context.Context) error {
+	return l.each(ctx, tablesSQL, func(r pgx.Rows) error {
+		var t Table
+		var kind string
+		if err := r.Scan(&t.Schema, &t.Name, &kind, &t.Owner, &t.Unlogged, &t.Readable, &t.EstRows, &t.EstBytes); err != nil {
+			return err
+		}
+		t.Kind = relKinds[kind]
+		l.d.Tables = append(l.d.Tables, t)
+		return nil
+	})
+}
+
+func (l *loader) sequences(ctx context.Context) error {
+	return l.each(ctx, sequencesSQL, func(r pgx.Rows) error {
+		var s Sequence
+		if err := r.Scan(&s.Schema, &s.Name, &s.Readable, &s.OwnedBy); err != nil {
+			return err
+		}
+		l.d.Sequences = append(l.d.Sequences, s)
+		return nil
+	})
+}
+
+func (l *loader) objects(ctx context.Context) error {
+	return l.each(ctx, objectsSQL, func(r pgx.Rows) error {
+		var o Object
+		if err := r.Scan(&o.Schema, &o.Name, &o.Kind); err != nil {
+			return err
+		}
+		if o.Kind == "type" {
+			l.d.Types = append(l.d.Types, o)
+		} else {
+			l.d.Routines = append(l.d.Routines, o)
+		}
+		return nil
+	})
+}
+
+func (l *loader) largeObjects(ctx context.Context) error {
+	return l.row(ctx, largeObjectsSQL, &l.d.LargeObjects)
+}
+
+func (l *loader) sessions(ctx context.Context) error {
+	return l.each(ctx, sessionsSQL, func(r pgx.Rows) error {
+		var s Session
+		if err := r.Scan(&s.PID, &s.User, &s.Application, &s.State, &s.XactStart, &s.XactSeconds, &s.HoldsXID); err != nil {
+			return err
+		}
+		l.d.Activity.Sessions = append(l.d.Activity.Sessions, s)
+		return nil
+	})
+}
+
+func (l *loader) prepared(ctx context.Context) error {
+	return l.each(ctx, preparedSQL, func(r pgx.Rows) error {
+		var p PreparedTransaction
+		if err := r.Scan(&p.GID, &p.Database, &p.Owner, &p.Prepared); err != nil {
+			return err
+		}
+		l.d.Activity.PreparedTransactions = append(l.d.Activity.PreparedTransactions, p)
+		return nil
+	})
+}
+
+func (l *loader) slots(ctx context.Context) error {
+	return l.each(ctx, slotsSQL, func(r pgx.Rows) error {
+		var s ReplicationSlot
+		if err := r.Scan(&s.Name, &s.Type, &s.Plugin, &s.Database, &s.Active); err != nil {
+			return err
+		}
+		l.d.Activity.ReplicationSlots = append(l.d.Activity.ReplicationSlots, s)
+		return nil
+	})
+}
+
+func (l *loader) license(ctx context.Context) error {
+	return l.row(ctx, licenseSQL, &l.d.TimescaleDB.License)
+}
+
+func (l *loader) hypertables(ctx context.Context) error {
+	return l.each(ctx, hypertablesSQL, func(r pgx.Rows) error {
+		var h Hypertable
+		if err := r.Scan(&h.Schema, &h.Name, &h.Owner, &h.Dimensions, &h.Chunks, &h.CompressionEnabled); err != nil {
+			return err
+		}
+		l.d.Hypertables = append(l.d.Hypertables, h)
+		return nil
+	})
+}
+
+func (l *loader) chunks(ctx context.Context) error {
+	return l.each(ctx, chunksSQL, func(r pgx.Rows) error {
+		var c Chunk
+		if err := r.Scan(&c.HypertableSchema, &c.HypertableName, &c.Schema, &c.Name, &c.RangeStart, &c.RangeEnd,
+			&c.RangeStartInt, &c.RangeEndInt, &c.Compressed, &c.Readable, &c.EstBytes); err != nil {
+			return err
+		}
+		l.d.Chunks = append(l.d.Chunks, c)
+		return nil
+	})
+}
+
+func (l *loader) caggs(ctx context.Context) error {
+	return l.each(ctx, caggsSQL, func(r pgx.Rows) error {
+		var c ContinuousAggregate
+		if err := r.Scan(&c.Schema, &c.Name, &c.HypertableSchema, &c.HypertableName, &c.MaterializedOnly,
+			&c.MaterializationSchema, &c.MaterializationTable); err != nil {
+			return err
+		}
+		l.d.ContinuousAggregates = append(l.d.ContinuousAggregates, c)
+		return nil
+	})
+}
+
+func (l *loader) jobs(ctx context.Context) error {
+	return l.each(ctx, jobsSQL, func(r pgx.Rows) error {
+		var j Job
+		if err := r.Scan(&j.ID, &j.Application, &j.Proc, &j.Owner, &j.Scheduled, &j.ScheduleInterval,
+			&j.HypertableSchema, &j.HypertableName, &j.NextStart); err != nil {
+			return err
+		}
+		l.d.Jobs = append(l.d.Jobs, j)
+		return nil
+	})
+}
+
+// markHypertables flags the tables that are hypertables, counts compressed chunks, and
+// drops chunks from Tables (they are listed in Chunks; most live in TimescaleDB's own
+// schema and never reach Tables, but a hypertable may put them in a user schema).
+func (l *loader) markHypertables() {
+	key := func(schema, name string) string { return schema + "\x00" + name }
+	hyper := make(map[string]int, len(l.d.Hypertables))
+	for i, h := range l.d.Hypertables {
+		hyper[key(h.Schema, h.Name)] = i
+	}
+	chunk := make(map[string]bool, len(l.d.Chunks))
+	for _, c := range l.d.Chunks {
+		chunk[key(c.Schema, c.Name)] = true
+		if c.Compressed {
+			if i, ok := hyper[key(c.HypertableSchema, c.HypertableName)]; ok {
+				l.d.Hypertables[i].CompressedChunks++
+			}
+		}
+	}
+	tables := l.d.Tables[:0]
+	for _, t := range l.d.Tables {
+		k := key(t.Schema, t.Name)
+		if chunk[k] {
+			continue
+		}
+		_, t.Hypertable = hyper[k]
+		tables = append(tables, t)
+	}
+	l.d.Tables = tables
+}
+
+// DisplayName is schema.name as a user would type it, quoted only where needed.
+func DisplayName(schema, name string) string {
+	return quoteIfNeeded(schema) + "." + quoteIfNeeded(name)
+}
+
+func quoteIfNeeded(s string) string {
+	if s == "" {
+		return `""`
+	}
+	for i, r := range s {
+		if !(r == '_' || (r >= 'a' && r <= 'z') || (i > 0 && (r == '$' || (r >= '0' && r <= '9')))) {
+			return pgx.Identifier{s}.Sanitize()
+		}
+	}
+	return s
+}
