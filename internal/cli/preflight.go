@@ -1,0 +1,151 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/preflight"
+)
+
+const preflightHelp = `Checks, without changing anything, that the source database can be migrated to the target:
+both servers reachable, the same PostgreSQL major, the source's TimescaleDB version and edition
+available on the target, an empty target database offering every extension the source uses,
+the size to provision, the rights to read and freeze the source and to restore into the target
+(including TimescaleDB's restoring mode), and source activity worth knowing before a freeze
+(long and prepared transactions, replication slots, jobs, unlogged tables, large objects).
+Probes of the target's rights run in a transaction that is rolled back.
+
+Each check prints one finding: pass, warn or fail, what it saw, and what to do.
+Exit 3 when any check fails, 0 otherwise.
+
+--json prints one document:
+  {"source": SIDE, "target": SIDE,
+   "findings": [{"check", "status" (pass|warn|fail), "server" (source|target|both), "saw", "do"}],
+   "summary": {"pass", "warn", "fail"}, "duration_ms"}
+  SIDE = {"server" (user@host:port/db), "postgresql", "timescaledb", "timescaledb_license",
+          "tls", "database_bytes"}`
+
+func init() {
+	register(func(a *app) *cobra.Command {
+		var f connFlags
+		var asJSON bool
+		c := &cobra.Command{
+			Use:   "preflight",
+			Short: "Check that a migration from --source to --target can work",
+			Long:  preflightHelp + "\n\n" + connHelp + "\n\n" + exitCodesHelp,
+			Args:  cobra.NoArgs,
+			RunE: func(c *cobra.Command, _ []string) error {
+				src, err := a.config("source", f.source)
+				if err != nil {
+					return err
+				}
+				tgt, err := a.config("target", f.target)
+				if err != nil {
+					return err
+				}
+				r, err := preflight.Run(c.Context(), preflight.Options{Source: src, Target: tgt})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					if err := writeJSON(a.stdout, r); err != nil {
+						return err
+					}
+				} else {
+					renderReport(a.stdout, r, isTerminal(a.stdout))
+				}
+				if r.Failed() {
+					return &exit.Error{Code: exit.Blocked,
+						Msg:  fmt.Sprintf("preflight: %d of %d checks failed", r.Summary.Fail, len(r.Findings)),
+						Hint: "do what the failed checks say, then run preflight again"}
+				}
+				return nil
+			},
+		}
+		f.addSource(c)
+		f.addTarget(c)
+		c.Flags().BoolVar(&asJSON, "json", false, "print the report as one JSON document")
+		return c
+	})
+}
+
+// renderReport prints the findings: an aligned, coloured, wrapped table on a terminal,
+// plain lines otherwise.
+func renderReport(w io.Writer, r *preflight.Report, tty bool) {
+	checkWidth := 0
+	for _, f := range r.Findings {
+		checkWidth = max(checkWidth, len(f.Check))
+	}
+	width := 0
+	if tty {
+		width = 100
+		if file, ok := w.(*os.File); ok {
+			if cols, _, err := term.GetSize(int(file.Fd())); err == nil && cols > 40 {
+				width = cols
+			}
+		}
+	}
+	fmt.Fprintf(w, "source  %s  PostgreSQL %s%s\n", r.Source.Server, r.Source.PostgreSQL, tsSuffix(r.Source))
+	fmt.Fprintf(w, "target  %s  PostgreSQL %s%s\n\n", r.Target.Server, r.Target.PostgreSQL, tsSuffix(r.Target))
+	// status(4) + 2 + check + 2 + server(6) + 2
+	indent := 4 + 2 + checkWidth + 2 + 6 + 2
+	for _, f := range r.Findings {
+		status := strings.ToUpper(string(f.Status))
+		if tty {
+			status = colour(f.Status, status)
+		}
+		prefix := fmt.Sprintf("%s  %-*s  %-6s  ", status, checkWidth, f.Check, f.Server)
+		fmt.Fprint(w, prefix)
+		writeWrapped(w, f.Saw, indent, width)
+		if f.Do != "" {
+			fmt.Fprint(w, strings.Repeat(" ", indent))
+			writeWrapped(w, "do: "+f.Do, indent, width)
+		}
+	}
+	s := r.Summary
+	fmt.Fprintf(w, "\n%d passed, %d warnings, %d failed (%.1fs)\n", s.Pass, s.Warn, s.Fail, float64(r.DurationMS)/1000)
+}
+
+func tsSuffix(s preflight.Side) string {
+	if s.TimescaleDB == "" {
+		return ""
+	}
+	if s.License != "" {
+		return fmt.Sprintf(", TimescaleDB %s (%s)", s.TimescaleDB, s.License)
+	}
+	return ", TimescaleDB " + s.TimescaleDB
+}
+
+func colour(st preflight.Status, s string) string {
+	code := map[preflight.Status]string{preflight.Pass: "32", preflight.Warn: "33", preflight.Fail: "1;31"}[st]
+	return "\x1b[" + code + "m" + s + "\x1b[0m"
+}
+
+// writeWrapped writes text and a newline; with width > 0 it wraps at word boundaries,
+// continuing lines at indent.
+func writeWrapped(w io.Writer, text string, indent, width int) {
+	room := width - indent
+	if width == 0 || room < 20 || len(text) <= room {
+		fmt.Fprintln(w, text)
+		return
+	}
+	line := 0
+	for i, word := range strings.Fields(text) {
+		if i > 0 && line+1+len(word) > room {
+			fmt.Fprint(w, "\n"+strings.Repeat(" ", indent))
+			line = 0
+		} else if i > 0 {
+			fmt.Fprint(w, " ")
+			line++
+		}
+		fmt.Fprint(w, word)
+		line += len(word)
+	}
+	fmt.Fprintln(w)
+}

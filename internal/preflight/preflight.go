@@ -1,0 +1,227 @@
+// Package preflight checks, before anything is changed, that a migration from a source
+// database to a target database can work: both servers reachable, versions that fit,
+// an empty target with the extensions and rights the restore needs, the rights to
+// freeze the source, and what on the source is worth knowing before a freeze.
+//
+// Each check is small (Check: Name, Run) and yields findings: pass, warn or fail, what it
+// saw, and what to do. Preflight only reads, except for probes inside transactions that
+// it rolls back (see targetProbe).
+package preflight
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/inventory"
+)
+
+// Status is the verdict of a finding.
+type Status string
+
+const (
+	Pass Status = "pass"
+	Warn Status = "warn" // worth knowing; does not block
+	Fail Status = "fail" // blocks the migration
+)
+
+// Finding is one result of a check. The JSON names are part of tsmigrate's contract.
+type Finding struct {
+	Check  string `json:"check"`
+	Status Status `json:"status"`
+	Server string `json:"server"` // "source", "target" or "both"
+	Saw    string `json:"saw"`
+	Do     string `json:"do,omitempty"`
+}
+
+// Check is one pre-flight check.
+type Check interface {
+	Name() string
+	Run(ctx context.Context) ([]Finding, error)
+}
+
+// Side sums up one server of the report.
+type Side struct {
+	Server      string `json:"server"` // user@host:port/database, no password
+	PostgreSQL  string `json:"postgresql"`
+	TimescaleDB string `json:"timescaledb,omitempty"` // installed version in the database
+	License     string `json:"timescaledb_license,omitempty"`
+	TLS         bool   `json:"tls"`
+	Bytes       int64  `json:"database_bytes"`
+
+	// Inventory is everything Load found, for callers that go on to migrate.
+	Inventory *inventory.Database `json:"-"`
+}
+
+// Summary counts findings by status.
+type Summary struct {
+	Pass int `json:"pass"`
+	Warn int `json:"warn"`
+	Fail int `json:"fail"`
+}
+
+// Report is the outcome of Run.
+type Report struct {
+	Source     Side      `json:"source"`
+	Target     Side      `json:"target"`
+	Findings   []Finding `json:"findings"`
+	Summary    Summary   `json:"summary"`
+	DurationMS int64     `json:"duration_ms"`
+}
+
+// Failed says whether any check failed: the migration must not start.
+func (r *Report) Failed() bool { return r.Summary.Fail > 0 }
+
+// Options name the two servers.
+type Options struct {
+	Source, Target *dbconn.Config
+}
+
+// Run connects to both servers, reads their inventories, runs every check and returns
+// the report. A server that cannot be reached or logged into makes Run return dbconn's
+// *exit.Error (exit 2), the source's first when both fail; other errors mean a check
+// could not run at all.
+func Run(ctx context.Context, opt Options) (*Report, error) {
+	start := time.Now()
+	src, tgt, err := connectBoth(ctx, opt.Source, opt.Target)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	defer tgt.Close(context.WithoutCancel(ctx))
+
+	e := &env{srcCfg: opt.Source, tgtCfg: opt.Target, src: src, tgt: tgt}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		e.srcInv, err = inventory.Load(gctx, src.Conn)
+		if err != nil {
+			return fmt.Errorf("source: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() (err error) {
+		e.tgtInv, err = inventory.Load(gctx, tgt.Conn)
+		if err != nil {
+			return fmt.Errorf("target: %w", err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if err := e.probeTarget(ctx); err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+
+	r := &Report{Source: side(opt.Source, src, e.srcInv), Target: side(opt.Target, tgt, e.tgtInv)}
+	if r.Target.License == "" {
+		r.Target.License = e.probe.license
+	}
+	for _, c := range e.checks() {
+		fs, err := c.Run(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("check %s: %w", c.Name(), err)
+		}
+		for _, f := range fs {
+			f.Check = c.Name()
+			f.Saw = dbconn.Redact(f.Saw)
+			f.Do = dbconn.Redact(f.Do)
+			r.Findings = append(r.Findings, f)
+			switch f.Status {
+			case Pass:
+				r.Summary.Pass++
+			case Warn:
+				r.Summary.Warn++
+			case Fail:
+				r.Summary.Fail++
+			}
+		}
+	}
+	r.DurationMS = time.Since(start).Milliseconds()
+	return r, nil
+}
+
+func connectBoth(ctx context.Context, source, target *dbconn.Config) (src, tgt *dbconn.Conn, err error) {
+	var srcErr, tgtErr error
+	var g errgroup.Group
+	g.Go(func() error { src, srcErr = source.Connect(ctx); return nil })
+	g.Go(func() error { tgt, tgtErr = target.Connect(ctx); return nil })
+	g.Wait()
+	if srcErr != nil || tgtErr != nil {
+		if src != nil {
+			src.Close(ctx)
+		}
+		if tgt != nil {
+			tgt.Close(ctx)
+		}
+		if srcErr != nil {
+			return nil, nil, srcErr
+		}
+		return nil, nil, tgtErr
+	}
+	return src, tgt, nil
+}
+
+func side(cfg *dbconn.Config, conn *dbconn.Conn, inv *inventory.Database) Side {
+	s := Side{Server: cfg.String(), PostgreSQL: inv.Server.Version, TLS: conn.TLS, Bytes: inv.Bytes, Inventory: inv}
+	if inv.TimescaleDB != nil {
+		s.TimescaleDB = inv.TimescaleDB.Version
+		s.License = inv.TimescaleDB.License
+	}
+	return s
+}
+
+// env is what the checks look at: both connections, configs, inventories and the
+// result of the target probe.
+type env struct {
+	srcCfg, tgtCfg *dbconn.Config
+	src, tgt       *dbconn.Conn
+	srcInv, tgtInv *inventory.Database
+	probe          targetProbe
+}
+
+// check adapts a function to Check.
+type check struct {
+	name string
+	run  func(ctx context.Context) ([]Finding, error)
+}
+
+func (c check) Name() string                               { return c.name }
+func (c check) Run(ctx context.Context) ([]Finding, error) { return c.run(ctx) }
+
+// pure makes a check from a function of the inventories alone.
+func pure(name string, f func() []Finding) Check {
+	return check{name: name, run: func(context.Context) ([]Finding, error) { return f(), nil }}
+}
+
+// checks lists every check in the order the report shows them.
+func (e *env) checks() []Check {
+	return []Check{
+		pure("connect", e.checkConnect),
+		pure("postgres-major", e.checkMajor),
+		pure("timescaledb-version", e.checkTimescaleVersion),
+		pure("timescaledb-edition", e.checkEdition),
+		pure("target-empty", e.checkTargetEmpty),
+		pure("extensions", e.checkExtensions),
+		pure("size", e.checkSize),
+		pure("dump-locks", e.checkDumpLocks),
+		pure("source-read", e.checkSourceRead),
+		pure("source-freeze", e.checkFreeze),
+		pure("source-terminate", e.checkTerminate),
+		pure("target-create", e.checkTargetCreate),
+		pure("target-restore-mode", e.checkRestoreMode),
+		pure("long-transactions", e.checkLongTransactions),
+		pure("prepared-transactions", e.checkPrepared),
+		pure("replication-slots", e.checkSlots),
+		pure("timescaledb-jobs", e.checkJobs),
+		pure("unlogged-tables", e.checkUnlogged),
+		pure("large-objects", e.checkLargeObjects),
+	}
+}
+
+func finding(st Status, server, saw, do string) Finding {
+	return Finding{Status: st, Server: server, Saw: saw, Do: do}
+}

@@ -1,0 +1,149 @@
+package preflight
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tsmigrate/tsmigrate/internal/inventory"
+)
+
+// targetProbe is what the target's user could actually do, tried inside one transaction
+// that is rolled back, so that the report can quote the server's own errors. Checked on
+// PostgreSQL 15-17 and TimescaleDB 2.19.3 (Apache build), plain and managed-like.
+type targetProbe struct {
+	ran bool // the transaction ran (the target is not a standby)
+
+	createSchemaErr error // CREATE SCHEMA (tried when the source has schemas besides public)
+	triedSchema     bool
+	createTableErr  error // CREATE TABLE in public (tried when public exists)
+	triedTable      bool
+
+	// TimescaleDB parts, tried when the source uses TimescaleDB and the target can
+	// install its version.
+	triedExtension bool  // CREATE EXTENSION timescaledb VERSION <source's> was needed
+	extensionErr   error // and failed
+	license        string
+	triedRestoring bool
+	setErr         error // SET LOCAL timescaledb.restoring = on
+	alterErr       error // ALTER DATABASE ... SET timescaledb.restoring = on
+	triedPre       bool  // timescaledb_pre_restore() was called (not for superusers)
+	preRestoreErr  error
+}
+
+const (
+	probeName = "tsmigrate_preflight_probe"
+	// restartWorkersSQL undoes a successful timescaledb_pre_restore() probe: rolling back
+	// does not restart the background workers it stopped.
+	restartWorkersSQL = `SELECT _timescaledb_functions.restart_background_workers()`
+)
+
+// probeTarget fills e.probe. Errors the user must see are kept in the probe; only a
+// failure of the probe's own transaction is returned.
+func (e *env) probeTarget(ctx context.Context) error {
+	if e.tgtInv.Server.InRecovery {
+		return nil
+	}
+	p := &e.probe
+	conn := e.tgt.Conn
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	p.ran = true
+
+	if e.sourceNeedsSchemas() {
+		p.triedSchema = true
+		p.createSchemaErr = try(ctx, tx, "CREATE SCHEMA "+probeName)
+	}
+	if slices.ContainsFunc(e.tgtInv.Schemas, func(s inventory.Schema) bool { return s.Name == "public" }) {
+		p.triedTable = true
+		p.createTableErr = try(ctx, tx, "CREATE TABLE public."+probeName+" (x int)")
+	}
+
+	ts := e.srcInv.TimescaleDB
+	if ts == nil {
+		return nil
+	}
+	installed := e.tgtInv.TimescaleDB
+	switch {
+	case installed != nil && installed.Version != ts.Version:
+		return nil // reported by timescaledb-version; nothing here would be meaningful
+	case installed == nil:
+		versions, _ := e.tgtInv.AvailableVersions("timescaledb")
+		if !slices.Contains(versions, ts.Version) {
+			return nil
+		}
+		p.triedExtension = true
+		p.extensionErr = try(ctx, tx, "CREATE EXTENSION timescaledb VERSION "+quoteLiteral(ts.Version))
+		if p.extensionErr != nil {
+			return nil
+		}
+		if err := tx.QueryRow(ctx, licenseSQL).Scan(&p.license); err != nil {
+			return fmt.Errorf("probe license: %w", err)
+		}
+	}
+	p.triedRestoring = true
+	p.setErr = try(ctx, tx, "SET LOCAL timescaledb.restoring = on")
+	p.alterErr = try(ctx, tx, "ALTER DATABASE "+pgx.Identifier{e.tgtInv.Name}.Sanitize()+" SET timescaledb.restoring = on")
+	if e.tgtInv.User.Superuser {
+		return nil
+	}
+	p.triedPre = true
+	p.preRestoreErr = try(ctx, tx, "SELECT "+pgx.Identifier{extSchema(e)}.Sanitize()+".timescaledb_pre_restore()")
+	if err := tx.Rollback(ctx); err != nil {
+		return fmt.Errorf("probe rollback: %w", err)
+	}
+	if p.preRestoreErr == nil && installed != nil {
+		if _, err := conn.Exec(ctx, restartWorkersSQL); err != nil {
+			return fmt.Errorf("restart TimescaleDB background workers after the pre_restore probe: %w", err)
+		}
+	}
+	return nil
+}
+
+const licenseSQL = `SELECT coalesce(current_setting('timescaledb.license', true), '')`
+
+// extSchema is the schema timescaledb is (or would be) installed in on the target.
+func extSchema(e *env) string {
+	if e.tgtInv.TimescaleDB != nil {
+		return e.tgtInv.TimescaleDB.Schema
+	}
+	return "public"
+}
+
+// try runs sql under a savepoint and returns its error, undoing it either way.
+func try(ctx context.Context, tx pgx.Tx, sql string) error {
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = sp.Exec(ctx, sql)
+	if rbErr := sp.Rollback(ctx); rbErr != nil && err == nil {
+		err = rbErr
+	}
+	return err
+}
+
+func (e *env) sourceNeedsSchemas() bool {
+	for _, s := range e.srcInv.Schemas {
+		if s.Name != "public" {
+			return true
+		}
+	}
+	return false
+}
+
+func quoteLiteral(s string) string {
+	out := []byte{'\''}
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' {
+			out = append(out, '\'')
+		}
+		out = append(out, s[i])
+	}
+	return string(append(out, '\''))
+}
