@@ -78,7 +78,7 @@ func (e *env) probeTarget(ctx context.Context) error {
 			return nil
 		}
 		p.triedExtension = true
-		p.extensionErr = try(ctx, tx, "CREATE EXTENSION timescaledb VERSION "+quoteLiteral(ts.Version))
+		p.extensionErr = tryKeep(ctx, tx, "CREATE EXTENSION timescaledb VERSION "+quoteLiteral(ts.Version))
 		if p.extensionErr != nil {
 			return nil
 		}
@@ -117,15 +117,29 @@ func extSchema(e *env) string {
 
 // try runs sql under a savepoint and returns its error, undoing it either way.
 func try(ctx context.Context, tx pgx.Tx, sql string) error {
+	return trySQL(ctx, tx, sql, false)
+}
+
+// tryKeep is try that keeps what sql did when it succeeds.
+func tryKeep(ctx context.Context, tx pgx.Tx, sql string) error {
+	return trySQL(ctx, tx, sql, true)
+}
+
+func trySQL(ctx context.Context, tx pgx.Tx, sql string, keep bool) error {
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return err
 	}
-	_, err = sp.Exec(ctx, sql)
-	if rbErr := sp.Rollback(ctx); rbErr != nil && err == nil {
-		err = rbErr
+	if _, err := sp.Exec(ctx, sql); err != nil {
+		if rbErr := sp.Rollback(ctx); rbErr != nil {
+			return fmt.Errorf("%w (and rolling back to the savepoint: %v)", err, rbErr)
+		}
+		return err
 	}
-	return err
+	if keep {
+		return sp.Commit(ctx) // releases the savepoint; the outer transaction still rolls back
+	}
+	return sp.Rollback(ctx)
 }
 
 func (e *env) sourceNeedsSchemas() bool {

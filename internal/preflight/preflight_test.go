@@ -1,0 +1,158 @@
+package preflight_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/preflight"
+	"github.com/tsmigrate/tsmigrate/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func config(t *testing.T, role, uri string) *dbconn.Config {
+	t.Helper()
+	c, err := dbconn.Parse(role, uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// userURI is srv's URI for db logged in as user with password pw.
+func userURI(srv *testenv.Server, user, pw, db string) string {
+	u, _ := url.Parse(srv.SuperURI(db))
+	u.User = url.UserPassword(user, pw)
+	return u.String()
+}
+
+func runPreflight(t *testing.T, source, target string) *preflight.Report {
+	t.Helper()
+	r, err := preflight.Run(context.Background(), preflight.Options{
+		Source: config(t, "source", source), Target: config(t, "target", target)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func find(t *testing.T, r *preflight.Report, check string) preflight.Finding {
+	t.Helper()
+	for _, f := range r.Findings {
+		if f.Check == check {
+			return f
+		}
+	}
+	t.Fatalf("no finding of %s", check)
+	return preflight.Finding{}
+}
+
+func expect(t *testing.T, r *preflight.Report, check string, st preflight.Status, words ...string) {
+	t.Helper()
+	f := find(t, r, check)
+	if f.Status != st {
+		t.Errorf("%s: %s, want %s: %s", check, f.Status, st, f.Saw)
+		return
+	}
+	for _, w := range words {
+		if !strings.Contains(f.Saw, w) {
+			t.Errorf("%s: %q does not mention %q", check, f.Saw, w)
+		}
+	}
+}
+
+var roleSeq int
+
+// role creates a login role with a password, dropped at the end of the test.
+func role(t *testing.T, srv *testenv.Server, attrs string) string {
+	t.Helper()
+	roleSeq++
+	name := fmt.Sprintf("pf_user_%d", roleSeq)
+	testenv.MustExec(t, srv, "postgres", fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'pw-%s' %s", name, name, attrs))
+	t.Cleanup(func() {
+		srv.Exec(context.Background(), "postgres", "DROP OWNED BY "+name, "DROP ROLE IF EXISTS "+name)
+	})
+	return name
+}
+
+// A source user that neither owns the database nor may read all of it; a target user
+// that may create objects but neither run timescaledb_pre_restore() nor set
+// timescaledb.restoring.
+func TestRights(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src, tgt := testenv.NewDB(t, srv, true), testenv.NewDB(t, srv, false)
+	reader := role(t, srv, "")
+	owner := role(t, srv, "")
+	testenv.MustExec(t, srv, src,
+		`CREATE TABLE m (time timestamptz NOT NULL, v int)`,
+		`SELECT create_hypertable('m', 'time')`,
+		`INSERT INTO m VALUES (now(), 1)`,
+		`CREATE TABLE secret (x int)`,
+		`GRANT SELECT ON m TO `+reader)
+	testenv.MustExec(t, srv, "postgres", "ALTER DATABASE "+tgt+" OWNER TO "+owner)
+
+	r := runPreflight(t, userURI(srv, reader, "pw-"+reader, src), userURI(srv, owner, "pw-"+owner, tgt))
+	expect(t, r, "source-read", preflight.Fail, "public.secret")
+	expect(t, r, "source-freeze", preflight.Fail, reader, "owner postgres")
+	expect(t, r, "source-terminate", preflight.Warn, reader)
+	expect(t, r, "target-create", preflight.Pass)
+	expect(t, r, "timescaledb-version", preflight.Pass)
+	expect(t, r, "target-restore-mode", preflight.Fail,
+		"timescaledb_pre_restore() fails for "+owner,
+		`permission denied to set parameter "timescaledb.restoring" (SQLSTATE 42501)`)
+	if !r.Failed() {
+		t.Error("report does not fail")
+	}
+	// The probe left nothing behind on the target.
+	r = runPreflight(t, srv.SuperURI(src), srv.SuperURI(tgt))
+	expect(t, r, "target-empty", preflight.Pass)
+	if r.Target.TimescaleDB != "" {
+		t.Errorf("the probe left TimescaleDB %s installed on the target", r.Target.TimescaleDB)
+	}
+}
+
+// Activity worth knowing before a freeze is reported as warnings.
+func TestSourceActivity(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src, tgt := testenv.NewDB(t, srv, false), testenv.NewDB(t, srv, false)
+	slot := "pf_slot_" + src
+	testenv.MustExec(t, srv, src,
+		`CREATE UNLOGGED TABLE cache (k text)`,
+		`SELECT lo_create(0)`,
+		// The slot first: creating a logical slot waits for open transactions, prepared ones too.
+		`SELECT pg_create_logical_replication_slot('`+slot+`', 'pgoutput')`,
+		`BEGIN; INSERT INTO cache VALUES ('x'); PREPARE TRANSACTION 'pf_prepared'`)
+	t.Cleanup(func() {
+		srv.Exec(context.Background(), src, `ROLLBACK PREPARED 'pf_prepared'`, `SELECT pg_drop_replication_slot('`+slot+`')`)
+	})
+	r := runPreflight(t, srv.SuperURI(src), srv.SuperURI(tgt))
+	expect(t, r, "unlogged-tables", preflight.Warn, "public.cache")
+	expect(t, r, "large-objects", preflight.Warn, "1 large object")
+	expect(t, r, "prepared-transactions", preflight.Warn, "pf_prepared")
+	expect(t, r, "replication-slots", preflight.Warn, slot, "logical pgoutput")
+	expect(t, r, "timescaledb-version", preflight.Pass, "does not use TimescaleDB")
+	if r.Failed() {
+		t.Errorf("activity alone fails preflight: %+v", r.Findings)
+	}
+}
+
+func TestUnreachableTarget(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = preflight.Run(context.Background(), preflight.Options{
+		Source: config(t, "source", srv.SuperURI("postgres")),
+		Target: config(t, "target", fmt.Sprintf("host=127.0.0.1 port=%d user=x password=y", port))})
+	var e *exit.Error
+	if !errors.As(err, &e) || e.Code != exit.Usage || !strings.HasPrefix(e.Msg, "target: cannot connect") {
+		t.Fatalf("error %v, want an exit-2 error naming the target", err)
+	}
+}
