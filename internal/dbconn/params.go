@@ -32,10 +32,15 @@ func parseURI(s string) (map[string]string, error) {
 			if !ok {
 				return nil, fmt.Errorf("a query parameter has no value (expected ?key=value&...)")
 			}
-			k, err1 := url.QueryUnescape(k)
-			v, err2 := url.QueryUnescape(v)
+			// libpq decodes %XX only: a '+' stays a '+' (QueryUnescape would make it a space).
+			key, err1 := url.PathUnescape(k)
+			val, err2 := url.PathUnescape(v)
 			if err1 != nil || err2 != nil {
-				return nil, fmt.Errorf("bad percent-encoding in query parameter %q", k)
+				return nil, fmt.Errorf("bad percent-encoding in query parameter %q", Redact(k))
+			}
+			k, v = key, val
+			if !validKeyword(k) {
+				return nil, fmt.Errorf("a query parameter name is not a connection keyword")
 			}
 			if k == "ssl" && v == "true" { // JDBC-style spelling libpq also accepts
 				k, v = "sslmode", "require"
@@ -123,7 +128,7 @@ func parseKeywords(s string) (map[string]string, error) {
 	p := map[string]string{}
 	i := 0
 	skip := func() {
-		for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+		for i < len(s) && isSpace(s[i]) {
 			i++
 		}
 	}
@@ -133,7 +138,7 @@ func parseKeywords(s string) (map[string]string, error) {
 			return p, nil
 		}
 		start := i
-		for i < len(s) && s[i] != '=' && s[i] != ' ' && s[i] != '\t' && s[i] != '\n' {
+		for i < len(s) && s[i] != '=' && !isSpace(s[i]) {
 			i++
 		}
 		key := s[start:i]
@@ -167,7 +172,7 @@ func parseKeywords(s string) (map[string]string, error) {
 				return nil, fmt.Errorf("unterminated quoted value for %q", key)
 			}
 		} else {
-			for i < len(s) && s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r' {
+			for i < len(s) && !isSpace(s[i]) {
 				if s[i] == '\\' && i+1 < len(s) {
 					i++
 				}
@@ -178,8 +183,31 @@ func parseKeywords(s string) (map[string]string, error) {
 		if key == "" {
 			return nil, fmt.Errorf("empty keyword in connection string")
 		}
+		if !validKeyword(key) {
+			return nil, fmt.Errorf("a keyword holds characters no connection keyword has")
+		}
 		p[key] = val.String()
 	}
+}
+
+// validKeyword: libpq's keywords are lower-case words with underscores; the check keeps
+// stray text (perhaps a pasted password) from becoming a run-time parameter of pgx.
+func validKeyword(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (i > 0 && c >= '0' && c <= '9')) {
+			return false
+		}
+	}
+	return true
+}
+
+// isSpace is C's isspace in the C locale, which libpq uses between keywords and values.
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
 }
 
 // formatKeywords renders keywords as a key='value' string that libpq and pgx accept,

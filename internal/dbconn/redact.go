@@ -30,7 +30,8 @@ func RegisterSecret(s string) {
 }
 
 var (
-	uriPassword = regexp.MustCompile(`(postgres(?:ql)?://[^:/@\s]*):[^@\s]*@`)
+	// The password runs to the last '@' before the path: it may hold a raw '@'.
+	uriPassword = regexp.MustCompile(`(postgres(?:ql)?://[^:/@\s]*):[^/\s]*@`)
 	kvPassword  = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
 )
 

@@ -255,16 +255,16 @@ func (e *env) checkDumpLocks() []Finding {
 	capacity := s.Server.LockCapacity()
 	conns := s.Server.MaxConnections + s.Server.MaxPreparedXacts
 	need := (2*n + conns - 1) / conns
-	saw := fmt.Sprintf("pg_dump locks every table it dumps in one transaction: about %d on the source; the server's lock table holds %d (max_locks_per_transaction %d × (max_connections %d + max_prepared_transactions %d))",
+	saw := fmt.Sprintf("pg_dump locks every table it dumps in one transaction: about %d on the source; the lock table is sized for %d (max_locks_per_transaction %d × (max_connections %d + max_prepared_transactions %d))",
 		n, capacity, s.Server.MaxLocksPerTransaction, s.Server.MaxConnections, s.Server.MaxPreparedXacts)
-	do := fmt.Sprintf("set max_locks_per_transaction = %d (or more) on the source and restart it", need)
-	switch {
-	case n > capacity:
-		return []Finding{finding(Fail, "source", saw+": the dump would fail with \"out of shared memory\"", do)}
-	case 2*n > capacity:
-		return []Finding{finding(Warn, "source", saw+": other sessions' locks could exhaust it", do)}
+	if n <= capacity {
+		return []Finding{finding(Pass, "source", saw, "")}
 	}
-	return []Finding{finding(Pass, "source", saw, "")}
+	// Not a failure: the lock table borrows spare shared memory beyond its size (pg_dump
+	// 17 dumped 10 000 chunks with the defaults here), but how far that goes depends on
+	// the server and on other sessions.
+	return []Finding{finding(Warn, "source", saw+": the dump may fail with \"out of shared memory\"",
+		fmt.Sprintf("set max_locks_per_transaction = %d (or more) on the source and restart it before the migration", need))}
 }
 
 func (e *env) checkSourceRead() []Finding {
