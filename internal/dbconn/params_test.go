@@ -125,11 +125,11 @@ func TestParseResolves(t *testing.T) {
 
 func TestRedact(t *testing.T) {
 	cases := map[string]string{
-		"postgres://u:pa55@h/db":         "postgres://u:xxxxx@h/db",
-		"postgres://u:p@ss@h/db":         "postgres://u:xxxxx@h/db",
-		"host=h password='a b' user=u":   "host=h password=xxxxx user=u",
+		"postgres://u:pa55@h/db":          "postgres://u:xxxxx@h/db",
+		"postgres://u:p@ss@h/db":          "postgres://u:xxxxx@h/db",
+		"host=h password='a b' user=u":    "host=h password=xxxxx user=u",
 		"host=h PASSWORD = secret user=u": "host=h PASSWORD = xxxxx user=u",
-		"see postgres://u@h/db":          "see postgres://u@h/db",
+		"see postgres://u@h/db":           "see postgres://u@h/db",
 	}
 	for in, want := range cases {
 		if got := Redact(in); got != want {
