@@ -148,6 +148,9 @@ type Hypertable struct {
 	Chunks             int    `json:"chunks"`
 	CompressionEnabled bool   `json:"compression_enabled"`
 	CompressedChunks   int    `json:"compressed_chunks"`
+	// EstRows and EstBytes sum the estimates of its chunks (see Chunk).
+	EstRows  int64 `json:"est_rows"`
+	EstBytes int64 `json:"est_bytes"`
 }
 
 // Chunk is one chunk of a hypertable; the range is that of its primary dimension.
@@ -162,8 +165,10 @@ type Chunk struct {
 	RangeEndInt      *int64     `json:"range_end_integer,omitempty"`
 	Compressed       bool       `json:"compressed"`
 	Readable         bool       `json:"readable"`
-	// EstBytes is the chunk table's own heap, TOAST and indexes from pg_class.relpages;
-	// the data of a compressed chunk lives in an internal table not counted here.
+	// EstRows (pg_class.reltuples, -1 when never analyzed) and EstBytes (heap, TOAST and
+	// indexes from pg_class.relpages) are the chunk table's own, as of its last VACUUM or
+	// ANALYZE; the data of a compressed chunk lives in an internal table not counted here.
+	EstRows  int64 `json:"est_rows"`
 	EstBytes int64 `json:"est_bytes"`
 }
 

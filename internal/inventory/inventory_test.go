@@ -82,7 +82,8 @@ func TestLoadTimescaleDB(t *testing.T) {
 			t.Error("scratch is not marked unlogged")
 		}
 	}
-	if len(d.Hypertables) != 1 || d.Hypertables[0].Chunks != 3 || len(d.Chunks) != 3 {
+	if len(d.Hypertables) != 1 || d.Hypertables[0].Chunks != 3 || len(d.Chunks) != 3 ||
+		d.Hypertables[0].EstRows != 61 || d.Hypertables[0].EstBytes <= 0 {
 		t.Errorf("hypertables %+v, %d chunks", d.Hypertables, len(d.Chunks))
 	}
 	for _, c := range d.Chunks {

@@ -109,7 +109,7 @@ FROM timescaledb_information.hypertables ORDER BY 1, 2`
 
 const chunksSQL = `SELECT ch.hypertable_schema::text, ch.hypertable_name::text, ch.chunk_schema::text, ch.chunk_name::text,
 	ch.range_start, ch.range_end, ch.range_start_integer, ch.range_end_integer, coalesce(ch.is_compressed, false),
-	coalesce(has_table_privilege(c.oid, 'SELECT'), false), coalesce(` + relBytes + `, 0)
+	coalesce(has_table_privilege(c.oid, 'SELECT'), false), coalesce(c.reltuples::bigint, -1), coalesce(` + relBytes + `, 0)
 FROM timescaledb_information.chunks ch
 	LEFT JOIN pg_namespace n ON n.nspname = ch.chunk_schema
 	LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = ch.chunk_name
@@ -302,7 +302,7 @@ func (l *loader) chunks(ctx context.Context) error {
 	return l.each(ctx, chunksSQL, func(r pgx.Rows) error {
 		var c Chunk
 		if err := r.Scan(&c.HypertableSchema, &c.HypertableName, &c.Schema, &c.Name, &c.RangeStart, &c.RangeEnd,
-			&c.RangeStartInt, &c.RangeEndInt, &c.Compressed, &c.Readable, &c.EstBytes); err != nil {
+			&c.RangeStartInt, &c.RangeEndInt, &c.Compressed, &c.Readable, &c.EstRows, &c.EstBytes); err != nil {
 			return err
 		}
 		l.d.Chunks = append(l.d.Chunks, c)
@@ -346,10 +346,17 @@ func (l *loader) markHypertables() {
 	chunk := make(map[string]bool, len(l.d.Chunks))
 	for _, c := range l.d.Chunks {
 		chunk[key(c.Schema, c.Name)] = true
+		i, ok := hyper[key(c.HypertableSchema, c.HypertableName)]
+		if !ok {
+			continue
+		}
+		h := &l.d.Hypertables[i]
 		if c.Compressed {
-			if i, ok := hyper[key(c.HypertableSchema, c.HypertableName)]; ok {
-				l.d.Hypertables[i].CompressedChunks++
-			}
+			h.CompressedChunks++
+		}
+		h.EstBytes += c.EstBytes
+		if c.EstRows > 0 {
+			h.EstRows += c.EstRows
 		}
 	}
 	tables := l.d.Tables[:0]

@@ -99,6 +99,9 @@ func TestRights(t *testing.T) {
 
 	r := runPreflight(t, userURI(srv, reader, "pw-"+reader, src), userURI(srv, owner, "pw-"+owner, tgt))
 	expect(t, r, "source-read", preflight.Fail, "public.secret")
+	if saw := find(t, r, "source-read").Saw; strings.Contains(saw, "chunk") || strings.Contains(saw, "public.m") {
+		t.Errorf("source-read: the hypertable granted to %s and its chunks are reported unreadable: %s", reader, saw)
+	}
 	expect(t, r, "source-freeze", preflight.Fail, reader, "owner postgres")
 	expect(t, r, "source-terminate", preflight.Warn, reader)
 	expect(t, r, "target-create", preflight.Pass)
