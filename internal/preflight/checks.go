@@ -52,13 +52,13 @@ func (e *env) checkConnect() []Finding {
 			tls = "over TLS"
 		}
 		saw := fmt.Sprintf("logged in to %s %s, PostgreSQL %s", s.cfg, tls, s.inv.Server.Version)
-		if w := s.cfg.Warnings(s.conn); len(w) > 0 {
-			out = append(out, finding(Warn, s.cfg.Role, saw, strings.Join(w, "; ")))
-			continue
-		}
 		if s.inv.Server.InRecovery {
 			out = append(out, finding(Fail, s.cfg.Role, saw+", but the server is a standby (in recovery): it cannot be frozen or written to",
 				"connect to the primary server"))
+			continue
+		}
+		if w := s.cfg.Warnings(s.conn); len(w) > 0 {
+			out = append(out, finding(Warn, s.cfg.Role, saw, strings.Join(w, "; ")))
 			continue
 		}
 		out = append(out, finding(Pass, s.cfg.Role, saw, ""))
