@@ -277,43 +277,37 @@ func Load(ctx context.Context, conn *pgx.Conn) (*Database, error) {
 	d := &Database{LoadedAt: start.UTC()}
 	l := loader{conn: conn, d: d}
 	steps := []struct {
-		what string
-		run  func(context.Context) error
+		what        string
+		run         func(context.Context) error
+		timescaledb bool // only when the extension is installed (found by "extensions")
 	}{
-		{"server", l.server},
-		{"user", l.user},
-		{"extensions", l.extensions},
-		{"available extensions", l.available},
-		{"schemas", l.schemas},
-		{"tables", l.tables},
-		{"sequences", l.sequences},
-		{"routines and types", l.objects},
-		{"large objects", l.largeObjects},
-		{"sessions", l.sessions},
-		{"prepared transactions", l.prepared},
-		{"replication slots", l.slots},
+		{"server", l.server, false},
+		{"user", l.user, false},
+		{"extensions", l.extensions, false},
+		{"available extensions", l.available, false},
+		{"schemas", l.schemas, false},
+		{"tables", l.tables, false},
+		{"sequences", l.sequences, false},
+		{"routines and types", l.objects, false},
+		{"large objects", l.largeObjects, false},
+		{"sessions", l.sessions, false},
+		{"prepared transactions", l.prepared, false},
+		{"replication slots", l.slots, false},
+		{"timescaledb license", l.license, true},
+		{"hypertables", l.hypertables, true},
+		{"chunks", l.chunks, true},
+		{"continuous aggregates", l.caggs, true},
+		{"jobs", l.jobs, true},
 	}
 	for _, s := range steps {
+		if s.timescaledb && d.TimescaleDB == nil {
+			continue
+		}
 		if err := s.run(ctx); err != nil {
 			return nil, fmt.Errorf("inventory of %s: %w", s.what, err)
 		}
 	}
 	if d.TimescaleDB != nil {
-		tsSteps := []struct {
-			what string
-			run  func(context.Context) error
-		}{
-			{"timescaledb license", l.license},
-			{"hypertables", l.hypertables},
-			{"chunks", l.chunks},
-			{"continuous aggregates", l.caggs},
-			{"jobs", l.jobs},
-		}
-		for _, s := range tsSteps {
-			if err := s.run(ctx); err != nil {
-				return nil, fmt.Errorf("inventory of %s: %w", s.what, err)
-			}
-		}
 		l.markHypertables()
 	}
 	d.LoadTime = time.Since(start)

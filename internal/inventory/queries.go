@@ -146,6 +146,18 @@ func (l *loader) each(ctx context.Context, sql string, scan func(pgx.Rows) error
 	return rows.Err()
 }
 
+// collect runs sql and appends each row, read by scan, to dst.
+func collect[T any](ctx context.Context, l *loader, sql string, dst *[]T, scan func(pgx.Rows, *T) error) error {
+	return l.each(ctx, sql, func(r pgx.Rows) error {
+		var v T
+		if err := scan(r, &v); err != nil {
+			return err
+		}
+		*dst = append(*dst, v)
+		return nil
+	})
+}
+
 func (l *loader) row(ctx context.Context, sql string, dest ...any) error {
 	l.d.Queries++
 	return l.conn.QueryRow(ctx, sql).Scan(dest...)
@@ -182,24 +194,14 @@ func (l *loader) extensions(ctx context.Context) error {
 }
 
 func (l *loader) available(ctx context.Context) error {
-	return l.each(ctx, availableSQL, func(r pgx.Rows) error {
-		var a AvailableExtension
-		if err := r.Scan(&a.Name, &a.DefaultVersion, &a.Installed, &a.Versions); err != nil {
-			return err
-		}
-		l.d.Available = append(l.d.Available, a)
-		return nil
+	return collect(ctx, l, availableSQL, &l.d.Available, func(r pgx.Rows, a *AvailableExtension) error {
+		return r.Scan(&a.Name, &a.DefaultVersion, &a.Installed, &a.Versions)
 	})
 }
 
 func (l *loader) schemas(ctx context.Context) error {
-	return l.each(ctx, schemasSQL, func(r pgx.Rows) error {
-		var s Schema
-		if err := r.Scan(&s.Name, &s.Owner); err != nil {
-			return err
-		}
-		l.d.Schemas = append(l.d.Schemas, s)
-		return nil
+	return collect(ctx, l, schemasSQL, &l.d.Schemas, func(r pgx.Rows, s *Schema) error {
+		return r.Scan(&s.Name, &s.Owner)
 	})
 }
 
@@ -208,26 +210,17 @@ var relKinds = map[string]string{
 }
 
 func (l *loader) tables(ctx context.Context) error {
-	return l.each(ctx, tablesSQL, func(r pgx.Rows) error {
-		var t Table
+	return collect(ctx, l, tablesSQL, &l.d.Tables, func(r pgx.Rows, t *Table) error {
 		var kind string
-		if err := r.Scan(&t.Schema, &t.Name, &kind, &t.Owner, &t.Unlogged, &t.Readable, &t.EstRows, &t.EstBytes); err != nil {
-			return err
-		}
+		err := r.Scan(&t.Schema, &t.Name, &kind, &t.Owner, &t.Unlogged, &t.Readable, &t.EstRows, &t.EstBytes)
 		t.Kind = relKinds[kind]
-		l.d.Tables = append(l.d.Tables, t)
-		return nil
+		return err
 	})
 }
 
 func (l *loader) sequences(ctx context.Context) error {
-	return l.each(ctx, sequencesSQL, func(r pgx.Rows) error {
-		var s Sequence
-		if err := r.Scan(&s.Schema, &s.Name, &s.Readable, &s.OwnedBy); err != nil {
-			return err
-		}
-		l.d.Sequences = append(l.d.Sequences, s)
-		return nil
+	return collect(ctx, l, sequencesSQL, &l.d.Sequences, func(r pgx.Rows, s *Sequence) error {
+		return r.Scan(&s.Schema, &s.Name, &s.Readable, &s.OwnedBy)
 	})
 }
 
@@ -251,35 +244,20 @@ func (l *loader) largeObjects(ctx context.Context) error {
 }
 
 func (l *loader) sessions(ctx context.Context) error {
-	return l.each(ctx, sessionsSQL, func(r pgx.Rows) error {
-		var s Session
-		if err := r.Scan(&s.PID, &s.User, &s.Application, &s.State, &s.XactStart, &s.XactSeconds, &s.HoldsXID); err != nil {
-			return err
-		}
-		l.d.Activity.Sessions = append(l.d.Activity.Sessions, s)
-		return nil
+	return collect(ctx, l, sessionsSQL, &l.d.Activity.Sessions, func(r pgx.Rows, s *Session) error {
+		return r.Scan(&s.PID, &s.User, &s.Application, &s.State, &s.XactStart, &s.XactSeconds, &s.HoldsXID)
 	})
 }
 
 func (l *loader) prepared(ctx context.Context) error {
-	return l.each(ctx, preparedSQL, func(r pgx.Rows) error {
-		var p PreparedTransaction
-		if err := r.Scan(&p.GID, &p.Database, &p.Owner, &p.Prepared); err != nil {
-			return err
-		}
-		l.d.Activity.PreparedTransactions = append(l.d.Activity.PreparedTransactions, p)
-		return nil
+	return collect(ctx, l, preparedSQL, &l.d.Activity.PreparedTransactions, func(r pgx.Rows, p *PreparedTransaction) error {
+		return r.Scan(&p.GID, &p.Database, &p.Owner, &p.Prepared)
 	})
 }
 
 func (l *loader) slots(ctx context.Context) error {
-	return l.each(ctx, slotsSQL, func(r pgx.Rows) error {
-		var s ReplicationSlot
-		if err := r.Scan(&s.Name, &s.Type, &s.Plugin, &s.Database, &s.Active); err != nil {
-			return err
-		}
-		l.d.Activity.ReplicationSlots = append(l.d.Activity.ReplicationSlots, s)
-		return nil
+	return collect(ctx, l, slotsSQL, &l.d.Activity.ReplicationSlots, func(r pgx.Rows, s *ReplicationSlot) error {
+		return r.Scan(&s.Name, &s.Type, &s.Plugin, &s.Database, &s.Active)
 	})
 }
 
@@ -288,49 +266,29 @@ func (l *loader) license(ctx context.Context) error {
 }
 
 func (l *loader) hypertables(ctx context.Context) error {
-	return l.each(ctx, hypertablesSQL, func(r pgx.Rows) error {
-		var h Hypertable
-		if err := r.Scan(&h.Schema, &h.Name, &h.Owner, &h.Dimensions, &h.Chunks, &h.CompressionEnabled); err != nil {
-			return err
-		}
-		l.d.Hypertables = append(l.d.Hypertables, h)
-		return nil
+	return collect(ctx, l, hypertablesSQL, &l.d.Hypertables, func(r pgx.Rows, h *Hypertable) error {
+		return r.Scan(&h.Schema, &h.Name, &h.Owner, &h.Dimensions, &h.Chunks, &h.CompressionEnabled)
 	})
 }
 
 func (l *loader) chunks(ctx context.Context) error {
-	return l.each(ctx, chunksSQL, func(r pgx.Rows) error {
-		var c Chunk
-		if err := r.Scan(&c.HypertableSchema, &c.HypertableName, &c.Schema, &c.Name, &c.RangeStart, &c.RangeEnd,
-			&c.RangeStartInt, &c.RangeEndInt, &c.Compressed, &c.Readable, &c.EstRows, &c.EstBytes); err != nil {
-			return err
-		}
-		l.d.Chunks = append(l.d.Chunks, c)
-		return nil
+	return collect(ctx, l, chunksSQL, &l.d.Chunks, func(r pgx.Rows, c *Chunk) error {
+		return r.Scan(&c.HypertableSchema, &c.HypertableName, &c.Schema, &c.Name, &c.RangeStart, &c.RangeEnd,
+			&c.RangeStartInt, &c.RangeEndInt, &c.Compressed, &c.Readable, &c.EstRows, &c.EstBytes)
 	})
 }
 
 func (l *loader) caggs(ctx context.Context) error {
-	return l.each(ctx, caggsSQL, func(r pgx.Rows) error {
-		var c ContinuousAggregate
-		if err := r.Scan(&c.Schema, &c.Name, &c.HypertableSchema, &c.HypertableName, &c.MaterializedOnly,
-			&c.MaterializationSchema, &c.MaterializationTable); err != nil {
-			return err
-		}
-		l.d.ContinuousAggregates = append(l.d.ContinuousAggregates, c)
-		return nil
+	return collect(ctx, l, caggsSQL, &l.d.ContinuousAggregates, func(r pgx.Rows, c *ContinuousAggregate) error {
+		return r.Scan(&c.Schema, &c.Name, &c.HypertableSchema, &c.HypertableName, &c.MaterializedOnly,
+			&c.MaterializationSchema, &c.MaterializationTable)
 	})
 }
 
 func (l *loader) jobs(ctx context.Context) error {
-	return l.each(ctx, jobsSQL, func(r pgx.Rows) error {
-		var j Job
-		if err := r.Scan(&j.ID, &j.Application, &j.Proc, &j.Owner, &j.Scheduled, &j.ScheduleInterval,
-			&j.HypertableSchema, &j.HypertableName, &j.NextStart); err != nil {
-			return err
-		}
-		l.d.Jobs = append(l.d.Jobs, j)
-		return nil
+	return collect(ctx, l, jobsSQL, &l.d.Jobs, func(r pgx.Rows, j *Job) error {
+		return r.Scan(&j.ID, &j.Application, &j.Proc, &j.Owner, &j.Scheduled, &j.ScheduleInterval,
+			&j.HypertableSchema, &j.HypertableName, &j.NextStart)
 	})
 }
 
