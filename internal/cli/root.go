@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -38,6 +39,24 @@ type app struct {
 	passwordPrompt bool
 	verbose        bool
 	pgBin          string
+
+	warnMu sync.Mutex
+	warned map[string]bool // connection warnings already printed
+}
+
+// warn prints a connection warning to stderr, once per run whatever the number of
+// connections to that server (verify and migrate make several, from several goroutines).
+func (a *app) warn(msg string) {
+	a.warnMu.Lock()
+	defer a.warnMu.Unlock()
+	if a.warned[msg] {
+		return
+	}
+	if a.warned == nil {
+		a.warned = map[string]bool{}
+	}
+	a.warned[msg] = true
+	fmt.Fprintln(a.stderr, "tsmigrate: warning: "+dbconn.Redact(msg))
 }
 
 var commands []func(a *app) *cobra.Command
@@ -130,6 +149,8 @@ func (f *connFlags) addTarget(c *cobra.Command) {
 
 // config resolves the connection of role from its flag or environment variable,
 // asking for the password on the terminal when --password-prompt is set and none is known.
+// Every connection made with it prints its warnings (a remote server without TLS) to
+// stderr, once per server.
 func (a *app) config(role, flagValue string) (*dbconn.Config, error) {
 	env := "TSMIGRATE_" + strings.ToUpper(role)
 	s := flagValue
@@ -143,6 +164,7 @@ func (a *app) config(role, flagValue string) (*dbconn.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.OnWarning = a.warn
 	if a.passwordPrompt && !c.HasPassword() {
 		pw, err := readPassword(fmt.Sprintf("Password for %s (%s): ", role, c))
 		if err != nil {

@@ -26,9 +26,13 @@ const DefaultConnectTimeout = 10 * time.Second
 
 // Config is how to reach one server. Role ("source" or "target") names it in messages.
 type Config struct {
-	Role   string
-	params map[string]string
-	pgx    *pgx.ConnConfig // resolved: environment and passfile applied
+	Role string
+	// OnWarning, when set, hears every warning (see Warnings) about each connection that
+	// Connect makes, possibly from several goroutines at once: a caller that shows them
+	// once per server dedupes them itself. WithDatabase copies it.
+	OnWarning func(warning string)
+	params    map[string]string
+	pgx       *pgx.ConnConfig // resolved: environment and passfile applied
 }
 
 // Parse reads a connection string for role. An empty string means libpq defaults and
@@ -80,7 +84,7 @@ func (c *Config) WithDatabase(name string) *Config {
 		p[k] = v
 	}
 	p["dbname"] = name
-	n := &Config{Role: c.Role, params: p}
+	n := &Config{Role: c.Role, OnWarning: c.OnWarning, params: p}
 	n.pgx = c.pgx.Copy()
 	n.pgx.Database = name
 	return n
@@ -197,8 +201,8 @@ func oneLine(s string) string {
 	return s
 }
 
-// Connect opens a connection. A failure to reach or log in is an *exit.Error with
-// code 2, naming the role and the reason.
+// Connect opens a connection and passes its Warnings to OnWarning. A failure to reach or
+// log in is an *exit.Error with code 2, naming the role and the reason.
 func (c *Config) Connect(ctx context.Context) (*Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, c.pgx.Copy())
 	if err != nil {
@@ -208,11 +212,19 @@ func (c *Config) Connect(ctx context.Context) (*Conn, error) {
 		return nil, connectError(c, err)
 	}
 	_, isTLS := conn.PgConn().Conn().(*tls.Conn)
-	return &Conn{Conn: conn, TLS: isTLS}, nil
+	cn := &Conn{Conn: conn, TLS: isTLS}
+	if c.OnWarning != nil {
+		for _, w := range c.Warnings(cn) {
+			c.OnWarning(w)
+		}
+	}
+	return cn, nil
 }
 
 // Warnings says what is risky about a connection that worked: today, a server that is
-// not on this machine reached without TLS.
+// not on this machine reached without TLS. "On this machine" is decided from the
+// connection string (a Unix socket, localhost, or a loopback address), not from what a
+// host name resolves to.
 func (c *Config) Warnings(conn *Conn) []string {
 	if conn.TLS || c.IsLocal() {
 		return nil
