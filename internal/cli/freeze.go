@@ -245,11 +245,12 @@ since when, by which freeze id, from which host and role, whether the freeze is 
 before the freeze that are still connected. It changes nothing.
 
 --json prints one document: database, frozen, freeze_id, since, host, user,
-previous_read_only, read_only, intact, problem, sessions_from_before [sessions as in
-freeze --json].
+previous_read_only, read_only, intact, problem, sessions_from_before [{pid, user,
+application, client, backend_type, state, backend_start, xact_start, xid, locks}] (as
+in freeze --json, without outcome).
 
-Exit codes: 0 the state was read (frozen or not); 2 bad usage or the server cannot be
-reached; 1 any other failure.`,
+Exit codes: 0 the state was read (frozen or not); 1 any other failure; 2 bad usage or
+the server cannot be reached; 130 interrupted.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			src, err := a.config("source", conn.source)

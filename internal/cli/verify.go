@@ -42,7 +42,22 @@ Each side is read in one repeatable-read snapshot. Verify a source whose writes 
 stopped: rows written during the run are not seen, and rows written before it but not
 copied are differences.
 
-` + connHelp + "\n\n" + exitCodesHelp,
+--json prints one document:
+  {"identical", "databases": [{"source", "target" (user@host:port/db), "source_database",
+   "target_database", "identical", "units_checked", "units_differing", "source_rows",
+   "target_rows", "duration_ns",
+   "schema_differences": [{"object", "what" (missing|extra|the attribute), "source", "target"}],
+   "units": [{"kind" (table|chunk|range), "table", "chunk", "target_chunk", "range",
+     "source": SIDE, "target": SIDE, "identical", "problem", "duration_ns",
+     with --show-rows: "columns", "rows": [{"key", "source", "target"}], "drill_note"}]}]}
+  SIDE = {"present", "rows", "checksum"}; in "rows", a side lacking the row is null
+  and a NULL value is null.
+
+` + connHelp + `
+
+Exit codes: 0 identical; 1 the target differs (or the comparison failed); 2 bad usage,
+a server that cannot be reached or logged into, or one older than PostgreSQL 14;
+130 interrupted.`,
 			Args: cobra.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error { return a.runVerify(c, f) },
 		}
@@ -55,6 +70,12 @@ copied are differences.
 		c.Flags().BoolVar(&f.privileges, "privileges", false, "also compare owners and access privileges")
 		return c
 	})
+}
+
+// verifyJSON is the document verify --json prints (documented in its help).
+type verifyJSON struct {
+	Identical bool             `json:"identical"`
+	Databases []*verify.Report `json:"databases"`
 }
 
 type dbPair struct{ src, dst string }
@@ -134,10 +155,7 @@ func (a *app) runVerify(c *cobra.Command, f verifyFlags) error {
 	}
 
 	if f.json {
-		if err := writeJSON(a.stdout, struct {
-			Identical bool             `json:"identical"`
-			Databases []*verify.Report `json:"databases"`
-		}{differ == 0, reports}); err != nil {
+		if err := writeJSON(a.stdout, verifyJSON{differ == 0, reports}); err != nil {
 			return err
 		}
 	} else if differ == 0 {

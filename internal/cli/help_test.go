@@ -1,0 +1,71 @@
+package cli
+
+import (
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/tsmigrate/tsmigrate/internal/freeze"
+	"github.com/tsmigrate/tsmigrate/internal/preflight"
+)
+
+// jsonNames lists the JSON field names of t and of every struct it holds.
+func jsonNames(t reflect.Type, seen map[reflect.Type]bool) []string {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || seen[t] || t.PkgPath() == "time" {
+		return nil
+	}
+	seen[t] = true
+	var out []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out = append(out, name)
+		out = append(out, jsonNames(f.Type, seen)...)
+	}
+	return out
+}
+
+// Every command's --help states its exit codes, and every field of its --json document
+// is named there: renaming a field without documenting it fails here.
+func TestHelpDocumentsExitCodesAndJSON(t *testing.T) {
+	docs := map[string]any{
+		"preflight":     preflight.Report{},
+		"freeze":        freeze.Result{},
+		"unfreeze":      freeze.UnfreezeResult{},
+		"freeze-status": freeze.State{},
+		"verify":        verifyJSON{},
+	}
+	root := newRoot(&app{})
+	for _, c := range root.Commands() {
+		if c.Name() == "version" || c.Name() == "help" || c.Name() == "completion" {
+			continue
+		}
+		t.Run(c.Name(), func(t *testing.T) {
+			if !regexp.MustCompile(`Exit codes:[\s\S]*\b0\b[\s\S]*\b2\b[\s\S]*\b130\b`).MatchString(c.Long) {
+				t.Errorf("--help does not list the exit codes:\n%s", c.Long)
+			}
+			if c.Flags().Lookup("json") == nil {
+				return
+			}
+			doc, ok := docs[c.Name()]
+			if !ok {
+				t.Fatalf("%s has --json: add its document's type to this test", c.Name())
+			}
+			for _, name := range jsonNames(reflect.TypeOf(doc), map[reflect.Type]bool{}) {
+				if !regexp.MustCompile(`(^|[^a-z_])` + name + `($|[^a-z_])`).MatchString(c.Long) {
+					t.Errorf("JSON field %q is not in --help", name)
+				}
+			}
+		})
+	}
+}
