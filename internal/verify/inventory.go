@@ -3,6 +3,11 @@ package verify
 import (
 	"context"
 	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tsmigrate/tsmigrate/internal/inventory"
 )
 
 // userObjects keeps what users made: no system schemas, no TimescaleDB-internal
@@ -99,29 +104,34 @@ type chunk struct {
 
 func (c chunk) qualified() string { return quoteIdent(c.schema) + "." + quoteIdent(c.name) }
 
-// inventory is what one side holds: its tables by "schema.name".
-type inventory struct {
-	tables map[string]*table
+func (c chunk) displayName() string { return inventory.DisplayName(c.schema, c.name) }
+
+// tableKey names a table by schema and name, kept apart: "a.b"."c" is not "a"."b.c".
+type tableKey struct{ schema, name string }
+
+// displayName is the table as a user would type it, quoted where needed.
+func (k tableKey) displayName() string { return inventory.DisplayName(k.schema, k.name) }
+
+// contents is what one side holds: its tables.
+type contents struct {
+	tables map[tableKey]*table
 }
 
-func readInventory(ctx context.Context, s *session) (*inventory, error) {
-	inv := &inventory{tables: map[string]*table{}}
-	rows, err := s.conn.Query(ctx, tablesSQL)
-	if err != nil {
-		return nil, fmt.Errorf("%s: list tables: %w", s.cfg.Role, err)
-	}
-	for rows.Next() {
-		var t table
-		var names, types []string
-		if err := rows.Scan(&t.schema, &t.name, &names, &types, &t.pk, &t.pages); err != nil {
-			return nil, fmt.Errorf("%s: list tables: %w", s.cfg.Role, err)
-		}
+func readInventory(ctx context.Context, s *session) (*contents, error) {
+	inv := &contents{tables: map[tableKey]*table{}}
+	var t table
+	var names, types []string
+	rows, _ := s.conn.Query(ctx, tablesSQL) // ForEachRow returns Query's error
+	_, err := pgx.ForEachRow(rows, []any{&t.schema, &t.name, &names, &types, &t.pk, &t.pages}, func() error {
+		tb := t
+		tb.pk = slices.Clone(t.pk)
 		for i := range names {
-			t.columns = append(t.columns, column{names[i], types[i]})
+			tb.columns = append(tb.columns, column{names[i], types[i]})
 		}
-		inv.tables[t.schema+"."+t.name] = &t
-	}
-	if err := rows.Err(); err != nil {
+		inv.tables[tableKey{tb.schema, tb.name}] = &tb
+		return nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("%s: list tables: %w", s.cfg.Role, err)
 	}
 
@@ -132,39 +142,28 @@ func readInventory(ctx context.Context, s *session) (*inventory, error) {
 	if !hasTS {
 		return inv, nil
 	}
-	rows, err = s.conn.Query(ctx, hypertablesSQL)
+	var schema, name string
+	var h hypertable
+	rows, _ = s.conn.Query(ctx, hypertablesSQL)
+	_, err = pgx.ForEachRow(rows, []any{&schema, &name, &h.timeColumn, &h.timeType}, func() error {
+		if t := inv.tables[tableKey{schema, name}]; t != nil {
+			t.hyper = &hypertable{timeColumn: h.timeColumn, timeType: h.timeType}
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: list hypertables: %w", s.cfg.Role, err)
 	}
-	for rows.Next() {
-		var schema, name string
-		var h hypertable
-		if err := rows.Scan(&schema, &name, &h.timeColumn, &h.timeType); err != nil {
-			return nil, fmt.Errorf("%s: list hypertables: %w", s.cfg.Role, err)
-		}
-		if t := inv.tables[schema+"."+name]; t != nil {
-			t.hyper = &h
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("%s: list hypertables: %w", s.cfg.Role, err)
-	}
-	rows, err = s.conn.Query(ctx, chunksSQL)
-	if err != nil {
-		return nil, fmt.Errorf("%s: list chunks: %w", s.cfg.Role, err)
-	}
-	for rows.Next() {
-		var hs, hn string
-		var c chunk
-		if err := rows.Scan(&hs, &hn, &c.schema, &c.name, &c.compressed, &c.start, &c.end,
-			&c.startSort, &c.endSort, &c.slices, &c.pages); err != nil {
-			return nil, fmt.Errorf("%s: list chunks: %w", s.cfg.Role, err)
-		}
-		if t := inv.tables[hs+"."+hn]; t != nil && t.hyper != nil {
+	var c chunk
+	rows, _ = s.conn.Query(ctx, chunksSQL)
+	_, err = pgx.ForEachRow(rows, []any{&schema, &name, &c.schema, &c.name, &c.compressed, &c.start, &c.end,
+		&c.startSort, &c.endSort, &c.slices, &c.pages}, func() error {
+		if t := inv.tables[tableKey{schema, name}]; t != nil && t.hyper != nil {
 			t.hyper.chunks = append(t.hyper.chunks, c)
 		}
-	}
-	if err := rows.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("%s: list chunks: %w", s.cfg.Role, err)
 	}
 	return inv, nil

@@ -19,7 +19,7 @@ import (
 // range of a hypertable (where the chunks of both sides do not line up).
 type Unit struct {
 	Kind        string `json:"kind"`  // "table", "chunk" or "range"
-	Table       string `json:"table"` // schema.name; the hypertable for chunks and ranges
+	Table       string `json:"table"` // schema.name, quoted where needed; the hypertable for chunks and ranges
 	Chunk       string `json:"chunk,omitempty"`
 	TargetChunk string `json:"target_chunk,omitempty"` // when its name differs on the target
 	Range       string `json:"range,omitempty"`        // [start, end) of the time dimension
@@ -77,8 +77,8 @@ type plan struct {
 func (p *plan) name() string { return p.Unit.name() }
 
 // planUnits pairs the two sides' tables and chunks into units.
-func planUnits(src, tgt *inventory) []*plan {
-	names := map[string]bool{}
+func planUnits(src, tgt *contents) []*plan {
+	names := map[tableKey]bool{}
 	for n := range src.tables {
 		names[n] = true
 	}
@@ -87,7 +87,7 @@ func planUnits(src, tgt *inventory) []*plan {
 	}
 	var plans []*plan
 	for n := range names {
-		plans = append(plans, planTable(n, src.tables[n], tgt.tables[n])...)
+		plans = append(plans, planTable(n.displayName(), src.tables[n], tgt.tables[n])...)
 	}
 	sort.Slice(plans, func(i, j int) bool {
 		if plans[i].Table != plans[j].Table {
@@ -148,9 +148,9 @@ func chunkPlans(base plan, s, t *table) []*plan {
 		}
 		p := base
 		p.Kind = "chunk"
-		p.Chunk = sc.schema + "." + sc.name
+		p.Chunk = sc.displayName()
 		if tc.schema != sc.schema || tc.name != sc.name {
-			p.TargetChunk = tc.schema + "." + tc.name
+			p.TargetChunk = tc.displayName()
 		}
 		p.Range = rangeText(sc.start, sc.end)
 		p.sortPos = sc.startSort

@@ -103,7 +103,7 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		return nil, err
 	}
 
-	var srcInv, tgtInv *inventory
+	var srcInv, tgtInv *contents
 	var srcFacts, tgtFacts facts
 	g, gctx = errgroup.WithContext(ctx)
 	g.Go(func() (err error) {

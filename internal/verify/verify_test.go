@@ -359,3 +359,48 @@ func TestAsNonSuperuserOverTLS(t *testing.T) {
 		t.Errorf("secret: %q", u.Problem)
 	}
 }
+
+// Names that need quoting (mixed case, spaces, dots, non-ASCII) work everywhere verify
+// builds SQL: tables, hypertables and their time column, keys for the drill-down. Two
+// tables whose schema and name differ only in where the dot falls stay two units.
+func TestQuotedNames(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	fixture := []string{
+		`CREATE SCHEMA "Sales Data"`,
+		`CREATE TABLE "Sales Data"."Mëtrics" ("Zeit" timestamptz NOT NULL, "ID" int, "Wert" float8, PRIMARY KEY ("ID", "Zeit"))`,
+		`SELECT create_hypertable('"Sales Data"."Mëtrics"', 'Zeit', chunk_time_interval => interval '1 day')`,
+		`INSERT INTO "Sales Data"."Mëtrics" SELECT '2024-01-01 00:00:00+00'::timestamptz + i * interval '1 hour', i, i / 3.0 FROM generate_series(0, 71) i`,
+		`CREATE SCHEMA "a.b"`, `CREATE SCHEMA a`,
+		`CREATE TABLE "a.b".c (x int)`, `INSERT INTO "a.b".c VALUES (1)`,
+		`CREATE TABLE a."b.c" (x int)`, `INSERT INTO a."b.c" VALUES (1), (2)`,
+	}
+	src := testenv.NewDB(t, srv, true)
+	dst := testenv.NewDB(t, srv, true)
+	testenv.MustExec(t, srv, src, fixture...)
+	testenv.MustExec(t, srv, dst, fixture...)
+	rep := run(t, srv, src, srv, dst, 0)
+	if !rep.Identical() || rep.UnitsChecked != 5 || rep.SourceRows != 75 {
+		t.Fatalf("identical databases: schema %v, %d units (want 5), %d rows (want 75)", rep.Schema, rep.UnitsChecked, rep.SourceRows)
+	}
+
+	testenv.MustExec(t, srv, dst,
+		`UPDATE "Sales Data"."Mëtrics" SET "Wert" = 0 WHERE "ID" = 30`,
+		`DELETE FROM a."b.c" WHERE x = 2`)
+	rep = run(t, srv, src, srv, dst, 3)
+	var diff []string
+	for _, u := range rep.Units {
+		if u.Identical {
+			continue
+		}
+		diff = append(diff, u.Name())
+		if len(u.Rows) != 1 {
+			t.Errorf("%s: drill-down rows %+v, want 1", u.Name(), u.Rows)
+		}
+	}
+	if len(diff) != 2 || !strings.HasPrefix(diff[0], `hypertable "Sales Data"."Mëtrics" chunk _timescaledb_internal.`) || diff[1] != `table a."b.c"` {
+		t.Errorf("differing units %q, want a chunk of \"Sales Data\".\"Mëtrics\" and a.\"b.c\"", diff)
+	}
+	if u := unitOf(t, rep, `a."b.c"`); u.Source.Rows != 2 || u.Target.Rows != 1 {
+		t.Errorf(`a."b.c": %+v`, u)
+	}
+}
