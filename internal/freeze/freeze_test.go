@@ -508,3 +508,40 @@ func TestFreezeNoticesUnfreezeMeanwhile(t *testing.T) {
 	}
 	mustWritable(t, f)
 }
+
+// A database whose name needs quoting (mixed case, a space, non-ASCII, a quote) is
+// frozen, reported and unfrozen like any other.
+func TestFreezeQuotedDatabaseName(t *testing.T) {
+	ctx := context.Background()
+	srv := testenv.Shared(t, testenv.PG15)
+	name := fmt.Sprintf(`Frost "Ä" %d`, time.Now().UnixNano()%100000)
+	if err := srv.CreateDatabase(ctx, name, false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.Exec(context.Background(), "postgres", "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	})
+	testenv.MustExec(t, srv, name, "CREATE TABLE t (a int)")
+	src, err := dbconn.Parse("source", srv.URI(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{srv: srv, db: name, src: src}
+	t.Cleanup(func() { freeze.Unfreeze(context.Background(), src) })
+
+	res, err := freeze.Freeze(ctx, src, freeze.Options{ProofWindow: freeze.MinProofWindow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Database != name {
+		t.Errorf("result names database %q, want %q", res.Database, name)
+	}
+	mustReadOnly(t, f)
+	if st := status(t, f); !st.Intact || st.ID != res.ID {
+		t.Fatalf("status: %+v", st)
+	}
+	if un, err := freeze.Unfreeze(ctx, src); err != nil || !un.WasFrozen {
+		t.Fatalf("unfreeze: %+v, %v", un, err)
+	}
+	mustWritable(t, f)
+}
