@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tsmigrate/tsmigrate/internal/exit"
 )
 
 // Session is one backend connected to the frozen database.
@@ -169,4 +172,132 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// settleSessions deals with the sessions that connected before frozenAt: they read
+// the old default and may still write.
+func settleSessions(ctx context.Context, conn *pgx.Conn, frozenAt time.Time, opt Options) ([]Session, error) {
+	seen := map[uint32]Session{}
+	var order []uint32
+	// A session is reported as the freeze first found it: what it held then.
+	note := func(list []Session) {
+		for _, s := range list {
+			if _, ok := seen[s.PID]; !ok {
+				order = append(order, s.PID)
+				seen[s.PID] = s
+			}
+		}
+	}
+	outcome := func(present []Session, what string) []Session {
+		here := map[uint32]bool{}
+		for _, s := range present {
+			here[s.PID] = true
+		}
+		out := make([]Session, 0, len(order))
+		for _, pid := range order {
+			s := seen[pid]
+			s.Outcome = "left"
+			if here[pid] {
+				s.Outcome = what
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+
+	list, err := sessionsBefore(ctx, conn, frozenAt, opt.KeepPIDs)
+	if err != nil || len(list) == 0 {
+		return []Session{}, err
+	}
+	note(list)
+	if opt.NoTerminate {
+		deadline := time.Now().Add(opt.WaitTimeout)
+		var told []uint32
+		for {
+			busy := inTransaction(list)
+			if len(busy) == 0 {
+				return outcome(list, "waited"), nil
+			}
+			if pids := pidsOf(busy); !slices.Equal(pids, told) {
+				opt.emit(Event{Kind: EventWaiting, Sessions: busy, Deadline: deadline})
+				told = pids
+			}
+			if !time.Now().Before(deadline) {
+				return nil, sessionsRemain(busy, opt.WaitTimeout)
+			}
+			if err := sleep(ctx, pollInterval); err != nil {
+				return nil, err
+			}
+			if list, err = sessionsBefore(ctx, conn, frozenAt, opt.KeepPIDs); err != nil {
+				return nil, err
+			}
+			note(list)
+		}
+	}
+
+	deadline := time.Now().Add(opt.Grace)
+	opt.emit(Event{Kind: EventWaiting, Sessions: list, Deadline: deadline})
+	for len(inTransaction(list)) > 0 && time.Now().Before(deadline) {
+		if err := sleep(ctx, min(pollInterval, time.Until(deadline))); err != nil {
+			return nil, err
+		}
+		if list, err = sessionsBefore(ctx, conn, frozenAt, opt.KeepPIDs); err != nil {
+			return nil, err
+		}
+		note(list)
+	}
+	for _, s := range list {
+		if err := terminate(ctx, conn, s); err != nil {
+			return nil, err
+		}
+	}
+	ended := outcome(list, "ended")
+	if len(list) > 0 {
+		opt.emit(Event{Kind: EventEnded, Sessions: list})
+	}
+	still, err := sessionsBefore(ctx, conn, frozenAt, opt.KeepPIDs)
+	if err != nil {
+		return nil, err
+	}
+	if len(still) > 0 {
+		return nil, fmt.Errorf("%w: %s did not exit within 5 s of being ended", errTerminate, describe(still))
+	}
+	return ended, nil
+}
+
+func inTransaction(list []Session) []Session {
+	var out []Session
+	for _, s := range list {
+		if s.InTransaction() {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func pidsOf(list []Session) []uint32 {
+	out := make([]uint32, len(list))
+	for i, s := range list {
+		out[i] = s.PID
+	}
+	return out
+}
+
+func describe(list []Session) string {
+	s := ""
+	for i, x := range list {
+		if i > 0 {
+			s += "; "
+		}
+		s += x.String() + ", holding " + x.Holds()
+	}
+	return s
+}
+
+func sessionsRemain(busy []Session, timeout time.Duration) error {
+	return &exit.Error{Code: exit.Failed,
+		Msg: fmt.Sprintf("%d session(s) from before the freeze still in a transaction after %s: %s",
+			len(busy), timeout, describe(busy)),
+		Hint: "let them finish, raise --wait-timeout, or drop --no-terminate to end them",
+		Err:  ErrSessionsRemain}
 }
