@@ -1,0 +1,116 @@
+package preflight
+
+import (
+	"fmt"
+
+	"github.com/tsmigrate/tsmigrate/internal/inventory"
+)
+
+func (e *env) checkLongTransactions() []Finding {
+	const long = 60 // seconds
+	var seen []string
+	others := len(e.srcInv.Activity.Sessions)
+	for _, s := range e.srcInv.Activity.Sessions {
+		if s.XactSeconds >= long {
+			seen = append(seen, fmt.Sprintf("pid %d (%s, %s, %s for %.0fs)", s.PID, s.User, orDash(s.Application), s.State, s.XactSeconds))
+		}
+	}
+	if len(seen) == 0 {
+		return []Finding{finding(Pass, "source", fmt.Sprintf("no transaction open for a minute or more (%s connected)", plural(others, "other session", "other sessions")), "")}
+	}
+	return []Finding{finding(Warn, "source",
+		fmt.Sprintf("long transactions: %s", list(seen)),
+		"let them finish before the freeze: the freeze ends sessions still open after its grace period (or waits for them with --no-terminate)")}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func (e *env) checkPrepared() []Finding {
+	var here, elsewhere []string
+	for _, p := range e.srcInv.Activity.PreparedTransactions {
+		if p.Database == e.srcInv.Name {
+			here = append(here, fmt.Sprintf("%q (owner %s)", p.GID, p.Owner))
+		} else {
+			elsewhere = append(elsewhere, p.GID)
+		}
+	}
+	switch {
+	case len(here) > 0:
+		return []Finding{finding(Warn, "source",
+			fmt.Sprintf("prepared transactions on %s: %s; a freeze cannot end them and their writes are invisible to the dump until committed", e.srcInv.Name, list(here)),
+			"COMMIT PREPARED or ROLLBACK PREPARED them before the freeze")}
+	case len(elsewhere) > 0:
+		return []Finding{finding(Pass, "source", fmt.Sprintf("no prepared transaction on %s (%d on other databases of the server)", e.srcInv.Name, len(elsewhere)), "")}
+	}
+	return []Finding{finding(Pass, "source", "no prepared transactions", "")}
+}
+
+func (e *env) checkSlots() []Finding {
+	slots := e.srcInv.Activity.ReplicationSlots
+	if len(slots) == 0 {
+		return []Finding{finding(Pass, "source", "no replication slots", "")}
+	}
+	var names []string
+	for _, s := range slots {
+		state := "inactive"
+		if s.Active {
+			state = "active"
+		}
+		d := s.Type
+		if s.Plugin != "" {
+			d += " " + s.Plugin
+		}
+		names = append(names, fmt.Sprintf("%s (%s, %s)", s.Name, d, state))
+	}
+	return []Finding{finding(Warn, "source",
+		fmt.Sprintf("replication slots on the source server: %s; they are not migrated, and inactive ones hold WAL on the source", list(names)),
+		"recreate the slots and subscribers the target needs after the migration; drop slots nobody reads")}
+}
+
+func (e *env) checkJobs() []Finding {
+	if e.srcInv.TimescaleDB == nil {
+		return []Finding{finding(Pass, "source", "the source database does not use TimescaleDB: no jobs", "")}
+	}
+	var scheduled []string
+	for _, j := range e.srcInv.UserJobs() {
+		if j.Scheduled {
+			scheduled = append(scheduled, fmt.Sprintf("%d %s", j.ID, j.Application))
+		}
+	}
+	if len(scheduled) == 0 {
+		return []Finding{finding(Pass, "source", "no scheduled TimescaleDB jobs of the user's", "")}
+	}
+	return []Finding{finding(Warn, "source",
+		fmt.Sprintf("scheduled TimescaleDB jobs: %s; they write until the freeze, and a policy holding locks can stall a parallel dump", list(scheduled)),
+		"expect them to be paused during the dump (alter_job(id, scheduled => false)); they are restored with the database")}
+}
+
+func (e *env) checkUnlogged() []Finding {
+	var names []string
+	for _, t := range e.srcInv.Tables {
+		if t.Unlogged {
+			names = append(names, inventory.DisplayName(t.Schema, t.Name))
+		}
+	}
+	if len(names) == 0 {
+		return []Finding{finding(Pass, "source", "no unlogged tables", "")}
+	}
+	return []Finding{finding(Warn, "source",
+		fmt.Sprintf("unlogged tables: %s; their rows are copied as they are at the dump, they stay unlogged on the target and are emptied after a crash there", list(names)),
+		"nothing to do if that is intended; ALTER TABLE ... SET LOGGED on the source to keep them crash-safe")}
+}
+
+func (e *env) checkLargeObjects() []Finding {
+	n := e.srcInv.LargeObjects
+	if n == 0 {
+		return []Finding{finding(Pass, "source", "no large objects", "")}
+	}
+	return []Finding{finding(Warn, "source",
+		fmt.Sprintf("%s in the source database: pg_dump copies them with the database, one by one, which is slow when there are many", plural(int(n), "large object", "large objects")),
+		"nothing to do, unless they are leftovers: then vacuumlo or lo_unlink them on the source first")}
+}

@@ -1,0 +1,129 @@
+package preflight
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/inventory"
+)
+
+func (e *env) checkSourceRead() []Finding {
+	s := e.srcInv
+	var denied []string
+	for _, t := range s.Tables {
+		if !t.Readable {
+			denied = append(denied, inventory.DisplayName(t.Schema, t.Name))
+		}
+	}
+	for _, q := range s.Sequences {
+		if !q.Readable {
+			denied = append(denied, "sequence "+inventory.DisplayName(q.Schema, q.Name))
+		}
+	}
+	chunks := 0
+	for _, c := range s.Chunks {
+		if !c.Readable {
+			chunks++
+		}
+	}
+	if chunks > 0 {
+		denied = append(denied, plural(chunks, "chunk", "chunks"))
+	}
+	if len(denied) > 0 {
+		return []Finding{finding(Fail, "source",
+			fmt.Sprintf("%s cannot read: %s", s.User.Name, list(denied)),
+			fmt.Sprintf("connect as the owner of the data or a superuser, or GRANT SELECT on them (and on future chunks) to %s", s.User.Name))}
+	}
+	return []Finding{finding(Pass, "source", fmt.Sprintf("%s can read all %s, %s and %s",
+		s.User.Name, plural(len(s.Tables), "table", "tables"), plural(len(s.Sequences), "sequence", "sequences"),
+		plural(len(s.Chunks), "chunk", "chunks")), "")}
+}
+
+func (e *env) checkFreeze() []Finding {
+	u := e.srcInv.User
+	db := e.srcInv.Name
+	switch {
+	case u.Superuser:
+		return []Finding{finding(Pass, "source", fmt.Sprintf("%s is a superuser: it may ALTER DATABASE %s to freeze writes", u.Name, db), "")}
+	case u.OwnsDatabase:
+		return []Finding{finding(Pass, "source", fmt.Sprintf("%s owns %s (owner %s): it may ALTER DATABASE %s to freeze writes", u.Name, db, u.DatabaseOwner, db), "")}
+	}
+	return []Finding{finding(Fail, "source",
+		fmt.Sprintf("%s is neither a superuser nor the owner of %s (owner %s): it cannot ALTER DATABASE %s SET default_transaction_read_only", u.Name, db, u.DatabaseOwner, db),
+		fmt.Sprintf("connect to the source as %s or a superuser, or GRANT %s TO %s", u.DatabaseOwner, u.DatabaseOwner, u.Name))}
+}
+
+func (e *env) checkTerminate() []Finding {
+	u := e.srcInv.User
+	if u.Superuser || u.SignalBackend {
+		why := "a superuser"
+		if !u.Superuser {
+			why = "a member of pg_signal_backend"
+		}
+		return []Finding{finding(Pass, "source", fmt.Sprintf("%s is %s: a freeze can end other sessions of %s", u.Name, why, e.srcInv.Name), "")}
+	}
+	var others []string
+	for _, s := range e.srcInv.Activity.Sessions {
+		if s.User != u.Name && !slices.Contains(others, s.User) {
+			others = append(others, s.User)
+		}
+	}
+	saw := fmt.Sprintf("%s may end only sessions of roles it is a member of (not a superuser, not in pg_signal_backend)", u.Name)
+	if len(others) > 0 {
+		saw += "; sessions of " + list(others) + " are connected now"
+	}
+	return []Finding{finding(Warn, "source", saw,
+		fmt.Sprintf("GRANT pg_signal_backend TO %s, or freeze with --no-terminate and let those sessions finish", u.Name))}
+}
+
+func (e *env) checkTargetCreate() []Finding {
+	p := e.probe
+	u := e.tgtInv.User.Name
+	switch {
+	case !p.ran:
+		return []Finding{finding(Fail, "target", "the target is a standby: nothing can be created there", "connect to the primary server")}
+	case p.triedSchema && p.createSchemaErr != nil:
+		return []Finding{finding(Fail, "target",
+			fmt.Sprintf("%s cannot create schemas in %s: %s", u, e.tgtInv.Name, dbconn.Reason(p.createSchemaErr)),
+			fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s, or connect as the database owner", e.tgtInv.Name, u))}
+	case p.triedTable && p.createTableErr != nil:
+		return []Finding{finding(Fail, "target",
+			fmt.Sprintf("%s cannot create tables in schema public: %s", u, dbconn.Reason(p.createTableErr)),
+			fmt.Sprintf("GRANT CREATE ON SCHEMA public TO %s, or connect as the database owner", u))}
+	case !p.triedTable && !e.tgtInv.User.CanCreate:
+		return []Finding{finding(Fail, "target",
+			fmt.Sprintf("the target has no schema public and %s may not create schemas in %s", u, e.tgtInv.Name),
+			fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s", e.tgtInv.Name, u))}
+	}
+	return []Finding{finding(Pass, "target", fmt.Sprintf("%s can create objects in %s (tried in a rolled-back transaction)", u, e.tgtInv.Name), "")}
+}
+
+func (e *env) checkRestoreMode() []Finding {
+	p := e.probe
+	u := e.tgtInv.User.Name
+	switch {
+	case e.srcInv.TimescaleDB == nil:
+		return []Finding{finding(Pass, "target", "the source does not use TimescaleDB: no restoring mode is needed", "")}
+	case !p.triedRestoring:
+		return []Finding{finding(Warn, "target", "not tried: TimescaleDB could not be set up on the target (see timescaledb-version)", "fix timescaledb-version first")}
+	case e.tgtInv.User.Superuser:
+		return []Finding{finding(Pass, "target", fmt.Sprintf("%s is a superuser: it may run timescaledb_pre_restore() and timescaledb_post_restore()", u), "")}
+	case p.preRestoreErr == nil:
+		return []Finding{finding(Pass, "target", fmt.Sprintf("timescaledb_pre_restore() works for %s (tried in a rolled-back transaction)", u), "")}
+	}
+	pre := fmt.Sprintf("timescaledb_pre_restore() fails for %s: %s", u, dbconn.Reason(p.preRestoreErr))
+	switch {
+	case p.setErr != nil:
+		return []Finding{finding(Fail, "target",
+			fmt.Sprintf("%s; and SET timescaledb.restoring fails too: %s", pre, dbconn.Reason(p.setErr)),
+			fmt.Sprintf("connect to the target as a superuser, or have one run GRANT SET ON PARAMETER timescaledb.restoring TO %s", u))}
+	case p.alterErr != nil:
+		return []Finding{finding(Warn, "target",
+			fmt.Sprintf("%s; %s may SET timescaledb.restoring in its own sessions but not ALTER DATABASE %s SET it: %s", pre, u, e.tgtInv.Name, dbconn.Reason(p.alterErr)),
+			"tsmigrate sets restoring mode in every restore session itself; TimescaleDB's background workers keep running on the target during the restore")}
+	}
+	return []Finding{finding(Warn, "target",
+		fmt.Sprintf("%s; %s may set timescaledb.restoring itself (GRANT SET ON PARAMETER)", pre, u),
+		"tsmigrate turns restoring mode on with ALTER DATABASE ... SET timescaledb.restoring instead; background workers already running on the target database are not stopped (harmless on an empty database)")}
+}
