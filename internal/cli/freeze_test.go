@@ -8,7 +8,6 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -85,12 +84,7 @@ func (f *freezeFixture) settings(t *testing.T) []string {
 }
 
 func TestFreezeCommands(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "tsmigrate")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/tsmigrate")
-	build.Dir = "../.."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildTsmigrate(t)
 	for _, k := range []testenv.Kind{testenv.PG17TS, testenv.PG15} {
 		t.Run(string(k), func(t *testing.T) {
 			srv := testenv.Need(t, k, testenv.Options{})
@@ -202,7 +196,10 @@ func testUnfreezeAfterKill(t *testing.T, bin string, f *freezeFixture) {
 		for sc.Scan() {
 			seen.WriteString(sc.Text() + "\n")
 			if strings.HasPrefix(sc.Text(), "waiting until") {
-				waiting <- seen.String()
+				select { // the first time only; later lines must not block the reader
+				case waiting <- seen.String():
+				default:
+				}
 			}
 		}
 	}()

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -181,13 +183,49 @@ func readPassword(prompt string) (string, error) {
 		return "", exit.Usagef("put the password in ~/.pgpass or PGPASSWORD instead", "--password-prompt needs a terminal, and there is none")
 	}
 	defer tty.Close()
-	fmt.Fprint(tty, prompt)
-	pw, err := term.ReadPassword(int(tty.Fd()))
-	fmt.Fprintln(tty)
+	fd := int(tty.Fd())
+	before, err := term.GetState(fd)
 	if err != nil {
+		return "", exit.Usagef("put the password in ~/.pgpass or PGPASSWORD instead", "--password-prompt: cannot read the terminal's settings: %v", err)
+	}
+	fmt.Fprint(tty, prompt)
+	pw, err := interruptible(func() ([]byte, error) { return term.ReadPassword(fd) })
+	if errors.Is(err, context.Canceled) {
+		term.Restore(fd, before) // the read is still blocked, with echo off
+	}
+	fmt.Fprintln(tty)
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "", err
+	case err != nil:
 		return "", exit.Usagef("", "reading the password: %v", err)
 	}
 	return string(pw), nil
+}
+
+// interruptible returns what read returns, or context.Canceled as soon as SIGINT or
+// SIGTERM arrives. A read from the terminal does not end on Ctrl-C by itself: main's
+// signal.NotifyContext catches the signal, and the read would wait for Enter.
+func interruptible[T any](read func() (T, error)) (T, error) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := read()
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-sig:
+		var zero T
+		return zero, context.Canceled
+	}
 }
 
 // isTerminal says whether w is a terminal (for colour and prompts).
@@ -208,8 +246,15 @@ func (a *app) confirm(yes bool, question string) error {
 		return exit.Usagef("pass --yes to confirm without a terminal", "%s: no terminal to confirm on", strings.TrimSuffix(question, "?"))
 	}
 	fmt.Fprintf(a.stderr, "%s [y/N] ", question)
-	var answer string
-	fmt.Fscanln(a.stdin, &answer)
+	answer, err := interruptible(func() (string, error) {
+		var s string
+		fmt.Fscanln(a.stdin, &s)
+		return s, nil
+	})
+	if err != nil {
+		fmt.Fprintln(a.stderr)
+		return err
+	}
 	if a := strings.ToLower(strings.TrimSpace(answer)); a == "y" || a == "yes" {
 		return nil
 	}

@@ -1,0 +1,121 @@
+package cli_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+// buildTsmigrate builds the binary into a temporary directory.
+func buildTsmigrate(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tsmigrate")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/tsmigrate")
+	build.Dir = "../.."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// openPTY opens a pseudo-terminal pair (Linux).
+func openPTY(t *testing.T) (master, tty *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	var unlock int32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, m.Fd(), syscall.TIOCSPTLCK, uintptr(unsafe.Pointer(&unlock))); e != 0 {
+		t.Skipf("unlock pty: %v", e)
+	}
+	var n uint32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, m.Fd(), syscall.TIOCGPTN, uintptr(unsafe.Pointer(&n))); e != 0 {
+		t.Skipf("pty number: %v", e)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("open pty: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return m, s
+}
+
+func echoOn(t *testing.T, tty *os.File) bool {
+	t.Helper()
+	var st syscall.Termios
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, tty.Fd(), syscall.TCGETS, uintptr(unsafe.Pointer(&st))); e != 0 {
+		t.Fatalf("read terminal settings: %v", e)
+	}
+	return st.Lflag&syscall.ECHO != 0
+}
+
+// Ctrl-C at a prompt (the freeze's confirmation, --password-prompt) ends tsmigrate at
+// once with exit 130, the terminal as it was, and nothing changed: no server is even
+// contacted (the URIs point at a closed port).
+func TestCtrlCAtPrompt(t *testing.T) {
+	bin := buildTsmigrate(t)
+	const nowhere = "postgres://u@127.0.0.1:1/db"
+	for _, c := range []struct {
+		name   string
+		args   []string
+		prompt string
+	}{
+		{"freeze confirmation", []string{"freeze", "--source", nowhere + "?password=x"}, "[y/N]"},
+		{"password prompt", []string{"preflight", "--password-prompt", "--source", nowhere, "--target", nowhere}, "Password for source"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			master, tty := openPTY(t)
+			cmd := exec.Command(bin, c.args...)
+			cmd.Env = append(os.Environ(), "PGPASSFILE=/dev/null", "PGPASSWORD=")
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			output := make(chan string, 1)
+			go func() { // everything the terminal shows, until tsmigrate is gone
+				var all bytes.Buffer
+				buf := make([]byte, 4096)
+				for {
+					n, err := master.Read(buf)
+					all.Write(buf[:n])
+					if strings.Contains(all.String(), c.prompt) && !strings.Contains(all.String(), "\x00sent") {
+						all.WriteString("\x00sent")
+						master.Write([]byte{3}) // Ctrl-C, as typed
+					}
+					if err != nil || strings.Contains(all.String(), "tsmigrate: ") {
+						output <- all.String()
+						return
+					}
+				}
+			}()
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			select {
+			case err := <-exited:
+				var ee *exec.ExitError
+				out := <-output
+				if !errors.As(err, &ee) || ee.ExitCode() != 130 || !strings.Contains(out, "tsmigrate: interrupted") {
+					t.Errorf("got %v, want exit 130 saying interrupted; the terminal showed %q", err, out)
+				}
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+				t.Fatal("tsmigrate still waits 10 s after Ctrl-C at the prompt")
+			}
+			if !echoOn(t, tty) {
+				t.Error("the terminal was left with echo off")
+			}
+		})
+	}
+}
