@@ -188,8 +188,7 @@ func readPassword(prompt string) (string, error) {
 	if err != nil {
 		return "", exit.Usagef("put the password in ~/.pgpass or PGPASSWORD instead", "--password-prompt: cannot read the terminal's settings: %v", err)
 	}
-	fmt.Fprint(tty, prompt)
-	pw, err := interruptible(func() ([]byte, error) { return term.ReadPassword(fd) })
+	pw, err := interruptible(func() { fmt.Fprint(tty, prompt) }, func() ([]byte, error) { return term.ReadPassword(fd) })
 	if errors.Is(err, context.Canceled) {
 		term.Restore(fd, before) // the read is still blocked, with echo off
 	}
@@ -203,13 +202,15 @@ func readPassword(prompt string) (string, error) {
 	return string(pw), nil
 }
 
-// interruptible returns what read returns, or context.Canceled as soon as SIGINT or
-// SIGTERM arrives. A read from the terminal does not end on Ctrl-C by itself: main's
-// signal.NotifyContext catches the signal, and the read would wait for Enter.
-func interruptible[T any](read func() (T, error)) (T, error) {
+// interruptible shows a prompt and returns what read returns, or context.Canceled as
+// soon as SIGINT or SIGTERM arrives once the prompt is shown. A read from the terminal
+// does not end on Ctrl-C by itself: main's signal.NotifyContext catches the signal, and
+// the read would wait for Enter.
+func interruptible[T any](prompt func(), read func() (T, error)) (T, error) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sig)
+	prompt() // after Notify: a Ctrl-C as soon as the prompt shows is not missed
 	type result struct {
 		v   T
 		err error
@@ -245,8 +246,7 @@ func (a *app) confirm(yes bool, question string) error {
 	if !isTerminal(a.stdin) {
 		return exit.Usagef("pass --yes to confirm without a terminal", "%s: no terminal to confirm on", strings.TrimSuffix(question, "?"))
 	}
-	fmt.Fprintf(a.stderr, "%s [y/N] ", question)
-	answer, err := interruptible(func() (string, error) {
+	answer, err := interruptible(func() { fmt.Fprintf(a.stderr, "%s [y/N] ", question) }, func() (string, error) {
 		var s string
 		fmt.Fscanln(a.stdin, &s)
 		return s, nil
