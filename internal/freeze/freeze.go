@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/inventory"
 )
 
 // Defaults for zero Options fields.
@@ -293,18 +293,10 @@ func recordError(db, user string, err error) error {
 		return &exit.Error{Code: exit.Failed,
 			Msg: fmt.Sprintf("cannot freeze database %q as %s: %s; nothing was changed", db, user, dbconn.Reason(err)),
 			Hint: fmt.Sprintf("freeze as a superuser, or as a superuser run GRANT SET ON PARAMETER %s TO %s; the role must also own the database",
-				RecordSetting, plainIdent(user)),
+				RecordSetting, inventory.Ident(user)),
 			Err: err}
 	}
 	return err
-}
-
-// plainIdent writes a role name as a person would type it: bare when it can be.
-func plainIdent(s string) string {
-	if ok, _ := regexp.MatchString(`^[a-z_][a-z0-9_]*$`, s); ok {
-		return s
-	}
-	return pgx.Identifier{s}.Sanitize()
 }
 
 func newID() string {

@@ -331,10 +331,13 @@ func (l *loader) markHypertables() {
 
 // DisplayName is schema.name as a user would type it, quoted only where needed.
 func DisplayName(schema, name string) string {
-	return quoteIfNeeded(schema) + "." + quoteIfNeeded(name)
+	return Ident(schema) + "." + Ident(name)
 }
 
-func quoteIfNeeded(s string) string {
+// Ident is an identifier (a role, a database) as a user would type it in SQL: bare when
+// it is lower case ASCII letters, digits, _ and $, double-quoted otherwise. Reserved
+// words are not recognised: a role named "user" comes out bare.
+func Ident(s string) string {
 	if s == "" {
 		return `""`
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
@@ -73,28 +75,36 @@ var roleSeq int
 func role(t *testing.T, srv *testenv.Server, attrs string) string {
 	t.Helper()
 	roleSeq++
-	name := fmt.Sprintf("pf_user_%d", roleSeq)
-	testenv.MustExec(t, srv, "postgres", fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'pw-%s' %s", name, name, attrs))
+	return roleNamed(t, srv, fmt.Sprintf("pf_user_%d", roleSeq), attrs)
+}
+
+// roleNamed is role with a name of the caller's, which may need quoting in SQL.
+func roleNamed(t *testing.T, srv *testenv.Server, name, attrs string) string {
+	t.Helper()
+	id := pgx.Identifier{name}.Sanitize()
+	testenv.MustExec(t, srv, "postgres", fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'pw-%s' %s", id, name, attrs))
 	t.Cleanup(func() {
-		srv.Exec(context.Background(), "postgres", "DROP OWNED BY "+name, "DROP ROLE IF EXISTS "+name)
+		srv.Exec(context.Background(), "postgres", "DROP OWNED BY "+id, "DROP ROLE IF EXISTS "+id)
 	})
 	return name
 }
 
 // A source user that neither owns the database nor may read all of it; a target user
 // that may create objects but neither run timescaledb_pre_restore() nor set
-// timescaledb.restoring.
+// timescaledb.restoring. The source user's name needs quoting: the SQL the findings
+// tell to run quotes it.
 func TestRights(t *testing.T) {
 	srv := testenv.Shared(t, testenv.PG17TS)
 	src, tgt := testenv.NewDB(t, srv, true), testenv.NewDB(t, srv, false)
-	reader := role(t, srv, "")
+	roleSeq++
+	reader := roleNamed(t, srv, fmt.Sprintf("PF Reader-ü %d", roleSeq), "")
 	owner := role(t, srv, "")
 	testenv.MustExec(t, srv, src,
 		`CREATE TABLE m (time timestamptz NOT NULL, v int)`,
 		`SELECT create_hypertable('m', 'time')`,
 		`INSERT INTO m VALUES (now(), 1)`,
 		`CREATE TABLE secret (x int)`,
-		`GRANT SELECT ON m TO `+reader)
+		`GRANT SELECT ON m TO `+pgx.Identifier{reader}.Sanitize())
 	testenv.MustExec(t, srv, "postgres", "ALTER DATABASE "+tgt+" OWNER TO "+owner)
 
 	r := runPreflight(t, userURI(srv, reader, "pw-"+reader, src), userURI(srv, owner, "pw-"+owner, tgt))
@@ -104,6 +114,13 @@ func TestRights(t *testing.T) {
 	}
 	expect(t, r, "source-freeze", preflight.Fail, reader, "owner postgres")
 	expect(t, r, "source-terminate", preflight.Warn, reader)
+	quoted := pgx.Identifier{reader}.Sanitize()
+	if do := find(t, r, "source-terminate").Do; !strings.Contains(do, "GRANT pg_signal_backend TO "+quoted+",") {
+		t.Errorf("source-terminate: %q does not quote the role as %s", do, quoted)
+	}
+	if do := find(t, r, "source-freeze").Do; !strings.Contains(do, "GRANT postgres TO "+quoted) {
+		t.Errorf("source-freeze: %q does not quote the role as %s", do, quoted)
+	}
 	expect(t, r, "target-create", preflight.Pass)
 	expect(t, r, "timescaledb-version", preflight.Pass)
 	expect(t, r, "target-restore-mode", preflight.Fail,

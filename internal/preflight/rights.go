@@ -33,7 +33,7 @@ func (e *env) checkSourceRead() []Finding {
 	if len(denied) > 0 {
 		return []Finding{finding(Fail, "source",
 			fmt.Sprintf("%s cannot read: %s", s.User.Name, list(denied)),
-			fmt.Sprintf("connect as the owner of the data or a superuser, or GRANT SELECT on them (and on future chunks) to %s", s.User.Name))}
+			fmt.Sprintf("connect as the owner of the data or a superuser, or GRANT SELECT on them (and on future chunks) to %s", inventory.Ident(s.User.Name)))}
 	}
 	return []Finding{finding(Pass, "source", fmt.Sprintf("%s can read all %s, %s and %s",
 		s.User.Name, plural(len(s.Tables), "table", "tables"), plural(len(s.Sequences), "sequence", "sequences"),
@@ -51,7 +51,7 @@ func (e *env) checkFreeze() []Finding {
 	}
 	return []Finding{finding(Fail, "source",
 		fmt.Sprintf("%s is neither a superuser nor the owner of %s (owner %s): it cannot ALTER DATABASE %s SET default_transaction_read_only", u.Name, db, u.DatabaseOwner, db),
-		fmt.Sprintf("connect to the source as %s or a superuser, or GRANT %s TO %s", u.DatabaseOwner, u.DatabaseOwner, u.Name))}
+		fmt.Sprintf("connect to the source as %s or a superuser, or GRANT %s TO %s", u.DatabaseOwner, inventory.Ident(u.DatabaseOwner), inventory.Ident(u.Name)))}
 }
 
 func (e *env) checkTerminate() []Finding {
@@ -74,7 +74,7 @@ func (e *env) checkTerminate() []Finding {
 		saw += "; sessions of " + list(others) + " are connected now"
 	}
 	return []Finding{finding(Warn, "source", saw,
-		fmt.Sprintf("GRANT pg_signal_backend TO %s, or freeze with --no-terminate and let those sessions finish", u.Name))}
+		fmt.Sprintf("GRANT pg_signal_backend TO %s, or freeze with --no-terminate and let those sessions finish", inventory.Ident(u.Name)))}
 }
 
 func (e *env) checkTargetCreate() []Finding {
@@ -86,15 +86,15 @@ func (e *env) checkTargetCreate() []Finding {
 	case p.triedSchema && p.createSchemaErr != nil:
 		return []Finding{finding(Fail, "target",
 			fmt.Sprintf("%s cannot create schemas in %s: %s", u, e.tgtInv.Name, dbconn.Reason(p.createSchemaErr)),
-			fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s, or connect as the database owner", e.tgtInv.Name, u))}
+			fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s, or connect as the database owner", inventory.Ident(e.tgtInv.Name), inventory.Ident(u)))}
 	case p.triedTable && p.createTableErr != nil:
 		return []Finding{finding(Fail, "target",
 			fmt.Sprintf("%s cannot create tables in schema public: %s", u, dbconn.Reason(p.createTableErr)),
-			fmt.Sprintf("GRANT CREATE ON SCHEMA public TO %s, or connect as the database owner", u))}
+			fmt.Sprintf("GRANT CREATE ON SCHEMA public TO %s, or connect as the database owner", inventory.Ident(u)))}
 	case !p.triedTable && !e.tgtInv.User.CanCreate:
 		return []Finding{finding(Fail, "target",
 			fmt.Sprintf("the target has no schema public and %s may not create schemas in %s", u, e.tgtInv.Name),
-			fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s", e.tgtInv.Name, u))}
+			fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s", inventory.Ident(e.tgtInv.Name), inventory.Ident(u)))}
 	}
 	return []Finding{finding(Pass, "target", fmt.Sprintf("%s can create objects in %s (tried in a rolled-back transaction)", u, e.tgtInv.Name), "")}
 }
@@ -117,7 +117,7 @@ func (e *env) checkRestoreMode() []Finding {
 	case p.setErr != nil:
 		return []Finding{finding(Fail, "target",
 			fmt.Sprintf("%s; and SET timescaledb.restoring fails too: %s", pre, dbconn.Reason(p.setErr)),
-			fmt.Sprintf("connect to the target as a superuser, or have one run GRANT SET ON PARAMETER timescaledb.restoring TO %s", u))}
+			fmt.Sprintf("connect to the target as a superuser, or have one run GRANT SET ON PARAMETER timescaledb.restoring TO %s", inventory.Ident(u)))}
 	case p.alterErr != nil:
 		return []Finding{finding(Warn, "target",
 			fmt.Sprintf("%s; %s may SET timescaledb.restoring in its own sessions but not ALTER DATABASE %s SET it: %s", pre, u, e.tgtInv.Name, dbconn.Reason(p.alterErr)),
