@@ -1,0 +1,219 @@
+package pgtools
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func TestParseVersion(t *testing.T) {
+	cases := []struct {
+		in           string
+		major, minor int
+	}{
+		{"pg_dump (PostgreSQL) 17.12 (Debian 17.12-0+deb13u1)\n", 17, 12},
+		{"pg_restore (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)", 15, 18},
+		{"pg_dump (PostgreSQL) 9.6.24", 9, 6},
+		{"pg_dump (PostgreSQL) 18beta1", 18, 0},
+		{"pg_dump (PostgreSQL) 17devel", 17, 0},
+	}
+	for _, c := range cases {
+		v, err := ParseVersion(c.in)
+		if err != nil || v.Major != c.major || v.Minor != c.minor {
+			t.Errorf("ParseVersion(%q) = %+v, %v; want %d.%d", c.in, v, err, c.major, c.minor)
+		}
+	}
+	for _, bad := range []string{"", "pg_dump 17", "(PostgreSQL) x"} {
+		if _, err := ParseVersion(bad); err == nil {
+			t.Errorf("ParseVersion(%q) accepted", bad)
+		}
+	}
+}
+
+func TestFit(t *testing.T) {
+	cases := []struct {
+		client, source, target int
+		ok                     bool
+		why                    string
+	}{
+		{17, 17, 17, true, "same major"},
+		{15, 15, 15, true, "same major"},
+		{16, 15, 15, true, "newer client, not known to break"},
+		{15, 17, 17, false, "pg_dump refuses a newer server"},
+		{17, 15, 15, false, "SET transaction_timeout on a 15 target"},
+		{18, 16, 16, false, "SET transaction_timeout on a 16 target"},
+	}
+	for _, c := range cases {
+		got := Fit(c.client, c.source, c.target)
+		if (got == "") != c.ok {
+			t.Errorf("Fit(%d, %d, %d) = %q; want ok=%v (%s)", c.client, c.source, c.target, got, c.ok, c.why)
+		}
+	}
+}
+
+// The rule behind Fit: pg_restore 17 into a PostgreSQL 15 server fails, pg_restore 15 works.
+func TestPg17ClientsFailAgainstPg15(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG15)
+	ctx := context.Background()
+	src := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, src, "CREATE TABLE t (id serial PRIMARY KEY, x text)", "INSERT INTO t (x) VALUES ('a'), ('b')")
+	run := func(bin string) []string {
+		tools := &Tools{Dir: bin}
+		dst := testenv.NewDB(t, srv, false)
+		file := filepath.Join(t.TempDir(), "d.bak")
+		var lines []string
+		line := func(s string) { lines = append(lines, s) }
+		if err := tools.Run(ctx, Cmd{Program: "pg_dump", Conn: mustParse(t, srv.URI(src)), Args: []string{"-Fc", "-f", file}, Line: line}); err != nil {
+			t.Fatalf("pg_dump from %s: %v %q", bin, err, lines)
+		}
+		err := tools.Run(ctx, Cmd{Program: "pg_restore", Conn: mustParse(t, srv.URI(dst)), Args: []string{file}, Line: line})
+		var ee *ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return lines
+	}
+	if out := strings.Join(run(testenv.ClientBin(testenv.PG17TS)), "\n"); !strings.Contains(out, `unrecognized configuration parameter "transaction_timeout"`) {
+		t.Fatalf("pg_restore 17 into PostgreSQL 15 printed %q; the transaction_timeout breakage is gone, revisit Fit", out)
+	}
+	if out := run(srv.ClientBin()); len(out) != 0 {
+		t.Fatalf("pg_restore 15 into PostgreSQL 15 printed %q", out)
+	}
+}
+
+func TestFindPicksTheFittingDirectory(t *testing.T) {
+	ctx := context.Background()
+	bin17, bin15 := testenv.ClientBin(testenv.PG17TS), testenv.ClientBin(testenv.PG15)
+	for _, d := range []string{bin17, bin15} {
+		if _, err := os.Stat(filepath.Join(d, "pg_dump")); err != nil {
+			t.Skipf("client tools not installed: %v", err)
+		}
+	}
+	dirs := []string{bin17, bin15}
+	got, err := Find(ctx, Options{SearchDirs: dirs, SourceMajor: 15, TargetMajor: 15})
+	if err != nil || got.Dir != bin15 || got.Version.Major != 15 || len(got.Warnings) != 0 {
+		t.Fatalf("servers 15: got %+v, %v; want %s", got, err, bin15)
+	}
+	got, err = Find(ctx, Options{SearchDirs: dirs, SourceMajor: 17, TargetMajor: 17})
+	if err != nil || got.Dir != bin17 {
+		t.Fatalf("servers 17: got %+v, %v; want %s", got, err, bin17)
+	}
+	_, err = Find(ctx, Options{PgBin: bin17, SourceMajor: 15, TargetMajor: 15})
+	var xe *exit.Error
+	if !errors.As(err, &xe) || xe.Code != exit.Blocked || !strings.Contains(xe.Msg, "transaction_timeout") || !strings.Contains(xe.Hint, "PostgreSQL 15 client tools") {
+		t.Fatalf("--pg-bin with 17 tools for 15 servers: %v; want exit 3 naming transaction_timeout and the version to install", err)
+	}
+	_, err = Find(ctx, Options{PgBin: t.TempDir(), SourceMajor: 17, TargetMajor: 17})
+	if !errors.As(err, &xe) || xe.Code != exit.Usage {
+		t.Fatalf("--pg-bin without tools: %v; want exit 2", err)
+	}
+}
+
+// fakeTools writes pg_dump and pg_restore scripts that record their argv and passfile,
+// print script's lines to stderr, and then run body.
+func fakeTools(t *testing.T, body string) (dir, record string) {
+	dir = t.TempDir()
+	record = filepath.Join(dir, "record")
+	for _, p := range Programs {
+		script := `#!/bin/sh
+if [ "$1" = "--version" ]; then echo "` + p + ` (PostgreSQL) 17.12"; exit 0; fi
+printf '%s\n' "$@" > ` + record + `.argv
+cat "$PGPASSFILE" > ` + record + `.passfile
+echo "$PGPASSFILE" > ` + record + `.passfile-path
+` + body + "\n"
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, record
+}
+
+func mustParse(t *testing.T, uri string) *dbconn.Config {
+	t.Helper()
+	c, err := dbconn.Parse("source", uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestRunKeepsThePasswordOutOfArgvAndStreamsLines(t *testing.T) {
+	const pw = "Very-Secret-pw-91"
+	dir, record := fakeTools(t, `echo "pg_dump: warning: one" >&2; printf 'pg_dump: detail: two\nno newline' >&2; exit 3`)
+	tools := &Tools{Dir: dir}
+	var lines []string
+	err := tools.Run(context.Background(), Cmd{
+		Program: "pg_dump",
+		Conn:    mustParse(t, "postgres://alice:"+pw+"@127.0.0.1:5999/app?sslmode=disable"),
+		Args:    []string{"-Fd", "-f", "/nowhere"},
+		Line:    func(s string) { lines = append(lines, s) },
+	})
+	var ee *ExitError
+	if !errors.As(err, &ee) || ee.Code != 3 {
+		t.Fatalf("err = %v, want exit status 3", err)
+	}
+	argv, _ := os.ReadFile(record + ".argv")
+	if strings.Contains(string(argv), pw) || !strings.Contains(string(argv), "--dbname=") || !strings.Contains(string(argv), "user='alice'") {
+		t.Fatalf("argv %q: want --dbname with the user and without the password", argv)
+	}
+	pass, _ := os.ReadFile(record + ".passfile")
+	if !strings.Contains(string(pass), pw) {
+		t.Fatalf("passfile %q does not hold the password", pass)
+	}
+	path, _ := os.ReadFile(record + ".passfile-path")
+	if _, err := os.Stat(strings.TrimSpace(string(path))); !os.IsNotExist(err) {
+		t.Fatalf("private passfile %s still there after the run", path)
+	}
+	want := []string{"pg_dump: warning: one", "pg_dump: detail: two", "no newline"}
+	if strings.Join(lines, "|") != strings.Join(want, "|") {
+		t.Fatalf("lines %q, want %q", lines, want)
+	}
+}
+
+func TestRunStopsTheProcessGroupOnCancel(t *testing.T) {
+	dir, _ := fakeTools(t, `sleep 60 & echo $! > "$0.child"; echo started >&2; wait`)
+	tools := &Tools{Dir: dir}
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- tools.Run(ctx, Cmd{Program: "pg_restore", Line: func(s string) {
+			if s == "started" {
+				close(started)
+			}
+		}})
+	}()
+	<-started
+	t0 := time.Now()
+	cancel()
+	err := <-done
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if d := time.Since(t0); d > 3*time.Second {
+		t.Fatalf("took %v to stop", d)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "pg_restore.child"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	time.Sleep(100 * time.Millisecond)
+	if err := syscall.Kill(pid, 0); err == nil {
+		if st, _ := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/stat"); !strings.Contains(string(st), ") Z ") {
+			t.Fatalf("worker %d of the cancelled program still runs", pid)
+		}
+	}
+}

@@ -1,0 +1,104 @@
+package pgtools
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+)
+
+// StopGrace is how long a cancelled program gets after SIGTERM before SIGKILL.
+const StopGrace = 5 * time.Second
+
+// Cmd is one run of a client program.
+type Cmd struct {
+	Program string         // "pg_dump" or "pg_restore"
+	Conn    *dbconn.Config // the server to reach (--dbname); nil for none (pg_restore -l)
+	Args    []string       // everything but the connection
+	Stdout  io.Writer      // nil discards
+	// Line receives every line the program writes to stderr, in order, as it comes.
+	Line func(line string)
+}
+
+// ExitError is a program that ended with a non-zero status.
+type ExitError struct {
+	Program string
+	Code    int // -1 when it was killed by a signal
+}
+
+func (e *ExitError) Error() string {
+	if e.Code < 0 {
+		return e.Program + " was killed"
+	}
+	return fmt.Sprintf("%s exited with status %d", e.Program, e.Code)
+}
+
+// Run runs c and waits for it. The connection reaches the program as a conninfo
+// without the password (--dbname) and a private passfile in its environment.
+// Cancelling ctx sends SIGTERM to the program's process group (pg_dump -j and
+// pg_restore -j workers included), then SIGKILL after StopGrace; Run then returns
+// ctx's error. A non-zero exit is an *ExitError.
+func (t *Tools) Run(ctx context.Context, c Cmd) error {
+	args := append([]string(nil), c.Args...)
+	var env []string
+	if c.Conn != nil {
+		conninfo, e, cleanup, err := c.Conn.ChildProcess()
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.Program, err)
+		}
+		defer cleanup()
+		env = e
+		args = append(args, "--dbname="+conninfo)
+	}
+	cmd := exec.CommandContext(ctx, t.Path(c.Program), args...)
+	cmd.Env = env // nil: inherit
+	cmd.Stdout = c.Stdout
+	// Own process group: a terminal's Ctrl-C reaches tsmigrate alone, which then stops
+	// the program and its workers through ctx.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = StopGrace
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.Program, err)
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", c.Program, err)
+	}
+	readLines(stderr, c.Line)
+	err = cmd.Wait()
+	if ctx.Err() != nil {
+		// Workers that ignored SIGTERM must not outlive the run.
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		return fmt.Errorf("%s stopped: %w", c.Program, ctx.Err())
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return &ExitError{Program: c.Program, Code: ee.ExitCode()}
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.Program, err)
+	}
+	return nil
+}
+
+// readLines hands every line of r to line (without its newline), however long.
+func readLines(r io.Reader, line func(string)) {
+	br := bufio.NewReaderSize(r, 64*1024)
+	for {
+		s, err := br.ReadString('\n')
+		if s != "" && line != nil {
+			line(strings.TrimRight(s, "\r\n"))
+		}
+		if err != nil {
+			return
+		}
+	}
+}
