@@ -1,0 +1,144 @@
+package schema
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/pgtools"
+)
+
+// DumpOptions say what to dump where.
+type DumpOptions struct {
+	Tools  *pgtools.Tools
+	Source *dbconn.Config
+	// Dir is a directory-format dump (written with Jobs workers); File a custom-format
+	// file (one worker). Exactly one is set.
+	Dir, File string
+	Jobs      int
+	OnMessage func(Message)
+}
+
+// Dump dumps the whole source database without ownership (--no-owner), classifying
+// everything pg_dump prints. It returns the messages, and a *MessageError when one is
+// not known to be harmless.
+func Dump(ctx context.Context, opt DumpOptions) ([]Message, error) {
+	args := []string{"--verbose", "--no-owner"}
+	switch {
+	case opt.Dir != "" && opt.File != "":
+		return nil, fmt.Errorf("dump: a directory or a file, not both")
+	case opt.Dir != "":
+		args = append(args, "--format=directory", "--file="+opt.Dir)
+		if opt.Jobs > 1 {
+			args = append(args, "--jobs="+strconv.Itoa(opt.Jobs))
+		}
+	case opt.File != "":
+		args = append(args, "--format=custom", "--file="+opt.File)
+	default:
+		return nil, fmt.Errorf("dump: no directory or file given")
+	}
+	return runClassified(ctx, opt.Tools, pgtools.Cmd{Program: "pg_dump", Conn: opt.Source, Args: args}, nil, opt.OnMessage)
+}
+
+// Sections of a dump (pg_dump --section).
+const (
+	PreData  = "pre-data"  // types, functions, tables, sequences: everything before the rows
+	PostData = "post-data" // indexes, constraints, triggers, rules: everything after the rows
+)
+
+// DumpSchema writes the source's schema without rows (sections pre-data and post-data)
+// to a custom-format file, for an engine that copies the rows itself. TimescaleDB's
+// catalog rows are data: they are not in it.
+func DumpSchema(ctx context.Context, tools *pgtools.Tools, src *dbconn.Config, file string, onMessage func(Message)) ([]Message, error) {
+	args := []string{"--verbose", "--no-owner", "--format=custom", "--file=" + file,
+		"--section=" + PreData, "--section=" + PostData}
+	return runClassified(ctx, tools, pgtools.Cmd{Program: "pg_dump", Conn: src, Args: args}, nil, onMessage)
+}
+
+// RestoreSection restores one section (PreData or PostData) of archive into the target
+// with jobs workers, classifying what pg_restore prints. Run timescaledb_pre_restore()
+// (PreRestore) before the pre-data section of a TimescaleDB database.
+func RestoreSection(ctx context.Context, tools *pgtools.Tools, target *dbconn.Config, archive, section string, jobs int, onMessage func(Message)) ([]Message, error) {
+	if section != PreData && section != PostData {
+		return nil, fmt.Errorf("restore section %q: want %q or %q", section, PreData, PostData)
+	}
+	toc, err := ReadTOC(ctx, tools, archive)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"--verbose", "--no-owner", "--section=" + section}
+	if jobs > 1 {
+		args = append(args, "--jobs="+strconv.Itoa(jobs))
+	}
+	args = append(args, archive)
+	return runClassified(ctx, tools, pgtools.Cmd{Program: "pg_restore", Conn: target, Args: args}, toc, onMessage)
+}
+
+// sqlAnalyzeTargets lists what ANALYZE covers (tables, partitioned tables, materialized
+// views, hypertable chunks included), largest first. PostgreSQL 15/17.
+const sqlAnalyzeTargets = `
+SELECT format('%I.%I', n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'm', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+ORDER BY pg_relation_size(c.oid) DESC`
+
+// Analyze updates the planner statistics of every table of the target database, jobs
+// tables at a time (what a plain ANALYZE does, in parallel).
+func Analyze(ctx context.Context, target *dbconn.Config, jobs int) error {
+	conn, err := target.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	rows, err := conn.Query(ctx, sqlAnalyzeTargets)
+	if err != nil {
+		conn.Close(ctx)
+		return fmt.Errorf("list tables to analyze: %w", err)
+	}
+	var tables []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			conn.Close(ctx)
+			return err
+		}
+		tables = append(tables, t)
+	}
+	conn.Close(ctx)
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list tables to analyze: %w", err)
+	}
+	jobs = max(1, min(jobs, len(tables)))
+	work := make(chan string)
+	g, gctx := errgroup.WithContext(ctx)
+	for range jobs {
+		g.Go(func() error {
+			c, err := target.Connect(gctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close(context.WithoutCancel(gctx))
+			for t := range work {
+				if _, err := c.Exec(gctx, "ANALYZE "+t); err != nil {
+					return fmt.Errorf("ANALYZE %s: %s", t, dbconn.Reason(err))
+				}
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		defer close(work)
+		for _, t := range tables {
+			select {
+			case work <- t:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	return g.Wait()
+}

@@ -1,0 +1,215 @@
+package schema
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/pgtools"
+)
+
+// SQL run on the target around a restore. Checked on PostgreSQL 17 + TimescaleDB 2.19.3
+// (the functions exist unchanged since 2.0).
+const (
+	// sqlPreRestore sets timescaledb.restoring on the database (inherited by pg_restore's
+	// sessions) and stops the database's background workers.
+	sqlPreRestore = "SELECT public.timescaledb_pre_restore()"
+	// sqlPostRestore checks the catalog version, resets timescaledb.restoring and
+	// restarts the background workers.
+	sqlPostRestore = "SELECT public.timescaledb_post_restore()"
+	// sqlExtVersion is the installed TimescaleDB version, NULL when absent.
+	sqlExtVersion = "SELECT (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')"
+)
+
+// CatalogSchemas hold TimescaleDB's configuration tables, whose rows must be in place,
+// in foreign-key order, before the hypertables and chunks that they describe: a
+// parallel pg_restore loads them out of order and loses every hypertable's data.
+// _timescaledb_config holds bgw_job up to 2.24.
+var CatalogSchemas = map[string]bool{"_timescaledb_catalog": true, "_timescaledb_config": true}
+
+// EnsureTimescaleDB makes sure the target database has TimescaleDB at version (the
+// source's): created at that version when missing. A different installed version is
+// an error saying what to do: the dump's catalog rows only fit the version that wrote them.
+func EnsureTimescaleDB(ctx context.Context, conn *pgx.Conn, version string) (created bool, err error) {
+	var have *string
+	if err := conn.QueryRow(ctx, sqlExtVersion).Scan(&have); err != nil {
+		return false, fmt.Errorf("read the target's TimescaleDB version: %w", err)
+	}
+	if have != nil {
+		if *have != version {
+			return false, fmt.Errorf("the target database has TimescaleDB %s but the source has %s: drop the extension on the (empty) target and create it with CREATE EXTENSION timescaledb VERSION '%s', or update the source", *have, version, version)
+		}
+		return false, nil
+	}
+	q := "CREATE EXTENSION timescaledb VERSION " + quoteLiteral(version)
+	if _, err := conn.Exec(ctx, q); err != nil {
+		return false, fmt.Errorf("create TimescaleDB %s on the target: %s", version, dbconn.Reason(err))
+	}
+	return true, nil
+}
+
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
+// PreRestore runs timescaledb_pre_restore() on the target database.
+func PreRestore(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := conn.Exec(ctx, sqlPreRestore); err != nil {
+		return fmt.Errorf("timescaledb_pre_restore() on the target: %s", reasonWithHint(err))
+	}
+	return nil
+}
+
+// PostRestore runs timescaledb_post_restore() on the target database.
+func PostRestore(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := conn.Exec(ctx, sqlPostRestore); err != nil {
+		return fmt.Errorf("timescaledb_post_restore() on the target: %s", reasonWithHint(err))
+	}
+	return nil
+}
+
+func reasonWithHint(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+		return dbconn.Reason(err) + "; the target user must be a superuser or a managed service's admin role that may run it"
+	}
+	return dbconn.Reason(err)
+}
+
+// Step is one timed step of a restore.
+type Step struct {
+	Name     string        `json:"name"`
+	Duration time.Duration `json:"duration_ns"`
+}
+
+// RestoreOptions say what to restore where.
+type RestoreOptions struct {
+	Tools   *pgtools.Tools
+	Target  *dbconn.Config
+	Archive string // dump directory or custom-format file
+	Jobs    int
+	// TimescaleDB is the source's TimescaleDB version, "" when it has none.
+	TimescaleDB string
+	// WorkDir holds the list files (a temporary directory when empty).
+	WorkDir string
+	// OnStep is told when each step starts; OnMessage gets each classified message.
+	OnStep    func(name string)
+	OnMessage func(Message)
+}
+
+// RestoreResult is what the restore did and printed.
+type RestoreResult struct {
+	Steps            []Step    `json:"steps"`
+	Messages         []Message `json:"messages"`
+	CreatedExtension bool      `json:"created_extension"`
+}
+
+// Restore restores a whole-database archive in the order that keeps TimescaleDB's data:
+// the extension at the source's version; timescaledb_pre_restore(); the catalog schemas
+// alone, serially; everything else with Jobs workers; timescaledb_post_restore(). A
+// message not known to be harmless fails it (*MessageError), whatever pg_restore's exit
+// status. ANALYZE is the caller's (see Analyze).
+func Restore(ctx context.Context, opt RestoreOptions) (*RestoreResult, error) {
+	res := &RestoreResult{}
+	step := func(name string, f func() error) error {
+		if opt.OnStep != nil {
+			opt.OnStep(name)
+		}
+		t0 := time.Now()
+		err := f()
+		res.Steps = append(res.Steps, Step{Name: name, Duration: time.Since(t0)})
+		return err
+	}
+	work := opt.WorkDir
+	if work == "" {
+		d, err := os.MkdirTemp("", "tsmigrate-restore-")
+		if err != nil {
+			return res, err
+		}
+		defer os.RemoveAll(d)
+		work = d
+	}
+	toc, err := ReadTOC(ctx, opt.Tools, opt.Archive)
+	if err != nil {
+		return res, err
+	}
+	conn, err := opt.Target.Connect(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+
+	ts := opt.TimescaleDB != ""
+	if ts {
+		if err := step("timescaledb_pre_restore", func() error {
+			created, err := EnsureTimescaleDB(ctx, conn.Conn, opt.TimescaleDB)
+			res.CreatedExtension = created
+			if err != nil {
+				return err
+			}
+			return PreRestore(ctx, conn.Conn)
+		}); err != nil {
+			return res, err
+		}
+	}
+	run := func(name, list string, jobs int) error {
+		return step(name, func() error {
+			msgs, err := restoreList(ctx, opt, toc, list, jobs)
+			res.Messages = append(res.Messages, msgs...)
+			return err
+		})
+	}
+	rest := filepath.Join(work, "rest.list")
+	if ts {
+		catalog := filepath.Join(work, "catalog.list")
+		n, err := toc.WriteList(catalog, func(e TOCEntry) bool { return CatalogSchemas[e.Schema] })
+		if err != nil {
+			return res, err
+		}
+		if n > 0 {
+			if err := run("restore TimescaleDB catalog", catalog, 1); err != nil {
+				return res, err
+			}
+		}
+	}
+	if _, err := toc.WriteList(rest, func(e TOCEntry) bool { return !ts || !CatalogSchemas[e.Schema] }); err != nil {
+		return res, err
+	}
+	if err := run("restore schema and data", rest, opt.Jobs); err != nil {
+		return res, err
+	}
+	if ts {
+		if err := step("timescaledb_post_restore", func() error { return PostRestore(ctx, conn.Conn) }); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// restoreList runs pg_restore -L list and classifies what it prints.
+func restoreList(ctx context.Context, opt RestoreOptions, toc *TOC, list string, jobs int) ([]Message, error) {
+	args := []string{"--verbose", "--no-owner", "-L", list}
+	if jobs > 1 {
+		args = append(args, "--jobs="+strconv.Itoa(jobs))
+	}
+	args = append(args, opt.Archive)
+	return runClassified(ctx, opt.Tools, pgtools.Cmd{Program: "pg_restore", Conn: opt.Target, Args: args}, toc, opt.OnMessage)
+}
+
+// runClassified runs a program, classifies its stderr, and checks the verdict.
+func runClassified(ctx context.Context, tools *pgtools.Tools, cmd pgtools.Cmd, toc *TOC, onMessage func(Message)) ([]Message, error) {
+	cl := NewClassifier(toc, onMessage)
+	cmd.Line = cl.Line
+	runErr := tools.Run(ctx, cmd)
+	res := cl.Finish()
+	return res.Messages, Check(cmd.Program, runErr, res)
+}
