@@ -50,6 +50,9 @@ func (m Message) detail() []string {
 // Summary is one line for a person: the object and the message.
 func (m Message) Summary() string {
 	s := m.Text
+	if d := m.detail(); strings.HasSuffix(s, ":") && len(d) > 0 {
+		s += " " + d[0]
+	}
 	if m.Object != "" {
 		s = m.Object + ": " + s
 	}
@@ -87,7 +90,7 @@ type Classifier struct {
 	cur       *Message
 	context   []string // "while PROCESSING TOC:" / "from TOC entry" lines waiting for their message
 	ref       *TOCRef
-	dangling  string
+	dangling  []string // bare prefixes of interleaved lines, waiting for their text
 	res       Result
 	onMessage func(Message)
 }
@@ -105,15 +108,13 @@ func (c *Classifier) Line(s string) {
 	s = strings.TrimRight(s, "\r\n")
 	pieces, dangling := splitInterleaved(s)
 	for _, p := range pieces {
-		if c.dangling != "" && parseLine(p).program == "" && strings.TrimSpace(p) != "" {
-			p = c.dangling + " " + strings.TrimLeft(p, " ")
-			c.dangling = ""
+		if len(c.dangling) > 0 && parseLine(p).program == "" && strings.TrimSpace(p) != "" {
+			p = c.dangling[0] + " " + strings.TrimLeft(p, " ")
+			c.dangling = c.dangling[1:]
 		}
 		c.line(p)
 	}
-	if dangling != "" {
-		c.dangling = dangling
-	}
+	c.dangling = append(c.dangling, dangling...)
 }
 
 func (c *Classifier) line(raw string) {
@@ -219,10 +220,10 @@ func (c *Classifier) flush() {
 func (c *Classifier) Finish() Result {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.dangling != "" {
-		c.line(c.dangling)
-		c.dangling = ""
+	for _, p := range c.dangling {
+		c.line(p)
 	}
+	c.dangling = nil
 	c.flush()
 	if len(c.context) > 0 {
 		// Context that no message followed: shown, not dropped.

@@ -60,11 +60,11 @@ func startsWithLevel(s string) bool {
 // splitInterleaved undoes what parallel workers do to a shared stderr: each message is
 // written as "prog:" " " "level: " "text\n" in separate writes, so two workers produce
 // lines like "pg_dump:pg_dump: finished item 1 ..." followed by " dumping contents ...".
-// It returns the line's pieces, each starting at a program prefix, and whether the last
-// piece is a bare prefix whose text comes on the next line.
-func splitInterleaved(s string) (pieces []string, dangling string) {
+// It returns the line's pieces, each starting at a program prefix, and the bare
+// prefixes whose text comes on the following lines, in order.
+func splitInterleaved(s string) (pieces []string, dangling []string) {
 	if s == "" {
-		return nil, ""
+		return nil, nil
 	}
 	for {
 		cut := -1
@@ -83,7 +83,7 @@ func splitInterleaved(s string) (pieces []string, dangling string) {
 	var out []string
 	for _, p := range pieces {
 		if bare(p) {
-			dangling = strings.TrimSpace(p)
+			dangling = append(dangling, strings.TrimSpace(p))
 			continue
 		}
 		out = append(out, p)
