@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 )
@@ -108,7 +109,7 @@ func (c *Classifier) Line(s string) {
 	s = strings.TrimRight(s, "\r\n")
 	pieces, dangling := splitInterleaved(s)
 	for _, p := range pieces {
-		if len(c.dangling) > 0 && parseLine(p).program == "" && strings.TrimSpace(p) != "" {
+		if len(c.dangling) > 0 && c.orphan(p) {
 			p = c.dangling[0] + " " + strings.TrimLeft(p, " ")
 			c.dangling = c.dangling[1:]
 		}
@@ -116,6 +117,28 @@ func (c *Classifier) Line(s string) {
 	}
 	c.dangling = append(c.dangling, dangling...)
 }
+
+// orphan says whether p, an unprefixed line, is the text of a worker whose prefix was
+// left on an earlier line: not a continuation of the open message (DETAIL, HINT, or the
+// free text after "Command was:", "LINE n:", "CONTEXT:"), which keeps no prefix.
+func (c *Classifier) orphan(p string) bool {
+	l := parseLine(p)
+	if l.program != "" || strings.TrimSpace(p) == "" || serverCont.MatchString(l.body) {
+		return false
+	}
+	if c.cur != nil {
+		for _, s := range c.cur.Lines {
+			if freeTextAfter.MatchString(parseLine(s).body) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// freeTextAfter are continuation lines after which unprefixed free text (a query, a
+// caret line) belongs to the message.
+var freeTextAfter = regexp.MustCompile(`^(Command was|Query was|QUERY|CONTEXT|LINE \d+):`)
 
 func (c *Classifier) line(raw string) {
 	if strings.TrimSpace(raw) == "" {

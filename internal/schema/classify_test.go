@@ -178,6 +178,19 @@ pg_dump:pg_dump:pg_dump: finished item 4165 TABLE DATA _hyper_1_11_chunk
 	if len(res.Errors()) != 0 || res.HarmlessCount() != 1 || res.Progress != 8 {
 		t.Fatalf("got %+v; want 1 harmless message and 8 progress lines", res)
 	}
+	// A dangling prefix is not taken by the DETAIL of the message it interrupted.
+	res = classifyLines(nil, `
+pg_dump: finished item 4769 TABLE DATA _hyper_1_18_chunk
+pg_dump:pg_dump: NOTICE:  hypertable data are in the chunks, no data will be copied
+DETAIL:  Data for hypertables are stored in the chunks of a hypertable so COPY TO of a hypertable will not copy any data.
+HINT:  Use "COPY (SELECT * FROM <hypertable>) TO ..." to copy all data in hypertable, or copy each chunk individually.
+pg_dump: finished item 4751 TABLE DATA metrics
+pg_dump: dumping contents of table "_timescaledb_internal._hyper_1_17_chunk"
+ dumping contents of table "_timescaledb_internal._hyper_1_19_chunk"
+pg_dump: finished item 4768 TABLE DATA _hyper_1_17_chunk`)
+	if len(res.Errors()) != 0 || res.HarmlessCount() != 1 || res.Progress != 5 {
+		t.Fatalf("got %+v; want 1 harmless message and 5 progress lines", res)
+	}
 	res = classifyLines(nil, `
 pg_restore:pg_restore: finished item 1 TABLE DATA a
 error: could not execute query: ERROR:  relation "b" already exists`)
