@@ -1,0 +1,262 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/migrate"
+)
+
+type migrateFlags struct {
+	conn           connFlags
+	engine         string
+	databases      []string
+	allDatabases   bool
+	jobs           int
+	dumpDir        string
+	dumpFile       string
+	keepDump       bool
+	rehearsal      bool
+	compressBefore bool
+	noVerify       bool
+	freezeGrace    time.Duration
+	yes            bool
+	json           bool
+}
+
+func init() {
+	register(func(a *app) *cobra.Command {
+		var f migrateFlags
+		c := &cobra.Command{
+			Use:   "migrate --source URI --target URI [flags]",
+			Short: "Migrate whole databases: pre-flight, freeze, copy, ANALYZE, verify",
+			Long: `migrate moves whole databases from the source server to the target server:
+
+  1. pre-flight checks (any failure stops the run before anything changes, exit 3);
+  2. confirmation, then the write freeze of the source databases (not with --rehearsal);
+  3. the copy (engine "dump": pg_dump --no-owner in parallel, then pg_restore in the order
+     that keeps TimescaleDB's data: timescaledb_pre_restore(), the catalog alone, the rest
+     with --jobs, timescaledb_post_restore()), ANALYZE, row counts on both sides, verify;
+  4. a summary: time per phase, rows per table and hypertable, the messages of pg_dump and
+     pg_restore (known harmless ones counted, shown with --verbose; any other fails the run).
+
+On success the source stays frozen and the summary lists the cut-over steps. On failure or
+Ctrl-C the source is unfrozen (writes resume: the migration did not happen), the target is
+left for inspection and the summary says how to reset it.
+
+Engines: "dump" (the default for now); "stream" (straight from server to server) becomes the
+default once it is available.
+
+` + connHelp + "\n\n" + exitCodesHelp,
+			Args: cobra.NoArgs,
+			RunE: func(c *cobra.Command, _ []string) error { return a.runMigrate(c, f) },
+		}
+		f.conn.addSource(c)
+		f.conn.addTarget(c)
+		fl := c.Flags()
+		fl.StringVar(&f.engine, "engine", "dump", `copy engine: "dump" or "stream"`)
+		fl.StringArrayVar(&f.databases, "database", nil, "database SRC, or SRC:DST to land in another name (repeatable; default: the source URI's database into the target URI's)")
+		fl.BoolVar(&f.allDatabases, "all-databases", false, "every non-template source database with user objects, each into the same name")
+		fl.IntVar(&f.jobs, "jobs", defaultJobs(), "parallel workers of pg_dump, pg_restore, ANALYZE and verify")
+		fl.StringVar(&f.dumpDir, "dump-dir", "", "directory for the dumps (default: a temporary directory)")
+		fl.StringVar(&f.dumpFile, "dump-file", "", "dump into this one custom-format file instead (one database; pg_dump runs single-threaded)")
+		fl.BoolVar(&f.keepDump, "keep-dump", false, "keep the dumps after the run")
+		fl.BoolVar(&f.rehearsal, "rehearsal", false, "cold run: no freeze, into an empty scratch target; reports the projected downtime and what changed on the source meanwhile")
+		fl.BoolVar(&f.compressBefore, "compress-before", false, "compress chunks before the dump; on an Apache-only source it says so and does nothing (full build: not implemented yet, refused)")
+		fl.BoolVar(&f.noVerify, "no-verify", false, "skip the verification after the copy (row counts are still compared)")
+		fl.DurationVar(&f.freezeGrace, "freeze-grace", 10*time.Second, "time sessions from before the freeze get to finish their transactions before they are ended")
+		fl.BoolVarP(&f.yes, "yes", "y", false, "freeze and migrate without asking (needed without a terminal)")
+		fl.BoolVar(&f.json, "json", false, "print the summary as one JSON document")
+		return c
+	})
+}
+
+func defaultJobs() int { return max(1, min(runtime.NumCPU(), 8)) }
+
+func (a *app) runMigrate(c *cobra.Command, f migrateFlags) error {
+	switch f.engine {
+	case "dump":
+	case "stream":
+		return exit.Usagef(`use --engine dump`, "the stream engine is not available in this build yet")
+	default:
+		return exit.Usagef(`use "dump" or "stream"`, "unknown --engine %q", f.engine)
+	}
+	if f.jobs < 1 {
+		return exit.Usagef("give 1 or more", "--jobs %d", f.jobs)
+	}
+	var maps []migrate.Mapping
+	for _, s := range f.databases {
+		m, err := migrate.ParseMapping(s)
+		if err != nil {
+			return err
+		}
+		maps = append(maps, m)
+	}
+	src, err := a.config("source", f.conn.source)
+	if err != nil {
+		return err
+	}
+	dst, err := a.config("target", f.conn.target)
+	if err != nil {
+		return err
+	}
+	opt := migrate.Options{
+		Source: src, Target: dst, Databases: maps, AllDatabases: f.allDatabases, Jobs: f.jobs,
+		DumpDir: f.dumpDir, DumpFile: f.dumpFile, KeepDump: f.keepDump, PgBin: a.pgBin,
+		Rehearsal: f.rehearsal, CompressBefore: f.compressBefore, NoVerify: f.noVerify, FreezeGrace: f.freezeGrace,
+		Confirm: func(p migrate.Plan) error {
+			var names []string
+			for _, m := range p.Databases {
+				names = append(names, m.Source)
+			}
+			return a.confirm(f.yes, fmt.Sprintf("Freeze writes on %s (database %s) and migrate to %s?",
+				p.Source, strings.Join(names, ", "), p.Target))
+		},
+		OnEvent: func(e migrate.Event) { a.printMigrateEvent(e) },
+	}
+	sum, err := migrate.Run(c.Context(), opt)
+	if f.json {
+		if jerr := writeJSON(a.stdout, sum); jerr != nil && err == nil {
+			err = jerr
+		}
+	} else {
+		printSummary(a.stdout, sum, a.verbose)
+	}
+	return err
+}
+
+func (a *app) printMigrateEvent(e migrate.Event) {
+	w := a.stderr
+	db := ""
+	if e.Database != "" {
+		db = " [" + e.Database + "]"
+	}
+	switch e.Kind {
+	case migrate.EventPhase:
+		fmt.Fprintf(w, "==> %s%s\n", e.Phase, db)
+	case migrate.EventDone:
+		if a.verbose {
+			fmt.Fprintf(w, "    %s done in %s\n", e.Phase, roundDuration(e.Duration))
+		}
+	case migrate.EventNote:
+		fmt.Fprintf(w, "    %s\n", e.Text)
+	case migrate.EventWarning:
+		fmt.Fprintf(w, "warning:%s %s\n", db, e.Text)
+	case migrate.EventMessage:
+		m := e.Message
+		if m.Harmless {
+			if a.verbose {
+				fmt.Fprintf(w, "    known harmless: %s (%s)\n", m.Summary(), m.Reason)
+			}
+			return
+		}
+		fmt.Fprintf(w, "    ERROR %s\n", m.Summary())
+	}
+}
+
+func roundDuration(d time.Duration) time.Duration {
+	if d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(10 * time.Millisecond)
+}
+
+func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
+	if s == nil {
+		return
+	}
+	title := map[string]string{
+		migrate.OutcomeMigrated: "MIGRATED", migrate.OutcomeRehearsed: "REHEARSED (nothing was frozen)",
+		migrate.OutcomeBlocked: "BLOCKED by pre-flight (nothing changed)", migrate.OutcomeFailed: "FAILED",
+		migrate.OutcomeInterrupted: "INTERRUPTED",
+	}[s.Outcome]
+	fmt.Fprintf(w, "\nmigration %s -> %s: %s in %s (engine %s)\n", s.Source, s.Target, title, roundDuration(s.Duration), s.Engine)
+	if len(s.Phases) > 0 {
+		fmt.Fprintln(w, "\ntime per phase:")
+		for _, p := range s.Phases {
+			fmt.Fprintf(w, "  %-12s %-16s %10s\n", p.Phase, p.Database, roundDuration(p.Duration))
+		}
+	}
+	for _, d := range s.Databases {
+		if len(d.Tables) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\nrows in %s -> %s (source / target):\n", d.Source, d.Target)
+		for _, t := range d.Tables {
+			mark := ""
+			if t.Source != t.Target {
+				mark = "  DIFFERENT"
+			}
+			chunks := ""
+			if t.Kind == "hypertable" {
+				chunks = fmt.Sprintf("  chunks %d / %d", t.SourceChunks, t.TargetChunks)
+			}
+			fmt.Fprintf(w, "  %-17s %-40s %12d / %-12d%s%s\n", t.Kind, t.Name, t.Source, t.Target, chunks, mark)
+		}
+		if d.Identical != nil {
+			fmt.Fprintf(w, "  verify: identical=%v\n", *d.Identical)
+		}
+	}
+	harmless := s.Harmless
+	fmt.Fprintf(w, "\nmessages of pg_dump/pg_restore: %d known harmless", harmless)
+	if !verbose && harmless > 0 {
+		fmt.Fprint(w, " (shown with --verbose)")
+	}
+	fmt.Fprintf(w, ", %d error(s)\n", len(s.Errors))
+	if verbose {
+		for _, d := range s.Databases {
+			for _, m := range d.Messages {
+				if m.Harmless {
+					fmt.Fprintf(w, "  harmless: %s\n    why: %s\n", m.Summary(), m.Reason)
+				}
+			}
+		}
+	}
+	for _, m := range s.Errors {
+		fmt.Fprintf(w, "  ERROR %s\n", m.Summary())
+		for _, l := range m.Lines {
+			if strings.TrimSpace(l) != "" {
+				fmt.Fprintf(w, "      | %s\n", l)
+			}
+		}
+		fmt.Fprintf(w, "    what to do: %s\n", m.Hint)
+	}
+	if s.CompressBefore != "" {
+		fmt.Fprintf(w, "\n--compress-before: %s\n", s.CompressBefore)
+	}
+	if s.Rehearsal && s.Outcome == migrate.OutcomeRehearsed {
+		fmt.Fprintf(w, "\nprojected downtime of a real run: about %s (the copy, ANALYZE, counts and verify measured here, plus %s for the freeze)\n",
+			roundDuration(s.ProjectedDowntime), roundDuration(migrate.FreezeAllowance))
+		if c := s.SourceChanges; c != nil {
+			fmt.Fprintf(w, "the source changed during the run: %d rows inserted, %d updated, %d deleted", c.Inserted, c.Updated, c.Deleted)
+			if c.Total() > 0 {
+				fmt.Fprint(w, " (a run without a freeze would have lost them)")
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	if len(s.CutOver) > 0 {
+		fmt.Fprintln(w, "\ncut-over:")
+		for i, st := range s.CutOver {
+			fmt.Fprintf(w, "  %d. %s\n", i+1, st)
+		}
+	}
+	switch s.Outcome {
+	case migrate.OutcomeFailed, migrate.OutcomeInterrupted:
+		if !s.SourceFrozen {
+			fmt.Fprintln(w, "\nthe source is writable again (unfrozen): the migration did not happen")
+		}
+	}
+	if len(s.ResetTarget) > 0 {
+		fmt.Fprintln(w, "\nto reset the target before another run:")
+		for _, st := range s.ResetTarget {
+			fmt.Fprintf(w, "  %s\n", st)
+		}
+	}
+}

@@ -1,0 +1,325 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"syscall"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/pgtools"
+	"github.com/tsmigrate/tsmigrate/internal/preflight"
+)
+
+// SQL about databases; checked on PostgreSQL 15 and 17.
+const (
+	// sqlDatabases lists the databases --all-databases considers.
+	sqlDatabases = `SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY datname`
+	// sqlHasUserObjects says whether a database holds relations or functions of its own
+	// (not of the system or of an extension).
+	sqlHasUserObjects = `
+SELECT EXISTS (
+  SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+) OR EXISTS (
+  SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+)`
+	// sqlSourceFacts: the TimescaleDB version ("" without it) and the bytes a dump may
+	// need at most: the database's size without its indexes (a dump holds no index data).
+	sqlSourceFacts = `
+SELECT coalesce((SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'), ''),
+       pg_database_size(current_database()) - coalesce((SELECT sum(pg_relation_size(indexrelid)) FROM pg_index), 0)::bigint`
+	sqlExistingDatabases = `SELECT datname FROM pg_database WHERE datname = ANY($1)`
+)
+
+// resolve turns the options into the database pairs to migrate and reads what the
+// run needs to know about each source database.
+func (r *run) resolve(ctx context.Context) ([]*DatabaseRun, error) {
+	opt := r.opt
+	var pairs []Mapping
+	switch {
+	case opt.AllDatabases && len(opt.Databases) > 0:
+		return nil, exit.Usagef("pick one", "--all-databases and --database exclude each other")
+	case opt.AllDatabases:
+		names, err := databasesWithUserObjects(ctx, opt.Source)
+		if err != nil {
+			return nil, err
+		}
+		if len(names) == 0 {
+			return nil, exit.Usagef("", "the source server has no database with user objects")
+		}
+		for _, n := range names {
+			pairs = append(pairs, Mapping{Source: n, Target: n})
+		}
+	case len(opt.Databases) > 0:
+		pairs = opt.Databases
+	default:
+		pairs = []Mapping{{Source: opt.Source.Database(), Target: opt.Target.Database()}}
+	}
+	seen := map[string]string{}
+	var dbs []*DatabaseRun
+	for _, p := range pairs {
+		if p.Target == "" {
+			p.Target = p.Source
+		}
+		if other, dup := seen[p.Target]; dup {
+			return nil, exit.Usagef("give each source database its own target database", "target database %q would receive both %q and %q", p.Target, other, p.Source)
+		}
+		seen[p.Target] = p.Source
+		d := &DatabaseRun{Source: p.Source, Target: p.Target, src: opt.Source.WithDatabase(p.Source), dst: opt.Target.WithDatabase(p.Target)}
+		conn, err := d.src.Connect(ctx)
+		if err != nil {
+			return nil, err
+		}
+		err = conn.QueryRow(ctx, sqlSourceFacts).Scan(&d.TimescaleDB, &d.sizeBytes)
+		conn.Close(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("inspect source database %s: %w", p.Source, err)
+		}
+		d.ts = d.TimescaleDB != ""
+		dbs = append(dbs, d)
+	}
+	return dbs, nil
+}
+
+func databasesWithUserObjects(ctx context.Context, src *dbconn.Config) ([]string, error) {
+	conn, err := src.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, _ := conn.Query(ctx, sqlDatabases)
+	all, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	conn.Close(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list the source's databases: %w", err)
+	}
+	var out []string
+	for _, name := range all {
+		c, err := src.WithDatabase(name).Connect(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var has bool
+		err = c.QueryRow(ctx, sqlHasUserObjects).Scan(&has)
+		c.Close(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("look into source database %s: %w", name, err)
+		}
+		if has {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+// connectServer connects to cfg's database, or to the maintenance database postgres
+// when that one does not exist (yet).
+func connectServer(ctx context.Context, cfg *dbconn.Config) (*dbconn.Conn, *dbconn.Config, error) {
+	conn, err := cfg.Connect(ctx)
+	var pgErr *pgconn.PgError
+	if err != nil && errors.As(err, &pgErr) && pgErr.Code == "3D000" && cfg.Database() != "postgres" {
+		cfg = cfg.WithDatabase("postgres")
+		conn, err = cfg.Connect(ctx)
+	}
+	return conn, cfg, err
+}
+
+// findTools picks pg_dump/pg_restore for the two servers' majors.
+func (r *run) findTools(ctx context.Context) error {
+	majors := [2]int{}
+	for i, cfg := range []*dbconn.Config{r.sum.Databases[0].src, r.opt.Target} {
+		conn, _, err := connectServer(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		majors[i], err = pgtools.ServerMajor(ctx, conn.Conn)
+		conn.Close(ctx)
+		if err != nil {
+			return err
+		}
+	}
+	t, err := pgtools.Find(ctx, pgtools.Options{PgBin: r.opt.PgBin, SourceMajor: majors[0], TargetMajor: majors[1]})
+	if err != nil {
+		return err
+	}
+	r.tools = t
+	r.sum.Tools = fmt.Sprintf("%s (%s)", t.Dir, t.Version)
+	for _, w := range t.Warnings {
+		r.warn(w)
+	}
+	return nil
+}
+
+// createTargets creates the target databases that do not exist, with TimescaleDB at
+// the source's version where the source has it.
+func (r *run) createTargets(ctx context.Context) error {
+	conn, _, err := connectServer(ctx, r.opt.Target)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var names []string
+	for _, d := range r.sum.Databases {
+		names = append(names, d.Target)
+	}
+	rows, _ := conn.Query(ctx, sqlExistingDatabases, names)
+	existing, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("list the target's databases: %w", err)
+	}
+	have := map[string]bool{}
+	for _, n := range existing {
+		have[n] = true
+	}
+	for _, d := range r.sum.Databases {
+		if have[d.Target] {
+			continue
+		}
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{d.Target}.Sanitize()); err != nil {
+			return fmt.Errorf("create target database %s: %s", d.Target, dbconn.Reason(err))
+		}
+		d.CreatedTarget = true
+		r.note(d.Source, fmt.Sprintf("created database %s on the target", d.Target))
+		if d.ts {
+			c, err := d.dst.Connect(ctx)
+			if err != nil {
+				return err
+			}
+			_, err = c.Exec(ctx, "CREATE EXTENSION timescaledb VERSION "+quoteLiteral(d.TimescaleDB))
+			c.Close(ctx)
+			if err != nil {
+				return fmt.Errorf("create TimescaleDB %s in target database %s: %s", d.TimescaleDB, d.Target, dbconn.Reason(err))
+			}
+		}
+	}
+	return nil
+}
+
+// dropCreatedTargets removes the (still empty) databases createTargets made.
+func (r *run) dropCreatedTargets(ctx context.Context) {
+	conn, _, err := connectServer(ctx, r.opt.Target.WithDatabase("postgres"))
+	if err != nil {
+		return
+	}
+	defer conn.Close(ctx)
+	for _, d := range r.sum.Databases {
+		if d.CreatedTarget {
+			if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{d.Target}.Sanitize()+" WITH (FORCE)"); err == nil {
+				d.CreatedTarget = false
+				r.note(d.Source, fmt.Sprintf("dropped database %s again on the target (nothing was restored into it)", d.Target))
+			}
+		}
+	}
+}
+
+func quoteLiteral(s string) string {
+	return "'" + regexp.MustCompile(`'`).ReplaceAllString(s, "''") + "'"
+}
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+
+// dumpPath is where database d's dump goes; it must not exist yet.
+func (r *run) dumpPath(d *DatabaseRun) (string, error) {
+	if r.opt.DumpFile != "" {
+		r.dumps = append(r.dumps, r.opt.DumpFile)
+		return r.opt.DumpFile, nil
+	}
+	base := r.opt.DumpDir
+	if base == "" {
+		if r.base == "" {
+			dir, err := os.MkdirTemp("", "tsmigrate-dump-")
+			if err != nil {
+				return "", fmt.Errorf("make a dump directory: %w", err)
+			}
+			r.base = dir
+		}
+		base = r.base
+	} else if err := os.MkdirAll(base, 0o700); err != nil {
+		return "", fmt.Errorf("--dump-dir: %w", err)
+	}
+	path := filepath.Join(base, unsafeName.ReplaceAllString(d.Source, "_")+".dump")
+	if _, err := os.Stat(path); err == nil {
+		return "", exit.Usagef("remove it or pick another --dump-dir", "dump %s exists already", path)
+	}
+	r.dumps = append(r.dumps, path)
+	return path, nil
+}
+
+// cleanDumps removes the run's dumps, unless they are to be kept.
+func (r *run) cleanDumps() {
+	if r.opt.KeepDump {
+		for _, d := range r.sum.Databases {
+			for _, p := range r.dumps {
+				if filepath.Base(p) == unsafeName.ReplaceAllString(d.Source, "_")+".dump" || p == r.opt.DumpFile {
+					d.DumpPath = p
+				}
+			}
+		}
+		return
+	}
+	for _, p := range r.dumps {
+		os.RemoveAll(p)
+	}
+	if r.base != "" {
+		os.RemoveAll(r.base)
+	}
+}
+
+// checkSpace refuses a run whose dumps may not fit on their disk.
+func (r *run) checkSpace() error {
+	if r.opt.KeepDump && r.opt.DumpDir == "" && r.opt.DumpFile == "" {
+		r.warn("--keep-dump without --dump-dir keeps the dump in a temporary directory")
+	}
+	dir := r.opt.DumpDir
+	switch {
+	case r.opt.DumpFile != "":
+		dir = filepath.Dir(r.opt.DumpFile)
+	case dir == "":
+		dir = os.TempDir()
+	}
+	for dir != "/" {
+		if _, err := os.Stat(dir); err == nil {
+			break
+		}
+		dir = filepath.Dir(dir)
+	}
+	var need int64
+	for _, d := range r.sum.Databases {
+		need += d.sizeBytes
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		r.warn(fmt.Sprintf("cannot tell the free space of %s (%v); the dump may need up to %s", dir, err, preflight.HumanBytes(need)))
+		return nil
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	if free < need {
+		return exit.New(exit.Blocked, "free space there or point --dump-dir at a larger disk",
+			"the dump may need up to %s (the source's table data, uncompressed) and %s has %s free", preflight.HumanBytes(need), dir, preflight.HumanBytes(free))
+	}
+	return nil
+}
+
+func pathSize(path string) int64 {
+	var n int64
+	filepath.WalkDir(path, func(_ string, e fs.DirEntry, err error) error {
+		if err == nil && !e.IsDir() {
+			if info, err := e.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}

@@ -1,0 +1,443 @@
+// Package migrate is the whole-database migration: pre-flight, confirmation, write
+// freeze, dump, restore, ANALYZE, verification and a summary, for one database or
+// several. It never prints: it emits Events and returns a Summary, and on failure or
+// interruption before the end it unfreezes the source and says how to reset the target.
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/pgtools"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
+)
+
+// Mapping is one source database and the target database it lands in.
+type Mapping struct {
+	Source string `json:"source"`
+	Target string `json:"target"`
+}
+
+// Options say what to migrate and how.
+type Options struct {
+	// Source and Target reach the two servers; their databases are the pair migrated
+	// unless Databases or AllDatabases say otherwise (the target's database is then
+	// only where tsmigrate connects to create missing databases).
+	Source, Target *dbconn.Config
+	Databases      []Mapping
+	AllDatabases   bool
+	Jobs           int
+	// DumpDir holds the dumps (a temporary directory when empty); DumpFile makes one
+	// custom-format file instead (one database only). Dumps are removed at the end
+	// unless KeepDump.
+	DumpDir, DumpFile string
+	KeepDump          bool
+	PgBin             string
+	// Rehearsal runs everything but the freeze, into an empty scratch target, and
+	// reports the downtime a real run would cause and what changed on the source meanwhile.
+	Rehearsal bool
+	// CompressBefore compresses the source's compressible chunks before the dump.
+	CompressBefore bool
+	NoVerify       bool
+	// FreezeGrace is how long sessions connected before the freeze may finish.
+	FreezeGrace time.Duration
+	// Confirm is asked, after pre-flight and before anything stops writes, whether to go
+	// on (nil: go on). An error stops the run with nothing changed.
+	Confirm func(Plan) error
+	// OnEvent hears about each step (nil: nobody listens). Calls are serialised.
+	OnEvent func(Event)
+}
+
+// ParseMapping reads --database SRC or SRC:DST.
+func ParseMapping(s string) (Mapping, error) {
+	src, dst, _ := strings.Cut(s, ":")
+	if src == "" || strings.HasSuffix(s, ":") || strings.Contains(dst, ":") {
+		return Mapping{}, exit.Usagef("write --database SRC or --database SRC:DST", "invalid --database %q", s)
+	}
+	if dst == "" {
+		dst = src
+	}
+	return Mapping{Source: src, Target: dst}, nil
+}
+
+// Plan is what a run is about to do, for the confirmation.
+type Plan struct {
+	Source    string    `json:"source"`
+	Target    string    `json:"target"`
+	Databases []Mapping `json:"databases"`
+	Rehearsal bool      `json:"rehearsal"`
+	Jobs      int       `json:"jobs"`
+}
+
+// EventKind says what an Event is about.
+type EventKind string
+
+const (
+	EventPhase   EventKind = "phase"   // a phase starts (Phase)
+	EventDone    EventKind = "done"    // a phase ended (Phase, Duration)
+	EventMessage EventKind = "message" // pg_dump/pg_restore said something (Message)
+	EventNote    EventKind = "note"    // something worth telling (Text)
+	EventWarning EventKind = "warning" // something not ideal (Text)
+)
+
+// Event is one step of a run.
+type Event struct {
+	Kind     EventKind       `json:"kind"`
+	Database string          `json:"database,omitempty"` // the source database, "" for the whole run
+	Phase    string          `json:"phase,omitempty"`
+	Text     string          `json:"text,omitempty"`
+	Duration time.Duration   `json:"duration_ns,omitempty"`
+	Message  *schema.Message `json:"message,omitempty"`
+}
+
+// Outcomes of a run.
+const (
+	OutcomeMigrated    = "migrated"
+	OutcomeRehearsed   = "rehearsed"
+	OutcomeBlocked     = "blocked"
+	OutcomeFailed      = "failed"
+	OutcomeInterrupted = "interrupted"
+)
+
+// Phases of a run, as events and the summary name them.
+const (
+	PhaseTools     = "tools"
+	PhasePreflight = "preflight"
+	PhasePauseJobs = "pause-jobs"
+	PhaseFreeze    = "freeze"
+	PhaseCompress  = "compress"
+	PhaseDump      = "dump"
+	PhaseRestore   = "restore"
+	PhaseAnalyze   = "analyze"
+	PhaseCount     = "count-rows"
+	PhaseVerify    = "verify"
+	PhaseUnfreeze  = "unfreeze"
+)
+
+// PhaseTime is how long a phase took.
+type PhaseTime struct {
+	Phase    string        `json:"phase"`
+	Database string        `json:"database,omitempty"`
+	Duration time.Duration `json:"duration_ns"`
+}
+
+// Summary is the result of a run, also when it failed.
+type Summary struct {
+	Engine    string           `json:"engine"`
+	Rehearsal bool             `json:"rehearsal"`
+	Outcome   string           `json:"outcome"`
+	Error     string           `json:"error,omitempty"`
+	Source    string           `json:"source"`
+	Target    string           `json:"target"`
+	Tools     string           `json:"pg_tools,omitempty"`
+	Started   time.Time        `json:"started"`
+	Duration  time.Duration    `json:"duration_ns"`
+	Phases    []PhaseTime      `json:"phases"`
+	Databases []*DatabaseRun   `json:"databases"`
+	Preflight []any            `json:"preflight,omitempty"`
+	Harmless  int              `json:"harmless_messages"`
+	Errors    []schema.Message `json:"errors,omitempty"`
+	// SourceFrozen says whether the source databases are left frozen (after a real run
+	// that succeeded); FrozenWindow is how long they have been frozen so far.
+	SourceFrozen bool          `json:"source_frozen"`
+	FrozenWindow time.Duration `json:"frozen_window_ns,omitempty"`
+	// ProjectedDowntime (rehearsal) is how long a real run would keep the source frozen.
+	ProjectedDowntime time.Duration `json:"projected_downtime_ns,omitempty"`
+	SourceChanges     *Changes      `json:"source_changes,omitempty"`
+	CompressBefore    string        `json:"compress_before,omitempty"`
+	CutOver           []string      `json:"cut_over,omitempty"`
+	ResetTarget       []string      `json:"reset_target,omitempty"`
+	Warnings          []string      `json:"warnings,omitempty"`
+}
+
+// DatabaseRun is what happened to one database pair.
+type DatabaseRun struct {
+	Source        string           `json:"source"`
+	Target        string           `json:"target"`
+	CreatedTarget bool             `json:"created_target"`
+	TimescaleDB   string           `json:"timescaledb_version,omitempty"`
+	PausedJobs    []int            `json:"paused_jobs,omitempty"`
+	DumpPath      string           `json:"dump_path,omitempty"`
+	DumpBytes     int64            `json:"dump_bytes"`
+	Phases        []PhaseTime      `json:"phases"`
+	Tables        []TableRows      `json:"tables"`
+	Messages      []schema.Message `json:"messages"`
+	Verify        any              `json:"verify,omitempty"`
+	Identical     *bool            `json:"identical,omitempty"`
+
+	src, dst   *dbconn.Config
+	frozen     bool
+	ts         bool
+	sizeBytes  int64
+	statsStart *Changes
+}
+
+// run is the state of one Run.
+type run struct {
+	opt   Options
+	sum   *Summary
+	tools *pgtools.Tools
+	mu    sync.Mutex
+	dumps []string // dump paths to remove at the end
+	base  string   // temporary dump directory made by the run, "" if none
+}
+
+func (r *run) emit(e Event) {
+	if r.opt.OnEvent == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.opt.OnEvent(e)
+}
+
+// phase times f as phase of database db ("" for the run) and records it.
+func (r *run) phase(db *DatabaseRun, name string, f func() error) error {
+	dbName := ""
+	if db != nil {
+		dbName = db.Source
+	}
+	r.emit(Event{Kind: EventPhase, Database: dbName, Phase: name})
+	t0 := time.Now()
+	err := f()
+	pt := PhaseTime{Phase: name, Database: dbName, Duration: time.Since(t0)}
+	r.sum.Phases = append(r.sum.Phases, pt)
+	if db != nil {
+		db.Phases = append(db.Phases, pt)
+	}
+	if err == nil {
+		r.emit(Event{Kind: EventDone, Database: dbName, Phase: name, Duration: pt.Duration})
+	}
+	return err
+}
+
+// Run migrates. It returns the summary in every case, with an error when the run did
+// not succeed: an *exit.Error (3 when pre-flight blocked, 2 for bad options), an error
+// wrapping context.Canceled when interrupted, or another error (exit 1).
+func Run(ctx context.Context, opt Options) (*Summary, error) {
+	if opt.Jobs < 1 {
+		opt.Jobs = 1
+	}
+	r := &run{opt: opt, sum: &Summary{Engine: "dump", Rehearsal: opt.Rehearsal, Started: time.Now(),
+		Source: opt.Source.String(), Target: opt.Target.String()}}
+	err := r.run(ctx)
+	r.sum.Duration = time.Since(r.sum.Started)
+	r.cleanDumps()
+	switch {
+	case err == nil && opt.Rehearsal:
+		r.sum.Outcome = OutcomeRehearsed
+	case err == nil:
+		r.sum.Outcome = OutcomeMigrated
+	case ctx.Err() != nil || errors.Is(err, context.Canceled):
+		r.sum.Outcome = OutcomeInterrupted
+		if !errors.Is(err, context.Canceled) {
+			err = fmt.Errorf("%w: %w", context.Canceled, err)
+		}
+	case exit.Code(err) == exit.Blocked:
+		r.sum.Outcome = OutcomeBlocked
+	default:
+		r.sum.Outcome = OutcomeFailed
+	}
+	if err != nil {
+		r.sum.Error = dbconn.Redact(err.Error())
+	}
+	for _, d := range r.sum.Databases {
+		for _, m := range d.Messages {
+			if m.Harmless {
+				r.sum.Harmless++
+			}
+		}
+	}
+	return r.sum, err
+}
+
+func (r *run) run(ctx context.Context) (err error) {
+	opt := r.opt
+	if opt.DumpFile != "" && opt.DumpDir != "" {
+		return exit.Usagef("pick one", "--dump-dir and --dump-file exclude each other")
+	}
+	if opt.DumpFile != "" {
+		if _, err := os.Stat(opt.DumpFile); err == nil {
+			return exit.Usagef("remove it or name another file", "--dump-file %s exists", opt.DumpFile)
+		}
+	}
+	dbs, err := r.resolve(ctx)
+	if err != nil {
+		return err
+	}
+	if opt.DumpFile != "" && len(dbs) > 1 {
+		return exit.Usagef("use --dump-dir for several databases", "--dump-file holds one database, and %d are to be migrated", len(dbs))
+	}
+	r.sum.Databases = dbs
+	if err := r.phase(nil, PhaseTools, func() error { return r.findTools(ctx) }); err != nil {
+		return err
+	}
+
+	// From here on, what was changed is undone when the run does not finish.
+	defer func() {
+		if err != nil {
+			r.undo(ctx, err)
+		}
+	}()
+	if err := r.createTargets(ctx); err != nil {
+		return err
+	}
+	if err := r.phase(nil, PhasePreflight, func() error { return r.preflight(ctx) }); err != nil {
+		return err
+	}
+	if opt.Confirm != nil && !opt.Rehearsal {
+		plan := Plan{Source: opt.Source.String(), Target: opt.Target.String(), Rehearsal: opt.Rehearsal, Jobs: opt.Jobs}
+		for _, d := range dbs {
+			plan.Databases = append(plan.Databases, Mapping{Source: d.Source, Target: d.Target})
+		}
+		if err := opt.Confirm(plan); err != nil {
+			return err
+		}
+	}
+	if opt.CompressBefore {
+		if err := r.phase(nil, PhaseCompress, func() error { return r.compressBefore(ctx) }); err != nil {
+			return err
+		}
+	}
+	if err := r.phase(nil, PhasePauseJobs, func() error { return r.pauseJobs(ctx) }); err != nil {
+		return err
+	}
+	var frozenAt time.Time
+	if opt.Rehearsal {
+		for _, d := range dbs {
+			if d.statsStart, err = sourceActivity(ctx, d.src); err != nil {
+				return err
+			}
+		}
+	} else {
+		if err := r.phase(nil, PhaseFreeze, func() error { return r.freezeAll(ctx) }); err != nil {
+			return err
+		}
+		frozenAt = time.Now()
+	}
+	windowStart := time.Now()
+	for _, d := range dbs {
+		if err := r.migrateOne(ctx, d); err != nil {
+			return fmt.Errorf("%s: %w", d.Source, err)
+		}
+	}
+	window := time.Since(windowStart)
+	if err := r.resumeJobs(context.WithoutCancel(ctx)); err != nil {
+		r.warn(err.Error())
+	}
+	if opt.Rehearsal {
+		r.sum.ProjectedDowntime = window + FreezeAllowance
+		ch := &Changes{}
+		for _, d := range dbs {
+			end, err := sourceActivity(ctx, d.src)
+			if err != nil {
+				return err
+			}
+			ch.add(end.minus(d.statsStart))
+		}
+		r.sum.SourceChanges = ch
+		r.sum.ResetTarget = r.resetSteps()
+		return nil
+	}
+	r.sum.SourceFrozen = true
+	r.sum.FrozenWindow = time.Since(frozenAt)
+	r.sum.CutOver = r.cutOverSteps()
+	return nil
+}
+
+// FreezeAllowance is added to a rehearsal's measured window for the freeze itself
+// (ending sessions and the proof window of a few seconds).
+const FreezeAllowance = 5 * time.Second
+
+func (r *run) warn(s string) {
+	r.sum.Warnings = append(r.sum.Warnings, s)
+	r.emit(Event{Kind: EventWarning, Text: s})
+}
+
+func (r *run) note(db, s string) { r.emit(Event{Kind: EventNote, Database: db, Text: s}) }
+
+// migrateOne dumps, restores, analyzes, counts and verifies one database pair.
+func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
+	path, err := r.dumpPath(d)
+	if err != nil {
+		return err
+	}
+	onMessage := func(m schema.Message) {
+		msg := m
+		r.emit(Event{Kind: EventMessage, Database: d.Source, Message: &msg})
+	}
+	if err := r.phase(d, PhaseDump, func() error {
+		opts := schema.DumpOptions{Tools: r.tools, Source: d.src, Jobs: r.opt.Jobs, OnMessage: onMessage}
+		if r.opt.DumpFile != "" {
+			opts.File = path
+		} else {
+			opts.Dir = path
+		}
+		msgs, err := schema.Dump(ctx, opts)
+		d.Messages = append(d.Messages, msgs...)
+		d.DumpBytes = pathSize(path)
+		return r.messagesErr(err)
+	}); err != nil {
+		return err
+	}
+	if err := r.phase(d, PhaseRestore, func() error {
+		res, err := schema.Restore(ctx, schema.RestoreOptions{Tools: r.tools, Target: d.dst, Archive: path, Jobs: r.opt.Jobs,
+			TimescaleDB: d.TimescaleDB, OnMessage: onMessage,
+			OnStep: func(s string) { r.note(d.Source, s) }})
+		d.Messages = append(d.Messages, res.Messages...)
+		return r.messagesErr(err)
+	}); err != nil {
+		return err
+	}
+	if len(d.PausedJobs) > 0 {
+		if err := resumeJobs(ctx, d.dst, d.PausedJobs); err != nil {
+			return fmt.Errorf("schedule the paused jobs again on the target: %w", err)
+		}
+	}
+	if err := r.phase(d, PhaseAnalyze, func() error { return schema.Analyze(ctx, d.dst, r.opt.Jobs) }); err != nil {
+		return err
+	}
+	if err := r.phase(d, PhaseCount, func() error {
+		rows, err := countRows(ctx, d.src, d.dst, r.opt.Jobs)
+		d.Tables = rows
+		if err != nil {
+			return err
+		}
+		for _, t := range rows {
+			if t.Source == t.Target {
+				continue
+			}
+			diff := fmt.Sprintf("%s %s has %d rows on the source and %d on the target", t.Kind, t.Name, t.Source, t.Target)
+			if !r.opt.Rehearsal {
+				return errors.New(diff)
+			}
+			// Without a freeze the source moves on: that is what the rehearsal measures.
+			r.note(d.Source, diff+" (the source kept changing: no freeze in a rehearsal)")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if !r.opt.NoVerify {
+		if err := r.phase(d, PhaseVerify, func() error { return r.verify(ctx, d) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// messagesErr keeps the messages that fail a run in the summary.
+func (r *run) messagesErr(err error) error {
+	var me *schema.MessageError
+	if errors.As(err, &me) {
+		r.sum.Errors = append(r.sum.Errors, me.Messages...)
+	}
+	return err
+}

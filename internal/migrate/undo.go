@@ -1,0 +1,80 @@
+package migrate
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+)
+
+// undoTimeout bounds the clean-up after a failed or interrupted run.
+const undoTimeout = time.Minute
+
+// undo runs when a run fails or is interrupted before its end: the source's jobs are
+// scheduled again and its databases unfrozen (writes resume: the migration did not
+// happen), target databases made by the run and still empty are dropped, and a
+// target that received anything is left for inspection with the steps to reset it.
+// It uses a fresh context: the run's own may be cancelled.
+func (r *run) undo(ctx context.Context, cause error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	defer cancel()
+	if err := r.resumeJobs(ctx); err != nil {
+		r.warn(err.Error())
+	}
+	for _, d := range r.sum.Databases {
+		if !d.frozen {
+			continue
+		}
+		if err := r.phase(d, PhaseUnfreeze, func() error { return r.unfreeze(ctx, d) }); err != nil {
+			r.warn(fmt.Sprintf("%s is still frozen: unfreezing failed (%s); run: tsmigrate unfreeze --source '%s'",
+				d.Source, dbconn.Reason(err), d.src.String()))
+			continue
+		}
+		r.note(d.Source, "unfrozen: writes on the source resume (the migration did not happen)")
+	}
+	touched := false
+	for _, d := range r.sum.Databases {
+		if len(d.Phases) > 0 {
+			touched = true
+		}
+	}
+	if !touched {
+		r.dropCreatedTargets(ctx)
+		return
+	}
+	r.sum.ResetTarget = r.resetSteps()
+}
+
+// resetSteps says how to bring the target back to empty, database by database.
+func (r *run) resetSteps() []string {
+	var steps []string
+	for _, d := range r.sum.Databases {
+		if len(d.Phases) == 0 && !d.CreatedTarget {
+			continue
+		}
+		name := pgx.Identifier{d.Target}.Sanitize()
+		server := r.opt.Target.WithDatabase("postgres").String()
+		if d.CreatedTarget {
+			steps = append(steps, fmt.Sprintf("on %s: DROP DATABASE %s WITH (FORCE);  (tsmigrate created it; the next run creates it again)", server, name))
+			continue
+		}
+		steps = append(steps, fmt.Sprintf("on %s: DROP DATABASE %s WITH (FORCE); CREATE DATABASE %s;  (where the database cannot be dropped, as a managed service's %s: drop every schema restored into it, DROP EXTENSION timescaledb CASCADE, and recreate schema public)",
+			server, name, name, d.Target))
+	}
+	return steps
+}
+
+// cutOverSteps say what to do after a successful run.
+func (r *run) cutOverSteps() []string {
+	steps := []string{}
+	for _, d := range r.sum.Databases {
+		steps = append(steps, fmt.Sprintf("point the applications of database %s at %s", d.Source, d.dst.String()))
+	}
+	steps = append(steps,
+		"the source stays frozen (read-only) so that no write lands on the old server; leave it so",
+		fmt.Sprintf("only if going back to the source: tsmigrate unfreeze --source '%s' gives writes back (per database)", r.sum.Databases[0].src.String()))
+	return steps
+}
