@@ -155,6 +155,7 @@ func (r *run) findTools(ctx context.Context) error {
 	}
 	r.tools = t
 	r.sum.Tools = fmt.Sprintf("%s (%s)", t.Dir, t.Version)
+	r.note("", fmt.Sprintf("pg_dump/pg_restore %s from %s", t.Version, t.Dir))
 	for _, w := range t.Warnings {
 		r.warn(w)
 	}

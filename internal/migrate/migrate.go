@@ -306,8 +306,13 @@ func (r *run) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	if err := r.phase(nil, PhasePauseJobs, func() error { return r.pauseJobs(ctx) }); err != nil {
-		return err
+	for _, d := range dbs {
+		if d.ts {
+			if err := r.phase(nil, PhasePauseJobs, func() error { return r.pauseJobs(ctx) }); err != nil {
+				return err
+			}
+			break
+		}
 	}
 	var frozenAt time.Time
 	if opt.Rehearsal {

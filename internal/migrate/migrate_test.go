@@ -380,3 +380,38 @@ func TestMigrateAllDatabases(t *testing.T) {
 		t.Fatalf("alldb_ts has %d rows", n)
 	}
 }
+
+// Bad input: one line, exit 2, nothing changed.
+func TestUsageErrors(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, src, "CREATE TABLE t (id int)")
+	dst := "t_usage_target"
+	conn := []string{"--source", srv.URI(src), "--target", srv.URI(dst), "--pg-bin", srv.ClientBin()}
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--engine", "bogus"}, `unknown --engine "bogus"`},
+		{[]string{"--engine", "stream"}, "stream engine is not available"},
+		{[]string{"--jobs", "0"}, "--jobs 0"},
+		{[]string{"--database", ":x"}, `invalid --database ":x"`},
+		{[]string{"--dump-dir", t.TempDir(), "--dump-file", "x.dump"}, "exclude each other"},
+		{[]string{"--database", src, "--all-databases"}, "exclude each other"},
+		// Without --yes and without a terminal, nothing is frozen and nothing is left.
+		{nil, "no terminal to confirm on"},
+	}
+	for _, c := range cases {
+		code, out, errOut := runCLI(t, append(append([]string{"migrate"}, c.args...), conn...)...)
+		lines := strings.Split(strings.TrimSpace(errOut), "\n")
+		if code != 2 || !strings.Contains(lines[len(lines)-1], c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 with %q\n%s", c.args, code, errOut, c.want, out)
+		}
+	}
+	if !writable(t, srv, src) {
+		t.Fatal("the source was frozen")
+	}
+	if n := scalar[int](t, connect(t, srv.SuperURI("postgres")), "SELECT count(*) FROM pg_database WHERE datname = $1", dst); n != 0 {
+		t.Fatal("the target database made for the run is left after it was refused")
+	}
+}
