@@ -200,32 +200,15 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 			fmt.Fprintf(w, "  %-17s %-40s %12d / %-12d%s%s\n", t.Kind, t.Name, t.Source, t.Target, chunks, mark)
 		}
 		if d.Identical != nil {
-			fmt.Fprintf(w, "  verify: identical=%v\n", *d.Identical)
+			fmt.Fprintf(w, "  verify: %s\n", map[bool]string{true: "identical", false: "DIFFERENT"}[*d.Identical])
 		}
 	}
-	harmless := s.Harmless
-	fmt.Fprintf(w, "\nmessages of pg_dump/pg_restore: %d known harmless", harmless)
-	if !verbose && harmless > 0 {
-		fmt.Fprint(w, " (shown with --verbose)")
+	ran := false
+	for _, d := range s.Databases {
+		ran = ran || len(d.Phases) > 0
 	}
-	fmt.Fprintf(w, ", %d error(s)\n", len(s.Errors))
-	if verbose {
-		for _, d := range s.Databases {
-			for _, m := range d.Messages {
-				if m.Harmless {
-					fmt.Fprintf(w, "  harmless: %s\n    why: %s\n", m.Summary(), m.Reason)
-				}
-			}
-		}
-	}
-	for _, m := range s.Errors {
-		fmt.Fprintf(w, "  ERROR %s\n", m.Summary())
-		for _, l := range m.Lines {
-			if strings.TrimSpace(l) != "" {
-				fmt.Fprintf(w, "      | %s\n", l)
-			}
-		}
-		fmt.Fprintf(w, "    what to do: %s\n", m.Hint)
+	if ran {
+		printMessages(w, s, verbose)
 	}
 	if s.CompressBefore != "" {
 		fmt.Fprintf(w, "\n--compress-before: %s\n", s.CompressBefore)
@@ -258,5 +241,32 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 		for _, st := range s.ResetTarget {
 			fmt.Fprintf(w, "  %s\n", st)
 		}
+	}
+}
+
+func printMessages(w io.Writer, s *migrate.Summary, verbose bool) {
+	harmless := s.Harmless
+	fmt.Fprintf(w, "\nmessages of pg_dump/pg_restore: %d known harmless", harmless)
+	if !verbose && harmless > 0 {
+		fmt.Fprint(w, " (shown with --verbose)")
+	}
+	fmt.Fprintf(w, ", %d error(s)\n", len(s.Errors))
+	if verbose {
+		for _, d := range s.Databases {
+			for _, m := range d.Messages {
+				if m.Harmless {
+					fmt.Fprintf(w, "  harmless: %s\n    why: %s\n", m.Summary(), m.Reason)
+				}
+			}
+		}
+	}
+	for _, m := range s.Errors {
+		fmt.Fprintf(w, "  ERROR %s\n", m.Summary())
+		for _, l := range m.Lines {
+			if strings.TrimSpace(l) != "" {
+				fmt.Fprintf(w, "      | %s\n", l)
+			}
+		}
+		fmt.Fprintf(w, "    what to do: %s\n", m.Hint)
 	}
 }
