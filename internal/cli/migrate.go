@@ -42,7 +42,8 @@ func init() {
   2. confirmation, then the write freeze of the source databases (not with --rehearsal);
   3. the copy (engine "dump": pg_dump --no-owner in parallel, then pg_restore in the order
      that keeps TimescaleDB's data: timescaledb_pre_restore(), the catalog alone, the rest
-     with --jobs, timescaledb_post_restore()), ANALYZE, row counts on both sides, verify;
+     with --jobs), ANALYZE in parallel, timescaledb_post_restore(), row counts on both
+     sides, verify;
   4. a summary: time per phase, rows per table and hypertable, the messages of pg_dump and
      pg_restore (known harmless ones counted, shown with --verbose; any other fails the run).
 

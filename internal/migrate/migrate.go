@@ -116,6 +116,7 @@ const (
 	PhaseDump      = "dump"
 	PhaseRestore   = "restore"
 	PhaseAnalyze   = "analyze"
+	PhasePost      = "post-restore"
 	PhaseCount     = "count-rows"
 	PhaseVerify    = "verify"
 	PhaseUnfreeze  = "unfreeze"
@@ -394,20 +395,34 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 	}
 	if err := r.phase(d, PhaseRestore, func() error {
 		res, err := schema.Restore(ctx, schema.RestoreOptions{Tools: r.tools, Target: d.dst, Archive: path, Jobs: r.opt.Jobs,
-			TimescaleDB: d.TimescaleDB, OnMessage: onMessage,
+			TimescaleDB: d.TimescaleDB, KeepRestoring: true, OnMessage: onMessage,
 			OnStep: func(s string) { r.note(d.Source, s) }})
 		d.Messages = append(d.Messages, res.Messages...)
 		return r.messagesErr(err)
 	}); err != nil {
 		return err
 	}
+	// ANALYZE before timescaledb_post_restore(): while the target is in restoring mode,
+	// a hypertable is analyzed without all its chunks again (see schema.Analyze).
+	if err := r.phase(d, PhaseAnalyze, func() error { return schema.Analyze(ctx, d.dst, r.opt.Jobs) }); err != nil {
+		return err
+	}
+	if d.ts {
+		if err := r.phase(d, PhasePost, func() error {
+			conn, err := d.dst.Connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.WithoutCancel(ctx))
+			return schema.PostRestore(ctx, conn.Conn)
+		}); err != nil {
+			return err
+		}
+	}
 	if len(d.PausedJobs) > 0 {
 		if err := resumeJobs(ctx, d.dst, d.PausedJobs); err != nil {
 			return fmt.Errorf("schedule the paused jobs again on the target: %w", err)
 		}
-	}
-	if err := r.phase(d, PhaseAnalyze, func() error { return schema.Analyze(ctx, d.dst, r.opt.Jobs) }); err != nil {
-		return err
 	}
 	if err := r.phase(d, PhaseCount, func() error {
 		rows, err := countRows(ctx, d.src, d.dst, r.opt.Jobs)

@@ -92,7 +92,11 @@ WHERE c.relkind IN ('r', 'm', 'p')
 ORDER BY pg_relation_size(c.oid) DESC`
 
 // Analyze updates the planner statistics of every table of the target database, jobs
-// tables at a time (what a plain ANALYZE does, in parallel).
+// tables at a time (what a plain ANALYZE does, in parallel). On a TimescaleDB database,
+// run it before timescaledb_post_restore(): with the extension active, ANALYZE of a
+// hypertable analyzes all its chunks again, which are analyzed here on their own
+// (measured on 1.3 M rows in 30 chunks: 1.0 s for the hypertable against 75 ms while
+// timescaledb.restoring is on).
 func Analyze(ctx context.Context, target *dbconn.Config, jobs int) error {
 	conn, err := target.Connect(ctx)
 	if err != nil {

@@ -99,6 +99,9 @@ type RestoreOptions struct {
 	Jobs    int
 	// TimescaleDB is the source's TimescaleDB version, "" when it has none.
 	TimescaleDB string
+	// KeepRestoring leaves timescaledb_post_restore() to the caller, who can ANALYZE
+	// first (see Analyze) and then call PostRestore.
+	KeepRestoring bool
 	// WorkDir holds the list files (a temporary directory when empty).
 	WorkDir string
 	// OnStep is told when each step starts; OnMessage gets each classified message.
@@ -115,9 +118,9 @@ type RestoreResult struct {
 
 // Restore restores a whole-database archive in the order that keeps TimescaleDB's data:
 // the extension at the source's version; timescaledb_pre_restore(); the catalog schemas
-// alone, serially; everything else with Jobs workers; timescaledb_post_restore(). A
-// message not known to be harmless fails it (*MessageError), whatever pg_restore's exit
-// status. ANALYZE is the caller's (see Analyze).
+// alone, serially; everything else with Jobs workers; timescaledb_post_restore() (unless
+// KeepRestoring). A message not known to be harmless fails it (*MessageError), whatever
+// pg_restore's exit status. ANALYZE is the caller's (see Analyze).
 func Restore(ctx context.Context, opt RestoreOptions) (*RestoreResult, error) {
 	res := &RestoreResult{}
 	step := func(name string, f func() error) error {
@@ -187,7 +190,7 @@ func Restore(ctx context.Context, opt RestoreOptions) (*RestoreResult, error) {
 	if err := run("restore schema and data", rest, opt.Jobs); err != nil {
 		return res, err
 	}
-	if ts {
+	if ts && !opt.KeepRestoring {
 		if err := step("timescaledb_post_restore", func() error { return PostRestore(ctx, conn.Conn) }); err != nil {
 			return res, err
 		}
