@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -413,5 +414,26 @@ func TestUsageErrors(t *testing.T) {
 	}
 	if n := scalar[int](t, connect(t, srv.SuperURI("postgres")), "SELECT count(*) FROM pg_database WHERE datname = $1", dst); n != 0 {
 		t.Fatal("the target database made for the run is left after it was refused")
+	}
+}
+
+// A dump that may not fit on its disk stops the run before anything changes (exit 3).
+func TestDumpDiskTooSmall(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "tsmigrate-test", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a small tmpfs here (%v: %s)", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, src, "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+	dst := testenv.NewDB(t, srv, false)
+	code, out, errOut := runCLI(t, "migrate", "--yes", "--pg-bin", srv.ClientBin(), "--dump-dir", filepath.Join(dir, "dumps"),
+		"--source", srv.URI(src), "--target", srv.URI(dst))
+	if code != 3 || !strings.Contains(errOut, "the dump may need up to") || !strings.Contains(errOut, "free") {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	if !writable(t, srv, src) {
+		t.Fatal("the source was frozen")
 	}
 }
