@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
+	"github.com/tsmigrate/tsmigrate/internal/migrate"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
 )
 
@@ -44,6 +45,7 @@ func TestHelpDocumentsExitCodesAndJSON(t *testing.T) {
 		"unfreeze":      freeze.UnfreezeResult{},
 		"freeze-status": freeze.State{},
 		"verify":        verifyJSON{},
+		"migrate":       migrate.Summary{},
 	}
 	root := newRoot(&app{})
 	for _, c := range root.Commands() {

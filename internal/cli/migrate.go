@@ -54,6 +54,22 @@ left for inspection and the summary says how to reset it.
 Engines: "dump" (the default for now); "stream" (straight from server to server) becomes the
 default once it is available.
 
+--json prints one document (also when the run fails):
+  {"engine", "rehearsal", "outcome" (migrated|rehearsed|blocked|failed|interrupted), "error",
+   "source", "target" (user@host:port/db), "pg_tools", "started", "duration_ns",
+   "phases": [{"phase", "database", "duration_ns"}],
+   "databases": [{"source", "target", "created_target", "timescaledb_version", "paused_jobs",
+     "dump_path" (with --keep-dump), "dump_bytes", "phases",
+     "tables": [{"name", "kind" (table|partitioned table|hypertable), "source_rows",
+       "target_rows", "source_chunks", "target_chunks"}],
+     "messages": [MESSAGE], "verify" (verify's report of the database), "identical"}],
+   "preflight" (pre-flight's report per database), "harmless_messages", "errors": [MESSAGE],
+   "source_frozen", "frozen_window_ns", "projected_downtime_ns" (rehearsal),
+   "source_changes": {"inserted", "updated", "deleted"} (rehearsal), "compress_before",
+   "cut_over", "reset_target", "warnings"}
+  MESSAGE = {"program", "severity", "text", "lines", "object", "toc_id", "harmless",
+   "rule", "reason" (why it is harmless), "hint" (what to do)}
+
 ` + connHelp + "\n\n" + exitCodesHelp,
 			Args: cobra.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error { return a.runMigrate(c, f) },
