@@ -122,6 +122,19 @@ func (c *Config) hostPort() string {
 	return net.JoinHostPort(c.pgx.Host, fmt.Sprint(c.pgx.Port))
 }
 
+// ConnString is the connection string without its password, as key=value pairs that
+// --source/--target accept: for advice such as "run: tsmigrate unfreeze --source ...".
+func (c *Config) ConnString() string {
+	p := make(map[string]string, len(c.params)+1)
+	for k, v := range c.params {
+		if k != "password" {
+			p[k] = v
+		}
+	}
+	p["dbname"] = c.pgx.Database
+	return formatKeywords(p)
+}
+
 // IsLocal says whether the server is reached over a Unix socket or a loopback address.
 func (c *Config) IsLocal() bool {
 	h := c.pgx.Host

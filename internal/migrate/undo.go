@@ -29,8 +29,8 @@ func (r *run) undo(ctx context.Context, cause error) {
 			continue
 		}
 		if err := r.phase(d, PhaseUnfreeze, func() error { return r.unfreeze(ctx, d) }); err != nil {
-			r.warn(fmt.Sprintf("%s is still frozen: unfreezing failed (%s); run: tsmigrate unfreeze --source '%s'",
-				d.Source, dbconn.Reason(err), d.src.String()))
+			r.warn(fmt.Sprintf("%s is still frozen: unfreezing failed (%s); run: tsmigrate unfreeze --source %q",
+				d.Source, dbconn.Reason(err), d.src.ConnString()))
 			continue
 		}
 		r.note(d.Source, "unfrozen: writes on the source resume (the migration did not happen)")
@@ -75,6 +75,6 @@ func (r *run) cutOverSteps() []string {
 	}
 	steps = append(steps,
 		"the source stays frozen (read-only) so that no write lands on the old server; leave it so",
-		fmt.Sprintf("only if going back to the source: tsmigrate unfreeze --source '%s' gives writes back (per database)", r.sum.Databases[0].src.String()))
+		fmt.Sprintf("only if going back to the source: tsmigrate unfreeze --source %q gives writes back (per database)", r.sum.Databases[0].src.ConnString()))
 	return steps
 }
