@@ -120,9 +120,12 @@ const caggsSQL = `SELECT view_schema::text, view_name::text, hypertable_schema::
 	coalesce(materialized_only, false), materialization_hypertable_schema::text, materialization_hypertable_name::text
 FROM timescaledb_information.continuous_aggregates ORDER BY 1, 2`
 
+// jobsSQL: next_start is -infinity for a job the scheduler has not planned yet (seen on
+// TimescaleDB 2.19.3 right after CREATE EXTENSION); that reads as "no next start".
 const jobsSQL = `SELECT job_id, coalesce(application_name::text, ''), coalesce(proc_schema || '.' || proc_name, ''),
 	coalesce(owner::text, ''), coalesce(scheduled, false), coalesce(schedule_interval::text, ''),
-	coalesce(hypertable_schema::text, ''), coalesce(hypertable_name::text, ''), next_start
+	coalesce(hypertable_schema::text, ''), coalesce(hypertable_name::text, ''),
+	CASE WHEN isfinite(next_start) THEN next_start END
 FROM timescaledb_information.jobs ORDER BY 1`
 
 type loader struct {
