@@ -1,0 +1,213 @@
+package copy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+)
+
+// testRange splits the fixture's "big" table (about 10 MB) into several ranges.
+const testRange = 2 << 20
+
+func TestCopyEqual(t *testing.T) {
+	p := newPair(t)
+	var mu sync.Mutex
+	tr := NewTracker()
+	var events []Event
+	res, err := Run(context.Background(), Options{Source: p.source(t), Target: p.target(t), Jobs: 4,
+		FreezeID: "f1", RangeBytes: testRange, OnEvent: func(e Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			events = append(events, e)
+			tr.Observe(e)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.finish(t)
+	p.assertEqual(t)
+
+	ranges, chunks := 0, 0
+	for _, u := range res.Units {
+		if strings.HasPrefix(u.ID, "range ") {
+			ranges++
+		}
+		if strings.Contains(u.ID, "_timescaledb_internal") {
+			chunks++
+		}
+	}
+	if ranges < 3 || chunks < 60 {
+		t.Errorf("copied %d ranges and %d chunks; want the big table split and every chunk a unit", ranges, chunks)
+	}
+	tot := tr.Totals(time.Now())
+	if tot.Done != tot.Units || tot.Fraction != 1 || tot.Rows != res.Rows || res.Rows < 100000 {
+		t.Errorf("tracker totals %+v, result rows %d", tot, res.Rows)
+	}
+	if events[0].Type != Planned || events[len(events)-1].Type != Finished {
+		t.Errorf("events run from %s to %s", events[0].Type, events[len(events)-1].Type)
+	}
+
+	// A second run finds everything done and copies nothing.
+	res, err = Run(context.Background(), Options{Source: p.source(t), Target: p.target(t), FreezeID: "f1"})
+	if err != nil || len(res.Units) != 0 || res.Skipped == 0 {
+		t.Fatalf("rerun copied %d units, skipped %d, err %v", len(res.Units), res.Skipped, err)
+	}
+	// Another freeze is refused.
+	_, err = Run(context.Background(), Options{Source: p.source(t), Target: p.target(t), FreezeID: "f2"})
+	var fm *FreezeMismatchError
+	if !errors.As(err, &fm) || fm.Recorded != "f1" {
+		t.Fatalf("run under another freeze: %v", err)
+	}
+}
+
+func TestTargetRejectsRow(t *testing.T) {
+	p := newPair(t)
+	ctx := context.Background()
+	testenv := p.srv
+	if err := testenv.Exec(ctx, p.dst, `ALTER TABLE orders ADD CONSTRAINT small_amount CHECK (amount < 100)`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Run(ctx, Options{Source: p.source(t), Target: p.target(t), Jobs: 2, FreezeID: "f", RangeBytes: testRange})
+	var ue *UnitError
+	if !errors.As(err, &ue) {
+		t.Fatalf("want a UnitError, got %v", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{"public.orders", "target", `violates check constraint "small_amount"`, "23514"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not name %q", msg, want)
+		}
+	}
+	if transient(err) {
+		t.Errorf("a rejected row counted as transient")
+	}
+}
+
+func TestTwoRunsShareMigration(t *testing.T) {
+	p := newPair(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	results := make([]*Result, 2)
+	errs := make([]error, 2)
+	for i := range 2 {
+		wg.Go(func() {
+			results[i], errs[i] = Run(ctx, Options{Source: p.source(t), Target: p.target(t), Jobs: 2,
+				FreezeID: "f", RangeBytes: testRange})
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]int{}
+	for _, r := range results {
+		for _, u := range r.Units {
+			seen[u.ID]++
+		}
+	}
+	units := journalUnits(t, p)
+	for _, id := range units {
+		if seen[id] != 1 {
+			t.Errorf("unit %s copied %d times", id, seen[id])
+		}
+	}
+	if len(seen) != len(units) {
+		t.Errorf("%d units copied, journal has %d", len(seen), len(units))
+	}
+	if len(results[0].Units) == 0 || len(results[1].Units) == 0 {
+		t.Errorf("one run did all the work: %d and %d units", len(results[0].Units), len(results[1].Units))
+	}
+	p.finish(t)
+	p.assertEqual(t)
+}
+
+func journalUnits(t *testing.T, p pair) []string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, p.srv.SuperURI(p.dst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, _ := conn.Query(ctx, `SELECT id FROM _tsmigrate.units WHERE state = 'done'`)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// childEnv makes the test binary a copying process (see childMain).
+const childEnv = "TSMIGRATE_COPY_TEST_CHILD"
+
+// childMain runs one copy from the source to the target named in childEnv.
+func childMain() {
+	src, dst, _ := strings.Cut(os.Getenv(childEnv), "\t")
+	s, err := dbconn.Parse("source", src)
+	if err == nil {
+		var d *dbconn.Config
+		if d, err = dbconn.Parse("target", dst); err == nil {
+			_, err = Run(context.Background(), Options{Source: s, Target: d, Jobs: 2, FreezeID: "f", RangeBytes: testRange / 4})
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+func TestResumeAfterKill(t *testing.T) {
+	p := newPair(t)
+	ctx := context.Background()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+p.srv.SuperURI(p.src)+"\t"+p.srv.SuperURI(p.dst))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, p.srv.SuperURI(p.dst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(60 * time.Second)
+	var done, total int
+	for time.Now().Before(deadline) {
+		err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'done'), count(*) FROM _tsmigrate.units`).Scan(&done, &total)
+		if err == nil && done >= 10 {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	err = cmd.Wait()
+	if done < 10 || done >= total || err == nil {
+		t.Fatalf("child killed with %d of %d units done (exit %v): %s", done, total, err, stderr.String())
+	}
+	t.Logf("killed with %d of %d units done", done, total)
+
+	res, err := Run(ctx, Options{Source: p.source(t), Target: p.target(t), Jobs: 2, FreezeID: "f"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Skipped != done || len(res.Units)+res.Skipped != total {
+		t.Errorf("resume skipped %d, copied %d; %d were done of %d", res.Skipped, len(res.Units), done, total)
+	}
+	p.finish(t)
+	p.assertEqual(t)
+}

@@ -1,0 +1,169 @@
+package copy
+
+import (
+	"time"
+)
+
+// EventType says what happened.
+type EventType string
+
+const (
+	// Planned: the units of the run are known. Units lists those still to copy;
+	// Skipped counts those done by an earlier run.
+	Planned EventType = "planned"
+	// Started, Progress, Done, Retry: one unit. Rows and Bytes are what passed so far.
+	Started  EventType = "started"
+	Progress EventType = "progress"
+	Done     EventType = "done"
+	Retry    EventType = "retry"
+	// Failed: a unit failed for good; Err says why. The run stops.
+	Failed EventType = "failed"
+	// Finished: the data phase ended well.
+	Finished EventType = "finished"
+)
+
+// UnitInfo describes a unit in events.
+type UnitInfo struct {
+	ID       string `json:"id"`
+	Kind     string `json:"kind"`
+	Relation string `json:"relation,omitempty"`
+	EstBytes int64  `json:"est_bytes"`
+	EstRows  int64  `json:"est_rows"`
+}
+
+// Event is one thing that happened in a run. OnEvent receives events one at a time.
+type Event struct {
+	Type    EventType  `json:"type"`
+	Time    time.Time  `json:"time"`
+	Unit    *UnitInfo  `json:"unit,omitempty"`
+	Units   []UnitInfo `json:"units,omitempty"`
+	Skipped int        `json:"skipped,omitempty"`
+	Rows    int64      `json:"rows,omitempty"`
+	Bytes   int64      `json:"bytes,omitempty"`
+	Attempt int        `json:"attempt,omitempty"`
+	Err     string     `json:"error,omitempty"`
+}
+
+// Tracker folds events into totals, throughput and an ETA. It is not safe for
+// concurrent use; feed it from OnEvent.
+type Tracker struct {
+	start            time.Time
+	units            map[string]*tracked
+	total, doneUnits int
+	skipped          int
+	weight           float64 // sum of unit weights
+	doneWeight       float64 // weights of finished units
+	rows, bytes      int64   // of finished units
+	retries          int
+}
+
+type tracked struct {
+	info        UnitInfo
+	running     bool
+	rows, bytes int64
+}
+
+// Totals is the state of a run as the events told it.
+type Totals struct {
+	Units, Done, Running, Skipped int
+	Retries                       int
+	Rows, Bytes                   int64   // copied so far, running units included
+	Fraction                      float64 // 0..1, weighted by the units' estimated sizes
+	Elapsed                       time.Duration
+	BytesPerSec, RowsPerSec       float64
+	ETA                           time.Duration // 0 when unknown
+}
+
+// NewTracker is an empty tracker.
+func NewTracker() *Tracker { return &Tracker{units: map[string]*tracked{}} }
+
+func weight(u UnitInfo) float64 {
+	if u.EstBytes > 0 {
+		return float64(u.EstBytes)
+	}
+	return 8192
+}
+
+// Observe takes one event.
+func (t *Tracker) Observe(e Event) {
+	switch e.Type {
+	case Planned:
+		t.start = e.Time
+		t.skipped = e.Skipped
+		t.total = len(e.Units)
+		for _, u := range e.Units {
+			t.units[u.ID] = &tracked{info: u}
+			t.weight += weight(u)
+		}
+	case Started, Progress, Retry:
+		if u := t.unit(e); u != nil {
+			u.running = true
+			u.rows, u.bytes = e.Rows, e.Bytes
+			if e.Type == Retry {
+				t.retries++
+				u.rows, u.bytes = 0, 0
+			}
+		}
+	case Done:
+		if u := t.unit(e); u != nil {
+			u.running = false
+			t.doneUnits++
+			t.doneWeight += weight(u.info)
+			t.rows += e.Rows
+			t.bytes += e.Bytes
+			delete(t.units, u.info.ID)
+		}
+	}
+}
+
+func (t *Tracker) unit(e Event) *tracked {
+	if e.Unit == nil {
+		return nil
+	}
+	u := t.units[e.Unit.ID]
+	if u == nil { // planned by another process after this one started
+		u = &tracked{info: *e.Unit}
+		t.units[u.info.ID] = u
+		t.total++
+		t.weight += weight(u.info)
+	}
+	return u
+}
+
+// Totals computes the totals at now.
+func (t *Tracker) Totals(now time.Time) Totals {
+	s := Totals{Units: t.total, Done: t.doneUnits, Skipped: t.skipped, Retries: t.retries, Rows: t.rows, Bytes: t.bytes}
+	w := t.doneWeight
+	for _, u := range t.units {
+		if !u.running {
+			continue
+		}
+		s.Running++
+		s.Rows += u.rows
+		s.Bytes += u.bytes
+		if u.info.EstRows > 0 {
+			f := float64(u.rows) / float64(u.info.EstRows)
+			if f > 0.99 {
+				f = 0.99
+			}
+			w += f * weight(u.info)
+		}
+	}
+	switch {
+	case t.total == 0 || t.doneUnits == t.total:
+		s.Fraction = 1
+	case t.weight > 0:
+		s.Fraction = w / t.weight
+	}
+	if !t.start.IsZero() {
+		s.Elapsed = now.Sub(t.start)
+	}
+	if secs := s.Elapsed.Seconds(); secs > 0 {
+		s.BytesPerSec = float64(s.Bytes) / secs
+		s.RowsPerSec = float64(s.Rows) / secs
+		if s.Fraction > 0 && s.Fraction < 1 {
+			s.ETA = time.Duration(float64(s.Elapsed) * (1 - s.Fraction) / s.Fraction)
+		}
+	}
+	return s
+}
