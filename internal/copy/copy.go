@@ -35,8 +35,10 @@ type Options struct {
 	// Snapshot gives the source snapshot; nil exports one for the run (ExportSnapshot).
 	// A given source is not closed by Run.
 	Snapshot SnapshotSource
-	// RangeBytes splits plain tables bigger than this into ctid ranges of about this
-	// size (default 128 MiB; negative: never split).
+	// RangeBytes is the smallest ctid range a big plain table is split into (default
+	// 64 MiB; negative: never split). A table is split when it is bigger than both
+	// RangeBytes and its share of the work (all tables' size / Jobs), since a range
+	// cannot use COPY FREEZE and pays for that unless it shortens the longest unit.
 	RangeBytes int64
 	// MaxRetries bounds the further attempts of a unit after transient errors (default 5).
 	MaxRetries int
@@ -77,7 +79,7 @@ func (e *FreezeMismatchError) Error() string {
 }
 
 const (
-	defaultRangeBytes = 128 << 20
+	defaultRangeBytes = 64 << 20
 	maxBackoff        = 30 * time.Second
 	pollIdle          = 300 * time.Millisecond
 )

@@ -47,7 +47,7 @@ func TestCopyEqual(t *testing.T) {
 			chunks++
 		}
 	}
-	if ranges < 3 || chunks < 60 {
+	if ranges < 2 || chunks < 60 {
 		t.Errorf("copied %d ranges and %d chunks; want the big table split and every chunk a unit", ranges, chunks)
 	}
 	tot := tr.Totals(time.Now())

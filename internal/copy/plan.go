@@ -111,7 +111,7 @@ type relation struct {
 
 // plan lists the units of a migration by reading the source's catalogs in tx, which
 // sees the run's snapshot.
-func plan(ctx context.Context, tx querier, rangeBytes int64) ([]journal.Unit, error) {
+func plan(ctx context.Context, tx querier, rangeBytes int64, jobs int) ([]journal.Unit, error) {
 	var units []journal.Unit
 
 	config, err := planConfig(ctx, tx)
@@ -157,6 +157,13 @@ func plan(ctx context.Context, tx querier, rangeBytes int64) ([]journal.Unit, er
 	}
 	if err := describeColumns(ctx, tx, tables); err != nil {
 		return nil, err
+	}
+	if rangeBytes > 0 {
+		var total int64
+		for _, r := range tables {
+			total += r.bytes
+		}
+		rangeBytes = max(rangeBytes, total/int64(jobs))
 	}
 	for _, r := range tables {
 		if len(r.columns) == 0 {
@@ -228,7 +235,7 @@ func describeColumns(ctx context.Context, tx querier, rels []*relation) error {
 }
 
 // tableUnits is one unit for a chunk or a table up to rangeBytes, else ctid page
-// ranges of about rangeBytes each, the last one open-ended.
+// ranges of at most about rangeBytes each, the last one open-ended.
 func tableUnits(r *relation, rangeBytes int64) []journal.Unit {
 	base := journal.Unit{Phase: journal.PhaseData, Schema: r.schema, Table: r.name, Columns: r.columns,
 		Binary: r.binary, PageHi: -1, EstBytes: r.bytes, EstRows: r.rows}

@@ -104,7 +104,7 @@ func (w *worker) plan(ctx context.Context) ([]journal.Unit, error) {
 		return nil, err
 	}
 	defer w.endSource(ctx)
-	return plan(ctx, w.src.Conn, w.r.opts.RangeBytes)
+	return plan(ctx, w.src.Conn, w.r.opts.RangeBytes, w.r.opts.Jobs)
 }
 
 // configPhase copies the extension configuration tables and sequences in one target
