@@ -90,10 +90,11 @@ type run struct {
 
 	evMu sync.Mutex
 
-	mu       sync.Mutex
-	live     map[string]*live
-	attempts map[string]int
-	res      Result
+	mu        sync.Mutex
+	remaining map[string]int // pending data units per tableKey
+	live      map[string]*live
+	attempts  map[string]int
+	res       Result
 }
 
 func (r *run) emit(e Event) {
@@ -127,7 +128,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if opts.ProgressEvery <= 0 {
 		opts.ProgressEvery = 500 * time.Millisecond
 	}
-	r := &run{opts: opts, live: map[string]*live{}, attempts: map[string]int{}}
+	r := &run{opts: opts, live: map[string]*live{}, attempts: map[string]int{}, remaining: map[string]int{}}
 
 	ctl, err := opts.Target.Connect(ctx)
 	if err != nil {
@@ -162,10 +163,15 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	planned := Event{Type: Planned}
 	for i := range units {
-		if units[i].State == journal.Done {
+		u := &units[i]
+		switch {
+		case u.State == journal.Done:
 			planned.Skipped++
-		} else {
-			planned.Units = append(planned.Units, info(&units[i]))
+		default:
+			planned.Units = append(planned.Units, info(u))
+			if u.Kind == journal.KindTable || u.Kind == journal.KindRange {
+				r.remaining[tableKey(u)]++
+			}
 		}
 	}
 	r.res.Skipped = planned.Skipped
@@ -231,7 +237,7 @@ func (r *run) ticker(ctx context.Context, stop <-chan struct{}) {
 }
 
 func (r *run) begin(u *journal.Unit) *live {
-	l := &live{info: info(u)}
+	l := &live{info: info(u), table: tableKey(u), kind: u.Kind}
 	r.mu.Lock()
 	r.live[u.ID] = l
 	r.attempts[u.ID]++
@@ -253,8 +259,16 @@ func (r *run) end(l *live, rows, bytes int64, started time.Time) {
 		Attempts: r.attempts[l.info.ID], Duration: time.Since(started)})
 	r.res.Rows += rows
 	r.res.Bytes += bytes
+	tableDone := false
+	if l.kind == journal.KindTable || l.kind == journal.KindRange {
+		r.remaining[l.table]--
+		tableDone = r.remaining[l.table] == 0
+	}
 	r.mu.Unlock()
 	r.emit(Event{Type: Done, Unit: &l.info, Rows: rows, Bytes: bytes})
+	if tableDone {
+		r.emit(Event{Type: TableDone, Relation: l.table})
+	}
 }
 
 // failed decides what follows a unit's failure: nil to try again (after the backoff),

@@ -57,6 +57,22 @@ func TestCopyEqual(t *testing.T) {
 	if events[0].Type != Planned || events[len(events)-1].Type != Finished {
 		t.Errorf("events run from %s to %s", events[0].Type, events[len(events)-1].Type)
 	}
+	// A table is announced done once, after the last of its units (a hypertable: chunks).
+	tableDone := map[string]int{}
+	for i, e := range events {
+		if e.Type == TableDone {
+			tableDone[e.Relation]++
+			continue
+		}
+		if e.Type == Done && strings.Contains(e.Unit.ID, "_timescaledb_internal._hyper_1_") && tableDone["public.metrics"] > 0 {
+			t.Errorf("event %d: chunk %s done after its hypertable", i, e.Unit.ID)
+		}
+	}
+	for _, tbl := range []string{"public.metrics", "public.counters", "public.big", "public.devices", "public.parted_1"} {
+		if tableDone[tbl] != 1 {
+			t.Errorf("table-done for %s sent %d times", tbl, tableDone[tbl])
+		}
+	}
 
 	// A second run finds everything done and copies nothing.
 	res, err = Run(context.Background(), Options{Source: p.source(t), Target: p.target(t), FreezeID: "f1"})

@@ -18,6 +18,10 @@ const (
 	Retry    EventType = "retry"
 	// Failed: a unit failed for good; Err says why. The run stops.
 	Failed EventType = "failed"
+	// TableDone: every unit of a table is done (of a hypertable: every chunk), so
+	// its indexes and constraints may be built. Relation names it. Sent only for
+	// tables whose units this process saw pending when it started.
+	TableDone EventType = "table-done"
 	// Finished: the data phase ended well.
 	Finished EventType = "finished"
 )
@@ -38,10 +42,12 @@ type Event struct {
 	Unit    *UnitInfo  `json:"unit,omitempty"`
 	Units   []UnitInfo `json:"units,omitempty"`
 	Skipped int        `json:"skipped,omitempty"`
-	Rows    int64      `json:"rows,omitempty"`
-	Bytes   int64      `json:"bytes,omitempty"`
-	Attempt int        `json:"attempt,omitempty"`
-	Err     string     `json:"error,omitempty"`
+	// Relation of a TableDone event.
+	Relation string `json:"relation,omitempty"`
+	Rows     int64  `json:"rows,omitempty"`
+	Bytes    int64  `json:"bytes,omitempty"`
+	Attempt  int    `json:"attempt,omitempty"`
+	Err      string `json:"error,omitempty"`
 }
 
 // Tracker folds events into totals, throughput and an ETA. It is not safe for

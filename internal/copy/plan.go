@@ -39,7 +39,8 @@ WHERE c.relkind = 'r' AND c.relpersistence IN ('p', 'u') AND ` + nsCond + ` AND 
 	// hypertableRootsSQL lists hypertables (compressed ones included) and chunks.
 	hypertableRootsSQL = `SELECT c.oid FROM _timescaledb_catalog.hypertable h
 JOIN pg_namespace n ON n.nspname = h.schema_name JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = h.table_name`
-	chunksSQL = `SELECT c.oid FROM _timescaledb_catalog.chunk h
+	chunksSQL = `SELECT c.oid, ht.schema_name, ht.table_name FROM _timescaledb_catalog.chunk h
+JOIN _timescaledb_catalog.hypertable ht ON ht.id = h.hypertable_id
 JOIN pg_namespace n ON n.nspname = h.schema_name JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = h.table_name`
 
 	sequencesSQL = `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -106,7 +107,7 @@ type relation struct {
 	pages        int64
 	columns      []string
 	binary       bool
-	chunk        bool
+	hypertable   string // of a chunk
 }
 
 // plan lists the units of a migration by reading the source's catalogs in tx, which
@@ -125,12 +126,12 @@ func plan(ctx context.Context, tx querier, rangeBytes int64, jobs int) ([]journa
 		AND to_regclass('_timescaledb_catalog.chunk') IS NOT NULL`).Scan(&hasTS); err != nil {
 		return nil, fmt.Errorf("look for TimescaleDB catalog: %w", err)
 	}
-	roots, chunks := map[uint32]bool{}, map[uint32]bool{}
+	roots, chunks := map[uint32]bool{}, map[uint32]string{}
 	if hasTS {
 		if err := collectOIDs(ctx, tx, hypertableRootsSQL, roots); err != nil {
 			return nil, fmt.Errorf("list hypertables: %w", err)
 		}
-		if err := collectOIDs(ctx, tx, chunksSQL, chunks); err != nil {
+		if err := collectChunks(ctx, tx, chunks); err != nil {
 			return nil, fmt.Errorf("list chunks: %w", err)
 		}
 	}
@@ -149,7 +150,7 @@ func plan(ctx context.Context, tx querier, rangeBytes int64, jobs int) ([]journa
 		if roots[r.oid] {
 			continue
 		}
-		r.chunk = chunks[r.oid]
+		r.hypertable = chunks[r.oid]
 		tables = append(tables, r)
 	}
 	if err := rows.Err(); err != nil {
@@ -202,6 +203,24 @@ func collectOIDs(ctx context.Context, tx querier, sql string, into map[uint32]bo
 	return err
 }
 
+// collectChunks maps each chunk to its hypertable's display name.
+func collectChunks(ctx context.Context, tx querier, into map[uint32]string) error {
+	rows, err := tx.Query(ctx, chunksSQL)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var oid uint32
+		var schema, table string
+		if err := rows.Scan(&oid, &schema, &table); err != nil {
+			return err
+		}
+		into[oid] = displayName(schema, table)
+	}
+	return rows.Err()
+}
+
 func describeColumns(ctx context.Context, tx querier, rels []*relation) error {
 	if len(rels) == 0 {
 		return nil
@@ -237,10 +256,10 @@ func describeColumns(ctx context.Context, tx querier, rels []*relation) error {
 // tableUnits is one unit for a chunk or a table up to rangeBytes, else ctid page
 // ranges of at most about rangeBytes each, the last one open-ended.
 func tableUnits(r *relation, rangeBytes int64) []journal.Unit {
-	base := journal.Unit{Phase: journal.PhaseData, Schema: r.schema, Table: r.name, Columns: r.columns,
+	base := journal.Unit{Phase: journal.PhaseData, Schema: r.schema, Table: r.name, Parent: r.hypertable, Columns: r.columns,
 		Binary: r.binary, PageHi: -1, EstBytes: r.bytes, EstRows: r.rows}
 	id := displayName(r.schema, r.name)
-	if r.chunk || rangeBytes <= 0 || r.bytes <= rangeBytes || r.pages < 2 {
+	if r.hypertable != "" || rangeBytes <= 0 || r.bytes <= rangeBytes || r.pages < 2 {
 		u := base
 		u.ID, u.Kind = "table "+id, journal.KindTable
 		return []journal.Unit{u}

@@ -24,6 +24,8 @@ const pipeBuffer = 65536 - 5
 // live counts what passed through a running unit; read by the progress ticker.
 type live struct {
 	info        UnitInfo
+	table       string // tableKey of the unit
+	kind        journal.Kind
 	rows, bytes atomic.Int64
 }
 
@@ -76,6 +78,15 @@ func describe(u *journal.Unit) string {
 	default:
 		return u.ID
 	}
+}
+
+// tableKey names the table whose indexes wait for the unit: a chunk's hypertable,
+// else the table itself.
+func tableKey(u *journal.Unit) string {
+	if u.Parent != "" {
+		return u.Parent
+	}
+	return displayName(u.Schema, u.Table)
 }
 
 func qualified(u *journal.Unit) string { return pgx.Identifier{u.Schema, u.Table}.Sanitize() }

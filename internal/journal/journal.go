@@ -56,6 +56,7 @@ type Unit struct {
 	Kind      Kind
 	Schema    string
 	Table     string
+	Parent    string   // for a chunk, its hypertable (schema.table as displayed); else ""
 	Columns   []string // copied columns, in order; empty for non-table units
 	Binary    bool     // COPY in binary format (every column's type has a usable binary form)
 	Condition string   // extension config dump condition ("WHERE ...") or ""
@@ -96,6 +97,7 @@ CREATE TABLE IF NOT EXISTS _tsmigrate.units (
 	kind       text NOT NULL,
 	schema_name text NOT NULL,
 	table_name  text NOT NULL,
+	parent     text NOT NULL,
 	columns    text[] NOT NULL,
 	is_binary  boolean NOT NULL,
 	condition  text NOT NULL,
@@ -113,7 +115,7 @@ CREATE TABLE IF NOT EXISTS _tsmigrate.steps (
 	done_at timestamptz NOT NULL DEFAULT now()
 )`
 
-	unitCols = `id, phase, ord, kind, schema_name, table_name, columns, is_binary, condition,
+	unitCols = `id, phase, ord, kind, schema_name, table_name, parent, columns, is_binary, condition,
 	page_lo, page_hi, est_bytes, est_rows, state, coalesce(rows, 0), coalesce(bytes, 0)`
 
 	// claimSQL takes the largest pending unit of a phase that nobody holds. The lock
@@ -200,11 +202,11 @@ func Plan(ctx context.Context, conn *pgx.Conn, plan func() ([]Unit, error)) ([]U
 			if cols == nil {
 				cols = []string{}
 			}
-			rows[i] = []any{u.ID, u.Phase, u.Ord, string(u.Kind), u.Schema, u.Table, cols, u.Binary,
+			rows[i] = []any{u.ID, u.Phase, u.Ord, string(u.Kind), u.Schema, u.Table, u.Parent, cols, u.Binary,
 				u.Condition, u.PageLo, u.PageHi, u.EstBytes, u.EstRows}
 		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{Schema, "units"},
-			[]string{"id", "phase", "ord", "kind", "schema_name", "table_name", "columns", "is_binary",
+			[]string{"id", "phase", "ord", "kind", "schema_name", "table_name", "parent", "columns", "is_binary",
 				"condition", "page_lo", "page_hi", "est_bytes", "est_rows"},
 			pgx.CopyFromRows(rows)); err != nil {
 			return err
@@ -234,7 +236,7 @@ func Units(ctx context.Context, conn *pgx.Conn) ([]Unit, error) {
 func scanUnit(row pgx.CollectableRow) (Unit, error) {
 	var u Unit
 	var kind string
-	err := row.Scan(&u.ID, &u.Phase, &u.Ord, &kind, &u.Schema, &u.Table, &u.Columns, &u.Binary, &u.Condition,
+	err := row.Scan(&u.ID, &u.Phase, &u.Ord, &kind, &u.Schema, &u.Table, &u.Parent, &u.Columns, &u.Binary, &u.Condition,
 		&u.PageLo, &u.PageHi, &u.EstBytes, &u.EstRows, &u.State, &u.Rows, &u.Bytes)
 	u.Kind = Kind(kind)
 	return u, err
