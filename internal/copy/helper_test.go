@@ -26,7 +26,8 @@ func TestMain(m *testing.M) {
 // fixture holds the shapes that break naive copies: hypertables with many chunks,
 // integer time with a space dimension, foreign keys, a table big enough to split,
 // partitions, an unlogged table, a generated column, an array of an enum (no safe
-// binary form between servers), sequences and large objects.
+// binary form between servers), a table without columns, mixed-case, spaced and
+// non-ASCII names, sequences and large objects.
 var fixture = []string{
 	`CREATE TYPE mood AS ENUM ('ok', 'sad', 'happy')`,
 	`CREATE TABLE devices (id int PRIMARY KEY, name text NOT NULL)`,
@@ -51,6 +52,11 @@ var fixture = []string{
 	`INSERT INTO parted SELECT g, 'v' || g FROM generate_series(0, 1999) g`,
 	`CREATE UNLOGGED TABLE scratch (id int, note text)`,
 	`INSERT INTO scratch SELECT g, 'n' || g FROM generate_series(1, 100) g`,
+	`CREATE TABLE nocols ()`,
+	`INSERT INTO nocols SELECT FROM generate_series(1, 3)`,
+	`CREATE SCHEMA "Other Schema"`,
+	`CREATE TABLE "Other Schema"."Odd Name" ("Id" int, "välue" text)`,
+	`INSERT INTO "Other Schema"."Odd Name" SELECT g, 'ü' || g FROM generate_series(1, 50) g`,
 	`CREATE SEQUENCE ticket START 100`,
 	`SELECT setval('ticket', 4242)`,
 	`SELECT lo_from_bytea(0, convert_to(repeat('large object ', 50000), 'UTF8'))`,

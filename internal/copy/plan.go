@@ -167,9 +167,6 @@ func plan(ctx context.Context, tx querier, rangeBytes int64, jobs int) ([]journa
 		rangeBytes = max(rangeBytes, total/int64(jobs))
 	}
 	for _, r := range tables {
-		if len(r.columns) == 0 {
-			continue // a table without columns has nothing COPY could carry but its row count
-		}
 		units = append(units, tableUnits(r, rangeBytes)...)
 	}
 

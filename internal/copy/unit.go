@@ -116,12 +116,14 @@ func info(u *journal.Unit) UnitInfo {
 	return i
 }
 
-func columnList(cols []string) string {
+// selectList is the quoted column names joined by commas ("" for a table without
+// columns, whose rows COPY still carries, as empty lines).
+func selectList(cols []string) string {
 	q := make([]string, len(cols))
 	for i, c := range cols {
 		q[i] = pgx.Identifier{c}.Sanitize()
 	}
-	return "(" + strings.Join(q, ", ") + ")"
+	return strings.Join(q, ", ")
 }
 
 // copySQL gives the source's COPY TO and the target's COPY FROM of a table unit.
@@ -131,7 +133,11 @@ func columnList(cols []string) string {
 // condition. The target is truncated in the same transaction so that COPY FREEZE
 // may write frozen rows.
 func copySQL(u *journal.Unit) (src, dst string, truncate bool) {
-	t, cols := qualified(u), columnList(u.Columns)
+	t, sel := qualified(u), selectList(u.Columns)
+	cols := ""
+	if sel != "" {
+		cols = "(" + sel + ")"
+	}
 	format, freeze := "", ""
 	if u.Binary {
 		format = "FORMAT binary"
@@ -145,9 +151,9 @@ func copySQL(u *journal.Unit) (src, dst string, truncate bool) {
 		if u.PageHi >= 0 {
 			cond += fmt.Sprintf(" AND ctid < '(%d,0)'::tid", u.PageHi)
 		}
-		src = fmt.Sprintf("COPY (SELECT %s FROM ONLY %s WHERE %s) TO STDOUT", cols[1:len(cols)-1], t, cond)
+		src = fmt.Sprintf("COPY (SELECT %s FROM ONLY %s WHERE %s) TO STDOUT", sel, t, cond)
 	case journal.KindConfig:
-		src = fmt.Sprintf("COPY (SELECT %s FROM ONLY %s %s) TO STDOUT", cols[1:len(cols)-1], t, u.Condition)
+		src = fmt.Sprintf("COPY (SELECT %s FROM ONLY %s %s) TO STDOUT", sel, t, u.Condition)
 	}
 	opts := strings.Trim(format+", "+freeze, ", ")
 	if format != "" {
