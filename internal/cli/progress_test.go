@@ -31,9 +31,11 @@ func events() []copy.Event {
 	}
 }
 
-func TestProgressPlain(t *testing.T) {
+// render feeds events() to a display of mode and returns what it wrote.
+func render(t *testing.T, mode string) *bytes.Buffer {
+	t.Helper()
 	var buf bytes.Buffer
-	on, done, err := newProgress("plain", &buf)
+	on, done, err := newProgress(mode, &buf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +43,11 @@ func TestProgressPlain(t *testing.T) {
 		on(e)
 	}
 	done()
-	got := buf.String()
+	return &buf
+}
+
+func TestProgressPlain(t *testing.T) {
+	got := render(t, "plain").String()
 	for _, want := range []string{
 		"copy: 2 units to copy (1 done by an earlier run)\n",
 		"copy: table public.a: attempt 1 failed, retrying: copy table public.a: source: unexpected EOF\n",
@@ -55,13 +61,7 @@ func TestProgressPlain(t *testing.T) {
 }
 
 func TestProgressJSON(t *testing.T) {
-	var buf bytes.Buffer
-	on, done, _ := newProgress("json", &buf)
-	for _, e := range events() {
-		on(e)
-	}
-	done()
-	sc := bufio.NewScanner(&buf)
+	sc := bufio.NewScanner(render(t, "json"))
 	var lines []map[string]any
 	for sc.Scan() {
 		var m map[string]any
@@ -85,14 +85,9 @@ func TestProgressJSON(t *testing.T) {
 }
 
 func TestProgressBars(t *testing.T) {
-	var buf bytes.Buffer
-	on, done, _ := newProgress("bars", &buf)
-	for _, e := range events() {
-		on(e)
-	}
-	done()
-	if !strings.Contains(buf.String(), "copy") || !strings.Contains(buf.String(), "2/2 units") {
-		t.Errorf("bars output: %q", buf.String())
+	out := render(t, "bars").String()
+	if !strings.Contains(out, "copy") || !strings.Contains(out, "2/2 units") {
+		t.Errorf("bars output: %q", out)
 	}
 }
 

@@ -51,29 +51,31 @@ func (w *worker) ensureConns(ctx context.Context) error {
 	if w.tgt != nil && w.tgt.IsClosed() {
 		w.tgt = nil
 	}
+	var err error
 	if w.src == nil {
-		c, err := w.r.opts.Source.Connect(ctx)
-		if err != nil {
+		if w.src, err = connect(ctx, w.r.opts.Source, sourceSessionSQL); err != nil {
 			return err
 		}
-		if err := c.PgConn().Exec(ctx, sourceSessionSQL).Close(); err != nil {
-			c.Close(ctx)
-			return fmt.Errorf("set up source session: %w", err)
-		}
-		w.src = c
 	}
 	if w.tgt == nil {
-		c, err := w.r.opts.Target.Connect(ctx)
-		if err != nil {
+		if w.tgt, err = connect(ctx, w.r.opts.Target, targetSessionSQL); err != nil {
 			return err
 		}
-		if err := c.PgConn().Exec(ctx, targetSessionSQL).Close(); err != nil {
-			c.Close(ctx)
-			return fmt.Errorf("set up target session: %w", err)
-		}
-		w.tgt = c
 	}
 	return nil
+}
+
+// connect opens a connection and applies the session settings.
+func connect(ctx context.Context, cfg *dbconn.Config, session string) (*dbconn.Conn, error) {
+	c, err := cfg.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.PgConn().Exec(ctx, session).Close(); err != nil {
+		c.Close(ctx)
+		return nil, fmt.Errorf("set up %s session: %w", cfg.Role, err)
+	}
+	return c, nil
 }
 
 // beginSource starts a source transaction that sees the run's snapshot.
