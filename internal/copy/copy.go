@@ -8,6 +8,13 @@
 // a ctid range of a big table, the sequences' values, the large objects) by Jobs
 // workers, largest first. Each unit is claimed, copied and marked done in one target
 // transaction, so it is copied exactly once however many processes share the run.
+//
+// The pipeline around it: pre-flight, freeze, pre-data restore and
+// timescaledb_pre_restore() on the target; then Run (again with the same FreezeID to
+// resume, or from a second process to share the work); post-data (per table on
+// TableDone events, or after Run), timescaledb_post_restore(), ANALYZE; then
+// journal.Drop. Until then the target holds schema _tsmigrate, which verification
+// must ignore.
 package copy
 
 import (
