@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
 
 // testRange splits the fixture's "big" table (about 10 MB) into several ranges.
@@ -90,8 +92,7 @@ func TestCopyEqual(t *testing.T) {
 func TestTargetRejectsRow(t *testing.T) {
 	p := newPair(t)
 	ctx := context.Background()
-	testenv := p.srv
-	if err := testenv.Exec(ctx, p.dst, `ALTER TABLE orders ADD CONSTRAINT small_amount CHECK (amount < 100)`); err != nil {
+	if err := p.srv.Exec(ctx, p.dst, `ALTER TABLE orders ADD CONSTRAINT small_amount CHECK (amount < 100)`); err != nil {
 		t.Fatal(err)
 	}
 	_, err := Run(ctx, Options{Source: p.source(t), Target: p.target(t), Jobs: 2, FreezeID: "f", RangeBytes: testRange})
@@ -226,4 +227,20 @@ func TestResumeAfterKill(t *testing.T) {
 	}
 	p.finish(t)
 	p.assertEqual(t)
+}
+
+func TestSnapshotGone(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	p := pair{srv: srv, src: testenv.NewDB(t, srv, true), dst: testenv.NewDB(t, srv, true)}
+	ctx := context.Background()
+	snap, err := ExportSnapshot(ctx, p.source(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap.Close(ctx) // the holding transaction ends: the snapshot can no longer be imported
+	_, err = Run(ctx, Options{Source: p.source(t), Target: p.target(t), FreezeID: "f", Snapshot: snap})
+	var xe *exit.Error
+	if !errors.As(err, &xe) || !strings.Contains(err.Error(), "the source snapshot is gone") || !strings.Contains(err.Error(), "resume") {
+		t.Fatalf("run with an ended snapshot: %v", err)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/journal"
 )
 
@@ -53,7 +54,12 @@ type UnitError struct {
 }
 
 func (e *UnitError) Error() string {
-	return fmt.Sprintf("copy %s: %s: %s", e.Unit, e.Side, dbconn.Redact(dbconn.Reason(e.Err)))
+	reason := dbconn.Reason(e.Err)
+	var xe *exit.Error
+	if errors.As(e.Err, &xe) {
+		reason = xe.Error()
+	}
+	return fmt.Sprintf("copy %s: %s: %s", e.Unit, e.Side, dbconn.Redact(reason))
 }
 
 func (e *UnitError) Unwrap() error { return e.Err }

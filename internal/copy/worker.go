@@ -7,8 +7,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/journal"
 )
 
@@ -86,6 +88,12 @@ func (w *worker) beginSource(ctx context.Context) error {
 	}
 	if err := w.src.PgConn().Exec(ctx, sql).Close(); err != nil {
 		w.endSource(ctx)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42704" { // undefined_object: no such snapshot (PostgreSQL 15, 17)
+			return &exit.Error{Code: exit.Failed, Err: err,
+				Msg:  "the source snapshot is gone: " + dbconn.Reason(err),
+				Hint: "the transaction that held it ended, its connection lost or closed; resume to continue under a new snapshot"}
+		}
 		return fmt.Errorf("import source snapshot: %w", err)
 	}
 	return nil
