@@ -244,3 +244,20 @@ func TestSnapshotGone(t *testing.T) {
 		t.Fatalf("run with an ended snapshot: %v", err)
 	}
 }
+
+func TestRangesRefuseRewrittenTable(t *testing.T) {
+	p := newPair(t)
+	ctx := context.Background()
+	opts := Options{Source: p.source(t), Target: p.target(t), Jobs: 4, FreezeID: "f", RangeBytes: testRange}
+	// The first run plans big in ranges and fails on them, leaving them pending.
+	testenv.MustExec(t, p.srv, p.dst, `ALTER TABLE big ADD CONSTRAINT never CHECK (id < 0)`)
+	if _, err := Run(ctx, opts); err == nil || !strings.Contains(err.Error(), "never") {
+		t.Fatalf("first run: %v", err)
+	}
+	testenv.MustExec(t, p.srv, p.dst, `ALTER TABLE big DROP CONSTRAINT never`)
+	testenv.MustExec(t, p.srv, p.src, `VACUUM FULL big`)
+	_, err := Run(ctx, opts)
+	if err == nil || !strings.Contains(err.Error(), "table public.big was rewritten on the source") {
+		t.Fatalf("resume after VACUUM FULL: %v", err)
+	}
+}

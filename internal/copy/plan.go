@@ -32,7 +32,7 @@ const (
 
 	tablesSQL = `SELECT c.oid, n.nspname, c.relname, pg_table_size(c.oid),
 	greatest(c.reltuples, 0)::bigint,
-	pg_relation_size(c.oid) / current_setting('block_size')::bigint
+	pg_relation_size(c.oid) / current_setting('block_size')::bigint, coalesce(pg_relation_filenode(c.oid), 0)::bigint
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r' AND c.relpersistence IN ('p', 'u') AND ` + nsCond + ` AND NOT ` + memberCond
 
@@ -105,6 +105,7 @@ type relation struct {
 	condition    string
 	bytes, rows  int64
 	pages        int64
+	filenode     int64
 	columns      []string
 	binary       bool
 	hypertable   string // of a chunk
@@ -143,7 +144,7 @@ func plan(ctx context.Context, tx querier, rangeBytes int64, jobs int) ([]journa
 	var tables []*relation
 	for rows.Next() {
 		r := &relation{kind: "r"}
-		if err := rows.Scan(&r.oid, &r.schema, &r.name, &r.bytes, &r.rows, &r.pages); err != nil {
+		if err := rows.Scan(&r.oid, &r.schema, &r.name, &r.bytes, &r.rows, &r.pages, &r.filenode); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("list tables: %w", err)
 		}
@@ -269,7 +270,7 @@ func tableUnits(r *relation, rangeBytes int64) []journal.Unit {
 	var us []journal.Unit
 	for lo := int64(0); lo < r.pages; lo += step {
 		u := base
-		u.Kind, u.PageLo, u.PageHi = journal.KindRange, lo, lo+step
+		u.Kind, u.PageLo, u.PageHi, u.Filenode = journal.KindRange, lo, lo+step, r.filenode
 		if u.PageHi >= r.pages {
 			u.PageHi = -1
 		}

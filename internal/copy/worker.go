@@ -283,6 +283,22 @@ func (w *worker) next(ctx context.Context, id string) (bool, error) {
 	return true, nil
 }
 
+// sameFile checks that a range's table was not rewritten (VACUUM FULL, CLUSTER, a
+// rewriting ALTER TABLE) since the plan: its rows would sit at other ctids, and the
+// ranges copied before and after could overlap or miss rows.
+func (w *worker) sameFile(ctx context.Context, u *journal.Unit) error {
+	var now int64
+	if err := w.src.QueryRow(ctx, `SELECT coalesce(pg_relation_filenode($1::regclass), 0)::bigint`, qualified(u)).Scan(&now); err != nil {
+		return err
+	}
+	if now != u.Filenode {
+		return &exit.Error{Code: exit.Failed,
+			Msg:  fmt.Sprintf("table %s was rewritten on the source since the migration was planned", displayName(u.Schema, u.Table)),
+			Hint: "its ctid ranges no longer hold; start the migration over on an empty target"}
+	}
+	return nil
+}
+
 // copyUnit copies one unit inside the target transaction tx. Errors are *UnitError.
 func (w *worker) copyUnit(ctx context.Context, tx pgx.Tx, u *journal.Unit, l *live) (int64, error) {
 	if err := w.beginSource(ctx); err != nil {
@@ -293,6 +309,11 @@ func (w *worker) copyUnit(ctx context.Context, tx pgx.Tx, u *journal.Unit, l *li
 	var err error
 	switch u.Kind {
 	case journal.KindTable, journal.KindRange, journal.KindConfig:
+		if u.Kind == journal.KindRange {
+			if err := w.sameFile(ctx, u); err != nil {
+				return 0, &UnitError{Unit: describe(u), Side: "source", Err: err}
+			}
+		}
 		srcSQL, dstSQL, truncate := copySQL(u)
 		if truncate {
 			if _, err := tx.Exec(ctx, "TRUNCATE ONLY "+qualified(u)); err != nil {

@@ -62,6 +62,7 @@ type Unit struct {
 	Condition string   // extension config dump condition ("WHERE ...") or ""
 	PageLo    int64    // ctid range [PageLo, PageHi) in pages; PageHi < 0 means to the end
 	PageHi    int64
+	Filenode  int64 // of a range's table at planning: ranges of ctids hold only while it is the same
 	EstBytes  int64 // size on the source, for ordering and progress
 	EstRows   int64
 	State     string
@@ -103,6 +104,7 @@ CREATE TABLE IF NOT EXISTS _tsmigrate.units (
 	condition  text NOT NULL,
 	page_lo    bigint NOT NULL,
 	page_hi    bigint NOT NULL,
+	filenode   bigint NOT NULL,
 	est_bytes  bigint NOT NULL,
 	est_rows   bigint NOT NULL,
 	state      text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done')),
@@ -116,7 +118,7 @@ CREATE TABLE IF NOT EXISTS _tsmigrate.steps (
 )`
 
 	unitCols = `id, phase, ord, kind, schema_name, table_name, parent, columns, is_binary, condition,
-	page_lo, page_hi, est_bytes, est_rows, state, coalesce(rows, 0), coalesce(bytes, 0)`
+	page_lo, page_hi, filenode, est_bytes, est_rows, state, coalesce(rows, 0), coalesce(bytes, 0)`
 
 	// claimSQL takes the largest pending unit of a phase that nobody holds. The lock
 	// lasts as long as the caller's transaction, which copies the unit.
@@ -203,11 +205,11 @@ func Plan(ctx context.Context, conn *pgx.Conn, plan func() ([]Unit, error)) ([]U
 				cols = []string{}
 			}
 			rows[i] = []any{u.ID, u.Phase, u.Ord, string(u.Kind), u.Schema, u.Table, u.Parent, cols, u.Binary,
-				u.Condition, u.PageLo, u.PageHi, u.EstBytes, u.EstRows}
+				u.Condition, u.PageLo, u.PageHi, u.Filenode, u.EstBytes, u.EstRows}
 		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{Schema, "units"},
 			[]string{"id", "phase", "ord", "kind", "schema_name", "table_name", "parent", "columns", "is_binary",
-				"condition", "page_lo", "page_hi", "est_bytes", "est_rows"},
+				"condition", "page_lo", "page_hi", "filenode", "est_bytes", "est_rows"},
 			pgx.CopyFromRows(rows)); err != nil {
 			return err
 		}
@@ -237,7 +239,7 @@ func scanUnit(row pgx.CollectableRow) (Unit, error) {
 	var u Unit
 	var kind string
 	err := row.Scan(&u.ID, &u.Phase, &u.Ord, &kind, &u.Schema, &u.Table, &u.Parent, &u.Columns, &u.Binary, &u.Condition,
-		&u.PageLo, &u.PageHi, &u.EstBytes, &u.EstRows, &u.State, &u.Rows, &u.Bytes)
+		&u.PageLo, &u.PageHi, &u.Filenode, &u.EstBytes, &u.EstRows, &u.State, &u.Rows, &u.Bytes)
 	u.Kind = Kind(kind)
 	return u, err
 }
