@@ -51,10 +51,12 @@ type Event struct {
 }
 
 // Tracker folds events into totals, throughput and an ETA. It is not safe for
-// concurrent use; feed it from OnEvent.
+// concurrent use; feed it from OnEvent. Its cost per event does not grow with the
+// number of units, only with the number running.
 type Tracker struct {
 	start            time.Time
-	units            map[string]*tracked
+	done             map[string]bool     // every unit seen: true once done
+	running          map[string]*tracked // units being copied
 	total, doneUnits int
 	skipped          int
 	weight           float64 // sum of unit weights
@@ -65,7 +67,6 @@ type Tracker struct {
 
 type tracked struct {
 	info        UnitInfo
-	running     bool
 	rows, bytes int64
 }
 
@@ -81,7 +82,9 @@ type Totals struct {
 }
 
 // NewTracker is an empty tracker.
-func NewTracker() *Tracker { return &Tracker{units: map[string]*tracked{}} }
+func NewTracker() *Tracker {
+	return &Tracker{done: map[string]bool{}, running: map[string]*tracked{}}
+}
 
 func weight(u UnitInfo) float64 {
 	if u.EstBytes > 0 {
@@ -96,54 +99,54 @@ func (t *Tracker) Observe(e Event) {
 	case Planned:
 		t.start = e.Time
 		t.skipped = e.Skipped
-		t.total = len(e.Units)
 		for _, u := range e.Units {
-			t.units[u.ID] = &tracked{info: u}
-			t.weight += weight(u)
+			t.know(u)
 		}
 	case Started, Progress, Retry:
-		if u := t.unit(e); u != nil {
-			u.running = true
-			u.rows, u.bytes = e.Rows, e.Bytes
-			if e.Type == Retry {
-				t.retries++
-				u.rows, u.bytes = 0, 0
-			}
+		if e.Unit == nil || t.done[e.Unit.ID] { // a Progress event may trail its unit's Done
+			break
+		}
+		t.know(*e.Unit)
+		u := t.running[e.Unit.ID]
+		if u == nil {
+			u = &tracked{info: *e.Unit}
+			t.running[e.Unit.ID] = u
+		}
+		u.rows, u.bytes = e.Rows, e.Bytes
+		if e.Type == Retry {
+			t.retries++
+			delete(t.running, e.Unit.ID)
 		}
 	case Done:
-		if u := t.unit(e); u != nil {
-			u.running = false
-			t.doneUnits++
-			t.doneWeight += weight(u.info)
-			t.rows += e.Rows
-			t.bytes += e.Bytes
-			delete(t.units, u.info.ID)
+		if e.Unit == nil || t.done[e.Unit.ID] {
+			break
 		}
+		t.know(*e.Unit)
+		delete(t.running, e.Unit.ID)
+		t.done[e.Unit.ID] = true
+		t.doneUnits++
+		t.doneWeight += weight(*e.Unit)
+		t.rows += e.Rows
+		t.bytes += e.Bytes
 	}
 }
 
-func (t *Tracker) unit(e Event) *tracked {
-	if e.Unit == nil {
-		return nil
+// know counts a unit in the totals once (including one planned by another process
+// after this one started).
+func (t *Tracker) know(u UnitInfo) {
+	if _, seen := t.done[u.ID]; seen {
+		return
 	}
-	u := t.units[e.Unit.ID]
-	if u == nil { // planned by another process after this one started
-		u = &tracked{info: *e.Unit}
-		t.units[u.info.ID] = u
-		t.total++
-		t.weight += weight(u.info)
-	}
-	return u
+	t.done[u.ID] = false
+	t.total++
+	t.weight += weight(u)
 }
 
 // Totals computes the totals at now.
 func (t *Tracker) Totals(now time.Time) Totals {
 	s := Totals{Units: t.total, Done: t.doneUnits, Skipped: t.skipped, Retries: t.retries, Rows: t.rows, Bytes: t.bytes}
 	w := t.doneWeight
-	for _, u := range t.units {
-		if !u.running {
-			continue
-		}
+	for _, u := range t.running {
 		s.Running++
 		s.Rows += u.rows
 		s.Bytes += u.bytes
