@@ -112,6 +112,8 @@ CREATE TABLE IF NOT EXISTS _tsmigrate.units (
 	bytes      bigint,
 	done_at    timestamptz
 );
+-- Claims take the largest pending unit: an index keeps that cheap with 100 000 chunks.
+CREATE INDEX IF NOT EXISTS units_pending ON _tsmigrate.units (phase, est_bytes DESC, id) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS _tsmigrate.steps (
 	name    text PRIMARY KEY,
 	done_at timestamptz NOT NULL DEFAULT now()
