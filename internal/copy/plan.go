@@ -30,11 +30,21 @@ const (
 
 	nsCond = `n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%' AND n.nspname <> '_tsmigrate'`
 
-	tablesSQL = `SELECT c.oid, n.nspname, c.relname, pg_table_size(c.oid),
-	greatest(c.reltuples, 0)::bigint,
-	pg_relation_size(c.oid) / current_setting('block_size')::bigint, coalesce(pg_relation_filenode(c.oid), 0)::bigint
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND c.relpersistence IN ('p', 'u') AND ` + nsCond + ` AND NOT ` + memberCond
+	// tablesSQL takes sizes from the catalog's statistics, which lock nothing: a
+	// size function locks its table until the end of the transaction, and a database
+	// with tens of thousands of chunks would run out of lock slots.
+	dataTablesCond = `c.relkind = 'r' AND c.relpersistence IN ('p', 'u') AND ` + nsCond + ` AND NOT ` + memberCond
+
+	tablesSQL = `SELECT c.oid, n.nspname, c.relname,
+	(c.relpages::bigint + coalesce(t.relpages, 0)) * current_setting('block_size')::bigint,
+	greatest(c.reltuples, 0)::bigint, c.relpages::bigint, c.reltuples < 0,
+	coalesce(pg_relation_filenode(c.oid), 0)::bigint
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
+WHERE ` + dataTablesCond
+
+	// exactSizesSQL measures the tables that may be split.
+	exactSizesSQL = `SELECT o, pg_table_size(o), pg_relation_size(o) / current_setting('block_size')::bigint
+FROM unnest($1::oid[]) o`
 
 	// hypertableRootsSQL lists hypertables (compressed ones included) and chunks.
 	hypertableRootsSQL = `SELECT c.oid FROM _timescaledb_catalog.hypertable h
@@ -56,20 +66,26 @@ FROM pg_extension e, unnest(e.extconfig) WITH ORDINALITY u(oid, i)
 JOIN pg_class c ON c.oid = u.oid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE e.oid >= 16384 AND c.relkind IN ('r', 'S')`
 
+	// The relations whose columns columnsSQL describes (a subquery, not an array
+	// parameter: with thousands of chunks, "= ANY($1)" makes a slow plan).
+	dataTableOIDs   = `SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ` + dataTablesCond
+	configTableOIDs = `SELECT u.oid FROM pg_extension e, unnest(e.extconfig) u(oid) WHERE e.oid >= 16384`
+
 	configFKSQL = `SELECT conrelid, confrelid FROM pg_constraint
 WHERE contype = 'f' AND conrelid = ANY($1) AND confrelid = ANY($1) AND conrelid <> confrelid`
 
-	// columnsSQL gives each table's copied columns (generated and dropped ones left
+	// columnsSQL (head, relations, tail) gives each table's copied columns (generated and dropped ones left
 	// out, as COPY does) and whether binary COPY is safe for all of them. It is not
 	// when a type reached from the column (through domains, arrays, composites,
 	// ranges) has no binary send/receive; when it is a reg* type (binary form is an
 	// OID, which differs between servers); or when a user-defined type sits inside an
 	// array or composite (their binary form carries the element type's OID, which
 	// array_recv and record_recv check against the target's).
-	columnsSQL = `WITH RECURSIVE cols AS (
+	columnsSQLHead = `WITH RECURSIVE cols AS (
 	SELECT a.attrelid, a.attnum, a.attname, a.atttypid
 	FROM pg_attribute a
-	WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+	WHERE a.attrelid IN (`
+	columnsSQLTail = `) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 ), reach(attrelid, attnum, typ, nested) AS (
 	SELECT attrelid, attnum, atttypid, false FROM cols
 	UNION
@@ -88,8 +104,8 @@ WHERE contype = 'f' AND conrelid = ANY($1) AND confrelid = ANY($1) AND conrelid 
 		OR t.oid IN (24, 2202, 2203, 2204, 2205, 2206, 3734, 3769, 4089, 4096, 4191)
 		OR (r.nested AND t.oid >= 16384)
 )
-SELECT c.attrelid, array_agg(c.attname::text ORDER BY c.attnum), NOT EXISTS (SELECT FROM bad b WHERE b.attrelid = c.attrelid)
-FROM cols c GROUP BY c.attrelid`
+SELECT c.attrelid, array_agg(c.attname::text ORDER BY c.attnum), b.attrelid IS NULL
+FROM cols c LEFT JOIN bad b ON b.attrelid = c.attrelid GROUP BY c.attrelid, b.attrelid`
 )
 
 // querier runs catalog queries in the source transaction that sees the snapshot.
@@ -142,9 +158,11 @@ func plan(ctx context.Context, tx querier, rangeBytes int64, jobs int) ([]journa
 		return nil, fmt.Errorf("list tables: %w", err)
 	}
 	var tables []*relation
+	var measure []uint32 // tables that may be split: big, or never vacuumed nor analyzed
 	for rows.Next() {
 		r := &relation{kind: "r"}
-		if err := rows.Scan(&r.oid, &r.schema, &r.name, &r.bytes, &r.rows, &r.pages, &r.filenode); err != nil {
+		var unknown bool
+		if err := rows.Scan(&r.oid, &r.schema, &r.name, &r.bytes, &r.rows, &r.pages, &unknown, &r.filenode); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("list tables: %w", err)
 		}
@@ -153,11 +171,17 @@ func plan(ctx context.Context, tx querier, rangeBytes int64, jobs int) ([]journa
 		}
 		r.hypertable = chunks[r.oid]
 		tables = append(tables, r)
+		if r.hypertable == "" && rangeBytes > 0 && (unknown || r.bytes >= rangeBytes/2) {
+			measure = append(measure, r.oid)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list tables: %w", err)
 	}
-	if err := describeColumns(ctx, tx, tables); err != nil {
+	if err := exactSizes(ctx, tx, tables, measure); err != nil {
+		return nil, err
+	}
+	if err := describeColumns(ctx, tx, tables, dataTableOIDs); err != nil {
 		return nil, err
 	}
 	if rangeBytes > 0 {
@@ -201,6 +225,31 @@ func collectOIDs(ctx context.Context, tx querier, sql string, into map[uint32]bo
 	return err
 }
 
+// exactSizes replaces the catalog's estimates of the tables oids by their sizes.
+func exactSizes(ctx context.Context, tx querier, tables []*relation, oids []uint32) error {
+	if len(oids) == 0 {
+		return nil
+	}
+	byOID := make(map[uint32]*relation, len(tables))
+	for _, r := range tables {
+		byOID[r.oid] = r
+	}
+	rows, err := tx.Query(ctx, exactSizesSQL, oids)
+	if err != nil {
+		return fmt.Errorf("measure tables: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var oid uint32
+		var bytes, pages int64
+		if err := rows.Scan(&oid, &bytes, &pages); err != nil {
+			return fmt.Errorf("measure tables: %w", err)
+		}
+		byOID[oid].bytes, byOID[oid].pages = bytes, pages
+	}
+	return rows.Err()
+}
+
 // collectChunks maps each chunk to its hypertable's display name.
 func collectChunks(ctx context.Context, tx querier, into map[uint32]string) error {
 	rows, err := tx.Query(ctx, chunksSQL)
@@ -219,17 +268,16 @@ func collectChunks(ctx context.Context, tx querier, into map[uint32]string) erro
 	return rows.Err()
 }
 
-func describeColumns(ctx context.Context, tx querier, rels []*relation) error {
+// describeColumns fills in the columns of rels; the subquery which lists their oids.
+func describeColumns(ctx context.Context, tx querier, rels []*relation, which string) error {
 	if len(rels) == 0 {
 		return nil
 	}
 	byOID := make(map[uint32]*relation, len(rels))
-	oids := make([]uint32, len(rels))
-	for i, r := range rels {
+	for _, r := range rels {
 		byOID[r.oid] = r
-		oids[i] = r.oid
 	}
-	rows, err := tx.Query(ctx, columnsSQL, oids)
+	rows, err := tx.Query(ctx, columnsSQLHead+which+columnsSQLTail)
 	if err != nil {
 		return fmt.Errorf("describe columns: %w", err)
 	}
@@ -308,7 +356,7 @@ func planConfig(ctx context.Context, tx querier) ([]journal.Unit, error) {
 			tables = append(tables, r)
 		}
 	}
-	if err := describeColumns(ctx, tx, tables); err != nil {
+	if err := describeColumns(ctx, tx, tables, configTableOIDs); err != nil {
 		return nil, err
 	}
 	ordered, err := fkOrder(ctx, tx, tables)
