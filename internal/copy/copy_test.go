@@ -40,6 +40,23 @@ func TestCopyEqual(t *testing.T) {
 	p.finish(t)
 	p.assertEqual(t)
 
+	// orders (over freezeMinBytes, not split) was loaded with COPY FREEZE: its pages
+	// are marked all-frozen as they fill (not every one: a page that one batch of rows
+	// began and the next finished is not). A plain COPY leaves none frozen.
+	var frozen, pages int
+	testenv.MustExec(t, p.srv, p.dst, `CREATE EXTENSION pg_visibility`)
+	conn, err := pgx.Connect(context.Background(), p.srv.SuperURI(p.dst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE all_frozen), count(*) FROM pg_visibility_map('orders')`).Scan(&frozen, &pages); err != nil {
+		t.Fatal(err)
+	}
+	if pages < 128 || frozen*2 < pages {
+		t.Errorf("orders: %d of %d pages frozen", frozen, pages)
+	}
+
 	ranges, chunks := 0, 0
 	for _, u := range res.Units {
 		if strings.HasPrefix(u.ID, "range ") {

@@ -43,7 +43,7 @@ var fixture = []string{
 	`CREATE TABLE orders (id bigserial PRIMARY KEY, device int REFERENCES devices, amount numeric,
 		moods mood[], status mood, total numeric GENERATED ALWAYS AS (amount * 2) STORED)`,
 	`INSERT INTO orders (device, amount, moods, status) SELECT g % 200 + 1, g / 7.0, ARRAY['ok', 'happy']::mood[], 'sad'
-		FROM generate_series(1, 5000) g`,
+		FROM generate_series(1, 20000) g`,
 	`CREATE TABLE big (id bigserial PRIMARY KEY, payload text)`,
 	`INSERT INTO big (payload) SELECT repeat(md5(g::text), 4) FROM generate_series(1, 60000) g`,
 	`CREATE TABLE parted (k int, v text) PARTITION BY RANGE (k)`,

@@ -132,12 +132,18 @@ func selectList(cols []string) string {
 	return strings.Join(q, ", ")
 }
 
+// freezeMinBytes: smaller tables are copied without TRUNCATE and FREEZE. The
+// TRUNCATE costs about a millisecond per table whatever its size (5000 small chunks:
+// 13.5 s with it, 6.2 s without), while what FREEZE saves (setting hint bits and
+// freezing the rows later) grows with the table.
+const freezeMinBytes = 1 << 20
+
 // copySQL gives the source's COPY TO and the target's COPY FROM of a table unit.
 // A whole table is read with COPY table TO, as pg_dump reads it (on TimescaleDB's
 // full build this reads a compressed chunk's heap as it is, never decompressing);
 // a range with a TID range scan of ONLY the table; a config table with its dump
-// condition. The target is truncated in the same transaction so that COPY FREEZE
-// may write frozen rows.
+// condition. A table of freezeMinBytes or more is truncated on the target in the
+// same transaction, so that COPY FREEZE may write frozen rows.
 func copySQL(u *journal.Unit) (src, dst string, truncate bool) {
 	t, sel := qualified(u), selectList(u.Columns)
 	cols := ""
@@ -151,7 +157,9 @@ func copySQL(u *journal.Unit) (src, dst string, truncate bool) {
 	switch u.Kind {
 	case journal.KindTable:
 		src = fmt.Sprintf("COPY %s %s TO STDOUT", t, cols)
-		truncate, freeze = true, "FREEZE"
+		if u.EstBytes >= freezeMinBytes {
+			truncate, freeze = true, "FREEZE"
+		}
 	case journal.KindRange:
 		cond := fmt.Sprintf("ctid >= '(%d,0)'::tid", u.PageLo)
 		if u.PageHi >= 0 {
