@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tsmigrate/tsmigrate/internal/exit"
 )
 
 // transient says whether err is worth another attempt of the unit: a lost or refused
@@ -18,6 +20,10 @@ func transient(err error) bool {
 	}
 	var p permanent
 	if errors.As(err, &p) {
+		return false
+	}
+	var xe *exit.Error
+	if errors.As(err, &xe) && xe.Err == nil { // a condition of ours for the user to act on
 		return false
 	}
 	var pgErr *pgconn.PgError
