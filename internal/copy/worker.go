@@ -128,7 +128,11 @@ func (w *worker) configPhase(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		if !transient(err) || attempt > w.r.opts.MaxRetries || ctx.Err() != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !transient(err) || attempt > w.r.opts.MaxRetries {
+			w.r.emit(Event{Type: Failed, Attempt: attempt, Err: dbconn.Redact(err.Error())})
 			return err
 		}
 		w.r.mu.Lock()
