@@ -16,6 +16,7 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/journal"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
 
@@ -247,6 +248,9 @@ func TestResumeAfterKill(t *testing.T) {
 		t.Fatalf("child killed with %d of %d units done (exit %v): %s", done, total, err, stderr.String())
 	}
 	t.Logf("killed with %d of %d units done", done, total)
+	if run, err := journal.Read(ctx, conn); err != nil || run.Running != 0 || run.Done != done {
+		t.Fatalf("journal after the kill: %+v %v (want nothing running, %d done)", run, err, done)
+	}
 
 	res, err := Run(ctx, Options{Source: p.source(t), Target: p.target(t), Jobs: 2, FreezeID: "f"})
 	if err != nil {

@@ -22,8 +22,8 @@ import (
 const Schema = "_tsmigrate"
 
 // State of a unit as recorded. A pending unit whose row is locked is being copied
-// (running); that lock is not visible as a state, because it lives in the copying
-// transaction and ends with it.
+// (running): the lock lives in the copying transaction and ends with it, so a crashed
+// worker's unit is pending again at once. Read counts the running ones.
 const (
 	Pending = "pending"
 	Done    = "done"
@@ -76,6 +76,7 @@ type Run struct {
 	Planned  bool
 	Units    int
 	Done     int
+	Running  int // pending units a worker holds right now
 }
 
 // SQL of the journal. Checked on PostgreSQL 15 and 17.
@@ -139,6 +140,11 @@ WHERE state = 'pending' AND phase = $1
 ORDER BY ord, id
 FOR UPDATE`
 
+	// idleSQL counts the pending units nobody holds: KEY SHARE conflicts with the
+	// claims' FOR UPDATE, so held rows are skipped. Its own brief lock may make a
+	// claim skip a row for that instant; the claimer then takes another or waits.
+	idleSQL = `SELECT count(*) FROM (SELECT FROM _tsmigrate.units WHERE state = 'pending' FOR KEY SHARE SKIP LOCKED) idle`
+
 	doneSQL = `UPDATE _tsmigrate.units SET state = 'done', rows = $2, bytes = $3, done_at = now() WHERE id = $1`
 )
 
@@ -168,9 +174,20 @@ func Open(ctx context.Context, conn *pgx.Conn, freezeID string) (*Run, error) {
 // Read says what the journal on the target holds, or ErrNoJournal.
 func Read(ctx context.Context, conn *pgx.Conn) (*Run, error) {
 	var r Run
-	err := conn.QueryRow(ctx, `SELECT r.freeze_id, r.planned,
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `SELECT r.freeze_id, r.planned,
 	(SELECT count(*) FROM _tsmigrate.units), (SELECT count(*) FROM _tsmigrate.units WHERE state = 'done')
 FROM _tsmigrate.run r`).Scan(&r.FreezeID, &r.Planned, &r.Units, &r.Done)
+		if err != nil {
+			return err
+		}
+		var idle int
+		if err := tx.QueryRow(ctx, idleSQL).Scan(&idle); err != nil {
+			return err
+		}
+		r.Running = r.Units - r.Done - idle
+		return nil
+	})
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") || errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNoJournal

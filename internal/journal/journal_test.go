@@ -68,6 +68,14 @@ func TestJournalLifecycle(t *testing.T) {
 	if u3, err := Claim(ctx, tx2, PhaseData, "large"); err != nil || u3 != nil {
 		t.Fatalf("claim of a held unit: %+v %v", u3, err)
 	}
+	observer, err := pgx.Connect(ctx, srv.SuperURI(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer observer.Close(ctx)
+	if run, err := Read(ctx, observer); err != nil || run.Running != 2 || run.Done != 0 {
+		t.Fatalf("read while both units are held: %+v %v", run, err)
+	}
 	if err := MarkDone(ctx, tx1, "large", 5, 50); err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +84,7 @@ func TestJournalLifecycle(t *testing.T) {
 	if n, err := CountPending(ctx, conn); err != nil || n != 1 {
 		t.Fatalf("pending after one done and one rolled back: %d %v", n, err)
 	}
-	if run, _ := Read(ctx, conn); run.Units != 2 || run.Done != 1 || !run.Planned {
+	if run, _ := Read(ctx, conn); run.Units != 2 || run.Done != 1 || run.Running != 0 || !run.Planned {
 		t.Fatalf("read: %+v", run)
 	}
 
