@@ -4,14 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/pgtools"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
 
@@ -66,6 +66,8 @@ var fixture = []string{
 type pair struct {
 	srv      *testenv.Server
 	src, dst string
+	tools    *pgtools.Tools
+	archive  string // the source's schema (pre-data and post-data)
 }
 
 func (p pair) source(t *testing.T) *dbconn.Config {
@@ -88,43 +90,44 @@ func mustParse(t *testing.T, role, uri string) *dbconn.Config {
 // pre-data schema in TimescaleDB restore mode, as the pipeline leaves it.
 func newPair(t *testing.T, extra ...string) pair {
 	t.Helper()
+	ctx := context.Background()
 	srv := testenv.Shared(t, testenv.PG17TS)
-	p := pair{srv: srv, src: testenv.NewDB(t, srv, true), dst: testenv.NewDB(t, srv, true)}
+	p := pair{srv: srv, src: testenv.NewDB(t, srv, true), dst: testenv.NewDB(t, srv, true),
+		archive: filepath.Join(t.TempDir(), "schema.dump")}
 	testenv.MustExec(t, srv, p.src, append(append([]string{}, fixture...), extra...)...)
-	testenv.MustExec(t, srv, p.dst, `SELECT timescaledb_pre_restore()`)
-	dump := filepath.Join(t.TempDir(), "pre.dump")
-	p.tool(t, "pg_dump", p.src, "--section=pre-data", "-Fc", "--no-owner", "-f", dump)
-	p.tool(t, "pg_restore", p.dst, "--section=pre-data", "--no-owner", dump)
+	var err error
+	if p.tools, err = pgtools.Find(ctx, pgtools.Options{PgBin: srv.ClientBin(), SourceMajor: srv.Major, TargetMajor: srv.Major}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := schema.DumpSchema(ctx, p.tools, p.source(t), p.archive, nil); err != nil {
+		t.Fatal(err)
+	}
+	p.onTarget(t, schema.PreRestore)
+	if _, err := schema.RestoreSection(ctx, p.tools, p.target(t), p.archive, schema.PreData, 1, nil); err != nil {
+		t.Fatal(err)
+	}
 	return p
 }
 
 // finish restores post-data and ends restore mode on the target.
 func (p pair) finish(t *testing.T) {
 	t.Helper()
-	dump := filepath.Join(t.TempDir(), "post.dump")
-	p.tool(t, "pg_dump", p.src, "--section=post-data", "-Fc", "--no-owner", "-f", dump)
-	p.tool(t, "pg_restore", p.dst, "--section=post-data", "--no-owner", dump)
-	testenv.MustExec(t, p.srv, p.dst, `SELECT timescaledb_post_restore()`)
+	if _, err := schema.RestoreSection(context.Background(), p.tools, p.target(t), p.archive, schema.PostData, 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	p.onTarget(t, schema.PostRestore)
 }
 
-func (p pair) tool(t *testing.T, name, db string, args ...string) {
+func (p pair) onTarget(t *testing.T, f func(context.Context, *pgx.Conn) error) {
 	t.Helper()
-	cfg := mustParse(t, "tool", p.srv.SuperURI(db))
-	conninfo, env, cleanup, err := cfg.ChildProcess()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, p.srv.SuperURI(p.dst))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cleanup()
-	cmd := exec.Command(filepath.Join(p.srv.ClientBin(), name), append([]string{"--dbname", conninfo}, args...)...)
-	cmd.Env = env
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", name, err, out)
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, "error") {
-			t.Fatalf("%s: %s", name, out)
-		}
+	defer conn.Close(ctx)
+	if err := f(ctx, conn); err != nil {
+		t.Fatal(err)
 	}
 }
 
