@@ -52,10 +52,10 @@ func newProgress(mode string, w io.Writer) (on func(copy.Event), done func(), er
 	return nil, nil, exit.Usagef("use auto, bars, plain or json", "unknown --progress mode %q", mode)
 }
 
-// summary is one line of totals: units, rows, bytes, throughput, ETA.
-func summary(s copy.Totals) string {
-	line := fmt.Sprintf("%d/%d units, %s rows, %s, %s/s", s.Done, s.Units, count(s.Rows), size(s.Bytes),
-		size(int64(s.BytesPerSec)))
+// progressLine is one line of totals: units, rows, bytes, throughput, ETA.
+func progressLine(s copy.Totals) string {
+	line := fmt.Sprintf("%d/%d units, %s rows, %s, %s/s", s.Done, s.Units, humanCount(s.Rows), humanBytes(s.Bytes),
+		humanBytes(int64(s.BytesPerSec)))
 	if s.Retries > 0 {
 		line += fmt.Sprintf(", %d retries", s.Retries)
 	}
@@ -65,7 +65,7 @@ func summary(s copy.Totals) string {
 	return line
 }
 
-func size(b int64) string {
+func humanBytes(b int64) string {
 	const unit = 1024
 	if b < unit {
 		return fmt.Sprintf("%d B", b)
@@ -78,7 +78,7 @@ func size(b int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
 }
 
-func count(n int64) string {
+func humanCount(n int64) string {
 	switch {
 	case n >= 10_000_000:
 		return fmt.Sprintf("%.0fM", float64(n)/1e6)
@@ -109,20 +109,20 @@ func (p *plainProgress) event(e copy.Event) {
 		fmt.Fprintln(p.w)
 		p.last = e.Time
 	case copy.Retry:
-		fmt.Fprintf(p.w, "copy: %s: attempt %d failed, retrying: %s\n", unitName(e.Unit), e.Attempt, e.Err)
+		fmt.Fprintf(p.w, "copy: %s: attempt %d failed, retrying: %s\n", copyUnitName(e.Unit), e.Attempt, e.Err)
 	case copy.Failed:
-		fmt.Fprintf(p.w, "copy: %s failed: %s\n", unitName(e.Unit), e.Err)
+		fmt.Fprintf(p.w, "copy: %s failed: %s\n", copyUnitName(e.Unit), e.Err)
 	case copy.Finished:
-		fmt.Fprintf(p.w, "copy: done: %s in %s\n", summary(p.t.Totals(e.Time)), p.t.Totals(e.Time).Elapsed.Round(100*time.Millisecond))
+		fmt.Fprintf(p.w, "copy: done: %s in %s\n", progressLine(p.t.Totals(e.Time)), p.t.Totals(e.Time).Elapsed.Round(100*time.Millisecond))
 	default:
 		if e.Time.Sub(p.last) >= plainEvery {
 			p.last = e.Time
-			fmt.Fprintf(p.w, "copy: %s\n", summary(p.t.Totals(e.Time)))
+			fmt.Fprintf(p.w, "copy: %s\n", progressLine(p.t.Totals(e.Time)))
 		}
 	}
 }
 
-func unitName(u *copy.UnitInfo) string {
+func copyUnitName(u *copy.UnitInfo) string {
 	if u == nil {
 		return "extension configuration tables"
 	}
@@ -186,7 +186,7 @@ func newBarProgress(w io.Writer) *barProgress {
 		mpb.AppendDecorators(decor.Any(func(decor.Statistics) string {
 			b.mu.Lock()
 			defer b.mu.Unlock()
-			return summary(b.t.Totals(time.Now()))
+			return progressLine(b.t.Totals(time.Now()))
 		})))
 	return b
 }
@@ -203,7 +203,7 @@ func (b *barProgress) event(e copy.Event) {
 	case copy.Started:
 		total := max(e.Unit.EstRows, 1)
 		b.units[e.Unit.ID] = &unitBar{total: total, bar: b.p.AddBar(total, mpb.BarWidth(30), mpb.BarRemoveOnComplete(),
-			mpb.PrependDecorators(decor.Name(shorten(e.Unit.ID, 30), decor.WC{W: 30, C: decor.DindentRight}),
+			mpb.PrependDecorators(decor.Name(shortenLeft(e.Unit.ID, 30), decor.WC{W: 30, C: decor.DindentRight}),
 				decor.Percentage(decor.WC{W: 5})),
 			mpb.AppendDecorators(decor.CountersNoUnit("%d / %d rows")))}
 	case copy.Progress:
@@ -227,13 +227,13 @@ func (b *barProgress) event(e copy.Event) {
 				delete(b.units, e.Unit.ID)
 			}
 		}
-		b.p.Write([]byte(fmt.Sprintf("%s: %s (attempt %d)\n", unitName(e.Unit), e.Err, e.Attempt)))
+		b.p.Write([]byte(fmt.Sprintf("%s: %s (attempt %d)\n", copyUnitName(e.Unit), e.Err, e.Attempt)))
 	case copy.Finished:
 		b.total.SetTotal(-1, true)
 	}
 }
 
-func shorten(s string, n int) string {
+func shortenLeft(s string, n int) string {
 	r := []rune(s)
 	if len(r) <= n {
 		return s
