@@ -12,6 +12,7 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/copy"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/preflight"
 )
 
 // Progress modes of --progress.
@@ -54,8 +55,8 @@ func newProgress(mode string, w io.Writer) (on func(copy.Event), done func(), er
 
 // progressLine is one line of totals: units, rows, bytes, throughput, ETA.
 func progressLine(s copy.Totals) string {
-	line := fmt.Sprintf("%d/%d units, %s rows, %s, %s/s", s.Done, s.Units, humanCount(s.Rows), humanBytes(s.Bytes),
-		humanBytes(int64(s.BytesPerSec)))
+	line := fmt.Sprintf("%d/%d units, %s rows, %s, %s/s", s.Done, s.Units, humanCount(s.Rows), preflight.HumanBytes(s.Bytes),
+		preflight.HumanBytes(int64(s.BytesPerSec)))
 	if s.Retries > 0 {
 		line += fmt.Sprintf(", %d retries", s.Retries)
 	}
@@ -63,19 +64,6 @@ func progressLine(s copy.Totals) string {
 		line += ", ETA " + eta.String()
 	}
 	return line
-}
-
-func humanBytes(b int64) string {
-	const unit = 1024
-	if b < unit {
-		return fmt.Sprintf("%d B", b)
-	}
-	div, exp := int64(unit), 0
-	for n := b / unit; n >= unit; n /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
 }
 
 func humanCount(n int64) string {

@@ -51,8 +51,8 @@ func TestProgressPlain(t *testing.T) {
 	for _, want := range []string{
 		"copy: 2 units to copy (1 done by an earlier run)\n",
 		"copy: table public.a: attempt 1 failed, retrying: copy table public.a: source: unexpected EOF\n",
-		"copy: 1/2 units, 700 rows, 6.8 KiB, 583 B/s, 1 retries\n", // the 10 s status line, b still running
-		"copy: done: 2/2 units, 800 rows, 7.8 KiB, 615 B/s, 1 retries in 13s\n",
+		"copy: 1/2 units, 700 rows, 6.8 KB, 583 B/s, 1 retries\n", // the 10 s status line, b still running
+		"copy: done: 2/2 units, 800 rows, 7.8 KB, 615 B/s, 1 retries in 13s\n",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("plain output lacks %q:\n%s", want, got)

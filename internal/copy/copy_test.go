@@ -46,11 +46,7 @@ func TestCopyEqual(t *testing.T) {
 	// began and the next finished is not). A plain COPY leaves none frozen.
 	var frozen, pages int
 	testenv.MustExec(t, p.srv, p.dst, `CREATE EXTENSION pg_visibility`)
-	conn, err := pgx.Connect(context.Background(), p.srv.SuperURI(p.dst))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	conn := dbConn(t, p.srv, p.dst)
 	if err := conn.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE all_frozen), count(*) FROM pg_visibility_map('orders')`).Scan(&frozen, &pages); err != nil {
 		t.Fatal(err)
 	}
@@ -172,12 +168,7 @@ func TestTwoRunsShareMigration(t *testing.T) {
 func journalUnits(t *testing.T, p pair) []string {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, p.srv.SuperURI(p.dst))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, _ := conn.Query(ctx, `SELECT id FROM _tsmigrate.units WHERE state = 'done'`)
+	rows, _ := dbConn(t, p.srv, p.dst).Query(ctx, `SELECT id FROM _tsmigrate.units WHERE state = 'done'`)
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		t.Fatal(err)
@@ -215,11 +206,7 @@ func TestResumeAfterKill(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, p.srv.SuperURI(p.dst))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := dbConn(t, p.srv, p.dst)
 	// Kill it once a few data units (not just the configuration tables) are done.
 	const countSQL = `SELECT count(*) FILTER (WHERE state = 'done' AND phase = 1), count(*) FILTER (WHERE state = 'done'), count(*) FROM _tsmigrate.units`
 	deadline := time.Now().Add(60 * time.Second)
@@ -232,7 +219,7 @@ func TestResumeAfterKill(t *testing.T) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
-	err = cmd.Wait()
+	err := cmd.Wait()
 	// The child's sessions end when the server notices; a commit already sent may
 	// still land until then.
 	for n := 1; n > 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {

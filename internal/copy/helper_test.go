@@ -118,15 +118,20 @@ func (p pair) finish(t *testing.T) {
 	p.onTarget(t, schema.PostRestore)
 }
 
-func (p pair) onTarget(t *testing.T, f func(context.Context, *pgx.Conn) error) {
+// dbConn opens a superuser connection to db, closed when the test ends.
+func dbConn(t *testing.T, srv *testenv.Server, db string) *pgx.Conn {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, p.srv.SuperURI(p.dst))
+	conn, err := pgx.Connect(context.Background(), srv.SuperURI(db))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
-	if err := f(ctx, conn); err != nil {
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func (p pair) onTarget(t *testing.T, f func(context.Context, *pgx.Conn) error) {
+	t.Helper()
+	if err := f(context.Background(), dbConn(t, p.srv, p.dst)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -149,11 +154,7 @@ WHERE c.relkind = 'S' AND ` + dumped + ` ORDER BY 1`
 func content(t *testing.T, srv *testenv.Server, db string) map[string]string {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, srv.SuperURI(db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := dbConn(t, srv, db)
 	out := map[string]string{}
 	rows, _ := conn.Query(ctx, tablesCheckSQL)
 	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
