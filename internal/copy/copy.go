@@ -1,0 +1,301 @@
+// Package copy is the data phase of the stream engine: it copies every row the
+// source's pg_dump would dump straight into a target that already holds the
+// pre-data schema (and, for TimescaleDB, is in restore mode), in parallel, from one
+// snapshot, resumably (see package journal), retrying units on transient errors.
+//
+// Order of work: the extension configuration tables first, in one transaction and in
+// foreign-key order, with their sequences; then every data unit (a chunk, a table,
+// a ctid range of a big table, the sequences' values, the large objects) by Jobs
+// workers, largest first. Each unit is claimed, copied and marked done in one target
+// transaction, so it is copied exactly once however many processes share the run.
+//
+// The pipeline around it: pre-flight, freeze, pre-data restore and
+// timescaledb_pre_restore() on the target; then Run (again with the same FreezeID to
+// resume, or from a second process to share the work); post-data (per table on
+// TableDone events, or after Run), timescaledb_post_restore(), ANALYZE; then
+// journal.Drop. Until then the target holds schema _tsmigrate, which verification
+// must ignore.
+package copy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/journal"
+)
+
+// Options of a run. Source, Target and FreezeID are required.
+type Options struct {
+	Source, Target *dbconn.Config
+	// Jobs is the number of units copied at once (default: the number of CPUs, at least 2).
+	Jobs int
+	// FreezeID identifies the source's write freeze. The journal records it on the
+	// first run; a run with another ID is refused with *FreezeMismatchError.
+	FreezeID string
+	// Snapshot gives the source snapshot; nil exports one for the run (ExportSnapshot).
+	// A given source is not closed by Run.
+	Snapshot SnapshotSource
+	// RangeBytes is the smallest ctid range a big plain table is split into (default
+	// 64 MiB; negative: never split). A table is split when it is bigger than both
+	// RangeBytes and its share of the work (all tables' size / Jobs), since a range
+	// cannot use COPY FREEZE and pays for that unless it shortens the longest unit.
+	RangeBytes int64
+	// MaxRetries bounds the further attempts of a unit after transient errors (default 5).
+	MaxRetries int
+	// RetryBackoff is the first wait before a retry, doubled each time up to 30 s (default 1 s).
+	RetryBackoff time.Duration
+	// ProgressEvery is how often Progress events are sent for running units (default 500 ms).
+	ProgressEvery time.Duration
+	// OnEvent receives events, one at a time.
+	OnEvent func(Event)
+}
+
+// Result of a run: what this process copied.
+type Result struct {
+	Units    []UnitResult
+	Skipped  int // units done before this run started
+	Rows     int64
+	Bytes    int64
+	Retries  int
+	Duration time.Duration
+}
+
+// UnitResult is one unit this process copied.
+type UnitResult struct {
+	ID       string
+	Relation string
+	Rows     int64
+	Bytes    int64
+	Attempts int
+	Duration time.Duration
+}
+
+// FreezeMismatchError: the journal on the target was written under another source
+// freeze, so the source may have changed between the runs and resuming is unsafe.
+type FreezeMismatchError struct{ Recorded, Given string }
+
+func (e *FreezeMismatchError) Error() string {
+	return fmt.Sprintf("the target's journal was written under freeze %q, this run is under %q", e.Recorded, e.Given)
+}
+
+const (
+	defaultRangeBytes = 64 << 20
+	maxBackoff        = 30 * time.Second
+	pollIdle          = 300 * time.Millisecond
+)
+
+type run struct {
+	opts     Options
+	snapshot string
+
+	evMu sync.Mutex
+
+	mu        sync.Mutex
+	remaining map[string]int // pending data units per tableKey
+	live      map[string]*live
+	attempts  map[string]int
+	res       Result
+}
+
+func (r *run) emit(e Event) {
+	if r.opts.OnEvent == nil {
+		return
+	}
+	e.Time = time.Now()
+	r.evMu.Lock()
+	defer r.evMu.Unlock()
+	r.opts.OnEvent(e)
+}
+
+// Run copies the data. See the package comment.
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	start := time.Now()
+	if opts.Source == nil || opts.Target == nil {
+		return nil, errors.New("copy: source and target are required")
+	}
+	if opts.Jobs <= 0 {
+		opts.Jobs = max(runtime.NumCPU(), 2)
+	}
+	if opts.RangeBytes == 0 {
+		opts.RangeBytes = defaultRangeBytes
+	}
+	if opts.MaxRetries == 0 {
+		opts.MaxRetries = 5
+	}
+	if opts.RetryBackoff <= 0 {
+		opts.RetryBackoff = time.Second
+	}
+	if opts.ProgressEvery <= 0 {
+		opts.ProgressEvery = 500 * time.Millisecond
+	}
+	r := &run{opts: opts, live: map[string]*live{}, attempts: map[string]int{}, remaining: map[string]int{}}
+
+	ctl, err := opts.Target.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer ctl.Close(context.Background())
+	jr, err := journal.Open(ctx, ctl.Conn, opts.FreezeID)
+	if err != nil {
+		return nil, err
+	}
+	if jr.FreezeID != opts.FreezeID {
+		return nil, &FreezeMismatchError{Recorded: jr.FreezeID, Given: opts.FreezeID}
+	}
+
+	snap := opts.Snapshot
+	if snap == nil {
+		if snap, err = ExportSnapshot(ctx, opts.Source); err != nil {
+			return nil, err
+		}
+		defer snap.Close(context.Background())
+	}
+	r.snapshot = snap.Snapshot()
+
+	w0 := &worker{r: r}
+	defer w0.close()
+	if err := w0.ensureConns(ctx); err != nil {
+		return nil, err
+	}
+	units, err := journal.Plan(ctx, ctl.Conn, func() ([]journal.Unit, error) { return w0.plan(ctx) })
+	if err != nil {
+		return nil, err
+	}
+	planned := Event{Type: Planned}
+	for i := range units {
+		u := &units[i]
+		switch {
+		case u.State == journal.Done:
+			planned.Skipped++
+		default:
+			planned.Units = append(planned.Units, info(u))
+			if u.Kind == journal.KindTable || u.Kind == journal.KindRange {
+				r.remaining[tableKey(u)]++
+			}
+		}
+	}
+	r.res.Skipped = planned.Skipped
+	r.emit(planned)
+
+	if err := w0.configPhase(ctx); err != nil {
+		return nil, err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	stop := make(chan struct{})
+	var tick sync.WaitGroup
+	tick.Go(func() { r.ticker(gctx, stop) })
+	for i := 0; i < opts.Jobs; i++ {
+		w := w0
+		if i > 0 {
+			w = &worker{r: r}
+		}
+		g.Go(func() error {
+			if w != w0 {
+				defer w.close()
+			}
+			return w.dataPhase(gctx)
+		})
+	}
+	err = g.Wait()
+	close(stop)
+	tick.Wait()
+	r.res.Duration = time.Since(start)
+	if err != nil {
+		if ctx.Err() != nil {
+			return &r.res, ctx.Err()
+		}
+		return &r.res, err
+	}
+	r.emit(Event{Type: Finished, Rows: r.res.Rows, Bytes: r.res.Bytes})
+	return &r.res, nil
+}
+
+// ticker sends Progress events for running units until stop.
+func (r *run) ticker(ctx context.Context, stop <-chan struct{}) {
+	t := time.NewTicker(r.opts.ProgressEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		evs := make([]Event, 0, len(r.live))
+		for _, l := range r.live {
+			i := l.info
+			evs = append(evs, Event{Type: Progress, Unit: &i, Rows: l.rows.Load(), Bytes: l.bytes.Load()})
+		}
+		r.mu.Unlock()
+		for _, e := range evs {
+			r.emit(e)
+		}
+	}
+}
+
+func (r *run) begin(u *journal.Unit) *live {
+	l := &live{info: info(u), table: tableKey(u), kind: u.Kind}
+	r.mu.Lock()
+	r.live[u.ID] = l
+	r.attempts[u.ID]++
+	r.mu.Unlock()
+	r.emit(Event{Type: Started, Unit: &l.info, Attempt: r.attemptsOf(u.ID)})
+	return l
+}
+
+func (r *run) attemptsOf(id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.attempts[id]
+}
+
+func (r *run) end(l *live, rows, bytes int64, started time.Time) {
+	r.mu.Lock()
+	delete(r.live, l.info.ID)
+	r.res.Units = append(r.res.Units, UnitResult{ID: l.info.ID, Relation: l.info.Relation, Rows: rows, Bytes: bytes,
+		Attempts: r.attempts[l.info.ID], Duration: time.Since(started)})
+	r.res.Rows += rows
+	r.res.Bytes += bytes
+	tableDone := false
+	if l.kind == journal.KindTable || l.kind == journal.KindRange {
+		r.remaining[l.table]--
+		tableDone = r.remaining[l.table] == 0
+	}
+	r.mu.Unlock()
+	r.emit(Event{Type: Done, Unit: &l.info, Rows: rows, Bytes: bytes})
+	if tableDone {
+		r.emit(Event{Type: TableDone, Relation: l.table})
+	}
+}
+
+// failed decides what follows a unit's failure: nil to try again (after the backoff),
+// or the error that stops the run.
+func (r *run) failed(ctx context.Context, l *live, err error) error {
+	r.mu.Lock()
+	delete(r.live, l.info.ID)
+	n := r.attempts[l.info.ID]
+	retry := transient(err) && ctx.Err() == nil && n <= r.opts.MaxRetries
+	if retry {
+		r.res.Retries++
+	}
+	r.mu.Unlock()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if !retry {
+		r.emit(Event{Type: Failed, Unit: &l.info, Attempt: n, Err: dbconn.Redact(err.Error())})
+		return err
+	}
+	r.emit(Event{Type: Retry, Unit: &l.info, Attempt: n, Err: dbconn.Redact(err.Error())})
+	return sleep(ctx, backoff(r.opts.RetryBackoff, maxBackoff, n))
+}

@@ -1,0 +1,69 @@
+package copy
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tsmigrate/tsmigrate/internal/exit"
+)
+
+// transient says whether err is worth another attempt of the unit: a lost or refused
+// connection, a serialization failure, a deadlock, an administrator shutdown.
+// Errors the server reports for the data itself (23xxx and the like) are not.
+func transient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var p permanent
+	if errors.As(err, &p) {
+		return false
+	}
+	var xe *exit.Error
+	if errors.As(err, &xe) && xe.Err == nil { // a condition of ours for the user to act on
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "40001", // serialization_failure
+			"40P01", // deadlock_detected
+			"57P01", // admin_shutdown
+			"57P02", // crash_shutdown
+			"57P03", // cannot_connect_now
+			"53300": // too_many_connections
+			return true
+		}
+		return strings.HasPrefix(pgErr.Code, "08") // connection exceptions
+	}
+	// Anything else that is not the server's verdict is the connection failing: a
+	// reset, an EOF, a timeout, a refused reconnect.
+	return true
+}
+
+// backoff is the wait before attempt n (1-based): first, doubling, at most max.
+func backoff(first, max time.Duration, n int) time.Duration {
+	d := first
+	for i := 1; i < n && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

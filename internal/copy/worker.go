@@ -1,0 +1,345 @@
+package copy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/journal"
+)
+
+// Session settings of the copying connections. Checked on PostgreSQL 15 and 17.
+const (
+	// Source: the settings pg_dump uses to read (no timeouts, row security off so that
+	// a table it would apply to fails rather than copies part of its rows, stable text
+	// output for the tables that travel as text).
+	sourceSessionSQL = `SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;
+SET row_security = off; SET extra_float_digits = 3; SET DateStyle = ISO; SET IntervalStyle = postgres`
+	// Target: no timeouts, no waiting for the WAL flush at each commit (a unit lost
+	// in a crash is simply not marked done, and is copied again).
+	targetSessionSQL = `SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;
+SET synchronous_commit = off; SET DateStyle = ISO; SET IntervalStyle = postgres`
+)
+
+// worker owns one source and one target connection.
+type worker struct {
+	r        *run
+	src, tgt *dbconn.Conn
+}
+
+func (w *worker) close() {
+	ctx := context.Background()
+	if w.src != nil {
+		w.src.Close(ctx)
+		w.src = nil
+	}
+	if w.tgt != nil {
+		w.tgt.Close(ctx)
+		w.tgt = nil
+	}
+}
+
+// ensureConns (re)connects what is missing or broken.
+func (w *worker) ensureConns(ctx context.Context) error {
+	if w.src != nil && w.src.IsClosed() {
+		w.src = nil
+	}
+	if w.tgt != nil && w.tgt.IsClosed() {
+		w.tgt = nil
+	}
+	var err error
+	if w.src == nil {
+		if w.src, err = connect(ctx, w.r.opts.Source, sourceSessionSQL); err != nil {
+			return err
+		}
+	}
+	if w.tgt == nil {
+		if w.tgt, err = connect(ctx, w.r.opts.Target, targetSessionSQL); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// connect opens a connection and applies the session settings.
+func connect(ctx context.Context, cfg *dbconn.Config, session string) (*dbconn.Conn, error) {
+	c, err := cfg.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.PgConn().Exec(ctx, session).Close(); err != nil {
+		c.Close(ctx)
+		return nil, fmt.Errorf("set up %s session: %w", cfg.Role, err)
+	}
+	return c, nil
+}
+
+// beginSource starts a source transaction that sees the run's snapshot.
+func (w *worker) beginSource(ctx context.Context) error {
+	sql, err := importSnapshotSQL(w.r.snapshot)
+	if err != nil {
+		return permanent{err}
+	}
+	if err := w.src.PgConn().Exec(ctx, sql).Close(); err != nil {
+		w.endSource(ctx)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42704" { // undefined_object: no such snapshot (PostgreSQL 15, 17)
+			return &exit.Error{Code: exit.Failed, Err: err,
+				Msg:  "the source snapshot is gone: " + dbconn.Reason(err),
+				Hint: "the transaction that held it ended, its connection lost or closed; resume to continue under a new snapshot"}
+		}
+		return fmt.Errorf("import source snapshot: %w", err)
+	}
+	return nil
+}
+
+// endSource ends the source transaction; a broken connection is dropped.
+func (w *worker) endSource(ctx context.Context) {
+	if w.src == nil || w.src.IsClosed() {
+		return
+	}
+	if err := w.src.PgConn().Exec(ctx, "ROLLBACK").Close(); err != nil {
+		w.src.Close(context.Background())
+	}
+}
+
+func (w *worker) plan(ctx context.Context) ([]journal.Unit, error) {
+	if err := w.beginSource(ctx); err != nil {
+		return nil, err
+	}
+	defer w.endSource(ctx)
+	return plan(ctx, w.src.Conn, w.r.opts.RangeBytes, w.r.opts.Jobs)
+}
+
+// configPhase copies the extension configuration tables and sequences in one target
+// transaction, retrying it whole on transient errors.
+func (w *worker) configPhase(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		err := w.ensureConns(ctx)
+		if err == nil {
+			err = w.configOnce(ctx)
+		}
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !transient(err) || attempt > w.r.opts.MaxRetries {
+			w.r.emit(Event{Type: Failed, Attempt: attempt, Err: dbconn.Redact(err.Error())})
+			return err
+		}
+		w.r.mu.Lock()
+		w.r.res.Retries++
+		w.r.mu.Unlock()
+		w.r.emit(Event{Type: Retry, Attempt: attempt, Err: dbconn.Redact(err.Error())})
+		if err := sleep(ctx, backoff(w.r.opts.RetryBackoff, maxBackoff, attempt)); err != nil {
+			return err
+		}
+	}
+}
+
+func (w *worker) configOnce(ctx context.Context) error {
+	tx, err := w.tgt.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin target transaction: %w", err)
+	}
+	defer w.rollback(tx)
+	units, err := journal.LockPhase(ctx, tx, journal.PhaseConfig)
+	if err != nil || len(units) == 0 {
+		return err
+	}
+	type doneUnit struct {
+		l           *live
+		rows, bytes int64
+		start       time.Time
+	}
+	var done []doneUnit
+	for i := range units {
+		u := &units[i]
+		start := time.Now()
+		l := w.r.begin(u)
+		rows, err := w.copyUnit(ctx, tx, u, l)
+		if err == nil {
+			err = journal.MarkDone(ctx, tx, u.ID, rows, l.bytes.Load())
+		}
+		if err != nil {
+			w.r.mu.Lock()
+			delete(w.r.live, u.ID)
+			w.r.mu.Unlock()
+			return err
+		}
+		done = append(done, doneUnit{l, rows, l.bytes.Load(), start})
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return &UnitError{Unit: "extension configuration tables", Side: "target", Err: err}
+	}
+	for _, d := range done {
+		w.r.end(d.l, d.rows, d.bytes, d.start)
+	}
+	return nil
+}
+
+// rollback ends a target transaction; a connection that cannot is dropped.
+func (w *worker) rollback(tx pgx.Tx) {
+	if err := tx.Rollback(context.Background()); err != nil && !errors.Is(err, pgx.ErrTxClosed) {
+		if w.tgt != nil {
+			w.tgt.Close(context.Background())
+		}
+	}
+}
+
+// dataPhase claims and copies data units until none is left, waiting for units that
+// other workers (of this process or another) hold, in case they give them back.
+func (w *worker) dataPhase(ctx context.Context) error {
+	retryID := ""
+	connFailures := 0
+	for {
+		if err := w.ensureConns(ctx); err != nil {
+			connFailures++
+			if !transient(err) || connFailures > w.r.opts.MaxRetries || ctx.Err() != nil {
+				return err
+			}
+			if err := sleep(ctx, backoff(w.r.opts.RetryBackoff, maxBackoff, connFailures)); err != nil {
+				return err
+			}
+			continue
+		}
+		connFailures = 0
+		more, err := w.next(ctx, retryID)
+		retryID = ""
+		var ue *unitFailure
+		if errors.As(err, &ue) {
+			if err := w.r.failed(ctx, ue.l, ue.err); err != nil {
+				return ue.err
+			}
+			retryID = ue.l.info.ID
+			continue
+		}
+		if err != nil {
+			if !transient(err) || ctx.Err() != nil {
+				return err
+			}
+			connFailures++
+			if connFailures > w.r.opts.MaxRetries {
+				return err
+			}
+			continue
+		}
+		if !more {
+			return nil
+		}
+	}
+}
+
+// unitFailure carries a unit's error out of next.
+type unitFailure struct {
+	l   *live
+	err error
+}
+
+func (f *unitFailure) Error() string { return f.err.Error() }
+
+// next claims one unit (id, when given and still pending and free) and copies it.
+// It returns false when every unit is done.
+func (w *worker) next(ctx context.Context, id string) (bool, error) {
+	tx, err := w.tgt.Begin(ctx)
+	if err != nil {
+		return true, fmt.Errorf("begin target transaction: %w", err)
+	}
+	defer w.rollback(tx)
+	u, err := journal.Claim(ctx, tx, journal.PhaseData, id)
+	if err != nil {
+		return true, err
+	}
+	if u == nil {
+		w.rollback(tx)
+		if id != "" {
+			return true, nil // done or taken by another worker meanwhile
+		}
+		n, err := journal.CountPending(ctx, w.tgt.Conn)
+		if err != nil || n == 0 {
+			return n > 0, err
+		}
+		return true, sleep(ctx, pollIdle)
+	}
+	start := time.Now()
+	l := w.r.begin(u)
+	rows, err := w.copyUnit(ctx, tx, u, l)
+	if err == nil {
+		if err = journal.MarkDone(ctx, tx, u.ID, rows, l.bytes.Load()); err == nil {
+			err = tx.Commit(ctx)
+		}
+		if err != nil {
+			err = &UnitError{Unit: describe(u), Side: "target", Err: err}
+		}
+	}
+	if err != nil {
+		return true, &unitFailure{l: l, err: err}
+	}
+	w.r.end(l, rows, l.bytes.Load(), start)
+	return true, nil
+}
+
+// sameFile checks that a range's table was not rewritten (VACUUM FULL, CLUSTER, a
+// rewriting ALTER TABLE) since the plan: its rows would sit at other ctids, and the
+// ranges copied before and after could overlap or miss rows.
+func (w *worker) sameFile(ctx context.Context, u *journal.Unit) error {
+	var now int64
+	if err := w.src.QueryRow(ctx, `SELECT coalesce(pg_relation_filenode($1::regclass), 0)::bigint`, qualified(u)).Scan(&now); err != nil {
+		return err
+	}
+	if now != u.Filenode {
+		return &exit.Error{Code: exit.Failed,
+			Msg:  fmt.Sprintf("table %s was rewritten on the source since the migration was planned", displayName(u.Schema, u.Table)),
+			Hint: "its ctid ranges no longer hold; start the migration over on an empty target"}
+	}
+	return nil
+}
+
+// copyUnit copies one unit inside the target transaction tx. Errors are *UnitError.
+func (w *worker) copyUnit(ctx context.Context, tx pgx.Tx, u *journal.Unit, l *live) (int64, error) {
+	if err := w.beginSource(ctx); err != nil {
+		return 0, &UnitError{Unit: describe(u), Side: "source", Err: err}
+	}
+	defer w.endSource(ctx)
+	var rows int64
+	var err error
+	switch u.Kind {
+	case journal.KindTable, journal.KindRange, journal.KindConfig:
+		if u.Kind == journal.KindRange {
+			if err := w.sameFile(ctx, u); err != nil {
+				return 0, &UnitError{Unit: describe(u), Side: "source", Err: err}
+			}
+		}
+		srcSQL, dstSQL, truncate := copySQL(u)
+		if truncate {
+			if _, err := tx.Exec(ctx, "TRUNCATE ONLY "+qualified(u)); err != nil {
+				return 0, &UnitError{Unit: describe(u), Side: "target", Err: err}
+			}
+		}
+		rows, err = pipe(ctx, w.src.PgConn(), tx.Conn().PgConn(), srcSQL, dstSQL, u.Kind != journal.KindConfig, l)
+	case journal.KindConfigSeq:
+		rows, err = copySequences(ctx, w.src.Conn, tx, []string{qualified(u)}, l)
+	case journal.KindSequences:
+		rows, err = w.copyAllSequences(ctx, tx, l)
+	case journal.KindLargeObjects:
+		rows, err = copyLargeObjects(ctx, w.src.Conn, tx, l)
+	default:
+		err = permanent{fmt.Errorf("unknown unit kind %q", u.Kind)}
+	}
+	if err != nil {
+		var se sideError
+		if errors.As(err, &se) {
+			return 0, &UnitError{Unit: describe(u), Side: se.side, Err: se.err}
+		}
+		return 0, &UnitError{Unit: describe(u), Side: "copy", Err: err}
+	}
+	return rows, nil
+}

@@ -1,0 +1,346 @@
+// Package journal keeps the durable progress of a stream migration in the target
+// database: which data units exist, which are done, and the source freeze they were
+// copied under. Workers of one or several processes claim units with row locks
+// (FOR UPDATE SKIP LOCKED) inside the transaction that copies the unit and marks it
+// done, so a unit's rows and its done mark commit together, and a crashed worker's
+// unit becomes claimable again as soon as its transaction is gone.
+//
+// The journal lives in schema _tsmigrate of the target; the pipeline drops it when a
+// run ends well. Verification must ignore that schema.
+package journal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Schema is the target schema that holds the journal.
+const Schema = "_tsmigrate"
+
+// State of a unit as recorded. A pending unit whose row is locked is being copied
+// (running): the lock lives in the copying transaction and ends with it, so a crashed
+// worker's unit is pending again at once. Read counts the running ones.
+const (
+	Pending = "pending"
+	Done    = "done"
+)
+
+// Phases order the units: config tables first (all in one transaction, in foreign-key
+// order), then data (tables, chunks, ranges, sequences, large objects) in parallel.
+const (
+	PhaseConfig = 0
+	PhaseData   = 1
+)
+
+// Kind says how a unit is copied.
+type Kind string
+
+const (
+	KindConfig       Kind = "config"        // extension configuration table, rows its dump condition keeps
+	KindConfigSeq    Kind = "config-seq"    // an extension configuration sequence's value
+	KindTable        Kind = "table"         // a whole table or chunk: TRUNCATE + COPY FREEZE
+	KindRange        Kind = "range"         // ctid page range of a big table: COPY, no truncate
+	KindSequences    Kind = "sequences"     // every dumped sequence's value
+	KindLargeObjects Kind = "large-objects" // every large object's contents
+)
+
+// Unit is one piece of work whose rows are copied in one target transaction.
+type Unit struct {
+	ID        string
+	Phase     int
+	Ord       int // order inside the phase (foreign-key order of config tables)
+	Kind      Kind
+	Schema    string
+	Table     string
+	Parent    string   // for a chunk, its hypertable (schema.table as displayed); else ""
+	Columns   []string // copied columns, in order; empty for non-table units
+	Binary    bool     // COPY in binary format (every column's type has a usable binary form)
+	Condition string   // extension config dump condition ("WHERE ...") or ""
+	PageLo    int64    // ctid range [PageLo, PageHi) in pages; PageHi < 0 means to the end
+	PageHi    int64
+	Filenode  int64 // of a range's table at planning: ranges of ctids hold only while it is the same
+	EstBytes  int64 // size on the source, for ordering and progress
+	EstRows   int64
+	State     string
+	Rows      int64
+	Bytes     int64
+}
+
+// Run is what the journal says about the migration as a whole.
+type Run struct {
+	FreezeID string
+	Planned  bool
+	Units    int
+	Done     int
+	Running  int // pending units a worker holds right now
+}
+
+// SQL of the journal. Checked on PostgreSQL 15 and 17.
+const (
+	// setupLock serialises journal creation and planning between processes.
+	setupLock = `SELECT pg_advisory_xact_lock(hashtext('_tsmigrate.journal'))`
+
+	createSQL = `
+CREATE SCHEMA IF NOT EXISTS _tsmigrate;
+CREATE TABLE IF NOT EXISTS _tsmigrate.run (
+	one        boolean PRIMARY KEY DEFAULT true CHECK (one),
+	freeze_id  text NOT NULL,
+	planned    boolean NOT NULL DEFAULT false,
+	created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS _tsmigrate.units (
+	id         text PRIMARY KEY,
+	phase      int NOT NULL,
+	ord        int NOT NULL,
+	kind       text NOT NULL,
+	schema_name text NOT NULL,
+	table_name  text NOT NULL,
+	parent     text NOT NULL,
+	columns    text[] NOT NULL,
+	is_binary  boolean NOT NULL,
+	condition  text NOT NULL,
+	page_lo    bigint NOT NULL,
+	page_hi    bigint NOT NULL,
+	filenode   bigint NOT NULL,
+	est_bytes  bigint NOT NULL,
+	est_rows   bigint NOT NULL,
+	state      text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done')),
+	rows       bigint,
+	bytes      bigint,
+	done_at    timestamptz
+);
+-- Claims take the largest pending unit: an index keeps that cheap with 100 000 chunks.
+CREATE INDEX IF NOT EXISTS units_pending ON _tsmigrate.units (phase, est_bytes DESC, id) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS _tsmigrate.steps (
+	name    text PRIMARY KEY,
+	done_at timestamptz NOT NULL DEFAULT now()
+)`
+
+	unitCols = `id, phase, ord, kind, schema_name, table_name, parent, columns, is_binary, condition,
+	page_lo, page_hi, filenode, est_bytes, est_rows, state, coalesce(rows, 0), coalesce(bytes, 0)`
+
+	// claimSQL takes the largest pending unit of a phase that nobody holds. The lock
+	// lasts as long as the caller's transaction, which copies the unit.
+	claimSQL = `SELECT ` + unitCols + ` FROM _tsmigrate.units
+WHERE state = 'pending' AND phase = $1
+ORDER BY est_bytes DESC, id
+LIMIT 1 FOR UPDATE SKIP LOCKED`
+
+	claimIDSQL = `SELECT ` + unitCols + ` FROM _tsmigrate.units
+WHERE state = 'pending' AND id = $1
+FOR UPDATE SKIP LOCKED`
+
+	// lockPhaseSQL takes every pending unit of a phase, waiting for other holders.
+	lockPhaseSQL = `SELECT ` + unitCols + ` FROM _tsmigrate.units
+WHERE state = 'pending' AND phase = $1
+ORDER BY ord, id
+FOR UPDATE`
+
+	// idleSQL counts the pending units nobody holds: KEY SHARE conflicts with the
+	// claims' FOR UPDATE, so held rows are skipped. Its own brief lock may make a
+	// claim skip a row for that instant; the claimer then takes another or waits.
+	idleSQL = `SELECT count(*) FROM (SELECT FROM _tsmigrate.units WHERE state = 'pending' FOR KEY SHARE SKIP LOCKED) idle`
+
+	doneSQL = `UPDATE _tsmigrate.units SET state = 'done', rows = $2, bytes = $3, done_at = now() WHERE id = $1`
+)
+
+// ErrNoJournal is returned by Read when the target holds no journal.
+var ErrNoJournal = errors.New("no journal on the target")
+
+// Open creates the journal on the target if it is missing and records freezeID; an
+// existing journal is left as it is. It returns what the journal says; the caller
+// compares Run.FreezeID with its own to decide whether a resume is safe.
+func Open(ctx context.Context, conn *pgx.Conn, freezeID string) (*Run, error) {
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, setupLock); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, createSQL); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO _tsmigrate.run (freeze_id) VALUES ($1) ON CONFLICT DO NOTHING`, freezeID)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open journal on target: %w", err)
+	}
+	return Read(ctx, conn)
+}
+
+// Read says what the journal on the target holds, or ErrNoJournal.
+func Read(ctx context.Context, conn *pgx.Conn) (*Run, error) {
+	var r Run
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `SELECT r.freeze_id, r.planned,
+	(SELECT count(*) FROM _tsmigrate.units), (SELECT count(*) FROM _tsmigrate.units WHERE state = 'done')
+FROM _tsmigrate.run r`).Scan(&r.FreezeID, &r.Planned, &r.Units, &r.Done)
+		if err != nil {
+			return err
+		}
+		var idle int
+		if err := tx.QueryRow(ctx, idleSQL).Scan(&idle); err != nil {
+			return err
+		}
+		r.Running = r.Units - r.Done - idle
+		return nil
+	})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") || errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNoJournal
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read journal on target: %w", err)
+	}
+	return &r, nil
+}
+
+// Plan records units unless a plan is already recorded (by this process earlier or by
+// another one); either way it returns the recorded units. plan is called only when no
+// plan exists, under a lock, so that two processes starting together plan once.
+func Plan(ctx context.Context, conn *pgx.Conn, plan func() ([]Unit, error)) ([]Unit, error) {
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, setupLock); err != nil {
+			return err
+		}
+		var planned bool
+		if err := tx.QueryRow(ctx, `SELECT planned FROM _tsmigrate.run`).Scan(&planned); err != nil {
+			return err
+		}
+		if planned {
+			return nil
+		}
+		units, err := plan()
+		if err != nil {
+			return err
+		}
+		rows := make([][]any, len(units))
+		for i, u := range units {
+			cols := u.Columns
+			if cols == nil {
+				cols = []string{}
+			}
+			rows[i] = []any{u.ID, u.Phase, u.Ord, string(u.Kind), u.Schema, u.Table, u.Parent, cols, u.Binary,
+				u.Condition, u.PageLo, u.PageHi, u.Filenode, u.EstBytes, u.EstRows}
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{Schema, "units"},
+			[]string{"id", "phase", "ord", "kind", "schema_name", "table_name", "parent", "columns", "is_binary",
+				"condition", "page_lo", "page_hi", "filenode", "est_bytes", "est_rows"},
+			pgx.CopyFromRows(rows)); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE _tsmigrate.run SET planned = true`)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record plan in journal: %w", err)
+	}
+	return Units(ctx, conn)
+}
+
+// Units lists every recorded unit.
+func Units(ctx context.Context, conn *pgx.Conn) ([]Unit, error) {
+	rows, err := conn.Query(ctx, `SELECT `+unitCols+` FROM _tsmigrate.units ORDER BY phase, ord, est_bytes DESC, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list journal units: %w", err)
+	}
+	us, err := pgx.CollectRows(rows, scanUnit)
+	if err != nil {
+		return nil, fmt.Errorf("list journal units: %w", err)
+	}
+	return us, nil
+}
+
+func scanUnit(row pgx.CollectableRow) (Unit, error) {
+	var u Unit
+	var kind string
+	err := row.Scan(&u.ID, &u.Phase, &u.Ord, &kind, &u.Schema, &u.Table, &u.Parent, &u.Columns, &u.Binary, &u.Condition,
+		&u.PageLo, &u.PageHi, &u.Filenode, &u.EstBytes, &u.EstRows, &u.State, &u.Rows, &u.Bytes)
+	u.Kind = Kind(kind)
+	return u, err
+}
+
+// Claim locks the largest pending unit of phase that no other transaction holds, or
+// the unit id when id is not empty. It returns nil when there is none. The lock ends
+// with tx: commit after MarkDone, or roll back to hand the unit back.
+func Claim(ctx context.Context, tx pgx.Tx, phase int, id string) (*Unit, error) {
+	var rows pgx.Rows
+	var err error
+	if id != "" {
+		rows, err = tx.Query(ctx, claimIDSQL, id)
+	} else {
+		rows, err = tx.Query(ctx, claimSQL, phase)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("claim unit: %w", err)
+	}
+	u, err := pgx.CollectOneRow(rows, scanUnit)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("claim unit: %w", err)
+	}
+	return &u, nil
+}
+
+// LockPhase locks every pending unit of phase, waiting for any other transaction
+// that holds one, and returns them in order. Used for the config tables, which go in
+// one transaction.
+func LockPhase(ctx context.Context, tx pgx.Tx, phase int) ([]Unit, error) {
+	rows, err := tx.Query(ctx, lockPhaseSQL, phase)
+	if err != nil {
+		return nil, fmt.Errorf("lock units: %w", err)
+	}
+	us, err := pgx.CollectRows(rows, scanUnit)
+	if err != nil {
+		return nil, fmt.Errorf("lock units: %w", err)
+	}
+	return us, nil
+}
+
+// MarkDone records unit id as done with its counts, in tx (the copying transaction).
+func MarkDone(ctx context.Context, tx pgx.Tx, id string, rows, bytes int64) error {
+	if _, err := tx.Exec(ctx, doneSQL, id, rows, bytes); err != nil {
+		return fmt.Errorf("mark unit %s done: %w", id, err)
+	}
+	return nil
+}
+
+// CountPending counts units not yet done, locked or not.
+func CountPending(ctx context.Context, conn *pgx.Conn) (int, error) {
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM _tsmigrate.units WHERE state = 'pending'`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count pending units: %w", err)
+	}
+	return n, nil
+}
+
+// StepDone says whether the pipeline recorded step name as done.
+func StepDone(ctx context.Context, conn *pgx.Conn, name string) (bool, error) {
+	var ok bool
+	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM _tsmigrate.steps WHERE name = $1)`, name).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("read journal step %s: %w", name, err)
+	}
+	return ok, nil
+}
+
+// MarkStep records that the pipeline finished step name.
+func MarkStep(ctx context.Context, conn *pgx.Conn, name string) error {
+	if _, err := conn.Exec(ctx, `INSERT INTO _tsmigrate.steps (name) VALUES ($1) ON CONFLICT DO NOTHING`, name); err != nil {
+		return fmt.Errorf("record journal step %s: %w", name, err)
+	}
+	return nil
+}
+
+// Drop removes the journal from the target (after a run that ended well).
+func Drop(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS _tsmigrate CASCADE`); err != nil {
+		return fmt.Errorf("drop journal: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,106 @@
+package journal
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tsmigrate/tsmigrate/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func TestJournalLifecycle(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG15)
+	db := testenv.NewDB(t, srv, false)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, srv.SuperURI(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+
+	if _, err := Read(ctx, conn); !errors.Is(err, ErrNoJournal) {
+		t.Fatalf("read before open: %v", err)
+	}
+	run, err := Open(ctx, conn, "freeze-1")
+	if err != nil || run.FreezeID != "freeze-1" || run.Planned {
+		t.Fatalf("open: %+v %v", run, err)
+	}
+	// A second open under another freeze keeps the first record: the caller compares.
+	if run, err = Open(ctx, conn, "freeze-2"); err != nil || run.FreezeID != "freeze-1" {
+		t.Fatalf("reopen: %+v %v", run, err)
+	}
+
+	planned := 0
+	mk := func() ([]Unit, error) {
+		planned++
+		return []Unit{
+			{ID: "small", Phase: PhaseData, Kind: KindTable, Schema: "public", Table: "s", Columns: []string{"a"}, EstBytes: 10, PageHi: -1},
+			{ID: "large", Phase: PhaseData, Kind: KindTable, Schema: "public", Table: "l", Columns: []string{"a"}, EstBytes: 1000, PageHi: -1},
+		}, nil
+	}
+	if _, err := Plan(ctx, conn, mk); err != nil {
+		t.Fatal(err)
+	}
+	units, err := Plan(ctx, conn, mk)
+	if err != nil || planned != 1 || len(units) != 2 {
+		t.Fatalf("plan twice: planned %d times, %d units, %v", planned, len(units), err)
+	}
+
+	// Largest first; a held unit is skipped by others; a rolled-back claim comes back.
+	tx1, _ := conn.Begin(ctx)
+	u, err := Claim(ctx, tx1, PhaseData, "")
+	if err != nil || u == nil || u.ID != "large" {
+		t.Fatalf("first claim: %+v %v", u, err)
+	}
+	other, err := pgx.Connect(ctx, srv.SuperURI(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(ctx)
+	tx2, _ := other.Begin(ctx)
+	if u2, err := Claim(ctx, tx2, PhaseData, ""); err != nil || u2 == nil || u2.ID != "small" {
+		t.Fatalf("second claim: %+v %v", u2, err)
+	}
+	if u3, err := Claim(ctx, tx2, PhaseData, "large"); err != nil || u3 != nil {
+		t.Fatalf("claim of a held unit: %+v %v", u3, err)
+	}
+	observer, err := pgx.Connect(ctx, srv.SuperURI(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer observer.Close(ctx)
+	if run, err := Read(ctx, observer); err != nil || run.Running != 2 || run.Done != 0 {
+		t.Fatalf("read while both units are held: %+v %v", run, err)
+	}
+	if err := MarkDone(ctx, tx1, "large", 5, 50); err != nil {
+		t.Fatal(err)
+	}
+	tx1.Commit(ctx)
+	tx2.Rollback(ctx)
+	if n, err := CountPending(ctx, conn); err != nil || n != 1 {
+		t.Fatalf("pending after one done and one rolled back: %d %v", n, err)
+	}
+	if run, _ := Read(ctx, conn); run.Units != 2 || run.Done != 1 || run.Running != 0 || !run.Planned {
+		t.Fatalf("read: %+v", run)
+	}
+
+	if ok, _ := StepDone(ctx, conn, "post-data"); ok {
+		t.Fatal("step done before marked")
+	}
+	if err := MarkStep(ctx, conn, "post-data"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := StepDone(ctx, conn, "post-data"); !ok {
+		t.Fatal("step not done after marked")
+	}
+	if err := Drop(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Read(ctx, conn); !errors.Is(err, ErrNoJournal) {
+		t.Fatalf("read after drop: %v", err)
+	}
+}
