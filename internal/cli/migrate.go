@@ -9,8 +9,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tsmigrate/tsmigrate/internal/copy"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
+	"github.com/tsmigrate/tsmigrate/internal/preflight"
 )
 
 type migrateFlags struct {
@@ -28,6 +30,10 @@ type migrateFlags struct {
 	freezeGrace    time.Duration
 	yes            bool
 	json           bool
+	resume         bool
+	worker         bool
+	keepFrozen     bool
+	progress       string
 }
 
 func init() {
@@ -40,33 +46,56 @@ func init() {
 
   1. pre-flight checks (any failure stops the run before anything changes, exit 3);
   2. confirmation, then the write freeze of the source databases (not with --rehearsal);
-  3. the copy (engine "dump": pg_dump --no-owner in parallel, then pg_restore in the order
-     that keeps TimescaleDB's data: timescaledb_pre_restore(), the catalog alone, the rest
-     with --jobs), ANALYZE in parallel, timescaledb_post_restore(), row counts on both
-     sides, verify;
-  4. a summary: time per phase, rows per table and hypertable, the messages of pg_dump and
-     pg_restore (known harmless ones counted, shown with --verbose; any other fails the run).
+  3. the copy, by one of two engines:
+     "stream" (the default): the schema without rows (pg_dump --section pre-data, restored
+     with TimescaleDB at the source's version in restore mode), then the rows straight
+     from server to server, --jobs units at a time (every chunk, table and range of a big
+     table; binary COPY from one snapshot; progress on stderr, see --progress), then the
+     indexes and constraints (post-data) with --jobs; every step and unit is journaled in
+     the target (schema _tsmigrate, dropped at the end);
+     "dump": pg_dump --no-owner in parallel, then pg_restore in the order that keeps
+     TimescaleDB's data: timescaledb_pre_restore(), the catalog alone, the rest with --jobs;
+  4. ANALYZE in parallel, timescaledb_post_restore(), row counts on both sides, verify;
+  5. a summary: time per phase, rows per table and hypertable, the data units, rows, bytes
+     and retries of the stream engine, the messages of pg_dump and pg_restore (known
+     harmless ones counted, shown with --verbose; any other fails the run).
 
 On success the source stays frozen and the summary lists the cut-over steps. On failure or
 Ctrl-C the source is unfrozen (writes resume: the migration did not happen), the target is
 left for inspection and the summary says how to reset it.
 
-Engines: "dump" (the default for now); "stream" (straight from server to server) becomes the
-default once it is available.
+Resuming (stream engine): a run that was killed (SIGKILL, a crash, a lost machine) leaves
+the source frozen and its journal in the target; the same command with --resume continues
+it: finished data units are skipped, a half-finished unit is copied again from scratch.
+--resume is refused (exit 2, nothing changed) unless every source database is still frozen
+by the very freeze the target's journal was written under: a source that was unfrozen in
+between may have changed, and the only way on is to start over (unfreeze, reset the target,
+migrate again). A run that fails or is interrupted (Ctrl-C, SIGTERM) unfreezes the source as
+said above, so it cannot be resumed, unless --keep-frozen-on-failure is given: then, once the
+data phase has started, the source stays frozen and the journal kept, and the summary says
+how to resume or give up (tsmigrate unfreeze, then reset the target). A run that stopped
+while it restored the indexes and constraints (post-data) cannot be resumed.
+
+Several processes, several machines (stream engine): while a migration copies its data,
+tsmigrate migrate --worker with the same --source, --target and databases joins it: it
+copies data units (each unit exactly once, whoever takes it) until none is left and ends;
+the first process waits for units that workers hold, then does the rest.
 
 --json prints one document (also when the run fails):
   {"engine", "rehearsal", "outcome" (migrated|rehearsed|blocked|failed|interrupted), "error",
    "source", "target" (user@host:port/db), "pg_tools", "started", "duration_ns",
    "phases": [{"phase", "database", "duration_ns"}],
    "databases": [{"source", "target", "created_target", "timescaledb_version", "paused_jobs",
-     "dump_path" (with --keep-dump), "dump_bytes", "phases",
+     "dump_path" (with --keep-dump), "dump_bytes", "phases", "freeze_id",
+     "data": {"units", "skipped", "rows", "bytes", "retries"} (stream engine),
      "tables": [{"name", "kind" (table|partitioned table|hypertable), "source_rows",
        "target_rows", "source_chunks", "target_chunks"}],
      "messages": [MESSAGE], "verify" (verify's report of the database), "identical"}],
    "preflight" (pre-flight's report per database), "harmless_messages", "errors": [MESSAGE],
    "source_frozen", "frozen_window_ns", "projected_downtime_ns" (rehearsal),
    "source_changes": {"inserted", "updated", "deleted"} (rehearsal), "compress_before",
-   "cut_over", "reset_target", "warnings"}
+   "cut_over", "reset_target", "resume", "warnings"}
+  "outcome" of a --worker run: copied.
   MESSAGE = {"program", "severity", "text", "lines", "object", "toc_id", "harmless",
    "rule", "reason" (why it is harmless), "hint" (what to do)}
 
@@ -77,10 +106,10 @@ default once it is available.
 		f.conn.addSource(c)
 		f.conn.addTarget(c)
 		fl := c.Flags()
-		fl.StringVar(&f.engine, "engine", "dump", `copy engine: "dump" or "stream"`)
+		fl.StringVar(&f.engine, "engine", migrate.EngineStream, `copy engine: "stream" (server to server, resumable) or "dump" (pg_dump and pg_restore)`)
 		fl.StringArrayVar(&f.databases, "database", nil, "database SRC, or SRC:DST to land in another name (repeatable; default: the source URI's database into the target URI's)")
 		fl.BoolVar(&f.allDatabases, "all-databases", false, "every non-template source database with user objects, each into the same name")
-		fl.IntVar(&f.jobs, "jobs", defaultJobs(), "parallel workers of pg_dump, pg_restore, ANALYZE and verify")
+		fl.IntVar(&f.jobs, "jobs", defaultJobs(), "parallel workers of the copy (data units at once, pg_dump, pg_restore), ANALYZE and verify")
 		fl.StringVar(&f.dumpDir, "dump-dir", "", "directory for the dumps (default: a temporary directory)")
 		fl.StringVar(&f.dumpFile, "dump-file", "", "dump into this one custom-format file instead (one database; pg_dump runs single-threaded)")
 		fl.BoolVar(&f.keepDump, "keep-dump", false, "keep the dumps after the run")
@@ -90,19 +119,22 @@ default once it is available.
 		fl.DurationVar(&f.freezeGrace, "freeze-grace", 10*time.Second, "time sessions from before the freeze get to finish their transactions before they are ended")
 		fl.BoolVarP(&f.yes, "yes", "y", false, "freeze and migrate without asking (needed without a terminal)")
 		fl.BoolVar(&f.json, "json", false, "print the summary as one JSON document")
+		fl.BoolVar(&f.resume, "resume", false, "stream engine: continue a migration that stopped, if the source is still frozen by its freeze (see above)")
+		fl.BoolVar(&f.worker, "worker", false, "stream engine: join the data phase of a migration another tsmigrate process runs, copy units until none is left")
+		fl.BoolVar(&f.keepFrozen, "keep-frozen-on-failure", false, "stream engine: on failure or Ctrl-C once the data phase started, keep the source frozen and the journal, for --resume")
+		fl.StringVar(&f.progress, "progress", progressAuto, "stream engine's data phase: "+progressModes)
 		return c
 	})
 }
 
-func defaultJobs() int { return max(1, min(runtime.NumCPU(), 8)) }
+func defaultJobs() int { return max(2, min(runtime.NumCPU(), 8)) }
 
 func (a *app) runMigrate(c *cobra.Command, f migrateFlags) error {
-	switch f.engine {
-	case "dump":
-	case "stream":
-		return exit.Usagef(`use --engine dump`, "the stream engine is not available in this build yet")
-	default:
+	if f.engine != migrate.EngineDump && f.engine != migrate.EngineStream {
 		return exit.Usagef(`use "dump" or "stream"`, "unknown --engine %q", f.engine)
+	}
+	if _, _, err := newProgress(f.progress, io.Discard); err != nil {
+		return err
 	}
 	if f.jobs < 1 {
 		return exit.Usagef("give 1 or more", "--jobs %d", f.jobs)
@@ -124,6 +156,7 @@ func (a *app) runMigrate(c *cobra.Command, f migrateFlags) error {
 		return err
 	}
 	opt := migrate.Options{
+		Engine: f.engine, Resume: f.resume, Worker: f.worker, KeepFrozenOnFailure: f.keepFrozen,
 		Source: src, Target: dst, Databases: maps, AllDatabases: f.allDatabases, Jobs: f.jobs,
 		DumpDir: f.dumpDir, DumpFile: f.dumpFile, KeepDump: f.keepDump, PgBin: a.pgBin,
 		Rehearsal: f.rehearsal, CompressBefore: f.compressBefore, NoVerify: f.noVerify, FreezeGrace: f.freezeGrace,
@@ -132,10 +165,18 @@ func (a *app) runMigrate(c *cobra.Command, f migrateFlags) error {
 			for _, m := range p.Databases {
 				names = append(names, m.Source)
 			}
+			if p.Resume {
+				return a.confirm(f.yes, fmt.Sprintf("Resume the migration of %s (database %s, still frozen) to %s?",
+					p.Source, strings.Join(names, ", "), p.Target))
+			}
 			return a.confirm(f.yes, fmt.Sprintf("Freeze writes on %s (database %s) and migrate to %s?",
 				p.Source, strings.Join(names, ", "), p.Target))
 		},
 		OnEvent: func(e migrate.Event) { a.printMigrateEvent(e) },
+		DataProgress: func(string) (func(copy.Event), func()) {
+			on, done, _ := newProgress(f.progress, a.stderr)
+			return on, done
+		},
 	}
 	sum, err := migrate.Run(c.Context(), opt)
 	if f.json {
@@ -191,7 +232,7 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 	title := map[string]string{
 		migrate.OutcomeMigrated: "MIGRATED", migrate.OutcomeRehearsed: "REHEARSED (nothing was frozen)",
 		migrate.OutcomeBlocked: "BLOCKED by pre-flight (nothing changed)", migrate.OutcomeFailed: "FAILED",
-		migrate.OutcomeInterrupted: "INTERRUPTED",
+		migrate.OutcomeInterrupted: "INTERRUPTED", migrate.OutcomeCopied: "DATA UNITS COPIED (worker)",
 	}[s.Outcome]
 	fmt.Fprintf(w, "\nmigration %s -> %s: %s in %s (engine %s)\n", s.Source, s.Target, title, roundDuration(s.Duration), s.Engine)
 	if len(s.Phases) > 0 {
@@ -215,6 +256,12 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 				chunks = fmt.Sprintf("  chunks %d / %d", t.SourceChunks, t.TargetChunks)
 			}
 			fmt.Fprintf(w, "  %-17s %-40s %12d / %-12d%s%s\n", t.Kind, t.Name, t.Source, t.Target, chunks, mark)
+		}
+	}
+	for _, d := range s.Databases {
+		if c := d.Data; c != nil {
+			fmt.Fprintf(w, "\ndata of %s: %d units copied by this process (%d done before or elsewhere), %s rows, %s, %d retries\n",
+				d.Source, c.Units, c.Skipped, humanCount(c.Rows), preflight.HumanBytes(c.Bytes), c.Retries)
 		}
 		if d.Identical != nil {
 			fmt.Fprintf(w, "  verify: %s\n", map[bool]string{true: "identical", false: "DIFFERENT"}[*d.Identical])
@@ -251,6 +298,12 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 	case migrate.OutcomeFailed, migrate.OutcomeInterrupted:
 		if !s.SourceFrozen {
 			fmt.Fprintln(w, "\nthe source is writable again (unfrozen): the migration did not happen")
+		}
+	}
+	if len(s.Resume) > 0 {
+		fmt.Fprintln(w, "\nthe source stays frozen (--keep-frozen-on-failure) and the target keeps the journal:")
+		for _, st := range s.Resume {
+			fmt.Fprintf(w, "  %s\n", st)
 		}
 	}
 	if len(s.ResetTarget) > 0 {

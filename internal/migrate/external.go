@@ -59,6 +59,7 @@ func (r *run) freezeAll(ctx context.Context) error {
 			return fmt.Errorf("freeze %s: %w", d.Source, err)
 		}
 		d.frozen = true
+		d.freezeID = res.ID
 		r.note(d.Source, fmt.Sprintf("frozen: no write for %.1f s, no transaction id held", res.Proof.WindowSeconds))
 		for _, s := range res.CannotStop {
 			r.warn(d.Source + ": " + s)

@@ -32,7 +32,7 @@ func TestInterruptDuringDump(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	dumps := t.TempDir()
-	cmd := exec.Command(bin, "migrate", "--yes", "--jobs", "2", "--freeze-grace", "1s", "--pg-bin", srv.ClientBin(),
+	cmd := exec.Command(bin, "migrate", "--engine", "dump", "--yes", "--jobs", "2", "--freeze-grace", "1s", "--pg-bin", srv.ClientBin(),
 		"--dump-dir", dumps, "--source", srv.URI(src), "--target", srv.URI(dst))
 	var stdout strings.Builder
 	cmd.Stdout = &stdout

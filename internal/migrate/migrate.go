@@ -1,7 +1,10 @@
 // Package migrate is the whole-database migration: pre-flight, confirmation, write
-// freeze, dump, restore, ANALYZE, verification and a summary, for one database or
-// several. It never prints: it emits Events and returns a Summary, and on failure or
-// interruption before the end it unfreezes the source and says how to reset the target.
+// freeze, the copy (engine "dump": pg_dump and pg_restore; engine "stream": the schema
+// with pg_dump/pg_restore and the rows straight from server to server, see stream.go),
+// ANALYZE, verification and a summary, for one database or several. It never prints:
+// it emits Events and returns a Summary, and on failure or interruption before the end
+// it unfreezes the source and says how to reset the target (the stream engine can keep
+// the source frozen instead, for --resume: Options.KeepFrozenOnFailure).
 package migrate
 
 import (
@@ -13,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tsmigrate/tsmigrate/internal/copy"
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
@@ -25,8 +29,16 @@ type Mapping struct {
 	Target string `json:"target"`
 }
 
+// Engines.
+const (
+	EngineDump   = "dump"
+	EngineStream = "stream"
+)
+
 // Options say what to migrate and how.
 type Options struct {
+	// Engine is EngineDump (also when empty) or EngineStream.
+	Engine string
 	// Source and Target reach the two servers; their databases are the pair migrated
 	// unless Databases or AllDatabases say otherwise (the target's database is then
 	// only where tsmigrate connects to create missing databases).
@@ -53,6 +65,26 @@ type Options struct {
 	Confirm func(Plan) error
 	// OnEvent hears about each step (nil: nobody listens). Calls are serialised.
 	OnEvent func(Event)
+
+	// Stream engine only.
+	//
+	// Resume continues a stream run that stopped, on the same target: allowed only when
+	// each source database is still frozen by the freeze its target's journal was
+	// written under (otherwise refused, exit 2, nothing changed). It skips pre-flight and
+	// the freeze, and the steps and data units the journal records as done.
+	Resume bool
+	// Worker joins the data phase of a stream run that another process is running on
+	// the same databases: it copies data units until none is left and ends; the other
+	// process does everything else. Same conditions as Resume.
+	Worker bool
+	// KeepFrozenOnFailure leaves the sources frozen, and the journal in the target,
+	// when a stream run fails or is interrupted once its data phase started, so that
+	// Resume can continue; by default the sources are unfrozen as with the dump engine.
+	// (A run that is killed, or whose machine fails, leaves them frozen anyway.)
+	KeepFrozenOnFailure bool
+	// DataProgress, when set, is called as a database's data phase starts; on gets the
+	// copy events, done is called when the data phase ends.
+	DataProgress func(database string) (on func(copy.Event), done func())
 }
 
 // ParseMapping reads --database SRC or SRC:DST.
@@ -73,6 +105,7 @@ type Plan struct {
 	Target    string    `json:"target"`
 	Databases []Mapping `json:"databases"`
 	Rehearsal bool      `json:"rehearsal"`
+	Resume    bool      `json:"resume"`
 	Jobs      int       `json:"jobs"`
 }
 
@@ -104,6 +137,8 @@ const (
 	OutcomeBlocked     = "blocked"
 	OutcomeFailed      = "failed"
 	OutcomeInterrupted = "interrupted"
+	// OutcomeCopied: a worker (Options.Worker) copied data units until none was left.
+	OutcomeCopied = "copied"
 )
 
 // Phases of a run, as events and the summary name them.
@@ -155,7 +190,9 @@ type Summary struct {
 	CompressBefore    string        `json:"compress_before,omitempty"`
 	CutOver           []string      `json:"cut_over,omitempty"`
 	ResetTarget       []string      `json:"reset_target,omitempty"`
-	Warnings          []string      `json:"warnings,omitempty"`
+	// Resume says how to continue a stream run that failed with its sources kept frozen.
+	Resume   []string `json:"resume,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // DatabaseRun is what happened to one database pair.
@@ -172,12 +209,18 @@ type DatabaseRun struct {
 	Messages      []schema.Message `json:"messages"`
 	Verify        any              `json:"verify,omitempty"`
 	Identical     *bool            `json:"identical,omitempty"`
+	// Data is the stream engine's data phase in this process.
+	Data     *DataCopy `json:"data,omitempty"`
+	FreezeID string    `json:"freeze_id,omitempty"`
 
-	src, dst   *dbconn.Config
-	frozen     bool
-	ts         bool
-	sizeBytes  int64
-	statsStart *Changes
+	src, dst    *dbconn.Config
+	frozen      bool
+	freezeID    string
+	steps       map[string]bool // the stream engine's journal steps done
+	dataStarted bool
+	ts          bool
+	sizeBytes   int64
+	statsStart  *Changes
 }
 
 // run is the state of one Run.
@@ -226,12 +269,20 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 	if opt.Jobs < 1 {
 		opt.Jobs = 1
 	}
-	r := &run{opt: opt, sum: &Summary{Engine: "dump", Rehearsal: opt.Rehearsal, Started: time.Now(),
+	if opt.Engine == "" {
+		opt.Engine = EngineDump
+	}
+	r := &run{opt: opt, sum: &Summary{Engine: opt.Engine, Rehearsal: opt.Rehearsal, Started: time.Now(),
 		Source: opt.Source.String(), Target: opt.Target.String()}}
 	err := r.run(ctx)
 	r.sum.Duration = time.Since(r.sum.Started)
 	r.cleanDumps()
+	for _, d := range r.sum.Databases {
+		d.FreezeID = d.freezeID
+	}
 	switch {
+	case err == nil && opt.Worker:
+		r.sum.Outcome = OutcomeCopied
 	case err == nil && opt.Rehearsal:
 		r.sum.Outcome = OutcomeRehearsed
 	case err == nil:
@@ -261,6 +312,9 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 
 func (r *run) run(ctx context.Context) (err error) {
 	opt := r.opt
+	if err := checkEngineOptions(opt); err != nil {
+		return err
+	}
 	if opt.DumpFile != "" && opt.DumpDir != "" {
 		return exit.Usagef("pick one", "--dump-dir and --dump-file exclude each other")
 	}
@@ -280,6 +334,15 @@ func (r *run) run(ctx context.Context) (err error) {
 	if err := r.phase(nil, PhaseTools, func() error { return r.findTools(ctx) }); err != nil {
 		return err
 	}
+	if opt.Worker {
+		return r.work(ctx)
+	}
+	if opt.Resume {
+		// Refused here, nothing is undone: the run changed nothing.
+		if err := r.checkJoin(ctx); err != nil {
+			return err
+		}
+	}
 
 	// From here on, what was changed is undone when the run does not finish.
 	defer func() {
@@ -287,14 +350,16 @@ func (r *run) run(ctx context.Context) (err error) {
 			r.undo(ctx, err)
 		}
 	}()
-	if err := r.createTargets(ctx); err != nil {
-		return err
-	}
-	if err := r.phase(nil, PhasePreflight, func() error { return r.preflight(ctx) }); err != nil {
-		return err
+	if !opt.Resume {
+		if err := r.createTargets(ctx); err != nil {
+			return err
+		}
+		if err := r.phase(nil, PhasePreflight, func() error { return r.preflight(ctx) }); err != nil {
+			return err
+		}
 	}
 	if opt.Confirm != nil && !opt.Rehearsal {
-		plan := Plan{Source: opt.Source.String(), Target: opt.Target.String(), Rehearsal: opt.Rehearsal, Jobs: opt.Jobs}
+		plan := Plan{Source: opt.Source.String(), Target: opt.Target.String(), Rehearsal: opt.Rehearsal, Resume: opt.Resume, Jobs: opt.Jobs}
 		for _, d := range dbs {
 			plan.Databases = append(plan.Databases, Mapping{Source: d.Source, Target: d.Target})
 		}
@@ -308,7 +373,7 @@ func (r *run) run(ctx context.Context) (err error) {
 		}
 	}
 	for _, d := range dbs {
-		if d.ts {
+		if d.ts && opt.Engine == EngineDump {
 			if err := r.phase(nil, PhasePauseJobs, func() error { return r.pauseJobs(ctx) }); err != nil {
 				return err
 			}
@@ -322,16 +387,30 @@ func (r *run) run(ctx context.Context) (err error) {
 				return err
 			}
 		}
-	} else {
+	} else if !opt.Resume {
 		if err := r.phase(nil, PhaseFreeze, func() error { return r.freezeAll(ctx) }); err != nil {
 			return err
 		}
 		frozenAt = time.Now()
 	}
+	if opt.Engine == EngineStream && !opt.Resume {
+		if err := r.phase(nil, PhaseJournal, func() error { return r.openJournals(ctx) }); err != nil {
+			return err
+		}
+	}
 	windowStart := time.Now()
 	for _, d := range dbs {
-		if err := r.migrateOne(ctx, d); err != nil {
+		one := r.migrateOne
+		if opt.Engine == EngineStream {
+			one = r.streamOne
+		}
+		if err := one(ctx, d); err != nil {
 			return fmt.Errorf("%s: %w", d.Source, err)
+		}
+	}
+	if opt.Engine == EngineStream {
+		if err := r.dropJournals(ctx); err != nil {
+			return err
 		}
 	}
 	window := time.Since(windowStart)
@@ -353,8 +432,41 @@ func (r *run) run(ctx context.Context) (err error) {
 		return nil
 	}
 	r.sum.SourceFrozen = true
-	r.sum.FrozenWindow = time.Since(frozenAt)
+	if !frozenAt.IsZero() {
+		r.sum.FrozenWindow = time.Since(frozenAt)
+	}
 	r.sum.CutOver = r.cutOverSteps()
+	return nil
+}
+
+// checkEngineOptions refuses options that do not go with the engine.
+func checkEngineOptions(opt Options) error {
+	switch opt.Engine {
+	case EngineDump:
+		for _, o := range []struct {
+			set  bool
+			name string
+		}{{opt.Resume, "--resume"}, {opt.Worker, "--worker"}, {opt.KeepFrozenOnFailure, "--keep-frozen-on-failure"}} {
+			if o.set {
+				return exit.Usagef("use --engine stream", "%s is for the stream engine", o.name)
+			}
+		}
+	case EngineStream:
+		for _, o := range []struct {
+			set  bool
+			name string
+		}{{opt.DumpDir != "", "--dump-dir"}, {opt.DumpFile != "", "--dump-file"}, {opt.KeepDump, "--keep-dump"},
+			{opt.Rehearsal, "--rehearsal"}, {opt.CompressBefore, "--compress-before"}} {
+			if o.set {
+				return exit.Usagef("use --engine dump", "%s is for the dump engine", o.name)
+			}
+		}
+		if opt.Resume && opt.Worker {
+			return exit.Usagef("pick one", "--resume and --worker exclude each other")
+		}
+	default:
+		return exit.Usagef(`use "dump" or "stream"`, "unknown --engine %q", opt.Engine)
+	}
 	return nil
 }
 
@@ -424,6 +536,12 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 			return fmt.Errorf("schedule the paused jobs again on the target: %w", err)
 		}
 	}
+	return r.countAndVerify(ctx, d)
+}
+
+// countAndVerify compares the row counts of every table on both sides, then verifies
+// (unless NoVerify).
+func (r *run) countAndVerify(ctx context.Context, d *DatabaseRun) error {
 	if err := r.phase(d, PhaseCount, func() error {
 		rows, err := countRows(ctx, d.src, d.dst, r.opt.Jobs)
 		d.Tables = rows

@@ -131,63 +131,12 @@ func TestMigrateEveryShapeWithJobs4(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(d.DumpPath, "toc.dat")); err != nil {
 		t.Fatalf("--keep-dump: %v", err)
 	}
-	kinds := map[string]migrate.TableRows{}
-	for _, tr := range d.Tables {
-		kinds[tr.Name] = tr
-		if tr.Source != tr.Target || tr.SourceChunks != tr.TargetChunks {
-			t.Errorf("%s: source %d rows %d chunks, target %d rows %d chunks", tr.Name, tr.Source, tr.SourceChunks, tr.Target, tr.TargetChunks)
-		}
-	}
-	if m := kinds["public.metrics"]; m.Kind != "hypertable" || m.Source != 5760 || m.SourceChunks < 60 {
-		t.Fatalf("metrics in the summary: %+v", m)
-	}
-	if o := kinds["sales.orders"]; o.Kind != "partitioned table" || o.Source != 400 {
-		t.Fatalf("sales.orders in the summary: %+v", o)
-	}
-	if _, ok := kinds[`"Mixed Case"."Odd Table"`]; !ok {
-		t.Fatalf("no MixedCase table in %v", kinds)
-	}
+	assertShapeTables(t, d)
 	if writable(t, srv, src) {
 		t.Fatal("the source is writable after a successful run; it must stay frozen")
 	}
 
-	s, g := connect(t, srv.SuperURI(src)), connect(t, srv.SuperURI(dst))
-	for _, q := range []string{
-		"SELECT count(*) FROM timescaledb_information.chunks",
-		"SELECT count(*) FROM timescaledb_information.dimensions",
-		"SELECT sum(v2)::bigint FROM metrics",
-		"SELECT count(*) FROM sales.device_totals",
-		`SELECT sum("Some Col") FROM "Mixed Case"."Odd Table"`,
-		`SELECT count(*) FROM "ünï".tëst`,
-		"SELECT count(*) FROM pg_largeobject_metadata",
-		"SELECT last_value FROM standalone_seq",
-		"SELECT last_value FROM devices_id_seq",
-	} {
-		if a, b := scalar[int64](t, s, q), scalar[int64](t, g, q); a != b {
-			t.Errorf("%s: source %d, target %d", q, a, b)
-		}
-	}
-	if a, b := scalar[[]byte](t, s, "SELECT lo_get(min(oid)) FROM pg_largeobject_metadata"), scalar[[]byte](t, g, "SELECT lo_get(min(oid)) FROM pg_largeobject_metadata"); !bytes.Equal(a, b) {
-		t.Errorf("large object: %q vs %q", a, b)
-	}
-	// The target works like the source: sequences continue without collision, the
-	// trigger fires, domains and enums check, identity and generated columns fill in.
-	testenv.MustExec(t, srv, dst,
-		"INSERT INTO devices (name, m, n) VALUES ('late', 'ok', 5)",
-		"INSERT INTO sales.orders (device_id, total, created) VALUES (1, 1, '2025-02-02')",
-		"INSERT INTO metrics (t, device_id, v) VALUES ('2031-01-01', 21, 1)")
-	if n := scalar[string](t, g, "SELECT name FROM devices WHERE id = 21"); n != "LATE" {
-		t.Errorf("trigger did not fire on the target: %q", n)
-	}
-	if v := scalar[float64](t, g, "SELECT v2 FROM metrics WHERE t = '2031-01-01'"); v != 2 {
-		t.Errorf("generated column on the target: %v", v)
-	}
-	if err := srv.Exec(ctx, dst, "INSERT INTO devices (name, n) VALUES ('bad', -1)"); err == nil {
-		t.Error("the domain's check is gone on the target")
-	}
-	if n := scalar[int64](t, g, "SELECT nextval('standalone_seq')"); n != scalar[int64](t, s, "SELECT last_value FROM standalone_seq")+1 {
-		t.Errorf("standalone_seq continues at %d", n)
-	}
+	assertShapesEqual(t, srv, src, dst)
 	phases := map[string]bool{}
 	for _, e := range events {
 		if e.Kind == migrate.EventPhase {
@@ -261,7 +210,7 @@ func TestConflictingObjectFailsAndUnfreezes(t *testing.T) {
 	testenv.MustExec(t, srv, dst, "CREATE COLLATION public.plain (provider = libc, locale = 'C')")
 	unfreezeAtCleanup(t, srv, src)
 
-	code, out, errOut := runCLI(t, "migrate", "--yes", "--jobs", "2", "--pg-bin", srv.ClientBin(), "--no-verify",
+	code, out, errOut := runCLI(t, "migrate", "--engine", "dump", "--yes", "--jobs", "2", "--pg-bin", srv.ClientBin(), "--no-verify",
 		"--source", srv.URI(src), "--target", srv.URI(dst))
 	if code != 1 {
 		t.Fatalf("exit %d, want 1\n%s\n%s", code, out, errOut)
@@ -310,7 +259,7 @@ func TestRehearsal(t *testing.T) {
 		}
 	}()
 	file := filepath.Join(t.TempDir(), "app.dump")
-	code, out, errOut := runCLI(t, "migrate", "--rehearsal", "--compress-before", "--jobs", "2", "--pg-bin", srv.ClientBin(),
+	code, out, errOut := runCLI(t, "migrate", "--engine", "dump", "--rehearsal", "--compress-before", "--jobs", "2", "--pg-bin", srv.ClientBin(),
 		"--dump-file", file, "--no-verify", "--source", srv.URI(src), "--target", srv.URI(dst), "--json")
 	stop()
 	<-done
@@ -341,7 +290,7 @@ func TestRehearsal(t *testing.T) {
 		t.Fatal("the source is not writable after the rehearsal")
 	}
 	// The text summary states the projection.
-	code, text, errText := runCLI(t, "migrate", "--rehearsal", "--jobs", "2", "--pg-bin", srv.ClientBin(), "--no-verify",
+	code, text, errText := runCLI(t, "migrate", "--engine", "dump", "--rehearsal", "--jobs", "2", "--pg-bin", srv.ClientBin(), "--no-verify",
 		"--source", srv.URI(src), "--target", srv.URI(testenv.NewDB(t, srv, false)))
 	if code != 0 || !strings.Contains(text, "projected downtime of a real run: about") || !strings.Contains(text, "the source changed during the run:") {
 		t.Fatalf("exit %d, text summary:\n%s\n%s", code, text, errText)
@@ -394,10 +343,13 @@ func TestUsageErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"--engine", "bogus"}, `unknown --engine "bogus"`},
-		{[]string{"--engine", "stream"}, "stream engine is not available"},
+		{[]string{"--dump-file", "x.dump"}, "--dump-file is for the dump engine"},
+		{[]string{"--engine", "dump", "--resume"}, "--resume is for the stream engine"},
+		{[]string{"--resume", "--worker"}, "exclude each other"},
+		{[]string{"--progress", "fancy"}, `unknown --progress mode "fancy"`},
 		{[]string{"--jobs", "0"}, "--jobs 0"},
 		{[]string{"--database", ":x"}, `invalid --database ":x"`},
-		{[]string{"--dump-dir", t.TempDir(), "--dump-file", "x.dump"}, "exclude each other"},
+		{[]string{"--engine", "dump", "--dump-dir", t.TempDir(), "--dump-file", "x.dump"}, "exclude each other"},
 		{[]string{"--database", src, "--all-databases"}, "exclude each other"},
 		// Without --yes and without a terminal, nothing is frozen and nothing is left.
 		{nil, "no terminal to confirm on"},
@@ -428,12 +380,77 @@ func TestDumpDiskTooSmall(t *testing.T) {
 	src := testenv.NewDB(t, srv, false)
 	testenv.MustExec(t, srv, src, "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
 	dst := testenv.NewDB(t, srv, false)
-	code, out, errOut := runCLI(t, "migrate", "--yes", "--pg-bin", srv.ClientBin(), "--dump-dir", filepath.Join(dir, "dumps"),
+	code, out, errOut := runCLI(t, "migrate", "--engine", "dump", "--yes", "--pg-bin", srv.ClientBin(), "--dump-dir", filepath.Join(dir, "dumps"),
 		"--source", srv.URI(src), "--target", srv.URI(dst))
 	if code != 3 || !strings.Contains(errOut, "the dump may need up to") || !strings.Contains(errOut, "free") {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
 	}
 	if !writable(t, srv, src) {
 		t.Fatal("the source was frozen")
+	}
+}
+
+// assertShapeTables checks the summary's rows of the shape list: equal on both sides.
+func assertShapeTables(t *testing.T, d *migrate.DatabaseRun) {
+	t.Helper()
+	kinds := map[string]migrate.TableRows{}
+	for _, tr := range d.Tables {
+		kinds[tr.Name] = tr
+		if tr.Source != tr.Target || tr.SourceChunks != tr.TargetChunks {
+			t.Errorf("%s: source %d rows %d chunks, target %d rows %d chunks", tr.Name, tr.Source, tr.SourceChunks, tr.Target, tr.TargetChunks)
+		}
+	}
+	if m := kinds["public.metrics"]; m.Kind != "hypertable" || m.Source != 5760 || m.SourceChunks < 60 {
+		t.Fatalf("metrics in the summary: %+v", m)
+	}
+	if o := kinds["sales.orders"]; o.Kind != "partitioned table" || o.Source != 400 {
+		t.Fatalf("sales.orders in the summary: %+v", o)
+	}
+	if _, ok := kinds[`"Mixed Case"."Odd Table"`]; !ok {
+		t.Fatalf("no MixedCase table in %v", kinds)
+	}
+}
+
+// assertShapesEqual checks that the shape list arrived equal and that the target works
+// like the source.
+func assertShapesEqual(t *testing.T, srv *testenv.Server, src, dst string) {
+	t.Helper()
+	ctx := context.Background()
+	s, g := connect(t, srv.SuperURI(src)), connect(t, srv.SuperURI(dst))
+	for _, q := range []string{
+		"SELECT count(*) FROM timescaledb_information.chunks",
+		"SELECT count(*) FROM timescaledb_information.dimensions",
+		"SELECT sum(v2)::bigint FROM metrics",
+		"SELECT count(*) FROM sales.device_totals",
+		`SELECT sum("Some Col") FROM "Mixed Case"."Odd Table"`,
+		`SELECT count(*) FROM "ünï".tëst`,
+		"SELECT count(*) FROM pg_largeobject_metadata",
+		"SELECT last_value FROM standalone_seq",
+		"SELECT last_value FROM devices_id_seq",
+	} {
+		if a, b := scalar[int64](t, s, q), scalar[int64](t, g, q); a != b {
+			t.Errorf("%s: source %d, target %d", q, a, b)
+		}
+	}
+	if a, b := scalar[[]byte](t, s, "SELECT lo_get(min(oid)) FROM pg_largeobject_metadata"), scalar[[]byte](t, g, "SELECT lo_get(min(oid)) FROM pg_largeobject_metadata"); !bytes.Equal(a, b) {
+		t.Errorf("large object: %q vs %q", a, b)
+	}
+	// The target works like the source: sequences continue without collision, the
+	// trigger fires, domains and enums check, identity and generated columns fill in.
+	testenv.MustExec(t, srv, dst,
+		"INSERT INTO devices (name, m, n) VALUES ('late', 'ok', 5)",
+		"INSERT INTO sales.orders (device_id, total, created) VALUES (1, 1, '2025-02-02')",
+		"INSERT INTO metrics (t, device_id, v) VALUES ('2031-01-01', 21, 1)")
+	if n := scalar[string](t, g, "SELECT name FROM devices WHERE id = 21"); n != "LATE" {
+		t.Errorf("trigger did not fire on the target: %q", n)
+	}
+	if v := scalar[float64](t, g, "SELECT v2 FROM metrics WHERE t = '2031-01-01'"); v != 2 {
+		t.Errorf("generated column on the target: %v", v)
+	}
+	if err := srv.Exec(ctx, dst, "INSERT INTO devices (name, n) VALUES ('bad', -1)"); err == nil {
+		t.Error("the domain's check is gone on the target")
+	}
+	if n := scalar[int64](t, g, "SELECT nextval('standalone_seq')"); n != scalar[int64](t, s, "SELECT last_value FROM standalone_seq")+1 {
+		t.Errorf("standalone_seq continues at %d", n)
 	}
 }

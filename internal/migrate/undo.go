@@ -17,6 +17,8 @@ const undoTimeout = time.Minute
 // scheduled again and its databases unfrozen (writes resume: the migration did not
 // happen), target databases made by the run and still empty are dropped, and a
 // target that received anything is left for inspection with the steps to reset it.
+// A stream run with Options.KeepFrozenOnFailure whose data phase started keeps its
+// sources frozen instead, and says how to resume or give up.
 // It uses a fresh context: the run's own may be cancelled.
 func (r *run) undo(ctx context.Context, cause error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
@@ -24,8 +26,13 @@ func (r *run) undo(ctx context.Context, cause error) {
 	if err := r.resumeJobs(ctx); err != nil {
 		r.warn(err.Error())
 	}
+	keep := r.keepFrozen()
+	if keep {
+		r.sum.SourceFrozen = true
+		r.sum.Resume = r.resumeSteps()
+	}
 	for _, d := range r.sum.Databases {
-		if !d.frozen {
+		if !d.frozen || keep {
 			continue
 		}
 		if err := r.phase(d, PhaseUnfreeze, func() error { return r.unfreeze(ctx, d) }); err != nil {

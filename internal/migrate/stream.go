@@ -1,0 +1,339 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/tsmigrate/tsmigrate/internal/copy"
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/freeze"
+	"github.com/tsmigrate/tsmigrate/internal/journal"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
+)
+
+// The stream engine: no dump of the rows. Per database: the schema (pre-data and
+// post-data, no rows) is dumped to a small file, the pre-data section restored into
+// the target (TimescaleDB at the source's version, in restore mode), the rows copied
+// straight from server to server by package copy under the source's freeze, then the
+// post-data section, ANALYZE, timescaledb_post_restore(), row counts and verify.
+//
+// Every step is recorded in the target's journal (package journal), so that a run that
+// was killed can be resumed (Options.Resume) as long as the source stayed frozen by the
+// same freeze, and further processes can join the data phase (Options.Worker).
+//
+// TimescaleDB's scheduled jobs are not paused, unlike with the dump engine: the freeze
+// ends the frozen database's TimescaleDB scheduler (restarted by unfreeze), so no job
+// runs during the copy, and the job rows reach the target as they are, to run there
+// once timescaledb_post_restore() starts its scheduler.
+
+// Journal steps of the stream engine, recorded in the target as each one ends.
+const (
+	stepPreData     = "pre-data"
+	stepPostStarted = "post-data-started"
+	stepPostData    = "post-data"
+	stepPostRestore = "post-restore"
+	stepComplete    = "complete"
+)
+
+// Phases of the stream engine (besides those shared with the dump engine).
+const (
+	PhaseJournal    = "journal"
+	PhaseSchemaDump = "dump-schema"
+	PhasePreData    = "pre-data"
+	PhaseCopy       = "copy"
+	PhasePostData   = "post-data"
+)
+
+// DataCopy is what the data phase of the stream engine did for one database, in this
+// process.
+type DataCopy struct {
+	Units   int   `json:"units"`   // copied by this process
+	Skipped int   `json:"skipped"` // done before this process started (resume) or by other processes
+	Rows    int64 `json:"rows"`
+	Bytes   int64 `json:"bytes"`
+	Retries int   `json:"retries"`
+}
+
+// refuseResume is a --resume or --worker that cannot go on: nothing was changed.
+func refuseResume(format string, args ...any) error {
+	return exit.New(exit.Usage,
+		"to start over: tsmigrate unfreeze the source if it is still frozen, reset the target (drop and create the database), and run tsmigrate migrate without --resume",
+		"cannot "+format, args...)
+}
+
+// checkJoin makes sure that every database of a --resume or --worker run has a journal
+// on its target written under the freeze that still holds on its source, and takes
+// that freeze as the run's.
+func (r *run) checkJoin(ctx context.Context) error {
+	verb := "resume"
+	if r.opt.Worker {
+		verb = "join"
+	}
+	for _, d := range r.sum.Databases {
+		st, err := freeze.Status(ctx, d.src)
+		if err != nil {
+			return fmt.Errorf("%s: read the source's freeze: %w", d.Source, err)
+		}
+		conn, err := d.dst.Connect(ctx)
+		if err != nil {
+			return err
+		}
+		jr, jerr := journal.Read(ctx, conn.Conn)
+		steps := map[string]bool{}
+		if jerr == nil {
+			for _, s := range []string{stepPreData, stepPostStarted, stepPostData, stepPostRestore, stepComplete} {
+				if steps[s], jerr = journal.StepDone(ctx, conn.Conn, s); jerr != nil {
+					break
+				}
+			}
+		}
+		conn.Close(ctx)
+		switch {
+		case errors.Is(jerr, journal.ErrNoJournal):
+			return refuseResume("%s: target database %s holds no migration journal (none was started there, or it finished and its journal was dropped)", verb, d.Target)
+		case jerr != nil:
+			return jerr
+		case !st.Frozen:
+			return refuseResume("%s: source database %s is not frozen any more, so it may have changed since the first run (its journal was written under freeze %s)", verb, d.Source, jr.FreezeID)
+		case !st.Intact:
+			return refuseResume("%s: the freeze of source database %s is not intact (%s), so it may have changed since the first run", verb, d.Source, st.Problem)
+		case st.ID != jr.FreezeID:
+			return refuseResume("%s: source database %s is frozen by freeze %s, but the target's journal was written under freeze %s, so the source may have changed in between", verb, d.Source, st.ID, jr.FreezeID)
+		case !steps[stepPreData]:
+			return refuseResume("%s: the first run stopped before the schema of %s was restored into the target", verb, d.Source)
+		case steps[stepPostStarted] && !steps[stepPostData]:
+			return refuseResume("%s: the first run stopped while it restored the indexes and constraints (post-data) of %s, which is not resumable", verb, d.Source)
+		case r.opt.Worker && steps[stepPostStarted]:
+			return refuseResume("%s: the data of %s is copied already", verb, d.Source)
+		}
+		d.frozen = true
+		d.freezeID = st.ID
+		d.steps = steps
+		r.note(d.Source, fmt.Sprintf("the source is still frozen by freeze %s, the one the target's journal was written under: %d of %d data units done", st.ID, jr.Done, jr.Units))
+	}
+	return nil
+}
+
+// openJournals records each database's freeze in its target's journal, right after the
+// freeze: from then on a killed run can be resumed.
+func (r *run) openJournals(ctx context.Context) error {
+	for _, d := range r.sum.Databases {
+		conn, err := d.dst.Connect(ctx)
+		if err != nil {
+			return err
+		}
+		jr, err := journal.Open(ctx, conn.Conn, d.freezeID)
+		conn.Close(ctx)
+		if err != nil {
+			return fmt.Errorf("%s: %w", d.Source, err)
+		}
+		if jr.FreezeID != d.freezeID {
+			return exit.New(exit.Failed, "reset the target (drop and create the database), or resume the earlier migration with --resume",
+				"%s: target database %s holds the journal of another migration (freeze %s)", d.Source, d.Target, jr.FreezeID)
+		}
+		d.steps = map[string]bool{}
+	}
+	return nil
+}
+
+// markStep records a finished step in d's journal.
+func (r *run) markStep(ctx context.Context, d *DatabaseRun, name string) error {
+	conn, err := d.dst.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := journal.MarkStep(ctx, conn.Conn, name); err != nil {
+		return err
+	}
+	d.steps[name] = true
+	return nil
+}
+
+// onTarget runs f on a fresh connection to d's target.
+func onTarget(ctx context.Context, d *DatabaseRun, f func(context.Context, *dbconn.Conn) error) error {
+	conn, err := d.dst.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return f(ctx, conn)
+}
+
+// schemaFile is where d's schema dump goes, in the run's temporary directory.
+func (r *run) schemaFile(d *DatabaseRun) (string, error) {
+	if r.base == "" {
+		dir, err := os.MkdirTemp("", "tsmigrate-schema-")
+		if err != nil {
+			return "", fmt.Errorf("make a directory for the schema dump: %w", err)
+		}
+		r.base = dir
+	}
+	return filepath.Join(r.base, unsafeName.ReplaceAllString(d.Source, "_")+".schema"), nil
+}
+
+// copyData runs the data phase of d (package copy) with this run's freeze.
+func (r *run) copyData(ctx context.Context, d *DatabaseRun) error {
+	opts := copy.Options{Source: d.src, Target: d.dst, Jobs: r.opt.Jobs, FreezeID: d.freezeID}
+	if r.opt.DataProgress != nil {
+		on, done := r.opt.DataProgress(d.Source)
+		defer done()
+		opts.OnEvent = on
+	}
+	d.dataStarted = true
+	res, err := copy.Run(ctx, opts)
+	if res != nil {
+		d.Data = &DataCopy{Units: len(res.Units), Skipped: res.Skipped, Rows: res.Rows, Bytes: res.Bytes, Retries: res.Retries}
+	}
+	if err != nil {
+		return fmt.Errorf("copy data: %w", err)
+	}
+	return nil
+}
+
+// streamOne migrates one database pair with the stream engine, skipping the steps its
+// journal records as done.
+func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
+	if d.steps[stepComplete] {
+		r.note(d.Source, "migrated by the first run already")
+		return nil
+	}
+	onMessage := func(m schema.Message) {
+		msg := m
+		r.emit(Event{Kind: EventMessage, Database: d.Source, Message: &msg})
+	}
+	file, err := r.schemaFile(d)
+	if err != nil {
+		return err
+	}
+	needSchema := !d.steps[stepPostData]
+	if needSchema {
+		if err := r.phase(d, PhaseSchemaDump, func() error {
+			os.Remove(file)
+			msgs, err := schema.DumpSchema(ctx, r.tools, d.src, file, onMessage)
+			d.Messages = append(d.Messages, msgs...)
+			return r.messagesErr(err)
+		}); err != nil {
+			return err
+		}
+	}
+	if !d.steps[stepPreData] {
+		if err := r.phase(d, PhasePreData, func() error {
+			if d.ts {
+				if err := onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error {
+					if _, err := schema.EnsureTimescaleDB(ctx, c.Conn, d.TimescaleDB); err != nil {
+						return err
+					}
+					return schema.PreRestore(ctx, c.Conn)
+				}); err != nil {
+					return err
+				}
+			}
+			msgs, err := schema.RestoreSection(ctx, r.tools, d.dst, file, schema.PreData, 1, onMessage)
+			d.Messages = append(d.Messages, msgs...)
+			if err := r.messagesErr(err); err != nil {
+				return err
+			}
+			return r.markStep(ctx, d, stepPreData)
+		}); err != nil {
+			return err
+		}
+	}
+	if !d.steps[stepPostStarted] {
+		if err := r.phase(d, PhaseCopy, func() error { return r.copyData(ctx, d) }); err != nil {
+			return err
+		}
+		if err := r.markStep(ctx, d, stepPostStarted); err != nil {
+			return err
+		}
+	}
+	if !d.steps[stepPostData] {
+		if err := r.phase(d, PhasePostData, func() error {
+			msgs, err := schema.RestoreSection(ctx, r.tools, d.dst, file, schema.PostData, r.opt.Jobs, onMessage)
+			d.Messages = append(d.Messages, msgs...)
+			if err := r.messagesErr(err); err != nil {
+				return err
+			}
+			return r.markStep(ctx, d, stepPostData)
+		}); err != nil {
+			return err
+		}
+	}
+	if !d.steps[stepPostRestore] {
+		// ANALYZE before timescaledb_post_restore(), as the dump engine does (see schema.Analyze).
+		if err := r.phase(d, PhaseAnalyze, func() error { return schema.Analyze(ctx, d.dst, r.opt.Jobs) }); err != nil {
+			return err
+		}
+		if d.ts {
+			if err := r.phase(d, PhasePost, func() error {
+				return onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error { return schema.PostRestore(ctx, c.Conn) })
+			}); err != nil {
+				return err
+			}
+		}
+		if err := r.markStep(ctx, d, stepPostRestore); err != nil {
+			return err
+		}
+	}
+	if err := r.countAndVerify(ctx, d); err != nil {
+		return err
+	}
+	return r.markStep(ctx, d, stepComplete)
+}
+
+// dropJournals removes the journals once every database of the run is migrated.
+func (r *run) dropJournals(ctx context.Context) error {
+	for _, d := range r.sum.Databases {
+		if err := onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error { return journal.Drop(ctx, c.Conn) }); err != nil {
+			return fmt.Errorf("%s: %w", d.Source, err)
+		}
+	}
+	return nil
+}
+
+// work is a --worker run: it copies data units of migrations another process planned
+// until none is left, and leaves everything else to that process.
+func (r *run) work(ctx context.Context) error {
+	if err := r.checkJoin(ctx); err != nil {
+		return err
+	}
+	for _, d := range r.sum.Databases {
+		if err := r.phase(d, PhaseCopy, func() error { return r.copyData(ctx, d) }); err != nil {
+			return fmt.Errorf("%s: %w", d.Source, err)
+		}
+	}
+	return nil
+}
+
+// keepFrozen says whether a failed stream run leaves its sources frozen for --resume:
+// only when asked to (Options.KeepFrozenOnFailure) and once a data phase has started
+// (before it, starting over costs little).
+func (r *run) keepFrozen() bool {
+	if r.opt.Engine != EngineStream || !r.opt.KeepFrozenOnFailure {
+		return false
+	}
+	for _, d := range r.sum.Databases {
+		if d.dataStarted {
+			return true
+		}
+	}
+	return false
+}
+
+// resumeSteps say how to continue a stream run that failed with its sources kept frozen.
+func (r *run) resumeSteps() []string {
+	var names []string
+	for _, d := range r.sum.Databases {
+		names = append(names, d.Source)
+	}
+	return []string{
+		"to continue where it stopped: run the same tsmigrate migrate command again with --resume (finished data units are skipped)",
+		fmt.Sprintf("or, to give up: tsmigrate unfreeze --source %q (per database: %s), then reset the target as below",
+			r.sum.Databases[0].src.ConnString(), strings.Join(names, ", ")),
+	}
+}

@@ -1,0 +1,345 @@
+package migrate_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/freeze"
+	"github.com/tsmigrate/tsmigrate/internal/migrate"
+	"github.com/tsmigrate/tsmigrate/internal/testenv"
+)
+
+// The shape list through the stream engine with --jobs 4: everything equal, the
+// journal gone, the data phase in the summary.
+func TestStreamEveryShapeWithJobs4(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	ctx := context.Background()
+	src := testenv.NewDB(t, srv, true)
+	testenv.MustExec(t, srv, src, shapes...)
+	dst := "t_stream_shapes_target"
+	t.Cleanup(func() { srv.Exec(ctx, "postgres", "DROP DATABASE IF EXISTS "+dst+" WITH (FORCE)") })
+	unfreezeAtCleanup(t, srv, src)
+
+	sum, err := migrate.Run(ctx, migrate.Options{Engine: migrate.EngineStream,
+		Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", srv.URI(dst)),
+		Jobs: 4, PgBin: srv.ClientBin(), FreezeGrace: time.Second,
+	})
+	if err != nil {
+		t.Fatalf("migrate: %v\n%+v", err, sum)
+	}
+	if sum.Engine != "stream" || sum.Outcome != migrate.OutcomeMigrated || !sum.SourceFrozen || len(sum.CutOver) == 0 || len(sum.Errors) != 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+	d := sum.Databases[0]
+	if d.Identical == nil || !*d.Identical || d.Data == nil || d.Data.Units < 60 || d.Data.Rows < 5760 || d.Data.Bytes == 0 || d.FreezeID == "" {
+		t.Fatalf("database run %+v, data %+v", d, d.Data)
+	}
+	assertShapeTables(t, d)
+	assertShapesEqual(t, srv, src, dst)
+	if scalar[bool](t, connect(t, srv.SuperURI(dst)), "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = '_tsmigrate')") {
+		t.Error("the journal is left in the target after a good run")
+	}
+	if writable(t, srv, src) {
+		t.Fatal("the source is writable after a successful run; it must stay frozen")
+	}
+}
+
+// A row the target rejects (a constraint only the target has) fails the run with exit 1
+// naming the table and the server's reason. With --keep-frozen-on-failure the source
+// stays frozen for --resume; once it is unfrozen, --resume is refused.
+func TestStreamRejectedRowThenResumeRefused(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	ctx := context.Background()
+	src := testenv.NewDB(t, srv, true)
+	dst := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, src, "CREATE TABLE orders (id int PRIMARY KEY, amount numeric)",
+		"INSERT INTO orders SELECT g, g FROM generate_series(1, 500) g",
+		"CREATE TABLE m (t timestamptz NOT NULL, v int)", "SELECT create_hypertable('m', 't')",
+		"INSERT INTO m SELECT '2025-01-01'::timestamptz + g * interval '1 hour', g FROM generate_series(1, 500) g")
+	unfreezeAtCleanup(t, srv, src)
+
+	sum, err := migrate.Run(ctx, migrate.Options{Engine: migrate.EngineStream, KeepFrozenOnFailure: true,
+		Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", srv.URI(dst)),
+		Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second,
+		OnEvent: func(e migrate.Event) {
+			// The schema is in the target now: give it a constraint the source lacks.
+			if e.Kind == migrate.EventPhase && e.Phase == migrate.PhaseCopy {
+				testenv.MustExec(t, srv, dst, "ALTER TABLE orders ADD CONSTRAINT small_amount CHECK (amount < 100)")
+			}
+		},
+	})
+	if exit.Code(err) != exit.Failed {
+		t.Fatalf("exit %d (%v), want 1", exit.Code(err), err)
+	}
+	for _, want := range []string{"public.orders", `violates check constraint "small_amount"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	if sum.Outcome != migrate.OutcomeFailed || !sum.SourceFrozen || len(sum.Resume) == 0 || len(sum.ResetTarget) == 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+	if writable(t, srv, src) {
+		t.Fatal("--keep-frozen-on-failure: the source was unfrozen")
+	}
+
+	// Unfrozen in between: the source may have changed, resuming is refused.
+	if _, err := freeze.Unfreeze(ctx, cfg(t, "source", srv.URI(src))); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCLI(t, "migrate", "--resume", "--yes", "--pg-bin", srv.ClientBin(),
+		"--source", srv.URI(src), "--target", srv.URI(dst))
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	if code != exit.Usage || !strings.Contains(lines[len(lines)-1], "cannot resume: source database "+src+" is not frozen any more") ||
+		!strings.Contains(lines[len(lines)-1], "reset the target") {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	if !writable(t, srv, src) {
+		t.Fatal("a refused resume froze the source")
+	}
+}
+
+// bigSource makes a hypertable of many small chunks and a plain table, so that a data
+// phase with one job lasts a few seconds.
+func bigSource(t *testing.T, srv *testenv.Server) string {
+	src := testenv.NewDB(t, srv, true)
+	testenv.MustExec(t, srv, src,
+		"CREATE TABLE m (t timestamptz NOT NULL, v int, s text)",
+		"SELECT create_hypertable('m', 't', chunk_time_interval => interval '1 hour')",
+		"INSERT INTO m SELECT '2025-01-01'::timestamptz + g * interval '10 seconds', g, md5(g::text) FROM generate_series(1, 360 * 300) g",
+		"CREATE TABLE p (id serial PRIMARY KEY, body text)",
+		"INSERT INTO p (body) SELECT repeat(md5(g::text), 8) FROM generate_series(1, 50000) g")
+	return src
+}
+
+// proc is a tsmigrate process whose stderr is read line by line.
+type proc struct {
+	cmd    *exec.Cmd
+	stdout strings.Builder
+	mu     sync.Mutex
+	lines  []string
+	done   chan struct{}
+}
+
+func startTsmigrate(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	p.cmd.Stdout = &p.stdout
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.cmd.Process.Kill() })
+	go func() {
+		defer close(p.done)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			p.mu.Unlock()
+		}
+		io.Copy(io.Discard, stderr)
+	}()
+	return p
+}
+
+// events counts the progress JSON lines of type typ so far, and returns the planned units.
+func (p *proc) events(typ string) (n, planned int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.lines {
+		if !strings.HasPrefix(l, "{") {
+			continue
+		}
+		var e struct {
+			Type  string            `json:"type"`
+			Units []json.RawMessage `json:"units"`
+		}
+		if json.Unmarshal([]byte(l), &e) == nil {
+			if e.Type == typ {
+				n++
+			}
+			if e.Type == "planned" {
+				planned = len(e.Units)
+			}
+		}
+	}
+	return n, planned
+}
+
+func (p *proc) waitFor(t *testing.T, typ string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if got, _ := p.events(typ); got >= n {
+			return
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("tsmigrate ended before %d %q events\n%s\n%s", n, typ, p.stdout.String(), strings.Join(p.lines, "\n"))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %d %q events", n, typ)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (p *proc) wait(t *testing.T) (int, *migrate.Summary) {
+	t.Helper()
+	<-p.done
+	err := p.cmd.Wait()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	var sum migrate.Summary
+	if err := json.Unmarshal([]byte(p.stdout.String()), &sum); err != nil {
+		t.Fatalf("summary: %v\n%s\n%s", err, p.stdout.String(), strings.Join(p.lines, "\n"))
+	}
+	return code, &sum
+}
+
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tsmigrate")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/tsmigrate")
+	build.Dir = "../.."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// tableSums reads each user table's row count and checksum.
+func tableSums(t *testing.T, srv *testenv.Server, db string) map[string]string {
+	t.Helper()
+	c := connect(t, srv.SuperURI(db))
+	out := map[string]string{}
+	for _, q := range []string{
+		"SELECT count(*) || ' ' || md5(string_agg(m::text, ',' ORDER BY t)) FROM m",
+		"SELECT count(*) || ' ' || md5(string_agg(p::text, ',' ORDER BY id)) FROM p",
+		"SELECT count(*)::text FROM timescaledb_information.chunks",
+		"SELECT last_value::text FROM p_id_seq",
+	} {
+		out[q] = scalar[string](t, c, q)
+	}
+	return out
+}
+
+// SIGKILL of tsmigrate in the middle of the data phase leaves the source frozen and the
+// journal in the target; --resume then finishes: every table and chunk equal, none doubled.
+func TestStreamKillThenResume(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src := bigSource(t, srv)
+	dst := testenv.NewDB(t, srv, false)
+	unfreezeAtCleanup(t, srv, src)
+	bin := buildBinary(t)
+
+	p := startTsmigrate(t, bin, "migrate", "--yes", "--jobs", "1", "--freeze-grace", "1s", "--progress", "json", "--json",
+		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
+	p.waitFor(t, "done", 20)
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	p.cmd.Wait()
+	_, planned := p.events("")
+	if writable(t, srv, src) {
+		t.Fatal("the source is writable after tsmigrate was killed")
+	}
+	g := connect(t, srv.SuperURI(dst))
+	var done, total int
+	for range 50 { // the killed sessions' transactions end shortly after
+		done = scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.units WHERE state = 'done'")
+		total = scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.units")
+		if scalar[int](t, g, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tsmigrate'", dst) == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("killed with %d of %d units done", done, total)
+	if done == 0 || done >= total {
+		t.Fatalf("killed with %d of %d units done: not in the middle of the data phase", done, total)
+	}
+
+	code, out, errOut := runCLI(t, "migrate", "--resume", "--yes", "--jobs", "2", "--progress", "plain", "--json",
+		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
+	if code != 0 {
+		t.Fatalf("resume: exit %d\n%s\n%s", code, out, errOut)
+	}
+	var sum migrate.Summary
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatal(err)
+	}
+	d := sum.Databases[0]
+	if d.Data == nil || d.Data.Skipped < done || d.Data.Units+d.Data.Skipped != total || d.Identical == nil || !*d.Identical {
+		t.Fatalf("resumed: data %+v (killed with %d of %d done, %d planned), identical %v", d.Data, done, total, planned, d.Identical)
+	}
+	for _, ph := range sum.Phases {
+		if ph.Phase == migrate.PhaseFreeze || ph.Phase == migrate.PhasePreData {
+			t.Errorf("the resumed run did the %s phase again", ph.Phase)
+		}
+	}
+	want, got := tableSums(t, srv, src), tableSums(t, srv, dst)
+	for q, w := range want {
+		if got[q] != w {
+			t.Errorf("%s: source %s, target %s", q, w, got[q])
+		}
+	}
+	if writable(t, srv, src) {
+		t.Fatal("the source is writable after the resumed run")
+	}
+}
+
+// Two tsmigrate processes on one migration: the second joins with --worker; every
+// unit is copied exactly once, and the data arrives equal.
+func TestStreamWorkerSharesDataPhase(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src := bigSource(t, srv)
+	dst := testenv.NewDB(t, srv, false)
+	unfreezeAtCleanup(t, srv, src)
+	bin := buildBinary(t)
+	conn := []string{"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst), "--progress", "json", "--json"}
+
+	first := startTsmigrate(t, bin, append([]string{"migrate", "--yes", "--jobs", "1", "--freeze-grace", "1s"}, conn...)...)
+	first.waitFor(t, "done", 3)
+	worker := startTsmigrate(t, bin, append([]string{"migrate", "--worker", "--jobs", "1"}, conn...)...)
+	wcode, wsum := worker.wait(t)
+	code, sum := first.wait(t)
+	if code != 0 || wcode != 0 {
+		t.Fatalf("exit %d and %d (worker)\n%s\n%s", code, wcode, strings.Join(first.lines, "\n"), strings.Join(worker.lines, "\n"))
+	}
+	_, planned := first.events("")
+	t.Logf("planned %d; first copied %d, worker %d", planned, sum.Databases[0].Data.Units, wsum.Databases[0].Data.Units)
+	a, b := sum.Databases[0].Data, wsum.Databases[0].Data
+	if wsum.Outcome != migrate.OutcomeCopied || a == nil || b == nil || b.Units == 0 || a.Units == 0 || a.Units+b.Units != planned {
+		t.Fatalf("first copied %+v, worker %+v (outcome %s); %d units planned", a, b, wsum.Outcome, planned)
+	}
+	if d := sum.Databases[0]; d.Identical == nil || !*d.Identical {
+		t.Fatalf("not identical: %+v", d)
+	}
+	want, got := tableSums(t, srv, src), tableSums(t, srv, dst)
+	for q, w := range want {
+		if got[q] != w {
+			t.Errorf("%s: source %s, target %s", q, w, got[q])
+		}
+	}
+}
