@@ -114,7 +114,7 @@ func demoSteps() []demoStep {
 	pgBin := testenv.ClientBin(testenv.PG17TS)
 	return []demoStep{
 		{"pre-flight checks on both servers", []string{"preflight"}, 0},
-		{"the whole migration: pre-flight, write freeze, copy, ANALYZE, verification, summary",
+		{"the whole migration, stream engine (the default): pre-flight, write freeze, schema, rows straight from server to server with progress, indexes, ANALYZE, verification, summary",
 			[]string{"migrate", "--yes", "--jobs", "2", "--pg-bin", pgBin, "--database", "app:" + testenv.ManagedDB}, 0},
 		{"verifying again, on its own: row counts and checksums of every table and chunk, and the schema",
 			[]string{"verify", "--database", "app:" + testenv.ManagedDB}, 0},
