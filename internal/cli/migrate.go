@@ -115,7 +115,7 @@ the first process waits for units that workers hold, then does the rest.
 		fl.BoolVar(&f.keepDump, "keep-dump", false, "keep the dumps after the run")
 		fl.BoolVar(&f.rehearsal, "rehearsal", false, "cold run: no freeze, into an empty scratch target; reports the projected downtime and what changed on the source meanwhile")
 		fl.BoolVar(&f.compressBefore, "compress-before", false, "compress chunks before the dump; on an Apache-only source it says so and does nothing (full build: not implemented yet, refused)")
-		fl.BoolVar(&f.noVerify, "no-verify", false, "skip the verification after the copy (row counts are still compared)")
+		fl.BoolVar(&f.noVerify, "no-verify", false, "skip the verification after the copy (row counts are still compared; the stream engine compares them per data unit as it copies)")
 		fl.DurationVar(&f.freezeGrace, "freeze-grace", 10*time.Second, "time sessions from before the freeze get to finish their transactions before they are ended")
 		fl.BoolVarP(&f.yes, "yes", "y", false, "freeze and migrate without asking (needed without a terminal)")
 		fl.BoolVar(&f.json, "json", false, "print the summary as one JSON document")

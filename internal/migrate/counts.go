@@ -110,6 +110,19 @@ func countRows(ctx context.Context, src, dst *dbconn.Config, jobs int) ([]TableR
 			dstChunks = ch
 		}
 	}
+	out, err := countTables(ctx, src, dst, jobs, tables, srcChunks, dstChunks)
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Source > out[j].Source })
+	return out, nil
+}
+
+// countTables counts the rows of tables on both sides, jobs tables at a time.
+func countTables(ctx context.Context, src, dst *dbconn.Config, jobs int, tables []table, srcChunks, dstChunks map[string]int) ([]TableRows, error) {
+	if len(tables) == 0 {
+		return nil, nil
+	}
 	out := make([]TableRows, len(tables))
 	var mu sync.Mutex
 	work := make(chan int)
@@ -159,7 +172,6 @@ func countRows(ctx context.Context, src, dst *dbconn.Config, jobs int) ([]TableR
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Source > out[j].Source })
 	return out, nil
 }
 

@@ -21,7 +21,8 @@ import (
 )
 
 // The shape list through the stream engine with --jobs 4: everything equal, the
-// journal gone, the data phase in the summary.
+// journal gone, the data phase in the summary. Without verify, the summary's rows per
+// table come from the journal (partitioned tables counted).
 func TestStreamEveryShapeWithJobs4(t *testing.T) {
 	srv := testenv.Shared(t, testenv.PG17TS)
 	ctx := context.Background()
@@ -33,7 +34,7 @@ func TestStreamEveryShapeWithJobs4(t *testing.T) {
 
 	sum, err := migrate.Run(ctx, migrate.Options{Engine: migrate.EngineStream,
 		Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", srv.URI(dst)),
-		Jobs: 4, PgBin: srv.ClientBin(), FreezeGrace: time.Second,
+		Jobs: 4, PgBin: srv.ClientBin(), FreezeGrace: time.Second, NoVerify: true,
 	})
 	if err != nil {
 		t.Fatalf("migrate: %v\n%+v", err, sum)
@@ -42,7 +43,7 @@ func TestStreamEveryShapeWithJobs4(t *testing.T) {
 		t.Fatalf("summary %+v", sum)
 	}
 	d := sum.Databases[0]
-	if d.Identical == nil || !*d.Identical || d.Data == nil || d.Data.Units < 60 || d.Data.Rows < 5760 || d.Data.Bytes == 0 || d.FreezeID == "" {
+	if d.Data == nil || d.Data.Units < 60 || d.Data.Rows < 5760 || d.Data.Bytes == 0 || d.FreezeID == "" {
 		t.Fatalf("database run %+v, data %+v", d, d.Data)
 	}
 	assertShapeTables(t, d)
