@@ -247,6 +247,16 @@ func tableSums(t *testing.T, srv *testenv.Server, db string) map[string]string {
 	return out
 }
 
+func assertSumsEqual(t *testing.T, srv *testenv.Server, src, dst string) {
+	t.Helper()
+	want, got := tableSums(t, srv, src), tableSums(t, srv, dst)
+	for q, w := range want {
+		if got[q] != w {
+			t.Errorf("%s: source %s, target %s", q, w, got[q])
+		}
+	}
+}
+
 // SIGKILL of tsmigrate in the middle of the data phase leaves the source frozen and the
 // journal in the target; --resume then finishes: every table and chunk equal, none doubled.
 func TestStreamKillThenResume(t *testing.T) {
@@ -299,12 +309,7 @@ func TestStreamKillThenResume(t *testing.T) {
 			t.Errorf("the resumed run did the %s phase again", ph.Phase)
 		}
 	}
-	want, got := tableSums(t, srv, src), tableSums(t, srv, dst)
-	for q, w := range want {
-		if got[q] != w {
-			t.Errorf("%s: source %s, target %s", q, w, got[q])
-		}
-	}
+	assertSumsEqual(t, srv, src, dst)
 	if writable(t, srv, src) {
 		t.Fatal("the source is writable after the resumed run")
 	}
@@ -337,10 +342,5 @@ func TestStreamWorkerSharesDataPhase(t *testing.T) {
 	if d := sum.Databases[0]; d.Identical == nil || !*d.Identical {
 		t.Fatalf("not identical: %+v", d)
 	}
-	want, got := tableSums(t, srv, src), tableSums(t, srv, dst)
-	for q, w := range want {
-		if got[q] != w {
-			t.Errorf("%s: source %s, target %s", q, w, got[q])
-		}
-	}
+	assertSumsEqual(t, srv, src, dst)
 }
