@@ -344,3 +344,24 @@ func TestStreamWorkerSharesDataPhase(t *testing.T) {
 	}
 	assertSumsEqual(t, srv, src, dst)
 }
+
+// Ctrl-C (SIGINT) in the data phase, without --keep-frozen-on-failure: exit 130, the
+// source unfrozen as issue A wants of an aborted migration, the reset printed, and no
+// resume offered.
+func TestStreamInterruptUnfreezes(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src := bigSource(t, srv)
+	dst := testenv.NewDB(t, srv, false)
+	unfreezeAtCleanup(t, srv, src)
+	p := startTsmigrate(t, buildBinary(t), "migrate", "--yes", "--jobs", "1", "--freeze-grace", "1s", "--progress", "json", "--json",
+		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
+	p.waitFor(t, "done", 5)
+	p.cmd.Process.Signal(syscall.SIGINT)
+	code, sum := p.wait(t)
+	if code != exit.Interrupted || sum.Outcome != migrate.OutcomeInterrupted || sum.SourceFrozen || len(sum.ResetTarget) == 0 || len(sum.Resume) != 0 {
+		t.Fatalf("exit %d, summary %+v", code, sum)
+	}
+	if !writable(t, srv, src) {
+		t.Fatal("the source is still frozen after Ctrl-C")
+	}
+}
