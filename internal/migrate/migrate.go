@@ -419,11 +419,6 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 			return err
 		}
 	}
-	if len(d.PausedJobs) > 0 {
-		if err := resumeJobs(ctx, d.dst, d.PausedJobs); err != nil {
-			return fmt.Errorf("schedule the paused jobs again on the target: %w", err)
-		}
-	}
 	if err := r.phase(d, PhaseCount, func() error {
 		rows, err := countRows(ctx, d.src, d.dst, r.opt.Jobs)
 		d.Tables = rows
@@ -448,6 +443,12 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 	if !r.opt.NoVerify {
 		if err := r.phase(d, PhaseVerify, func() error { return r.verify(ctx, d) }); err != nil {
 			return err
+		}
+	}
+	// After verify, which compares the jobs' schedules while both sides have them paused.
+	if len(d.PausedJobs) > 0 {
+		if err := resumeJobs(ctx, d.dst, d.PausedJobs); err != nil {
+			return fmt.Errorf("schedule the paused jobs again on the target: %w", err)
 		}
 	}
 	return nil
