@@ -45,7 +45,9 @@ type Options struct {
 	Rehearsal bool
 	// CompressBefore compresses the source's compressible chunks before the dump.
 	CompressBefore bool
-	NoVerify       bool
+	// CompressOlderThan replaces the compression policy's compress_after (0: the policy).
+	CompressOlderThan time.Duration
+	NoVerify          bool
 	// FreezeGrace is how long sessions connected before the freeze may finish.
 	FreezeGrace time.Duration
 	// Confirm is asked, after pre-flight and before anything stops writes, whether to go
@@ -172,6 +174,11 @@ type DatabaseRun struct {
 	Messages      []schema.Message `json:"messages"`
 	Verify        any              `json:"verify,omitempty"`
 	Identical     *bool            `json:"identical,omitempty"`
+	// Compression is what --compress-before did; CompressedChunks how many chunks are
+	// compressed on the source (after the restore the target is checked to hold them
+	// compressed too: a warning names any that are not).
+	Compression      *Compression `json:"compression,omitempty"`
+	CompressedChunks int          `json:"compressed_chunks,omitempty"`
 
 	src, dst   *dbconn.Config
 	frozen     bool
@@ -417,6 +424,13 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 			return schema.PostRestore(ctx, conn.Conn)
 		}); err != nil {
 			return err
+		}
+	}
+	if d.ts {
+		n, err := checkCompressed(ctx, d.src, d.dst)
+		d.CompressedChunks = n
+		if err != nil {
+			r.warn(d.Source + ": " + err.Error())
 		}
 	}
 	if err := r.phase(d, PhaseCount, func() error {
