@@ -19,7 +19,8 @@ import (
 // fullSource makes a source database on the full build with: hypertable m (1-day
 // chunks, 12 old days and one recent chunk), compression segmented by dev with a
 // policy compressing after 7 days (not started during the test), one old chunk already
-// compressed by hand; hypertable nopolicy with compression enabled and no policy; a
+// compressed by hand; integer-time hypertable ticks (10 chunks of 1000, now is 10000)
+// with a policy compressing after 5000; hypertable nopolicy with compression enabled and no policy; a
 // continuous aggregate over m; and a user job. It returns the job's id.
 func fullSource(t *testing.T, srv *testenv.Server, db string) int {
 	t.Helper()
@@ -37,13 +38,21 @@ func fullSource(t *testing.T, srv *testenv.Server, db string) int {
 		"ALTER TABLE nopolicy SET (timescaledb.compress)",
 		`CREATE MATERIALIZED VIEW m_daily WITH (timescaledb.continuous) AS
 		 SELECT time_bucket('1 day', t) AS day, dev, avg(v) AS av, count(*) AS n FROM m GROUP BY 1, 2 WITH DATA`,
+		"CREATE TABLE ticks (t bigint NOT NULL, v int)",
+		"SELECT create_hypertable('ticks', by_range('t', 1000))",
+		"CREATE FUNCTION ticks_now() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT 10000::bigint'",
+		"SELECT set_integer_now_func('ticks', 'ticks_now')",
+		"INSERT INTO ticks SELECT g, g FROM generate_series(0, 9999) g",
+		"ALTER TABLE ticks SET (timescaledb.compress)",
+		"SELECT add_compression_policy('ticks', compress_after => 5000, initial_start => now() + interval '1 day')",
 		`CREATE PROCEDURE tick(job_id int, config jsonb) LANGUAGE plpgsql AS $$ BEGIN PERFORM 1; END $$`,
 	)
 	return scalar[int](t, connect(t, srv.SuperURI(db)), "SELECT add_job('tick', '1 hour', initial_start => now() + interval '1 day')")
 }
 
 // --compress-before on the full build compresses m's old uncompressed chunks (11: 12
-// old days, one compressed by hand, the recent chunk too young), skips nopolicy, reports
+// old days, one compressed by hand, the recent chunk too young) and ticks' chunks
+// before 5000 (5), skips nopolicy, reports
 // the bytes saved; the dump engine carries the compressed chunks, the continuous
 // aggregate and the job to the target, pauses the jobs during the dump and schedules
 // them again on both sides, and verify finds both sides identical.
@@ -76,11 +85,11 @@ func TestCompressBeforeFullBuild(t *testing.T) {
 	}
 	d := sum.Databases[0]
 	c := d.Compression
-	if c == nil || c.Chunks != 11 || c.Hypertables != 1 || c.BytesBefore <= c.BytesAfter || c.BytesAfter <= 0 ||
+	if c == nil || c.Chunks != 16 || c.Hypertables != 2 || c.BytesBefore <= c.BytesAfter || c.BytesAfter <= 0 ||
 		len(c.Skipped) != 1 || !strings.Contains(c.Skipped[0], "nopolicy") {
 		t.Fatalf("compression %+v", c)
 	}
-	if !strings.Contains(sum.CompressBefore, "compressed 11 chunks of 1 hypertables") {
+	if !strings.Contains(sum.CompressBefore, "compressed 16 chunks of 2 hypertables") {
 		t.Fatalf("compress_before %q", sum.CompressBefore)
 	}
 	for _, w := range sum.Warnings {
@@ -88,13 +97,13 @@ func TestCompressBeforeFullBuild(t *testing.T) {
 			t.Fatalf("warning: %s", w)
 		}
 	}
-	if d.CompressedChunks != 12 || d.Identical == nil || !*d.Identical {
+	if d.CompressedChunks != 17 || d.Identical == nil || !*d.Identical {
 		t.Fatalf("compressed chunks %d, identical %v", d.CompressedChunks, d.Identical)
 	}
 	if pausedDuringDump == nil || !*pausedDuringDump {
 		t.Fatalf("job %d was not paused during the dump (%v)", job, pausedDuringDump)
 	}
-	if !strings.Contains(notes.String(), "paused 2 scheduled TimescaleDB jobs") || len(d.PausedJobs) != 0 {
+	if !strings.Contains(notes.String(), "paused 3 scheduled TimescaleDB jobs") || len(d.PausedJobs) != 0 {
 		t.Fatalf("paused jobs %v (none may be left paused), notes:\n%s", d.PausedJobs, notes.String())
 	}
 
@@ -105,6 +114,7 @@ func TestCompressBeforeFullBuild(t *testing.T) {
 		"SELECT count(*) FROM m",
 		"SELECT sum(v)::bigint FROM m WHERE t < '2025-02-01'",
 		"SELECT sum(n)::bigint FROM m_daily",
+		"SELECT sum(v) FROM ticks",
 		"SELECT count(*) FROM timescaledb_information.jobs WHERE scheduled",
 		"SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name = 'tick'",
 	} {
@@ -130,7 +140,8 @@ func TestCompressBeforeFullBuild(t *testing.T) {
 }
 
 // --compress-older-than replaces the policy's compress_after: with 1 hour, the recent
-// chunk stays (its newest row is younger) and nopolicy's old chunks are compressed too.
+// chunk stays (its newest row is younger) and nopolicy's old chunks are compressed too;
+// integer-time ticks keeps its policy's compress_after (5 chunks).
 func TestCompressOlderThanFullBuild(t *testing.T) {
 	srv := testenv.Shared(t, testenv.PG17TSL)
 	src := testenv.NewDB(t, srv, true)
@@ -151,14 +162,14 @@ func TestCompressOlderThanFullBuild(t *testing.T) {
 	}
 	c := sum.Databases[0].Compression
 	s := connect(t, srv.SuperURI(src)) // after the run: the freeze ended older sessions
-	if c == nil || c.Chunks != want || c.Hypertables != 2 || len(c.Skipped) != 0 {
-		t.Fatalf("compression %+v, want %d chunks of 2 hypertables", c, want)
+	if c == nil || c.Chunks != want+5 || c.Hypertables != 3 || len(c.Skipped) != 0 {
+		t.Fatalf("compression %+v, want %d chunks of 3 hypertables", c, want+5)
 	}
 	if n := scalar[int](t, s, "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'm' AND NOT is_compressed"); n != 1 {
 		t.Fatalf("%d chunks left uncompressed on the source, want the recent one", n)
 	}
-	if n := scalar[int](t, connect(t, srv.SuperURI(dst)), "SELECT count(*) FROM timescaledb_information.chunks WHERE is_compressed"); n != sum.Databases[0].CompressedChunks || n != want+1 {
-		t.Fatalf("%d compressed chunks on the target, summary %d, want %d", n, sum.Databases[0].CompressedChunks, want+1)
+	if n := scalar[int](t, connect(t, srv.SuperURI(dst)), "SELECT count(*) FROM timescaledb_information.chunks WHERE is_compressed"); n != sum.Databases[0].CompressedChunks || n != want+1+5 {
+		t.Fatalf("%d compressed chunks on the target, summary %d, want %d", n, sum.Databases[0].CompressedChunks, want+1+5)
 	}
 }
 
