@@ -26,6 +26,7 @@ type migrateFlags struct {
 	keepDump       bool
 	rehearsal      bool
 	compressBefore bool
+	compressOlder  time.Duration
 	noVerify       bool
 	freezeGrace    time.Duration
 	yes            bool
@@ -90,7 +91,10 @@ the first process waits for units that workers hold, then does the rest.
      "data": {"units", "skipped", "rows", "bytes", "retries"} (stream engine),
      "tables": [{"name", "kind" (table|partitioned table|hypertable), "source_rows",
        "target_rows", "source_chunks", "target_chunks"}],
-     "messages": [MESSAGE], "verify" (verify's report of the database), "identical"}],
+     "messages": [MESSAGE], "verify" (verify's report of the database), "identical",
+     "compression" (--compress-before): {"chunks", "hypertables", "bytes_before", "bytes_after",
+       "skipped" (hypertables left alone, and why)},
+     "compressed_chunks" (compressed on the source, checked compressed on the target)}],
    "preflight" (pre-flight's report per database), "harmless_messages", "errors": [MESSAGE],
    "source_frozen", "frozen_window_ns", "projected_downtime_ns" (rehearsal),
    "source_changes": {"inserted", "updated", "deleted"} (rehearsal), "compress_before",
@@ -114,7 +118,8 @@ the first process waits for units that workers hold, then does the rest.
 		fl.StringVar(&f.dumpFile, "dump-file", "", "dump into this one custom-format file instead (one database; pg_dump runs single-threaded)")
 		fl.BoolVar(&f.keepDump, "keep-dump", false, "keep the dumps after the run")
 		fl.BoolVar(&f.rehearsal, "rehearsal", false, "cold run: no freeze, into an empty scratch target; reports the projected downtime and what changed on the source meanwhile")
-		fl.BoolVar(&f.compressBefore, "compress-before", false, "compress chunks before the dump; on an Apache-only source it says so and does nothing (full build: not implemented yet, refused)")
+		fl.BoolVar(&f.compressBefore, "compress-before", false, "compress the chunks that may be compressed (compression enabled, older than the compression policy's compress_after) before the dump, so it moves less; on an Apache-only source it says so and does nothing")
+		fl.DurationVar(&f.compressOlder, "compress-older-than", 0, "with --compress-before: compress chunks older than this (e.g. 168h) instead of the policy's compress_after")
 		fl.BoolVar(&f.noVerify, "no-verify", false, "skip the verification after the copy (row counts are still compared; the stream engine compares them per data unit as it copies)")
 		fl.DurationVar(&f.freezeGrace, "freeze-grace", 10*time.Second, "time sessions from before the freeze get to finish their transactions before they are ended")
 		fl.BoolVarP(&f.yes, "yes", "y", false, "freeze and migrate without asking (needed without a terminal)")
@@ -139,6 +144,9 @@ func (a *app) runMigrate(c *cobra.Command, f migrateFlags) error {
 	if f.jobs < 1 {
 		return exit.Usagef("give 1 or more", "--jobs %d", f.jobs)
 	}
+	if f.compressOlder < 0 || (f.compressOlder > 0 && !f.compressBefore) {
+		return exit.Usagef("give a positive duration together with --compress-before", "--compress-older-than %s", f.compressOlder)
+	}
 	var maps []migrate.Mapping
 	for _, s := range f.databases {
 		m, err := migrate.ParseMapping(s)
@@ -159,7 +167,7 @@ func (a *app) runMigrate(c *cobra.Command, f migrateFlags) error {
 		Engine: f.engine, Resume: f.resume, Worker: f.worker, KeepFrozenOnFailure: f.keepFrozen,
 		Source: src, Target: dst, Databases: maps, AllDatabases: f.allDatabases, Jobs: f.jobs,
 		DumpDir: f.dumpDir, DumpFile: f.dumpFile, KeepDump: f.keepDump, PgBin: a.pgBin,
-		Rehearsal: f.rehearsal, CompressBefore: f.compressBefore, NoVerify: f.noVerify, FreezeGrace: f.freezeGrace,
+		Rehearsal: f.rehearsal, CompressBefore: f.compressBefore, CompressOlderThan: f.compressOlder, NoVerify: f.noVerify, FreezeGrace: f.freezeGrace,
 		Confirm: func(p migrate.Plan) error {
 			var names []string
 			for _, m := range p.Databases {

@@ -90,8 +90,13 @@ func mustParse(t *testing.T, role, uri string) *dbconn.Config {
 // pre-data schema in TimescaleDB restore mode, as the pipeline leaves it.
 func newPair(t *testing.T, extra ...string) pair {
 	t.Helper()
+	return newPairOn(t, testenv.Shared(t, testenv.PG17TS), extra...)
+}
+
+// newPairOn is newPair on a server of the test's choice.
+func newPairOn(t *testing.T, srv *testenv.Server, extra ...string) pair {
+	t.Helper()
 	ctx := context.Background()
-	srv := testenv.Shared(t, testenv.PG17TS)
 	p := pair{srv: srv, src: testenv.NewDB(t, srv, true), dst: testenv.NewDB(t, srv, true),
 		archive: filepath.Join(t.TempDir(), "schema.dump")}
 	testenv.MustExec(t, srv, p.src, append(append([]string{}, fixture...), extra...)...)
@@ -144,9 +149,13 @@ const (
 	// whose install_timestamp is each server's own.
 	dumped = `(NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 	OR c.oid IN (SELECT unnest(extconfig) FROM pg_extension)) AND c.oid <> '_timescaledb_catalog.metadata'::regclass`
+	// The full build's internal compressed hypertables hold no rows of their own and
+	// cannot be read whole (TimescaleDB 2.19.3: "chunk ... has no dimension slices"):
+	// their chunks are compared one by one.
 	tablesCheckSQL = `SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('information_schema', '_tsmigrate') AND n.nspname NOT LIKE 'pg\_%'
-	AND ` + dumped + ` ORDER BY 1`
+	AND ` + dumped + ` AND (n.nspname, c.relname) NOT IN (SELECT schema_name, table_name FROM _timescaledb_catalog.hypertable WHERE compression_state = 2)
+ORDER BY 1`
 	sequencesCheckSQL = `SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'S' AND ` + dumped + ` ORDER BY 1`
 )

@@ -12,8 +12,8 @@ import (
 // SQL for TimescaleDB's scheduled jobs (2.x; alter_job since 2.0). A parallel pg_dump can
 // deadlock against policy jobs that take ACCESS EXCLUSIVE locks, so user jobs (id >= 1000)
 // are unscheduled during the dump and scheduled again afterwards, on both sides: the
-// dump carries them unscheduled. The Apache build has no user jobs, so this path is not
-// exercised by the tests here.
+// dump carries them unscheduled. The Apache build has no user jobs: the tests of this
+// path need the full build (TestCompressBeforeFullBuild, TSMIGRATE_PG17_TSL_ROOT).
 const (
 	sqlScheduledJobs = `SELECT job_id FROM timescaledb_information.jobs WHERE job_id >= 1000 AND scheduled ORDER BY job_id`
 	sqlPauseJob      = `SELECT alter_job($1, scheduled => false)`

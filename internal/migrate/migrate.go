@@ -57,7 +57,9 @@ type Options struct {
 	Rehearsal bool
 	// CompressBefore compresses the source's compressible chunks before the dump.
 	CompressBefore bool
-	NoVerify       bool
+	// CompressOlderThan replaces the compression policy's compress_after (0: the policy).
+	CompressOlderThan time.Duration
+	NoVerify          bool
 	// FreezeGrace is how long sessions connected before the freeze may finish.
 	FreezeGrace time.Duration
 	// Confirm is asked, after pre-flight and before anything stops writes, whether to go
@@ -212,6 +214,11 @@ type DatabaseRun struct {
 	// Data is the stream engine's data phase in this process.
 	Data     *DataCopy `json:"data,omitempty"`
 	FreezeID string    `json:"freeze_id,omitempty"`
+	// Compression is what --compress-before did; CompressedChunks how many chunks are
+	// compressed on the source (after the restore the target is checked to hold them
+	// compressed too: a warning names any that are not).
+	Compression      *Compression `json:"compression,omitempty"`
+	CompressedChunks int          `json:"compressed_chunks,omitempty"`
 
 	src, dst    *dbconn.Config
 	frozen      bool
@@ -531,12 +538,21 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 			return err
 		}
 	}
-	if len(d.PausedJobs) > 0 {
-		if err := resumeJobs(ctx, d.dst, d.PausedJobs); err != nil {
-			return fmt.Errorf("schedule the paused jobs again on the target: %w", err)
-		}
-	}
+	r.checkTargetCompressed(ctx, d)
 	return r.countAndVerify(ctx, d)
+}
+
+// checkTargetCompressed warns when chunks compressed on the source are not compressed
+// on the target. Both engines run it after the copy.
+func (r *run) checkTargetCompressed(ctx context.Context, d *DatabaseRun) {
+	if !d.ts {
+		return
+	}
+	n, err := checkCompressed(ctx, d.src, d.dst)
+	d.CompressedChunks = n
+	if err != nil {
+		r.warn(d.Source + ": " + err.Error())
+	}
 }
 
 // countAndVerify compares the row counts of every table on both sides, then verifies
@@ -566,6 +582,12 @@ func (r *run) countAndVerify(ctx context.Context, d *DatabaseRun) error {
 	if !r.opt.NoVerify {
 		if err := r.phase(d, PhaseVerify, func() error { return r.verify(ctx, d) }); err != nil {
 			return err
+		}
+	}
+	// After verify, which compares the jobs' schedules while both sides have them paused.
+	if len(d.PausedJobs) > 0 {
+		if err := resumeJobs(ctx, d.dst, d.PausedJobs); err != nil {
+			return fmt.Errorf("schedule the paused jobs again on the target: %w", err)
 		}
 	}
 	return nil

@@ -284,6 +284,7 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 			return err
 		}
 	}
+	r.checkTargetCompressed(ctx, d)
 	if r.opt.NoVerify {
 		if err := r.phase(d, PhaseCount, func() error { return r.journalRows(ctx, d) }); err != nil {
 			return err

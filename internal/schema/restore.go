@@ -28,6 +28,13 @@ const (
 	sqlPostRestore = "SELECT public.timescaledb_post_restore()"
 	// sqlExtVersion is the installed TimescaleDB version, NULL when absent.
 	sqlExtVersion = "SELECT (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')"
+	// sqlCatalogRegclass lists the catalog tables with a regclass column: their rows name
+	// user relations (2.19.3: compression_settings.relid and compress_relid, a compressed
+	// hypertable and its compressed chunks), so they load only once those exist.
+	sqlCatalogRegclass = `
+SELECT DISTINCT n.nspname, c.relname FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY($1) AND c.relkind = 'r' AND a.atttypid = 'regclass'::regtype AND a.attnum > 0 AND NOT a.attisdropped`
 )
 
 // CatalogSchemas hold TimescaleDB's configuration tables, whose rows must be in place,
@@ -172,9 +179,15 @@ func Restore(ctx context.Context, opt RestoreOptions) (*RestoreResult, error) {
 		})
 	}
 	rest := filepath.Join(work, "rest.list")
+	// late: the data of catalog tables that name user relations, restored last.
+	var late map[string]bool
+	isLate := func(e TOCEntry) bool { return e.Desc == "TABLE DATA" && late[e.Schema+"."+e.Name] }
 	if ts {
+		if late, err = catalogRegclassTables(ctx, conn.Conn); err != nil {
+			return res, err
+		}
 		catalog := filepath.Join(work, "catalog.list")
-		n, err := toc.WriteList(catalog, func(e TOCEntry) bool { return CatalogSchemas[e.Schema] })
+		n, err := toc.WriteList(catalog, func(e TOCEntry) bool { return CatalogSchemas[e.Schema] && !isLate(e) })
 		if err != nil {
 			return res, err
 		}
@@ -190,12 +203,42 @@ func Restore(ctx context.Context, opt RestoreOptions) (*RestoreResult, error) {
 	if err := run("restore schema and data", rest, opt.Jobs); err != nil {
 		return res, err
 	}
+	if ts {
+		list := filepath.Join(work, "late.list")
+		n, err := toc.WriteList(list, isLate)
+		if err != nil {
+			return res, err
+		}
+		if n > 0 {
+			if err := run("restore TimescaleDB catalog rows that name relations", list, 1); err != nil {
+				return res, err
+			}
+		}
+	}
 	if ts && !opt.KeepRestoring {
 		if err := step("timescaledb_post_restore", func() error { return PostRestore(ctx, conn.Conn) }); err != nil {
 			return res, err
 		}
 	}
 	return res, nil
+}
+
+// catalogRegclassTables names ("schema.table") the catalog tables of the target's
+// TimescaleDB whose rows name user relations by regclass: their COPY fails ("relation
+// does not exist") before the rest of the schema is restored.
+func catalogRegclassTables(ctx context.Context, conn *pgx.Conn) (map[string]bool, error) {
+	var schemas []string
+	for s := range CatalogSchemas {
+		schemas = append(schemas, s)
+	}
+	rows, _ := conn.Query(ctx, sqlCatalogRegclass, schemas)
+	out := map[string]bool{}
+	var s, n string
+	_, err := pgx.ForEachRow(rows, []any{&s, &n}, func() error { out[s+"."+n] = true; return nil })
+	if err != nil {
+		return nil, fmt.Errorf("list TimescaleDB catalog tables that name relations: %w", err)
+	}
+	return out, nil
 }
 
 // restoreList runs pg_restore -L list and classifies what it prints.

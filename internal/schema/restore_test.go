@@ -86,7 +86,8 @@ func TestRestoreKeepsHypertableDataWherePlainParallelRestoreLosesIt(t *testing.T
 	if err != nil {
 		t.Fatalf("restore: %v", err)
 	}
-	if !res.CreatedExtension || len(res.Steps) != 4 {
+	// pre_restore, catalog, schema and data, catalog rows naming relations, post_restore.
+	if !res.CreatedExtension || len(res.Steps) != 5 {
 		t.Fatalf("restore result %+v", res)
 	}
 	for _, q := range []string{

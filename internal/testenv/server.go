@@ -31,7 +31,15 @@ const (
 	PG15   Kind = "pg15"   // host PostgreSQL 15, no TimescaleDB
 	PG16   Kind = "pg16"   // PostgreSQL 16 server-only build, no TimescaleDB
 	PG17TS Kind = "pg17ts" // PostgreSQL 17 with TimescaleDB (Apache build) in the Debian 13 root
+	// PG17TSL is PostgreSQL 17 with the full (Timescale License) TimescaleDB build:
+	// compression, continuous aggregates, policies and user jobs. It is not installed by
+	// scripts/setup-servers.sh: TSMIGRATE_PG17_TSL_ROOT names a Debian 13 root holding it,
+	// and tests of it skip when that is not set (see docs/test-environment.md).
+	PG17TSL Kind = "pg17tsl"
 )
+
+// FullBuildEnv names the root of the PG17TSL kind.
+const FullBuildEnv = "TSMIGRATE_PG17_TSL_ROOT"
 
 // SuperPassword is the password of the superuser "postgres" on every test server.
 // It is test-only and deliberately unusual, so that tests can assert it never leaks.
@@ -68,6 +76,12 @@ type Server struct {
 	once  sync.Once
 }
 
+// TimescaleDB says whether servers of the kind have TimescaleDB installed.
+func (k Kind) TimescaleDB() bool { return k == PG17TS || k == PG17TSL }
+
+// errNoFullBuild is why PG17TSL is unavailable when its root is not configured.
+var errNoFullBuild = fmt.Errorf("the full (Timescale License) TimescaleDB build is not configured: %s names a Debian 13 root holding it (the Debian package is the Apache build)", FullBuildEnv)
+
 // Paths of the installed builds, from the environment or the setup script's defaults.
 type paths struct {
 	bin       string // server bin dir as the server process sees it
@@ -97,7 +111,7 @@ func Pg17Root() string { return envOr("TSMIGRATE_PG17_ROOT", filepath.Join(cache
 // ClientBin is a host directory with pg_dump, pg_restore and psql of the kind's major.
 func ClientBin(k Kind) string {
 	switch k {
-	case PG17TS:
+	case PG17TS, PG17TSL:
 		return envOr("TSMIGRATE_PG17_CLIENT_BIN", filepath.Join(cacheDir(), "bin17"))
 	default:
 		return envOr("TSMIGRATE_PG15_BIN", "/usr/lib/postgresql/15/bin")
@@ -113,6 +127,12 @@ func resolve(k Kind) (paths, error) {
 		p = paths{bin: envOr("TSMIGRATE_PG16_BIN", filepath.Join(cacheDir(), "pg16", "bin")), major: 16}
 	case PG17TS:
 		p = paths{root: Pg17Root(), bin: "/usr/lib/postgresql/17/bin", major: 17}
+	case PG17TSL:
+		root := os.Getenv(FullBuildEnv)
+		if root == "" {
+			return p, errNoFullBuild
+		}
+		p = paths{root: root, bin: "/usr/lib/postgresql/17/bin", major: 17}
 	default:
 		return p, fmt.Errorf("unknown server kind %q", k)
 	}
@@ -193,6 +213,12 @@ func Start(ctx context.Context, k Kind, opt Options) (*Server, error) {
 		os.RemoveAll(hostDir)
 		return nil, err
 	}
+	if k == PG17TSL {
+		if err := s.checkFullBuild(ctx); err != nil {
+			s.Stop()
+			return nil, err
+		}
+	}
 	if opt.Managed {
 		if err := s.setupManaged(ctx); err != nil {
 			s.Stop()
@@ -268,7 +294,7 @@ func (s *Server) init(ctx context.Context, opt Options) error {
 		"log_min_messages":          "warning",
 		"wal_level":                 "logical",
 	}
-	if s.Kind == PG17TS {
+	if s.Kind.TimescaleDB() {
 		conf["shared_preload_libraries"] = "'timescaledb'"
 		conf["timescaledb.telemetry_level"] = "off"
 		conf["max_worker_processes"] = "16"
@@ -349,6 +375,30 @@ func (s *Server) start(ctx context.Context) error {
 			return fmt.Errorf("%s server not ready after 60s: %v", s.Kind, err)
 		}
 	}
+}
+
+// checkFullBuild makes sure a PG17TSL root really holds the full build: a root with the
+// Apache build would make the tests of compression fail for the wrong reason.
+func (s *Server) checkFullBuild(ctx context.Context) error {
+	// The license setting is defined once the extension's library is loaded: ask in a
+	// database that has it, made for the purpose.
+	if err := s.CreateDatabase(ctx, "tsmigrate_license_check", true); err != nil {
+		return err
+	}
+	defer s.Exec(context.WithoutCancel(ctx), "postgres", "DROP DATABASE tsmigrate_license_check")
+	conn, err := pgx.Connect(ctx, s.SuperURI("tsmigrate_license_check"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	var license string
+	if err := conn.QueryRow(ctx, "SELECT coalesce(current_setting('timescaledb.license', true), '')").Scan(&license); err != nil {
+		return fmt.Errorf("read timescaledb.license: %w", err)
+	}
+	if license != "timescale" {
+		return fmt.Errorf("%s=%s runs TimescaleDB with timescaledb.license = %q, not the full build (timescale)", FullBuildEnv, s.paths.root, license)
+	}
+	return nil
 }
 
 // Stop shuts the server down (fast mode) and removes its files.
@@ -443,7 +493,7 @@ func (s *Server) setupManaged(ctx context.Context) error {
 		fmt.Sprintf("CREATE ROLE %s LOGIN CREATEDB CREATEROLE PASSWORD '%s'", ManagedAdmin, ManagedPassword),
 		fmt.Sprintf("CREATE DATABASE %s OWNER %s", ManagedDB, ManagedAdmin),
 	}
-	if s.Kind == PG17TS {
+	if s.Kind.TimescaleDB() {
 		// What managed services grant their admin so that pre/post_restore work.
 		stmts = append(stmts, "GRANT SET ON PARAMETER timescaledb.restoring TO "+ManagedAdmin)
 	}

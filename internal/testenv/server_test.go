@@ -18,6 +18,7 @@ func TestServersStart(t *testing.T) {
 		{PG16, Options{}, "16."},
 		{PG17TS, Options{}, "17."},
 		{PG17TS, Options{Managed: true}, "17."},
+		{PG17TSL, Options{}, "17."},
 	}
 	for _, c := range cases {
 		t.Run(string(c.kind)+map[bool]string{true: "-managed"}[c.opt.Managed], func(t *testing.T) {

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -26,7 +27,9 @@ func Need(t testing.TB, k Kind, opt Options) *Server {
 
 func unavailable(t testing.TB, k Kind, err error) {
 	t.Helper()
-	if os.Getenv("CI") == "true" {
+	// The full build is never installed by the setup script, so CI does not have it
+	// unless configured: its absence skips, also under CI=true.
+	if os.Getenv("CI") == "true" && !errors.Is(err, errNoFullBuild) {
 		t.Fatalf("cannot start %s server (CI=true makes this a failure): %v", k, err)
 	}
 	t.Skipf("cannot start %s server: %v", k, err)

@@ -158,7 +158,9 @@ var privilegesSQL = []string{
 // timescaleSchemaSQL is the TimescaleDB metadata, through its information views
 // (never its catalog tables, whose ids differ between servers). Jobs and continuous
 // aggregates are named by what they act on, not by ids; a job's config loses its
-// hypertable ids for the same reason. Checked on TimescaleDB 2.19.3.
+// hypertable ids for the same reason. format's %I refuses NULL (SQLSTATE 22004), so a
+// job without hypertable or check function is named with CASE. Checked on TimescaleDB
+// 2.19.3, full build (user jobs, policies, continuous aggregates, compression).
 var timescaleSchemaSQL = []string{
 	`SELECT format('hypertable %I.%I', h.hypertable_schema, h.hypertable_name), format('relation %I.%I', h.hypertable_schema, h.hypertable_name), a.attr, a.val
 	FROM timescaledb_information.hypertables h
@@ -186,9 +188,10 @@ var timescaleSchemaSQL = []string{
 		('compression enabled', c.compression_enabled::text), ('definition', c.view_definition)) AS a(attr, val)`,
 
 	`SELECT j.name || CASE WHEN j.n > 1 THEN ' #' || j.n ELSE '' END, '', a.attr, a.val
-	FROM (SELECT format('job %I.%I on %s', j.proc_schema, j.proc_name, coalesce(
-			format('continuous aggregate %I.%I', ca.view_schema, ca.view_name),
-			format('%I.%I', j.hypertable_schema, j.hypertable_name), 'the database')) AS name,
+	FROM (SELECT format('job %I.%I on %s', j.proc_schema, j.proc_name, CASE
+			WHEN ca.view_name IS NOT NULL THEN format('continuous aggregate %I.%I', ca.view_schema, ca.view_name)
+			WHEN j.hypertable_name IS NOT NULL THEN format('%I.%I', j.hypertable_schema, j.hypertable_name)
+			ELSE 'the database' END) AS name,
 		row_number() OVER (PARTITION BY j.proc_schema, j.proc_name, j.hypertable_schema, j.hypertable_name ORDER BY j.job_id) AS n,
 		j.*
 		FROM timescaledb_information.jobs j
@@ -198,7 +201,7 @@ var timescaleSchemaSQL = []string{
 	CROSS JOIN LATERAL (VALUES ('schedule interval', j.schedule_interval::text), ('max runtime', j.max_runtime::text),
 		('max retries', j.max_retries::text), ('retry period', j.retry_period::text), ('scheduled', j.scheduled::text),
 		('fixed schedule', j.fixed_schedule::text), ('config', (j.config - 'hypertable_id' - 'mat_hypertable_id')::text),
-		('check function', format('%I.%I', j.check_schema, j.check_name))) AS a(attr, val)`,
+		('check function', CASE WHEN j.check_name IS NOT NULL THEN format('%I.%I', j.check_schema, j.check_name) END)) AS a(attr, val)`,
 }
 
 func readFacts(ctx context.Context, s *session, privileges bool) (facts, error) {

@@ -157,8 +157,8 @@ func chunkPlans(base plan, s, t *table) []*plan {
 		p.pages = max(sc.pages, tc.pages)
 		if sc.compressed || tc.compressed {
 			// Compressed rows are not in the chunk table itself: read them through the
-			// hypertable, over exactly the chunk's slices. Untested here: the Apache
-			// build has no compression.
+			// hypertable, over exactly the chunk's slices (tested on the full build:
+			// TestCompressedAgainstUncompressedChunks).
 			p.from = [2]string{s.qualified() + " AS t", t.qualified() + " AS t"}
 			p.where = [2]string{sc.slices, tc.slices}
 		} else {

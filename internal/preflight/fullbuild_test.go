@@ -1,0 +1,40 @@
+package preflight_test
+
+import (
+	"testing"
+
+	"github.com/tsmigrate/tsmigrate/internal/preflight"
+	"github.com/tsmigrate/tsmigrate/internal/testenv"
+)
+
+// Needs TimescaleDB's full build (testenv.PG17TSL) for a source that uses compression,
+// a continuous aggregate and a job; it skips, saying so, without TSMIGRATE_PG17_TSL_ROOT.
+//
+// timescaledb-edition fails against an Apache-only target, naming each feature the
+// source uses, and passes against a full-build target; a full-build source that uses
+// none of them passes against either.
+func TestEditionOfTarget(t *testing.T) {
+	full := testenv.Shared(t, testenv.PG17TSL)
+	apache := testenv.Shared(t, testenv.PG17TS)
+	src := testenv.NewDB(t, full, true)
+	plain := testenv.NewDB(t, full, true)
+	testenv.MustExec(t, full, src,
+		`CREATE TABLE m (t timestamptz NOT NULL, v int)`, `SELECT create_hypertable('m', 't')`,
+		`INSERT INTO m SELECT '2025-01-01'::timestamptz + g * interval '1 hour', g FROM generate_series(1, 300) g`,
+		`ALTER TABLE m SET (timescaledb.compress)`,
+		`CREATE MATERIALIZED VIEW m_daily WITH (timescaledb.continuous) AS SELECT time_bucket('1 day', t) AS d, sum(v) FROM m GROUP BY 1`,
+		`CREATE PROCEDURE tick(job_id int, config jsonb) LANGUAGE plpgsql AS $$ BEGIN END $$`,
+		`SELECT add_job('tick', '1 hour', initial_start => now() + interval '1 day')`)
+	testenv.MustExec(t, full, plain,
+		`CREATE TABLE m (t timestamptz NOT NULL, v int)`, `SELECT create_hypertable('m', 't')`)
+
+	r := runPreflight(t, full.URI(src), apache.URI(testenv.NewDB(t, apache, false)))
+	expect(t, r, "timescaledb-edition", preflight.Fail, "compression on 1 hypertable", "1 continuous aggregate", "1 job", "Apache")
+	if !r.Failed() {
+		t.Error("an Apache target for a source using compression does not block")
+	}
+	r = runPreflight(t, full.URI(src), full.URI(testenv.NewDB(t, full, false)))
+	expect(t, r, "timescaledb-edition", preflight.Pass, "full")
+	r = runPreflight(t, full.URI(plain), apache.URI(testenv.NewDB(t, apache, false)))
+	expect(t, r, "timescaledb-edition", preflight.Pass, "either")
+}
