@@ -463,7 +463,7 @@ func checkEngineOptions(opt Options) error {
 			set  bool
 			name string
 		}{{opt.DumpDir != "", "--dump-dir"}, {opt.DumpFile != "", "--dump-file"}, {opt.KeepDump, "--keep-dump"},
-			{opt.Rehearsal, "--rehearsal"}, {opt.CompressBefore, "--compress-before"}} {
+			{opt.Rehearsal, "--rehearsal"}} {
 			if o.set {
 				return exit.Usagef("use --engine dump", "%s is for the dump engine", o.name)
 			}
