@@ -46,7 +46,12 @@ func init() {
 			Long: `migrate moves whole databases from the source server to the target server:
 
   1. pre-flight checks (any failure stops the run before anything changes, exit 3);
-  2. confirmation, then the write freeze of the source databases (not with --rehearsal);
+  2. confirmation, then the write freeze of the source databases (not with --rehearsal):
+     sessions from before are ended and the database's write counters recorded, and the
+     copy starts at once; once the source has been read (the end of pg_dump, or of the
+     stream engine's copy), the counters are checked unchanged and no transaction may hold
+     a transaction id: any write since the freeze fails the run, as the copy may miss it
+     (unlike tsmigrate freeze, whose proof waits for a quiet window first);
   3. the copy, by one of two engines:
      "stream" (the default): the schema without rows (pg_dump --section pre-data, restored
      with TimescaleDB at the source's version in restore mode), then the rows straight
@@ -73,7 +78,8 @@ by the very freeze the target's journal was written under: a source that was unf
 between may have changed, and the only way on is to start over (unfreeze, reset the target,
 migrate again). A run that fails or is interrupted (Ctrl-C, SIGTERM) unfreezes the source as
 said above, so it cannot be resumed, unless --keep-frozen-on-failure is given: then, once the
-data phase has started, the source stays frozen and the journal kept, and the summary says
+data phase has started and if the freeze's proof holds at that point (else the source is
+unfrozen: it changed), the source stays frozen and the journal kept, and the summary says
 how to resume or give up (tsmigrate unfreeze, then reset the target). A run that stopped
 while it restored the indexes and constraints (post-data) cannot be resumed.
 
@@ -88,6 +94,8 @@ the first process waits for units that workers hold, then does the rest.
    "phases": [{"phase", "database", "duration_ns"}],
    "databases": [{"source", "target", "created_target", "timescaledb_version", "paused_jobs",
      "dump_path" (with --keep-dump), "dump_bytes", "phases", "freeze_id",
+     "freeze_proof": {"start", "end", "window_seconds", ...} (as tsmigrate freeze --json's
+     "proof"; from the freeze to the end of the dump or copy; not on --resume),
      "data": {"units", "skipped", "rows", "bytes", "retries"} (stream engine),
      "tables": [{"name", "kind" (table|partitioned table|hypertable), "source_rows",
        "target_rows", "source_chunks", "target_chunks"}],

@@ -55,6 +55,11 @@ type Options struct {
 	// KeepPIDs are backends of the caller (its other connections to the database):
 	// neither ended nor waited for. They count in the proof like any other.
 	KeepPIDs []uint32
+	// DeferProof makes Freeze return once the sessions from before are dealt with and a
+	// baseline of the write counters is taken, without a proof window: Result.Pending
+	// holds the baseline, and its Finish, called after the caller has read the database,
+	// proves that nothing changed since (see pending.go).
+	DeferProof bool
 	// OnEvent, if set, hears about each step as it happens.
 	OnEvent func(Event)
 }
@@ -72,6 +77,9 @@ const (
 	EventEnded EventKind = "ended"
 	// EventProving: the proof window starts, or starts again after Reason.
 	EventProving EventKind = "proving"
+	// EventBaseline: (DeferProof) the baseline of the write counters is taken; the proof
+	// is PendingProof.Finish.
+	EventBaseline EventKind = "baseline"
 	// EventUndone: Freeze failed and undid the freeze (Reason says why).
 	EventUndone EventKind = "undone"
 )
@@ -99,6 +107,9 @@ type Result struct {
 	// (Outcome).
 	Sessions []Session `json:"sessions"`
 	Proof    Proof     `json:"proof"`
+	// Pending is the baseline to finish the proof with (Options.DeferProof); Proof is
+	// then empty.
+	Pending *PendingProof `json:"-"`
 	// CannotStop says, one sentence each, what the freeze does not prevent.
 	CannotStop []string `json:"cannot_stop"`
 }
@@ -165,7 +176,12 @@ func Freeze(ctx context.Context, src *dbconn.Config, opt Options) (*Result, erro
 	res := &Result{Database: db, ID: rec.ID, Since: rec.Since, Host: rec.Host, PreviousReadOnly: rec.Previous}
 
 	res.Sessions, err = settleSessions(ctx, conn.Conn, frozenAt, opt)
-	if err == nil {
+	switch {
+	case err == nil && opt.DeferProof:
+		if res.Pending, err = baseline(ctx, src, conn.Conn, rec.ID, res.Sessions, opt); err == nil {
+			opt.emit(Event{Kind: EventBaseline, ID: rec.ID, Since: res.Pending.Baseline()})
+		}
+	case err == nil:
 		res.Proof, err = prove(ctx, conn.Conn, opt)
 	}
 	if err == nil {

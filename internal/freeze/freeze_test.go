@@ -545,3 +545,52 @@ func TestFreezeQuotedDatabaseName(t *testing.T) {
 	}
 	mustWritable(t, f)
 }
+
+// DeferProof: Freeze returns without a proof window, with a baseline; Finish proves
+// nothing changed since, and fails, naming it, on a write committed after the baseline
+// or a transaction id held. The session from before is ended first, as usual.
+func TestFreezeDeferredProof(t *testing.T) {
+	f := newFixture(t, testenv.PG15, false)
+	ctx := context.Background()
+	before := f.writing(t)
+	t0 := time.Now()
+	res, err := freeze.Freeze(ctx, f.src, freeze.Options{DeferProof: true, ProofWindow: freeze.MinProofWindow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(t0); took >= freeze.MinProofWindow || res.Pending == nil || res.Proof.Samples != 0 {
+		t.Fatalf("deferred freeze took %s, pending %v, proof %+v", took, res.Pending, res.Proof)
+	}
+	if s := find(res.Sessions, pid(before)); s == nil || s.Outcome != "ended" {
+		t.Fatalf("session from before: %+v", res.Sessions)
+	}
+	mustReadOnly(t, f)
+	p, err := res.Pending.Finish(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.WindowSeconds < freeze.MinProofWindow.Seconds()-0.05 || !p.CountersTracked || time.Since(t0) < freeze.MinProofWindow {
+		t.Fatalf("proof %+v after %s", p, time.Since(t0))
+	}
+
+	// The writer stays connected and writes within a second of its first flush (at
+	// connect): its counts are flushed only after 10 s idle, which Finish waits for.
+	c := f.session(t)
+	for _, q := range []string{"SET default_transaction_read_only = off", "INSERT INTO t VALUES (7)"} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = res.Pending.Finish(ctx)
+	if !errors.Is(err, freeze.ErrNotProven) || !strings.Contains(err.Error(), "rows written moved") {
+		t.Fatalf("after a write: %v", err)
+	}
+	if _, err := c.Exec(ctx, "BEGIN; DELETE FROM t WHERE a = 7"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = res.Pending.Finish(ctx)
+	if !errors.Is(err, freeze.ErrNotProven) || !strings.Contains(err.Error(), "transaction id") {
+		t.Fatalf("with a transaction id held: %v", err)
+	}
+	mustReadOnly(t, f)
+}

@@ -56,7 +56,7 @@ type Proof struct {
 }
 
 // One sample of the current database's write counters, on PostgreSQL 15 and 17: see
-// Proof for why these. Each sample runs in its own transaction, so the statistics
+// Proof for why these (and pending.go for the server's next transaction id). Each sample runs in its own transaction, so the statistics
 // snapshot (stats_fetch_consistency = cache) is fresh.
 const sqlSample = `
 SELECT clock_timestamp(),
@@ -70,7 +70,8 @@ SELECT clock_timestamp(),
        (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint,
        coalesce((SELECT array_agg(format('%s (owner %s, prepared %s)', p.gid, p.owner, p.prepared) ORDER BY p.prepared)
                  FROM pg_prepared_xacts p WHERE p.database = current_database()), '{}'),
-       current_setting('track_counts')::bool
+       current_setting('track_counts')::bool,
+       pg_snapshot_xmax(pg_current_snapshot())::text::bigint
 FROM pg_stat_database d
 WHERE d.datname = current_database()`
 
@@ -79,6 +80,7 @@ type sample struct {
 	rows     int64
 	commits  int64
 	wal      int64
+	nextXID  int64 // server-wide: the next transaction id to be assigned
 	prepared []string
 	tracked  bool
 	holders  []Session
@@ -86,7 +88,7 @@ type sample struct {
 
 func takeSample(ctx context.Context, conn *pgx.Conn) (sample, error) {
 	var s sample
-	err := conn.QueryRow(ctx, sqlSample).Scan(&s.at, &s.rows, &s.commits, &s.wal, &s.prepared, &s.tracked)
+	err := conn.QueryRow(ctx, sqlSample).Scan(&s.at, &s.rows, &s.commits, &s.wal, &s.prepared, &s.tracked, &s.nextXID)
 	if err != nil {
 		return s, fmt.Errorf("prove the freeze: read counters: %w", err)
 	}

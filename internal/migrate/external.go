@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -42,17 +43,17 @@ func (r *run) preflight(ctx context.Context) error {
 }
 
 // freezeAll freezes every source database; on a failure the ones frozen are undone by
-// the caller (undo).
+// the caller (undo). The freeze's proof is deferred: the dump or copy starts at once,
+// and proveFrozen checks, once the source has been read, that it did not change since
+// the freeze's baseline.
 func (r *run) freezeAll(ctx context.Context) error {
 	for _, d := range r.sum.Databases {
-		res, err := freeze.Freeze(ctx, d.src, freeze.Options{Grace: r.opt.FreezeGrace, OnEvent: func(e freeze.Event) {
+		res, err := freeze.Freeze(ctx, d.src, freeze.Options{Grace: r.opt.FreezeGrace, DeferProof: true, OnEvent: func(e freeze.Event) {
 			switch e.Kind {
 			case freeze.EventWaiting:
 				r.note(d.Source, fmt.Sprintf("%d session(s) from before the freeze: ended at %s", len(e.Sessions), e.Deadline.Format(time.TimeOnly)))
 			case freeze.EventEnded:
 				r.note(d.Source, fmt.Sprintf("ended %d session(s) from before the freeze", len(e.Sessions)))
-			case freeze.EventProving:
-				r.note(d.Source, "proving that writes stopped")
 			}
 		}})
 		if err != nil {
@@ -60,12 +61,55 @@ func (r *run) freezeAll(ctx context.Context) error {
 		}
 		d.frozen = true
 		d.freezeID = res.ID
-		r.note(d.Source, fmt.Sprintf("frozen: no write for %.1f s, no transaction id held", res.Proof.WindowSeconds))
+		d.pending = res.Pending
+		r.note(d.Source, "frozen: no transaction id held; write counters recorded, to be proven unchanged when the source has been read")
 		for _, s := range res.CannotStop {
 			r.warn(d.Source + ": " + s)
 		}
 	}
 	return nil
+}
+
+// proveFrozen finishes d's deferred freeze proof after its data was read (what names
+// the reading: "dump", "copy"). A failure fails the run, which must not be resumed.
+func (r *run) proveFrozen(ctx context.Context, d *DatabaseRun, what string) error {
+	if d.pending == nil {
+		return nil
+	}
+	return r.phase(d, PhaseProve, func() error {
+		p, err := d.pending.Finish(ctx)
+		if err != nil {
+			if errors.Is(err, freeze.ErrNotProven) {
+				r.proofFailed = true
+				d.pending = nil
+			}
+			return err
+		}
+		d.pending = nil
+		d.FreezeProof = &p
+		r.note(d.Source, fmt.Sprintf("proof: no write to the source from the freeze until the end of the %s (%.1f s)", what, p.WindowSeconds))
+		return nil
+	})
+}
+
+// provePending finishes the pending freeze proofs of a stream run that failed and is
+// to keep its sources frozen for --resume, so that a resume continues from a proven
+// freeze. It says whether they all held.
+func (r *run) provePending(ctx context.Context) bool {
+	for _, d := range r.sum.Databases {
+		if d.pending == nil {
+			continue
+		}
+		p, err := d.pending.Finish(ctx)
+		d.pending = nil
+		if err != nil {
+			r.warn(fmt.Sprintf("%s: %s; the sources are unfrozen instead of kept frozen for --resume", d.Source, err))
+			return false
+		}
+		d.FreezeProof = &p
+		r.note(d.Source, fmt.Sprintf("proof: no write to the source from the freeze until the run stopped (%.1f s)", p.WindowSeconds))
+	}
+	return true
 }
 
 // unfreeze gives writes back to the source database of d.

@@ -19,6 +19,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/copy"
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
 	"github.com/tsmigrate/tsmigrate/internal/schema"
 )
@@ -149,6 +150,7 @@ const (
 	PhasePreflight = "preflight"
 	PhasePauseJobs = "pause-jobs"
 	PhaseFreeze    = "freeze"
+	PhaseProve     = "prove-freeze"
 	PhaseCompress  = "compress"
 	PhaseDump      = "dump"
 	PhaseRestore   = "restore"
@@ -219,11 +221,16 @@ type DatabaseRun struct {
 	// compressed too: a warning names any that are not).
 	Compression      *Compression `json:"compression,omitempty"`
 	CompressedChunks int          `json:"compressed_chunks,omitempty"`
+	// FreezeProof is the proof that the source did not change from the freeze's
+	// baseline until its data was read (dump: the end of pg_dump; stream: the end of
+	// the copy). A resumed run or a worker has none: the freeze was made earlier.
+	FreezeProof *freeze.Proof `json:"freeze_proof,omitempty"`
 
 	src, dst    *dbconn.Config
 	frozen      bool
 	freezeID    string
-	steps       map[string]bool // the stream engine's journal steps done
+	pending     *freeze.PendingProof // the freeze's baseline until proveFrozen
+	steps       map[string]bool      // the stream engine's journal steps done
 	dataStarted bool
 	ts          bool
 	sizeBytes   int64
@@ -238,6 +245,8 @@ type run struct {
 	mu    sync.Mutex
 	dumps []string // dump paths to remove at the end
 	base  string   // temporary dump directory made by the run, "" if none
+	// proofFailed: a source changed under the freeze; the run must not be resumed.
+	proofFailed bool
 }
 
 func (r *run) emit(e Event) {
@@ -478,7 +487,8 @@ func checkEngineOptions(opt Options) error {
 }
 
 // FreezeAllowance is added to a rehearsal's measured window for the freeze itself
-// (ending sessions and the proof window of a few seconds).
+// (ending sessions; the proof runs during the copy and adds nothing unless the copy
+// is shorter than the proof window).
 const FreezeAllowance = 5 * time.Second
 
 func (r *run) warn(s string) {
@@ -510,6 +520,9 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 		d.DumpBytes = pathSize(path)
 		return r.messagesErr(err)
 	}); err != nil {
+		return err
+	}
+	if err := r.proveFrozen(ctx, d, "dump"); err != nil {
 		return err
 	}
 	if err := r.phase(d, PhaseRestore, func() error {

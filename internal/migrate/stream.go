@@ -252,6 +252,9 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 		if err := r.phase(d, PhaseCopy, func() error { return r.copyData(ctx, d) }); err != nil {
 			return err
 		}
+		if err := r.proveFrozen(ctx, d, "copy"); err != nil {
+			return err
+		}
 		if err := r.markStep(ctx, d, stepPostStarted); err != nil {
 			return err
 		}
@@ -400,10 +403,11 @@ func (r *run) work(ctx context.Context) error {
 }
 
 // keepFrozen says whether a failed stream run leaves its sources frozen for --resume:
-// only when asked to (Options.KeepFrozenOnFailure) and once a data phase has started
-// (before it, starting over costs little).
+// only when asked to (Options.KeepFrozenOnFailure), once a data phase has started
+// (before it, starting over costs little), and unless a freeze proof failed (the
+// source changed: what was copied may be stale).
 func (r *run) keepFrozen() bool {
-	if r.opt.Engine != EngineStream || !r.opt.KeepFrozenOnFailure {
+	if r.opt.Engine != EngineStream || !r.opt.KeepFrozenOnFailure || r.proofFailed {
 		return false
 	}
 	for _, d := range r.sum.Databases {

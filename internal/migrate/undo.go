@@ -26,7 +26,7 @@ func (r *run) undo(ctx context.Context, cause error) {
 	if err := r.resumeJobs(ctx); err != nil {
 		r.warn(err.Error())
 	}
-	keep := r.keepFrozen()
+	keep := r.keepFrozen() && r.provePending(ctx)
 	if keep {
 		r.sum.SourceFrozen = true
 		r.sum.Resume = r.resumeSteps()
