@@ -94,8 +94,10 @@ the first process waits for units that workers hold, then does the rest.
    "phases": [{"phase", "database", "duration_ns"}],
    "databases": [{"source", "target", "created_target", "timescaledb_version", "paused_jobs",
      "dump_path" (with --keep-dump), "dump_bytes", "phases", "freeze_id",
-     "freeze_proof": {"start", "end", "window_seconds", ...} (as tsmigrate freeze --json's
-     "proof"; from the freeze to the end of the dump or copy; not on --resume),
+     "freeze_proof": {"start", "end", "window_seconds", "samples", "restarts" (0),
+       "rows_written", "xid_holders" (0), "prepared_transactions" (0), "commits_in_window",
+       "server_wal_bytes_in_window", "counters_tracked"} (from the freeze to the end of the
+       dump or copy; not on --resume),
      "data": {"units", "skipped", "rows", "bytes", "retries"} (stream engine),
      "tables": [{"name", "kind" (table|partitioned table|hypertable), "source_rows",
        "target_rows", "source_chunks", "target_chunks"}],
@@ -278,6 +280,10 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 		if c := d.Data; c != nil {
 			fmt.Fprintf(w, "\ndata of %s: %d units copied by this process (%d done before or elsewhere), %s rows, %s, %d retries\n",
 				d.Source, c.Units, c.Skipped, humanCount(c.Rows), preflight.HumanBytes(c.Bytes), c.Retries)
+		}
+		if p := d.FreezeProof; p != nil {
+			fmt.Fprintf(w, "  freeze proof of %s: no write from the freeze until its data was read (%.1f s, %s to %s)\n",
+				d.Source, p.WindowSeconds, p.Start.Format(time.TimeOnly), p.End.Format(time.TimeOnly))
 		}
 		if d.Identical != nil {
 			fmt.Fprintf(w, "  verify: %s\n", map[bool]string{true: "identical", false: "DIFFERENT"}[*d.Identical])
