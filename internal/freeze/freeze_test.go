@@ -594,3 +594,22 @@ func TestFreezeDeferredProof(t *testing.T) {
 	}
 	mustReadOnly(t, f)
 }
+
+// ANALYZE (autovacuum's, here a manual one) after the baseline rewrites pg_statistic and
+// its TOAST table (the histogram of a text column of long values): not a write to the
+// data, Finish passes.
+func TestFreezeDeferredProofIgnoresAnalyze(t *testing.T) {
+	f := newFixture(t, testenv.PG15, false)
+	ctx := context.Background()
+	testenv.MustExec(t, f.srv, f.db, "CREATE TABLE s (v text)", "INSERT INTO s SELECT md5(g::text) FROM generate_series(1, 10000) g")
+	res, err := freeze.Freeze(ctx, f.src, freeze.Options{DeferProof: true, ProofWindow: freeze.MinProofWindow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.srv.Exec(ctx, f.db, "SET default_transaction_read_only = off", "ANALYZE s"); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := res.Pending.Finish(ctx); err != nil {
+		t.Fatalf("proof %+v: %v", p, err)
+	}
+}

@@ -21,7 +21,8 @@ import (
 //     when it exits. RowsWritten staying the same over the window, with no backend in
 //     a transaction that has written, means no write committed or aborted in it.
 //     ANALYZE (autovacuum's too) rewrites pg_statistic and pg_statistic_ext_data
-//     without changing any data; their counts are subtracted.
+//     without changing any data; their counts, and those of their TOAST tables (long
+//     most-common-values arrays of text columns go there), are subtracted.
 //   - A transaction that has written holds a transaction id until it ends
 //     (pg_stat_activity.backend_xid). None held at either end of the window means no
 //     write is in flight, even one that has not yet flushed its counts.
@@ -63,9 +64,10 @@ SELECT clock_timestamp(),
        d.tup_inserted + d.tup_updated + d.tup_deleted
          - coalesce((SELECT sum(pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid)
                                 + pg_stat_get_tuples_deleted(c.oid))
-                     FROM pg_class c
-                     WHERE c.oid IN ('pg_catalog.pg_statistic'::regclass,
-                                     'pg_catalog.pg_statistic_ext_data'::regclass)), 0)::bigint,
+                     FROM pg_class s, pg_class c
+                     WHERE s.oid IN ('pg_catalog.pg_statistic'::regclass,
+                                     'pg_catalog.pg_statistic_ext_data'::regclass)
+                       AND c.oid IN (s.oid, s.reltoastrelid)), 0)::bigint,
        d.xact_commit,
        (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint,
        coalesce((SELECT array_agg(format('%s (owner %s, prepared %s)', p.gid, p.owner, p.prepared) ORDER BY p.prepared)
