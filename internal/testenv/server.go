@@ -414,6 +414,9 @@ func (s *Server) Stop() {
 			}
 		}
 		os.RemoveAll(s.DataDir)
+		if s.CertDir != "" {
+			os.RemoveAll(s.CertDir)
+		}
 	})
 }
 
