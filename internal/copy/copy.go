@@ -27,6 +27,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tsmigrate/tsmigrate/internal/clock"
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/journal"
 )
@@ -297,5 +298,5 @@ func (r *run) failed(ctx context.Context, l *live, err error) error {
 		return err
 	}
 	r.emit(Event{Type: Retry, Unit: &l.info, Attempt: n, Err: dbconn.Redact(err.Error())})
-	return sleep(ctx, backoff(r.opts.RetryBackoff, maxBackoff, n))
+	return clock.Sleep(ctx, backoff(r.opts.RetryBackoff, maxBackoff, n))
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tsmigrate/tsmigrate/internal/clock"
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/journal"
@@ -139,7 +140,7 @@ func (w *worker) configPhase(ctx context.Context) error {
 		w.r.res.Retries++
 		w.r.mu.Unlock()
 		w.r.emit(Event{Type: Retry, Attempt: attempt, Err: dbconn.Redact(err.Error())})
-		if err := sleep(ctx, backoff(w.r.opts.RetryBackoff, maxBackoff, attempt)); err != nil {
+		if err := clock.Sleep(ctx, backoff(w.r.opts.RetryBackoff, maxBackoff, attempt)); err != nil {
 			return err
 		}
 	}
@@ -206,7 +207,7 @@ func (w *worker) dataPhase(ctx context.Context) error {
 			if !transient(err) || connFailures > w.r.opts.MaxRetries || ctx.Err() != nil {
 				return err
 			}
-			if err := sleep(ctx, backoff(w.r.opts.RetryBackoff, maxBackoff, connFailures)); err != nil {
+			if err := clock.Sleep(ctx, backoff(w.r.opts.RetryBackoff, maxBackoff, connFailures)); err != nil {
 				return err
 			}
 			continue
@@ -267,7 +268,7 @@ func (w *worker) next(ctx context.Context, id string) (bool, error) {
 		if err != nil || n == 0 {
 			return n > 0, err
 		}
-		return true, sleep(ctx, pollIdle)
+		return true, clock.Sleep(ctx, pollIdle)
 	}
 	start := time.Now()
 	l := w.r.begin(u)

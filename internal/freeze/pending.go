@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tsmigrate/tsmigrate/internal/clock"
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 )
@@ -109,7 +110,7 @@ func baseline(ctx context.Context, src *dbconn.Config, conn *pgx.Conn, id string
 			}
 			return nil, notProven("writes did not stop: " + reason)
 		}
-		if err := sleep(ctx, pollInterval); err != nil {
+		if err := clock.Sleep(ctx, pollInterval); err != nil {
 			return nil, err
 		}
 	}
@@ -121,7 +122,7 @@ func baseline(ctx context.Context, src *dbconn.Config, conn *pgx.Conn, id string
 // that no prepared transaction exists. Any difference fails with ErrNotProven, naming
 // it. Finish connects anew; it does not undo the freeze.
 func (p *PendingProof) Finish(ctx context.Context) (Proof, error) {
-	if err := sleep(ctx, time.Until(p.taken.Add(p.window))); err != nil {
+	if err := clock.Sleep(ctx, time.Until(p.taken.Add(p.window))); err != nil {
 		return Proof{}, err
 	}
 	conn, err := p.src.Connect(ctx)
@@ -143,7 +144,7 @@ func (p *PendingProof) Finish(ctx context.Context) (Proof, error) {
 			return Proof{}, fmt.Errorf("prove the freeze: list sessions: %w", err)
 		}
 		if lastBusy != nil {
-			if err := sleep(ctx, min(lastBusy.Add(flushHorizon).Sub(now), flushHorizon)); err != nil {
+			if err := clock.Sleep(ctx, min(lastBusy.Add(flushHorizon).Sub(now), flushHorizon)); err != nil {
 				return Proof{}, err
 			}
 			if cur, err = takeSample(ctx, conn.Conn); err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tsmigrate/tsmigrate/internal/clock"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 )
 
@@ -128,7 +129,7 @@ func prove(ctx context.Context, conn *pgx.Conn, opt Options) (Proof, error) {
 			return p, notProven(fmt.Sprintf("%d prepared transaction(s) in the database: %s; COMMIT PREPARED or ROLLBACK PREPARED them, then freeze again",
 				len(base.prepared), strings.Join(base.prepared, ", ")))
 		}
-		if err := sleep(ctx, pollInterval); err != nil {
+		if err := clock.Sleep(ctx, pollInterval); err != nil {
 			return p, err
 		}
 		cur, err := takeSample(ctx, conn)

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tsmigrate/tsmigrate/internal/clock"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 )
 
@@ -162,18 +163,6 @@ func terminate(ctx context.Context, q querier, s Session) error {
 	return nil
 }
 
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // settleSessions deals with the sessions that connected before frozenAt: they read
 // the old default and may still write.
 func settleSessions(ctx context.Context, conn *pgx.Conn, frozenAt time.Time, opt Options) ([]Session, error) {
@@ -225,7 +214,7 @@ func settleSessions(ctx context.Context, conn *pgx.Conn, frozenAt time.Time, opt
 			if !time.Now().Before(deadline) {
 				return nil, sessionsRemain(busy, opt.WaitTimeout)
 			}
-			if err := sleep(ctx, pollInterval); err != nil {
+			if err := clock.Sleep(ctx, pollInterval); err != nil {
 				return nil, err
 			}
 			if list, err = sessionsBefore(ctx, conn, frozenAt, opt.KeepPIDs); err != nil {
@@ -238,7 +227,7 @@ func settleSessions(ctx context.Context, conn *pgx.Conn, frozenAt time.Time, opt
 	deadline := time.Now().Add(opt.Grace)
 	opt.emit(Event{Kind: EventWaiting, Sessions: list, Deadline: deadline})
 	for len(inTransaction(list)) > 0 && time.Now().Before(deadline) {
-		if err := sleep(ctx, min(pollInterval, time.Until(deadline))); err != nil {
+		if err := clock.Sleep(ctx, min(pollInterval, time.Until(deadline))); err != nil {
 			return nil, err
 		}
 		if list, err = sessionsBefore(ctx, conn, frozenAt, opt.KeepPIDs); err != nil {
