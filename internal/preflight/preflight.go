@@ -209,7 +209,7 @@ func (e *env) checks() []Check {
 		pure("size", e.checkSize),
 		pure("dump-locks", e.checkDumpLocks),
 		pure("source-read", e.checkSourceRead),
-		pure("source-freeze", e.checkFreeze),
+		check{name: "source-freeze", run: e.checkFreeze},
 		pure("source-terminate", e.checkTerminate),
 		pure("target-create", e.checkTargetCreate),
 		pure("target-restore-mode", e.checkRestoreMode),

@@ -170,9 +170,45 @@ func TestUnreachableTarget(t *testing.T) {
 	}
 	_, err = preflight.Run(context.Background(), preflight.Options{
 		Source: config(t, "source", srv.SuperURI("postgres")),
-		Target: config(t, "target", fmt.Sprintf("host=127.0.0.1 port=%d user=x password=y", port))})
+		Target: config(t, "target", fmt.Sprintf("host=127.0.0.1 port=%d user=x password=not-the-password", port))})
 	var e *exit.Error
 	if !errors.As(err, &e) || e.Code != exit.Usage || !strings.HasPrefix(e.Msg, "target: cannot connect") {
 		t.Fatalf("error %v, want an exit-2 error naming the target", err)
 	}
+}
+
+// The owner of the source database may set default_transaction_read_only, but on
+// PostgreSQL 15+ not the freeze record (a custom setting) until a superuser grants SET
+// on it: pre-flight tries both, rolls back, and says which grant is missing.
+func TestSourceOwnerFreezeRecord(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src, tgt := testenv.NewDB(t, srv, true), testenv.NewDB(t, srv, false)
+	owner := role(t, srv, "")
+	testenv.MustExec(t, srv, "postgres", "ALTER DATABASE "+src+" OWNER TO "+owner)
+	srcURI := userURI(srv, owner, "pw-"+owner, src)
+
+	r := runPreflight(t, srcURI, srv.SuperURI(tgt))
+	expect(t, r, "source-freeze", preflight.Fail, owner, "may not store the freeze record", "SQLSTATE 42501")
+	if do := find(t, r, "source-freeze").Do; !strings.Contains(do, "GRANT SET ON PARAMETER tsmigrate.freeze_record TO "+owner) {
+		t.Errorf("source-freeze: %q does not give the grant", do)
+	}
+	var settings int
+	conn := connectSuper(t, srv)
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = $1`, src).Scan(&settings); err != nil || settings != 0 {
+		t.Fatalf("the probe left %d database settings behind (%v)", settings, err)
+	}
+
+	testenv.MustExec(t, srv, "postgres", "GRANT SET ON PARAMETER tsmigrate.freeze_record TO "+owner)
+	r = runPreflight(t, srcURI, srv.SuperURI(tgt))
+	expect(t, r, "source-freeze", preflight.Pass, owner, "rolled-back transaction")
+}
+
+func connectSuper(t *testing.T, srv *testenv.Server) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), srv.SuperURI("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
 }

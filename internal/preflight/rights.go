@@ -1,10 +1,16 @@
 package preflight
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
 )
 
@@ -40,19 +46,44 @@ func (e *env) checkSourceRead() []Finding {
 		plural(len(s.Chunks), "chunk", "chunks")), "")}
 }
 
-func (e *env) checkFreeze() []Finding {
+func (e *env) checkFreeze(ctx context.Context) ([]Finding, error) {
 	u := e.srcInv.User
 	db := e.srcInv.Name
 	switch {
 	case u.Superuser:
-		return []Finding{finding(Pass, "source", fmt.Sprintf("%s is a superuser: it may ALTER DATABASE %s to freeze writes", u.Name, db), "")}
-	case u.OwnsDatabase:
-		return []Finding{finding(Pass, "source", fmt.Sprintf("%s owns %s (owner %s): it may ALTER DATABASE %s to freeze writes", u.Name, db, u.DatabaseOwner, db), "")}
+		return []Finding{finding(Pass, "source", fmt.Sprintf("%s is a superuser: it may ALTER DATABASE %s to freeze writes", u.Name, db), "")}, nil
+	case !u.OwnsDatabase:
+		return []Finding{finding(Fail, "source",
+			fmt.Sprintf("%s is neither a superuser nor the owner of %s (owner %s): it cannot ALTER DATABASE %s SET default_transaction_read_only", u.Name, db, u.DatabaseOwner, db),
+			fmt.Sprintf("connect to the source as %s or a superuser, or GRANT %s TO %s", u.DatabaseOwner, inventory.Ident(u.DatabaseOwner), inventory.Ident(u.Name)))}, nil
 	}
-	return []Finding{finding(Fail, "source",
-		fmt.Sprintf("%s is neither a superuser nor the owner of %s (owner %s): it cannot ALTER DATABASE %s SET default_transaction_read_only", u.Name, db, u.DatabaseOwner, db),
-		fmt.Sprintf("connect to the source as %s or a superuser, or GRANT %s TO %s", u.DatabaseOwner, inventory.Ident(u.DatabaseOwner), inventory.Ident(u.Name)))}
+	// An owner may set default_transaction_read_only, but storing the freeze record (a
+	// custom setting) needs SET on that parameter on PostgreSQL 15+: try both in a
+	// transaction that is rolled back, as the freeze will run them.
+	err := pgx.BeginFunc(ctx, e.src.Conn, func(tx pgx.Tx) error {
+		name := pgx.Identifier{db}.Sanitize()
+		if _, err := tx.Exec(ctx, "ALTER DATABASE "+name+" SET default_transaction_read_only = on"); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "ALTER DATABASE "+name+" SET "+freeze.RecordSetting+" = '{}'"); err != nil {
+			return err
+		}
+		return errProbeDone
+	})
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.Is(err, errProbeDone):
+		return []Finding{finding(Pass, "source", fmt.Sprintf("%s owns %s: it may ALTER DATABASE %s to freeze writes and record the freeze (tried in a rolled-back transaction)", u.Name, db, db), "")}, nil
+	case errors.As(err, &pgErr) && pgErr.Code == "42501":
+		return []Finding{finding(Fail, "source",
+			fmt.Sprintf("%s owns %s but may not store the freeze record: %s", u.Name, db, dbconn.Reason(err)),
+			fmt.Sprintf("as a superuser: GRANT SET ON PARAMETER %s TO %s", freeze.RecordSetting, inventory.Ident(u.Name)))}, nil
+	}
+	return nil, fmt.Errorf("try the freeze's ALTER DATABASE in a rolled-back transaction: %w", err)
 }
+
+// errProbeDone rolls back a probe transaction whose statements all worked.
+var errProbeDone = errors.New("probe done")
 
 func (e *env) checkTerminate() []Finding {
 	u := e.srcInv.User
