@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -71,11 +70,15 @@ func run(ctx context.Context, scale float64, keep bool) error {
 	fmt.Printf("devices %d rows, events %d rows, metrics (hypertable) %d rows in %d daily chunks, loaded in %s\n",
 		sz.Devices, sz.Events, sz.Metrics, sz.Days, time.Since(t0).Round(time.Millisecond))
 
-	bin, err := build(ctx)
+	binDir, err := os.MkdirTemp("", "tsmigrate-demo-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(filepath.Dir(bin))
+	defer os.RemoveAll(binDir)
+	bin, err := testenv.BuildTsmigrate(ctx, binDir)
+	if err != nil {
+		return err
+	}
 	env := append(os.Environ(),
 		"TSMIGRATE_SOURCE="+src.SuperURI("app"),
 		// The Apache build of TimescaleDB packaged by Debian lets only a superuser restore
@@ -122,20 +125,6 @@ func demoSteps() []demoStep {
 			[]string{"freeze-status"}, 0},
 		{"undoing the freeze (only when going back to the source)", []string{"unfreeze"}, 0},
 	}
-}
-
-func build(ctx context.Context) (string, error) {
-	dir, err := os.MkdirTemp("", "tsmigrate-demo-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "tsmigrate")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/tsmigrate")
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("build tsmigrate: %w", err)
-	}
-	return bin, nil
 }
 
 func tsmigrate(ctx context.Context, bin string, env []string, args ...string) (int, error) {

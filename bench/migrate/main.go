@@ -64,7 +64,7 @@ func run(ctx context.Context, scale float64, jobs int, ways []string) error {
 		return err
 	}
 	defer os.RemoveAll(b.tmp)
-	if b.bin, err = buildTsmigrate(ctx, b.tmp); err != nil {
+	if b.bin, err = testenv.BuildTsmigrate(ctx, b.tmp); err != nil {
 		return err
 	}
 	opts := testenv.Options{Settings: map[string]string{"max_wal_size": "8GB", "checkpoint_timeout": "30min"}}
@@ -274,13 +274,6 @@ func report(rs []result, size string) {
 			fmt.Printf("dump engine speed-up over the documented procedure: %.2fx\n", d.wall.Seconds()/s.wall.Seconds())
 		}
 	}
-}
-
-func buildTsmigrate(ctx context.Context, dir string) (string, error) {
-	bin := filepath.Join(dir, "tsmigrate")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/tsmigrate")
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	return bin, cmd.Run()
 }
 
 func runLogged(ctx context.Context, name string, args ...string) error {

@@ -84,7 +84,7 @@ func (f *freezeFixture) settings(t *testing.T) []string {
 }
 
 func TestFreezeCommands(t *testing.T) {
-	bin := buildTsmigrate(t)
+	bin := testenv.Binary(t)
 	for _, k := range []testenv.Kind{testenv.PG17TS, testenv.PG15} {
 		t.Run(string(k), func(t *testing.T) {
 			srv := testenv.Need(t, k, testenv.Options{})

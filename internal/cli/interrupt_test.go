@@ -6,25 +6,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 	"unsafe"
-)
 
-// buildTsmigrate builds the binary into a temporary directory.
-func buildTsmigrate(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "tsmigrate")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/tsmigrate")
-	build.Dir = "../.."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
+	"github.com/tsmigrate/tsmigrate/internal/testenv"
+)
 
 // openPTY opens a pseudo-terminal pair (Linux).
 func openPTY(t *testing.T) (master, tty *os.File) {
@@ -63,7 +52,7 @@ func echoOn(t *testing.T, tty *os.File) bool {
 // once with exit 130, the terminal as it was, and nothing changed: no server is even
 // contacted (the URIs point at a closed port).
 func TestCtrlCAtPrompt(t *testing.T) {
-	bin := buildTsmigrate(t)
+	bin := testenv.Binary(t)
 	const nowhere = "postgres://u@127.0.0.1:1/db"
 	for _, c := range []struct {
 		name   string

@@ -25,7 +25,7 @@ func TestInterruptDuringDump(t *testing.T) {
 	dst := testenv.NewDB(t, srv, false)
 	testenv.MustExec(t, srv, src, "CREATE TABLE big AS SELECT g AS id, md5(g::text) AS a FROM generate_series(1, 1500000) g")
 
-	bin := buildBinary(t)
+	bin := testenv.Binary(t)
 	dumps := t.TempDir()
 	cmd := exec.Command(bin, "migrate", "--engine", "dump", "--yes", "--jobs", "2", "--freeze-grace", "1s", "--pg-bin", srv.ClientBin(),
 		"--dump-dir", dumps, "--source", srv.URI(src), "--target", srv.URI(dst))

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -220,17 +219,6 @@ func (p *proc) wait(t *testing.T) (int, *migrate.Summary) {
 	return code, &sum
 }
 
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "tsmigrate")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/tsmigrate")
-	build.Dir = "../.."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // tableSums reads each user table's row count and checksum.
 func tableSums(t *testing.T, srv *testenv.Server, db string) map[string]string {
 	t.Helper()
@@ -264,7 +252,7 @@ func TestStreamKillThenResume(t *testing.T) {
 	src := bigSource(t, srv)
 	dst := testenv.NewDB(t, srv, false)
 	unfreezeAtCleanup(t, srv, src)
-	bin := buildBinary(t)
+	bin := testenv.Binary(t)
 
 	p := startTsmigrate(t, bin, "migrate", "--yes", "--jobs", "1", "--freeze-grace", "1s", "--progress", "json", "--json",
 		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
@@ -322,7 +310,7 @@ func TestStreamWorkerSharesDataPhase(t *testing.T) {
 	src := bigSource(t, srv)
 	dst := testenv.NewDB(t, srv, false)
 	unfreezeAtCleanup(t, srv, src)
-	bin := buildBinary(t)
+	bin := testenv.Binary(t)
 	conn := []string{"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst), "--progress", "json", "--json"}
 
 	first := startTsmigrate(t, bin, append([]string{"migrate", "--yes", "--jobs", "1", "--freeze-grace", "1s"}, conn...)...)
@@ -353,7 +341,7 @@ func TestStreamInterruptUnfreezes(t *testing.T) {
 	src := bigSource(t, srv)
 	dst := testenv.NewDB(t, srv, false)
 	unfreezeAtCleanup(t, srv, src)
-	p := startTsmigrate(t, buildBinary(t), "migrate", "--yes", "--jobs", "1", "--freeze-grace", "1s", "--progress", "json", "--json",
+	p := startTsmigrate(t, testenv.Binary(t), "migrate", "--yes", "--jobs", "1", "--freeze-grace", "1s", "--progress", "json", "--json",
 		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
 	p.waitFor(t, "done", 5)
 	p.cmd.Process.Signal(syscall.SIGINT)
