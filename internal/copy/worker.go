@@ -115,7 +115,16 @@ func (w *worker) plan(ctx context.Context) ([]journal.Unit, error) {
 		return nil, err
 	}
 	defer w.endSource(ctx)
-	return plan(ctx, w.src.Conn, w.r.opts.RangeBytes, w.r.opts.Jobs)
+	units, err := plan(ctx, w.src.Conn, w.r.opts.RangeBytes, w.r.opts.Jobs)
+	if err != nil || w.r.opts.PostSQL == nil {
+		return units, err
+	}
+	for i := range units {
+		if u := &units[i]; u.Kind == journal.KindTable {
+			u.PostSQL = w.r.opts.PostSQL(u.Schema, u.Table)
+		}
+	}
+	return units, nil
 }
 
 // configPhase copies the extension configuration tables and sequences in one target
@@ -326,6 +335,11 @@ func (w *worker) copyUnit(ctx context.Context, tx pgx.Tx, u *journal.Unit, l *li
 			}
 		}
 		rows, err = pipe(ctx, w.src.PgConn(), tx.Conn().PgConn(), srcSQL, dstSQL, u.Kind != journal.KindConfig, l)
+		if err == nil && u.PostSQL != "" {
+			if _, err := tx.Exec(ctx, u.PostSQL); err != nil {
+				return 0, &UnitError{Unit: describe(u), Side: "target (its indexes, constraints and ANALYZE)", Err: err}
+			}
+		}
 	case journal.KindConfigSeq:
 		rows, err = copySequences(ctx, w.src.Conn, tx, []string{qualified(u)}, l)
 	case journal.KindSequences:

@@ -65,9 +65,13 @@ type Unit struct {
 	Filenode  int64 // of a range's table at planning: ranges of ctids hold only while it is the same
 	EstBytes  int64 // size on the source, for ordering and progress
 	EstRows   int64
-	State     string
-	Rows      int64
-	Bytes     int64
+	// PostSQL runs in the unit's transaction once its rows are in (a whole table or
+	// chunk only): the table's own indexes and constraints, so that the unit's done
+	// mark stands for them too.
+	PostSQL string
+	State   string
+	Rows    int64
+	Bytes   int64
 }
 
 // Run is what the journal says about the migration as a whole.
@@ -108,6 +112,7 @@ CREATE TABLE IF NOT EXISTS _tsmigrate.units (
 	filenode   bigint NOT NULL,
 	est_bytes  bigint NOT NULL,
 	est_rows   bigint NOT NULL,
+	post_sql   text NOT NULL DEFAULT '',
 	state      text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done')),
 	rows       bigint,
 	bytes      bigint,
@@ -121,7 +126,7 @@ CREATE TABLE IF NOT EXISTS _tsmigrate.steps (
 )`
 
 	unitCols = `id, phase, ord, kind, schema_name, table_name, parent, columns, is_binary, condition,
-	page_lo, page_hi, filenode, est_bytes, est_rows, state, coalesce(rows, 0), coalesce(bytes, 0)`
+	page_lo, page_hi, filenode, est_bytes, est_rows, post_sql, state, coalesce(rows, 0), coalesce(bytes, 0)`
 
 	// claimSQL takes the largest pending unit of a phase that nobody holds. The lock
 	// lasts as long as the caller's transaction, which copies the unit.
@@ -224,11 +229,11 @@ func Plan(ctx context.Context, conn *pgx.Conn, plan func() ([]Unit, error)) ([]U
 				cols = []string{}
 			}
 			rows[i] = []any{u.ID, u.Phase, u.Ord, string(u.Kind), u.Schema, u.Table, u.Parent, cols, u.Binary,
-				u.Condition, u.PageLo, u.PageHi, u.Filenode, u.EstBytes, u.EstRows}
+				u.Condition, u.PageLo, u.PageHi, u.Filenode, u.EstBytes, u.EstRows, u.PostSQL}
 		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{Schema, "units"},
 			[]string{"id", "phase", "ord", "kind", "schema_name", "table_name", "parent", "columns", "is_binary",
-				"condition", "page_lo", "page_hi", "filenode", "est_bytes", "est_rows"},
+				"condition", "page_lo", "page_hi", "filenode", "est_bytes", "est_rows", "post_sql"},
 			pgx.CopyFromRows(rows)); err != nil {
 			return err
 		}
@@ -258,7 +263,7 @@ func scanUnit(row pgx.CollectableRow) (Unit, error) {
 	var u Unit
 	var kind string
 	err := row.Scan(&u.ID, &u.Phase, &u.Ord, &kind, &u.Schema, &u.Table, &u.Parent, &u.Columns, &u.Binary, &u.Condition,
-		&u.PageLo, &u.PageHi, &u.Filenode, &u.EstBytes, &u.EstRows, &u.State, &u.Rows, &u.Bytes)
+		&u.PageLo, &u.PageHi, &u.Filenode, &u.EstBytes, &u.EstRows, &u.PostSQL, &u.State, &u.Rows, &u.Bytes)
 	u.Kind = Kind(kind)
 	return u, err
 }

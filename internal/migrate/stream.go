@@ -181,9 +181,62 @@ func (r *run) schemaFile(d *DatabaseRun) (string, error) {
 	return filepath.Join(r.base, unsafeName.ReplaceAllString(d.Source, "_")+".schema"), nil
 }
 
-// copyData runs the data phase of d (package copy) with this run's freeze.
-func (r *run) copyData(ctx context.Context, d *DatabaseRun) error {
+// splitPostData finds the indexes and constraints in the schema dump file that each
+// table's data unit builds right after its rows (see schema.SplitPostData).
+func (r *run) splitPostData(ctx context.Context, d *DatabaseRun, file string) (*schema.PostDataPlan, error) {
+	conn, err := d.src.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	post, err := schema.SplitPostData(ctx, r.tools, conn.Conn, file)
+	if err != nil {
+		return nil, err
+	}
+	if post.Fallback != "" {
+		r.note(d.Source, "indexes and constraints are built after the copy, not with each table: "+post.Fallback)
+	}
+	return post, nil
+}
+
+// unitPostSQL is what a whole table's or chunk's unit runs once its rows are in: the
+// table's early indexes and constraints ("" for none).
+func unitPostSQL(post *schema.PostDataPlan, schemaName, table string) string {
+	return post.SQL(schema.TableName{Schema: schemaName, Name: table})
+}
+
+// builtWithRows reads from d's journal which tables had their indexes and constraints
+// built by their data unit. A unit planned by another process without them
+// (a --worker that planned first) leaves its table to the post-data phase; one whose
+// recorded SQL differs from what the schema dump gives now stops the run, since the
+// post-data phase would then build too much or too little.
+func (r *run) builtWithRows(ctx context.Context, d *DatabaseRun, post *schema.PostDataPlan) (map[schema.TableName]bool, error) {
+	built := map[schema.TableName]bool{}
+	err := onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error {
+		units, err := journal.Units(ctx, c.Conn)
+		for _, u := range units {
+			if u.Kind != journal.KindTable || u.Phase != journal.PhaseData || u.PostSQL == "" {
+				continue
+			}
+			if u.PostSQL != unitPostSQL(post, u.Schema, u.Table) {
+				return exit.New(exit.Failed, "start over: reset the target (drop and create the database) and run tsmigrate migrate without --resume",
+					"%s: the indexes and constraints the journal recorded for table %s are not those of the source's schema now",
+					d.Source, inventory.DisplayName(u.Schema, u.Table))
+			}
+			built[schema.TableName{Schema: u.Schema, Name: u.Table}] = true
+		}
+		return err
+	})
+	return built, err
+}
+
+// copyData runs the data phase of d (package copy) with this run's freeze. post, when
+// not nil, gives each table's indexes and constraints to build with its rows.
+func (r *run) copyData(ctx context.Context, d *DatabaseRun, post *schema.PostDataPlan) error {
 	opts := copy.Options{Source: d.src, Target: d.dst, Jobs: r.opt.Jobs, FreezeID: d.freezeID}
+	if post != nil {
+		opts.PostSQL = func(schemaName, table string) string { return unitPostSQL(post, schemaName, table) }
+	}
 	if r.opt.DataProgress != nil {
 		on, done := r.opt.DataProgress(d.Source)
 		defer done()
@@ -215,13 +268,17 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 	if err != nil {
 		return err
 	}
-	needSchema := !d.steps[stepPostData]
-	if needSchema {
+	var post *schema.PostDataPlan
+	if !d.steps[stepPostData] {
 		if err := r.phase(d, PhaseSchemaDump, func() error {
 			os.Remove(file)
 			msgs, err := schema.DumpSchema(ctx, r.tools, d.src, file, onMessage)
 			d.Messages = append(d.Messages, msgs...)
-			return r.messagesErr(err)
+			if err := r.messagesErr(err); err != nil {
+				return err
+			}
+			post, err = r.splitPostData(ctx, d, file)
+			return err
 		}); err != nil {
 			return err
 		}
@@ -249,7 +306,7 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 		}
 	}
 	if !d.steps[stepPostStarted] {
-		if err := r.phase(d, PhaseCopy, func() error { return r.copyData(ctx, d) }); err != nil {
+		if err := r.phase(d, PhaseCopy, func() error { return r.copyData(ctx, d, post) }); err != nil {
 			return err
 		}
 		if err := r.proveFrozen(ctx, d, "copy"); err != nil {
@@ -261,7 +318,12 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 	}
 	if !d.steps[stepPostData] {
 		if err := r.phase(d, PhasePostData, func() error {
-			msgs, err := schema.RestoreSection(ctx, r.tools, d.dst, file, schema.PostData, r.opt.Jobs, onMessage)
+			// Tables whose units built their own indexes and constraints.
+			built, err := r.builtWithRows(ctx, d, post)
+			if err != nil {
+				return err
+			}
+			msgs, err := post.RestoreRest(ctx, r.tools, d.dst, r.opt.Jobs, func(t schema.TableName) bool { return built[t] }, onMessage)
 			d.Messages = append(d.Messages, msgs...)
 			if err := r.messagesErr(err); err != nil {
 				return err
@@ -395,7 +457,7 @@ func (r *run) work(ctx context.Context) error {
 		return err
 	}
 	for _, d := range r.sum.Databases {
-		if err := r.phase(d, PhaseCopy, func() error { return r.copyData(ctx, d) }); err != nil {
+		if err := r.phase(d, PhaseCopy, func() error { return r.copyData(ctx, d, nil) }); err != nil {
 			return fmt.Errorf("%s: %w", d.Source, err)
 		}
 	}

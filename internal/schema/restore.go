@@ -242,8 +242,8 @@ func catalogRegclassTables(ctx context.Context, conn *pgx.Conn) (map[string]bool
 }
 
 // restoreList runs pg_restore -L list and classifies what it prints.
-func restoreList(ctx context.Context, opt RestoreOptions, toc *TOC, list string, jobs int) ([]Message, error) {
-	args := []string{"--verbose", "--no-owner", "-L", list}
+func restoreList(ctx context.Context, opt RestoreOptions, toc *TOC, list string, jobs int, extra ...string) ([]Message, error) {
+	args := append([]string{"--verbose", "--no-owner", "-L", list}, extra...)
 	if jobs > 1 {
 		args = append(args, "--jobs="+strconv.Itoa(jobs))
 	}

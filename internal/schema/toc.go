@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
@@ -53,12 +54,15 @@ func splitDesc(s string) (desc, rest string) {
 // Schema is "" where the listing shows "-". A schema or owner name with a space in it
 // is mis-split (the listing does not quote names); Name then holds the rest.
 type TOCEntry struct {
-	ID     int
-	Desc   string
-	Schema string
-	Name   string
-	Owner  string
-	Line   string // as listed
+	ID int
+	// CatalogTable and OID are the source catalog's (table OID, object OID) of the entry's object:
+	// 1259 and the index's OID for an INDEX, 2606 and the constraint's for a CONSTRAINT.
+	CatalogTable, OID uint32
+	Desc              string
+	Schema            string
+	Name              string
+	Owner             string
+	Line              string // as listed
 }
 
 // Object names the entry for a person: "TABLE DATA public.devices".
@@ -91,6 +95,12 @@ func ParseTOCLine(s string) (TOCEntry, bool) {
 	}
 	desc, rest := splitDesc(m[4])
 	e := TOCEntry{ID: id, Desc: desc, Line: s}
+	if n, err := strconv.ParseUint(m[2], 10, 32); err == nil {
+		e.CatalogTable = uint32(n)
+	}
+	if n, err := strconv.ParseUint(m[3], 10, 32); err == nil {
+		e.OID = uint32(n)
+	}
 	fields := strings.SplitN(rest, " ", 2)
 	if len(fields) < 2 {
 		e.Schema = rest

@@ -1,0 +1,254 @@
+package schema
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/pgtools"
+)
+
+// Early post-data. The stream engine builds a table's own indexes and constraints
+// (primary keys, unique and exclusion constraints) in the very transaction that copies
+// the table's rows, while other tables are still copying: the build overlaps with the
+// copy, and a unit that fails or is killed leaves neither rows nor indexes behind.
+// What depends on several tables (foreign keys), partitioned tables' indexes, NOT VALID
+// checks, triggers, rules, policies and everything else of the post-data section stays
+// for the section's restore after the copy, which leaves out the entries done early.
+//
+// The SQL of an entry is pg_restore's own (pg_restore -f - of a list of those
+// entries), so it is what the documented restore would run, extras included (CLUSTER
+// ON, REPLICA IDENTITY, per-column statistics targets of an index).
+
+// TableName is a table by its raw schema and name.
+type TableName struct{ Schema, Name string }
+
+// pg_class and pg_constraint: the catalog table OIDs of a TOC entry's object
+// (PostgreSQL 15, 17).
+const (
+	catalogPgClass      = 1259
+	catalogPgConstraint = 2606
+)
+
+// sqlEarlyTables maps the INDEX and CONSTRAINT entries of the source's post-data
+// section to their tables: indexes of ordinary tables (chunks included), and primary
+// key, unique and exclusion constraints of ordinary tables. Foreign keys and NOT VALID
+// checks are "FK CONSTRAINT" and "CHECK CONSTRAINT" entries and never asked about.
+// Checked on PostgreSQL 15 and 17.
+const sqlEarlyTables = `
+SELECT 1259::oid, x.indexrelid, n.nspname, c.relname
+FROM pg_index x JOIN pg_class c ON c.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE x.indexrelid = ANY($1::oid[]) AND c.relkind = 'r'
+UNION ALL
+SELECT 2606::oid, co.oid, n.nspname, c.relname
+FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE co.oid = ANY($2::oid[]) AND c.relkind = 'r' AND co.contype IN ('p', 'u', 'x')`
+
+// earlySession is what the entries' SQL needs of the session, as pg_restore sets it
+// (qualified names only, indexes in the database's default tablespace), for the
+// rest of the transaction that runs it.
+const earlySession = "SET LOCAL search_path = ''; SET LOCAL default_tablespace = '';\n"
+
+// PostDataPlan is the post-data section of a schema archive, split into what can run per
+// table early and the rest.
+type PostDataPlan struct {
+	archive string
+	toc     *TOC
+	sql     map[TableName]string
+	early   map[int]TableName // dump ID -> table, for the entries in sql
+	// Fallback says why nothing runs early ("" when entries do): pg_restore's script
+	// held something that cannot be split per entry safely.
+	Fallback string
+}
+
+// SplitPostData reads the post-data section of archive (a schema dump of the source
+// src is connected to, whose catalog must not have changed since the dump: the
+// source is frozen) and finds each table's early entries and their SQL.
+func SplitPostData(ctx context.Context, tools *pgtools.Tools, src *pgx.Conn, archive string) (*PostDataPlan, error) {
+	toc, err := ReadTOC(ctx, tools, archive)
+	if err != nil {
+		return nil, err
+	}
+	p := &PostDataPlan{archive: archive, toc: toc, sql: map[TableName]string{}, early: map[int]TableName{}}
+	var idx, con []uint32
+	for _, e := range toc.Entries {
+		switch {
+		case e.Desc == "INDEX" && e.CatalogTable == catalogPgClass:
+			idx = append(idx, e.OID)
+		case e.Desc == "CONSTRAINT" && e.CatalogTable == catalogPgConstraint:
+			con = append(con, e.OID)
+		}
+	}
+	if len(idx)+len(con) == 0 {
+		return p, nil
+	}
+	type key struct{ cat, oid uint32 }
+	tables := map[key]TableName{}
+	rows, _ := src.Query(ctx, sqlEarlyTables, idx, con)
+	var k key
+	var t TableName
+	if _, err := pgx.ForEachRow(rows, []any{&k.cat, &k.oid, &t.Schema, &t.Name}, func() error {
+		tables[k] = t
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("find the tables of indexes and constraints: %w", err)
+	}
+	var entries []TOCEntry
+	for _, e := range toc.Entries {
+		if t, ok := tables[key{e.CatalogTable, e.OID}]; ok && (e.Desc == "INDEX" || e.Desc == "CONSTRAINT") {
+			entries = append(entries, e)
+			p.early[e.ID] = t
+		}
+	}
+	if len(entries) == 0 {
+		return p, nil
+	}
+	list := filepath.Join(filepath.Dir(archive), filepath.Base(archive)+".early.list")
+	keep := map[int]bool{}
+	for _, e := range entries {
+		keep[e.ID] = true
+	}
+	if _, err := toc.WriteList(list, func(e TOCEntry) bool { return keep[e.ID] }); err != nil {
+		return nil, err
+	}
+	defer os.Remove(list)
+	var out bytes.Buffer
+	var stderr []string
+	if err := tools.Run(ctx, pgtools.Cmd{Program: "pg_restore", Args: []string{"--no-owner", "-f", "-", "-L", list, archive},
+		Stdout: &out, Line: func(s string) { stderr = append(stderr, s) }}); err != nil {
+		return nil, fmt.Errorf("write the SQL of indexes and constraints: %w: %s", err, strings.Join(stderr, " "))
+	}
+	blocks, why := splitScript(out.Bytes(), entries)
+	if why != "" {
+		p.Fallback, p.early = why, map[int]TableName{}
+		return p, nil
+	}
+	for i, e := range entries {
+		t := p.early[e.ID]
+		if p.sql[t] == "" {
+			p.sql[t] = earlySession
+		}
+		p.sql[t] += blocks[i] + "\n"
+	}
+	return p, nil
+}
+
+// SQL is the SQL that builds table t's early entries ("" when it has none), to run in
+// a transaction (it sets its session with SET LOCAL).
+func (p *PostDataPlan) SQL(t TableName) string { return p.sql[t] }
+
+// scriptEntry is pg_restore's comment before each entry of a plain script
+// (PostgreSQL 12-17): "-- Name: <tag>; Type: <desc>; Schema: <schema>; Owner: <owner>".
+const scriptEntry = "-- Name: "
+
+// splitScript cuts pg_restore's plain script of entries into one block of SQL per
+// entry (in the order of entries), or says why it cannot. pg_restore may write them
+// in another order than listed; the comment before each one names it. A block must
+// hold nothing that changes the session, since pg_restore sets what the next entry
+// needs (default_tablespace, say) before that entry's comment, in the previous block.
+func splitScript(script []byte, entries []TOCEntry) ([]string, string) {
+	type name struct{ desc, schema, name string }
+	at := map[name]int{}
+	for i, e := range entries {
+		k := name{e.Desc, e.Schema, e.Name}
+		if _, dup := at[k]; dup {
+			return nil, "two entries are named " + e.Object()
+		}
+		at[k] = i
+	}
+	blocks := make([]string, len(entries))
+	seen := make([]bool, len(entries))
+	cur := -1
+	var b strings.Builder
+	flush := func() {
+		if cur >= 0 {
+			blocks[cur] = strings.TrimSpace(b.String())
+		}
+		b.Reset()
+	}
+	sc := bufio.NewScanner(bytes.NewReader(script))
+	sc.Buffer(make([]byte, 64*1024), 64*1024*1024)
+	var prev string
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, scriptEntry) && prev == "--":
+			flush()
+			schema := headerField(line, "Schema")
+			if schema == "-" {
+				schema = ""
+			}
+			k := name{headerField(line, "Type"), schema, headerField(line, "Name")}
+			i, ok := at[k]
+			if !ok || seen[i] {
+				return nil, fmt.Sprintf("pg_restore wrote %s %s.%s, which was not asked for once", k.desc, k.schema, k.name)
+			}
+			cur, seen[i] = i, true
+		case strings.HasPrefix(line, `\restrict `) || strings.HasPrefix(line, `\unrestrict `):
+			// psql meta-commands of pg_dump 17.6 and later, around the script.
+		case strings.HasPrefix(line, `\`):
+			return nil, "pg_restore's script holds a psql meta-command: " + line
+		case line == "--" || strings.HasPrefix(line, "-- "):
+		case cur < 0:
+			if strings.HasPrefix(line, "SET default_tablespace = ") && line != "SET default_tablespace = '';" {
+				return nil, "an index or constraint is in a tablespace of its own"
+			}
+		case strings.HasPrefix(line, "SET ") || strings.HasPrefix(line, "SELECT pg_catalog.set_config("):
+			return nil, "pg_restore changes session settings between entries: " + line
+		default:
+			b.WriteString(line)
+			b.WriteByte('\n')
+		}
+		prev = line
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err.Error()
+	}
+	flush()
+	for i, ok := range seen {
+		if !ok || blocks[i] == "" {
+			return nil, "pg_restore wrote no SQL for " + entries[i].Object()
+		}
+	}
+	return blocks, ""
+}
+
+// headerField reads one "Field: value" of an entry's comment line.
+func headerField(line, field string) string {
+	i := strings.Index(line, field+": ")
+	if i < 0 {
+		return ""
+	}
+	v := line[i+len(field)+2:]
+	if j := strings.Index(v, "; "); j >= 0 {
+		v = v[:j]
+	}
+	return v
+}
+
+// RestoreRest restores the post-data section of the archive into the target but the
+// early entries of the tables done says were built with their rows, with jobs
+// workers, classifying what pg_restore prints.
+func (p *PostDataPlan) RestoreRest(ctx context.Context, tools *pgtools.Tools, target *dbconn.Config, jobs int, done func(TableName) bool, onMessage func(Message)) ([]Message, error) {
+	list := filepath.Join(filepath.Dir(p.archive), filepath.Base(p.archive)+".post.list")
+	n, err := p.toc.WriteList(list, func(e TOCEntry) bool {
+		t, early := p.early[e.ID]
+		return !early || !done(t)
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(list)
+	if n == 0 {
+		return nil, nil
+	}
+	return restoreList(ctx, RestoreOptions{Tools: tools, Target: target, Archive: p.archive, OnMessage: onMessage},
+		p.toc, list, jobs, "--section="+PostData)
+}
