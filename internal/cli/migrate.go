@@ -98,7 +98,7 @@ the first process waits for units that workers hold, then does the rest.
        "rows_written", "xid_holders" (0), "prepared_transactions" (0), "commits_in_window",
        "server_wal_bytes_in_window", "counters_tracked"} (from the freeze to the end of the
        dump or copy; not on --resume),
-     "data": {"units", "skipped", "rows", "bytes", "retries"} (stream engine),
+     "data": {"units", "skipped", "rows", "bytes", "retries", "snapshot_renewals"} (stream engine),
      "tables": [{"name", "kind" (table|partitioned table|hypertable), "source_rows",
        "target_rows", "source_chunks", "target_chunks"}],
      "messages": [MESSAGE], "verify" (verify's report of the database), "identical",
@@ -278,8 +278,12 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 	}
 	for _, d := range s.Databases {
 		if c := d.Data; c != nil {
-			fmt.Fprintf(w, "\ndata of %s: %d units copied by this process (%d done before or elsewhere), %s rows, %s, %d retries\n",
-				d.Source, c.Units, c.Skipped, humanCount(c.Rows), preflight.HumanBytes(c.Bytes), c.Retries)
+			renewals := ""
+			if c.SnapshotRenewals > 0 {
+				renewals = fmt.Sprintf(" (%d of them new source snapshots after one was lost)", c.SnapshotRenewals)
+			}
+			fmt.Fprintf(w, "\ndata of %s: %d units copied by this process (%d done before or elsewhere), %s rows, %s, %d retries%s\n",
+				d.Source, c.Units, c.Skipped, humanCount(c.Rows), preflight.HumanBytes(c.Bytes), c.Retries, renewals)
 		}
 		if p := d.FreezeProof; p != nil {
 			fmt.Fprintf(w, "  freeze proof of %s: no write from the freeze until its data was read (%.1f s, %s to %s)\n",

@@ -100,6 +100,8 @@ func (p *plainProgress) event(e copy.Event) {
 		fmt.Fprintf(p.w, "copy: %s: attempt %d failed, retrying: %s\n", copyUnitName(e.Unit), e.Attempt, e.Err)
 	case copy.Failed:
 		fmt.Fprintf(p.w, "copy: %s failed: %s\n", copyUnitName(e.Unit), e.Err)
+	case copy.SnapshotRenewed:
+		fmt.Fprintln(p.w, "copy: "+renewedLine(e))
 	case copy.Finished:
 		fmt.Fprintf(p.w, "copy: done: %s in %s\n", progressLine(p.t.Totals(e.Time)), p.t.Totals(e.Time).Elapsed.Round(100*time.Millisecond))
 	default:
@@ -216,9 +218,16 @@ func (b *barProgress) event(e copy.Event) {
 			}
 		}
 		b.p.Write([]byte(fmt.Sprintf("%s: %s (attempt %d)\n", copyUnitName(e.Unit), e.Err, e.Attempt)))
+	case copy.SnapshotRenewed:
+		b.p.Write([]byte(renewedLine(e) + "\n"))
 	case copy.Finished:
 		b.total.SetTotal(-1, true)
 	}
+}
+
+// renewedLine tells of a SnapshotRenewed event.
+func renewedLine(e copy.Event) string {
+	return fmt.Sprintf("the source snapshot was lost (%s); took a new one under the freeze (renewal %d)", e.Err, e.Attempt)
 }
 
 func shortenLeft(s string, n int) string {

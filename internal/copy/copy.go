@@ -43,6 +43,21 @@ type Options struct {
 	// Snapshot gives the source snapshot; nil exports one for the run (ExportSnapshot).
 	// A given source is not closed by Run.
 	Snapshot SnapshotSource
+	// RenewSnapshot lets Run export a new snapshot when the one it exported is gone
+	// (the connection holding it was lost, so importing it fails), and go on: units
+	// copied before read the old snapshot, later ones the new. The copy is still one
+	// consistent state only if nothing was written to the source between the two
+	// snapshots, which Run cannot tell. Set it only when a check that fails the
+	// migration otherwise covers the whole run: a freeze made before Run whose
+	// deferred proof (freeze.PendingProof.Finish), finished after Run, fails if any
+	// write happened in between; every snapshot taken in that span sees the same
+	// rows. Leave it off without such a check: no freeze, or a freeze made and proven
+	// by an earlier process (--resume, --worker), which nothing proves for this run.
+	// Run refuses it with a given Snapshot, which may be tied to what a new export is
+	// not (a replication slot's changes start at its snapshot). Each renewal counts
+	// as a retry; once MaxRetries renewals were made, a lost snapshot fails the run
+	// as without it. Units in flight keep the snapshot they imported, or are retried.
+	RenewSnapshot bool
 	// RangeBytes is the smallest ctid range a big plain table is split into (default
 	// 64 MiB; negative: never split). A table is split when it is bigger than both
 	// RangeBytes and its share of the work (all tables' size / Jobs), since a range
@@ -68,8 +83,10 @@ type Result struct {
 	Skipped  int // units done before this run started
 	Rows     int64
 	Bytes    int64
-	Retries  int
+	Retries  int // snapshot renewals included
 	Duration time.Duration
+	// SnapshotRenewals: new snapshots exported after the run's was lost (RenewSnapshot).
+	SnapshotRenewals int
 }
 
 // UnitResult is one unit this process copied.
@@ -97,8 +114,12 @@ const (
 )
 
 type run struct {
-	opts     Options
-	snapshot string
+	opts Options
+
+	snapMu   sync.Mutex     // held while the snapshot is renewed
+	snapshot string         // ID of the snapshot units import
+	own      SnapshotSource // the snapshot Run exported; nil when given
+	renewals int            // renewals tried
 
 	evMu sync.Mutex
 
@@ -124,6 +145,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	start := time.Now()
 	if opts.Source == nil || opts.Target == nil {
 		return nil, errors.New("copy: source and target are required")
+	}
+	if opts.RenewSnapshot && opts.Snapshot != nil {
+		return nil, errors.New("copy: RenewSnapshot renews only a snapshot Run exports, not a given Snapshot")
 	}
 	if opts.Jobs <= 0 {
 		opts.Jobs = max(runtime.NumCPU(), 2)
@@ -160,7 +184,8 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		if snap, err = ExportSnapshot(ctx, opts.Source); err != nil {
 			return nil, err
 		}
-		defer snap.Close(context.Background())
+		r.own = snap
+		defer r.closeSnapshot()
 	}
 	r.snapshot = snap.Snapshot()
 

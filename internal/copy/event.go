@@ -22,6 +22,10 @@ const (
 	// its indexes and constraints may be built. Relation names it. Sent only for
 	// tables whose units this process saw pending when it started.
 	TableDone EventType = "table-done"
+	// SnapshotRenewed: the run's snapshot was gone and a new one was exported
+	// (Options.RenewSnapshot); Attempt counts the renewals, Err says why the old one
+	// could not be imported. It counts as a retry.
+	SnapshotRenewed EventType = "snapshot-renewed"
 	// Finished: the data phase ended well.
 	Finished EventType = "finished"
 )
@@ -117,6 +121,8 @@ func (t *Tracker) Observe(e Event) {
 			t.retries++
 			delete(t.running, e.Unit.ID)
 		}
+	case SnapshotRenewed:
+		t.retries++
 	case Done:
 		if e.Unit == nil || t.done[e.Unit.ID] {
 			break

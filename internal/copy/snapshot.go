@@ -2,10 +2,15 @@ package copy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/exit"
 )
 
 // SnapshotSource gives the snapshot that every read of the source shares. Today's
@@ -65,4 +70,83 @@ func importSnapshotSQL(id string) (string, error) {
 		return "", fmt.Errorf("invalid snapshot id %q", id)
 	}
 	return "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '" + id + "'", nil
+}
+
+// snapshotGone says whether err, from importing a snapshot, means that the transaction
+// that exported it has ended (PostgreSQL 15 and 17): 42704 undefined_object, "snapshot
+// ... does not exist", once the holder's end removed it; 55000
+// object_not_in_prerequisite_state, "could not import the requested snapshot", when
+// the holder ended between the import's reading of the snapshot and its use.
+func snapshotGone(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "42704" || pgErr.Code == "55000")
+}
+
+// goneError is the run's end when the snapshot is gone and not renewed.
+func (r *run) goneError(err error) error {
+	hint := "the transaction that held it ended, its connection lost or closed; resume to continue under a new snapshot"
+	if r.opts.RenewSnapshot {
+		hint = fmt.Sprintf("it was lost again after %d renewal(s), as many as retries allow; resume to continue under a new snapshot", r.renewals)
+	}
+	return &exit.Error{Code: exit.Failed, Err: err, Msg: "the source snapshot is gone: " + dbconn.Reason(err), Hint: hint}
+}
+
+// currentSnapshot is the ID of the snapshot to import; it waits for a renewal under way.
+func (r *run) currentSnapshot() string {
+	r.snapMu.Lock()
+	defer r.snapMu.Unlock()
+	return r.snapshot
+}
+
+// closeHolderTimeout bounds the ROLLBACK on a lost holder's connection, which may hang
+// when the network dropped it without a word.
+const closeHolderTimeout = 5 * time.Second
+
+// renewSnapshot follows a failed import of snapshot old because it is gone (cause). When
+// another worker renewed it meanwhile, it returns nil at once: import the current one.
+// Otherwise, with Options.RenewSnapshot and fewer than MaxRetries renewals so far, it
+// ends the old holder, exports a new snapshot and returns nil; workers wanting the
+// snapshot wait meanwhile. Else it returns the error that ends the run.
+func (r *run) renewSnapshot(ctx context.Context, old string, cause error) error {
+	r.snapMu.Lock()
+	if r.snapshot != old {
+		r.snapMu.Unlock()
+		return nil
+	}
+	if !r.opts.RenewSnapshot || r.renewals >= r.opts.MaxRetries {
+		defer r.snapMu.Unlock()
+		return r.goneError(cause)
+	}
+	r.renewals++
+	n := r.renewals
+	if r.own != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeHolderTimeout)
+		r.own.Close(cctx)
+		cancel()
+		r.own = nil
+	}
+	snap, err := ExportSnapshot(ctx, r.opts.Source)
+	if err != nil {
+		r.snapMu.Unlock()
+		return fmt.Errorf("renew the source snapshot: %w", err)
+	}
+	r.own, r.snapshot = snap, snap.Snapshot()
+	r.snapMu.Unlock()
+
+	r.mu.Lock()
+	r.res.Retries++
+	r.res.SnapshotRenewals++
+	r.mu.Unlock()
+	r.emit(Event{Type: SnapshotRenewed, Attempt: n, Err: dbconn.Redact(dbconn.Reason(cause))})
+	return nil
+}
+
+// closeSnapshot ends the snapshot Run exported (the last one renewed).
+func (r *run) closeSnapshot() {
+	r.snapMu.Lock()
+	defer r.snapMu.Unlock()
+	if r.own != nil {
+		r.own.Close(context.Background())
+		r.own = nil
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tsmigrate/tsmigrate/internal/clock"
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
@@ -82,22 +81,26 @@ func connect(ctx context.Context, cfg *dbconn.Config, session string) (*dbconn.C
 }
 
 // beginSource starts a source transaction that sees the run's snapshot.
+// When the snapshot is gone, it is renewed (Options.RenewSnapshot) and imported again.
 func (w *worker) beginSource(ctx context.Context) error {
-	sql, err := importSnapshotSQL(w.r.snapshot)
-	if err != nil {
-		return permanent{err}
-	}
-	if err := w.src.PgConn().Exec(ctx, sql).Close(); err != nil {
-		w.endSource(ctx)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "42704" { // undefined_object: no such snapshot (PostgreSQL 15, 17)
-			return &exit.Error{Code: exit.Failed, Err: err,
-				Msg:  "the source snapshot is gone: " + dbconn.Reason(err),
-				Hint: "the transaction that held it ended, its connection lost or closed; resume to continue under a new snapshot"}
+	for {
+		id := w.r.currentSnapshot()
+		sql, err := importSnapshotSQL(id)
+		if err != nil {
+			return permanent{err}
 		}
-		return fmt.Errorf("import source snapshot: %w", err)
+		err = w.src.PgConn().Exec(ctx, sql).Close()
+		if err == nil {
+			return nil
+		}
+		w.endSource(ctx)
+		if !snapshotGone(err) {
+			return fmt.Errorf("import source snapshot: %w", err)
+		}
+		if err := w.r.renewSnapshot(ctx, id, err); err != nil {
+			return err
+		}
 	}
-	return nil
 }
 
 // endSource ends the source transaction; a broken connection is dropped.

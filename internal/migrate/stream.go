@@ -61,6 +61,8 @@ type DataCopy struct {
 	Rows    int64 `json:"rows"`
 	Bytes   int64 `json:"bytes"`
 	Retries int   `json:"retries"`
+	// SnapshotRenewals: new source snapshots taken after one was lost (counted in Retries too).
+	SnapshotRenewals int `json:"snapshot_renewals,omitempty"`
 }
 
 // refuseResume is a --resume or --worker that cannot go on: nothing was changed.
@@ -233,7 +235,12 @@ func (r *run) builtWithRows(ctx context.Context, d *DatabaseRun, post *schema.Po
 // copyData runs the data phase of d (package copy) with this run's freeze. post, when
 // not nil, gives each table's indexes and constraints to build with its rows.
 func (r *run) copyData(ctx context.Context, d *DatabaseRun, post *schema.PostDataPlan) error {
-	opts := copy.Options{Source: d.src, Target: d.dst, Jobs: r.opt.Jobs, FreezeID: d.freezeID}
+	opts := copy.Options{Source: d.src, Target: d.dst, Jobs: r.opt.Jobs, FreezeID: d.freezeID,
+		// A lost snapshot may be renewed only under this run's own freeze, whose
+		// deferred proof (proveFrozen, after the copy) fails the run if anything was
+		// written between the freeze and the end of the copy. A --resume or --worker
+		// run has no pending proof (the freeze was made by an earlier process): no renewal.
+		RenewSnapshot: d.pending != nil}
 	if post != nil {
 		opts.PostSQL = func(schemaName, table string) string { return unitPostSQL(post, schemaName, table) }
 	}
@@ -245,7 +252,8 @@ func (r *run) copyData(ctx context.Context, d *DatabaseRun, post *schema.PostDat
 	d.dataStarted = true
 	res, err := copy.Run(ctx, opts)
 	if res != nil {
-		d.Data = &DataCopy{Units: len(res.Units), Skipped: res.Skipped, Rows: res.Rows, Bytes: res.Bytes, Retries: res.Retries}
+		d.Data = &DataCopy{Units: len(res.Units), Skipped: res.Skipped, Rows: res.Rows, Bytes: res.Bytes, Retries: res.Retries,
+			SnapshotRenewals: res.SnapshotRenewals}
 	}
 	if err != nil {
 		return fmt.Errorf("copy data: %w", err)

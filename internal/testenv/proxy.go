@@ -1,0 +1,182 @@
+package testenv
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"sync"
+	"testing"
+)
+
+// Proxy forwards TCP connections to a server and cuts them when told to: tests of
+// lost connections put it between tsmigrate and a server. A cut closes both sides
+// of a connection, so the client sees its connection end and the server's backend
+// ends its session (an open transaction rolls back).
+type Proxy struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	conns []*proxied // every connection accepted, in order
+	after int64      // the armed cut: more than after bytes from the server on one connection (0: none)
+	all   bool       // the armed cut takes every open connection, not only that one
+	cuts  int
+}
+
+type proxied struct {
+	client, server net.Conn
+	closed         bool
+}
+
+// StartProxy starts a proxy to s, stopped (every connection closed) when the test ends.
+func StartProxy(t testing.TB, s *Server) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{ln: ln, target: fmt.Sprintf("127.0.0.1:%d", s.Port)}
+	p.wg.Go(p.serve)
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			p.end(c, false)
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+// URI is uri (one of the server's, such as Server.URI gives) through the proxy.
+func (p *Proxy) URI(t testing.TB, uri string) string {
+	t.Helper()
+	u, err := url.Parse(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = p.ln.Addr().String()
+	return u.String()
+}
+
+// CutOneAfter arms one cut: the first connection that has carried more than n bytes
+// from the server is cut.
+func (p *Proxy) CutOneAfter(n int64) { p.arm(n, false) }
+
+// CutAllAfter arms one cut: when a connection has carried more than n bytes from the
+// server, every connection open at that moment is cut.
+func (p *Proxy) CutAllAfter(n int64) { p.arm(n, true) }
+
+func (p *Proxy) arm(n int64, all bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.after, p.all = max(n, 1), all
+}
+
+// CutPort cuts now the connection the server sees coming from port (its backend's
+// pg_stat_activity.client_port). It says whether that connection was open.
+func (p *Proxy) CutPort(port int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		if !c.closed && c.server.LocalAddr().(*net.TCPAddr).Port == port {
+			p.end(c, true)
+			return true
+		}
+	}
+	return false
+}
+
+// Cuts is how many connections were cut so far.
+func (p *Proxy) Cuts() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cuts
+}
+
+func (p *Proxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		pc := &proxied{client: c, server: s}
+		p.mu.Lock()
+		p.conns = append(p.conns, pc)
+		p.mu.Unlock()
+		p.wg.Go(func() {
+			io.Copy(s, c)
+			p.endLocking(pc)
+		})
+		p.wg.Go(func() {
+			p.fromServer(pc)
+			p.endLocking(pc)
+		})
+	}
+}
+
+// fromServer forwards what the server sends until either side ends or a cut trips.
+func (p *Proxy) fromServer(pc *proxied) {
+	var n int64
+	buf := make([]byte, 32<<10)
+	for {
+		k, err := pc.server.Read(buf)
+		if k > 0 {
+			n += int64(k)
+			if p.trip(pc, n) {
+				return
+			}
+			if _, err := pc.client.Write(buf[:k]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// trip makes the armed cut once pc has carried more than its bytes (n so far); it
+// says whether pc was cut.
+func (p *Proxy) trip(pc *proxied, n int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.after == 0 || n <= p.after {
+		return false
+	}
+	p.after = 0
+	if p.all {
+		for _, c := range p.conns {
+			p.end(c, true)
+		}
+	}
+	p.end(pc, true)
+	return true
+}
+
+func (p *Proxy) endLocking(pc *proxied) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.end(pc, false)
+}
+
+// end closes both sides of pc, counting a cut; p.mu is held.
+func (p *Proxy) end(pc *proxied, cut bool) {
+	if pc.closed {
+		return
+	}
+	pc.closed = true
+	pc.client.Close()
+	pc.server.Close()
+	if cut {
+		p.cuts++
+	}
+}
