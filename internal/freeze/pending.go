@@ -125,35 +125,74 @@ func (p *PendingProof) Finish(ctx context.Context) (Proof, error) {
 	if err := clock.Sleep(ctx, time.Until(p.taken.Add(p.window))); err != nil {
 		return Proof{}, err
 	}
+	cur, samples, moved, err := p.compare(ctx)
+	if err != nil {
+		return Proof{}, err
+	}
+	if len(moved) > 0 {
+		return Proof{}, &exit.Error{Code: exit.Failed, Err: ErrNotProven,
+			Msg: fmt.Sprintf("the freeze proof failed: database %q changed after the freeze's baseline (%s), while it was being read: %s; the copy may miss that write",
+				p.src.Database(), p.base.at.UTC().Format(time.RFC3339), strings.Join(moved, "; ")),
+			Hint: "find the writer in pg_stat_activity; a session that SET default_transaction_read_only = off is not stopped by the freeze"}
+	}
+	return Proof{Start: p.base.at, End: cur.at, WindowSeconds: cur.at.Sub(p.base.at).Seconds(), Samples: samples,
+		RowsWritten: cur.rows, Commits: cur.commits - p.base.commits, ServerWALBytes: cur.wal - p.base.wal,
+		CountersTracked: cur.tracked}, nil
+}
+
+// Moved says what changed in the database since the baseline, in the words Finish
+// fails with; none when nothing did. It checks what Finish checks without waiting for
+// the proof window: for a caller that must know before it goes on (a resumed
+// migration, whose baseline a killed process took).
+func (p *PendingProof) Moved(ctx context.Context) ([]string, error) {
+	_, _, moved, err := p.compare(ctx)
+	return moved, err
+}
+
+// compare samples the database (twice when sessions may hold unflushed counts, see
+// above) and lists what differs from the baseline.
+func (p *PendingProof) compare(ctx context.Context) (cur sample, samples int, moved []string, err error) {
 	conn, err := p.src.Connect(ctx)
 	if err != nil {
-		return Proof{}, err
+		return cur, 0, nil, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	cur, err := takeSample(ctx, conn.Conn)
-	if err != nil {
-		return Proof{}, err
+	if cur, err = takeSample(ctx, conn.Conn); err != nil {
+		return cur, 0, nil, err
 	}
-	samples := 2
+	samples = 2
 	if cur.nextXID != p.base.nextXID && cur.rows == p.base.rows && len(cur.holders) == 0 {
 		// Some transaction wrote somewhere on the server: let the database's sessions
 		// flush what they may hold.
 		var lastBusy *time.Time
 		var now time.Time
 		if err := conn.QueryRow(ctx, sqlLastBusy).Scan(&lastBusy, &now); err != nil {
-			return Proof{}, fmt.Errorf("prove the freeze: list sessions: %w", err)
+			return cur, 0, nil, fmt.Errorf("prove the freeze: list sessions: %w", err)
 		}
 		if lastBusy != nil {
 			if err := clock.Sleep(ctx, min(lastBusy.Add(flushHorizon).Sub(now), flushHorizon)); err != nil {
-				return Proof{}, err
+				return cur, 0, nil, err
 			}
 			if cur, err = takeSample(ctx, conn.Conn); err != nil {
-				return Proof{}, err
+				return cur, 0, nil, err
 			}
 			samples++
 		}
 	}
-	var moved []string
+	// The counters live in memory: a crash discards them, a clean shutdown saves them,
+	// and nothing counts while the server is down (single-user mode included). Counters
+	// from before a restart or a reset prove nothing about the time in between.
+	if !cur.started.Equal(p.base.started) {
+		moved = append(moved, fmt.Sprintf("the server restarted (at %s; the baseline was taken under the server started at %s), so its write counters cannot be compared",
+			cur.started.UTC().Format(time.RFC3339), p.base.started.UTC().Format(time.RFC3339)))
+	}
+	if !sameTime(cur.statsReset, p.base.statsReset) {
+		moved = append(moved, fmt.Sprintf("the database's statistics were reset (at %s: pg_stat_reset() or a reset of one table's counters), so its write counters cannot be compared",
+			whenReset(cur.statsReset)))
+	}
+	if p.base.tracked && !cur.tracked {
+		moved = append(moved, "track_counts was turned off, so the write counters no longer count")
+	}
 	if cur.rows != p.base.rows {
 		moved = append(moved, fmt.Sprintf("rows written moved from %d to %d", p.base.rows, cur.rows))
 	}
@@ -165,19 +204,25 @@ func (p *PendingProof) Finish(ctx context.Context) (Proof, error) {
 	}
 	set, err := settings(ctx, conn)
 	if err != nil {
-		return Proof{}, fmt.Errorf("prove the freeze: %w", err)
+		return cur, 0, nil, fmt.Errorf("prove the freeze: %w", err)
 	}
 	if st, _ := stateFrom(p.src.Database(), set); !st.Intact || st.ID != p.id {
 		moved = append(moved, fmt.Sprintf("freeze %s was undone or changed by someone else (now: frozen %v, freeze id %q, default_transaction_read_only %q)",
 			p.id, st.Frozen, st.ID, st.ReadOnly))
 	}
-	if len(moved) > 0 {
-		return Proof{}, &exit.Error{Code: exit.Failed, Err: ErrNotProven,
-			Msg: fmt.Sprintf("the freeze proof failed: database %q changed after the freeze's baseline (%s), while it was being read: %s; the copy may miss that write",
-				p.src.Database(), p.base.at.UTC().Format(time.RFC3339), strings.Join(moved, "; ")),
-			Hint: "find the writer in pg_stat_activity; a session that SET default_transaction_read_only = off is not stopped by the freeze"}
+	return cur, samples, moved, nil
+}
+
+func sameTime(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == b
 	}
-	return Proof{Start: p.base.at, End: cur.at, WindowSeconds: cur.at.Sub(p.base.at).Seconds(), Samples: samples,
-		RowsWritten: cur.rows, Commits: cur.commits - p.base.commits, ServerWALBytes: cur.wal - p.base.wal,
-		CountersTracked: cur.tracked}, nil
+	return a.Equal(*b)
+}
+
+func whenReset(t *time.Time) string {
+	if t == nil {
+		return "an unknown time"
+	}
+	return t.UTC().Format(time.RFC3339)
 }

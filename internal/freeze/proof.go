@@ -58,8 +58,10 @@ type Proof struct {
 }
 
 // One sample of the current database's write counters, on PostgreSQL 15 and 17: see
-// Proof for why these (and pending.go for the server's next transaction id). Each sample runs in its own transaction, so the statistics
-// snapshot (stats_fetch_consistency = cache) is fresh.
+// Proof for why these (and pending.go for the server's next transaction id, the
+// postmaster's start time and the database's statistics reset time). Each sample runs
+// in its own transaction, so the statistics snapshot (stats_fetch_consistency = cache)
+// is fresh.
 const sqlSample = `
 SELECT clock_timestamp(),
        d.tup_inserted + d.tup_updated + d.tup_deleted
@@ -74,7 +76,9 @@ SELECT clock_timestamp(),
        coalesce((SELECT array_agg(format('%s (owner %s, prepared %s)', p.gid, p.owner, p.prepared) ORDER BY p.prepared)
                  FROM pg_prepared_xacts p WHERE p.database = current_database()), '{}'),
        current_setting('track_counts')::bool,
-       pg_snapshot_xmax(pg_current_snapshot())::text::bigint
+       pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
+       pg_postmaster_start_time(),
+       d.stats_reset
 FROM pg_stat_database d
 WHERE d.datname = current_database()`
 
@@ -87,11 +91,15 @@ type sample struct {
 	prepared []string
 	tracked  bool
 	holders  []Session
+	// started is the postmaster's start time, statsReset when the database's statistics
+	// were last reset (nil: never): counters compare only while both stay the same.
+	started    time.Time
+	statsReset *time.Time
 }
 
 func takeSample(ctx context.Context, conn *pgx.Conn) (sample, error) {
 	var s sample
-	err := conn.QueryRow(ctx, sqlSample).Scan(&s.at, &s.rows, &s.commits, &s.wal, &s.prepared, &s.tracked, &s.nextXID)
+	err := conn.QueryRow(ctx, sqlSample).Scan(&s.at, &s.rows, &s.commits, &s.wal, &s.prepared, &s.tracked, &s.nextXID, &s.started, &s.statsReset)
 	if err != nil {
 		return s, fmt.Errorf("prove the freeze: read counters: %w", err)
 	}

@@ -420,6 +420,15 @@ func (s *Server) Stop() {
 	})
 }
 
+// Restart shuts the server down (fast mode) and starts it again on the same data
+// directory and port, as an administrator's restart would. Not for a shared server.
+func (s *Server) Restart(ctx context.Context) error {
+	s.cmd.Process.Signal(syscall.SIGINT)
+	<-s.done
+	s.done = make(chan struct{})
+	return s.start(ctx)
+}
+
 // Kill stops the server at once, without shutdown (a crash).
 func (s *Server) Kill() {
 	if s.cmd != nil && s.cmd.Process != nil {
