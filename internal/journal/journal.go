@@ -77,6 +77,9 @@ type Unit struct {
 // Run is what the journal says about the migration as a whole.
 type Run struct {
 	FreezeID string
+	// Baseline is the source freeze's baseline of its write counters, as recorded by
+	// RecordBaseline (freeze.PendingProof.Encode); nil when none was recorded.
+	Baseline []byte
 	Planned  bool
 	Units    int
 	Done     int
@@ -93,6 +96,7 @@ CREATE SCHEMA IF NOT EXISTS _tsmigrate;
 CREATE TABLE IF NOT EXISTS _tsmigrate.run (
 	one        boolean PRIMARY KEY DEFAULT true CHECK (one),
 	freeze_id  text NOT NULL,
+	freeze_baseline jsonb,
 	planned    boolean NOT NULL DEFAULT false,
 	created_at timestamptz NOT NULL DEFAULT now()
 );
@@ -180,9 +184,9 @@ func Open(ctx context.Context, conn *pgx.Conn, freezeID string) (*Run, error) {
 func Read(ctx context.Context, conn *pgx.Conn) (*Run, error) {
 	var r Run
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, `SELECT r.freeze_id, r.planned,
+		err := tx.QueryRow(ctx, `SELECT r.freeze_id, r.freeze_baseline, r.planned,
 	(SELECT count(*) FROM _tsmigrate.units), (SELECT count(*) FROM _tsmigrate.units WHERE state = 'done')
-FROM _tsmigrate.run r`).Scan(&r.FreezeID, &r.Planned, &r.Units, &r.Done)
+FROM _tsmigrate.run r`).Scan(&r.FreezeID, &r.Baseline, &r.Planned, &r.Units, &r.Done)
 		if err != nil {
 			return err
 		}
@@ -201,6 +205,19 @@ FROM _tsmigrate.run r`).Scan(&r.FreezeID, &r.Planned, &r.Units, &r.Done)
 		return nil, fmt.Errorf("read journal on target: %w", err)
 	}
 	return &r, nil
+}
+
+// RecordBaseline stores the baseline of the source freeze freezeID with the run, so
+// that a process resuming the migration can finish that freeze's proof.
+func RecordBaseline(ctx context.Context, conn *pgx.Conn, freezeID string, baseline []byte) error {
+	tag, err := conn.Exec(ctx, `UPDATE _tsmigrate.run SET freeze_baseline = $2::jsonb WHERE freeze_id = $1`, freezeID, string(baseline))
+	if err == nil && tag.RowsAffected() != 1 {
+		err = fmt.Errorf("the journal is not of freeze %s", freezeID)
+	}
+	if err != nil {
+		return fmt.Errorf("record the freeze's baseline in the journal: %w", err)
+	}
+	return nil
 }
 
 // Plan records units unless a plan is already recorded (by this process earlier or by

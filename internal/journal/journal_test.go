@@ -30,8 +30,18 @@ func TestJournalLifecycle(t *testing.T) {
 		t.Fatalf("open: %+v %v", run, err)
 	}
 	// A second open under another freeze keeps the first record: the caller compares.
-	if run, err = Open(ctx, conn, "freeze-2"); err != nil || run.FreezeID != "freeze-1" {
+	if run, err = Open(ctx, conn, "freeze-2"); err != nil || run.FreezeID != "freeze-1" || run.Baseline != nil {
 		t.Fatalf("reopen: %+v %v", run, err)
+	}
+	// The freeze's baseline is kept with the run, for a resume, and only for its freeze.
+	if err := RecordBaseline(ctx, conn, "freeze-2", []byte(`{"version": 1}`)); err == nil {
+		t.Fatal("recorded a baseline of another freeze")
+	}
+	if err := RecordBaseline(ctx, conn, "freeze-1", []byte(`{"version": 1, "rows_written": 9007199254740993}`)); err != nil {
+		t.Fatal(err)
+	}
+	if run, err = Read(ctx, conn); err != nil || string(run.Baseline) != `{"version": 1, "rows_written": 9007199254740993}` {
+		t.Fatalf("read the baseline back: %q %v", run.Baseline, err)
 	}
 
 	planned := 0
