@@ -74,9 +74,11 @@ Resuming (stream engine): a run that was killed (SIGKILL, a crash, a lost machin
 the source frozen and its journal in the target; the same command with --resume continues
 it: finished data units are skipped, a half-finished unit is copied again from scratch.
 --resume is refused (exit 2, nothing changed) unless every source database is still frozen
-by the very freeze the target's journal was written under: a source that was unfrozen in
-between may have changed, and the only way on is to start over (unfreeze, reset the target,
-migrate again). A run that fails or is interrupted (Ctrl-C, SIGTERM) unfreezes the source as
+by the very freeze the target's journal was written under, and its write counters are
+still those of the freeze's baseline, which the journal keeps (no write, no server restart,
+no statistics reset since): a source that may have changed since the first run can only be
+started over (unfreeze, reset the target, migrate again). The freeze proof of a resumed run
+covers both runs: from the first run's freeze to the end of the resumed copy. A run that fails or is interrupted (Ctrl-C, SIGTERM) unfreezes the source as
 said above, so it cannot be resumed, unless --keep-frozen-on-failure is given: then, once the
 data phase has started and if the freeze's proof holds at that point (else the source is
 unfrozen: it changed), the source stays frozen and the journal kept, and the summary says
@@ -97,7 +99,7 @@ the first process waits for units that workers hold, then does the rest.
      "freeze_proof": {"start", "end", "window_seconds", "samples", "restarts" (0),
        "rows_written", "xid_holders" (0), "prepared_transactions" (0), "commits_in_window",
        "server_wal_bytes_in_window", "counters_tracked"} (from the freeze to the end of the
-       dump or copy; not on --resume),
+       dump or copy; with --resume, from the first run's freeze),
      "data": {"units", "skipped", "rows", "bytes", "retries", "snapshot_renewals"} (stream engine),
      "tables": [{"name", "kind" (table|partitioned table|hypertable), "source_rows",
        "target_rows", "source_chunks", "target_chunks"}],
@@ -108,7 +110,7 @@ the first process waits for units that workers hold, then does the rest.
    "preflight" (pre-flight's report per database), "harmless_messages", "errors": [MESSAGE],
    "source_frozen", "frozen_window_ns", "projected_downtime_ns" (rehearsal),
    "source_changes": {"inserted", "updated", "deleted"} (rehearsal), "compress_before",
-   "cut_over", "reset_target", "resume", "warnings"}
+   "cut_over", "reset_target", "resume", "resumed" (a --resume run), "warnings"}
   "outcome" of a --worker run: copied.
   MESSAGE = {"program", "severity", "text", "lines", "object", "toc_id", "harmless",
    "rule", "reason" (why it is harmless), "hint" (what to do)}
@@ -286,8 +288,12 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 				d.Source, c.Units, c.Skipped, humanCount(c.Rows), preflight.HumanBytes(c.Bytes), c.Retries, renewals)
 		}
 		if p := d.FreezeProof; p != nil {
-			fmt.Fprintf(w, "  freeze proof of %s: no write from the freeze until its data was read (%.1f s, %s to %s)\n",
-				d.Source, p.WindowSeconds, p.Start.Format(time.TimeOnly), p.End.Format(time.TimeOnly))
+			from := "the freeze"
+			if s.Resumed {
+				from = "the first run's freeze"
+			}
+			fmt.Fprintf(w, "  freeze proof of %s: no write from %s until its data was read (%.1f s, %s to %s)\n",
+				d.Source, from, p.WindowSeconds, p.Start.Format(time.TimeOnly), p.End.Format(time.TimeOnly))
 		}
 		if d.Identical != nil {
 			fmt.Fprintf(w, "  verify: %s\n", map[bool]string{true: "identical", false: "DIFFERENT"}[*d.Identical])

@@ -87,9 +87,18 @@ func (r *run) proveFrozen(ctx context.Context, d *DatabaseRun, what string) erro
 		}
 		d.pending = nil
 		d.FreezeProof = &p
-		r.note(d.Source, fmt.Sprintf("proof: no write to the source from the freeze until the end of the %s (%.1f s)", what, p.WindowSeconds))
+		r.note(d.Source, fmt.Sprintf("proof: no write to the source from %s until the end of the %s (%.1f s)", r.proofFrom(p), what, p.WindowSeconds))
 		return nil
 	})
+}
+
+// proofFrom names where a freeze proof starts: a resumed run's proof starts at the
+// first run's baseline.
+func (r *run) proofFrom(p freeze.Proof) string {
+	if r.opt.Resume {
+		return fmt.Sprintf("the freeze (first run, %s)", p.Start.Format(time.TimeOnly))
+	}
+	return "the freeze"
 }
 
 // provePending finishes the pending freeze proofs of a stream run that failed and is
@@ -107,7 +116,7 @@ func (r *run) provePending(ctx context.Context) bool {
 			return false
 		}
 		d.FreezeProof = &p
-		r.note(d.Source, fmt.Sprintf("proof: no write to the source from the freeze until the run stopped (%.1f s)", p.WindowSeconds))
+		r.note(d.Source, fmt.Sprintf("proof: no write to the source from %s until the run stopped (%.1f s)", r.proofFrom(p), p.WindowSeconds))
 	}
 	return true
 }

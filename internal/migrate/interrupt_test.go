@@ -2,10 +2,12 @@ package migrate_test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
 
@@ -125,5 +128,101 @@ func TestInterruptDuringDump(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dumps, src+".dump")); !os.IsNotExist(err) {
 		t.Errorf("the partial dump is left behind: %v", err)
+	}
+}
+
+// killInDataPhase starts a stream migration of src into dst and SIGKILLs it once 20 data
+// units are done: the source stays frozen, the journal in the target. It returns the
+// units done and recorded, the units the run had planned, and when it was killed.
+func killInDataPhase(t *testing.T, srv *testenv.Server, src, dst string) (done, total, planned int, killedAt time.Time) {
+	t.Helper()
+	p := startTsmigrate(t, testenv.Binary(t), "migrate", "--yes", "--jobs", "1", "--freeze-grace", "1s", "--progress", "json", "--json",
+		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
+	p.waitFor(t, "done", 20)
+	killedAt = time.Now()
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	p.cmd.Wait()
+	_, planned = p.events("")
+	if writable(t, srv, src) {
+		t.Fatal("the source is writable after tsmigrate was killed")
+	}
+	g := connect(t, srv.SuperURI(dst))
+	for range 50 { // the killed sessions' transactions end shortly after
+		done = scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.units WHERE state = 'done'")
+		total = scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.units")
+		if scalar[int](t, g, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tsmigrate'", dst) == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("killed with %d of %d units done", done, total)
+	if done == 0 || done >= total {
+		t.Fatalf("killed with %d of %d units done: not in the middle of the data phase", done, total)
+	}
+	return done, total, planned, killedAt
+}
+
+// After a SIGKILL in the data phase, a superuser writes one row to the still frozen
+// source (SET default_transaction_read_only = off in that session): --resume is refused
+// with exit 2 and one line naming the database and the write, with how to start over,
+// and changes nothing: the target's journal and the source's freeze stay as they were.
+// A journal without the freeze's baseline is refused likewise.
+func TestStreamKillWriteThenResumeRefused(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src := bigSource(t, srv)
+	dst := testenv.NewDB(t, srv, false)
+	unfreezeAtCleanup(t, srv, src)
+	killInDataPhase(t, srv, src, dst)
+
+	g := connect(t, srv.SuperURI(dst))
+	journal := func() string {
+		return scalar[string](t, g, `SELECT (SELECT row_to_json(r)::text FROM _tsmigrate.run r)
+	|| (SELECT string_agg(id || ':' || state, ',' ORDER BY id) FROM _tsmigrate.units)
+	|| coalesce((SELECT string_agg(name, ',' ORDER BY name) FROM _tsmigrate.steps), '')`)
+	}
+	freezeOf := func() freeze.State {
+		st, err := freeze.Status(context.Background(), cfg(t, "source", srv.URI(src)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.SessionsFromBefore = nil
+		return *st
+	}
+	resume := func(want ...string) {
+		t.Helper()
+		code, out, errOut := runCLI(t, "migrate", "--resume", "--yes", "--pg-bin", srv.ClientBin(),
+			"--source", srv.URI(src), "--target", srv.URI(dst))
+		lines := strings.Split(strings.TrimSpace(errOut), "\n")
+		last := lines[len(lines)-1]
+		if code != exit.Usage || strings.Count(errOut, "tsmigrate:") != 1 || !strings.HasPrefix(last, "tsmigrate: cannot resume: ") {
+			t.Fatalf("exit %d, want %d and one line\n%s\n%s", code, exit.Usage, out, errOut)
+		}
+		for _, w := range append(want, "to start over", "reset the target") {
+			if !strings.Contains(last, w) {
+				t.Errorf("the refusal does not say %q:\n%s", w, last)
+			}
+		}
+		t.Logf("refused: %s", last)
+	}
+
+	baseline := scalar[string](t, g, "SELECT freeze_baseline::text FROM _tsmigrate.run")
+	testenv.MustExec(t, srv, dst, "UPDATE _tsmigrate.run SET freeze_baseline = NULL")
+	resume("the target's journal of " + src + " holds no baseline of the source's write counters")
+	if _, err := g.Exec(context.Background(), "UPDATE _tsmigrate.run SET freeze_baseline = $1::jsonb", baseline); err != nil {
+		t.Fatal(err)
+	}
+
+	testenv.MustExec(t, srv, src, "SET default_transaction_read_only = off", "INSERT INTO p (body) VALUES ('written after the kill')")
+	journalBefore, freezeBefore := journal(), freezeOf()
+	resume("source database "+src+" is not proven unchanged since the first run's freeze", "rows written moved from")
+	if j := journal(); j != journalBefore {
+		t.Errorf("the refused resume changed the journal:\nbefore %s\nafter  %s", journalBefore, j)
+	}
+	if st := freezeOf(); !reflect.DeepEqual(st, freezeBefore) || !st.Intact {
+		t.Errorf("the refused resume changed the source's freeze:\nbefore %+v\nafter  %+v", freezeBefore, st)
+	}
+	if writable(t, srv, src) {
+		t.Fatal("the source is writable after the refused resume")
 	}
 }

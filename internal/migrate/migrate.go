@@ -73,8 +73,10 @@ type Options struct {
 	//
 	// Resume continues a stream run that stopped, on the same target: allowed only when
 	// each source database is still frozen by the freeze its target's journal was
-	// written under (otherwise refused, exit 2, nothing changed). It skips pre-flight and
-	// the freeze, and the steps and data units the journal records as done.
+	// written under and nothing moved since that freeze's baseline, which the journal
+	// keeps (otherwise refused, exit 2, nothing changed). It skips pre-flight and the
+	// freeze, and the steps and data units the journal records as done; the freeze
+	// proof after its copy starts from the first run's baseline.
 	Resume bool
 	// Worker joins the data phase of a stream run that another process is running on
 	// the same databases: it copies data units until none is left and ends; the other
@@ -195,7 +197,9 @@ type Summary struct {
 	CutOver           []string      `json:"cut_over,omitempty"`
 	ResetTarget       []string      `json:"reset_target,omitempty"`
 	// Resume says how to continue a stream run that failed with its sources kept frozen.
-	Resume   []string `json:"resume,omitempty"`
+	Resume []string `json:"resume,omitempty"`
+	// Resumed: this run continued an earlier one (Options.Resume).
+	Resumed  bool     `json:"resumed,omitempty"`
 	Warnings []string `json:"warnings,omitempty"`
 }
 
@@ -223,7 +227,8 @@ type DatabaseRun struct {
 	CompressedChunks int          `json:"compressed_chunks,omitempty"`
 	// FreezeProof is the proof that the source did not change from the freeze's
 	// baseline until its data was read (dump: the end of pg_dump; stream: the end of
-	// the copy). A resumed run or a worker has none: the freeze was made earlier.
+	// the copy). A resumed run's starts at the first run's baseline (none when the first
+	// run proved it already); a worker has none.
 	FreezeProof *freeze.Proof `json:"freeze_proof,omitempty"`
 
 	src, dst    *dbconn.Config
@@ -288,7 +293,7 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 	if opt.Engine == "" {
 		opt.Engine = EngineDump
 	}
-	r := &run{opt: opt, sum: &Summary{Engine: opt.Engine, Rehearsal: opt.Rehearsal, Started: time.Now(),
+	r := &run{opt: opt, sum: &Summary{Engine: opt.Engine, Rehearsal: opt.Rehearsal, Resumed: opt.Resume, Started: time.Now(),
 		Source: opt.Source.String(), Target: opt.Target.String()}}
 	err := r.run(ctx)
 	r.sum.Duration = time.Since(r.sum.Started)

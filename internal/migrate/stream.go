@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -117,23 +118,41 @@ func (r *run) checkJoin(ctx context.Context) error {
 		case r.opt.Worker && steps[stepPostStarted]:
 			return refuseResume("%s: the data of %s is copied already", verb, d.Source)
 		}
+		unchanged := ""
+		if !r.opt.Worker {
+			p, err := resumeBaseline(ctx, d, jr.Baseline)
+			if err != nil {
+				return err
+			}
+			if !steps[stepPostStarted] {
+				d.pending = p
+			}
+			unchanged = fmt.Sprintf(", unchanged since the first run's baseline (%s)", p.Baseline().Format(time.TimeOnly))
+		}
 		d.frozen = true
 		d.freezeID = st.ID
 		d.steps = steps
-		r.note(d.Source, fmt.Sprintf("the source is still frozen by freeze %s, the one the target's journal was written under: %d of %d data units done", st.ID, jr.Done, jr.Units))
+		r.note(d.Source, fmt.Sprintf("the source is still frozen by freeze %s, the one the target's journal was written under%s: %d of %d data units done", st.ID, unchanged, jr.Done, jr.Units))
 	}
 	return nil
 }
 
-// openJournals records each database's freeze in its target's journal, right after the
-// freeze: from then on a killed run can be resumed.
+// openJournals records each database's freeze, and its baseline, in its target's
+// journal, right after the freeze: from then on a killed run can be resumed.
 func (r *run) openJournals(ctx context.Context) error {
 	for _, d := range r.sum.Databases {
+		baseline, err := d.pending.Encode()
+		if err != nil {
+			return fmt.Errorf("%s: %w", d.Source, err)
+		}
 		conn, err := d.dst.Connect(ctx)
 		if err != nil {
 			return err
 		}
 		jr, err := journal.Open(ctx, conn.Conn, d.freezeID)
+		if err == nil && jr.FreezeID == d.freezeID {
+			err = journal.RecordBaseline(ctx, conn.Conn, d.freezeID, baseline)
+		}
 		conn.Close(ctx)
 		if err != nil {
 			return fmt.Errorf("%s: %w", d.Source, err)

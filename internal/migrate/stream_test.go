@@ -246,39 +246,17 @@ func assertSumsEqual(t *testing.T, srv *testenv.Server, src, dst string) {
 }
 
 // SIGKILL of tsmigrate in the middle of the data phase leaves the source frozen and the
-// journal in the target; --resume then finishes: every table and chunk equal, none doubled.
+// journal in the target; --resume then finishes: every table and chunk equal, none doubled,
+// and the freeze proof covers both runs, from the first run's freeze to the end of the
+// resumed copy.
 func TestStreamKillThenResume(t *testing.T) {
 	srv := testenv.Shared(t, testenv.PG17TS)
 	src := bigSource(t, srv)
 	dst := testenv.NewDB(t, srv, false)
 	unfreezeAtCleanup(t, srv, src)
-	bin := testenv.Binary(t)
+	done, total, planned, killedAt := killInDataPhase(t, srv, src, dst)
 
-	p := startTsmigrate(t, bin, "migrate", "--yes", "--jobs", "1", "--freeze-grace", "1s", "--progress", "json", "--json",
-		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
-	p.waitFor(t, "done", 20)
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-	p.cmd.Wait()
-	_, planned := p.events("")
-	if writable(t, srv, src) {
-		t.Fatal("the source is writable after tsmigrate was killed")
-	}
-	g := connect(t, srv.SuperURI(dst))
-	var done, total int
-	for range 50 { // the killed sessions' transactions end shortly after
-		done = scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.units WHERE state = 'done'")
-		total = scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.units")
-		if scalar[int](t, g, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tsmigrate'", dst) == 0 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Logf("killed with %d of %d units done", done, total)
-	if done == 0 || done >= total {
-		t.Fatalf("killed with %d of %d units done: not in the middle of the data phase", done, total)
-	}
-
+	resumedAt := time.Now()
 	code, out, errOut := runCLI(t, "migrate", "--resume", "--yes", "--jobs", "2", "--progress", "plain", "--json",
 		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
 	if code != 0 {
@@ -296,6 +274,14 @@ func TestStreamKillThenResume(t *testing.T) {
 		if ph.Phase == migrate.PhaseFreeze || ph.Phase == migrate.PhasePreData {
 			t.Errorf("the resumed run did the %s phase again", ph.Phase)
 		}
+	}
+	p := d.FreezeProof
+	if !sum.Resumed || p == nil || !p.Start.Before(killedAt) || !p.End.After(resumedAt) {
+		t.Fatalf("the freeze proof does not span both runs (killed at %s, resumed at %s): %+v", killedAt, resumedAt, p)
+	}
+	note := "proof: no write to the source from the freeze (first run, " + p.Start.Format(time.TimeOnly) + ") until the end of the copy"
+	if !strings.Contains(errOut, note) {
+		t.Errorf("no %q among the notes:\n%s", note, errOut)
 	}
 	assertSumsEqual(t, srv, src, dst)
 	if writable(t, srv, src) {
