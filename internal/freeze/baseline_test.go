@@ -116,7 +116,8 @@ func TestRestoredProof(t *testing.T) {
 
 // A restart of the server after the baseline fails the proof, naming the restart,
 // even though a clean shutdown keeps the counters (PostgreSQL 15+) and nothing wrote:
-// nothing counts while the server is down.
+// nothing counts while the server is down. So does track_counts turned off (on its own
+// server too: the setting is server-wide).
 func TestRestoredProofAfterRestart(t *testing.T) {
 	ctx := context.Background()
 	srv := testenv.Need(t, testenv.PG15, testenv.Options{})
@@ -138,4 +139,21 @@ func TestRestoredProofAfterRestart(t *testing.T) {
 	if len(moved) != 1 {
 		t.Errorf("after a clean restart, only the restart should differ: %q", moved)
 	}
+
+	if _, err := freeze.Unfreeze(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	data = deferredFreeze(t, src)
+	testenv.MustExec(t, srv, "postgres", "ALTER SYSTEM SET track_counts = off", "SELECT pg_reload_conf()")
+	for i := 0; ; i++ { // the postmaster rereads its configuration in its own time
+		err := srv.Exec(ctx, "postgres", "DO $$BEGIN IF current_setting('track_counts')::bool THEN RAISE 'on'; END IF; END$$")
+		if err == nil {
+			break
+		}
+		if i == 50 {
+			t.Fatalf("track_counts still on after the reload: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	notProven(t, restore(t, src, data), "track_counts was turned off")
 }
