@@ -51,8 +51,8 @@ type Options struct {
 	// migration otherwise covers the whole run: a freeze made before Run whose
 	// deferred proof (freeze.PendingProof.Finish), finished after Run, fails if any
 	// write happened in between; every snapshot taken in that span sees the same
-	// rows. Leave it off without such a check: no freeze, or a freeze made and proven
-	// by an earlier process (--resume, --worker), which nothing proves for this run.
+	// rows. Leave it off without such a check: no freeze, or a freeze whose proof is
+	// another process's (a --worker's).
 	// Run refuses it with a given Snapshot, which may be tied to what a new export is
 	// not (a replication slot's changes start at its snapshot). Each renewal counts
 	// as a retry; once MaxRetries renewals were made, a lost snapshot fails the run

@@ -255,10 +255,11 @@ func (r *run) builtWithRows(ctx context.Context, d *DatabaseRun, post *schema.Po
 // not nil, gives each table's indexes and constraints to build with its rows.
 func (r *run) copyData(ctx context.Context, d *DatabaseRun, post *schema.PostDataPlan) error {
 	opts := copy.Options{Source: d.src, Target: d.dst, Jobs: r.opt.Jobs, FreezeID: d.freezeID,
-		// A lost snapshot may be renewed only under this run's own freeze, whose
-		// deferred proof (proveFrozen, after the copy) fails the run if anything was
-		// written between the freeze and the end of the copy. A --resume or --worker
-		// run has no pending proof (the freeze was made by an earlier process): no renewal.
+		// A lost snapshot may be renewed only under a freeze whose deferred proof
+		// (proveFrozen, after the copy) fails the run if anything was written between
+		// the freeze and the end of the copy: this run's own, or on --resume the first
+		// run's, restored from the journal. A --worker run has no proof pending (the
+		// planning process proves): no renewal.
 		RenewSnapshot: d.pending != nil}
 	if post != nil {
 		opts.PostSQL = func(schemaName, table string) string { return unitPostSQL(post, schemaName, table) }
