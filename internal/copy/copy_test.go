@@ -288,3 +288,53 @@ func TestRangesRefuseRewrittenTable(t *testing.T) {
 		t.Fatalf("resume after VACUUM FULL: %v (after %d retries)", err, retries)
 	}
 }
+
+// A unit runs its table's PostSQL in the transaction that copies its rows: the index
+// is there when the unit is done, and SQL that fails takes the unit's rows with it.
+func TestUnitRunsPostSQLWithItsRows(t *testing.T) {
+	p := newPair(t)
+	ctx := context.Background()
+	post := func(bad bool) func(schema, table string) string {
+		return func(schema, table string) string {
+			switch {
+			case table == "devices" && bad:
+				return `CREATE UNIQUE INDEX devices_one ON public.devices ((1))`
+			case table == "devices":
+				return `CREATE INDEX devices_name_early ON public.devices (name)`
+			}
+			return ""
+		}
+	}
+	_, err := Run(ctx, Options{Source: p.source(t), Target: p.target(t), Jobs: 2, FreezeID: "f", RangeBytes: testRange, PostSQL: post(true)})
+	var ue *UnitError
+	if !errors.As(err, &ue) {
+		t.Fatalf("want a UnitError, got %v", err)
+	}
+	for _, want := range []string{"public.devices", "indexes and constraints", `could not create unique index "devices_one"`, "23505"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	dst := dbConn(t, p.srv, p.dst)
+	var rows, idx int
+	if err := dst.QueryRow(ctx, `SELECT (SELECT count(*) FROM devices), (SELECT count(*) FROM pg_indexes WHERE indexname = 'devices_one')`).Scan(&rows, &idx); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 0 || idx != 0 {
+		t.Fatalf("after the failed unit the target holds %d devices rows and %d of its index", rows, idx)
+	}
+
+	// A new migration on a fresh target: the index comes with the rows.
+	p = newPair(t)
+	if _, err := Run(ctx, Options{Source: p.source(t), Target: p.target(t), Jobs: 2, FreezeID: "f", RangeBytes: testRange, PostSQL: post(false)}); err != nil {
+		t.Fatal(err)
+	}
+	dst = dbConn(t, p.srv, p.dst)
+	var indexed bool
+	if err := dst.QueryRow(ctx, `SELECT count(*), EXISTS (SELECT FROM pg_indexes WHERE indexname = 'devices_name_early') FROM devices`).Scan(&rows, &indexed); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 200 || !indexed {
+		t.Fatalf("devices: %d rows, index built: %v; want 200 and true", rows, indexed)
+	}
+}

@@ -122,8 +122,18 @@ func (w *worker) plan(ctx context.Context) ([]journal.Unit, error) {
 	if err != nil || w.r.opts.PostSQL == nil {
 		return units, err
 	}
+	// A unit that holds a big share of the data keeps its indexes for the post-data
+	// phase: built in its own transaction, they would lengthen the longest chain of
+	// the copy while other workers ran out of units.
+	var total int64
+	for _, u := range units {
+		if u.Phase == journal.PhaseData {
+			total += u.EstBytes
+		}
+	}
+	limit := total / int64(4*w.r.opts.Jobs)
 	for i := range units {
-		if u := &units[i]; u.Kind == journal.KindTable {
+		if u := &units[i]; u.Kind == journal.KindTable && u.Phase == journal.PhaseData && u.EstBytes <= limit {
 			u.PostSQL = w.r.opts.PostSQL(u.Schema, u.Table)
 		}
 	}
@@ -340,7 +350,7 @@ func (w *worker) copyUnit(ctx context.Context, tx pgx.Tx, u *journal.Unit, l *li
 		rows, err = pipe(ctx, w.src.PgConn(), tx.Conn().PgConn(), srcSQL, dstSQL, u.Kind != journal.KindConfig, l)
 		if err == nil && u.PostSQL != "" {
 			if _, err := tx.Exec(ctx, u.PostSQL); err != nil {
-				return 0, &UnitError{Unit: describe(u), Side: "target (its indexes, constraints and ANALYZE)", Err: err}
+				return 0, &UnitError{Unit: describe(u), Side: "target (its indexes and constraints)", Err: err}
 			}
 		}
 	case journal.KindConfigSeq:
