@@ -541,7 +541,7 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 	}
 	// ANALYZE before timescaledb_post_restore(): while the target is in restoring mode,
 	// a hypertable is analyzed without all its chunks again (see schema.Analyze).
-	if err := r.phase(d, PhaseAnalyze, func() error { return schema.Analyze(ctx, d.dst, r.opt.Jobs) }); err != nil {
+	if err := r.phase(d, PhaseAnalyze, func() error { return schema.Analyze(ctx, d.dst, r.opt.Jobs, nil) }); err != nil {
 		return err
 	}
 	if d.ts {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tsmigrate/tsmigrate/internal/copy"
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
@@ -230,7 +231,8 @@ func unitPostSQL(post *schema.PostDataPlan, schemaName, table string) string {
 // built by their data unit. A unit planned by another process without them
 // (a --worker that planned first) leaves its table to the post-data phase; one whose
 // recorded SQL differs from what the schema dump gives now stops the run, since the
-// post-data phase would then build too much or too little.
+// post-data phase would then build too much or too little (post is nil once post-data
+// is restored: nothing to compare with).
 func (r *run) builtWithRows(ctx context.Context, d *DatabaseRun, post *schema.PostDataPlan) (map[schema.TableName]bool, error) {
 	built := map[schema.TableName]bool{}
 	err := onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error {
@@ -239,7 +241,7 @@ func (r *run) builtWithRows(ctx context.Context, d *DatabaseRun, post *schema.Po
 			if u.Kind != journal.KindTable || u.Phase != journal.PhaseData || u.PostSQL == "" {
 				continue
 			}
-			if u.PostSQL != unitPostSQL(post, u.Schema, u.Table) {
+			if post != nil && u.PostSQL != unitPostSQL(post, u.Schema, u.Table) {
 				return exit.New(exit.Failed, "start over: reset the target (drop and create the database) and run tsmigrate migrate without --resume",
 					"%s: the indexes and constraints the journal recorded for table %s are not those of the source's schema now",
 					d.Source, inventory.DisplayName(u.Schema, u.Table))
@@ -344,16 +346,31 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 			return err
 		}
 	}
+	// Tables whose units built their own indexes and constraints: all their indexes
+	// exist once the copy is done, so they are analyzed while the rest of post-data
+	// is restored (foreign keys being validated, say); the other tables after it,
+	// since ANALYZE also gathers the statistics of expression indexes.
+	var built map[schema.TableName]bool
+	if !d.steps[stepPostRestore] {
+		var err error
+		if built, err = r.builtWithRows(ctx, d, post); err != nil {
+			return err
+		}
+	}
 	if !d.steps[stepPostData] {
 		if err := r.phase(d, PhasePostData, func() error {
-			// Tables whose units built their own indexes and constraints.
-			built, err := r.builtWithRows(ctx, d, post)
-			if err != nil {
-				return err
-			}
-			msgs, err := post.RestoreRest(ctx, r.tools, d.dst, r.opt.Jobs, func(t schema.TableName) bool { return built[t] }, onMessage)
-			d.Messages = append(d.Messages, msgs...)
-			if err := r.messagesErr(err); err != nil {
+			var g errgroup.Group
+			g.Go(func() error {
+				msgs, err := post.RestoreRest(ctx, r.tools, d.dst, r.opt.Jobs, func(t schema.TableName) bool { return built[t] }, onMessage)
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				d.Messages = append(d.Messages, msgs...)
+				return r.messagesErr(err)
+			})
+			g.Go(func() error {
+				return schema.Analyze(ctx, d.dst, r.opt.Jobs, func(t schema.TableName) bool { return built[t] })
+			})
+			if err := g.Wait(); err != nil {
 				return err
 			}
 			return r.markStep(ctx, d, stepPostData)
@@ -363,7 +380,9 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 	}
 	if !d.steps[stepPostRestore] {
 		// ANALYZE before timescaledb_post_restore(), as the dump engine does (see schema.Analyze).
-		if err := r.phase(d, PhaseAnalyze, func() error { return schema.Analyze(ctx, d.dst, r.opt.Jobs) }); err != nil {
+		if err := r.phase(d, PhaseAnalyze, func() error {
+			return schema.Analyze(ctx, d.dst, r.opt.Jobs, func(t schema.TableName) bool { return !built[t] })
+		}); err != nil {
 			return err
 		}
 		if d.ts {

@@ -105,7 +105,7 @@ func TestRestoreKeepsHypertableDataWherePlainParallelRestoreLosesIt(t *testing.T
 	if n := count(t, srv, dst, "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'metrics'"); n != count(t, srv, src, "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'metrics'")+1 {
 		t.Errorf("insert on the target made no new chunk (%d)", n)
 	}
-	if err := Analyze(ctx, cfg(t, "target", srv.URI(dst)), 2); err != nil {
+	if err := Analyze(ctx, cfg(t, "target", srv.URI(dst)), 2, nil); err != nil {
 		t.Fatal(err)
 	}
 }
