@@ -179,8 +179,9 @@ func (b *bench) runWay(ctx context.Context, way string) result {
 // sqlAutovacuumBusy counts the autovacuum workers at work on a server (PostgreSQL 17).
 const sqlAutovacuumBusy = `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'`
 
-// quiesce waits (up to two minutes) until no autovacuum worker runs on either server
-// and checkpoints both, so that each way starts on a quiet machine.
+// quiesce waits (up to two minutes) until no autovacuum worker runs on either server,
+// checkpoints both and flushes the page cache, so that each way starts on a quiet
+// machine.
 func (b *bench) quiesce(ctx context.Context) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for _, s := range []*testenv.Server{b.src, b.dst} {
@@ -203,6 +204,8 @@ func (b *bench) quiesce(ctx context.Context) {
 		conn.Exec(ctx, "CHECKPOINT")
 		conn.Close(ctx)
 	}
+	// And no write-back of the previous way's files competes with this one.
+	syscall.Sync()
 }
 
 func (b *bench) documented(ctx context.Context, target string) error {
