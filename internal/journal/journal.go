@@ -160,6 +160,10 @@ FOR UPDATE`
 // ErrNoJournal is returned by Read when the target holds no journal.
 var ErrNoJournal = errors.New("no journal on the target")
 
+// ErrOldJournal is returned by Read (and Open) when the target holds a journal of an
+// older tsmigrate, which lacks what this one records.
+var ErrOldJournal = errors.New("the target holds the journal of a migration started by an older tsmigrate, which this one cannot continue")
+
 // Open creates the journal on the target if it is missing and records freezeID; an
 // existing journal is left as it is. It returns what the journal says; the caller
 // compares Run.FreezeID with its own to decide whether a resume is safe.
@@ -195,11 +199,16 @@ FROM _tsmigrate.run r`).Scan(&r.FreezeID, &r.Baseline, &r.Planned, &r.Units, &r.
 			return err
 		}
 		r.Running = r.Units - r.Done - idle
-		return nil
+		// Columns added since the first journals: a journal without them is older.
+		_, err = tx.Exec(ctx, `SELECT post_sql FROM _tsmigrate.units LIMIT 0`)
+		return err
 	})
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") || errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNoJournal
+	}
+	if errors.As(err, &pgErr) && pgErr.Code == "42703" { // undefined_column (PostgreSQL 15, 17)
+		return nil, ErrOldJournal
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read journal on target: %w", err)

@@ -114,3 +114,28 @@ func TestJournalLifecycle(t *testing.T) {
 		t.Fatalf("read after drop: %v", err)
 	}
 }
+
+// A journal an older tsmigrate wrote (without the columns of today's) is told apart
+// from today's, rather than failing on a missing column.
+func TestOldJournal(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG15)
+	db := testenv.NewDB(t, srv, false)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, srv.SuperURI(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := Open(ctx, conn, "freeze-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `ALTER TABLE _tsmigrate.units DROP COLUMN post_sql`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Read(ctx, conn); !errors.Is(err, ErrOldJournal) {
+		t.Fatalf("read of an old journal: %v", err)
+	}
+	if _, err := Open(ctx, conn, "freeze-1"); !errors.Is(err, ErrOldJournal) {
+		t.Fatalf("open of an old journal: %v", err)
+	}
+}

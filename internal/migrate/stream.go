@@ -102,6 +102,8 @@ func (r *run) checkJoin(ctx context.Context) error {
 		}
 		conn.Close(ctx)
 		switch {
+		case errors.Is(jerr, journal.ErrOldJournal):
+			return refuseResume("%s: target database %s: %s", verb, d.Target, jerr)
 		case errors.Is(jerr, journal.ErrNoJournal):
 			return refuseResume("%s: target database %s holds no migration journal (none was started there, or it finished and its journal was dropped)", verb, d.Target)
 		case jerr != nil:
@@ -155,6 +157,10 @@ func (r *run) openJournals(ctx context.Context) error {
 			err = journal.RecordBaseline(ctx, conn.Conn, d.freezeID, baseline)
 		}
 		conn.Close(ctx)
+		if errors.Is(err, journal.ErrOldJournal) {
+			return exit.New(exit.Failed, "reset the target (drop and create the database) and migrate again",
+				"%s: target database %s: %s", d.Source, d.Target, err)
+		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", d.Source, err)
 		}
