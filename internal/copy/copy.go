@@ -70,9 +70,7 @@ type Options struct {
 	// ProgressEvery is how often Progress events are sent for running units (default 500 ms).
 	ProgressEvery time.Duration
 	// PostSQL, if set, gives the SQL to run in the transaction of a whole table's or
-	// chunk's unit once its rows are in (its indexes and constraints; "" for nothing),
-	// for units that hold at most 1/(4 Jobs) of the data (bigger ones would lengthen
-	// the copy's longest chain). It is asked when the units are planned and recorded with them, so
+	// chunk's unit once its rows are in (its indexes and constraints; "" for nothing). It is asked when the units are planned and recorded with them, so
 	// that a resumed run and every worker process run the same.
 	PostSQL func(schema, table string) string
 	// OnEvent receives events, one at a time.

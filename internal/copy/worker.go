@@ -122,18 +122,8 @@ func (w *worker) plan(ctx context.Context) ([]journal.Unit, error) {
 	if err != nil || w.r.opts.PostSQL == nil {
 		return units, err
 	}
-	// A unit that holds a big share of the data keeps its indexes for the post-data
-	// phase: built in its own transaction, they would lengthen the longest chain of
-	// the copy while other workers ran out of units.
-	var total int64
-	for _, u := range units {
-		if u.Phase == journal.PhaseData {
-			total += u.EstBytes
-		}
-	}
-	limit := total / int64(4*w.r.opts.Jobs)
 	for i := range units {
-		if u := &units[i]; u.Kind == journal.KindTable && u.Phase == journal.PhaseData && u.EstBytes <= limit {
+		if u := &units[i]; u.Kind == journal.KindTable && u.Phase == journal.PhaseData {
 			u.PostSQL = w.r.opts.PostSQL(u.Schema, u.Table)
 		}
 	}
