@@ -290,7 +290,8 @@ func TestRangesRefuseRewrittenTable(t *testing.T) {
 }
 
 // A unit runs its table's PostSQL in the transaction that copies its rows: the index
-// is there when the unit is done, and SQL that fails takes the unit's rows with it.
+// is there when the unit is done, and SQL that fails takes the unit's rows with it. A
+// table copied in ranges runs it in a unit of its own once its ranges are done.
 func TestUnitRunsPostSQLWithItsRows(t *testing.T) {
 	p := newPair(t)
 	ctx := context.Background()
@@ -301,6 +302,8 @@ func TestUnitRunsPostSQLWithItsRows(t *testing.T) {
 				return `CREATE UNIQUE INDEX devices_one ON public.devices ((1))`
 			case table == "devices":
 				return `CREATE INDEX devices_name_early ON public.devices (name)`
+			case table == "big":
+				return `CREATE INDEX big_payload_early ON public.big (payload)`
 			}
 			return ""
 		}
@@ -336,5 +339,19 @@ func TestUnitRunsPostSQLWithItsRows(t *testing.T) {
 	}
 	if rows != 200 || !indexed {
 		t.Fatalf("devices: %d rows, index built: %v; want 200 and true", rows, indexed)
+	}
+	// Table big, copied in ranges, gets its index from a unit of its own, done after
+	// every range of it.
+	var ranges int
+	var after bool
+	if err := dst.QueryRow(ctx, `
+SELECT (SELECT count(*) FROM _tsmigrate.units WHERE kind = 'range' AND table_name = 'big'),
+       (SELECT done_at FROM _tsmigrate.units WHERE kind = 'indexes' AND table_name = 'big')
+         >= (SELECT max(done_at) FROM _tsmigrate.units WHERE kind = 'range' AND table_name = 'big'),
+       EXISTS (SELECT FROM pg_indexes WHERE indexname = 'big_payload_early')`).Scan(&ranges, &after, &indexed); err != nil {
+		t.Fatal(err)
+	}
+	if ranges < 2 || !after || !indexed {
+		t.Fatalf("big: %d ranges, indexes unit done after them: %v, index built: %v", ranges, after, indexed)
 	}
 }

@@ -81,6 +81,8 @@ func describe(u *journal.Unit) string {
 		return "table " + displayName(u.Schema, u.Table)
 	case journal.KindConfigSeq:
 		return "sequence " + displayName(u.Schema, u.Table)
+	case journal.KindIndexes:
+		return "indexes and constraints of table " + displayName(u.Schema, u.Table)
 	default:
 		return u.ID
 	}

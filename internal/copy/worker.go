@@ -122,9 +122,22 @@ func (w *worker) plan(ctx context.Context) ([]journal.Unit, error) {
 	if err != nil || w.r.opts.PostSQL == nil {
 		return units, err
 	}
+	// A whole table's unit builds its indexes with its rows; a table copied in ranges
+	// gets a unit of its own for them, claimed once its ranges are done.
+	ranged := map[[2]string]int64{}
 	for i := range units {
-		if u := &units[i]; u.Kind == journal.KindTable && u.Phase == journal.PhaseData {
+		u := &units[i]
+		switch {
+		case u.Kind == journal.KindTable && u.Phase == journal.PhaseData:
 			u.PostSQL = w.r.opts.PostSQL(u.Schema, u.Table)
+		case u.Kind == journal.KindRange:
+			ranged[[2]string{u.Schema, u.Table}] += u.EstBytes
+		}
+	}
+	for t, bytes := range ranged {
+		if sql := w.r.opts.PostSQL(t[0], t[1]); sql != "" {
+			units = append(units, journal.Unit{ID: "indexes " + displayName(t[0], t[1]), Phase: journal.PhaseData,
+				Kind: journal.KindIndexes, Schema: t[0], Table: t[1], PageHi: -1, EstBytes: bytes, PostSQL: sql})
 		}
 	}
 	return units, nil
@@ -318,6 +331,12 @@ func (w *worker) sameFile(ctx context.Context, u *journal.Unit) error {
 
 // copyUnit copies one unit inside the target transaction tx. Errors are *UnitError.
 func (w *worker) copyUnit(ctx context.Context, tx pgx.Tx, u *journal.Unit, l *live) (int64, error) {
+	if u.Kind == journal.KindIndexes { // nothing to read
+		if _, err := tx.Exec(ctx, u.PostSQL); err != nil {
+			return 0, &UnitError{Unit: describe(u), Side: "target", Err: err}
+		}
+		return 0, nil
+	}
 	if err := w.beginSource(ctx); err != nil {
 		return 0, &UnitError{Unit: describe(u), Side: "source", Err: err}
 	}
@@ -349,6 +368,7 @@ func (w *worker) copyUnit(ctx context.Context, tx pgx.Tx, u *journal.Unit, l *li
 		rows, err = w.copyAllSequences(ctx, tx, l)
 	case journal.KindLargeObjects:
 		rows, err = copyLargeObjects(ctx, w.src.Conn, tx, l)
+
 	default:
 		err = permanent{fmt.Errorf("unknown unit kind %q", u.Kind)}
 	}

@@ -46,6 +46,7 @@ const (
 	KindRange        Kind = "range"         // ctid page range of a big table: COPY, no truncate
 	KindSequences    Kind = "sequences"     // every dumped sequence's value
 	KindLargeObjects Kind = "large-objects" // every large object's contents
+	KindIndexes      Kind = "indexes"       // a ranged table's own indexes and constraints (PostSQL), once its ranges are done
 )
 
 // Unit is one piece of work whose rows are copied in one target transaction.
@@ -66,8 +67,8 @@ type Unit struct {
 	EstBytes  int64 // size on the source, for ordering and progress
 	EstRows   int64
 	// PostSQL runs in the unit's transaction once its rows are in (a whole table or
-	// chunk only): the table's own indexes and constraints, so that the unit's done
-	// mark stands for them too.
+	// chunk), or once all its ranges are (an indexes unit): the table's own indexes
+	// and constraints, so that the unit's done mark stands for them too.
 	PostSQL string
 	State   string
 	Rows    int64
@@ -132,10 +133,13 @@ CREATE TABLE IF NOT EXISTS _tsmigrate.steps (
 	unitCols = `id, phase, ord, kind, schema_name, table_name, parent, columns, is_binary, condition,
 	page_lo, page_hi, filenode, est_bytes, est_rows, post_sql, state, coalesce(rows, 0), coalesce(bytes, 0)`
 
-	// claimSQL takes the largest pending unit of a phase that nobody holds. The lock
-	// lasts as long as the caller's transaction, which copies the unit.
-	claimSQL = `SELECT ` + unitCols + ` FROM _tsmigrate.units
+	// claimSQL takes the largest pending unit of a phase that nobody holds, an indexes
+	// unit only once every range of its table is done. The lock lasts as long as the
+	// caller's transaction, which copies the unit.
+	claimSQL = `SELECT ` + unitCols + ` FROM _tsmigrate.units u
 WHERE state = 'pending' AND phase = $1
+  AND (kind <> 'indexes' OR NOT EXISTS (SELECT FROM _tsmigrate.units r
+    WHERE r.kind = 'range' AND r.state = 'pending' AND r.schema_name = u.schema_name AND r.table_name = u.table_name))
 ORDER BY est_bytes DESC, id
 LIMIT 1 FOR UPDATE SKIP LOCKED`
 

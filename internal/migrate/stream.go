@@ -234,7 +234,7 @@ func unitPostSQL(post *schema.PostDataPlan, schemaName, table string) string {
 }
 
 // builtWithRows reads from d's journal which tables had their indexes and constraints
-// built by their data unit. A unit planned by another process without them
+// built by their data unit (or, copied in ranges, by their indexes unit). A unit planned by another process without them
 // (a --worker that planned first) leaves its table to the post-data phase; one whose
 // recorded SQL differs from what the schema dump gives now stops the run, since the
 // post-data phase would then build too much or too little (post is nil once post-data
@@ -244,7 +244,7 @@ func (r *run) builtWithRows(ctx context.Context, d *DatabaseRun, post *schema.Po
 	err := onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error {
 		units, err := journal.Units(ctx, c.Conn)
 		for _, u := range units {
-			if u.Kind != journal.KindTable || u.Phase != journal.PhaseData || u.PostSQL == "" {
+			if u.Kind != journal.KindTable && u.Kind != journal.KindIndexes || u.Phase != journal.PhaseData || u.PostSQL == "" {
 				continue
 			}
 			if post != nil && u.PostSQL != unitPostSQL(post, u.Schema, u.Table) {
