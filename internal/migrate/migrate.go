@@ -240,6 +240,9 @@ type DatabaseRun struct {
 	ts          bool
 	sizeBytes   int64
 	statsStart  *Changes
+	// post is the plan of post-data, made before a --resume of a run that stopped in
+	// its post-data phase (prepareRestResume); nil otherwise.
+	post *schema.PostDataPlan
 }
 
 // run is the state of one Run.

@@ -116,8 +116,6 @@ func (r *run) checkJoin(ctx context.Context) error {
 			return refuseResume("%s: source database %s is frozen by freeze %s, but the target's journal was written under freeze %s, so the source may have changed in between", verb, d.Source, st.ID, jr.FreezeID)
 		case !steps[stepPreData]:
 			return refuseResume("%s: the first run stopped before the schema of %s was restored into the target", verb, d.Source)
-		case steps[stepPostStarted] && !steps[stepPostData]:
-			return refuseResume("%s: the first run stopped while it restored the indexes and constraints (post-data) of %s, which is not resumable", verb, d.Source)
 		case r.opt.Worker && steps[stepPostStarted]:
 			return refuseResume("%s: the data of %s is copied already", verb, d.Source)
 		}
@@ -135,7 +133,15 @@ func (r *run) checkJoin(ctx context.Context) error {
 		d.frozen = true
 		d.freezeID = st.ID
 		d.steps = steps
+		// Past the copy, a run that fails again may keep the source frozen for
+		// another --resume, as one in its data phase does.
+		d.dataStarted = !r.opt.Worker && steps[stepPostStarted]
 		r.note(d.Source, fmt.Sprintf("the source is still frozen by freeze %s, the one the target's journal was written under%s: %d of %d data units done", st.ID, unchanged, jr.Done, jr.Units))
+		if !r.opt.Worker && steps[stepPostStarted] && !steps[stepPostData] {
+			if err := r.prepareRestResume(ctx, d); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -227,6 +233,111 @@ func (r *run) splitPostData(ctx context.Context, d *DatabaseRun, file string) (*
 	return post, nil
 }
 
+// onMessage passes what pg_dump and pg_restore say about d on as events.
+func (r *run) onMessage(d *DatabaseRun) func(schema.Message) {
+	return func(m schema.Message) {
+		msg := m
+		r.emit(Event{Kind: EventMessage, Database: d.Source, Message: &msg})
+	}
+}
+
+// dumpSchema dumps d's schema (no rows) to file and splits its post-data section.
+func (r *run) dumpSchema(ctx context.Context, d *DatabaseRun, file string) (*schema.PostDataPlan, error) {
+	var post *schema.PostDataPlan
+	err := r.phase(d, PhaseSchemaDump, func() error {
+		os.Remove(file)
+		msgs, err := schema.DumpSchema(ctx, r.tools, d.src, file, r.onMessage(d))
+		d.Messages = append(d.Messages, msgs...)
+		if err := r.messagesErr(err); err != nil {
+			return err
+		}
+		post, err = r.splitPostData(ctx, d, file)
+		return err
+	})
+	return post, err
+}
+
+// sqlBusySessions counts the other tsmigrate sessions (application_name, see package
+// dbconn) running a statement in the current database. PostgreSQL 15, 17.
+const sqlBusySessions = `
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'tsmigrate' AND state <> 'idle'`
+
+// busyWait bounds how long a resume waits for a killed run's sessions to end.
+const busyWait = 30 * time.Second
+
+// prepareRestResume readies the resume of a database whose first run stopped while it
+// restored the rest of post-data (after the copy): it dumps the schema again (the
+// source is frozen: the same schema), waits for the killed run's sessions on the
+// target to end (its pg_restore finishes the entry it runs before it notices), and
+// checks that every entry of the rest can be told restored or not; else the resume
+// is refused, having changed nothing. The post-data phase then restores the entries
+// that are not on the target (see schema.PostDataPlan.FindOnTarget).
+func (r *run) prepareRestResume(ctx context.Context, d *DatabaseRun) error {
+	file, err := r.schemaFile(d)
+	if err != nil {
+		return err
+	}
+	post, err := r.dumpSchema(ctx, d, file)
+	if err != nil {
+		return fmt.Errorf("%s: %w", d.Source, err)
+	}
+	built, err := r.builtWithRows(ctx, d, post)
+	if err != nil {
+		return err
+	}
+	if err := onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error {
+		deadline, noted := time.Now().Add(busyWait), false
+		for {
+			var n int
+			if err := c.QueryRow(ctx, sqlBusySessions).Scan(&n); err != nil {
+				return fmt.Errorf("%s: look for sessions of the first run on the target: %w", d.Source, err)
+			}
+			if n == 0 {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return refuseResume("resume: %d sessions of another tsmigrate run are still busy in target database %s (the first run's pg_restore finishing an index, say): wait until they end (pg_stat_activity, application_name tsmigrate), then resume", n, d.Target)
+			}
+			if !noted {
+				r.note(d.Source, fmt.Sprintf("waiting for %d sessions of the first run to end on the target", n))
+				noted = true
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	var nr *schema.NotResumableError
+	if _, err := r.restOnTarget(ctx, d, post, built); errors.As(err, &nr) {
+		return refuseResume("resume: the first run stopped while it restored the indexes and constraints (post-data) of %s, and %s", d.Source, nr)
+	} else if err != nil {
+		return fmt.Errorf("%s: %w", d.Source, err)
+	}
+	d.post = post
+	return nil
+}
+
+// restOnTarget finds which entries of the rest of d's post-data the target holds.
+func (r *run) restOnTarget(ctx context.Context, d *DatabaseRun, post *schema.PostDataPlan, built map[schema.TableName]bool) (*schema.RestOnTarget, error) {
+	src, err := d.src.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	var on *schema.RestOnTarget
+	err = onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error {
+		var err error
+		on, err = post.FindOnTarget(ctx, r.tools, src.Conn, c.Conn, func(t schema.TableName) bool { return built[t] })
+		return err
+	})
+	return on, err
+}
+
 // unitPostSQL is what a whole table's or chunk's unit runs once its rows are in: the
 // table's early indexes and constraints ("" for none).
 func unitPostSQL(post *schema.PostDataPlan, schemaName, table string) string {
@@ -296,26 +407,16 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 		r.note(d.Source, "migrated by the first run already")
 		return nil
 	}
-	onMessage := func(m schema.Message) {
-		msg := m
-		r.emit(Event{Kind: EventMessage, Database: d.Source, Message: &msg})
-	}
+	onMessage := r.onMessage(d)
 	file, err := r.schemaFile(d)
 	if err != nil {
 		return err
 	}
-	var post *schema.PostDataPlan
-	if !d.steps[stepPostData] {
-		if err := r.phase(d, PhaseSchemaDump, func() error {
-			os.Remove(file)
-			msgs, err := schema.DumpSchema(ctx, r.tools, d.src, file, onMessage)
-			d.Messages = append(d.Messages, msgs...)
-			if err := r.messagesErr(err); err != nil {
-				return err
-			}
-			post, err = r.splitPostData(ctx, d, file)
-			return err
-		}); err != nil {
+	// d.post is set when the first run stopped in the post-data phase (prepareRestResume).
+	restResume := d.post != nil
+	post := d.post
+	if !d.steps[stepPostData] && post == nil {
+		if post, err = r.dumpSchema(ctx, d, file); err != nil {
 			return err
 		}
 	}
@@ -365,9 +466,18 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 	}
 	if !d.steps[stepPostData] {
 		if err := r.phase(d, PhasePostData, func() error {
+			var on *schema.RestOnTarget
+			if restResume {
+				var err error
+				if on, err = r.restOnTarget(ctx, d, post, built); err != nil {
+					return err
+				}
+				r.note(d.Source, fmt.Sprintf("post-data: %d of the %d entries left after the copy are on the target already (restored by the first run), %d run again (comments, ...), %d to restore",
+					len(on.Present), on.Entries, on.Again, on.Entries-len(on.Present)-on.Again))
+			}
 			var g errgroup.Group
 			g.Go(func() error {
-				msgs, err := post.RestoreRest(ctx, r.tools, d.dst, r.opt.Jobs, func(t schema.TableName) bool { return built[t] }, onMessage)
+				msgs, err := post.RestoreRest(ctx, r.tools, d.dst, r.opt.Jobs, func(t schema.TableName) bool { return built[t] }, on, onMessage)
 				r.mu.Lock()
 				defer r.mu.Unlock()
 				d.Messages = append(d.Messages, msgs...)

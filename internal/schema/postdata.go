@@ -233,14 +233,21 @@ func headerField(line, field string) string {
 	return v
 }
 
+// inRest says whether RestoreRest restores e (when it is of the post-data section):
+// every entry but the early entries of the tables done says were built with their rows.
+func (p *PostDataPlan) inRest(e TOCEntry, done func(TableName) bool) bool {
+	t, early := p.early[e.ID]
+	return !early || !done(t)
+}
+
 // RestoreRest restores the post-data section of the archive into the target but the
-// early entries of the tables done says were built with their rows, with jobs
+// early entries of the tables done says were built with their rows, and but the
+// entries on says are on the target already (nil: none, a first run), with jobs
 // workers, classifying what pg_restore prints.
-func (p *PostDataPlan) RestoreRest(ctx context.Context, tools *pgtools.Tools, target *dbconn.Config, jobs int, done func(TableName) bool, onMessage func(Message)) ([]Message, error) {
+func (p *PostDataPlan) RestoreRest(ctx context.Context, tools *pgtools.Tools, target *dbconn.Config, jobs int, done func(TableName) bool, on *RestOnTarget, onMessage func(Message)) ([]Message, error) {
 	list := filepath.Join(filepath.Dir(p.archive), filepath.Base(p.archive)+".post.list")
 	n, err := p.toc.WriteList(list, func(e TOCEntry) bool {
-		t, early := p.early[e.ID]
-		return !early || !done(t)
+		return p.inRest(e, done) && (on == nil || !on.Present[e.ID])
 	})
 	if err != nil {
 		return nil, err

@@ -99,7 +99,7 @@ func TestSplitPostDataThenRestoreRest(t *testing.T) {
 		}
 		built[tn] = true
 	}
-	if _, err := post.RestoreRest(ctx, tools, target, 2, func(tn TableName) bool { return built[tn] }, nil); err != nil {
+	if _, err := post.RestoreRest(ctx, tools, target, 2, func(tn TableName) bool { return built[tn] }, nil, nil); err != nil {
 		t.Fatalf("restore the rest of post-data: %v", err)
 	}
 	const defs = `

@@ -15,8 +15,9 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
 )
 
-// tocDescs are the object kinds pg_dump writes into an archive's TOC (PostgreSQL 12-17).
-// Kinds of more than one word must be known to split "TABLE DATA public t owner".
+// tocDescs are the object kinds pg_dump writes into an archive's TOC (PostgreSQL 12-17,
+// and 18's STATISTICS DATA). Kinds of more than one word must be known to split
+// "TABLE DATA public t owner".
 var tocDescs = []string{
 	"ACCESS METHOD", "ACL", "AGGREGATE", "ATTRDEF", "BLOB", "BLOB METADATA", "BLOBS", "CAST",
 	"CHECK CONSTRAINT", "COLLATION", "COMMENT", "CONSTRAINT", "CONVERSION", "DATABASE",
@@ -27,7 +28,7 @@ var tocDescs = []string{
 	"PROCEDURAL LANGUAGE", "PROCEDURE", "PUBLICATION", "PUBLICATION TABLE",
 	"PUBLICATION TABLES IN SCHEMA", "ROW SECURITY", "RULE", "SCHEMA", "SEARCHPATH",
 	"SECURITY LABEL", "SEQUENCE", "SEQUENCE OWNED BY", "SEQUENCE SET", "SERVER", "SHELL TYPE",
-	"STATISTICS", "STDSTRINGS", "SUBSCRIPTION", "SUBSCRIPTION TABLE", "TABLE", "TABLE ATTACH",
+	"STATISTICS", "STATISTICS DATA", "STDSTRINGS", "SUBSCRIPTION", "SUBSCRIPTION TABLE", "TABLE", "TABLE ATTACH",
 	"TABLE DATA", "TEXT SEARCH CONFIGURATION", "TEXT SEARCH DICTIONARY", "TEXT SEARCH PARSER",
 	"TEXT SEARCH TEMPLATE", "TRANSFORM", "TRIGGER", "TYPE", "USER MAPPING", "VIEW",
 }
@@ -175,9 +176,14 @@ func (t *TOC) WriteList(path string, keep func(TOCEntry) bool) (int, error) {
 
 // ReadTOC lists the TOC of an archive (a dump directory or a custom-format file).
 func ReadTOC(ctx context.Context, tools *pgtools.Tools, archive string) (*TOC, error) {
+	return listTOC(ctx, tools, archive)
+}
+
+// listTOC runs pg_restore -l with args (options, then the archive).
+func listTOC(ctx context.Context, tools *pgtools.Tools, args ...string) (*TOC, error) {
 	var out bytes.Buffer
 	var stderr []string
-	err := tools.Run(ctx, pgtools.Cmd{Program: "pg_restore", Args: []string{"-l", archive}, Stdout: &out,
+	err := tools.Run(ctx, pgtools.Cmd{Program: "pg_restore", Args: append([]string{"-l"}, args...), Stdout: &out,
 		Line: func(s string) { stderr = append(stderr, s) }})
 	if err != nil {
 		return nil, fmt.Errorf("list the dump's contents: %w: %s", err, strings.Join(stderr, " "))
