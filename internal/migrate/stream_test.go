@@ -182,6 +182,18 @@ func (p *proc) events(typ string) (n, planned int) {
 	return n, planned
 }
 
+// saw says whether a line of stderr so far starts with prefix.
+func (p *proc) saw(prefix string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.lines {
+		if strings.HasPrefix(l, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
 func (p *proc) waitFor(t *testing.T, typ string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
