@@ -64,7 +64,8 @@ SELECT string_agg(d, E'\n' ORDER BY d) FROM (
 // big to build them with its rows, foreign keys, ...) after some of it is on the
 // target, then --resume: exit 0, only the missing entries restored (none twice: a
 // second CREATE INDEX of the same name would fail the run), every index, constraint,
-// trigger and policy of the source on the target, rows equal, verify identical.
+// trigger and policy of the source on the target, rows equal, verify identical. On the
+// way, a resume that fails in post-data keeps the source frozen when asked to.
 func TestStreamKillInPostDataThenResume(t *testing.T) {
 	srv := testenv.Shared(t, testenv.PG17TS)
 	src := postDataSource(t, srv)
@@ -110,7 +111,25 @@ func TestStreamKillInPostDataThenResume(t *testing.T) {
 		t.Fatal("the source is writable after tsmigrate was killed")
 	}
 
-	code, out, errOut := runCLI(t, "migrate", "--resume", "--yes", "--jobs", "2", "--progress", "plain", "--json",
+	// A resume that fails in post-data (a table in the way of a missing index) keeps
+	// the source frozen with --keep-frozen-on-failure, and can be resumed again; it
+	// restored the other missing entries meanwhile.
+	missing := scalar[string](t, connect(t, srv.SuperURI(src)), "SELECT min(relname) FROM pg_class WHERE relkind = 'i' AND relname LIKE 'big%' AND NOT relname = ANY($1)",
+		scalar[[]string](t, g, "SELECT coalesce(array_agg(relname::text), '{}') FROM pg_class WHERE relkind = 'i' AND relname LIKE 'big%'"))
+	testenv.MustExec(t, srv, dst, "CREATE TABLE "+missing+" ()")
+	code, out, errOut := runCLI(t, "migrate", "--resume", "--keep-frozen-on-failure", "--yes", "--jobs", "2", "--progress", "plain", "--json",
+		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
+	var failed migrate.Summary
+	if err := json.Unmarshal([]byte(out), &failed); err != nil || code != 1 || !strings.Contains(failed.Error, `relation "`+missing+`" already exists`) ||
+		!failed.SourceFrozen || len(failed.Resume) == 0 {
+		t.Fatalf("resume with %s in the way: exit %d, %v\n%s\n%s", missing, code, err, out, errOut)
+	}
+	if writable(t, srv, src) {
+		t.Fatal("--keep-frozen-on-failure: a resume that failed in post-data unfroze the source")
+	}
+	testenv.MustExec(t, srv, dst, "DROP TABLE "+missing)
+
+	code, out, errOut = runCLI(t, "migrate", "--resume", "--yes", "--jobs", "2", "--progress", "plain", "--json",
 		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
 	if code != 0 {
 		t.Fatalf("resume: exit %d\n%s\n%s", code, out, errOut)

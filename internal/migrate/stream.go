@@ -472,7 +472,7 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 				if on, err = r.restOnTarget(ctx, d, post, built); err != nil {
 					return err
 				}
-				r.note(d.Source, fmt.Sprintf("post-data: %d of the %d entries left after the copy are on the target already (restored by the first run), %d run again (comments, ...), %d to restore",
+				r.note(d.Source, fmt.Sprintf("post-data: %d of the %d entries left after the copy are on the target already (restored by an earlier run), %d run again (comments, ...), %d to restore",
 					len(on.Present), on.Entries, on.Again, on.Entries-len(on.Present)-on.Again))
 			}
 			var g errgroup.Group
