@@ -83,11 +83,11 @@ said above, so it cannot be resumed, unless --keep-frozen-on-failure is given: t
 data phase has started and if the freeze's proof holds at that point (else the source is
 unfrozen: it changed), the source stays frozen and the journal kept, and the summary says
 how to resume or give up (tsmigrate unfreeze, then reset the target). A run that stopped
-while it restored the rest of post-data (foreign keys, indexes of big tables, triggers, ...)
-resumes by restoring only the entries whose objects are not on the target yet (each entry is
-restored whole or not at all; comments and the like run again); it is refused when an entry's
-kind cannot be told restored or not, or when another tsmigrate's sessions stay busy on the
-target for 30 s.
+while it restored the rest of post-data (foreign keys, partitioned tables' indexes,
+triggers, ...) resumes by restoring only the entries whose objects are not on the target
+yet (each entry is restored whole or not at all; comments and the like run again); it is
+refused when an entry's kind cannot be told restored or not, or when another tsmigrate's
+sessions stay busy on the target for 30 s.
 
 Several processes, several machines (stream engine): while a migration copies its data,
 tsmigrate migrate --worker with the same --source, --target and databases joins it: it
