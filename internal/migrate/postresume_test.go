@@ -139,15 +139,7 @@ func TestStreamKillInPostDataThenResume(t *testing.T) {
 	}
 	testenv.MustExec(t, srv, dst, "DELETE FROM "+missing+" WHERE id = 0")
 
-	code, out, errOut = runCLI(t, "migrate", "--resume", "--yes", "--jobs", "2", "--progress", "plain", "--json",
-		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
-	if code != 0 {
-		t.Fatalf("resume: exit %d\n%s\n%s", code, out, errOut)
-	}
-	var sum migrate.Summary
-	if err := json.Unmarshal([]byte(out), &sum); err != nil {
-		t.Fatal(err)
-	}
+	sum, errOut := resume(t, srv, src, dst)
 	d := sum.Databases[0]
 	if sum.Outcome != migrate.OutcomeMigrated || d.Identical == nil || !*d.Identical || len(d.Tables) == 0 {
 		t.Fatalf("resumed: %+v", sum)

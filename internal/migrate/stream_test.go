@@ -269,15 +269,7 @@ func TestStreamKillThenResume(t *testing.T) {
 	done, total, planned, killedAt := killInDataPhase(t, srv, src, dst)
 
 	resumedAt := time.Now()
-	code, out, errOut := runCLI(t, "migrate", "--resume", "--yes", "--jobs", "2", "--progress", "plain", "--json",
-		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
-	if code != 0 {
-		t.Fatalf("resume: exit %d\n%s\n%s", code, out, errOut)
-	}
-	var sum migrate.Summary
-	if err := json.Unmarshal([]byte(out), &sum); err != nil {
-		t.Fatal(err)
-	}
+	sum, errOut := resume(t, srv, src, dst)
 	d := sum.Databases[0]
 	if d.Data == nil || d.Data.Skipped < done || d.Data.Units+d.Data.Skipped != total || d.Identical == nil || !*d.Identical {
 		t.Fatalf("resumed: data %+v (killed with %d of %d done, %d planned), identical %v", d.Data, done, total, planned, d.Identical)
@@ -299,6 +291,22 @@ func TestStreamKillThenResume(t *testing.T) {
 	if writable(t, srv, src) {
 		t.Fatal("the source is writable after the resumed run")
 	}
+}
+
+// resume runs tsmigrate migrate --resume --jobs 2 of src into dst, which must succeed,
+// and returns its summary and its stderr.
+func resume(t *testing.T, srv *testenv.Server, src, dst string) (*migrate.Summary, string) {
+	t.Helper()
+	code, out, errOut := runCLI(t, "migrate", "--resume", "--yes", "--jobs", "2", "--progress", "plain", "--json",
+		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
+	if code != 0 {
+		t.Fatalf("resume: exit %d\n%s\n%s", code, out, errOut)
+	}
+	var sum migrate.Summary
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatal(err)
+	}
+	return &sum, errOut
 }
 
 // Two tsmigrate processes on one migration: the second joins with --worker; every

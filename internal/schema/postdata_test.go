@@ -12,6 +12,27 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
 
+// dumpAndSplit dumps the schema of database src and splits its post-data section; it
+// returns the dump file, a connection to src (closed at the test's end) and the plan.
+func dumpAndSplit(t *testing.T, srv *testenv.Server, tools *pgtools.Tools, src string) (string, *pgx.Conn, *PostDataPlan) {
+	t.Helper()
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "schema.dump")
+	if _, err := DumpSchema(ctx, tools, cfg(t, "source", srv.URI(src)), file, nil); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, srv.SuperURI(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+	post, err := SplitPostData(ctx, tools, conn, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return file, conn, post
+}
+
 // Each table's own indexes and constraints come out as SQL to run with its rows; the
 // section's restore then builds everything else and nothing twice, and the target
 // ends with the source's indexes and constraints.
@@ -34,19 +55,7 @@ func TestSplitPostDataThenRestoreRest(t *testing.T) {
 		`CREATE TABLE parts (k int, v int) PARTITION BY RANGE (k)`,
 		`CREATE TABLE parts_1 PARTITION OF parts FOR VALUES FROM (0) TO (100)`,
 		`CREATE INDEX parts_v ON parts (v)`)
-	file := filepath.Join(t.TempDir(), "schema.dump")
-	if _, err := DumpSchema(ctx, tools, cfg(t, "source", srv.URI(src)), file, nil); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, srv.SuperURI(src))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	post, err := SplitPostData(ctx, tools, conn, file)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file, conn, post := dumpAndSplit(t, srv, tools, src)
 	if post.Fallback != "" {
 		t.Fatalf("fell back: %s", post.Fallback)
 	}

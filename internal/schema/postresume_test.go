@@ -132,19 +132,7 @@ func findOnTargetThenRestoreRest(t *testing.T, kind testenv.Kind) {
 	if ts {
 		testenv.MustExec(t, srv, src, hypertableKinds...)
 	}
-	file := filepath.Join(t.TempDir(), "schema.dump")
-	if _, err := DumpSchema(ctx, tools, cfg(t, "source", srv.URI(src)), file, nil); err != nil {
-		t.Fatal(err)
-	}
-	sc, err := pgx.Connect(ctx, srv.SuperURI(src))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close(ctx)
-	post, err := SplitPostData(ctx, tools, sc, file)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file, sc, post := dumpAndSplit(t, srv, tools, src)
 	dst := testenv.NewDB(t, srv, ts)
 	target := cfg(t, "target", srv.URI(dst))
 	dc, err := pgx.Connect(ctx, srv.SuperURI(dst))
