@@ -21,19 +21,19 @@ import (
 // set again, an ALTER TABLE ... ENABLE ROW LEVEL SECURITY) run again. An entry of any
 // other kind stops the resume (NotResumableError): nothing tells whether it ran.
 
-// rerunKinds are the entry kinds a resumed post-data phase runs again, with why that
-// is harmless. Checked on PostgreSQL 15 and 17 (restored twice without a message,
-// target equal to the source) but SECURITY LABEL, which needs a label provider: by
-// its documentation it replaces the object's label of that provider, as COMMENT does.
-var rerunKinds = map[string]string{
-	"COMMENT":        "COMMENT ON replaces the object's comment",
-	"SECURITY LABEL": "SECURITY LABEL replaces the object's label",
-	"ROW SECURITY":   "ALTER TABLE ... ENABLE ROW LEVEL SECURITY again changes nothing",
-	"DEFAULT ACL":    "ALTER DEFAULT PRIVILEGES grants or revokes a privilege that is already so without a message",
+// rerunKinds are the entry kinds a resumed post-data phase runs again, harmlessly.
+// Checked on PostgreSQL 15 and 17 (restored twice without a message, target equal to
+// the source) but SECURITY LABEL, which needs a label provider: by its documentation
+// it replaces the object's label of that provider, as COMMENT does.
+var rerunKinds = map[string]bool{
+	"COMMENT":        true, // COMMENT ON replaces the object's comment
+	"SECURITY LABEL": true, // SECURITY LABEL replaces the object's label
+	"ROW SECURITY":   true, // ALTER TABLE ... ENABLE ROW LEVEL SECURITY again changes nothing
+	"DEFAULT ACL":    true, // ALTER DEFAULT PRIVILEGES granting or revoking what is so already: no change, no message
 }
 
 // lookupKind tells how an entry's object is found: source names it (from the entry's
-// OID, or its schema and name) as a key a, b, c; target says which keys exist.
+// OID, or its line in pg_restore -l) as a key a, b, c; target says which keys exist.
 type lookupKind struct {
 	// source: $1 int[] dump IDs, $2 oid[] object OIDs, $3 text[] lines (TOCEntry.listed) of
 	// the entries; rows (id, again, a, b, c). again: the entry's statements
@@ -196,7 +196,7 @@ type NotResumableError struct {
 }
 
 func (e *NotResumableError) Error() string {
-	return fmt.Sprintf("tsmigrate cannot tell whether the first run restored %s: %s", e.Entry.Object(), e.Why)
+	return fmt.Sprintf("cannot tell whether %s was restored: %s", e.Entry.Object(), e.Why)
 }
 
 // RestOnTarget is what of the rest of post-data (RestoreRest) the target holds
@@ -253,7 +253,7 @@ func (p *PostDataPlan) FindOnTarget(ctx context.Context, tools *pgtools.Tools, s
 // else the kind of sqlLookups that finds its object; a *NotResumableError for an entry
 // kind it does not know.
 func restKind(e TOCEntry) (string, error) {
-	if rerunKinds[e.Desc] != "" {
+	if rerunKinds[e.Desc] {
 		return "", nil
 	}
 	kind := e.Desc
