@@ -108,3 +108,58 @@ func TestCtrlCAtPrompt(t *testing.T) {
 		})
 	}
 }
+
+// A password typed at --password-prompt logs in, is not echoed, and leaves the
+// terminal as it was.
+func TestPasswordPromptTyped(t *testing.T) {
+	bin := testenv.Binary(t)
+	srv := testenv.Shared(t, testenv.PG15)
+	db := testenv.NewDB(t, srv, false)
+	master, tty := openPTY(t)
+	cmd := exec.Command(bin, "freeze-status", "--password-prompt",
+		"--source", fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", srv.Port, db))
+	cmd.Env = append(os.Environ(), "PGPASSFILE=/dev/null", "PGPASSWORD=")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	output := make(chan string, 1)
+	go func() {
+		var all bytes.Buffer
+		buf := make([]byte, 4096)
+		typed := false
+		for {
+			n, err := master.Read(buf)
+			all.Write(buf[:n])
+			if !typed && strings.Contains(all.String(), "Password for source") {
+				typed = true
+				time.Sleep(100 * time.Millisecond) // as a person would: after the prompt
+				master.Write([]byte(testenv.SuperPassword + "\r"))
+			}
+			if err != nil || strings.Contains(all.String(), "not frozen") || strings.Contains(all.String(), "tsmigrate: ") {
+				output <- all.String()
+				return
+			}
+		}
+	}()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		out := <-output
+		if err != nil || !strings.Contains(out, "not frozen") {
+			t.Errorf("got %v, want exit 0 and the freeze status; the terminal showed %q", err, out)
+		}
+		if strings.Contains(out, testenv.SuperPassword) {
+			t.Errorf("the password was echoed: %q", out)
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatal("tsmigrate still waits 20 s after the password was typed")
+	}
+	if !echoOn(t, tty) {
+		t.Error("the terminal was left with echo off")
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
@@ -183,15 +184,23 @@ func readPassword(prompt string) (string, error) {
 		return "", exit.Usagef("put the password in ~/.pgpass or PGPASSWORD instead", "--password-prompt needs a terminal, and there is none")
 	}
 	defer tty.Close()
+	// Echo goes off here, before the prompt, and comes back here, whatever happens:
+	// the read below may stay blocked after a Ctrl-C, and must not touch the terminal's
+	// settings then (term.ReadPassword would, in its goroutine, racing the restore).
 	fd := int(tty.Fd())
-	before, err := term.GetState(fd)
+	before, err := unix.IoctlGetTermios(fd, unix.TCGETS)
 	if err != nil {
 		return "", exit.Usagef("put the password in ~/.pgpass or PGPASSWORD instead", "--password-prompt: cannot read the terminal's settings: %v", err)
 	}
-	pw, err := interruptible(func() { fmt.Fprint(tty, prompt) }, func() ([]byte, error) { return term.ReadPassword(fd) })
-	if errors.Is(err, context.Canceled) {
-		term.Restore(fd, before) // the read is still blocked, with echo off
+	quiet := *before
+	quiet.Lflag &^= unix.ECHO
+	quiet.Lflag |= unix.ICANON | unix.ISIG
+	quiet.Iflag |= unix.ICRNL
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &quiet); err != nil {
+		return "", exit.Usagef("put the password in ~/.pgpass or PGPASSWORD instead", "--password-prompt: cannot turn the terminal's echo off: %v", err)
 	}
+	pw, err := interruptible(func() { fmt.Fprint(tty, prompt) }, func() (string, error) { return readLine(tty) })
+	unix.IoctlSetTermios(fd, unix.TCSETS, before)
 	fmt.Fprintln(tty)
 	switch {
 	case errors.Is(err, context.Canceled):
@@ -199,7 +208,28 @@ func readPassword(prompt string) (string, error) {
 	case err != nil:
 		return "", exit.Usagef("", "reading the password: %v", err)
 	}
-	return string(pw), nil
+	return pw, nil
+}
+
+// readLine reads one line from the terminal, without its end.
+func readLine(r io.Reader) (string, error) {
+	var line []byte
+	b := make([]byte, 1)
+	for {
+		n, err := r.Read(b)
+		if n == 1 {
+			if b[0] == '\n' {
+				return strings.TrimSuffix(string(line), "\r"), nil
+			}
+			line = append(line, b[0])
+		}
+		if err == io.EOF && len(line) > 0 {
+			return string(line), nil
+		}
+		if err != nil {
+			return "", err
+		}
+	}
 }
 
 // interruptible shows a prompt and returns what read returns, or context.Canceled as
