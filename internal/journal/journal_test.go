@@ -12,15 +12,22 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-func TestJournalLifecycle(t *testing.T) {
+// newConn connects to a fresh database, closed when the test ends; uri connects more.
+func newConn(t *testing.T) (conn *pgx.Conn, uri string) {
+	t.Helper()
 	srv := testenv.Shared(t, testenv.PG15)
-	db := testenv.NewDB(t, srv, false)
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, srv.SuperURI(db))
+	uri = srv.SuperURI(testenv.NewDB(t, srv, false))
+	conn, err := pgx.Connect(context.Background(), uri)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn, uri
+}
+
+func TestJournalLifecycle(t *testing.T) {
+	ctx := context.Background()
+	conn, uri := newConn(t)
 
 	if _, err := Read(ctx, conn); !errors.Is(err, ErrNoJournal) {
 		t.Fatalf("read before open: %v", err)
@@ -66,7 +73,7 @@ func TestJournalLifecycle(t *testing.T) {
 	if err != nil || u == nil || u.ID != "large" {
 		t.Fatalf("first claim: %+v %v", u, err)
 	}
-	other, err := pgx.Connect(ctx, srv.SuperURI(db))
+	other, err := pgx.Connect(ctx, uri)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +85,7 @@ func TestJournalLifecycle(t *testing.T) {
 	if u3, err := Claim(ctx, tx2, PhaseData, "large"); err != nil || u3 != nil {
 		t.Fatalf("claim of a held unit: %+v %v", u3, err)
 	}
-	observer, err := pgx.Connect(ctx, srv.SuperURI(db))
+	observer, err := pgx.Connect(ctx, uri)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,14 +125,8 @@ func TestJournalLifecycle(t *testing.T) {
 // A journal an older tsmigrate wrote (without the columns of today's) is told apart
 // from today's, rather than failing on a missing column.
 func TestOldJournal(t *testing.T) {
-	srv := testenv.Shared(t, testenv.PG15)
-	db := testenv.NewDB(t, srv, false)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, srv.SuperURI(db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn, _ := newConn(t)
 	if _, err := Open(ctx, conn, "freeze-1"); err != nil {
 		t.Fatal(err)
 	}
