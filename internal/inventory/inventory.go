@@ -205,6 +205,14 @@ type Activity struct {
 	Sessions             []Session             `json:"sessions"`
 	PreparedTransactions []PreparedTransaction `json:"prepared_transactions"`
 	ReplicationSlots     []ReplicationSlot     `json:"replication_slots"`
+	// Subscriptions are the logical replication subscriptions of this database.
+	Subscriptions []Subscription `json:"subscriptions"`
+}
+
+// Subscription is a logical replication subscription of the database.
+type Subscription struct {
+	Name    string `json:"name"`
+	Enabled bool   `json:"enabled"`
 }
 
 // Session is another backend connected to the database.
@@ -293,6 +301,7 @@ func Load(ctx context.Context, conn *pgx.Conn) (*Database, error) {
 		{"sessions", l.sessions, false},
 		{"prepared transactions", l.prepared, false},
 		{"replication slots", l.slots, false},
+		{"subscriptions", l.subscriptions, false},
 		{"timescaledb license", l.license, true},
 		{"hypertables", l.hypertables, true},
 		{"chunks", l.chunks, true},

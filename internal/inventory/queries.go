@@ -97,6 +97,11 @@ ORDER BY xact_start NULLS LAST, pid`
 
 const preparedSQL = `SELECT gid, database::text, owner::text, prepared FROM pg_prepared_xacts ORDER BY prepared`
 
+// subscriptionsSQL lists the database's subscriptions: columns every role may read
+// (subconninfo is not one of them). PostgreSQL 15, 17.
+const subscriptionsSQL = `SELECT subname::text, subenabled FROM pg_subscription
+WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1`
+
 const slotsSQL = `SELECT slot_name::text, slot_type, coalesce(plugin::text, ''), coalesce(database::text, ''), active
 FROM pg_replication_slots ORDER BY 1`
 
@@ -261,6 +266,12 @@ func (l *loader) prepared(ctx context.Context) error {
 func (l *loader) slots(ctx context.Context) error {
 	return collect(ctx, l, slotsSQL, &l.d.Activity.ReplicationSlots, func(r pgx.Rows, s *ReplicationSlot) error {
 		return r.Scan(&s.Name, &s.Type, &s.Plugin, &s.Database, &s.Active)
+	})
+}
+
+func (l *loader) subscriptions(ctx context.Context) error {
+	return collect(ctx, l, subscriptionsSQL, &l.d.Activity.Subscriptions, func(r pgx.Rows, s *Subscription) error {
+		return r.Scan(&s.Name, &s.Enabled)
 	})
 }
 

@@ -359,3 +359,42 @@ func TestStreamInterruptUnfreezes(t *testing.T) {
 		t.Fatal("the source is still frozen after Ctrl-C")
 	}
 }
+
+// A subscription in the source database arrives on the target as pg_dump writes it,
+// disabled and not connected; the server's warning about that is known, not an error
+// (both engines).
+func TestSubscriptionArrivesDisabled(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	ctx := context.Background()
+	for _, engine := range []string{migrate.EngineStream, migrate.EngineDump} {
+		t.Run(engine, func(t *testing.T) {
+			src := testenv.NewDB(t, srv, true)
+			dst := "t_subscription_" + engine
+			dropSub := []string{`ALTER SUBSCRIPTION sub_a SET (slot_name = NONE)`, `DROP SUBSCRIPTION sub_a`}
+			t.Cleanup(func() {
+				srv.Exec(ctx, dst, dropSub...)
+				srv.Exec(ctx, "postgres", "DROP DATABASE IF EXISTS "+dst+" WITH (FORCE)")
+			})
+			testenv.MustExec(t, srv, src, `CREATE TABLE t (id int PRIMARY KEY)`, `INSERT INTO t SELECT generate_series(1, 10)`,
+				`CREATE SUBSCRIPTION sub_a CONNECTION 'host=127.0.0.1 port=1 dbname=x' PUBLICATION p WITH (connect = false)`)
+			t.Cleanup(func() { srv.Exec(ctx, src, dropSub...) })
+			unfreezeAtCleanup(t, srv, src)
+			sum, err := migrate.Run(ctx, migrate.Options{Engine: engine,
+				Source: cfg(t, "source", srv.SuperURI(src)), Target: cfg(t, "target", srv.SuperURI(dst)),
+				Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second, NoVerify: true})
+			if err != nil {
+				t.Fatalf("migrate: %v\n%+v", err, sum.Errors)
+			}
+			known := false
+			for _, m := range sum.Databases[0].Messages {
+				known = known || m.Rule == "subscription-not-connected"
+			}
+			if !known {
+				t.Errorf("the subscription's warning is not among the known messages: %+v", sum.Databases[0].Messages)
+			}
+			if enabled := scalar[bool](t, connect(t, srv.SuperURI(dst)), "SELECT subenabled FROM pg_subscription WHERE subname = 'sub_a'"); enabled {
+				t.Error("the target's subscription is enabled")
+			}
+		})
+	}
+}

@@ -72,6 +72,29 @@ func (e *env) checkSlots() []Finding {
 		"recreate the slots and subscribers the target needs after the migration; drop slots nobody reads")}
 }
 
+func (e *env) checkSubscriptions() []Finding {
+	subs := e.srcInv.Activity.Subscriptions
+	if len(subs) == 0 {
+		return []Finding{finding(Pass, "source", "no subscriptions in the database", "")}
+	}
+	var names []string
+	for _, s := range subs {
+		state := "disabled"
+		if s.Enabled {
+			state = "enabled"
+		}
+		names = append(names, fmt.Sprintf("%s (%s)", s.Name, state))
+	}
+	if !e.srcInv.User.Superuser {
+		return []Finding{finding(Warn, "source",
+			fmt.Sprintf("subscriptions in the database: %s; pg_dump leaves them out for a user who is not a superuser, with a warning that stops the migration", list(names)),
+			"migrate as a superuser, or drop the subscriptions (and create them on the target after the migration)")}
+	}
+	return []Finding{finding(Warn, "source",
+		fmt.Sprintf("subscriptions in the database: %s; they arrive on the target disabled, not connected and subscribed to no table (pg_dump writes them with connect = false)", list(names)),
+		"after the cut-over, hand the publisher's replication slot over: on the source ALTER SUBSCRIPTION <name> DISABLE, then ALTER SUBSCRIPTION <name> SET (slot_name = NONE); on the target ALTER SUBSCRIPTION <name> ENABLE, then ALTER SUBSCRIPTION <name> REFRESH PUBLICATION WITH (copy_data = false), since the rows are there already")}
+}
+
 func (e *env) checkJobs() []Finding {
 	if e.srcInv.TimescaleDB == nil {
 		return []Finding{finding(Pass, "source", "the source database does not use TimescaleDB: no jobs", "")}

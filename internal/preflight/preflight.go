@@ -216,6 +216,7 @@ func (e *env) checks() []Check {
 		pure("long-transactions", e.checkLongTransactions),
 		pure("prepared-transactions", e.checkPrepared),
 		pure("replication-slots", e.checkSlots),
+		pure("subscriptions", e.checkSubscriptions),
 		pure("timescaledb-jobs", e.checkJobs),
 		pure("unlogged-tables", e.checkUnlogged),
 		pure("large-objects", e.checkLargeObjects),

@@ -147,15 +147,21 @@ func TestSourceActivity(t *testing.T) {
 		`SELECT lo_create(0)`,
 		// The slot first: creating a logical slot waits for open transactions, prepared ones too.
 		`SELECT pg_create_logical_replication_slot('`+slot+`', 'pgoutput')`,
-		`BEGIN; INSERT INTO cache VALUES ('x'); PREPARE TRANSACTION 'pf_prepared'`)
+		`BEGIN; INSERT INTO cache VALUES ('x'); PREPARE TRANSACTION 'pf_prepared'`,
+		`CREATE SUBSCRIPTION pf_sub CONNECTION 'host=127.0.0.1 port=1 dbname=x' PUBLICATION p WITH (connect = false)`)
 	t.Cleanup(func() {
-		srv.Exec(context.Background(), src, `ROLLBACK PREPARED 'pf_prepared'`, `SELECT pg_drop_replication_slot('`+slot+`')`)
+		srv.Exec(context.Background(), src, `ROLLBACK PREPARED 'pf_prepared'`, `SELECT pg_drop_replication_slot('`+slot+`')`,
+			`ALTER SUBSCRIPTION pf_sub SET (slot_name = NONE)`, `DROP SUBSCRIPTION pf_sub`)
 	})
 	r := runPreflight(t, srv.SuperURI(src), srv.SuperURI(tgt))
 	expect(t, r, "unlogged-tables", preflight.Warn, "public.cache")
 	expect(t, r, "large-objects", preflight.Warn, "1 large object")
 	expect(t, r, "prepared-transactions", preflight.Warn, "pf_prepared")
 	expect(t, r, "replication-slots", preflight.Warn, slot, "logical pgoutput")
+	expect(t, r, "subscriptions", preflight.Warn, "pf_sub (disabled)", "connect = false")
+	if do := find(t, r, "subscriptions").Do; !strings.Contains(do, "copy_data = false") {
+		t.Errorf("subscriptions: %q does not say to refresh without copying the rows again", do)
+	}
 	expect(t, r, "timescaledb-version", preflight.Pass, "does not use TimescaleDB")
 	if r.Failed() {
 		t.Errorf("activity alone fails preflight: %+v", r.Findings)

@@ -46,6 +46,14 @@ pg_dump: NOTICE:  hypertable data are in the chunks, no data will be copied
 DETAIL:  Data for hypertables are stored in the chunks of a hypertable so COPY TO of a hypertable will not copy any data.
 HINT:  Use "COPY (SELECT * FROM <hypertable>) TO ..." to copy all data in hypertable, or copy each chunk individually.
 pg_dump: dumping contents of table "public.devices"`, 1},
+		{"subscription restored, PostgreSQL 17", "subscription-not-connected", `
+pg_restore: creating SUBSCRIPTION "sub1"
+pg_restore: WARNING:  subscription was created, but is not connected
+HINT:  To initiate replication, you must manually create the replication slot, enable the subscription, and refresh the subscription.
+pg_restore: creating SUBSCRIPTION TABLE "sub1 t"`, 1},
+		{"subscription restored, PostgreSQL 15", "subscription-not-connected", `
+pg_restore: creating SUBSCRIPTION "sub1"
+pg_restore: WARNING:  tables were not subscribed, you will have to run ALTER SUBSCRIPTION ... REFRESH PUBLICATION to subscribe the tables`, 1},
 		{"comment on extension, pg_restore -v", "comment-on-extension-not-owner", `
 pg_restore: creating COMMENT "EXTENSION timescaledb"
 pg_restore: while PROCESSING TOC:
@@ -113,6 +121,9 @@ Command was: ALTER EXTENSION timescaledb UPDATE;`, "", "could not execute query:
 		{"hypertable notice with an extra line", `
 pg_dump: NOTICE:  hypertable data are in the chunks, no data will be copied
 DETAIL:  something else`, "", "NOTICE:  hypertable data are in the chunks, no data will be copied", "fix the cause"},
+		{"subscription warning with an extra line", `
+pg_restore: WARNING:  subscription was created, but is not connected
+DETAIL:  something else`, "", "WARNING:  subscription was created, but is not connected", "fix the cause"},
 		{"transaction_timeout", `
 pg_restore: error: could not execute query: ERROR:  unrecognized configuration parameter "transaction_timeout"
 Command was: SET transaction_timeout = 0;`, "", `could not execute query: ERROR:  unrecognized configuration parameter "transaction_timeout"`, "--pg-bin"},

@@ -151,6 +151,17 @@ JOIN pg_event_trigger t ON t.oid = e.obj`,
 SELECT k.id FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) AS k(id, a, b, c)
 WHERE EXISTS (SELECT FROM pg_event_trigger t WHERE t.evtname = k.a)`,
 	},
+	// A subscription of the current database, restored disabled and not connected.
+	"SUBSCRIPTION": {
+		source: `
+SELECT e.id, false, s.subname::text, '', ''
+FROM unnest($1::int[], $2::oid[], $3::text[]) AS e(id, obj, listed)
+JOIN pg_subscription s ON s.oid = e.obj`,
+		target: `
+SELECT k.id FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) AS k(id, a, b, c)
+WHERE EXISTS (SELECT FROM pg_subscription s
+  WHERE s.subname = k.a AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()))`,
+	},
 	"PUBLICATION": {
 		source: `
 SELECT e.id, false, p.pubname::text, '', ''

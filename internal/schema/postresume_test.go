@@ -3,6 +3,7 @@ package schema
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -249,7 +250,7 @@ func TestRestKind(t *testing.T) {
 	for line, want := range map[string]string{
 		"3484; 0 0 ACL public TABLE devices postgres":                  "!",
 		"3500; 0 0 SUBSCRIPTION TABLE public sub1 devices postgres":    "!",
-		"3474; 6100 16445 SUBSCRIPTION - sub1 postgres":                "!",
+		"3474; 6100 16445 SUBSCRIPTION - sub1 postgres":                "SUBSCRIPTION",
 		"3501; 0 0 STATISTICS DATA public devices_pkey postgres":       "!",
 		"3485; 0 0 COMMENT public INDEX devices_v postgres":            "",
 		"2071; 826 1 DEFAULT ACL s DEFAULT PRIVILEGES FOR TABLES pg":   "",
@@ -273,5 +274,50 @@ func TestRestKind(t *testing.T) {
 	e, _ := ParseTOCLine("3315; 0 0 INDEX ATTACH public parts_1_v_idx odd owner")
 	if l := e.listed(); l != "public parts_1_v_idx odd owner" {
 		t.Errorf("listed %q", l)
+	}
+}
+
+// A subscription entry is found on the target by its name, in the target's database
+// only. (Not in everyPostDataKind: a database with a subscription cannot be dropped
+// before the subscription is, and its restore warns, as it should.)
+func TestLookUpSubscription(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	ctx := context.Background()
+	src, with, without := testenv.NewDB(t, srv, false), testenv.NewDB(t, srv, false), testenv.NewDB(t, srv, false)
+	create := `CREATE SUBSCRIPTION sub_l CONNECTION 'host=127.0.0.1 port=1 dbname=x' PUBLICATION p WITH (connect = false)`
+	drop := []string{`ALTER SUBSCRIPTION sub_l SET (slot_name = NONE)`, `DROP SUBSCRIPTION sub_l`}
+	for _, db := range []string{src, with} {
+		testenv.MustExec(t, srv, db, create)
+		t.Cleanup(func() { srv.Exec(ctx, db, drop...) })
+	}
+	conn := func(db string) *pgx.Conn {
+		c, err := pgx.Connect(ctx, srv.SuperURI(db))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(ctx) })
+		return c
+	}
+	sc := conn(src)
+	var oid uint32
+	if err := sc.QueryRow(ctx, `SELECT oid FROM pg_subscription WHERE subname = 'sub_l' AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&oid); err != nil {
+		t.Fatal(err)
+	}
+	e, ok := ParseTOCLine(fmt.Sprintf("3474; 6100 %d SUBSCRIPTION - sub_l postgres", oid))
+	if !ok {
+		t.Fatal("unparsable TOC line")
+	}
+	kind, err := restKind(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for db, want := range map[string]bool{with: true, without: false} {
+		present := map[int]bool{}
+		if _, err := lookUp(ctx, sc, conn(db), sqlLookups[kind], []TOCEntry{e}, present); err != nil {
+			t.Fatal(err)
+		}
+		if present[e.ID] != want {
+			t.Errorf("subscription on target %s: found %v, want %v", db, present[e.ID], want)
+		}
 	}
 }

@@ -28,6 +28,11 @@ var rules = []rule{
 		match:  matchHypertableNotice,
 	},
 	{
+		id:     "subscription-not-connected",
+		reason: "pg_dump writes a subscription with connect = false: the target has it, disabled and not subscribed to any table yet, to be enabled after the cut-over (pre-flight's subscriptions check says how)",
+		match:  matchSubscriptionNotConnected,
+	},
+	{
 		id:     "comment-on-extension-not-owner",
 		reason: "only the extension's descriptive comment is not set; the extension itself is there, at the right version",
 		match:  matchCommentOnExtension,
@@ -88,6 +93,32 @@ func matchHypertableNotice(m Message, detail []string) bool {
 		}
 	}
 	return true
+}
+
+// The server's warnings on CREATE SUBSCRIPTION ... WITH (connect = false), passed on
+// by pg_restore: PostgreSQL 16 and later, and 15 (one line, no hint).
+const (
+	subscriptionNotConnected    = "WARNING:  subscription was created, but is not connected"
+	subscriptionHint            = "HINT:  To initiate replication, you must manually create the replication slot, enable the subscription, and refresh the subscription."
+	subscriptionNotSubscribed15 = "WARNING:  tables were not subscribed, you will have to run ALTER SUBSCRIPTION ... REFRESH PUBLICATION to subscribe the tables"
+)
+
+func matchSubscriptionNotConnected(m Message, detail []string) bool {
+	if m.Program != "pg_restore" || m.Severity != SevWarning {
+		return false
+	}
+	switch m.Text {
+	case subscriptionNotSubscribed15:
+		return len(detail) == 0
+	case subscriptionNotConnected:
+		for _, d := range detail {
+			if d != subscriptionHint {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 var commentOnExtension = regexp.MustCompile(`^Command was: COMMENT ON EXTENSION [a-z_][a-z0-9_]* IS '.*';$`)
