@@ -1,46 +1,34 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"net"
-	"net/url"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
 
-// byHostName is srv's URI for db with the machine's host name in place of 127.0.0.1: a
-// server that tsmigrate cannot tell is local (it judges by the connection string), so it
-// stands for a remote server reached without TLS. Skips when the host name does not
-// reach the loopback address the test servers listen on.
-func byHostName(t *testing.T, srv *testenv.Server, db string) string {
+// remoteURI is srv's URI for db through a proxy that listens on one of this machine's
+// addresses that is not a loopback one: a server that tsmigrate reaches at a remote
+// address, without TLS. It skips when the machine has no such address.
+func remoteURI(t *testing.T, srv *testenv.Server, db string) (uri, host string) {
 	t.Helper()
-	name, err := os.Hostname()
+	addrs, err := net.InterfaceAddrs()
 	if err != nil {
-		t.Skipf("no host name: %v", err)
+		t.Skipf("no interface addresses: %v", err)
 	}
-	addrs, err := net.DefaultResolver.LookupHost(context.Background(), name)
-	if err != nil || !containsLoopback(addrs) {
-		t.Skipf("host name %q does not resolve to a loopback address (%v, %v)", name, addrs, err)
-	}
-	u, err := url.Parse(srv.URI(db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Host = net.JoinHostPort(name, u.Port())
-	return u.String()
-}
-
-func containsLoopback(addrs []string) bool {
 	for _, a := range addrs {
-		if ip := net.ParseIP(a); ip != nil && ip.To4() != nil && ip.IsLoopback() {
-			return true
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			host = n.IP.String()
+			break
 		}
 	}
-	return false
+	if host == "" {
+		t.Skipf("this machine has no IPv4 address but loopback ones (%v)", addrs)
+	}
+	p := testenv.StartProxyOn(t, srv, net.JoinHostPort(host, "0"))
+	return p.URI(t, srv.URI(db)), host
 }
 
 // Every command that connects warns, once per server and on stderr, when a server that
@@ -50,8 +38,7 @@ func TestNoTLSWarningOncePerServer(t *testing.T) {
 	src, dst := testenv.NewDB(t, srv, false), testenv.NewDB(t, srv, false)
 	testenv.MustExec(t, srv, src, `CREATE TABLE a (x int)`, `CREATE TABLE b (x int)`, `CREATE TABLE c (x int)`)
 	testenv.MustExec(t, srv, dst, `CREATE TABLE a (x int)`, `CREATE TABLE b (x int)`, `CREATE TABLE c (x int)`)
-	remote := byHostName(t, srv, src)
-	host, _ := os.Hostname()
+	remote, host := remoteURI(t, srv, src)
 	want := "tsmigrate: warning: source: " + host + ":"
 
 	for _, args := range [][]string{

@@ -152,6 +152,24 @@ func (c *Config) PgxConfig() *pgx.ConnConfig { return c.pgx.Copy() }
 type Conn struct {
 	*pgx.Conn
 	TLS bool
+	// Reached is the server's address the connection reached (of the hosts the
+	// connection string names, the one that answered); nil when unknown.
+	Reached net.Addr
+}
+
+// local says whether the connection reached a server on this machine: a Unix
+// socket or a loopback address; unknown (nil) when Reached is not known.
+func (c *Conn) local() *bool {
+	var l bool
+	switch a := c.Reached.(type) {
+	case *net.UnixAddr:
+		l = true
+	case *net.TCPAddr:
+		l = a.IP.IsLoopback()
+	default:
+		return nil
+	}
+	return &l
 }
 
 // ConnectError is a server that cannot be reached or logged into: exit 2.
@@ -224,8 +242,9 @@ func (c *Config) Connect(ctx context.Context) (*Conn, error) {
 		}
 		return nil, connectError(c, err)
 	}
-	_, isTLS := conn.PgConn().Conn().(*tls.Conn)
-	cn := &Conn{Conn: conn, TLS: isTLS}
+	nc := conn.PgConn().Conn()
+	_, isTLS := nc.(*tls.Conn)
+	cn := &Conn{Conn: conn, TLS: isTLS, Reached: nc.RemoteAddr()}
 	if c.OnWarning != nil {
 		for _, w := range c.Warnings(cn) {
 			c.OnWarning(w)
@@ -236,14 +255,22 @@ func (c *Config) Connect(ctx context.Context) (*Conn, error) {
 
 // Warnings says what is risky about a connection that worked: today, a server that is
 // not on this machine reached without TLS. "On this machine" is decided from the
-// connection string (a Unix socket, localhost, or a loopback address), not from what a
-// host name resolves to.
+// address the connection reached (a Unix socket or a loopback address), else from the
+// connection string's first host (a Unix socket, localhost, or a loopback address).
 func (c *Config) Warnings(conn *Conn) []string {
-	if conn.TLS || c.IsLocal() {
+	local := c.IsLocal()
+	where := c.hostPort()
+	if l := conn.local(); l != nil {
+		local = *l
+		if tcp, ok := conn.Reached.(*net.TCPAddr); ok {
+			where = tcp.String()
+		}
+	}
+	if conn.TLS || local {
 		return nil
 	}
 	return []string{fmt.Sprintf("%s: %s is reached without TLS: passwords and data cross the network in clear; set sslmode=require (or verify-full) in the connection string",
-		c.Role, c.hostPort())}
+		c.Role, where)}
 }
 
 // ChildProcess prepares the arguments and environment with which pg_dump, pg_restore or

@@ -1,6 +1,7 @@
 package dbconn
 
 import (
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -36,6 +37,30 @@ func TestWarnings(t *testing.T) {
 		case c.want != "" && (len(got) != 1 || !strings.HasPrefix(got[0], c.want) || !strings.Contains(got[0], "sslmode=require")):
 			t.Errorf("%s (TLS %v): warnings %q, want one starting %q and saying what to set", c.conninfo, c.tls, got, c.want)
 		}
+	}
+}
+
+// The address the connection reached decides, when known: a connection string whose
+// first host is remote but that reached a loopback address (the first host did not
+// answer) gets no warning, and one that reached a remote address names it.
+func TestWarningsByAddressReached(t *testing.T) {
+	cfg, err := Parse("target", "host=10.255.255.1,127.0.0.1 port=5432,5433 user=u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Warnings(&Conn{Reached: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5433}}); len(got) != 0 {
+		t.Errorf("loopback reached: warnings %q", got)
+	}
+	if got := cfg.Warnings(&Conn{Reached: &net.UnixAddr{Name: "/run/postgresql/.s.PGSQL.5432", Net: "unix"}}); len(got) != 0 {
+		t.Errorf("Unix socket reached: warnings %q", got)
+	}
+	local, err := Parse("target", "host=localhost user=u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := local.Warnings(&Conn{Reached: &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 5432}})
+	if len(got) != 1 || !strings.HasPrefix(got[0], "target: 10.1.2.3:5432 is reached without TLS") {
+		t.Errorf("remote address reached: warnings %q", got)
 	}
 }
 

@@ -33,7 +33,13 @@ type proxied struct {
 // StartProxy starts a proxy to s, stopped (every connection closed) when the test ends.
 func StartProxy(t testing.TB, s *Server) *Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return StartProxyOn(t, s, "127.0.0.1:0")
+}
+
+// StartProxyOn is StartProxy listening on addr ("host:port"; port 0 for any).
+func StartProxyOn(t testing.TB, s *Server, addr string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
