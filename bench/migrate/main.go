@@ -4,7 +4,7 @@
 // (when installed in the Debian 13 root: `scripts/setup-servers.sh --with-pgcopydb`), and
 // tsmigrate verify. It prints wall times, ratios and tsmigrate's peak memory.
 //
-//	go run ./bench/migrate [-scale 1.0] [-jobs 2] [-ways documented,dump,stream,pgcopydb]
+//	go run ./bench/migrate [-scale 1.0] [-jobs 2] [-rounds 1] [-ways documented,dump,stream,verify,pgcopydb]
 package main
 
 import (
@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -46,16 +47,17 @@ func main() {
 	scale := flag.Float64("scale", 1.0, "database size (1.0 is about 825 MB)")
 	jobs := flag.Int("jobs", 2, "parallel jobs for every way that has them")
 	ways := flag.String("ways", "documented,dump,stream,verify,pgcopydb", "ways to run, in order")
+	rounds := flag.Int("rounds", 1, "run the ways this many times, in turn, and compare their medians")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *scale, *jobs, strings.Split(*ways, ",")); err != nil {
+	if err := run(ctx, *scale, *jobs, max(1, *rounds), strings.Split(*ways, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, scale float64, jobs int, ways []string) error {
+func run(ctx context.Context, scale float64, jobs, rounds int, ways []string) error {
 	b := &bench{jobs: jobs}
 	// Every tool below gets the password from the environment, never from its argv.
 	os.Setenv("PGPASSWORD", testenv.SuperPassword)
@@ -104,18 +106,20 @@ func run(ctx context.Context, scale float64, jobs int, ways []string) error {
 	}
 
 	var results []result
-	for _, w := range ways {
-		w = strings.TrimSpace(w)
-		fmt.Printf("\n--- %s\n", w)
-		b.quiesce(ctx)
-		r := b.runWay(ctx, w)
-		results = append(results, r)
-		fmt.Printf("%s: %s %s\n", w, r.wall.Round(10*time.Millisecond), r.note)
-		if ctx.Err() != nil {
-			return ctx.Err()
+	for round := 1; round <= rounds; round++ {
+		for _, w := range ways {
+			w = strings.TrimSpace(w)
+			fmt.Printf("\n--- %s (round %d of %d)\n", w, round, rounds)
+			b.quiesce(ctx)
+			r := b.runWay(ctx, w)
+			results = append(results, r)
+			fmt.Printf("%s: %s %s\n", w, r.wall.Round(10*time.Millisecond), r.note)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 		}
 	}
-	report(results, size)
+	report(results, size, rounds)
 	return nil
 }
 
@@ -287,23 +291,53 @@ func rowCounts(ctx context.Context, conn *pgx.Conn) (map[string]int64, error) {
 	return m, nil
 }
 
-func report(rs []result, size string) {
-	fmt.Printf("\n=== results (database %s, one run, same machine) ===\n", size)
+// report prints each way's wall time (with several rounds: the median, and every
+// round's), whether every round moved the data equal, and the ratios of the medians.
+func report(rs []result, size string, rounds int) {
+	fmt.Printf("\n=== results (database %s, %d round(s) of every way in turn, same machine) ===\n", size, rounds)
 	fmt.Printf("%-12s %10s  %s\n", "way", "wall", "notes")
-	byWay := map[string]result{}
+	var order []string
+	byWay := map[string][]result{}
 	for _, r := range rs {
-		byWay[r.way] = r
-		ok := "data equal"
-		if !r.correct {
-			ok = "data NOT equal"
+		if byWay[r.way] == nil {
+			order = append(order, r.way)
 		}
-		fmt.Printf("%-12s %9.2fs  %s; %s\n", r.way, r.wall.Seconds(), ok, strings.TrimSpace(r.note))
+		byWay[r.way] = append(byWay[r.way], r)
+	}
+	median := map[string]float64{}
+	for _, w := range order {
+		var walls []float64
+		ok, failed, notes := "data equal", false, ""
+		for _, r := range byWay[w] {
+			walls = append(walls, r.wall.Seconds())
+			if !r.correct {
+				ok = "data NOT equal"
+			}
+			failed = failed || r.failed
+			notes = strings.TrimSpace(r.note)
+		}
+		sorted := slices.Clone(walls)
+		slices.Sort(sorted)
+		m := sorted[len(sorted)/2]
+		if len(sorted)%2 == 0 {
+			m = (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
+		}
+		if !failed {
+			median[w] = m
+		}
+		each := ""
+		if len(walls) > 1 {
+			parts := make([]string, len(walls))
+			for i, x := range walls {
+				parts[i] = fmt.Sprintf("%.2f", x)
+			}
+			each = " rounds " + strings.Join(parts, ", ") + " s;"
+		}
+		fmt.Printf("%-12s %9.2fs  %s;%s %s\n", w, m, ok, each, notes)
 	}
 	ratio := func(a, b string) {
-		ra, okA := byWay[a]
-		rb, okB := byWay[b]
-		if okA && okB && !ra.failed && !rb.failed && rb.wall > 0 {
-			fmt.Printf("%s / %s = %.2fx\n", a, b, ra.wall.Seconds()/rb.wall.Seconds())
+		if ma, mb := median[a], median[b]; ma > 0 && mb > 0 {
+			fmt.Printf("%s / %s = %.2fx\n", a, b, ma/mb)
 		}
 	}
 	fmt.Println()
@@ -311,10 +345,8 @@ func report(rs []result, size string) {
 	ratio("stream", "documented")
 	ratio("stream", "pgcopydb")
 	ratio("verify", "stream")
-	if d, ok := byWay["documented"]; ok {
-		if s, ok := byWay["dump"]; ok && s.wall > 0 && !d.failed && !s.failed {
-			fmt.Printf("dump engine speed-up over the documented procedure: %.2fx\n", d.wall.Seconds()/s.wall.Seconds())
-		}
+	if d, s := median["documented"], median["dump"]; d > 0 && s > 0 {
+		fmt.Printf("dump engine speed-up over the documented procedure: %.2fx\n", d/s)
 	}
 }
 
