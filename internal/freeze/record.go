@@ -275,14 +275,17 @@ func unfreeze(ctx context.Context, conn *pgx.Conn, db, onlyID string) (*Unfreeze
 }
 
 func restartScheduler(ctx context.Context, conn *pgx.Conn, notes []string) (bool, []string) {
+	const restart = "; a superuser can run SELECT _timescaledb_functions.start_background_workers() in the database, or restart the server"
 	var has bool
-	if err := conn.QueryRow(ctx, sqlHasTimescale).Scan(&has); err != nil || !has {
+	if err := conn.QueryRow(ctx, sqlHasTimescale).Scan(&has); err != nil {
+		return false, append(notes, "could not tell whether the database uses TimescaleDB, whose scheduler the freeze ended: "+dbconn.Reason(err)+restart)
+	}
+	if !has {
 		return false, notes
 	}
 	var started bool
 	if err := conn.QueryRow(ctx, sqlStartScheduler).Scan(&started); err != nil {
-		return false, append(notes, "could not start the TimescaleDB scheduler that the freeze ended: "+dbconn.Reason(err)+
-			"; a superuser can run SELECT _timescaledb_functions.start_background_workers() in the database, or restart the server")
+		return false, append(notes, "could not start the TimescaleDB scheduler that the freeze ended: "+dbconn.Reason(err)+restart)
 	}
 	return started, notes
 }
