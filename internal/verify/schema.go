@@ -75,6 +75,8 @@ var schemaSQL = []string{
 		('unlogged', (c.relpersistence = 'u')::text),
 		('partition of', CASE WHEN c.relispartition THEN (SELECT i.inhparent::regclass::text FROM pg_inherits i WHERE i.inhrelid = c.oid) || ' ' || pg_get_expr(c.relpartbound, c.oid) END),
 		('partition key', CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END),
+		('row security', CASE WHEN c.relrowsecurity THEN CASE WHEN c.relforcerowsecurity THEN 'forced' ELSE 'enabled' END END),
+		('comment', obj_description(c.oid, 'pg_class')),
 		('definition', CASE WHEN c.relkind IN ('v', 'm') AND NOT EXISTS (
 			SELECT 1 FROM pg_rewrite rw JOIN pg_depend dd ON dd.classid = 'pg_rewrite'::regclass AND dd.objid = rw.oid
 			JOIN pg_class dc ON dc.oid = dd.refobjid JOIN pg_namespace dn ON dn.oid = dc.relnamespace
@@ -92,7 +94,8 @@ var schemaSQL = []string{
 		('default', CASE WHEN att.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END),
 		('generated', CASE WHEN att.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END),
 		('identity', CASE att.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END),
-		('collation', CASE WHEN att.attcollation <> 0 THEN att.attcollation::regcollation::text END)
+		('collation', CASE WHEN att.attcollation <> 0 THEN att.attcollation::regcollation::text END),
+		('comment', col_description(c.oid, att.attnum))
 	) AS a(attr, val)
 	WHERE att.attnum > 0 AND NOT att.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
 		AND ` + userObjects + ` AND ` + relOnly,
@@ -138,6 +141,51 @@ var schemaSQL = []string{
 	JOIN pg_proc p ON p.oid = tg.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace
 	CROSS JOIN LATERAL (VALUES ('definition', pg_get_triggerdef(tg.oid)), ('enabled', tg.tgenabled::text)) AS a(attr, val)
 	WHERE NOT tg.tgisinternal AND pn.nspname NOT LIKE '\_timescaledb%' AND ` + userObjects + ` AND ` + relOnly,
+}
+
+// More of the schema: row security policies, rules (not a view's own), enum labels
+// and composite types' attributes, publications and what they publish. Checked on
+// PostgreSQL 15 and 17.
+var moreSchemaSQL = []string{
+	`SELECT format('policy %I.%I.%I', n.nspname, c.relname, p.polname), format('relation %I.%I', n.nspname, c.relname), a.attr, a.val
+	FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+	CROSS JOIN LATERAL (VALUES
+		('command', p.polcmd::text),
+		('permissive', p.polpermissive::text),
+		('roles', (SELECT string_agg(CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r)::text END, ',' ORDER BY 1) FROM unnest(p.polroles) r)),
+		('using', pg_get_expr(p.polqual, p.polrelid)),
+		('with check', pg_get_expr(p.polwithcheck, p.polrelid))
+	) AS a(attr, val)
+	WHERE ` + userObjects + ` AND ` + relOnly,
+
+	`SELECT format('rule %I.%I.%I', n.nspname, c.relname, r.rulename), format('relation %I.%I', n.nspname, c.relname), a.attr, a.val
+	FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+	CROSS JOIN LATERAL (VALUES ('definition', pg_get_ruledef(r.oid)), ('enabled', r.ev_enabled::text)) AS a(attr, val)
+	WHERE r.rulename <> '_RETURN' AND ` + userObjects + ` AND ` + relOnly,
+
+	`SELECT format('type %s', ty.oid::regtype), '', 'enum labels', string_agg(e.enumlabel, ', ' ORDER BY e.enumsortorder)
+	FROM pg_type ty JOIN pg_enum e ON e.enumtypid = ty.oid JOIN pg_namespace n ON n.oid = ty.typnamespace
+	WHERE ` + userObjects + ` AND ` + fmt.Sprintf(notExtensionMember, "pg_type", "ty.oid") + `
+	GROUP BY ty.oid`,
+
+	`SELECT format('type %s', ty.oid::regtype), '', 'attributes',
+		string_agg(format('%I %s', att.attname, format_type(att.atttypid, att.atttypmod)), ', ' ORDER BY att.attnum)
+	FROM pg_type ty JOIN pg_class c ON c.oid = ty.typrelid JOIN pg_namespace n ON n.oid = ty.typnamespace
+	JOIN pg_attribute att ON att.attrelid = c.oid AND att.attnum > 0 AND NOT att.attisdropped
+	WHERE ty.typtype = 'c' AND c.relkind = 'c' AND ` + userObjects + ` AND ` + fmt.Sprintf(notExtensionMember, "pg_type", "ty.oid") + `
+	GROUP BY ty.oid`,
+
+	`SELECT 'publication ' || quote_ident(p.pubname), '', a.attr, a.val
+	FROM pg_publication p
+	CROSS JOIN LATERAL (VALUES
+		('all tables', p.puballtables::text),
+		('publishes', concat_ws(',', CASE WHEN p.pubinsert THEN 'insert' END, CASE WHEN p.pubupdate THEN 'update' END,
+			CASE WHEN p.pubdelete THEN 'delete' END, CASE WHEN p.pubtruncate THEN 'truncate' END)),
+		-- not TimescaleDB's internal tables (chunks, named by their ids) nor tsmigrate's journal
+		('tables', (SELECT string_agg(format('%I.%I', t.schemaname, t.tablename), ', ' ORDER BY 1) FROM pg_publication_tables t
+			WHERE t.pubname = p.pubname AND t.schemaname NOT LIKE '\_timescaledb%' AND t.schemaname NOT LIKE 'timescaledb\_%'
+			AND t.schemaname <> '_tsmigrate'))
+	) AS a(attr, val)`,
 }
 
 // privilegesSQL compares owners and access privileges (Options.Privileges).
@@ -205,7 +253,7 @@ var timescaleSchemaSQL = []string{
 }
 
 func readFacts(ctx context.Context, s *session, privileges bool) (facts, error) {
-	queries := append([]string(nil), schemaSQL...)
+	queries := append(append([]string(nil), schemaSQL...), moreSchemaSQL...)
 	if privileges {
 		queries = append(queries, privilegesSQL...)
 	}

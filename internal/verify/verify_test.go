@@ -404,3 +404,57 @@ func TestQuotedNames(t *testing.T) {
 		t.Errorf(`a."b.c": %+v`, u)
 	}
 }
+
+// Row security and its policies, rules, enum labels, composite types, comments and
+// publications are compared: equal on equal databases (PostgreSQL 15 against 17), and
+// each change on the target shows.
+func TestMoreSchemaShows(t *testing.T) {
+	srv15 := testenv.Shared(t, testenv.PG15)
+	srv17 := testenv.Shared(t, testenv.PG17TS)
+	fixture := []string{
+		`CREATE TYPE mood AS ENUM ('ok', 'sad')`,
+		`CREATE TYPE pair AS (a int, b text)`,
+		`CREATE TABLE t (id int PRIMARY KEY, m mood, p pair)`,
+		`COMMENT ON TABLE t IS 'the table'`,
+		`COMMENT ON COLUMN t.m IS 'how it feels'`,
+		`ALTER TABLE t ENABLE ROW LEVEL SECURITY`,
+		`CREATE POLICY own ON t USING (id > 0) WITH CHECK (id < 1000)`,
+		`CREATE TABLE log (id int)`,
+		`CREATE RULE keep AS ON DELETE TO t DO ALSO INSERT INTO log VALUES (OLD.id)`,
+		`CREATE PUBLICATION pub FOR TABLE t WITH (publish = 'insert, update')`,
+	}
+	src := testenv.NewDB(t, srv15, false)
+	dst := testenv.NewDB(t, srv17, false)
+	testenv.MustExec(t, srv15, src, fixture...)
+	testenv.MustExec(t, srv17, dst, fixture...)
+	if rep := run(t, srv15, src, srv17, dst, 0); !rep.Identical() {
+		t.Fatalf("equal schemas differ: %v", rep.Schema)
+	}
+	testenv.MustExec(t, srv17, dst,
+		`ALTER TYPE mood ADD VALUE 'happy'`,
+		`ALTER TYPE pair ADD ATTRIBUTE c int`,
+		`COMMENT ON TABLE t IS 'another'`,
+		`COMMENT ON COLUMN t.m IS NULL`,
+		`ALTER TABLE t FORCE ROW LEVEL SECURITY`,
+		`ALTER POLICY own ON t USING (id > 1)`,
+		`ALTER TABLE t DISABLE RULE keep`,
+		`ALTER PUBLICATION pub SET (publish = 'insert')`,
+		`ALTER PUBLICATION pub ADD TABLE log`)
+	rep := run(t, srv15, src, srv17, dst, 0)
+	var all []string
+	for _, d := range rep.Schema {
+		all = append(all, d.String())
+	}
+	got := strings.Join(all, "\n")
+	for _, want := range []string{
+		"type public.mood", "enum labels", "type public.pair", "attributes",
+		"relation public.t", "comment", "column public.t.m", "row security",
+		"policy public.t.own", "using",
+		"rule public.t.keep", "enabled",
+		"publication pub", "publishes", "tables",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the differences do not show %q:\n%s", want, got)
+		}
+	}
+}
