@@ -332,7 +332,7 @@ func (r *run) restOnTarget(ctx context.Context, d *DatabaseRun, post *schema.Pos
 	var on *schema.RestOnTarget
 	err = onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error {
 		var err error
-		on, err = post.FindOnTarget(ctx, r.tools, src.Conn, c.Conn, func(t schema.TableName) bool { return built[t] })
+		on, err = post.FindOnTarget(ctx, src.Conn, c.Conn, func(t schema.TableName) bool { return built[t] })
 		return err
 	})
 	return on, err

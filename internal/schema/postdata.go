@@ -60,7 +60,7 @@ const earlySession = "SET LOCAL search_path = ''; SET LOCAL default_tablespace =
 // table early and the rest.
 type PostDataPlan struct {
 	archive string
-	toc     *TOC
+	toc     *TOC // the post-data section's entries
 	sql     map[TableName]string
 	early   map[int]TableName // dump ID -> table, for the entries in sql
 	// Fallback says why nothing runs early ("" when entries do): pg_restore's script
@@ -72,7 +72,7 @@ type PostDataPlan struct {
 // src is connected to, whose catalog must not have changed since the dump: the
 // source is frozen) and finds each table's early entries and their SQL.
 func SplitPostData(ctx context.Context, tools *pgtools.Tools, src *pgx.Conn, archive string) (*PostDataPlan, error) {
-	toc, err := ReadTOC(ctx, tools, archive)
+	toc, err := listTOC(ctx, tools, "--section="+PostData, archive)
 	if err != nil {
 		return nil, err
 	}

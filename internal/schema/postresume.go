@@ -7,8 +7,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/tsmigrate/tsmigrate/internal/pgtools"
 )
 
 // Resuming the rest of post-data. pg_restore runs each TOC entry as one statement
@@ -223,14 +221,10 @@ type RestOnTarget struct {
 // the same done restores) have their objects on the target already: src is the
 // source the archive was dumped from (frozen since: its catalog is the dump's), dst
 // the target. An entry of a kind it cannot tell about is a *NotResumableError.
-func (p *PostDataPlan) FindOnTarget(ctx context.Context, tools *pgtools.Tools, src, dst *pgx.Conn, done func(TableName) bool) (*RestOnTarget, error) {
-	section, err := listTOC(ctx, tools, "--section="+PostData, p.archive)
-	if err != nil {
-		return nil, err
-	}
+func (p *PostDataPlan) FindOnTarget(ctx context.Context, src, dst *pgx.Conn, done func(TableName) bool) (*RestOnTarget, error) {
 	res := &RestOnTarget{Present: map[int]bool{}}
 	byKind := map[string][]TOCEntry{}
-	for _, e := range section.Entries {
+	for _, e := range p.toc.Entries {
 		if !p.inRest(e, done) {
 			continue
 		}

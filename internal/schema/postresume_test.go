@@ -180,7 +180,7 @@ func findOnTargetThenRestoreRest(t *testing.T, kind testenv.Kind) {
 		t.Fatalf("restore the first half: %v", err)
 	}
 
-	on, err := post.FindOnTarget(ctx, tools, sc, dc, none)
+	on, err := post.FindOnTarget(ctx, sc, dc, none)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func findOnTargetThenRestoreRest(t *testing.T, kind testenv.Kind) {
 	restoreRest(on)
 
 	// All there: every object is found, only the kinds that may run again run.
-	all, err := post.FindOnTarget(ctx, tools, sc, dc, none)
+	all, err := post.FindOnTarget(ctx, sc, dc, none)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func findOnTargetThenRestoreRest(t *testing.T, kind testenv.Kind) {
 	// An object the source lost since the dump cannot be told about.
 	testenv.MustExec(t, srv, src, "DROP TRIGGER t1 ON devices")
 	var nr *NotResumableError
-	if _, err := post.FindOnTarget(ctx, tools, sc, dc, none); !errors.As(err, &nr) || nr.Entry.Desc != "TRIGGER" ||
+	if _, err := post.FindOnTarget(ctx, sc, dc, none); !errors.As(err, &nr) || nr.Entry.Desc != "TRIGGER" ||
 		!strings.Contains(err.Error(), "not on the source") {
 		t.Fatalf("FindOnTarget with a trigger gone from the source: %v", err)
 	}
