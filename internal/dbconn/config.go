@@ -157,21 +157,6 @@ type Conn struct {
 	Reached net.Addr
 }
 
-// local says whether the connection reached a server on this machine: a Unix
-// socket or a loopback address; unknown (nil) when Reached is not known.
-func (c *Conn) local() *bool {
-	var l bool
-	switch a := c.Reached.(type) {
-	case *net.UnixAddr:
-		l = true
-	case *net.TCPAddr:
-		l = a.IP.IsLoopback()
-	default:
-		return nil
-	}
-	return &l
-}
-
 // ConnectError is a server that cannot be reached or logged into: exit 2.
 func connectError(c *Config, err error) error {
 	return &exit.Error{
@@ -258,13 +243,12 @@ func (c *Config) Connect(ctx context.Context) (*Conn, error) {
 // address the connection reached (a Unix socket or a loopback address), else from the
 // connection string's first host (a Unix socket, localhost, or a loopback address).
 func (c *Config) Warnings(conn *Conn) []string {
-	local := c.IsLocal()
-	where := c.hostPort()
-	if l := conn.local(); l != nil {
-		local = *l
-		if tcp, ok := conn.Reached.(*net.TCPAddr); ok {
-			where = tcp.String()
-		}
+	local, where := c.IsLocal(), c.hostPort()
+	switch a := conn.Reached.(type) {
+	case *net.UnixAddr:
+		local = true
+	case *net.TCPAddr:
+		local, where = a.IP.IsLoopback(), a.String()
 	}
 	if conn.TLS || local {
 		return nil
