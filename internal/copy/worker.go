@@ -368,7 +368,6 @@ func (w *worker) copyUnit(ctx context.Context, tx pgx.Tx, u *journal.Unit, l *li
 		rows, err = w.copyAllSequences(ctx, tx, l)
 	case journal.KindLargeObjects:
 		rows, err = copyLargeObjects(ctx, w.src.Conn, tx, l)
-
 	default:
 		err = permanent{fmt.Errorf("unknown unit kind %q", u.Kind)}
 	}
