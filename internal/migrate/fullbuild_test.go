@@ -10,6 +10,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
+	"github.com/tsmigrate/tsmigrate/internal/verify"
 )
 
 // Tests of this file need TimescaleDB's full build (testenv.PG17TSL): compression,
@@ -108,6 +109,19 @@ func compressBeforeFullBuild(t *testing.T, engine string) {
 	}
 	if d.CompressedChunks != 17 || d.Identical == nil || !*d.Identical {
 		t.Fatalf("compressed chunks %d, identical %v", d.CompressedChunks, d.Identical)
+	}
+	var materialized int64 // rows of the continuous aggregate that verify compared
+	rep, _ := d.Verify.(*verify.Report)
+	if rep == nil {
+		t.Fatalf("no verify report (%T)", d.Verify)
+	}
+	for _, u := range rep.Units {
+		if u.Aggregate && u.Table == "public.m_daily" {
+			materialized += u.Target.Rows
+		}
+	}
+	if materialized == 0 {
+		t.Fatal("verify compared no materialized row of the continuous aggregate m_daily")
 	}
 	if engine == migrate.EngineDump {
 		if pausedDuringDump == nil || !*pausedDuringDump {

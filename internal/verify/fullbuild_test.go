@@ -1,9 +1,12 @@
 package verify
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
@@ -63,5 +66,81 @@ func TestCompressedAgainstUncompressedChunks(t *testing.T) {
 	}
 	if strings.Join(diff, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("differing units:\n%s\nwant:\n%s", strings.Join(diff, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// The rows a continuous aggregate has materialized are compared like any hypertable's,
+// chunk by chunk, paired by the aggregate's name although its materialization
+// hypertable is named differently on the two sides; a row deleted from it on the
+// target alone shows, named by the aggregate.
+func TestContinuousAggregateData(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TSL)
+	src := testenv.NewDB(t, srv, true)
+	dst := testenv.NewDB(t, srv, true)
+	// An extra hypertable on the target only, made first and dropped afterwards: the
+	// target's hypertable ids, and so its materialization hypertable's name, differ.
+	testenv.MustExec(t, srv, dst, `CREATE TABLE other (ts timestamptz NOT NULL)`,
+		`SELECT create_hypertable('other', 'ts')`)
+	for _, db := range []string{src, dst} {
+		testenv.MustExec(t, srv, db,
+			`CREATE TABLE m (ts timestamptz NOT NULL, dev int NOT NULL, v double precision)`,
+			`SELECT create_hypertable('m', 'ts', chunk_time_interval => interval '1 day')`,
+			`INSERT INTO m SELECT '2024-01-01 00:00:00+00'::timestamptz + i * interval '1 minute', i % 4, i / 3.0
+			 FROM generate_series(0, 5 * 1440 - 1) i`,
+			`CREATE MATERIALIZED VIEW m_hourly WITH (timescaledb.continuous) AS
+			 SELECT time_bucket('1 hour', ts) AS bucket, dev, avg(v) AS v, count(*) AS n FROM m GROUP BY 1, 2 WITH NO DATA`,
+			`SELECT set_chunk_time_interval(format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name)::regclass, interval '2 days')
+			 FROM timescaledb_information.continuous_aggregates WHERE view_name = 'm_hourly'`,
+			`CALL refresh_continuous_aggregate('m_hourly', NULL, NULL)`)
+	}
+	testenv.MustExec(t, srv, dst, `DROP TABLE other`)
+	var srcMat, dstMat string
+	for db, mat := range map[string]*string{src: &srcMat, dst: &dstMat} {
+		conn, err := pgx.Connect(context.Background(), srv.URI(db))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = conn.QueryRow(context.Background(), `SELECT format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name)
+			FROM timescaledb_information.continuous_aggregates WHERE view_name = 'm_hourly'`).Scan(mat)
+		conn.Close(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if srcMat == dstMat {
+		t.Fatalf("both materialization hypertables are %s: the test needs them named differently", srcMat)
+	}
+
+	aggregate := func(rep *Report) (units int, rows int64, diff []string) {
+		for _, u := range rep.Units {
+			if !u.Aggregate {
+				continue
+			}
+			if u.Table != "public.m_hourly" || u.Kind != "chunk" {
+				t.Errorf("aggregate unit %s (%s), want chunks of public.m_hourly", u.Name(), u.Kind)
+			}
+			units++
+			rows += u.Source.Rows
+			if !u.Identical {
+				diff = append(diff, u.Name()+": "+u.Problem)
+			}
+		}
+		return units, rows, diff
+	}
+	rep := run(t, srv, src, srv, dst, 0)
+	units, rows, diff := aggregate(rep)
+	if !rep.Identical() || units != 3 || rows != 5*24*4 || diff != nil {
+		t.Fatalf("identical %v, %d aggregate units (want 3), %d materialized rows (want %d), differing %v, schema %v",
+			rep.Identical(), units, rows, 5*24*4, diff, rep.Schema)
+	}
+
+	testenv.MustExec(t, srv, dst, fmt.Sprintf(`DELETE FROM %s WHERE bucket = '2024-01-04 05:00:00+00' AND dev = 1`, dstMat))
+	rep = run(t, srv, src, srv, dst, 0)
+	_, _, diff = aggregate(rep)
+	if rep.Identical() || len(diff) != 1 || !strings.HasPrefix(diff[0], "continuous aggregate public.m_hourly chunk ") {
+		t.Fatalf("after deleting one materialized row on the target: identical %v, differing aggregate units %v", rep.Identical(), diff)
+	}
+	if rep.UnitsDiffering != 1 {
+		t.Fatalf("%d units differ, want only the aggregate's", rep.UnitsDiffering)
 	}
 }

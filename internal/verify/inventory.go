@@ -71,8 +71,29 @@ const chunksSQL = `SELECT ch.hypertable_schema::text, ch.hypertable_name::text,
 			AND k.contype = 'c' AND k.coninhcount = 0) AS x), ''),
 	(SELECT c.relpages::bigint FROM pg_class c WHERE c.oid = format('%I.%I', ch.chunk_schema, ch.chunk_name)::regclass)
 FROM timescaledb_information.chunks ch
-WHERE ch.hypertable_schema::text NOT LIKE '\_timescaledb%'
+WHERE ch.hypertable_schema::text NOT LIKE '\_timescaledb%' OR EXISTS (
+	SELECT 1 FROM timescaledb_information.continuous_aggregates ca
+	WHERE ca.materialization_hypertable_schema = ch.hypertable_schema
+		AND ca.materialization_hypertable_name = ch.hypertable_name)
 ORDER BY 1, 2, 8, 10`
+
+// caggsSQL lists the continuous aggregates of user views with their materialization
+// hypertables: the rows a continuous aggregate has materialized are data like any
+// other, held in a hypertable whose name (_materialized_hypertable_<id>) differs
+// between servers when the ids do, so they are paired by the view's name.
+// Checked on TimescaleDB 2.19.3, full build (PostgreSQL 17); empty on the Apache build.
+const caggsSQL = `SELECT ca.view_schema::text, ca.view_name::text,
+	ca.materialization_hypertable_schema::text, ca.materialization_hypertable_name::text,
+	array(SELECT a.attname FROM pg_attribute a
+		WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)::text[],
+	array(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+		WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)::text[],
+	c.relpages::bigint, d.column_name::text, d.column_type::text
+FROM timescaledb_information.continuous_aggregates ca
+JOIN pg_class c ON c.oid = format('%I.%I', ca.materialization_hypertable_schema, ca.materialization_hypertable_name)::regclass
+JOIN timescaledb_information.dimensions d ON d.hypertable_schema = ca.materialization_hypertable_schema
+	AND d.hypertable_name = ca.materialization_hypertable_name AND d.dimension_number = 1
+ORDER BY 1, 2`
 
 type column struct {
 	name, typ string
@@ -112,13 +133,15 @@ type tableKey struct{ schema, name string }
 // displayName is the table as a user would type it, quoted where needed.
 func (k tableKey) displayName() string { return inventory.DisplayName(k.schema, k.name) }
 
-// contents is what one side holds: its tables.
+// contents is what one side holds: its tables, and the materialization hypertables
+// of its continuous aggregates by the aggregate's (view's) name.
 type contents struct {
 	tables map[tableKey]*table
+	caggs  map[tableKey]*table
 }
 
 func readInventory(ctx context.Context, s *session) (*contents, error) {
-	inv := &contents{tables: map[tableKey]*table{}}
+	inv := &contents{tables: map[tableKey]*table{}, caggs: map[tableKey]*table{}}
 	var t table
 	var names, types []string
 	rows, _ := s.conn.Query(ctx, tablesSQL) // ForEachRow returns Query's error
@@ -154,11 +177,32 @@ func readInventory(ctx context.Context, s *session) (*contents, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: list hypertables: %w", s.cfg.Role, err)
 	}
+	materialized := map[tableKey]*table{} // by the materialization hypertable's name
+	var view tableKey
+	rows, _ = s.conn.Query(ctx, caggsSQL)
+	_, err = pgx.ForEachRow(rows, []any{&view.schema, &view.name, &t.schema, &t.name, &names, &types, &t.pages,
+		&h.timeColumn, &h.timeType}, func() error {
+		tb := &table{schema: t.schema, name: t.name, pages: t.pages,
+			hyper: &hypertable{timeColumn: h.timeColumn, timeType: h.timeType}}
+		for i := range names {
+			tb.columns = append(tb.columns, column{names[i], types[i]})
+		}
+		inv.caggs[view] = tb
+		materialized[tableKey{tb.schema, tb.name}] = tb
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: list continuous aggregates: %w", s.cfg.Role, err)
+	}
 	var c chunk
 	rows, _ = s.conn.Query(ctx, chunksSQL)
 	_, err = pgx.ForEachRow(rows, []any{&schema, &name, &c.schema, &c.name, &c.compressed, &c.start, &c.end,
 		&c.startSort, &c.endSort, &c.slices, &c.pages}, func() error {
-		if t := inv.tables[tableKey{schema, name}]; t != nil && t.hyper != nil {
+		t := inv.tables[tableKey{schema, name}]
+		if t == nil {
+			t = materialized[tableKey{schema, name}]
+		}
+		if t != nil && t.hyper != nil {
 			t.hyper.chunks = append(t.hyper.chunks, c)
 		}
 		return nil

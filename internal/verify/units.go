@@ -18,8 +18,11 @@ import (
 // Unit is one compared piece of data: a plain table, a hypertable chunk, or a time
 // range of a hypertable (where the chunks of both sides do not line up).
 type Unit struct {
-	Kind        string `json:"kind"`  // "table", "chunk" or "range"
-	Table       string `json:"table"` // schema.name, quoted where needed; the hypertable for chunks and ranges
+	Kind  string `json:"kind"`  // "table", "chunk" or "range"
+	Table string `json:"table"` // schema.name, quoted where needed; the hypertable for chunks and ranges
+	// Aggregate: Table is a continuous aggregate, and the unit its materialized rows
+	// (in its materialization hypertable on each side).
+	Aggregate   bool   `json:"continuous_aggregate,omitempty"`
 	Chunk       string `json:"chunk,omitempty"`
 	TargetChunk string `json:"target_chunk,omitempty"` // when its name differs on the target
 	Range       string `json:"range,omitempty"`        // [start, end) of the time dimension
@@ -51,11 +54,17 @@ type RowDiff struct {
 }
 
 func (u *Unit) name() string {
+	what := "hypertable"
+	if u.Aggregate {
+		what = "continuous aggregate"
+	}
 	switch {
 	case u.Chunk != "":
-		return fmt.Sprintf("hypertable %s chunk %s", u.Table, u.Chunk)
+		return fmt.Sprintf("%s %s chunk %s", what, u.Table, u.Chunk)
 	case u.Range != "":
-		return fmt.Sprintf("hypertable %s range %s", u.Table, u.Range)
+		return fmt.Sprintf("%s %s range %s", what, u.Table, u.Range)
+	case u.Aggregate:
+		return what + " " + u.Table
 	}
 	return "table " + u.Table
 }
@@ -88,6 +97,19 @@ func planUnits(src, tgt *contents) []*plan {
 	var plans []*plan
 	for n := range names {
 		plans = append(plans, planTable(n.displayName(), src.tables[n], tgt.tables[n])...)
+	}
+	views := map[tableKey]bool{}
+	for n := range src.caggs {
+		views[n] = true
+	}
+	for n := range tgt.caggs {
+		views[n] = true
+	}
+	for n := range views {
+		for _, p := range planTable(n.displayName(), src.caggs[n], tgt.caggs[n]) {
+			p.Aggregate = true
+			plans = append(plans, p)
+		}
 	}
 	sort.Slice(plans, func(i, j int) bool {
 		if plans[i].Table != plans[j].Table {
