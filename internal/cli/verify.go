@@ -30,8 +30,9 @@ func init() {
 			Use:   "verify",
 			Short: "Prove that the target holds exactly the source's data and schema",
 			Long: `verify compares two databases without moving their rows: for every table and every
-hypertable chunk, a row count and an order-independent checksum of every column of every
-row, computed by SQL on each server at once; then the schema and the TimescaleDB metadata.
+hypertable chunk (the chunks holding what continuous aggregates have materialized
+included), a row count and an order-independent checksum of every column of every row,
+computed by SQL on each server at once; then the schema and the TimescaleDB metadata.
 A differing table or chunk is narrowed down to the rows that differ with --show-rows.
 
 Equal data gives equal checksums whatever each server's TimeZone, DateStyle or float
@@ -47,7 +48,8 @@ copied are differences.
    "target_database", "identical", "units_checked", "units_differing", "source_rows",
    "target_rows", "duration_ns",
    "schema_differences": [{"object", "what" (missing|extra|the attribute), "source", "target"}],
-   "units": [{"kind" (table|chunk|range), "table", "chunk", "target_chunk", "range",
+   "units": [{"kind" (table|chunk|range), "table", "continuous_aggregate" (true when
+     "table" is a continuous aggregate: the rows it materialized), "chunk", "target_chunk", "range",
      "source": SIDE, "target": SIDE, "identical", "problem", "duration_ns",
      with --show-rows: "columns", "rows": [{"key", "source", "target"}], "drill_note"}]}]}
   SIDE = {"present", "rows", "checksum"}; in "rows", a side lacking the row is null
