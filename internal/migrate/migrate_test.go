@@ -98,6 +98,9 @@ var shapes = []string{
 	`CREATE TABLE "ünï".tëst (id int)`, `INSERT INTO "ünï".tëst SELECT generate_series(1, 7)`,
 	`CREATE SEQUENCE standalone_seq START 500`, `SELECT nextval('standalone_seq') FROM generate_series(1, 3)`,
 	`SELECT lo_from_bytea(0, 'large object bytes')`,
+	`COMMENT ON SCHEMA public IS 'the app'`, `COMMENT ON FUNCTION shout() IS 'upper-cases names'`,
+	`COMMENT ON CONSTRAINT devices_pkey ON devices IS 'the key'`, `COMMENT ON INDEX metrics_t_idx IS 'by time'`,
+	`COMMENT ON DOMAIN posint IS 'above zero'`,
 }
 
 // The data-loss case and the shape list: --jobs 4, many chunks, every row, chunk and

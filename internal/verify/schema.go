@@ -144,7 +144,8 @@ var schemaSQL = []string{
 }
 
 // More of the schema: row security policies, rules (not a view's own), enum labels
-// and composite types' attributes, publications and what they publish. Checked on
+// and composite types' attributes, publications and what they publish, comments on
+// other objects than relations and columns. Checked on
 // PostgreSQL 15 and 17.
 var moreSchemaSQL = []string{
 	`SELECT format('policy %I.%I.%I', n.nspname, c.relname, p.polname), format('relation %I.%I', n.nspname, c.relname), a.attr, a.val
@@ -186,6 +187,20 @@ var moreSchemaSQL = []string{
 			WHERE t.pubname = p.pubname AND t.schemaname NOT LIKE '\_timescaledb%' AND t.schemaname NOT LIKE 'timescaledb\_%'
 			AND t.schemaname <> '_tsmigrate'))
 	) AS a(attr, val)`,
+
+	// comments on everything else: indexes, constraints, functions, triggers, types,
+	// schemas, policies, ... (those on relations and columns are compared above). Not
+	// on built-in objects (but on schemas: public is one) nor on extensions and their
+	// members, whose comments come with the extension's build.
+	// A comment is an object of its own here, so that one removed reads "missing".
+	`SELECT format('comment on %s %s', o.type, o.identity), '', 'text', d.description
+	FROM pg_description d CROSS JOIN LATERAL pg_identify_object(d.classoid, d.objoid, d.objsubid) o
+	LEFT JOIN pg_namespace n ON n.nspname = coalesce(o.schema, CASE WHEN d.classoid = 'pg_namespace'::regclass THEN o.name END)
+	WHERE (d.objoid >= 16384 OR d.classoid = 'pg_namespace'::regclass) AND d.classoid <> 'pg_extension'::regclass
+		AND (n.oid IS NULL OR ` + userObjects + `)
+		AND NOT (d.classoid = 'pg_class'::regclass AND EXISTS (
+			SELECT 1 FROM pg_class c WHERE c.oid = d.objoid AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')))
+		AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = d.classoid AND e.objid = d.objoid AND e.deptype = 'e')`,
 }
 
 // privilegesSQL compares owners and access privileges (Options.Privileges).

@@ -422,6 +422,13 @@ func TestMoreSchemaShows(t *testing.T) {
 		`CREATE TABLE log (id int)`,
 		`CREATE RULE keep AS ON DELETE TO t DO ALSO INSERT INTO log VALUES (OLD.id)`,
 		`CREATE PUBLICATION pub FOR TABLE t WITH (publish = 'insert, update')`,
+		`CREATE INDEX t_m ON t (m)`,
+		`COMMENT ON INDEX t_m IS 'by mood'`,
+		`COMMENT ON CONSTRAINT t_pkey ON t IS 'the key'`,
+		`CREATE FUNCTION one() RETURNS int LANGUAGE sql AS 'SELECT 1'`,
+		`COMMENT ON FUNCTION one() IS 'one'`,
+		`COMMENT ON TYPE mood IS 'moods'`,
+		`COMMENT ON SCHEMA public IS 'ours'`,
 	}
 	src := testenv.NewDB(t, srv15, false)
 	dst := testenv.NewDB(t, srv17, false)
@@ -439,7 +446,12 @@ func TestMoreSchemaShows(t *testing.T) {
 		`ALTER POLICY own ON t USING (id > 1)`,
 		`ALTER TABLE t DISABLE RULE keep`,
 		`ALTER PUBLICATION pub SET (publish = 'insert')`,
-		`ALTER PUBLICATION pub ADD TABLE log`)
+		`ALTER PUBLICATION pub ADD TABLE log`,
+		`COMMENT ON INDEX t_m IS 'by feeling'`,
+		`COMMENT ON CONSTRAINT t_pkey ON t IS NULL`,
+		`COMMENT ON FUNCTION one() IS 'uno'`,
+		`COMMENT ON TYPE mood IS NULL`,
+		`COMMENT ON SCHEMA public IS 'theirs'`)
 	rep := run(t, srv15, src, srv17, dst, 0)
 	var all []string
 	for _, d := range rep.Schema {
@@ -452,6 +464,11 @@ func TestMoreSchemaShows(t *testing.T) {
 		"policy public.t.own", "using",
 		"rule public.t.keep", "enabled",
 		"publication pub", "publishes", "tables",
+		"comment on index public.t_m: text differs: source by mood, target by feeling",
+		"comment on table constraint t_pkey on public.t: missing on the target",
+		"comment on function public.one(): text differs: source one, target uno",
+		"comment on type public.mood: missing on the target",
+		"comment on schema public: text differs: source ours, target theirs",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the differences do not show %q:\n%s", want, got)
