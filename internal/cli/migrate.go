@@ -61,7 +61,10 @@ func init() {
      the target (schema _tsmigrate, dropped at the end);
      "dump": pg_dump --no-owner in parallel, then pg_restore in the order that keeps
      TimescaleDB's data: timescaledb_pre_restore(), the catalog alone, the rest with --jobs;
-  4. ANALYZE in parallel, timescaledb_post_restore(), row counts on both sides, verify;
+  4. ANALYZE in parallel, timescaledb_post_restore(), the source database's own settings
+     (ALTER DATABASE ... SET, its roles' settings in it) and comment given to the target
+     database (pg_dump leaves them out; a refusal is a warning), row counts on both sides,
+     verify;
   5. a summary: time per phase, rows per table and hypertable, the data units, rows, bytes
      and retries of the stream engine, the messages of pg_dump and pg_restore (known
      harmless ones counted, shown with --verbose; any other fails the run).
@@ -110,7 +113,10 @@ the first process waits for units that workers hold, then does the rest.
      "messages": [MESSAGE], "verify" (verify's report of the database), "identical",
      "compression" (--compress-before): {"chunks", "hypertables", "bytes_before", "bytes_after",
        "skipped" (hypertables left alone, and why)},
-     "compressed_chunks" (compressed on the source, checked compressed on the target)}],
+     "compressed_chunks" (compressed on the source, checked compressed on the target),
+     "database_settings" (what the target database was given of the source database's
+       own settings, its roles' settings in it, and its comment, which pg_dump leaves out;
+       by name, e.g. "search_path", "work_mem of role app", "comment")}],
    "preflight" (pre-flight's report per database), "harmless_messages", "errors": [MESSAGE],
    "source_frozen", "frozen_window_ns", "projected_downtime_ns" (rehearsal),
    "source_changes": {"inserted", "updated", "deleted"} (rehearsal), "compress_before",
@@ -298,6 +304,9 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 			}
 			fmt.Fprintf(w, "  freeze proof of %s: no write from %s until its data was read (%.1f s, %s to %s)\n",
 				d.Source, from, p.WindowSeconds, p.Start.Format(time.TimeOnly), p.End.Format(time.TimeOnly))
+		}
+		if len(d.DatabaseSettings) > 0 {
+			fmt.Fprintf(w, "  database settings of %s given to the target: %s\n", d.Source, strings.Join(d.DatabaseSettings, ", "))
 		}
 		if d.Identical != nil {
 			fmt.Fprintf(w, "  verify: %s\n", map[bool]string{true: "identical", false: "DIFFERENT"}[*d.Identical])

@@ -226,13 +226,15 @@ func TestVerifyCommand(t *testing.T) {
 
 	t.Run("settings and physical order do not matter", func(t *testing.T) {
 		src, dst := verifyPair(t, srv)
+		// Set for the user verify logs in as, in each database: a database's own
+		// settings are compared (as part of its schema), a role's only with --privileges.
 		testenv.MustExec(t, srv, "postgres",
-			`ALTER DATABASE `+src+` SET timezone = 'UTC'`,
-			`ALTER DATABASE `+dst+` SET timezone = 'Asia/Kolkata'`,
-			`ALTER DATABASE `+dst+` SET datestyle = 'SQL, DMY'`,
-			`ALTER DATABASE `+dst+` SET intervalstyle = 'sql_standard'`,
-			`ALTER DATABASE `+dst+` SET extra_float_digits = -3`,
-			`ALTER DATABASE `+dst+` SET bytea_output = 'escape'`)
+			`ALTER ROLE postgres IN DATABASE `+src+` SET timezone = 'UTC'`,
+			`ALTER ROLE postgres IN DATABASE `+dst+` SET timezone = 'Asia/Kolkata'`,
+			`ALTER ROLE postgres IN DATABASE `+dst+` SET datestyle = 'SQL, DMY'`,
+			`ALTER ROLE postgres IN DATABASE `+dst+` SET intervalstyle = 'sql_standard'`,
+			`ALTER ROLE postgres IN DATABASE `+dst+` SET extra_float_digits = -3`,
+			`ALTER ROLE postgres IN DATABASE `+dst+` SET bytea_output = 'escape'`)
 		testenv.MustExec(t, srv, dst,
 			// rewrite rows in another order: delete and re-insert, then compact
 			`CREATE TEMP TABLE n AS SELECT * FROM notes`,

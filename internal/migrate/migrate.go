@@ -158,6 +158,7 @@ const (
 	PhaseRestore   = "restore"
 	PhaseAnalyze   = "analyze"
 	PhasePost      = "post-restore"
+	PhaseSettings  = "database-settings"
 	PhaseCount     = "count-rows"
 	PhaseVerify    = "verify"
 	PhaseUnfreeze  = "unfreeze"
@@ -225,6 +226,10 @@ type DatabaseRun struct {
 	// compressed too: a warning names any that are not).
 	Compression      *Compression `json:"compression,omitempty"`
 	CompressedChunks int          `json:"compressed_chunks,omitempty"`
+	// DatabaseSettings names the source database's own settings, those of roles in it,
+	// and its comment, that the target database was given (pg_dump leaves them out);
+	// the target's refusals are warnings.
+	DatabaseSettings []string `json:"database_settings,omitempty"`
 	// FreezeProof is the proof that the source did not change from the freeze's
 	// baseline until its data was read (dump: the end of pg_dump; stream: the end of
 	// the copy). A resumed run's starts at the first run's baseline (none when the first
@@ -240,6 +245,9 @@ type DatabaseRun struct {
 	ts          bool
 	sizeBytes   int64
 	statsStart  *Changes
+	// settingsRefused names the database settings the target refused (warned about),
+	// which verify then leaves out.
+	settingsRefused []string
 	// post is the plan of post-data, made before a --resume of a run that stopped in
 	// its post-data phase (prepareRestResume); nil otherwise.
 	post *schema.PostDataPlan
@@ -560,7 +568,61 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 		}
 	}
 	r.checkTargetCompressed(ctx, d)
+	if err := r.carrySettings(ctx, d); err != nil {
+		return err
+	}
 	return r.countAndVerify(ctx, d)
+}
+
+// settingsOfTools are database settings that tsmigrate and TimescaleDB manage during a
+// migration (the freeze's, restoring mode), never carried nor compared.
+var settingsOfTools = []string{"default_transaction_read_only", freeze.RecordSetting, "timescaledb.restoring"}
+
+// carrySettings gives the target database the source database's own settings, those
+// of roles in it, and its comment: pg_dump leaves them out without --create, and an
+// application may rely on them (a search_path above all). After the restore, so that
+// no setting changes how the schema and the data arrive. A statement the target
+// refuses (a role it lacks, a setting reserved to superusers) is a warning that names
+// it: the data is all there.
+func (r *run) carrySettings(ctx context.Context, d *DatabaseRun) error {
+	return r.phase(d, PhaseSettings, func() error {
+		src, err := d.src.Connect(ctx)
+		if err != nil {
+			return err
+		}
+		set, err := schema.ReadDatabaseSettings(ctx, src.Conn, settingsOfTools...)
+		src.Close(context.WithoutCancel(ctx))
+		if err != nil || set.Empty() {
+			return err
+		}
+		dst, err := d.dst.Connect(ctx)
+		if err != nil {
+			return err
+		}
+		defer dst.Close(context.WithoutCancel(ctx))
+		for _, st := range set.Statements(d.dst.Database()) {
+			if _, err := dst.Exec(ctx, st.SQL); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				verb := "ALTER DATABASE ... SET"
+				if st.What == "comment" {
+					verb = "COMMENT ON DATABASE"
+				} else if strings.Contains(st.What, " of role ") {
+					verb = "ALTER ROLE ... IN DATABASE ... SET"
+				}
+				r.warn(fmt.Sprintf("%s: the target refused the source database's %s: %s; give it with %s as a role allowed to",
+					d.Source, st.What, dbconn.Reason(err), verb))
+				d.settingsRefused = append(d.settingsRefused, st.What)
+				continue
+			}
+			d.DatabaseSettings = append(d.DatabaseSettings, st.What)
+		}
+		if len(d.DatabaseSettings) > 0 {
+			r.note(d.Source, "the target database was given the source database's "+strings.Join(d.DatabaseSettings, ", "))
+		}
+		return nil
+	})
 }
 
 // checkTargetCompressed warns when chunks compressed on the source are not compressed

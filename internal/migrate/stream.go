@@ -513,6 +513,9 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 		}
 	}
 	r.checkTargetCompressed(ctx, d)
+	if err := r.carrySettings(ctx, d); err != nil {
+		return err
+	}
 	if r.opt.NoVerify {
 		if err := r.phase(d, PhaseCount, func() error { return r.journalRows(ctx, d) }); err != nil {
 			return err

@@ -56,6 +56,12 @@ var (
 var schemaSQL = []string{
 	// database
 	`SELECT 'database', '', 'encoding', pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()`,
+	`SELECT 'database', '', 'comment', shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = current_database()`,
+	// its own settings (ALTER DATABASE ... SET), not those a migration manages
+	`SELECT 'database', '', 'setting ' || split_part(c.cfg, '=', 1), substr(c.cfg, strpos(c.cfg, '=') + 1)
+	FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase AND d.datname = current_database()
+	CROSS JOIN LATERAL unnest(s.setconfig) AS c(cfg)
+	WHERE s.setrole = 0 AND ` + notMigrationSetting,
 
 	// extensions
 	`SELECT 'extension ' || quote_ident(x.extname), '', a.attr, a.val FROM pg_extension x
@@ -203,8 +209,19 @@ var moreSchemaSQL = []string{
 		AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = d.classoid AND e.objid = d.objoid AND e.deptype = 'e')`,
 }
 
-// privilegesSQL compares owners and access privileges (Options.Privileges).
+// notMigrationSetting leaves out the database settings that a migration itself turns
+// on and off: the freeze's (default_transaction_read_only, tsmigrate.freeze_record)
+// and TimescaleDB's restoring mode. It expects the "name=value" aliased c.cfg.
+const notMigrationSetting = `split_part(c.cfg, '=', 1) NOT IN ('default_transaction_read_only', 'tsmigrate.freeze_record', 'timescaledb.restoring')`
+
+// privilegesSQL compares owners and access privileges (Options.Privileges), and the
+// settings of roles in the database.
 var privilegesSQL = []string{
+	`SELECT 'database', '', format('setting of role %s: %s', r.rolname, split_part(c.cfg, '=', 1)), substr(c.cfg, strpos(c.cfg, '=') + 1)
+	FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase AND d.datname = current_database()
+	JOIN pg_roles r ON r.oid = s.setrole
+	CROSS JOIN LATERAL unnest(s.setconfig) AS c(cfg)
+	WHERE ` + notMigrationSetting,
 	`SELECT format('relation %I.%I', n.nspname, c.relname), '', a.attr, a.val
 	FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(c.relowner)::text), ('privileges', c.relacl::text)) AS a(attr, val)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -29,6 +30,10 @@ type Options struct {
 	// Privileges also compares owners and access privileges (off by default: a
 	// migration with --no-owner/--no-privileges legitimately changes them).
 	Privileges bool
+	// NotGiven names the database's own settings (as ALTER DATABASE ... SET names them,
+	// or "comment" for its comment) that the caller knows the target database was not
+	// given and has said so: their differences are left out of the report.
+	NotGiven []string
 	// OnEvent, when set, receives progress. It is called from several goroutines,
 	// one call at a time.
 	OnEvent func(Event)
@@ -123,7 +128,11 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	rep.Schema = compareFacts(srcFacts, tgtFacts)
+	rep.Schema = slices.DeleteFunc(compareFacts(srcFacts, tgtFacts), func(d SchemaDiff) bool {
+		return d.Object == "database" && slices.ContainsFunc(opt.NotGiven, func(n string) bool {
+			return d.What == n && n == "comment" || d.What == "setting "+n
+		})
+	})
 	if rep.Schema == nil {
 		rep.Schema = []SchemaDiff{}
 	}

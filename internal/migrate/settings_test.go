@@ -1,0 +1,157 @@
+package migrate_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tsmigrate/tsmigrate/internal/migrate"
+	"github.com/tsmigrate/tsmigrate/internal/testenv"
+	"github.com/tsmigrate/tsmigrate/internal/verify"
+)
+
+// settingsSQL lists a database's settings as pg_db_role_setting stores them, with the
+// role they are for ("" for all), and its comment last.
+const settingsSQL = `SELECT coalesce(r.rolname, '') || ' ' || c.cfg
+FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase AND d.datname = current_database()
+LEFT JOIN pg_roles r ON r.oid = s.setrole CROSS JOIN LATERAL unnest(s.setconfig) AS c(cfg)
+UNION ALL SELECT 'comment ' || coalesce(shobj_description(d.oid, 'pg_database'), '(none)') FROM pg_database d WHERE d.datname = current_database()
+ORDER BY 1`
+
+func settingsOf(t *testing.T, srv *testenv.Server, db string) []string {
+	t.Helper()
+	c := connect(t, srv.SuperURI(db))
+	rows, _ := c.Query(context.Background(), settingsSQL)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// The source database's own settings (a search_path with quoted elements among them),
+// a role's settings in it and its comment reach the target database with either engine,
+// which pg_dump alone leaves out; the freeze's settings do not: the target is writable.
+// Verify compares them.
+func TestDatabaseSettingsCarried(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	role := fmt.Sprintf("tsm_settings_%d", os.Getpid())
+	testenv.MustExec(t, srv, "postgres", "CREATE ROLE "+role)
+	t.Cleanup(func() { srv.Exec(context.Background(), "postgres", "DROP ROLE IF EXISTS "+role) })
+	for _, engine := range []string{migrate.EngineStream, migrate.EngineDump} {
+		t.Run(engine, func(t *testing.T) {
+			ctx := context.Background()
+			src := testenv.NewDB(t, srv, true)
+			dst := testenv.NewDB(t, srv, false)
+			testenv.MustExec(t, srv, src, `CREATE SCHEMA "Odd, Schema"`,
+				`CREATE TABLE "Odd, Schema".t (id int)`, `INSERT INTO "Odd, Schema".t VALUES (1)`,
+				fmt.Sprintf(`ALTER DATABASE %s SET search_path = "$user", public, "Odd, Schema", "we""ird"`, src),
+				fmt.Sprintf(`ALTER DATABASE %s SET work_mem = '8MB'`, src),
+				fmt.Sprintf(`ALTER ROLE %s IN DATABASE %s SET statement_timeout = '7s'`, role, src),
+				fmt.Sprintf(`COMMENT ON DATABASE %s IS 'the app''s data'`, src))
+			unfreezeAtCleanup(t, srv, src)
+			want := settingsOf(t, srv, src)
+
+			sum, err := migrate.Run(ctx, migrate.Options{Engine: engine,
+				Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", srv.URI(dst)),
+				Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second})
+			if err != nil {
+				t.Fatalf("migrate: %v\n%+v", err, sum)
+			}
+			d := sum.Databases[0]
+			if d.Identical == nil || !*d.Identical || strings.Contains(strings.Join(sum.Warnings, "\n"), "refused") {
+				t.Fatalf("identical %v, warnings %q", d.Identical, sum.Warnings)
+			}
+			carried := []string{"search_path", "work_mem", "statement_timeout of role " + role, "comment"}
+			if !slices.Equal(d.DatabaseSettings, carried) {
+				t.Errorf("summary's database settings %q, want %q", d.DatabaseSettings, carried)
+			}
+			// The source holds the freeze's settings now; the target must not.
+			got := settingsOf(t, srv, dst)
+			if !slices.Equal(got, want) {
+				t.Fatalf("target database settings:\n%s\nwant the source's before the freeze:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			c := connect(t, srv.SuperURI(dst))
+			if sp := scalar[string](t, c, "SHOW search_path"); sp != `"$user", public, "Odd, Schema", "we""ird"` {
+				t.Errorf("a new session on the target has search_path %s", sp)
+			}
+			if n := scalar[int64](t, c, "SELECT count(*) FROM t"); n != 1 {
+				t.Errorf("unqualified t has %d rows on the target", n)
+			}
+			if !writable(t, srv, dst) {
+				t.Error("the target is read-only: the freeze's setting was carried")
+			}
+		})
+	}
+}
+
+// A target user that owns the target database but is no superuser: the settings it
+// may not give (one reserved to superusers, another role's) are warnings naming them
+// and the statement to use, not their values; the rest is carried and the run succeeds.
+func TestDatabaseSettingsRefused(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	ctx := context.Background()
+	owner := fmt.Sprintf("tsm_owner_%d", os.Getpid())
+	other := fmt.Sprintf("tsm_other_%d", os.Getpid())
+	testenv.MustExec(t, srv, "postgres", fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'pw-owner'", owner), "CREATE ROLE "+other)
+	t.Cleanup(func() {
+		srv.Exec(context.Background(), "postgres", "DROP ROLE IF EXISTS "+other, "DROP ROLE IF EXISTS "+owner)
+	})
+	src := testenv.NewDB(t, srv, false)
+	dst := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, "postgres", fmt.Sprintf("ALTER DATABASE %s OWNER TO %s", dst, owner))
+	t.Cleanup(func() { srv.Exec(context.Background(), "postgres", "DROP DATABASE IF EXISTS "+dst+" WITH (FORCE)") })
+	testenv.MustExec(t, srv, src, "CREATE TABLE t (id int)", "INSERT INTO t VALUES (1), (2)",
+		fmt.Sprintf(`ALTER DATABASE %s SET log_min_duration_statement = '123s'`, src),
+		fmt.Sprintf(`ALTER DATABASE %s SET work_mem = '8MB'`, src),
+		fmt.Sprintf(`ALTER ROLE %s IN DATABASE %s SET work_mem = '3MB'`, other, src))
+	unfreezeAtCleanup(t, srv, src)
+	u, err := url.Parse(srv.URI(dst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(owner, "pw-owner")
+
+	sum, err := migrate.Run(ctx, migrate.Options{Engine: migrate.EngineStream,
+		Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", u.String()),
+		Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second})
+	if err != nil {
+		t.Fatalf("migrate: %v\n%+v", err, sum)
+	}
+	d := sum.Databases[0]
+	if !slices.Equal(d.DatabaseSettings, []string{"work_mem"}) {
+		t.Errorf("carried %q, want only work_mem", d.DatabaseSettings)
+	}
+	all := strings.Join(sum.Warnings, "\n")
+	for _, want := range []string{
+		"the target refused the source database's log_min_duration_statement: permission denied to set parameter \"log_min_duration_statement\"",
+		"give it with ALTER DATABASE ... SET as a role allowed to",
+		"the target refused the source database's work_mem of role " + other + ": permission denied",
+		"give it with ALTER ROLE ... IN DATABASE ... SET as a role allowed to",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("warnings lack %q:\n%s", want, all)
+		}
+	}
+	if strings.Contains(all, "123s") || strings.Contains(all, "3MB") {
+		t.Errorf("a warning shows a setting's value:\n%s", all)
+	}
+	// The run's verify leaves out what the warnings named; verify alone shows it.
+	if d.Identical == nil || !*d.Identical {
+		t.Errorf("identical %v after the run", d.Identical)
+	}
+	rep, err := verify.Run(ctx, verify.Options{Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", srv.URI(dst))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Schema) != 1 || rep.Schema[0].String() != "database: setting log_min_duration_statement differs: source 123s, target (none)" {
+		t.Errorf("verify alone: %v", rep.Schema)
+	}
+}

@@ -1,0 +1,163 @@
+package schema
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// DatabaseSettings is what pg_dump leaves out of a database's dump unless it is given
+// --create: the database's own settings (ALTER DATABASE ... SET), the settings of roles
+// in it (ALTER ROLE ... IN DATABASE ... SET) and its comment. A search_path set on the
+// database is the common case: without it, an application's unqualified names stop
+// resolving on the new server.
+type DatabaseSettings struct {
+	Settings     []Setting // the database's own, in the catalog's order
+	RoleSettings []Setting // of roles in the database
+	Comment      *string
+}
+
+// Setting is one stored setting: Name=Value as pg_db_role_setting holds it, and the
+// role it is for ("" for every role).
+type Setting struct {
+	Role, Name, Value string
+}
+
+// sqlDatabaseSettings reads the current database's settings and those of roles in it
+// (pg_db_role_setting stores "name=value"; the name holds no '='). Checked on
+// PostgreSQL 15 and 17.
+const sqlDatabaseSettings = `
+SELECT coalesce(r.rolname, ''), split_part(c.cfg, '=', 1), substr(c.cfg, strpos(c.cfg, '=') + 1)
+FROM pg_db_role_setting s
+JOIN pg_database d ON d.oid = s.setdatabase AND d.datname = current_database()
+LEFT JOIN pg_roles r ON r.oid = s.setrole
+CROSS JOIN LATERAL unnest(s.setconfig) WITH ORDINALITY AS c(cfg, n)
+ORDER BY s.setrole <> 0, r.rolname, c.n`
+
+// ReadDatabaseSettings reads the connected database's settings and comment, leaving
+// out the settings named in skip (a tool's own, such as the freeze's).
+func ReadDatabaseSettings(ctx context.Context, conn *pgx.Conn, skip ...string) (DatabaseSettings, error) {
+	var out DatabaseSettings
+	var s Setting
+	rows, _ := conn.Query(ctx, sqlDatabaseSettings)
+	_, err := pgx.ForEachRow(rows, []any{&s.Role, &s.Name, &s.Value}, func() error {
+		if slices.Contains(skip, s.Name) {
+			return nil
+		}
+		if s.Role == "" {
+			out.Settings = append(out.Settings, s)
+		} else {
+			out.RoleSettings = append(out.RoleSettings, s)
+		}
+		return nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("read the database's settings: %w", err)
+	}
+	err = conn.QueryRow(ctx, `SELECT shobj_description(d.oid, 'pg_database') FROM pg_database d
+		WHERE d.datname = current_database()`).Scan(&out.Comment)
+	if err != nil {
+		return out, fmt.Errorf("read the database's comment: %w", err)
+	}
+	return out, nil
+}
+
+// Empty says whether there is nothing to carry.
+func (d DatabaseSettings) Empty() bool {
+	return len(d.Settings) == 0 && len(d.RoleSettings) == 0 && d.Comment == nil
+}
+
+// Statement is one statement that carries a setting or the comment; What names it
+// without its value (a custom setting may hold something private): "search_path",
+// "work_mem of role app", "comment".
+type Statement struct {
+	What, SQL string
+}
+
+// Statements give database db the same settings and comment, one statement per
+// setting, roles' settings last.
+func (d DatabaseSettings) Statements(db string) []Statement {
+	ident := pgx.Identifier{db}.Sanitize()
+	var out []Statement
+	for _, s := range append(slices.Clone(d.Settings), d.RoleSettings...) {
+		set := fmt.Sprintf("SET %s TO %s", pgx.Identifier{s.Name}.Sanitize(), settingValue(s.Name, s.Value))
+		if s.Role == "" {
+			out = append(out, Statement{s.Name, fmt.Sprintf("ALTER DATABASE %s %s", ident, set)})
+		} else {
+			out = append(out, Statement{s.Name + " of role " + s.Role,
+				fmt.Sprintf("ALTER ROLE %s IN DATABASE %s %s", pgx.Identifier{s.Role}.Sanitize(), ident, set)})
+		}
+	}
+	if d.Comment != nil {
+		out = append(out, Statement{"comment", fmt.Sprintf("COMMENT ON DATABASE %s IS %s", ident, quoteLiteral(*d.Comment))})
+	}
+	return out
+}
+
+// listQuoted are the settings PostgreSQL stores as a list of double-quoted elements
+// (GUC_LIST_QUOTE): each element is given as a literal of its own, as pg_dump does;
+// one literal would make the whole list a single element.
+var listQuoted = []string{"local_preload_libraries", "search_path", "session_preload_libraries",
+	"shared_preload_libraries", "temp_tablespaces", "unix_socket_directories"}
+
+func settingValue(name, value string) string {
+	if !slices.Contains(listQuoted, strings.ToLower(name)) {
+		return quoteLiteral(value)
+	}
+	elems := splitGUCList(value)
+	if len(elems) == 0 {
+		return "''"
+	}
+	for i, e := range elems {
+		elems[i] = quoteLiteral(e)
+	}
+	return strings.Join(elems, ", ")
+}
+
+// splitGUCList splits a stored list setting the way PostgreSQL's SplitGUCList does:
+// elements separated by commas, each bare or in double quotes ("" for a quote inside),
+// whitespace around them dropped.
+func splitGUCList(s string) []string {
+	var out []string
+	for i := 0; ; {
+		for i < len(s) && isSpace(s[i]) {
+			i++
+		}
+		if i >= len(s) {
+			return out
+		}
+		var b strings.Builder
+		if s[i] == '"' {
+			for i++; i < len(s); i++ {
+				if s[i] == '"' {
+					if i+1 < len(s) && s[i+1] == '"' {
+						b.WriteByte('"')
+						i++
+						continue
+					}
+					i++
+					break
+				}
+				b.WriteByte(s[i])
+			}
+		} else {
+			for ; i < len(s) && s[i] != ',' && !isSpace(s[i]); i++ {
+				b.WriteByte(s[i])
+			}
+		}
+		out = append(out, b.String())
+		for i < len(s) && isSpace(s[i]) {
+			i++
+		}
+		if i < len(s) && s[i] == ',' {
+			i++
+		}
+	}
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
+}
