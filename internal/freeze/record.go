@@ -28,6 +28,10 @@ const RecordSetting = "tsmigrate.freeze_record"
 // readOnlySetting is the setting the freeze turns on at database level.
 const readOnlySetting = "default_transaction_read_only"
 
+// Settings are the database settings a freeze turns on and off: a migration neither
+// carries them to the target nor compares them.
+var Settings = []string{readOnlySetting, RecordSetting}
+
 // advisoryKey serialises tsmigrate's freezes and unfreezes of one database (advisory
 // locks are scoped to the database the session is connected to).
 const advisoryKey = 0x74736d_667265657a // "tsm" "freez"

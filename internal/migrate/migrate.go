@@ -574,10 +574,6 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 	return r.countAndVerify(ctx, d)
 }
 
-// settingsOfTools are database settings that tsmigrate and TimescaleDB manage during a
-// migration (the freeze's, restoring mode), never carried nor compared.
-var settingsOfTools = []string{"default_transaction_read_only", freeze.RecordSetting, "timescaledb.restoring"}
-
 // carrySettings gives the target database the source database's own settings, those
 // of roles in it, and its comment: pg_dump leaves them out without --create, and an
 // application may rely on them (a search_path above all). After the restore, so that
@@ -590,7 +586,7 @@ func (r *run) carrySettings(ctx context.Context, d *DatabaseRun) error {
 		if err != nil {
 			return err
 		}
-		set, err := schema.ReadDatabaseSettings(ctx, src.Conn, settingsOfTools...)
+		set, err := schema.ReadDatabaseSettings(ctx, src.Conn, freeze.Settings...)
 		src.Close(context.WithoutCancel(ctx))
 		if err != nil || set.Empty() {
 			return err
@@ -605,14 +601,8 @@ func (r *run) carrySettings(ctx context.Context, d *DatabaseRun) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				verb := "ALTER DATABASE ... SET"
-				if st.What == "comment" {
-					verb = "COMMENT ON DATABASE"
-				} else if strings.Contains(st.What, " of role ") {
-					verb = "ALTER ROLE ... IN DATABASE ... SET"
-				}
 				r.warn(fmt.Sprintf("%s: the target refused the source database's %s: %s; give it with %s as a role allowed to",
-					d.Source, st.What, dbconn.Reason(err), verb))
+					d.Source, st.What, dbconn.Reason(err), st.How()))
 				d.settingsRefused = append(d.settingsRefused, st.What)
 				continue
 			}

@@ -2,7 +2,10 @@ package preflight
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
 )
 
@@ -136,4 +139,41 @@ func (e *env) checkLargeObjects() []Finding {
 	return []Finding{finding(Warn, "source",
 		fmt.Sprintf("%s in the source database: pg_dump copies them with the database, one by one, which is slow when there are many", plural(int(n), "large object", "large objects")),
 		"nothing to do, unless they are leftovers: then vacuumlo or lo_unlink them on the source first")}
+}
+
+// checkDatabaseSettings says which of the source database's own settings (ALTER
+// DATABASE ... SET, a role's in the database) and comment the migration gives the
+// target database, which pg_dump leaves out, and warns about those the target refused
+// when they were tried (in the probe's rolled-back transaction). Settings are named,
+// never shown with their values.
+func (e *env) checkDatabaseSettings() []Finding {
+	p := &e.probe
+	if !p.ran {
+		return nil // a standby target: target-create says so
+	}
+	if len(p.settings) == 0 {
+		return []Finding{finding(Pass, "source", "the source database has no settings (ALTER DATABASE ... SET) nor comment of its own", "")}
+	}
+	var given, refused, how []string
+	for _, st := range p.settings {
+		if !slices.ContainsFunc(p.settingsRefused, func(r refusal) bool { return r.st == st }) {
+			given = append(given, st.What)
+		}
+	}
+	for _, r := range p.settingsRefused {
+		refused = append(refused, fmt.Sprintf("%s (%s)", r.st.What, dbconn.Reason(r.err)))
+		if !slices.Contains(how, r.st.How()) {
+			how = append(how, r.st.How())
+		}
+	}
+	if len(refused) == 0 {
+		return []Finding{finding(Pass, "target",
+			fmt.Sprintf("the source database's %s will be given to the target database (pg_dump leaves them out); tried in a rolled-back transaction", list(given)), "")}
+	}
+	saw := fmt.Sprintf("the target refuses the source database's %s (tried in a rolled-back transaction); the migration goes on without them", strings.Join(refused, ", "))
+	if len(given) > 0 {
+		saw += fmt.Sprintf(", and gives the target database its %s", list(given))
+	}
+	return []Finding{finding(Warn, "target", saw,
+		fmt.Sprintf("after the migration, give them as a role allowed to (%s), creating any missing role first; or migrate as such a role", strings.Join(how, "; ")))}
 }

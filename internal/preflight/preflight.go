@@ -217,6 +217,7 @@ func (e *env) checks() []Check {
 		pure("prepared-transactions", e.checkPrepared),
 		pure("replication-slots", e.checkSlots),
 		pure("subscriptions", e.checkSubscriptions),
+		pure("database-settings", e.checkDatabaseSettings),
 		pure("timescaledb-jobs", e.checkJobs),
 		pure("unlogged-tables", e.checkUnlogged),
 		pure("large-objects", e.checkLargeObjects),

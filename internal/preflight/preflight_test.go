@@ -218,3 +218,49 @@ func connectSuper(t *testing.T, srv *testenv.Server) *pgx.Conn {
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
 }
+
+// The source database's own settings and comment are tried on the target in the
+// rolled-back transaction: a target user who owns the database but is no superuser is
+// refused one reserved to superusers and another role's, named without their values;
+// a superuser is given all of them. The target keeps none.
+func TestDatabaseSettings(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src, tgt := testenv.NewDB(t, srv, false), testenv.NewDB(t, srv, false)
+	owner := role(t, srv, "")
+	other := role(t, srv, "")
+	testenv.MustExec(t, srv, "postgres", "ALTER DATABASE "+tgt+" OWNER TO "+owner,
+		"ALTER DATABASE "+src+" SET log_min_duration_statement = '123s'",
+		"ALTER DATABASE "+src+" SET search_path = public, \"$user\"",
+		"ALTER ROLE "+other+" IN DATABASE "+src+" SET work_mem = '3MB'",
+		"COMMENT ON DATABASE "+src+" IS 'the app'")
+
+	r := runPreflight(t, srv.SuperURI(src), userURI(srv, owner, "pw-"+owner, tgt))
+	expect(t, r, "database-settings", preflight.Warn,
+		`log_min_duration_statement (permission denied to set parameter "log_min_duration_statement" (SQLSTATE 42501))`,
+		"work_mem of role "+other+" (permission denied to alter role",
+		"gives the target database its search_path, comment")
+	f := find(t, r, "database-settings")
+	if strings.Contains(f.Saw+f.Do, "123s") || strings.Contains(f.Saw+f.Do, "3MB") {
+		t.Errorf("database-settings shows a value: %s / %s", f.Saw, f.Do)
+	}
+	if !strings.Contains(f.Do, "ALTER DATABASE ... SET; ALTER ROLE ... IN DATABASE ... SET") {
+		t.Errorf("database-settings does not say how to give them: %s", f.Do)
+	}
+	r = runPreflight(t, srv.SuperURI(src), srv.SuperURI(tgt))
+	expect(t, r, "database-settings", preflight.Pass, "log_min_duration_statement, search_path, work_mem of role "+other+", comment will be given")
+
+	conn, err := pgx.Connect(context.Background(), srv.SuperURI(tgt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	var comment *string
+	if err := conn.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+		WHERE d.datname = current_database()), shobj_description(d.oid, 'pg_database') FROM pg_database d WHERE d.datname = current_database()`).Scan(&n, &comment); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 || comment != nil {
+		t.Errorf("the probe left %d settings and comment %v on the target", n, comment)
+	}
+}

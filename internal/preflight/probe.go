@@ -7,7 +7,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
 )
 
 // targetProbe is what the target's user could actually do, tried inside one transaction
@@ -31,6 +33,17 @@ type targetProbe struct {
 	alterErr       error // ALTER DATABASE ... SET timescaledb.restoring = on
 	triedPre       bool  // timescaledb_pre_restore() was called (not for superusers)
 	preRestoreErr  error
+
+	// The source database's own settings and comment, each given to the target
+	// database as the migration will (schema.DatabaseSettings), and those it refused.
+	settings        []schema.Statement
+	settingsRefused []refusal
+}
+
+// refusal is a statement the target refused, and its error.
+type refusal struct {
+	st  schema.Statement
+	err error
 }
 
 const (
@@ -62,6 +75,16 @@ func (e *env) probeTarget(ctx context.Context) error {
 	if slices.ContainsFunc(e.tgtInv.Schemas, func(s inventory.Schema) bool { return s.Name == "public" }) {
 		p.triedTable = true
 		p.createTableErr = try(ctx, tx, "CREATE TABLE public."+probeName+" (x int)")
+	}
+	set, err := schema.ReadDatabaseSettings(ctx, e.src.Conn, freeze.Settings...)
+	if err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	p.settings = set.Statements(e.tgtInv.Name)
+	for _, st := range p.settings {
+		if err := try(ctx, tx, st.SQL); err != nil {
+			p.settingsRefused = append(p.settingsRefused, refusal{st, err})
+		}
 	}
 
 	ts := e.srcInv.TimescaleDB

@@ -37,14 +37,19 @@ LEFT JOIN pg_roles r ON r.oid = s.setrole
 CROSS JOIN LATERAL unnest(s.setconfig) WITH ORDINALITY AS c(cfg, n)
 ORDER BY s.setrole <> 0, r.rolname, c.n`
 
+// RestoringSetting is TimescaleDB's restoring mode, which timescaledb_pre_restore() and
+// timescaledb_post_restore() turn on and off at database level.
+const RestoringSetting = "timescaledb.restoring"
+
 // ReadDatabaseSettings reads the connected database's settings and comment, leaving
-// out the settings named in skip (a tool's own, such as the freeze's).
+// out restoring mode and the settings named in skip (a tool's own, such as the
+// freeze's).
 func ReadDatabaseSettings(ctx context.Context, conn *pgx.Conn, skip ...string) (DatabaseSettings, error) {
 	var out DatabaseSettings
 	var s Setting
 	rows, _ := conn.Query(ctx, sqlDatabaseSettings)
 	_, err := pgx.ForEachRow(rows, []any{&s.Role, &s.Name, &s.Value}, func() error {
-		if slices.Contains(skip, s.Name) {
+		if s.Name == RestoringSetting || slices.Contains(skip, s.Name) {
 			return nil
 		}
 		if s.Role == "" {
@@ -95,6 +100,17 @@ func (d DatabaseSettings) Statements(db string) []Statement {
 		out = append(out, Statement{"comment", fmt.Sprintf("COMMENT ON DATABASE %s IS %s", ident, quoteLiteral(*d.Comment))})
 	}
 	return out
+}
+
+// How says which statement gives a setting of this kind, for a user to run it.
+func (s Statement) How() string {
+	switch {
+	case s.What == "comment":
+		return "COMMENT ON DATABASE"
+	case strings.Contains(s.What, " of role "):
+		return "ALTER ROLE ... IN DATABASE ... SET"
+	}
+	return "ALTER DATABASE ... SET"
 }
 
 // listQuoted are the settings PostgreSQL stores as a list of double-quoted elements
