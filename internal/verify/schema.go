@@ -3,9 +3,13 @@ package verify
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/tsmigrate/tsmigrate/internal/freeze"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
 )
 
 // SchemaDiff is one difference in the schema or the TimescaleDB metadata.
@@ -212,7 +216,15 @@ var moreSchemaSQL = []string{
 // notMigrationSetting leaves out the database settings that a migration itself turns
 // on and off: the freeze's (default_transaction_read_only, tsmigrate.freeze_record)
 // and TimescaleDB's restoring mode. It expects the "name=value" aliased c.cfg.
-const notMigrationSetting = `split_part(c.cfg, '=', 1) NOT IN ('default_transaction_read_only', 'tsmigrate.freeze_record', 'timescaledb.restoring')`
+var notMigrationSetting = `split_part(c.cfg, '=', 1) NOT IN (` + quoteList(append(slices.Clone(freeze.Settings), schema.RestoringSetting)) + `)`
+
+func quoteList(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = quoteLiteral(n)
+	}
+	return strings.Join(q, ", ")
+}
 
 // privilegesSQL compares owners and access privileges (Options.Privileges), and the
 // settings of roles in the database.
