@@ -71,3 +71,15 @@ func TestHelpDocumentsExitCodesAndJSON(t *testing.T) {
 		})
 	}
 }
+
+// tsmigrate's own Go code runs on one thread per two jobs, at least one, at most the
+// machine's cores.
+func TestProcsFor(t *testing.T) {
+	for _, c := range []struct{ jobs, cpus, want int }{
+		{1, 2, 1}, {2, 2, 1}, {3, 2, 2}, {4, 2, 2}, {8, 2, 2}, {8, 16, 4}, {16, 4, 4}, {2, 1, 1},
+	} {
+		if got := procsFor(c.jobs, c.cpus); got != c.want {
+			t.Errorf("procsFor(%d jobs, %d cores) = %d, want %d", c.jobs, c.cpus, got, c.want)
+		}
+	}
+}

@@ -166,6 +166,7 @@ func (a *app) runMigrate(c *cobra.Command, f migrateFlags) error {
 	if f.jobs < 1 {
 		return exit.Usagef("give 1 or more", "--jobs %d", f.jobs)
 	}
+	a.sizeRuntime(f.jobs)
 	if f.compressOlder < 0 || (f.compressOlder > 0 && !f.compressBefore) {
 		return exit.Usagef("give a positive duration together with --compress-before", "--compress-older-than %s", f.compressOlder)
 	}

@@ -101,6 +101,7 @@ func (a *app) runVerify(c *cobra.Command, f verifyFlags) error {
 	if f.jobs < 1 {
 		return exit.Usagef("give --jobs 1 or more", "invalid --jobs %d", f.jobs)
 	}
+	a.sizeRuntime(f.jobs)
 	if f.showRows < 0 {
 		return exit.Usagef("give --show-rows 0 or more", "invalid --show-rows %d", f.showRows)
 	}
