@@ -62,9 +62,9 @@ func init() {
      "dump": pg_dump --no-owner in parallel, then pg_restore in the order that keeps
      TimescaleDB's data: timescaledb_pre_restore(), the catalog alone, the rest with --jobs;
   4. ANALYZE in parallel, timescaledb_post_restore(), the source database's own settings
-     (ALTER DATABASE ... SET, its roles' settings in it) and comment given to the target
-     database (pg_dump leaves them out; a refusal is a warning), row counts on both sides,
-     verify;
+     (ALTER DATABASE ... SET, its roles' settings in it), privileges (GRANT/REVOKE ... ON
+     DATABASE) and comment given to the target database (pg_dump leaves them out; a
+     refusal is a warning), row counts on both sides, verify;
   5. a summary: time per phase, rows per table and hypertable, the data units, rows, bytes
      and retries of the stream engine, the messages of pg_dump and pg_restore (known
      harmless ones counted, shown with --verbose; any other fails the run).
@@ -115,8 +115,9 @@ the first process waits for units that workers hold, then does the rest.
        "skipped" (hypertables left alone, and why)},
      "compressed_chunks" (compressed on the source, checked compressed on the target),
      "database_settings" (what the target database was given of the source database's
-       own settings, its roles' settings in it, and its comment, which pg_dump leaves out;
-       by name, e.g. "search_path", "work_mem of role app", "comment")}],
+       own settings, its roles' settings in it, its privileges and its comment, which
+       pg_dump leaves out; by name, e.g. "search_path", "work_mem of role app",
+       "revoke of CONNECT from PUBLIC", "grant of CONNECT to app", "comment")}],
    "preflight" (pre-flight's report per database), "harmless_messages", "errors": [MESSAGE],
    "source_frozen", "frozen_window_ns", "projected_downtime_ns" (rehearsal),
    "source_changes": {"inserted", "updated", "deleted"} (rehearsal), "compress_before",

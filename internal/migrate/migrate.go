@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -602,12 +603,35 @@ func (r *run) carrySettings(ctx context.Context, d *DatabaseRun) error {
 					return ctx.Err()
 				}
 				r.warn(fmt.Sprintf("%s: the target refused the source database's %s: %s; give it with %s as a role allowed to",
-					d.Source, st.What, dbconn.Reason(err), st.How()))
+					d.Source, st.What, dbconn.Reason(err), st.How))
 				d.settingsRefused = append(d.settingsRefused, st.What)
 				continue
 			}
 			d.DatabaseSettings = append(d.DatabaseSettings, st.What)
 		}
+		// A statement can succeed and change nothing (a REVOKE by a user without the
+		// grant option only warns): read back what the target holds.
+		on, err := schema.ReadDatabaseSettings(ctx, dst.Conn, freeze.Settings...)
+		if err != nil {
+			return fmt.Errorf("target: %w", err)
+		}
+		has := map[string]bool{}
+		for _, st := range on.Statements(d.dst.Database()) {
+			has[st.SQL] = true
+		}
+		var given []string
+		for _, st := range set.Statements(d.dst.Database()) {
+			switch {
+			case !slices.Contains(d.DatabaseSettings, st.What):
+			case has[st.SQL]:
+				given = append(given, st.What)
+			default:
+				r.warn(fmt.Sprintf("%s: the target accepted the source database's %s but does not hold it afterwards (a GRANT or REVOKE by a role without the grant option only warns); give it with %s as a role allowed to",
+					d.Source, st.What, st.How))
+				d.settingsRefused = append(d.settingsRefused, st.What)
+			}
+		}
+		d.DatabaseSettings = given
 		if len(d.DatabaseSettings) > 0 {
 			r.note(d.Source, "the target database was given the source database's "+strings.Join(d.DatabaseSettings, ", "))
 		}

@@ -55,7 +55,9 @@ func TestDatabaseSettingsCarried(t *testing.T) {
 				fmt.Sprintf(`ALTER DATABASE %s SET search_path = "$user", public, "Odd, Schema", "we""ird"`, src),
 				fmt.Sprintf(`ALTER DATABASE %s SET work_mem = '8MB'`, src),
 				fmt.Sprintf(`ALTER ROLE %s IN DATABASE %s SET statement_timeout = '7s'`, role, src),
-				fmt.Sprintf(`COMMENT ON DATABASE %s IS 'the app''s data'`, src))
+				fmt.Sprintf(`COMMENT ON DATABASE %s IS 'the app''s data'`, src),
+				fmt.Sprintf(`REVOKE CONNECT, TEMPORARY ON DATABASE %s FROM PUBLIC`, src),
+				fmt.Sprintf(`GRANT CONNECT ON DATABASE %s TO %s`, src, role))
 			unfreezeAtCleanup(t, srv, src)
 			want := settingsOf(t, srv, src)
 
@@ -69,7 +71,8 @@ func TestDatabaseSettingsCarried(t *testing.T) {
 			if d.Identical == nil || !*d.Identical || strings.Contains(strings.Join(sum.Warnings, "\n"), "refused") {
 				t.Fatalf("identical %v, warnings %q", d.Identical, sum.Warnings)
 			}
-			carried := []string{"search_path", "work_mem", "statement_timeout of role " + role, "comment"}
+			carried := []string{"search_path", "work_mem", "statement_timeout of role " + role,
+				"revoke of CONNECT from PUBLIC", "revoke of TEMPORARY from PUBLIC", "grant of CONNECT to " + role, "comment"}
 			if !slices.Equal(d.DatabaseSettings, carried) {
 				t.Errorf("summary's database settings %q, want %q", d.DatabaseSettings, carried)
 			}
@@ -84,6 +87,11 @@ func TestDatabaseSettingsCarried(t *testing.T) {
 			}
 			if n := scalar[int64](t, c, "SELECT count(*) FROM t"); n != 1 {
 				t.Errorf("unqualified t has %d rows on the target", n)
+			}
+			if acl := scalar[string](t, c, `SELECT string_agg(coalesce(r.rolname::text, 'PUBLIC') || '=' || a.privilege_type, ', ' ORDER BY 1)
+				FROM pg_database d CROSS JOIN LATERAL aclexplode(d.datacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee
+				WHERE d.datname = current_database() AND a.grantee <> d.datdba`); acl != role+"=CONNECT" {
+				t.Errorf("the target database's privileges besides its owner's: %s, want %s=CONNECT only", acl, role)
 			}
 			if !writable(t, srv, dst) {
 				t.Error("the target is read-only: the freeze's setting was carried")
@@ -153,5 +161,52 @@ func TestDatabaseSettingsRefused(t *testing.T) {
 	}
 	if len(rep.Schema) != 1 || rep.Schema[0].String() != "database: setting log_min_duration_statement differs: source 123s, target (none)" {
 		t.Errorf("verify alone: %v", rep.Schema)
+	}
+}
+
+// A target user that neither owns the target database nor is a superuser, allowed to
+// create schemas and tables in it: its GRANT and REVOKE on the database change nothing (the server
+// only warns), which the run finds by reading the target back, and says.
+func TestDatabasePrivilegesNotHeld(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	ctx := context.Background()
+	user := fmt.Sprintf("tsm_user_%d", os.Getpid())
+	app := fmt.Sprintf("tsm_app_%d", os.Getpid())
+	testenv.MustExec(t, srv, "postgres", fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'pw-user'", user), "CREATE ROLE "+app)
+	t.Cleanup(func() {
+		srv.Exec(context.Background(), "postgres", "DROP OWNED BY "+user, "DROP ROLE IF EXISTS "+app, "DROP ROLE IF EXISTS "+user)
+	})
+	src := testenv.NewDB(t, srv, false)
+	dst := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, "postgres", fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s", dst, user),
+		fmt.Sprintf(`REVOKE CONNECT ON DATABASE %s FROM PUBLIC`, src),
+		fmt.Sprintf(`GRANT CONNECT ON DATABASE %s TO %s`, src, app))
+	testenv.MustExec(t, srv, dst, "GRANT CREATE ON SCHEMA public TO "+user)
+	testenv.MustExec(t, srv, src, "CREATE SCHEMA data", "CREATE TABLE data.t (id int)", "INSERT INTO data.t VALUES (1), (2)")
+	unfreezeAtCleanup(t, srv, src)
+	u, err := url.Parse(srv.URI(dst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(user, "pw-user")
+
+	sum, err := migrate.Run(ctx, migrate.Options{Engine: migrate.EngineStream,
+		Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", u.String()),
+		Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second})
+	if err != nil {
+		t.Fatalf("migrate: %v\n%+v", err, sum)
+	}
+	if got := sum.Databases[0].DatabaseSettings; len(got) != 0 {
+		t.Errorf("the summary says the target was given %q", got)
+	}
+	all := strings.Join(sum.Warnings, "\n")
+	for _, what := range []string{"revoke of CONNECT from PUBLIC", "grant of CONNECT to " + app} {
+		want := "the target accepted the source database's " + what + " but does not hold it afterwards"
+		if !strings.Contains(all, want) {
+			t.Errorf("warnings lack %q:\n%s", want, all)
+		}
+	}
+	if n := scalar[int64](t, connect(t, srv.SuperURI(dst)), "SELECT count(*) FROM data.t"); n != 2 {
+		t.Fatalf("the target has %d rows", n)
 	}
 }

@@ -142,17 +142,17 @@ func (e *env) checkLargeObjects() []Finding {
 }
 
 // checkDatabaseSettings says which of the source database's own settings (ALTER
-// DATABASE ... SET, a role's in the database) and comment the migration gives the
-// target database, which pg_dump leaves out, and warns about those the target refused
-// when they were tried (in the probe's rolled-back transaction). Settings are named,
-// never shown with their values.
+// DATABASE ... SET, a role's in the database), privileges (GRANT/REVOKE ... ON
+// DATABASE) and comment the migration gives the target database, which pg_dump leaves
+// out, and warns about those the target refused when they were tried (in the probe's
+// rolled-back transaction). Settings are named, never shown with their values.
 func (e *env) checkDatabaseSettings() []Finding {
 	p := &e.probe
 	if !p.ran {
 		return nil // a standby target: target-create says so
 	}
 	if len(p.settings) == 0 {
-		return []Finding{finding(Pass, "source", "the source database has no settings (ALTER DATABASE ... SET) nor comment of its own", "")}
+		return []Finding{finding(Pass, "source", "the source database has no settings (ALTER DATABASE ... SET), privileges beyond the default, nor comment of its own", "")}
 	}
 	var given, refused, how []string
 	for _, st := range p.settings {
@@ -162,8 +162,8 @@ func (e *env) checkDatabaseSettings() []Finding {
 	}
 	for _, r := range p.settingsRefused {
 		refused = append(refused, fmt.Sprintf("%s (%s)", r.st.What, dbconn.Reason(r.err)))
-		if !slices.Contains(how, r.st.How()) {
-			how = append(how, r.st.How())
+		if !slices.Contains(how, r.st.How) {
+			how = append(how, r.st.How)
 		}
 	}
 	if len(refused) == 0 {
@@ -175,5 +175,5 @@ func (e *env) checkDatabaseSettings() []Finding {
 		saw += fmt.Sprintf(", and gives the target database its %s", list(given))
 	}
 	return []Finding{finding(Warn, "target", saw,
-		fmt.Sprintf("after the migration, give them as a role allowed to (%s), creating any missing role first; or migrate as such a role", strings.Join(how, "; ")))}
+		fmt.Sprintf("after the migration, give them as a role allowed to (%s), creating any missing role first; or migrate as such a role (the owner of the target database, or a superuser)", strings.Join(how, "; ")))}
 }

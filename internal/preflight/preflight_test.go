@@ -219,10 +219,11 @@ func connectSuper(t *testing.T, srv *testenv.Server) *pgx.Conn {
 	return conn
 }
 
-// The source database's own settings and comment are tried on the target in the
-// rolled-back transaction: a target user who owns the database but is no superuser is
-// refused one reserved to superusers and another role's, named without their values;
-// a superuser is given all of them. The target keeps none.
+// The source database's own settings, privileges and comment are tried on the target
+// in the rolled-back transaction: a target user who owns the database but is no
+// superuser is refused one reserved to superusers and another role's, named without
+// their values; a superuser is given all of them; a user who owns nothing is refused
+// the settings, and its REVOKE is seen to change nothing. The target keeps none.
 func TestDatabaseSettings(t *testing.T) {
 	srv := testenv.Shared(t, testenv.PG17TS)
 	src, tgt := testenv.NewDB(t, srv, false), testenv.NewDB(t, srv, false)
@@ -248,6 +249,13 @@ func TestDatabaseSettings(t *testing.T) {
 	}
 	r = runPreflight(t, srv.SuperURI(src), srv.SuperURI(tgt))
 	expect(t, r, "database-settings", preflight.Pass, "log_min_duration_statement, search_path, work_mem of role "+other+", comment will be given")
+
+	// A user who may connect and create but owns nothing: ALTER DATABASE is refused,
+	// and a REVOKE it may not make changes nothing (the server only warns).
+	testenv.MustExec(t, srv, "postgres", "REVOKE TEMPORARY ON DATABASE "+src+" FROM PUBLIC")
+	r = runPreflight(t, srv.SuperURI(src), userURI(srv, other, "pw-"+other, tgt))
+	expect(t, r, "database-settings", preflight.Warn, "search_path (must be owner of database "+tgt,
+		"revoke of TEMPORARY from PUBLIC (accepted, but the target does not hold it afterwards)")
 
 	conn, err := pgx.Connect(context.Background(), srv.SuperURI(tgt))
 	if err != nil {

@@ -2,6 +2,7 @@ package preflight
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -38,6 +39,7 @@ type targetProbe struct {
 	// database as the migration will (schema.DatabaseSettings), and those it refused.
 	settings        []schema.Statement
 	settingsRefused []refusal
+	databaseName    string // the target database's
 }
 
 // refusal is a statement the target refused, and its error.
@@ -80,10 +82,11 @@ func (e *env) probeTarget(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
-	p.settings = set.Statements(e.tgtInv.Name)
-	for _, st := range p.settings {
-		if err := try(ctx, tx, st.SQL); err != nil {
-			p.settingsRefused = append(p.settingsRefused, refusal{st, err})
+	p.databaseName = e.tgtInv.Name
+	p.settings = set.Statements(p.databaseName)
+	if len(p.settings) > 0 {
+		if err := p.trySettings(ctx, tx, conn); err != nil {
+			return err
 		}
 	}
 
@@ -161,6 +164,43 @@ func trySQL(ctx context.Context, tx pgx.Tx, sql string, keep bool) error {
 	}
 	if keep {
 		return sp.Commit(ctx) // releases the savepoint; the outer transaction still rolls back
+	}
+	return sp.Rollback(ctx)
+}
+
+// errNotHeld is a statement the target accepted without doing it (a REVOKE by a role
+// without the grant option only warns).
+var errNotHeld = errors.New("accepted, but the target does not hold it afterwards")
+
+// trySettings tries p.settings on the target under a savepoint that is rolled back,
+// keeping each one that works until the end so that reading the target's settings
+// back shows those accepted without effect too.
+func (p *targetProbe) trySettings(ctx context.Context, tx pgx.Tx, conn *pgx.Conn) error {
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
+	defer sp.Rollback(context.WithoutCancel(ctx))
+	var kept []schema.Statement
+	for _, st := range p.settings {
+		if err := tryKeep(ctx, sp, st.SQL); err != nil {
+			p.settingsRefused = append(p.settingsRefused, refusal{st, err})
+		} else {
+			kept = append(kept, st)
+		}
+	}
+	on, err := schema.ReadDatabaseSettings(ctx, conn, freeze.Settings...)
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
+	held := map[string]bool{}
+	for _, st := range on.Statements(p.databaseName) {
+		held[st.SQL] = true
+	}
+	for _, st := range kept {
+		if !held[st.SQL] {
+			p.settingsRefused = append(p.settingsRefused, refusal{st, errNotHeld})
+		}
 	}
 	return sp.Rollback(ctx)
 }

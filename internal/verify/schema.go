@@ -229,6 +229,12 @@ func quoteList(names []string) string {
 // privilegesSQL compares owners and access privileges (Options.Privileges), and the
 // settings of roles in the database.
 var privilegesSQL = []string{
+	// the database's own privileges, its owner's left out (owners differ between servers)
+	`SELECT 'database', '', 'privileges', (SELECT string_agg(format('%s=%s%s', coalesce(r.rolname::text, 'PUBLIC'), a.privilege_type,
+			CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' END), ', ' ORDER BY 1)
+		FROM pg_database d CROSS JOIN LATERAL aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+		LEFT JOIN pg_roles r ON r.oid = a.grantee
+		WHERE d.datname = current_database() AND a.grantee <> d.datdba)`,
 	`SELECT 'database', '', format('setting of role %s: %s', r.rolname, split_part(c.cfg, '=', 1)), substr(c.cfg, strpos(c.cfg, '=') + 1)
 	FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase AND d.datname = current_database()
 	JOIN pg_roles r ON r.oid = s.setrole
