@@ -26,9 +26,9 @@ type SnapshotSource interface {
 
 // SQL of the exported snapshot. Checked on PostgreSQL 15 and 17.
 const (
-	// Timeouts off: the holding transaction stays idle for the whole run.
-	exportSnapshotSQL = `SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0;
-BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`
+	// After dbconn.NoTimeouts, on its own (the holding transaction stays idle for the
+	// whole run); a query before BEGIN in the same string would start the transaction.
+	exportSnapshotSQL = `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`
 )
 
 type exportedSnapshot struct {
@@ -44,9 +44,11 @@ func ExportSnapshot(ctx context.Context, source *dbconn.Config) (SnapshotSource,
 		return nil, err
 	}
 	s := &exportedSnapshot{conn: conn}
-	if err := conn.PgConn().Exec(ctx, exportSnapshotSQL).Close(); err != nil {
-		conn.Close(ctx)
-		return nil, fmt.Errorf("export source snapshot: %w", err)
+	for _, sql := range []string{dbconn.NoTimeouts, exportSnapshotSQL} {
+		if err := conn.PgConn().Exec(ctx, sql).Close(); err != nil {
+			conn.Close(ctx)
+			return nil, fmt.Errorf("export source snapshot: %w", err)
+		}
 	}
 	if err := conn.QueryRow(ctx, `SELECT pg_export_snapshot()`).Scan(&s.id); err != nil {
 		conn.Close(ctx)

@@ -19,11 +19,11 @@ const (
 	// Source: the settings pg_dump uses to read (no timeouts, row security off so that
 	// a table it would apply to fails rather than copies part of its rows, stable text
 	// output for the tables that travel as text).
-	sourceSessionSQL = `SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;
+	sourceSessionSQL = dbconn.NoTimeouts + `;
 SET row_security = off; SET extra_float_digits = 3; SET DateStyle = ISO; SET IntervalStyle = postgres`
 	// Target: no timeouts, no waiting for the WAL flush at each commit (a unit lost
 	// in a crash is simply not marked done, and is copied again).
-	targetSessionSQL = `SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0;
+	targetSessionSQL = dbconn.NoTimeouts + `;
 SET synchronous_commit = off; SET DateStyle = ISO; SET IntervalStyle = postgres`
 )
 

@@ -142,7 +142,7 @@ func countTables(ctx context.Context, src, dst *dbconn.Config, jobs int, tables 
 			// No timeout a database or role setting gives (the target has the source
 			// database's settings by now) may cut a long count short.
 			for i, c := range []*dbconn.Conn{s, d} {
-				if _, err := c.Exec(gctx, "SET statement_timeout = 0; SET lock_timeout = 0"); err != nil {
+				if _, err := c.Exec(gctx, dbconn.NoTimeouts); err != nil {
 					return fmt.Errorf("set up the %s's count session: %s", []*dbconn.Config{src, dst}[i].Role, dbconn.Reason(err))
 				}
 			}

@@ -24,7 +24,8 @@ import (
 //   - search_path pg_catalog: regclass/regtype values, defaults and definitions come
 //     out schema-qualified;
 //   - standard_conforming_strings on: literals this package writes;
-//   - statement_timeout 0: a role's timeout must not kill a long checksum.
+//   - no timeouts (dbconn.NoTimeouts): a database's or role's timeout must not kill a
+//     long checksum, nor the coordinator's snapshot, idle in its transaction.
 //
 // Checked on PostgreSQL 15 and 17.
 const pinSettings = `SELECT set_config('TimeZone', 'UTC', false),
@@ -34,8 +35,7 @@ const pinSettings = `SELECT set_config('TimeZone', 'UTC', false),
 	set_config('bytea_output', 'hex', false),
 	set_config('lc_monetary', 'C', false),
 	set_config('search_path', 'pg_catalog', false),
-	set_config('standard_conforming_strings', 'on', false),
-	set_config('statement_timeout', '0', false)`
+	set_config('standard_conforming_strings', 'on', false)`
 
 // minServerVersion is the first PostgreSQL with hash_record_extended.
 const minServerVersion = 140000
@@ -52,9 +52,11 @@ func connect(ctx context.Context, cfg *dbconn.Config) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := conn.Exec(ctx, pinSettings); err != nil {
-		conn.Close(context.Background())
-		return nil, fmt.Errorf("%s: pin session settings: %w", cfg.Role, err)
+	for _, pin := range []string{pinSettings, dbconn.NoTimeouts} {
+		if _, err := conn.Exec(ctx, pin); err != nil {
+			conn.Close(context.Background())
+			return nil, fmt.Errorf("%s: pin session settings: %w", cfg.Role, err)
+		}
 	}
 	return &session{cfg: cfg, conn: conn}, nil
 }
