@@ -110,7 +110,8 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 }
 
 // procsFor is how many threads may run tsmigrate's own Go code at once for a command
-// with jobs parallel jobs on a machine of cpus cores: one per two jobs. Its work is
+// with jobs parallel jobs where cpus may run (the runtime's own default, which follows
+// a container's CPU quota): one per two jobs. Its work is
 // light (moving bytes between two connections per job) and the database servers are
 // often on the same machine: spare runtime threads, spinning and waking one another,
 // took CPU from them (the stream engine's copy took 7.4 s against 6.9 s with one, in
@@ -120,7 +121,7 @@ func procsFor(jobs, cpus int) int { return max(1, min(cpus, (jobs+1)/2)) }
 // sizeRuntime applies procsFor, unless the user set GOMAXPROCS.
 func (a *app) sizeRuntime(jobs int) {
 	if a.setProcs != nil && os.Getenv("GOMAXPROCS") == "" {
-		a.setProcs(procsFor(jobs, runtime.NumCPU()))
+		a.setProcs(procsFor(jobs, runtime.GOMAXPROCS(0)))
 	}
 }
 

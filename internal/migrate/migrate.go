@@ -597,7 +597,11 @@ func (r *run) carrySettings(ctx context.Context, d *DatabaseRun) error {
 			return err
 		}
 		defer dst.Close(context.WithoutCancel(ctx))
-		for _, st := range set.Statements(d.dst.Database()) {
+		var db string // as the server names it (a pooler may call it otherwise)
+		if err := dst.QueryRow(ctx, "SELECT current_database()").Scan(&db); err != nil {
+			return fmt.Errorf("target: %w", err)
+		}
+		for _, st := range set.Statements(db) {
 			if _, err := dst.Exec(ctx, st.SQL); err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -616,11 +620,11 @@ func (r *run) carrySettings(ctx context.Context, d *DatabaseRun) error {
 			return fmt.Errorf("target: %w", err)
 		}
 		has := map[string]bool{}
-		for _, st := range on.Statements(d.dst.Database()) {
+		for _, st := range on.Statements(db) {
 			has[st.SQL] = true
 		}
 		var given []string
-		for _, st := range set.Statements(d.dst.Database()) {
+		for _, st := range set.Statements(db) {
 			switch {
 			case !slices.Contains(d.DatabaseSettings, st.What):
 			case has[st.SQL]:

@@ -71,14 +71,14 @@ ORDER BY s.setrole <> 0, r.rolname, c.n`
 const RestoringSetting = "timescaledb.restoring"
 
 // ReadDatabaseSettings reads the connected database's settings and comment, leaving
-// out restoring mode and the settings named in skip (a tool's own, such as the
-// freeze's).
+// out restoring mode and, among the database's own settings (not its roles'), those
+// named in skip (a tool's own, such as the freeze's).
 func ReadDatabaseSettings(ctx context.Context, conn *pgx.Conn, skip ...string) (DatabaseSettings, error) {
 	var out DatabaseSettings
 	var s Setting
 	rows, _ := conn.Query(ctx, sqlDatabaseSettings)
 	_, err := pgx.ForEachRow(rows, []any{&s.Role, &s.Name, &s.Value}, func() error {
-		if s.Name == RestoringSetting || slices.Contains(skip, s.Name) {
+		if s.Role == "" && (s.Name == RestoringSetting || slices.Contains(skip, s.Name)) {
 			return nil
 		}
 		if s.Role == "" {
@@ -155,7 +155,7 @@ func (d DatabaseSettings) Statements(db string) []Statement {
 			fmt.Sprintf("GRANT %s ON DATABASE %s TO %s%s", p.Name, ident, who, option), "GRANT ... ON DATABASE"})
 	}
 	if d.Comment != nil {
-		out = append(out, Statement{"comment", fmt.Sprintf("COMMENT ON DATABASE %s IS %s", ident, quoteLiteral(*d.Comment)), "COMMENT ON DATABASE"})
+		out = append(out, Statement{"comment", fmt.Sprintf("COMMENT ON DATABASE %s IS %s", ident, escapedLiteral(*d.Comment)), "COMMENT ON DATABASE"})
 	}
 	return out
 }
@@ -168,14 +168,14 @@ var listQuoted = []string{"local_preload_libraries", "search_path", "session_pre
 
 func settingValue(name, value string) string {
 	if !slices.Contains(listQuoted, strings.ToLower(name)) {
-		return quoteLiteral(value)
+		return escapedLiteral(value)
 	}
 	elems := splitGUCList(value)
 	if len(elems) == 0 {
 		return "''"
 	}
 	for i, e := range elems {
-		elems[i] = quoteLiteral(e)
+		elems[i] = escapedLiteral(e)
 	}
 	return strings.Join(elems, ", ")
 }
@@ -223,4 +223,12 @@ func splitGUCList(s string) []string {
 
 func isSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
+}
+
+// escapedLiteral is a string literal that reads the same whatever the session's
+// standard_conforming_strings (E'...', backslashes and quotes doubled): the values come
+// from the source and the statements run on the target, where a database may turn it
+// off (and a carried setting could).
+func escapedLiteral(v string) string {
+	return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(v) + "'"
 }
