@@ -55,9 +55,18 @@ func TestDatabaseSettingsCarried(t *testing.T) {
 				fmt.Sprintf(`ALTER DATABASE %s SET search_path = "$user", public, "Odd, Schema", "we""ird"`, src),
 				fmt.Sprintf(`ALTER DATABASE %s SET work_mem = '8MB'`, src),
 				fmt.Sprintf(`ALTER ROLE %s IN DATABASE %s SET statement_timeout = '7s'`, role, src),
-				fmt.Sprintf(`COMMENT ON DATABASE %s IS 'the app''s data'`, src),
+				// a read-only role stays one: only the database's own setting is the freeze's
+				fmt.Sprintf(`ALTER ROLE %s IN DATABASE %s SET default_transaction_read_only = on`, role, src),
+				fmt.Sprintf(`COMMENT ON DATABASE %s IS E'the app''s data \\ C:\\dir'`, src),
+				fmt.Sprintf(`ALTER DATABASE %s SET app.note = E'a\\b''c'`, src),
+				// timeouts that tsmigrate's own sessions (copy, counts, verify's snapshot
+				// held idle in its transaction) must not be cut short by, on either side
+				fmt.Sprintf(`ALTER DATABASE %s SET idle_in_transaction_session_timeout = '20ms'`, src),
+				fmt.Sprintf(`ALTER DATABASE %s SET transaction_timeout = '1s'`, src),
 				fmt.Sprintf(`REVOKE CONNECT, TEMPORARY ON DATABASE %s FROM PUBLIC`, src),
 				fmt.Sprintf(`GRANT CONNECT ON DATABASE %s TO %s`, src, role))
+			// The target's sessions read E'' literals whatever this says.
+			testenv.MustExec(t, srv, "postgres", fmt.Sprintf(`ALTER DATABASE %s SET standard_conforming_strings = off`, dst))
 			unfreezeAtCleanup(t, srv, src)
 			want := settingsOf(t, srv, src)
 
@@ -71,13 +80,14 @@ func TestDatabaseSettingsCarried(t *testing.T) {
 			if d.Identical == nil || !*d.Identical || strings.Contains(strings.Join(sum.Warnings, "\n"), "refused") {
 				t.Fatalf("identical %v, warnings %q", d.Identical, sum.Warnings)
 			}
-			carried := []string{"search_path", "work_mem", "statement_timeout of role " + role,
+			carried := []string{"search_path", "work_mem", "app.note", "idle_in_transaction_session_timeout", "transaction_timeout",
+				"statement_timeout of role " + role, "default_transaction_read_only of role " + role,
 				"revoke of CONNECT from PUBLIC", "revoke of TEMPORARY from PUBLIC", "grant of CONNECT to " + role, "comment"}
 			if !slices.Equal(d.DatabaseSettings, carried) {
 				t.Errorf("summary's database settings %q, want %q", d.DatabaseSettings, carried)
 			}
 			// The source holds the freeze's settings now; the target must not.
-			got := settingsOf(t, srv, dst)
+			got := slices.DeleteFunc(settingsOf(t, srv, dst), func(s string) bool { return strings.Contains(s, "standard_conforming_strings") })
 			if !slices.Equal(got, want) {
 				t.Fatalf("target database settings:\n%s\nwant the source's before the freeze:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
@@ -121,18 +131,7 @@ func TestDatabaseSettingsRefused(t *testing.T) {
 		fmt.Sprintf(`ALTER DATABASE %s SET work_mem = '8MB'`, src),
 		fmt.Sprintf(`ALTER ROLE %s IN DATABASE %s SET work_mem = '3MB'`, other, src))
 	unfreezeAtCleanup(t, srv, src)
-	u, err := url.Parse(srv.URI(dst))
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.UserPassword(owner, "pw-owner")
-
-	sum, err := migrate.Run(ctx, migrate.Options{Engine: migrate.EngineStream,
-		Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", u.String()),
-		Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second})
-	if err != nil {
-		t.Fatalf("migrate: %v\n%+v", err, sum)
-	}
+	sum := migrateInto(t, srv, src, dst, owner, "pw-owner")
 	d := sum.Databases[0]
 	if !slices.Equal(d.DatabaseSettings, []string{"work_mem"}) {
 		t.Errorf("carried %q, want only work_mem", d.DatabaseSettings)
@@ -169,7 +168,6 @@ func TestDatabaseSettingsRefused(t *testing.T) {
 // only warns), which the run finds by reading the target back, and says.
 func TestDatabasePrivilegesNotHeld(t *testing.T) {
 	srv := testenv.Shared(t, testenv.PG17TS)
-	ctx := context.Background()
 	user := fmt.Sprintf("tsm_user_%d", os.Getpid())
 	app := fmt.Sprintf("tsm_app_%d", os.Getpid())
 	testenv.MustExec(t, srv, "postgres", fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'pw-user'", user), "CREATE ROLE "+app)
@@ -184,18 +182,7 @@ func TestDatabasePrivilegesNotHeld(t *testing.T) {
 	testenv.MustExec(t, srv, dst, "GRANT CREATE ON SCHEMA public TO "+user)
 	testenv.MustExec(t, srv, src, "CREATE SCHEMA data", "CREATE TABLE data.t (id int)", "INSERT INTO data.t VALUES (1), (2)")
 	unfreezeAtCleanup(t, srv, src)
-	u, err := url.Parse(srv.URI(dst))
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.UserPassword(user, "pw-user")
-
-	sum, err := migrate.Run(ctx, migrate.Options{Engine: migrate.EngineStream,
-		Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", u.String()),
-		Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second})
-	if err != nil {
-		t.Fatalf("migrate: %v\n%+v", err, sum)
-	}
+	sum := migrateInto(t, srv, src, dst, user, "pw-user")
 	if got := sum.Databases[0].DatabaseSettings; len(got) != 0 {
 		t.Errorf("the summary says the target was given %q", got)
 	}
@@ -209,4 +196,22 @@ func TestDatabasePrivilegesNotHeld(t *testing.T) {
 	if n := scalar[int64](t, connect(t, srv.SuperURI(dst)), "SELECT count(*) FROM data.t"); n != 2 {
 		t.Fatalf("the target has %d rows", n)
 	}
+}
+
+// migrateInto runs the stream engine from src into dst, logged into the target as
+// user, and fails the test if the run fails.
+func migrateInto(t *testing.T, srv *testenv.Server, src, dst, user, password string) *migrate.Summary {
+	t.Helper()
+	u, err := url.Parse(srv.URI(dst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(user, password)
+	sum, err := migrate.Run(context.Background(), migrate.Options{Engine: migrate.EngineStream,
+		Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", u.String()),
+		Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second})
+	if err != nil {
+		t.Fatalf("migrate: %v\n%+v", err, sum)
+	}
+	return sum
 }

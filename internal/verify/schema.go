@@ -60,9 +60,12 @@ var (
 var schemaSQL = []string{
 	// database
 	`SELECT 'database', '', 'encoding', pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()`,
-	`SELECT 'database', '', 'comment', shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = current_database()`,
+	// its comment: only one the source has (a target's own, e.g. on a managed service's
+	// database, is not the source's loss), as with settings
+	`SELECT 'database', '', 'comment', shobj_description(oid, 'pg_database') FROM pg_database
+	WHERE datname = current_database() AND shobj_description(oid, 'pg_database') IS NOT NULL`,
 	// its own settings (ALTER DATABASE ... SET), not those a migration manages
-	`SELECT 'database', '', 'setting ' || split_part(c.cfg, '=', 1), substr(c.cfg, strpos(c.cfg, '=') + 1)
+	`SELECT 'database', '', 'setting ' || split_part(c.cfg, '=', 1), ` + settingValue + `
 	FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase AND d.datname = current_database()
 	CROSS JOIN LATERAL unnest(s.setconfig) AS c(cfg)
 	WHERE s.setrole = 0 AND ` + notMigrationSetting,
@@ -213,6 +216,14 @@ var moreSchemaSQL = []string{
 		AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = d.classoid AND e.objid = d.objoid AND e.deptype = 'e')`,
 }
 
+// settingValue is a stored setting's value (c.cfg is "name=value"), shown for
+// PostgreSQL's own settings but not for custom ones (a name with a dot: an
+// extension's, or an application's, which may hold a secret): those show a digest, so
+// that a difference still shows.
+const settingValue = `CASE WHEN strpos(split_part(c.cfg, '=', 1), '.') > 0
+	THEN 'value hidden, sha256 ' || left(encode(sha256(convert_to(substr(c.cfg, strpos(c.cfg, '=') + 1), 'UTF8')), 'hex'), 16)
+	ELSE substr(c.cfg, strpos(c.cfg, '=') + 1) END`
+
 // notMigrationSetting leaves out the database settings that a migration itself turns
 // on and off: the freeze's (default_transaction_read_only, tsmigrate.freeze_record)
 // and TimescaleDB's restoring mode. It expects the "name=value" aliased c.cfg.
@@ -235,11 +246,10 @@ var privilegesSQL = []string{
 		FROM pg_database d CROSS JOIN LATERAL aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
 		LEFT JOIN pg_roles r ON r.oid = a.grantee
 		WHERE d.datname = current_database() AND a.grantee <> d.datdba)`,
-	`SELECT 'database', '', format('setting of role %s: %s', r.rolname, split_part(c.cfg, '=', 1)), substr(c.cfg, strpos(c.cfg, '=') + 1)
+	`SELECT 'database', '', format('setting of role %s: %s', r.rolname, split_part(c.cfg, '=', 1)), ` + settingValue + `
 	FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase AND d.datname = current_database()
 	JOIN pg_roles r ON r.oid = s.setrole
-	CROSS JOIN LATERAL unnest(s.setconfig) AS c(cfg)
-	WHERE ` + notMigrationSetting,
+	CROSS JOIN LATERAL unnest(s.setconfig) AS c(cfg)`,
 	`SELECT format('relation %I.%I', n.nspname, c.relname), '', a.attr, a.val
 	FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(c.relowner)::text), ('privileges', c.relacl::text)) AS a(attr, val)

@@ -434,9 +434,13 @@ func TestMoreSchemaShows(t *testing.T) {
 	dst := testenv.NewDB(t, srv17, false)
 	testenv.MustExec(t, srv15, src, fixture...)
 	testenv.MustExec(t, srv17, dst, fixture...)
+	testenv.MustExec(t, srv15, "postgres", "ALTER DATABASE "+src+" SET app.secret = 'sesame-1'", "COMMENT ON DATABASE "+src+" IS 'ours'")
+	testenv.MustExec(t, srv17, "postgres", "ALTER DATABASE "+dst+" SET app.secret = 'sesame-1'", "COMMENT ON DATABASE "+dst+" IS 'ours'",
+		"ALTER DATABASE "+dst+" SET work_mem = '9MB'") // the target's own: not the source's loss
 	if rep := run(t, srv15, src, srv17, dst, 0); !rep.Identical() {
 		t.Fatalf("equal schemas differ: %v", rep.Schema)
 	}
+	testenv.MustExec(t, srv17, "postgres", "ALTER DATABASE "+dst+" SET app.secret = 'sesame-2'", "COMMENT ON DATABASE "+dst+" IS NULL")
 	testenv.MustExec(t, srv17, dst,
 		`ALTER TYPE mood ADD VALUE 'happy'`,
 		`ALTER TYPE pair ADD ATTRIBUTE c int`,
@@ -469,9 +473,13 @@ func TestMoreSchemaShows(t *testing.T) {
 		"comment on function public.one(): text differs: source one, target uno",
 		"comment on type public.mood: missing on the target",
 		"comment on schema public: text differs: source ours, target theirs",
+		"database: setting app.secret differs: source value hidden, sha256 ", "database: comment differs: source ours, target (none)",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the differences do not show %q:\n%s", want, got)
 		}
+	}
+	if strings.Contains(got, "sesame") {
+		t.Errorf("a custom setting's value shows:\n%s", got)
 	}
 }
