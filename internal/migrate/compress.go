@@ -80,7 +80,7 @@ func (r *run) compressBefore(ctx context.Context) error {
 			lines = append(lines, d.Source+": no TimescaleDB, nothing to compress")
 			continue
 		}
-		conn, err := d.src.Connect(ctx)
+		conn, err := connectTS(ctx, d.src)
 		if err != nil {
 			return err
 		}
@@ -184,7 +184,7 @@ func (r *run) compressDatabase(ctx context.Context, conn *pgx.Conn, d *DatabaseR
 // rows into plain chunks, would hold the data but lose the space --compress-before won.
 func checkCompressed(ctx context.Context, src, dst *dbconn.Config) (int, error) {
 	list := func(cfg *dbconn.Config) (map[string]bool, error) {
-		conn, err := cfg.Connect(ctx)
+		conn, err := connectTS(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}

@@ -21,7 +21,26 @@ const (
 	// sqlWritable lets tsmigrate's own session write on a frozen source (the freeze is
 	// the database's default_transaction_read_only).
 	sqlWritable = `SET default_transaction_read_only = off`
+	// sqlTimescalePath finds TimescaleDB's functions (alter_job, show_chunks, ...) in its
+	// schema whatever search_path the database gives, such as one without public (the
+	// target has the source database's after the copy). PostgreSQL 15, 17.
+	sqlTimescalePath = `SELECT set_config('search_path', format('%I, pg_catalog', n.nspname), false)
+	FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb'`
 )
+
+// connectTS connects to a database that uses TimescaleDB, for SQL that calls its
+// functions by name (sqlTimescalePath).
+func connectTS(ctx context.Context, cfg *dbconn.Config) (*dbconn.Conn, error) {
+	conn, err := cfg.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, sqlTimescalePath); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("%s: find TimescaleDB's schema: %s", cfg.Role, dbconn.Reason(err))
+	}
+	return conn, nil
+}
 
 // pauseJobs unschedules the scheduled user jobs of every TimescaleDB source database.
 func (r *run) pauseJobs(ctx context.Context) error {
@@ -29,7 +48,7 @@ func (r *run) pauseJobs(ctx context.Context) error {
 		if !d.ts {
 			continue
 		}
-		conn, err := d.src.Connect(ctx)
+		conn, err := connectTS(ctx, d.src)
 		if err != nil {
 			return err
 		}
@@ -70,7 +89,7 @@ func (r *run) resumeJobs(ctx context.Context) error {
 }
 
 func resumeJobs(ctx context.Context, cfg *dbconn.Config, ids []int) error {
-	conn, err := cfg.Connect(ctx)
+	conn, err := connectTS(ctx, cfg)
 	if err != nil {
 		return err
 	}
