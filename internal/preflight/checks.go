@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
 )
@@ -87,6 +89,21 @@ func (e *env) checkTimescaleVersion() []Finding {
 	ts := e.srcInv.TimescaleDB
 	if ts == nil {
 		return []Finding{finding(Pass, "source", "the source database does not use TimescaleDB", "")}
+	}
+	// tsmigrate creates the extension on the target in its default schema and calls
+	// timescaledb_pre_restore()/timescaledb_post_restore() in public; elsewhere, the
+	// copy would end with the extension in another schema than the source's (verify
+	// tells, after the whole copy) or not start.
+	if ts.Schema != "public" {
+		return []Finding{finding(Fail, "source",
+			fmt.Sprintf("TimescaleDB is installed in schema %s on the source; tsmigrate migrates it only from schema public", ts.Schema),
+			fmt.Sprintf("not supported yet: migrate this database by hand (on the target: CREATE SCHEMA %[1]s; CREATE EXTENSION timescaledb SCHEMA %[1]s VERSION '%[2]s'; then pg_dump and pg_restore, the schema _timescaledb_catalog first)",
+				pgx.Identifier{ts.Schema}.Sanitize(), ts.Version))}
+	}
+	if in := e.tgtInv.TimescaleDB; in != nil && in.Schema != ts.Schema {
+		return []Finding{finding(Fail, "target",
+			fmt.Sprintf("the target database has TimescaleDB installed in schema %s, the source in %s", in.Schema, ts.Schema),
+			fmt.Sprintf("on the empty target database run DROP EXTENSION timescaledb; CREATE EXTENSION timescaledb SCHEMA %s VERSION '%s'", pgx.Identifier{ts.Schema}.Sanitize(), ts.Version))}
 	}
 	if in := e.tgtInv.TimescaleDB; in != nil {
 		if in.Version == ts.Version {

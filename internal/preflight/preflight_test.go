@@ -272,3 +272,21 @@ func TestDatabaseSettings(t *testing.T) {
 		t.Errorf("the probe left %d settings and comment %v on the target", n, comment)
 	}
 }
+
+// TimescaleDB in another schema than public, on the source or already on the target,
+// blocks the migration before anything changes, saying what to do.
+func TestTimescaleSchema(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src, tgt := testenv.NewDB(t, srv, false), testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, src, `CREATE SCHEMA "Ext"`, `CREATE EXTENSION timescaledb SCHEMA "Ext"`)
+	r := runPreflight(t, srv.SuperURI(src), srv.SuperURI(tgt))
+	expect(t, r, "timescaledb-version", preflight.Fail, "installed in schema Ext on the source", "only from schema public")
+	if do := find(t, r, "timescaledb-version").Do; !strings.Contains(do, `CREATE EXTENSION timescaledb SCHEMA "Ext" VERSION`) {
+		t.Errorf("timescaledb-version does not say what to do: %s", do)
+	}
+
+	src2, tgt2 := testenv.NewDB(t, srv, true), testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, tgt2, `CREATE SCHEMA ext`, `CREATE EXTENSION timescaledb SCHEMA ext`)
+	r = runPreflight(t, srv.SuperURI(src2), srv.SuperURI(tgt2))
+	expect(t, r, "timescaledb-version", preflight.Fail, "the target database has TimescaleDB installed in schema ext, the source in public")
+}
