@@ -181,7 +181,7 @@ func (r *run) openJournals(ctx context.Context) error {
 
 // markStep records a finished step in d's journal.
 func (r *run) markStep(ctx context.Context, d *DatabaseRun, name string) error {
-	conn, err := d.dst.Connect(ctx)
+	conn, err := connectWriting(ctx, d.dst)
 	if err != nil {
 		return err
 	}
@@ -193,14 +193,22 @@ func (r *run) markStep(ctx context.Context, d *DatabaseRun, name string) error {
 	return nil
 }
 
-// onTarget runs f on a fresh connection to d's target.
+// onTarget runs f on a fresh connection to d's target (connectWriting).
 func onTarget(ctx context.Context, d *DatabaseRun, f func(context.Context, *dbconn.Conn) error) error {
-	conn, err := d.dst.Connect(ctx)
+	conn, err := connectWriting(ctx, d.dst)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	return f(ctx, conn)
+}
+
+// connectWriting connects to a target for statements that write (the journal's steps,
+// extension and schema changes): such a session turns default_transaction_read_only
+// off, which a role's setting in the database may turn on (the target has the
+// source's by the end of the run).
+func connectWriting(ctx context.Context, cfg *dbconn.Config) (*dbconn.Conn, error) {
+	return connectWith(ctx, cfg, sqlWritable)
 }
 
 // schemaFile is where d's schema dump goes, in the run's temporary directory.
