@@ -17,6 +17,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
 )
 
 // SQL about databases; checked on PostgreSQL 15 and 17.
@@ -35,10 +36,12 @@ SELECT EXISTS (
   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
 )`
-	// sqlSourceFacts: the TimescaleDB version ("" without it) and the bytes a dump may
-	// need at most: the database's size without its indexes (a dump holds no index data).
+	// sqlSourceFacts: the TimescaleDB version and schema ("" without it) and the bytes a
+	// dump may need at most: the database's size without its indexes (a dump holds no
+	// index data).
 	sqlSourceFacts = `
 SELECT coalesce((SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'), ''),
+       coalesce((SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb'), ''),
        pg_database_size(current_database()) - coalesce((SELECT sum(pg_relation_size(indexrelid)) FROM pg_index), 0)::bigint`
 	sqlExistingDatabases = `SELECT datname FROM pg_database WHERE datname = ANY($1)`
 )
@@ -82,7 +85,7 @@ func (r *run) resolve(ctx context.Context) ([]*DatabaseRun, error) {
 		if err != nil {
 			return nil, err
 		}
-		err = conn.QueryRow(ctx, sqlSourceFacts).Scan(&d.TimescaleDB, &d.sizeBytes)
+		err = conn.QueryRow(ctx, sqlSourceFacts).Scan(&d.TimescaleDB, &d.tsSchema, &d.sizeBytes)
 		conn.Close(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("inspect source database %s: %w", p.Source, err)
@@ -163,7 +166,7 @@ func (r *run) findTools(ctx context.Context) error {
 }
 
 // createTargets creates the target databases that do not exist, with TimescaleDB at
-// the source's version where the source has it.
+// the source's version, in the source's schema, where the source has it.
 func (r *run) createTargets(ctx context.Context) error {
 	conn, _, err := connectServer(ctx, r.opt.Target)
 	if err != nil {
@@ -197,10 +200,10 @@ func (r *run) createTargets(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			_, err = c.Exec(ctx, "CREATE EXTENSION timescaledb VERSION "+quoteLiteral(d.TimescaleDB))
+			_, err = schema.EnsureTimescaleDB(ctx, c.Conn, d.TimescaleDB, d.tsSchema)
 			c.Close(ctx)
 			if err != nil {
-				return fmt.Errorf("create TimescaleDB %s in target database %s: %s", d.TimescaleDB, d.Target, dbconn.Reason(err))
+				return fmt.Errorf("target database %s: %w", d.Target, err)
 			}
 		}
 	}
@@ -222,10 +225,6 @@ func (r *run) dropCreatedTargets(ctx context.Context) {
 			}
 		}
 	}
-}
-
-func quoteLiteral(s string) string {
-	return "'" + regexp.MustCompile(`'`).ReplaceAllString(s, "''") + "'"
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)

@@ -244,6 +244,7 @@ type DatabaseRun struct {
 	steps       map[string]bool      // the stream engine's journal steps done
 	dataStarted bool
 	ts          bool
+	tsSchema    string // the schema the source's TimescaleDB is installed in
 	sizeBytes   int64
 	statsStart  *Changes
 	// settingsRefused names the database settings the target refused (warned about),
@@ -544,7 +545,7 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 	}
 	if err := r.phase(d, PhaseRestore, func() error {
 		res, err := schema.Restore(ctx, schema.RestoreOptions{Tools: r.tools, Target: d.dst, Archive: path, Jobs: r.opt.Jobs,
-			TimescaleDB: d.TimescaleDB, KeepRestoring: true, OnMessage: onMessage,
+			TimescaleDB: d.TimescaleDB, TimescaleDBSchema: d.tsSchema, KeepRestoring: true, OnMessage: onMessage,
 			OnStep: func(s string) { r.note(d.Source, s) }})
 		d.Messages = append(d.Messages, res.Messages...)
 		return r.messagesErr(err)

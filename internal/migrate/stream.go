@@ -432,7 +432,7 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 		if err := r.phase(d, PhasePreData, func() error {
 			if d.ts {
 				if err := onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error {
-					if _, err := schema.EnsureTimescaleDB(ctx, c.Conn, d.TimescaleDB); err != nil {
+					if _, err := schema.EnsureTimescaleDB(ctx, c.Conn, d.TimescaleDB, d.tsSchema); err != nil {
 						return err
 					}
 					return schema.PreRestore(ctx, c.Conn)

@@ -3,6 +3,7 @@ package schema
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
@@ -66,16 +67,37 @@ func DumpSchema(ctx context.Context, tools *pgtools.Tools, src *dbconn.Config, f
 
 // RestoreSection restores one section (PreData or PostData) of archive into the target
 // with jobs workers, classifying what pg_restore prints. Run timescaledb_pre_restore()
-// (PreRestore) before the pre-data section of a TimescaleDB database.
+// (PreRestore) before the pre-data section of a TimescaleDB database: the schema that
+// its TimescaleDB is installed in is left out, made with the extension.
 func RestoreSection(ctx context.Context, tools *pgtools.Tools, target *dbconn.Config, archive, section string, jobs int, onMessage func(Message)) ([]Message, error) {
 	if section != PreData && section != PostData {
 		return nil, fmt.Errorf("restore section %q: want %q or %q", section, PreData, PostData)
 	}
-	toc, err := ReadTOC(ctx, tools, archive)
+	toc, err := listTOC(ctx, tools, "--section="+section, archive)
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"--verbose", "--no-owner", "--section=" + section}
+	conn, err := target.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	made, err := madeWithExtension(ctx, conn.Conn)
+	conn.Close(context.WithoutCancel(ctx))
+	if err != nil {
+		return nil, err
+	}
+	list, err := os.CreateTemp("", "tsmigrate-"+section+"-*.list")
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", section, err)
+	}
+	list.Close()
+	defer os.Remove(list.Name())
+	if _, err := toc.WriteList(list.Name(), func(e TOCEntry) bool { return !made(e) }); err != nil {
+		return nil, fmt.Errorf("restore %s: %w", section, err)
+	}
+	// The list holds the section's entries; --section given again would make pg_restore
+	// 17 drop the comment and privileges of a schema whose CREATE SCHEMA is left out.
+	args := []string{"--verbose", "--no-owner", "-L", list.Name()}
 	if jobs > 1 {
 		args = append(args, "--jobs="+strconv.Itoa(jobs))
 	}

@@ -21,13 +21,15 @@ import (
 // (the functions exist unchanged since 2.0).
 const (
 	// sqlPreRestore sets timescaledb.restoring on the database (inherited by pg_restore's
-	// sessions) and stops the database's background workers.
-	sqlPreRestore = "SELECT public.timescaledb_pre_restore()"
+	// sessions) and stops the database's background workers. %s is the extension's
+	// schema, quoted: the function is created there, which need not be public.
+	sqlPreRestore = "SELECT %s.timescaledb_pre_restore()"
 	// sqlPostRestore checks the catalog version, resets timescaledb.restoring and
 	// restarts the background workers.
-	sqlPostRestore = "SELECT public.timescaledb_post_restore()"
-	// sqlExtVersion is the installed TimescaleDB version, NULL when absent.
-	sqlExtVersion = "SELECT (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')"
+	sqlPostRestore = "SELECT %s.timescaledb_post_restore()"
+	// sqlExtension is the installed TimescaleDB's version and schema (no row when absent).
+	sqlExtension = `SELECT e.extversion, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+WHERE e.extname = 'timescaledb'`
 	// sqlCatalogRegclass lists the catalog tables with a regclass column: their rows name
 	// user relations (2.19.3: compression_settings.relid and compress_relid, a compressed
 	// hypertable and its compressed chunks), so they load only once those exist.
@@ -43,43 +45,91 @@ WHERE n.nspname = ANY($1) AND c.relkind = 'r' AND a.atttypid = 'regclass'::regty
 // _timescaledb_config holds bgw_job up to 2.24.
 var CatalogSchemas = map[string]bool{"_timescaledb_catalog": true, "_timescaledb_config": true}
 
-// EnsureTimescaleDB makes sure the target database has TimescaleDB at version (the
-// source's): created at that version when missing. A different installed version is
-// an error saying what to do: the dump's catalog rows only fit the version that wrote them.
-func EnsureTimescaleDB(ctx context.Context, conn *pgx.Conn, version string) (created bool, err error) {
-	var have *string
-	if err := conn.QueryRow(ctx, sqlExtVersion).Scan(&have); err != nil {
-		return false, fmt.Errorf("read the target's TimescaleDB version: %w", err)
+// TimescaleDBStatements create TimescaleDB at version in schema extSchema (the source's),
+// that schema first when it is not public: `CREATE EXTENSION ... SCHEMA` does not make it.
+func TimescaleDBStatements(extSchema, version string) []string {
+	name := pgx.Identifier{extSchema}.Sanitize()
+	var out []string
+	if extSchema != "public" {
+		out = append(out, "CREATE SCHEMA IF NOT EXISTS "+name)
 	}
-	if have != nil {
-		if *have != version {
-			return false, fmt.Errorf("the target database has TimescaleDB %s but the source has %s: drop the extension on the (empty) target and create it with CREATE EXTENSION timescaledb VERSION '%s', or update the source", *have, version, version)
-		}
+	return append(out, "CREATE EXTENSION timescaledb SCHEMA "+name+" VERSION "+quoteLiteral(version))
+}
+
+// EnsureTimescaleDB makes sure the target database has TimescaleDB at version in schema
+// extSchema (the source's): created so when missing. A different installed version or
+// schema is an error saying what to do: the dump's catalog rows only fit the version
+// that wrote them, and its objects name the extension's functions in their schema.
+func EnsureTimescaleDB(ctx context.Context, conn *pgx.Conn, version, extSchema string) (created bool, err error) {
+	haveVersion, haveSchema, ok, err := installedTimescaleDB(ctx, conn)
+	if err != nil {
+		return false, err
+	}
+	create := strings.Join(TimescaleDBStatements(extSchema, version), "; ")
+	switch {
+	case ok && haveVersion != version:
+		return false, fmt.Errorf("the target database has TimescaleDB %s but the source has %s: drop the extension on the (empty) target and create it with %s, or update the source", haveVersion, version, create)
+	case ok && haveSchema != extSchema:
+		return false, fmt.Errorf("the target database has TimescaleDB in schema %s but the source has it in %s: drop the extension on the (empty) target and create it with %s", haveSchema, extSchema, create)
+	case ok:
 		return false, nil
 	}
-	q := "CREATE EXTENSION timescaledb VERSION " + quoteLiteral(version)
-	if _, err := conn.Exec(ctx, q); err != nil {
-		return false, fmt.Errorf("create TimescaleDB %s on the target: %s", version, dbconn.Reason(err))
+	for _, q := range TimescaleDBStatements(extSchema, version) {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return false, fmt.Errorf("create TimescaleDB %s in schema %s on the target: %s", version, extSchema, dbconn.Reason(err))
+		}
 	}
 	return true, nil
+}
+
+// installedTimescaleDB reads the version and schema of the database's TimescaleDB;
+// ok is false when it is not installed.
+func installedTimescaleDB(ctx context.Context, conn *pgx.Conn) (version, extSchema string, ok bool, err error) {
+	err = conn.QueryRow(ctx, sqlExtension).Scan(&version, &extSchema)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return "", "", false, nil
+	case err != nil:
+		return "", "", false, fmt.Errorf("read the target's TimescaleDB version: %w", err)
+	}
+	return version, extSchema, true, nil
+}
+
+// timescaleDBSchema is the schema of the target database's TimescaleDB, quoted.
+func timescaleDBSchema(ctx context.Context, conn *pgx.Conn) (string, error) {
+	_, s, ok, err := installedTimescaleDB(ctx, conn)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", errors.New("TimescaleDB is not installed in the target database")
+	}
+	return pgx.Identifier{s}.Sanitize(), nil
 }
 
 func quoteLiteral(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
 
-// PreRestore runs timescaledb_pre_restore() on the target database.
+// PreRestore runs timescaledb_pre_restore() on the target database, in the schema its
+// TimescaleDB is installed in.
 func PreRestore(ctx context.Context, conn *pgx.Conn) error {
-	if _, err := conn.Exec(ctx, sqlPreRestore); err != nil {
-		return fmt.Errorf("timescaledb_pre_restore() on the target: %s", reasonWithHint(err))
-	}
-	return nil
+	return callInExtSchema(ctx, conn, sqlPreRestore, "timescaledb_pre_restore()")
 }
 
-// PostRestore runs timescaledb_post_restore() on the target database.
+// PostRestore runs timescaledb_post_restore() on the target database, in the schema its
+// TimescaleDB is installed in.
 func PostRestore(ctx context.Context, conn *pgx.Conn) error {
-	if _, err := conn.Exec(ctx, sqlPostRestore); err != nil {
-		return fmt.Errorf("timescaledb_post_restore() on the target: %s", reasonWithHint(err))
+	return callInExtSchema(ctx, conn, sqlPostRestore, "timescaledb_post_restore()")
+}
+
+func callInExtSchema(ctx context.Context, conn *pgx.Conn, sqlFormat, what string) error {
+	s, err := timescaleDBSchema(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("%s on the target: %w", what, err)
+	}
+	if _, err := conn.Exec(ctx, fmt.Sprintf(sqlFormat, s)); err != nil {
+		return fmt.Errorf("%s on the target: %s", what, reasonWithHint(err))
 	}
 	return nil
 }
@@ -104,8 +154,9 @@ type RestoreOptions struct {
 	Target  *dbconn.Config
 	Archive string // dump directory or custom-format file
 	Jobs    int
-	// TimescaleDB is the source's TimescaleDB version, "" when it has none.
-	TimescaleDB string
+	// TimescaleDB is the source's TimescaleDB version, "" when it has none;
+	// TimescaleDBSchema the schema it is installed in there.
+	TimescaleDB, TimescaleDBSchema string
 	// KeepRestoring leaves timescaledb_post_restore() to the caller, who can ANALYZE
 	// first (see Analyze) and then call PostRestore.
 	KeepRestoring bool
@@ -161,7 +212,7 @@ func Restore(ctx context.Context, opt RestoreOptions) (*RestoreResult, error) {
 	ts := opt.TimescaleDB != ""
 	if ts {
 		if err := step("timescaledb_pre_restore", func() error {
-			created, err := EnsureTimescaleDB(ctx, conn.Conn, opt.TimescaleDB)
+			created, err := EnsureTimescaleDB(ctx, conn.Conn, opt.TimescaleDB, opt.TimescaleDBSchema)
 			res.CreatedExtension = created
 			if err != nil {
 				return err
@@ -197,7 +248,11 @@ func Restore(ctx context.Context, opt RestoreOptions) (*RestoreResult, error) {
 			}
 		}
 	}
-	if _, err := toc.WriteList(rest, func(e TOCEntry) bool { return !ts || !CatalogSchemas[e.Schema] }); err != nil {
+	made, err := madeWithExtension(ctx, conn.Conn)
+	if err != nil {
+		return res, err
+	}
+	if _, err := toc.WriteList(rest, func(e TOCEntry) bool { return (!ts || !CatalogSchemas[e.Schema]) && !made(e) }); err != nil {
 		return res, err
 	}
 	if err := run("restore schema and data", rest, opt.Jobs); err != nil {
@@ -221,6 +276,19 @@ func Restore(ctx context.Context, opt RestoreOptions) (*RestoreResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// madeWithExtension says which entry of a dump the target database holds already: the
+// schema its TimescaleDB is installed in, made with the extension before the restore
+// (EnsureTimescaleDB), whose CREATE SCHEMA would fail. The schema's comment and
+// privileges are entries of their own, restored. public, which every database has,
+// pg_dump does not create.
+func madeWithExtension(ctx context.Context, conn *pgx.Conn) (func(TOCEntry) bool, error) {
+	_, s, ok, err := installedTimescaleDB(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	return func(e TOCEntry) bool { return ok && s != "public" && e.Desc == "SCHEMA" && e.Name == s }, nil
 }
 
 // catalogRegclassTables names ("schema.table") the catalog tables of the target's

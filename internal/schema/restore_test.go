@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -82,7 +83,7 @@ func TestRestoreKeepsHypertableDataWherePlainParallelRestoreLosesIt(t *testing.T
 	}
 
 	dst := testenv.NewDB(t, srv, false)
-	res, err := Restore(ctx, RestoreOptions{Tools: tools, Target: cfg(t, "target", srv.URI(dst)), Archive: dir, Jobs: 4, TimescaleDB: "2.19.3"})
+	res, err := Restore(ctx, RestoreOptions{Tools: tools, Target: cfg(t, "target", srv.URI(dst)), Archive: dir, Jobs: 4, TimescaleDB: "2.19.3", TimescaleDBSchema: "public"})
 	if err != nil {
 		t.Fatalf("restore: %v", err)
 	}
@@ -140,5 +141,61 @@ func TestRestoreSections(t *testing.T) {
 	var me *MessageError
 	if !errors.As(err, &me) || me.Messages[0].Object != "TABLE public.a" {
 		t.Fatalf("restoring pre-data twice: %v; want a MessageError on TABLE public.a", err)
+	}
+}
+
+// TimescaleDB in another schema than public, one that needs quoting: EnsureTimescaleDB
+// creates it there (and refuses a target holding it elsewhere), pre-data restores
+// without the CREATE SCHEMA of that schema but with its comment and privileges, and
+// pre/post_restore are called in it.
+func TestRestoreSectionIntoExtensionSchema(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	ctx := context.Background()
+	tools := &pgtools.Tools{Dir: srv.ClientBin()}
+	src := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, src, `CREATE SCHEMA "Ext Schema"`, `COMMENT ON SCHEMA "Ext Schema" IS 'extension here'`,
+		`GRANT USAGE ON SCHEMA "Ext Schema" TO PUBLIC`, `CREATE EXTENSION timescaledb SCHEMA "Ext Schema"`,
+		`CREATE TABLE m (t timestamptz NOT NULL, v int)`,
+		`SELECT "Ext Schema".create_hypertable('m', 't', chunk_time_interval => interval '1 day')`,
+		`INSERT INTO m SELECT '2025-01-01'::timestamptz + g * interval '1 hour', g FROM generate_series(1, 100) g`)
+	file := filepath.Join(t.TempDir(), "schema.dump")
+	if _, err := DumpSchema(ctx, tools, cfg(t, "source", srv.URI(src)), file, nil); err != nil {
+		t.Fatal(err)
+	}
+	dst := testenv.NewDB(t, srv, false)
+	c, err := pgx.Connect(ctx, srv.SuperURI(dst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	for i, want := range []bool{true, false} {
+		if created, err := EnsureTimescaleDB(ctx, c, "2.19.3", "Ext Schema"); err != nil || created != want {
+			t.Fatalf("EnsureTimescaleDB, call %d: created %v, %v", i+1, created, err)
+		}
+	}
+	if _, err := EnsureTimescaleDB(ctx, c, "2.19.3", "public"); err == nil || !strings.Contains(err.Error(), "in schema Ext Schema but the source has it in public") {
+		t.Fatalf("EnsureTimescaleDB into public with the extension in Ext Schema: %v", err)
+	}
+	if err := PreRestore(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RestoreSection(ctx, tools, cfg(t, "target", srv.URI(dst)), file, PreData, 1, nil); err != nil {
+		t.Fatalf("pre-data: %v", err)
+	}
+	var facts string
+	if err := c.QueryRow(ctx, `SELECT obj_description(oid, 'pg_namespace') || ', usage for PUBLIC: ' || has_schema_privilege('public', oid, 'USAGE')
+		FROM pg_namespace WHERE nspname = 'Ext Schema'`).Scan(&facts); err != nil || facts != "extension here, usage for PUBLIC: true" {
+		t.Errorf("schema \"Ext Schema\" on the target: %q, %v", facts, err)
+	}
+	const restoring = `SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase AND d.datname = current_database()
+		CROSS JOIN unnest(s.setconfig) c WHERE c = 'timescaledb.restoring=on'`
+	if n := count(t, srv, dst, restoring); n != 1 {
+		t.Errorf("the target database is not in restoring mode after pre_restore")
+	}
+	if err := PostRestore(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, srv, dst, restoring); n != 0 {
+		t.Errorf("the target database is in restoring mode after post_restore")
 	}
 }
