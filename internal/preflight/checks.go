@@ -5,10 +5,9 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
 )
 
 // listMax is how many names a finding lists before "and N more".
@@ -90,28 +89,23 @@ func (e *env) checkTimescaleVersion() []Finding {
 	if ts == nil {
 		return []Finding{finding(Pass, "source", "the source database does not use TimescaleDB", "")}
 	}
-	// tsmigrate creates the extension on the target in its default schema and calls
-	// timescaledb_pre_restore()/timescaledb_post_restore() in public; elsewhere, the
-	// copy would end with the extension in another schema than the source's (verify
-	// tells, after the whole copy) or not start.
-	if ts.Schema != "public" {
-		return []Finding{finding(Fail, "source",
-			fmt.Sprintf("TimescaleDB is installed in schema %s on the source; tsmigrate migrates it only from schema public", ts.Schema),
-			fmt.Sprintf("not supported yet: migrate this database by hand (on the target: CREATE SCHEMA %[1]s; CREATE EXTENSION timescaledb SCHEMA %[1]s VERSION '%[2]s'; then pg_dump and pg_restore, the schema _timescaledb_catalog first)",
-				pgx.Identifier{ts.Schema}.Sanitize(), ts.Version))}
-	}
+	// tsmigrate creates the extension on the target in the source's schema and calls
+	// timescaledb_pre_restore()/timescaledb_post_restore() there; one installed in
+	// another schema would end the copy with the extension elsewhere than on the
+	// source (verify tells, after the whole copy).
+	create := strings.Join(schema.TimescaleDBStatements(ts.Schema, ts.Version), "; ")
 	if in := e.tgtInv.TimescaleDB; in != nil && in.Schema != ts.Schema {
 		return []Finding{finding(Fail, "target",
 			fmt.Sprintf("the target database has TimescaleDB installed in schema %s, the source in %s", in.Schema, ts.Schema),
-			fmt.Sprintf("on the empty target database run DROP EXTENSION timescaledb; CREATE EXTENSION timescaledb SCHEMA %s VERSION '%s'", pgx.Identifier{ts.Schema}.Sanitize(), ts.Version))}
+			"on the empty target database run DROP EXTENSION timescaledb; "+create)}
 	}
 	if in := e.tgtInv.TimescaleDB; in != nil {
 		if in.Version == ts.Version {
-			return []Finding{finding(Pass, "target", fmt.Sprintf("TimescaleDB %s is installed on both", ts.Version), "")}
+			return []Finding{finding(Pass, "target", fmt.Sprintf("TimescaleDB %s is installed on both%s", ts.Version, inSchema(ts.Schema)), "")}
 		}
 		return []Finding{finding(Fail, "target",
 			fmt.Sprintf("source uses TimescaleDB %s; the target database already has %s installed", ts.Version, in.Version),
-			fmt.Sprintf("on the empty target database run DROP EXTENSION timescaledb; CREATE EXTENSION timescaledb VERSION '%s' (or update the source to %s first)", ts.Version, in.Version))}
+			fmt.Sprintf("on the empty target database run DROP EXTENSION timescaledb; %s (or update the source to %s first)", create, in.Version))}
 	}
 	versions, ok := e.tgtInv.AvailableVersions("timescaledb")
 	if !ok {
@@ -126,15 +120,23 @@ func (e *env) checkTimescaleVersion() []Finding {
 	}
 	if e.probe.extensionErr != nil {
 		return []Finding{finding(Fail, "target",
-			fmt.Sprintf("the target offers TimescaleDB %s, but CREATE EXTENSION timescaledb VERSION '%s' fails for %s: %s",
-				ts.Version, ts.Version, e.tgtInv.User.Name, dbconn.Reason(e.probe.extensionErr)),
-			"connect to the target as a user that may create the extension (its database owner or a superuser), or create it there beforehand")}
+			fmt.Sprintf("the target offers TimescaleDB %s, but %s fails for %s: %s",
+				ts.Version, e.probe.extensionSQL, e.tgtInv.User.Name, dbconn.Reason(e.probe.extensionErr)),
+			"connect to the target as a user that may create the extension (its database owner or a superuser), or create it there beforehand: "+create)}
 	}
-	saw := fmt.Sprintf("source uses TimescaleDB %s; the target server offers it", ts.Version)
+	saw := fmt.Sprintf("source uses TimescaleDB %s%s; the target server offers it", ts.Version, inSchema(ts.Schema))
 	if e.probe.triedExtension {
 		saw += " (CREATE EXTENSION tried in a rolled-back transaction)"
 	}
 	return []Finding{finding(Pass, "target", saw, "")}
+}
+
+// inSchema names the extension's schema in a finding when it is not the usual public.
+func inSchema(s string) string {
+	if s == "public" {
+		return ""
+	}
+	return " in schema " + s
 }
 
 // targetLicense is the target's TimescaleDB license, from the installed extension or
@@ -188,7 +190,9 @@ func (e *env) checkTargetEmpty() []Finding {
 	t := e.tgtInv
 	var objs []string
 	for _, s := range t.Schemas {
-		if s.Name != "public" {
+		// public, and the schema TimescaleDB is installed in (its objects are the
+		// extension's), are what tsmigrate would create itself.
+		if s.Name != "public" && (t.TimescaleDB == nil || s.Name != t.TimescaleDB.Schema) {
 			objs = append(objs, "schema "+s.Name)
 		}
 	}

@@ -273,20 +273,54 @@ func TestDatabaseSettings(t *testing.T) {
 	}
 }
 
-// TimescaleDB in another schema than public, on the source or already on the target,
-// blocks the migration before anything changes, saying what to do.
+// TimescaleDB in another schema than public on the source passes, tried there on the
+// target; installed on the target in another schema than the source's, it blocks the
+// migration before anything changes, saying what to do.
 func TestTimescaleSchema(t *testing.T) {
 	srv := testenv.Shared(t, testenv.PG17TS)
+	// The source's extension in a schema other than public: the probe creates it there
+	// on the target, then calls timescaledb_pre_restore() there (the target user, a
+	// non-superuser owner, may not set restoring mode on the Apache build: the error
+	// says so, not that the function is missing), and leaves nothing behind.
 	src, tgt := testenv.NewDB(t, srv, false), testenv.NewDB(t, srv, false)
-	testenv.MustExec(t, srv, src, `CREATE SCHEMA "Ext"`, `CREATE EXTENSION timescaledb SCHEMA "Ext"`)
-	r := runPreflight(t, srv.SuperURI(src), srv.SuperURI(tgt))
-	expect(t, r, "timescaledb-version", preflight.Fail, "installed in schema Ext on the source", "only from schema public")
-	if do := find(t, r, "timescaledb-version").Do; !strings.Contains(do, `CREATE EXTENSION timescaledb SCHEMA "Ext" VERSION`) {
-		t.Errorf("timescaledb-version does not say what to do: %s", do)
+	owner := role(t, srv, "")
+	testenv.MustExec(t, srv, src, `CREATE SCHEMA "Ext Schema"`, `CREATE EXTENSION timescaledb SCHEMA "Ext Schema"`)
+	testenv.MustExec(t, srv, "postgres", "ALTER DATABASE "+tgt+" OWNER TO "+owner)
+	r := runPreflight(t, srv.SuperURI(src), userURI(srv, owner, "pw-"+owner, tgt))
+	expect(t, r, "timescaledb-version", preflight.Pass, "in schema Ext Schema", "CREATE EXTENSION tried")
+	expect(t, r, "target-restore-mode", preflight.Fail, "timescaledb_pre_restore() fails for "+owner, "permission denied to set parameter")
+	r = runPreflight(t, srv.SuperURI(src), srv.SuperURI(tgt))
+	expect(t, r, "target-empty", preflight.Pass)
+	if r.Target.TimescaleDB != "" {
+		t.Errorf("the probe left TimescaleDB %s installed on the target", r.Target.TimescaleDB)
+	}
+	c, err := pgx.Connect(context.Background(), srv.SuperURI(tgt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left bool
+	err = c.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'Ext Schema')`).Scan(&left)
+	c.Close(context.Background())
+	if err != nil || left {
+		t.Errorf("the probe left schema \"Ext Schema\" on the target (%v)", err)
 	}
 
+	// The target holding it in the source's schema already: that schema is no user object.
+	testenv.MustExec(t, srv, tgt, `CREATE SCHEMA "Ext Schema"`, `CREATE EXTENSION timescaledb SCHEMA "Ext Schema"`)
+	r = runPreflight(t, srv.SuperURI(src), srv.SuperURI(tgt))
+	expect(t, r, "timescaledb-version", preflight.Pass, "installed on both in schema Ext Schema")
+	expect(t, r, "target-empty", preflight.Pass)
+
+	// The target holding it in another schema than the source's.
 	src2, tgt2 := testenv.NewDB(t, srv, true), testenv.NewDB(t, srv, false)
 	testenv.MustExec(t, srv, tgt2, `CREATE SCHEMA ext`, `CREATE EXTENSION timescaledb SCHEMA ext`)
 	r = runPreflight(t, srv.SuperURI(src2), srv.SuperURI(tgt2))
 	expect(t, r, "timescaledb-version", preflight.Fail, "the target database has TimescaleDB installed in schema ext, the source in public")
+	if do := find(t, r, "timescaledb-version").Do; !strings.Contains(do, `DROP EXTENSION timescaledb; CREATE EXTENSION timescaledb SCHEMA "public" VERSION`) {
+		t.Errorf("timescaledb-version does not say what to do: %s", do)
+	}
+	r = runPreflight(t, srv.SuperURI(tgt), srv.SuperURI(tgt2))
+	if do := find(t, r, "timescaledb-version").Do; !strings.Contains(do, `CREATE SCHEMA IF NOT EXISTS "Ext Schema"; CREATE EXTENSION timescaledb SCHEMA "Ext Schema" VERSION`) {
+		t.Errorf("timescaledb-version does not say what to do: %s", do)
+	}
 }

@@ -26,8 +26,9 @@ type targetProbe struct {
 
 	// TimescaleDB parts, tried when the source uses TimescaleDB and the target can
 	// install its version.
-	triedExtension bool  // CREATE EXTENSION timescaledb VERSION <source's> was needed
-	extensionErr   error // and failed
+	triedExtension bool   // CREATE EXTENSION timescaledb (in the source's schema, at its version) was needed
+	extensionSQL   string // the statement that failed (the schema's CREATE, or the extension's)
+	extensionErr   error  // and its error
 	license        string
 	triedRestoring bool
 	setErr         error // SET LOCAL timescaledb.restoring = on
@@ -96,7 +97,7 @@ func (e *env) probeTarget(ctx context.Context) error {
 	}
 	installed := e.tgtInv.TimescaleDB
 	switch {
-	case installed != nil && installed.Version != ts.Version:
+	case installed != nil && (installed.Version != ts.Version || installed.Schema != ts.Schema):
 		return nil // reported by timescaledb-version; nothing here would be meaningful
 	case installed == nil:
 		versions, _ := e.tgtInv.AvailableVersions("timescaledb")
@@ -104,9 +105,12 @@ func (e *env) probeTarget(ctx context.Context) error {
 			return nil
 		}
 		p.triedExtension = true
-		p.extensionErr = tryKeep(ctx, tx, "CREATE EXTENSION timescaledb VERSION "+quoteLiteral(ts.Version))
-		if p.extensionErr != nil {
-			return nil
+		// As the migration creates it: in the source's schema, made first when missing.
+		for _, q := range schema.TimescaleDBStatements(ts.Schema, ts.Version) {
+			if p.extensionErr = tryKeep(ctx, tx, q); p.extensionErr != nil {
+				p.extensionSQL = q
+				return nil
+			}
 		}
 		if err := tx.QueryRow(ctx, licenseSQL).Scan(&p.license); err != nil {
 			return fmt.Errorf("probe license: %w", err)
@@ -119,7 +123,8 @@ func (e *env) probeTarget(ctx context.Context) error {
 		return nil
 	}
 	p.triedPre = true
-	p.preRestoreErr = try(ctx, tx, "SELECT "+pgx.Identifier{extSchema(e)}.Sanitize()+".timescaledb_pre_restore()")
+	// The extension is in the source's schema here: installed there, or just created.
+	p.preRestoreErr = try(ctx, tx, "SELECT "+pgx.Identifier{ts.Schema}.Sanitize()+".timescaledb_pre_restore()")
 	if err := tx.Rollback(ctx); err != nil {
 		return fmt.Errorf("probe rollback: %w", err)
 	}
@@ -132,14 +137,6 @@ func (e *env) probeTarget(ctx context.Context) error {
 }
 
 const licenseSQL = `SELECT coalesce(current_setting('timescaledb.license', true), '')`
-
-// extSchema is the schema timescaledb is (or would be) installed in on the target.
-func extSchema(e *env) string {
-	if e.tgtInv.TimescaleDB != nil {
-		return e.tgtInv.TimescaleDB.Schema
-	}
-	return "public"
-}
 
 // try runs sql under a savepoint and returns its error, undoing it either way.
 func try(ctx context.Context, tx pgx.Tx, sql string) error {
@@ -212,15 +209,4 @@ func (e *env) sourceNeedsSchemas() bool {
 		}
 	}
 	return false
-}
-
-func quoteLiteral(s string) string {
-	out := []byte{'\''}
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\'' {
-			out = append(out, '\'')
-		}
-		out = append(out, s[i])
-	}
-	return string(append(out, '\''))
 }
