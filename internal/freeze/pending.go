@@ -173,11 +173,14 @@ func (p *PendingProof) compare(ctx context.Context) (cur sample, samples int, mo
 			if err := clock.Sleep(ctx, min(lastBusy.Add(flushHorizon).Sub(now), flushHorizon)); err != nil {
 				return cur, 0, nil, err
 			}
-			if cur, err = takeSample(ctx, conn.Conn); err != nil {
-				return cur, 0, nil, err
-			}
-			samples++
 		}
+		// Sample again even when no session is left: one that exited between the first
+		// sample and the list of sessions flushed its counts on its way out (seen once
+		// under load: a write by a session that had just closed went unnoticed).
+		if cur, err = takeSample(ctx, conn.Conn); err != nil {
+			return cur, 0, nil, err
+		}
+		samples++
 	}
 	// The counters live in memory: a crash discards them, a clean shutdown saves them,
 	// and nothing counts while the server is down (single-user mode included). Counters
