@@ -55,29 +55,16 @@ func (w *worker) ensureConns(ctx context.Context) error {
 	}
 	var err error
 	if w.src == nil {
-		if w.src, err = connect(ctx, w.r.opts.Source, sourceSessionSQL); err != nil {
+		if w.src, err = w.r.opts.Source.ConnectSession(ctx, sourceSessionSQL); err != nil {
 			return err
 		}
 	}
 	if w.tgt == nil {
-		if w.tgt, err = connect(ctx, w.r.opts.Target, targetSessionSQL); err != nil {
+		if w.tgt, err = w.r.opts.Target.ConnectSession(ctx, targetSessionSQL); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// connect opens a connection and applies the session settings.
-func connect(ctx context.Context, cfg *dbconn.Config, session string) (*dbconn.Conn, error) {
-	c, err := cfg.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.PgConn().Exec(ctx, session).Close(); err != nil {
-		c.Close(ctx)
-		return nil, fmt.Errorf("set up %s session: %w", cfg.Role, err)
-	}
-	return c, nil
 }
 
 // beginSource starts a source transaction that sees the run's snapshot.

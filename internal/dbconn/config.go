@@ -238,6 +238,21 @@ func (c *Config) Connect(ctx context.Context) (*Conn, error) {
 	return cn, nil
 }
 
+// ConnectSession connects and sets the session up: setup runs as one simple-protocol
+// query string, so it may hold several statements separated by semicolons. A failure
+// of setup closes the connection and wraps the server's error.
+func (c *Config) ConnectSession(ctx context.Context, setup string) (*Conn, error) {
+	conn, err := c.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.PgConn().Exec(ctx, setup).Close(); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("set up the %s session: %w", c.Role, err)
+	}
+	return conn, nil
+}
+
 // Warnings says what is risky about a connection that worked: today, a server that is
 // not on this machine reached without TLS. "On this machine" is decided from the
 // address the connection reached (a Unix socket or a loopback address), else from the

@@ -129,23 +129,18 @@ func countTables(ctx context.Context, src, dst *dbconn.Config, jobs int, tables 
 	g, gctx := errgroup.WithContext(ctx)
 	for range max(1, min(jobs, len(tables))) {
 		g.Go(func() error {
-			s, err := src.Connect(gctx)
+			// No timeout a database or role setting gives (the target has the source
+			// database's settings by now) may cut a long count short.
+			s, err := src.ConnectSession(gctx, dbconn.NoTimeouts)
 			if err != nil {
 				return err
 			}
 			defer s.Close(context.WithoutCancel(gctx))
-			d, err := dst.Connect(gctx)
+			d, err := dst.ConnectSession(gctx, dbconn.NoTimeouts)
 			if err != nil {
 				return err
 			}
 			defer d.Close(context.WithoutCancel(gctx))
-			// No timeout a database or role setting gives (the target has the source
-			// database's settings by now) may cut a long count short.
-			for i, c := range []*dbconn.Conn{s, d} {
-				if _, err := c.Exec(gctx, dbconn.NoTimeouts); err != nil {
-					return fmt.Errorf("set up the %s's count session: %s", []*dbconn.Config{src, dst}[i].Role, dbconn.Reason(err))
-				}
-			}
 			for i := range work {
 				t := tables[i]
 				q := "SELECT count(*) FROM " + t.ident.Sanitize()

@@ -31,20 +31,7 @@ const (
 // connectTS connects to a database that uses TimescaleDB, for SQL that calls its
 // functions by name (sqlTimescalePath).
 func connectTS(ctx context.Context, cfg *dbconn.Config) (*dbconn.Conn, error) {
-	return connectWith(ctx, cfg, sqlTimescalePath)
-}
-
-// connectWith connects and runs setup, a statement that sets the session up.
-func connectWith(ctx context.Context, cfg *dbconn.Config, setup string) (*dbconn.Conn, error) {
-	conn, err := cfg.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := conn.Exec(ctx, setup); err != nil {
-		conn.Close(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("%s: set up the session: %s", cfg.Role, dbconn.Reason(err))
-	}
-	return conn, nil
+	return cfg.ConnectSession(ctx, sqlTimescalePath)
 }
 
 // pauseJobs unschedules the scheduled user jobs of every TimescaleDB source database.

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -602,6 +601,7 @@ func (r *run) carrySettings(ctx context.Context, d *DatabaseRun) error {
 		if err := dst.QueryRow(ctx, "SELECT current_database()").Scan(&db); err != nil {
 			return fmt.Errorf("target: %w", err)
 		}
+		var accepted []schema.Statement
 		for _, st := range set.Statements(db) {
 			if _, err := dst.Exec(ctx, st.SQL); err != nil {
 				if ctx.Err() != nil {
@@ -612,7 +612,7 @@ func (r *run) carrySettings(ctx context.Context, d *DatabaseRun) error {
 				d.settingsRefused = append(d.settingsRefused, st.What)
 				continue
 			}
-			d.DatabaseSettings = append(d.DatabaseSettings, st.What)
+			accepted = append(accepted, st)
 		}
 		// A statement can succeed and change nothing (a REVOKE by a user without the
 		// grant option only warns): read back what the target holds.
@@ -620,23 +620,16 @@ func (r *run) carrySettings(ctx context.Context, d *DatabaseRun) error {
 		if err != nil {
 			return fmt.Errorf("target: %w", err)
 		}
-		has := map[string]bool{}
-		for _, st := range on.Statements(db) {
-			has[st.SQL] = true
-		}
-		var given []string
-		for _, st := range set.Statements(db) {
-			switch {
-			case !slices.Contains(d.DatabaseSettings, st.What):
-			case has[st.SQL]:
-				given = append(given, st.What)
-			default:
-				r.warn(fmt.Sprintf("%s: the target accepted the source database's %s but does not hold it afterwards (a GRANT or REVOKE by a role without the grant option only warns); give it with %s as a role allowed to",
-					d.Source, st.What, st.How))
-				d.settingsRefused = append(d.settingsRefused, st.What)
+		held := on.Held(db)
+		for _, st := range accepted {
+			if held(st) {
+				d.DatabaseSettings = append(d.DatabaseSettings, st.What)
+				continue
 			}
+			r.warn(fmt.Sprintf("%s: the target accepted the source database's %s but does not hold it afterwards (a GRANT or REVOKE by a role without the grant option only warns); give it with %s as a role allowed to",
+				d.Source, st.What, st.How))
+			d.settingsRefused = append(d.settingsRefused, st.What)
 		}
-		d.DatabaseSettings = given
 		if len(d.DatabaseSettings) > 0 {
 			r.note(d.Source, "the target database was given the source database's "+strings.Join(d.DatabaseSettings, ", "))
 		}

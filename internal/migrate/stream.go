@@ -208,7 +208,7 @@ func onTarget(ctx context.Context, d *DatabaseRun, f func(context.Context, *dbco
 // off, which a role's setting in the database may turn on (the target has the
 // source's by the end of the run).
 func connectWriting(ctx context.Context, cfg *dbconn.Config) (*dbconn.Conn, error) {
-	return connectWith(ctx, cfg, sqlWritable)
+	return cfg.ConnectSession(ctx, sqlWritable)
 }
 
 // schemaFile is where d's schema dump goes, in the run's temporary directory.

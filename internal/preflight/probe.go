@@ -190,12 +190,9 @@ func (p *targetProbe) trySettings(ctx context.Context, tx pgx.Tx, conn *pgx.Conn
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
-	held := map[string]bool{}
-	for _, st := range on.Statements(p.databaseName) {
-		held[st.SQL] = true
-	}
+	held := on.Held(p.databaseName)
 	for _, st := range kept {
-		if !held[st.SQL] {
+		if !held(st) {
 			p.settingsRefused = append(p.settingsRefused, refusal{st, errNotHeld})
 		}
 	}

@@ -160,6 +160,16 @@ func (d DatabaseSettings) Statements(db string) []Statement {
 	return out
 }
 
+// Held tells whether the database these settings were read from (named db) holds a
+// statement: reading it back gives the same statement.
+func (d DatabaseSettings) Held(db string) func(Statement) bool {
+	sql := map[string]bool{}
+	for _, st := range d.Statements(db) {
+		sql[st.SQL] = true
+	}
+	return func(st Statement) bool { return sql[st.SQL] }
+}
+
 // listQuoted are the settings PostgreSQL stores as a list of double-quoted elements
 // (GUC_LIST_QUOTE): each element is given as a literal of its own, as pg_dump does;
 // one literal would make the whole list a single element.

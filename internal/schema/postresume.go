@@ -42,6 +42,16 @@ type lookupKind struct {
 	target string
 }
 
+// entriesFrom is the FROM item of a lookupKind's source query: the entries, as e.
+const entriesFrom = `
+FROM unnest($1::int[], $2::oid[], $3::text[]) AS e(id, obj, listed)`
+
+// keysExisting starts a lookupKind's target query: the keys, as k, whose object the
+// EXISTS subquery that follows finds.
+const keysExisting = `
+SELECT k.id FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) AS k(id, a, b, c)
+WHERE EXISTS `
+
 // sqlLookups by entry kind. Each query names only catalogs of PostgreSQL 15 and later,
 // and runs only for the kinds the dump holds (pg_publication_namespace is new in 15).
 // Checked on PostgreSQL 15 and 17 (TimescaleDB 2.19.3 in restoring mode changes none
@@ -49,12 +59,9 @@ type lookupKind struct {
 var sqlLookups = map[string]lookupKind{
 	"INDEX": {
 		source: `
-SELECT e.id, false, n.nspname::text, c.relname::text, ''
-FROM unnest($1::int[], $2::oid[], $3::text[]) AS e(id, obj, listed)
+SELECT e.id, false, n.nspname::text, c.relname::text, ''` + entriesFrom + `
 JOIN pg_class c ON c.oid = e.obj JOIN pg_namespace n ON n.oid = c.relnamespace`,
-		target: `
-SELECT k.id FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) AS k(id, a, b, c)
-WHERE EXISTS (SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		target: keysExisting + `(SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE n.nspname = k.a AND c.relname = k.b AND c.relkind IN ('i', 'I'))`,
 	},
 	// An index of a partition attached to its partitioned table's index: the entry
@@ -62,38 +69,29 @@ WHERE EXISTS (SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespa
 	// as pg_restore -l lists them, unquoted: matched whole, whatever spaces the names hold.
 	"INDEX ATTACH": {
 		source: `
-SELECT e.id, false, n.nspname::text, c.relname::text, ''
-FROM unnest($1::int[], $2::oid[], $3::text[]) AS e(id, obj, listed)
+SELECT e.id, false, n.nspname::text, c.relname::text, ''` + entriesFrom + `
 JOIN pg_class c ON c.relkind IN ('i', 'I') JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname || ' ' || c.relname || ' ' || pg_get_userbyid(c.relowner) = e.listed
   AND EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = c.oid)`,
-		target: `
-SELECT k.id FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) AS k(id, a, b, c)
-WHERE EXISTS (SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_inherits i ON i.inhrelid = c.oid
+		target: keysExisting + `(SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_inherits i ON i.inhrelid = c.oid
   WHERE n.nspname = k.a AND c.relname = k.b)`,
 	},
 	// Constraints of tables and of domains (a domain's NOT VALID check): a table's row
 	// type never has constraints, so relation or type name b is not ambiguous.
 	"CONSTRAINT": {
 		source: `
-SELECT e.id, false, n.nspname::text, coalesce(c.relname, t.typname)::text, co.conname::text
-FROM unnest($1::int[], $2::oid[], $3::text[]) AS e(id, obj, listed)
+SELECT e.id, false, n.nspname::text, coalesce(c.relname, t.typname)::text, co.conname::text` + entriesFrom + `
 JOIN pg_constraint co ON co.oid = e.obj JOIN pg_namespace n ON n.oid = co.connamespace
 LEFT JOIN pg_class c ON c.oid = co.conrelid LEFT JOIN pg_type t ON t.oid = co.contypid`,
-		target: `
-SELECT k.id FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) AS k(id, a, b, c)
-WHERE EXISTS (SELECT FROM pg_constraint co JOIN pg_namespace n ON n.oid = co.connamespace
+		target: keysExisting + `(SELECT FROM pg_constraint co JOIN pg_namespace n ON n.oid = co.connamespace
   LEFT JOIN pg_class c ON c.oid = co.conrelid LEFT JOIN pg_type t ON t.oid = co.contypid
   WHERE n.nspname = k.a AND co.conname = k.c AND coalesce(c.relname, t.typname) = k.b)`,
 	},
 	"TRIGGER": {
 		source: `
-SELECT e.id, false, n.nspname::text, c.relname::text, tg.tgname::text
-FROM unnest($1::int[], $2::oid[], $3::text[]) AS e(id, obj, listed)
+SELECT e.id, false, n.nspname::text, c.relname::text, tg.tgname::text` + entriesFrom + `
 JOIN pg_trigger tg ON tg.oid = e.obj JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace`,
-		target: `
-SELECT k.id FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) AS k(id, a, b, c)
-WHERE EXISTS (SELECT FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		target: keysExisting + `(SELECT FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE n.nspname = k.a AND c.relname = k.b AND tg.tgname = k.c)`,
 	},
 	// A view's _RETURN rule is a RULE entry when pg_dump broke a dependency loop with a
@@ -101,95 +99,68 @@ WHERE EXISTS (SELECT FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JO
 	// from the start.
 	"RULE": {
 		source: `
-SELECT e.id, r.rulename = '_RETURN', n.nspname::text, c.relname::text, r.rulename::text
-FROM unnest($1::int[], $2::oid[], $3::text[]) AS e(id, obj, listed)
+SELECT e.id, r.rulename = '_RETURN', n.nspname::text, c.relname::text, r.rulename::text` + entriesFrom + `
 JOIN pg_rewrite r ON r.oid = e.obj JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace`,
-		target: `
-SELECT k.id FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) AS k(id, a, b, c)
-WHERE EXISTS (SELECT FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+		target: keysExisting + `(SELECT FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE n.nspname = k.a AND c.relname = k.b AND r.rulename = k.c)`,
 	},
 	"POLICY": {
 		source: `
-SELECT e.id, false, n.nspname::text, c.relname::text, p.polname::text
-FROM unnest($1::int[], $2::oid[], $3::text[]) AS e(id, obj, listed)
+SELECT e.id, false, n.nspname::text, c.relname::text, p.polname::text` + entriesFrom + `
 JOIN pg_policy p ON p.oid = e.obj JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace`,
-		target: `
-SELECT k.id FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) AS k(id, a, b, c)
-WHERE EXISTS (SELECT FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		target: keysExisting + `(SELECT FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE n.nspname = k.a AND c.relname = k.b AND p.polname = k.c)`,
 	},
 	"STATISTICS": {
 		source: `
-SELECT e.id, false, n.nspname::text, s.stxname::text, ''
-FROM unnest($1::int[], $2::oid[], $3::text[]) AS e(id, obj, listed)
+SELECT e.id, false, n.nspname::text, s.stxname::text, ''` + entriesFrom + `
 JOIN pg_statistic_ext s ON s.oid = e.obj JOIN pg_namespace n ON n.oid = s.stxnamespace`,
-		target: `
-SELECT k.id FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) AS k(id, a, b, c)
-WHERE EXISTS (SELECT FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace
+		target: keysExisting + `(SELECT FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace
   WHERE n.nspname = k.a AND s.stxname = k.b)`,
 	},
 	// REFRESH MATERIALIZED VIEW: done when the view is populated (it is created empty).
 	"MATERIALIZED VIEW DATA": {
 		source: `
-SELECT e.id, false, n.nspname::text, c.relname::text, ''
-FROM unnest($1::int[], $2::oid[], $3::text[]) AS e(id, obj, listed)
+SELECT e.id, false, n.nspname::text, c.relname::text, ''` + entriesFrom + `
 JOIN pg_class c ON c.oid = e.obj AND c.relkind = 'm' JOIN pg_namespace n ON n.oid = c.relnamespace`,
-		target: `
-SELECT k.id FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) AS k(id, a, b, c)
-WHERE EXISTS (SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		target: keysExisting + `(SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE n.nspname = k.a AND c.relname = k.b AND c.relkind = 'm' AND c.relispopulated)`,
 	},
 	"EVENT TRIGGER": {
 		source: `
-SELECT e.id, false, t.evtname::text, '', ''
-FROM unnest($1::int[], $2::oid[], $3::text[]) AS e(id, obj, listed)
+SELECT e.id, false, t.evtname::text, '', ''` + entriesFrom + `
 JOIN pg_event_trigger t ON t.oid = e.obj`,
-		target: `
-SELECT k.id FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) AS k(id, a, b, c)
-WHERE EXISTS (SELECT FROM pg_event_trigger t WHERE t.evtname = k.a)`,
+		target: keysExisting + `(SELECT FROM pg_event_trigger t WHERE t.evtname = k.a)`,
 	},
 	// A subscription of the current database, restored disabled and not connected.
 	"SUBSCRIPTION": {
 		source: `
-SELECT e.id, false, s.subname::text, '', ''
-FROM unnest($1::int[], $2::oid[], $3::text[]) AS e(id, obj, listed)
+SELECT e.id, false, s.subname::text, '', ''` + entriesFrom + `
 JOIN pg_subscription s ON s.oid = e.obj`,
-		target: `
-SELECT k.id FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) AS k(id, a, b, c)
-WHERE EXISTS (SELECT FROM pg_subscription s
+		target: keysExisting + `(SELECT FROM pg_subscription s
   WHERE s.subname = k.a AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()))`,
 	},
 	"PUBLICATION": {
 		source: `
-SELECT e.id, false, p.pubname::text, '', ''
-FROM unnest($1::int[], $2::oid[], $3::text[]) AS e(id, obj, listed)
+SELECT e.id, false, p.pubname::text, '', ''` + entriesFrom + `
 JOIN pg_publication p ON p.oid = e.obj`,
-		target: `
-SELECT k.id FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) AS k(id, a, b, c)
-WHERE EXISTS (SELECT FROM pg_publication p WHERE p.pubname = k.a)`,
+		target: keysExisting + `(SELECT FROM pg_publication p WHERE p.pubname = k.a)`,
 	},
 	"PUBLICATION TABLE": {
 		source: `
-SELECT e.id, false, p.pubname::text, n.nspname::text, c.relname::text
-FROM unnest($1::int[], $2::oid[], $3::text[]) AS e(id, obj, listed)
+SELECT e.id, false, p.pubname::text, n.nspname::text, c.relname::text` + entriesFrom + `
 JOIN pg_publication_rel pr ON pr.oid = e.obj JOIN pg_publication p ON p.oid = pr.prpubid
 JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace`,
-		target: `
-SELECT k.id FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) AS k(id, a, b, c)
-WHERE EXISTS (SELECT FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+		target: keysExisting + `(SELECT FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
   JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE p.pubname = k.a AND n.nspname = k.b AND c.relname = k.c)`,
 	},
 	"PUBLICATION TABLES IN SCHEMA": {
 		source: `
-SELECT e.id, false, p.pubname::text, n.nspname::text, ''
-FROM unnest($1::int[], $2::oid[], $3::text[]) AS e(id, obj, listed)
+SELECT e.id, false, p.pubname::text, n.nspname::text, ''` + entriesFrom + `
 JOIN pg_publication_namespace pn ON pn.oid = e.obj JOIN pg_publication p ON p.oid = pn.pnpubid
 JOIN pg_namespace n ON n.oid = pn.pnnspid`,
-		target: `
-SELECT k.id FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) AS k(id, a, b, c)
-WHERE EXISTS (SELECT FROM pg_publication_namespace pn JOIN pg_publication p ON p.oid = pn.pnpubid
+		target: keysExisting + `(SELECT FROM pg_publication_namespace pn JOIN pg_publication p ON p.oid = pn.pnpubid
   JOIN pg_namespace n ON n.oid = pn.pnnspid WHERE p.pubname = k.a AND n.nspname = k.b)`,
 	},
 }

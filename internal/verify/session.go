@@ -48,15 +48,9 @@ type session struct {
 }
 
 func connect(ctx context.Context, cfg *dbconn.Config) (*session, error) {
-	conn, err := cfg.Connect(ctx)
+	conn, err := cfg.ConnectSession(ctx, pinSettings+";\n"+dbconn.NoTimeouts)
 	if err != nil {
 		return nil, err
-	}
-	for _, pin := range []string{pinSettings, dbconn.NoTimeouts} {
-		if _, err := conn.Exec(ctx, pin); err != nil {
-			conn.Close(context.Background())
-			return nil, fmt.Errorf("%s: pin session settings: %w", cfg.Role, err)
-		}
 	}
 	return &session{cfg: cfg, conn: conn}, nil
 }

@@ -85,38 +85,37 @@ type plan struct {
 
 func (p *plan) name() string { return p.Unit.name() }
 
-// planUnits pairs the two sides' tables and chunks into units.
+// planUnits pairs the two sides' tables and chunks into units, and the materialized
+// rows of their continuous aggregates.
 func planUnits(src, tgt *contents) []*plan {
-	names := map[tableKey]bool{}
-	for n := range src.tables {
-		names[n] = true
-	}
-	for n := range tgt.tables {
-		names[n] = true
-	}
-	var plans []*plan
-	for n := range names {
-		plans = append(plans, planTable(n.displayName(), src.tables[n], tgt.tables[n])...)
-	}
-	views := map[tableKey]bool{}
-	for n := range src.caggs {
-		views[n] = true
-	}
-	for n := range tgt.caggs {
-		views[n] = true
-	}
-	for n := range views {
-		for _, p := range planTable(n.displayName(), src.caggs[n], tgt.caggs[n]) {
-			p.Aggregate = true
-			plans = append(plans, p)
-		}
-	}
+	plans := planPairs(src.tables, tgt.tables, false)
+	plans = append(plans, planPairs(src.caggs, tgt.caggs, true)...)
 	sort.Slice(plans, func(i, j int) bool {
 		if plans[i].Table != plans[j].Table {
 			return plans[i].Table < plans[j].Table
 		}
 		return plans[i].sortPos < plans[j].sortPos
 	})
+	return plans
+}
+
+// planPairs plans the tables of either side, paired by name; aggregate marks them as
+// continuous aggregates' materialized rows.
+func planPairs(src, tgt map[tableKey]*table, aggregate bool) []*plan {
+	names := map[tableKey]bool{}
+	for n := range src {
+		names[n] = true
+	}
+	for n := range tgt {
+		names[n] = true
+	}
+	var plans []*plan
+	for n := range names {
+		for _, p := range planTable(n.displayName(), src[n], tgt[n]) {
+			p.Aggregate = aggregate
+			plans = append(plans, p)
+		}
+	}
 	return plans
 }
 
