@@ -5,6 +5,9 @@
 #   PostgreSQL 15        host package postgresql-15 (no TimescaleDB on Debian 12)
 #   PostgreSQL 17 + TSDB Debian 13 packages in a debootstrap root under $TSMIGRATE_CACHE
 #   PostgreSQL 16        server-only build from the npm registry (version-mismatch tests)
+#   PostgreSQL 17 + TSDB full build: a copy of the Debian 13 root with the full (Timescale
+#                        License) TimescaleDB 2.19.3 unpacked over it, from the archive in
+#                        $TSMIGRATE_TSL_ARCHIVE or shared/timescaledb-full/ beside the checkout
 #
 # Prints the environment the tests read (TSMIGRATE_PG17_ROOT etc.) on its last lines.
 set -euo pipefail
@@ -13,6 +16,7 @@ with_pgcopydb=
 
 CACHE=${TSMIGRATE_CACHE:-/var/cache/tsmigrate}
 ROOT=$CACHE/trixie
+FULL=$CACHE/trixie-full
 PG16=$CACHE/pg16
 PG16_VERSION=${PG16_VERSION:-16.14.0-beta.17}
 mkdir -p "$CACHE"
@@ -54,6 +58,30 @@ if [ -n "$with_pgcopydb" ] && [ ! -x "$ROOT/usr/bin/pgcopydb" ]; then
     log "pgcopydb install failed; see $CACHE/pgcopydb-install.log"; exit 1; }
 fi
 
+# The full TimescaleDB build (compression, continuous aggregates, policies, jobs): the
+# archive is not part of this repository (Timescale License); it is looked for beside the
+# checkout. Its checksum is checked before it is unpacked over a copy of the root.
+find_tsl_archive() {
+  local top dir
+  top=$(cd "$(dirname "$0")/.." && pwd)
+  for dir in "${TSMIGRATE_TSL_ARCHIVE:+$(dirname "${TSMIGRATE_TSL_ARCHIVE}")}" "$top/../shared/timescaledb-full" /work/shared/timescaledb-full; do
+    [ -n "$dir" ] && [ -f "$dir/SHA256SUMS" ] && ls "$dir"/timescaledb-*-full-pg17-trixie.tar.xz >/dev/null 2>&1 && { echo "$dir"; return; }
+  done
+}
+if [ ! -f "$FULL/.tsmigrate-full" ]; then
+  dir=$(find_tsl_archive)
+  if [ -z "$dir" ]; then
+    log "no full TimescaleDB build archive found (set TSMIGRATE_TSL_ARCHIVE): full-build tests will not run"
+  else
+    log "making the full-build root $FULL"
+    (cd "$dir" && sha256sum --quiet -c SHA256SUMS) || { log "checksum of the full-build archive in $dir does not match"; exit 1; }
+    rm -rf "$FULL.tmp" && cp -a "$ROOT" "$FULL.tmp"
+    tar -xJf "$dir"/timescaledb-*-full-pg17-trixie.tar.xz -C "$FULL.tmp"
+    touch "$FULL.tmp/.tsmigrate-full"
+    rm -rf "$FULL" && mv "$FULL.tmp" "$FULL"
+  fi
+fi
+
 # Host-side wrappers for the root's client tools, run through the root's own loader.
 BIN17=$CACHE/bin17
 mkdir -p "$BIN17"
@@ -90,6 +118,7 @@ chmod -R a+rX "$PG16"
 cat <<OUT
 TSMIGRATE_PG15_BIN=/usr/lib/postgresql/15/bin
 TSMIGRATE_PG17_ROOT=$ROOT
+TSMIGRATE_PG17_TSL_ROOT=$FULL
 TSMIGRATE_PG17_CLIENT_BIN=$BIN17
 TSMIGRATE_PG16_BIN=$PG16/bin
 OUT

@@ -32,9 +32,10 @@ const (
 	PG16   Kind = "pg16"   // PostgreSQL 16 server-only build, no TimescaleDB
 	PG17TS Kind = "pg17ts" // PostgreSQL 17 with TimescaleDB (Apache build) in the Debian 13 root
 	// PG17TSL is PostgreSQL 17 with the full (Timescale License) TimescaleDB build:
-	// compression, continuous aggregates, policies and user jobs. It is not installed by
-	// scripts/setup-servers.sh: TSMIGRATE_PG17_TSL_ROOT names a Debian 13 root holding it,
-	// and tests of it skip when that is not set (see docs/test-environment.md).
+	// compression, continuous aggregates, policies and user jobs. scripts/setup-servers.sh
+	// makes its root (trixie-full in the cache) from the build archive beside the checkout;
+	// TSMIGRATE_PG17_TSL_ROOT names another. Its tests skip when neither is there, except
+	// under CI=true.
 	PG17TSL Kind = "pg17tsl"
 )
 
@@ -80,7 +81,20 @@ type Server struct {
 func (k Kind) TimescaleDB() bool { return k == PG17TS || k == PG17TSL }
 
 // errNoFullBuild is why PG17TSL is unavailable when its root is not configured.
-var errNoFullBuild = fmt.Errorf("the full (Timescale License) TimescaleDB build is not configured: %s names a Debian 13 root holding it (the Debian package is the Apache build)", FullBuildEnv)
+var errNoFullBuild = fmt.Errorf("the full (Timescale License) TimescaleDB build is not installed: run scripts/setup-servers.sh with the build archive beside the checkout (shared/timescaledb-full), or set %s to a Debian 13 root holding it (the Debian package is the Apache build)", FullBuildEnv)
+
+// fullBuildRoot is the root of the PG17TSL kind: TSMIGRATE_PG17_TSL_ROOT, or the one
+// scripts/setup-servers.sh makes (marked by a file it writes last), or "".
+func fullBuildRoot() string {
+	if root := os.Getenv(FullBuildEnv); root != "" {
+		return root
+	}
+	root := filepath.Join(cacheDir(), "trixie-full")
+	if _, err := os.Stat(filepath.Join(root, ".tsmigrate-full")); err != nil {
+		return ""
+	}
+	return root
+}
 
 // Paths of the installed builds, from the environment or the setup script's defaults.
 type paths struct {
@@ -128,7 +142,7 @@ func resolve(k Kind) (paths, error) {
 	case PG17TS:
 		p = paths{root: Pg17Root(), bin: "/usr/lib/postgresql/17/bin", major: 17}
 	case PG17TSL:
-		root := os.Getenv(FullBuildEnv)
+		root := fullBuildRoot()
 		if root == "" {
 			return p, errNoFullBuild
 		}
