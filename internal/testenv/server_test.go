@@ -19,6 +19,7 @@ func TestServersStart(t *testing.T) {
 		{PG17TS, Options{}, "17."},
 		{PG17TS, Options{Managed: true}, "17."},
 		{PG17TSL, Options{}, "17."},
+		{PG18TS, Options{}, "18."},
 	}
 	for _, c := range cases {
 		t.Run(string(c.kind)+map[bool]string{true: "-managed"}[c.opt.Managed], func(t *testing.T) {
@@ -41,7 +42,7 @@ func TestServersStart(t *testing.T) {
 			if !strings.HasPrefix(v, c.version) {
 				t.Fatalf("version %s, want %s", v, c.version)
 			}
-			if c.kind == PG17TS {
+			if c.kind == PG17TS || c.kind == PG18TS {
 				if _, err := conn.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS timescaledb"); err != nil {
 					t.Fatal(err)
 				}
