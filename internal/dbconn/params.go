@@ -2,7 +2,6 @@ package dbconn
 
 import (
 	"fmt"
-	"net/url"
 	"sort"
 	"strings"
 )
@@ -11,116 +10,201 @@ import (
 // keywords. It keeps what the user wrote (including keywords pgx does not know), so
 // that the same settings can be handed to pg_dump and pg_restore.
 func parseConnString(s string) (map[string]string, error) {
-	s = strings.TrimSpace(s)
-	if strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") {
-		return parseURI(s)
+	if t := strings.TrimSpace(s); strings.HasPrefix(t, "postgres://") || strings.HasPrefix(t, "postgresql://") {
+		return parseURI(t)
 	}
-	return parseKeywords(s)
+	return parseKeywords(s) // not trimmed: a value may end in an escaped space
 }
 
+// parseURI reads a postgres:// or postgresql:// URI as libpq does
+// (conninfo_uri_parse_options in fe-connect.c): the user info runs to the first '@'
+// before any '/'; then hosts and ports up to '/' or '?'; the database up to '?';
+// then query parameters, which win over what the other parts said (libpq stores
+// them last). One difference, on purpose: when the user info holds several raw '@'
+// (a password not percent-encoded) and one host follows, libpq ends the user info at
+// the first '@' and takes the rest for the host's name, which no server has; here the
+// password runs to the last '@' before the host. (With several hosts, libpq would
+// reach one of the others: read as libpq.)
 func parseURI(s string) (map[string]string, error) {
 	p := map[string]string{}
 	rest := s[strings.Index(s, "://")+3:]
-	if i := strings.IndexByte(rest, '?'); i >= 0 {
-		q := rest[i+1:]
-		rest = rest[:i]
-		for _, kv := range strings.Split(q, "&") {
-			if kv == "" {
-				continue
-			}
-			k, v, ok := strings.Cut(kv, "=")
-			if !ok {
-				return nil, fmt.Errorf("a query parameter has no value (expected ?key=value&...)")
-			}
-			// libpq decodes %XX only: a '+' stays a '+' (QueryUnescape would make it a space).
-			key, err1 := url.PathUnescape(k)
-			val, err2 := url.PathUnescape(v)
-			if err1 != nil || err2 != nil {
-				return nil, fmt.Errorf("bad percent-encoding in query parameter %q", Redact(k))
-			}
-			k, v = key, val
-			if !validKeyword(k) {
-				return nil, fmt.Errorf("a query parameter name is not a connection keyword")
-			}
-			if k == "ssl" && v == "true" { // JDBC-style spelling libpq also accepts
-				k, v = "sslmode", "require"
-			}
-			p[k] = v
+	if at := strings.IndexAny(rest, "@/"); at >= 0 && rest[at] == '@' {
+		hosts := rest[at+1:]
+		if end := strings.IndexAny(hosts, "/?"); end >= 0 {
+			hosts = hosts[:end]
 		}
-	}
-	netloc := rest
-	if i := strings.IndexByte(rest, '/'); i >= 0 {
-		netloc = rest[:i]
-		db, err := url.PathUnescape(rest[i+1:])
-		if err != nil {
-			return nil, fmt.Errorf("bad percent-encoding in database name")
+		if more := strings.LastIndexByte(hosts, '@'); more >= 0 && !strings.Contains(hosts, ",") {
+			at += 1 + more
 		}
-		if db != "" {
-			p["dbname"] = db
-		}
-	}
-	if i := strings.LastIndexByte(netloc, '@'); i >= 0 {
-		userinfo := netloc[:i]
-		netloc = netloc[i+1:]
-		user, pass, hasPass := strings.Cut(userinfo, ":")
-		u, err := url.PathUnescape(user)
-		if err != nil {
-			return nil, fmt.Errorf("bad percent-encoding in user name")
-		}
-		if u != "" {
+		user, pass, hasPass := strings.Cut(rest[:at], ":")
+		rest = rest[at+1:]
+		if user != "" { // as libpq: the raw text, before decoding
+			u, err := uriDecode(user)
+			if err != nil {
+				return nil, fmt.Errorf("user name: %w", err)
+			}
 			p["user"] = u
 		}
-		if hasPass {
-			pw, err := url.PathUnescape(pass)
+		if hasPass && pass != "" {
+			pw, err := uriDecode(pass)
 			if err != nil {
-				return nil, fmt.Errorf("bad percent-encoding in password")
+				return nil, fmt.Errorf("password: %w", err)
 			}
 			p["password"] = pw
 		}
 	}
-	if netloc != "" {
-		var hosts, ports []string
-		anyPort := false
-		for _, hp := range strings.Split(netloc, ",") {
-			host, port := hp, ""
-			if strings.HasPrefix(hp, "[") {
-				end := strings.IndexByte(hp, ']')
-				if end < 0 {
-					return nil, fmt.Errorf("unclosed [ in host %q", hp)
-				}
-				host = hp[1:end]
-				if r := hp[end+1:]; r != "" {
-					if !strings.HasPrefix(r, ":") {
-						return nil, fmt.Errorf("unexpected %q after host %q", r, host)
-					}
-					port = r[1:]
-				}
-			} else if i := strings.LastIndexByte(hp, ':'); i >= 0 {
-				host, port = hp[:i], hp[i+1:]
+	// Hosts and ports, as two lists that line up (libpq's form: "h1,h2" and ",5433").
+	var hosts, ports strings.Builder
+	for {
+		if strings.HasPrefix(rest, "[") {
+			end := strings.IndexByte(rest, ']')
+			if end < 0 {
+				return nil, fmt.Errorf("unclosed [ in a host")
 			}
-			h, err := url.PathUnescape(host)
+			if end == 1 {
+				return nil, fmt.Errorf("empty IPv6 address in []")
+			}
+			hosts.WriteString(rest[1:end])
+			rest = rest[end+1:]
+			if rest != "" && !strings.ContainsRune(":/?,", rune(rest[0])) {
+				return nil, fmt.Errorf("unexpected %q after an IPv6 address in []", rest[0])
+			}
+		} else {
+			end := strings.IndexAny(rest, ":/?,")
+			if end < 0 {
+				end = len(rest)
+			}
+			hosts.WriteString(rest[:end])
+			rest = rest[end:]
+		}
+		if strings.HasPrefix(rest, ":") {
+			rest = rest[1:]
+			end := strings.IndexAny(rest, "/?,")
+			if end < 0 {
+				end = len(rest)
+			}
+			ports.WriteString(rest[:end])
+			rest = rest[end:]
+		}
+		if !strings.HasPrefix(rest, ",") {
+			break
+		}
+		rest = rest[1:]
+		hosts.WriteByte(',')
+		ports.WriteByte(',')
+	}
+	if hosts.Len() > 0 {
+		h, err := uriDecode(hosts.String())
+		if err != nil {
+			return nil, fmt.Errorf("host: %w", err)
+		}
+		p["host"] = h
+	}
+	if ports.Len() > 0 {
+		port, err := uriDecode(ports.String())
+		if err != nil {
+			return nil, fmt.Errorf("port: %w", err)
+		}
+		p["port"] = port
+	}
+	if strings.HasPrefix(rest, "/") {
+		db, query, hasQuery := strings.Cut(rest[1:], "?")
+		rest = ""
+		if hasQuery {
+			rest = "?" + query
+		}
+		if db != "" {
+			name, err := uriDecode(db)
 			if err != nil {
-				return nil, fmt.Errorf("bad percent-encoding in host %q", host)
+				return nil, fmt.Errorf("database name: %w", err)
 			}
-			if port != "" {
-				anyPort = true
-				for _, c := range port {
-					if c < '0' || c > '9' {
-						return nil, fmt.Errorf("invalid port %q", port)
-					}
-				}
+			p["dbname"] = name
+		}
+	}
+	if strings.HasPrefix(rest, "?") {
+		if err := parseURIQuery(rest[1:], p); err != nil {
+			return nil, err
+		}
+	}
+	if port, ok := p["port"]; ok {
+		for _, c := range port {
+			if c != ',' && (c < '0' || c > '9') {
+				return nil, fmt.Errorf("invalid port %q", port)
 			}
-			hosts = append(hosts, h)
-			ports = append(ports, port)
-		}
-		if strings.Join(hosts, "") != "" {
-			p["host"] = strings.Join(hosts, ",")
-		}
-		if anyPort {
-			p["port"] = strings.Join(ports, ",")
 		}
 	}
 	return p, nil
+}
+
+// parseURIQuery stores a URI's query parameters in p, over what p holds: key=value
+// pairs separated by '&', each with exactly one raw '=', the last of a key winning.
+// The values are not echoed in errors: one may be a password.
+func parseURIQuery(q string, p map[string]string) error {
+	for q != "" {
+		kv, more, _ := strings.Cut(q, "&")
+		q = more
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return fmt.Errorf("a query parameter has no value (expected ?key=value&...)")
+		}
+		if strings.Contains(v, "=") {
+			return fmt.Errorf("a query parameter's value holds a raw \"=\" (write it %%3D)")
+		}
+		key, err := uriDecode(k)
+		if err != nil || !validKeyword(key) {
+			return fmt.Errorf("a query parameter name is not a connection keyword")
+		}
+		val, err := uriDecode(v)
+		if err != nil {
+			return fmt.Errorf("query parameter %s: %w", key, err)
+		}
+		if key == "ssl" && val == "true" { // JDBC-style spelling libpq also accepts
+			key, val = "sslmode", "require"
+		}
+		p[key] = val
+	}
+	return nil
+}
+
+// uriDecode decodes a part of a URI as libpq's conninfo_uri_decode: %XX only (a '+'
+// stays a '+'), no %00, spaces around the part skipped and none inside. Errors do not
+// quote the part: it may be a password.
+func uriDecode(s string) (string, error) {
+	s = strings.Trim(s, " ")
+	if strings.Contains(s, " ") {
+		return "", fmt.Errorf("a space inside (write it %%20)")
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+			return "", fmt.Errorf("bad percent-encoding")
+		}
+		c := unhex(s[i+1])<<4 | unhex(s[i+2])
+		if c == 0 {
+			return "", fmt.Errorf("%%00 is not allowed")
+		}
+		b.WriteByte(c)
+		i += 2
+	}
+	return b.String(), nil
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
 }
 
 // parseKeywords parses libpq's "key = value key2='quoted \' value'" form.
@@ -173,8 +257,11 @@ func parseKeywords(s string) (map[string]string, error) {
 			}
 		} else {
 			for i < len(s) && !isSpace(s[i]) {
-				if s[i] == '\\' && i+1 < len(s) {
+				if s[i] == '\\' {
 					i++
+					if i == len(s) { // as libpq: a backslash at the end escapes nothing
+						break
+					}
 				}
 				val.WriteByte(s[i])
 				i++
