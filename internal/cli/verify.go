@@ -11,6 +11,7 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 	"github.com/tsmigrate/tsmigrate/internal/verify"
 )
 
@@ -275,7 +276,7 @@ func showValue(v *string) string {
 	if v == nil {
 		return "NULL"
 	}
-	return "'" + strings.ReplaceAll(*v, "'", "''") + "'"
+	return sqltext.Literal(*v)
 }
 
 func showRow(cols []string, vals []*string) string {

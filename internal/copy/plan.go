@@ -7,7 +7,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tsmigrate/tsmigrate/internal/inventory"
 	"github.com/tsmigrate/tsmigrate/internal/journal"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 // Which table data to copy follows pg_dump's own rules (pg_dump.c of PostgreSQL 17:
@@ -24,11 +26,13 @@ import (
 // TimescaleDB hypertable roots hold no rows (COPY TO of one prints "hypertable data
 // are in the chunks"); their chunks are ordinary tables and are copied one by one.
 // Checked on PostgreSQL 15 and 17 with TimescaleDB 2.19.3.
-const (
+var (
 	// memberCond is true for extension members.
-	memberCond = `EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`
+	memberCond = sqltext.ExtensionMember(sqltext.Catalog("pg_class"), "c.oid")
 
-	nsCond = `n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%' AND n.nspname <> '_tsmigrate'`
+	// nsCond is true for the schemas pg_dump dumps, except tsmigrate's journal: chunks
+	// are in TimescaleDB's schemas.
+	nsCond = sqltext.DataSchema("n.nspname")
 
 	// tablesSQL takes sizes from the catalog's statistics, which lock nothing: a
 	// size function locks its table until the end of the transaction, and a database
@@ -56,6 +60,12 @@ JOIN pg_namespace n ON n.nspname = h.schema_name JOIN pg_class c ON c.relnamespa
 	sequencesSQL = `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'S' AND ` + nsCond + ` AND NOT ` + memberCond
 
+	// The relations whose columns columnsSQL describes (a subquery, not an array
+	// parameter: with thousands of chunks, "= ANY($1)" makes a slow plan).
+	dataTableOIDs = `SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ` + dataTablesCond
+)
+
+const (
 	largeObjectsSQL = `SELECT count(*) FROM pg_largeobject_metadata`
 
 	// configSQL: configuration tables and sequences of the extensions pg_dump dumps
@@ -66,9 +76,7 @@ FROM pg_extension e, unnest(e.extconfig) WITH ORDINALITY u(oid, i)
 JOIN pg_class c ON c.oid = u.oid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE e.oid >= 16384 AND c.relkind IN ('r', 'S')`
 
-	// The relations whose columns columnsSQL describes (a subquery, not an array
-	// parameter: with thousands of chunks, "= ANY($1)" makes a slow plan).
-	dataTableOIDs   = `SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ` + dataTablesCond
+	// configTableOIDs: with dataTableOIDs, the relations whose columns columnsSQL describes.
 	configTableOIDs = `SELECT u.oid FROM pg_extension e, unnest(e.extconfig) u(oid) WHERE e.oid >= 16384`
 
 	configFKSQL = `SELECT conrelid, confrelid FROM pg_constraint
@@ -263,7 +271,7 @@ func collectChunks(ctx context.Context, tx querier, into map[uint32]string) erro
 		if err := rows.Scan(&oid, &schema, &table); err != nil {
 			return err
 		}
-		into[oid] = displayName(schema, table)
+		into[oid] = inventory.DisplayName(schema, table)
 	}
 	return rows.Err()
 }
@@ -304,7 +312,7 @@ func describeColumns(ctx context.Context, tx querier, rels []*relation, which st
 func tableUnits(r *relation, rangeBytes int64) []journal.Unit {
 	base := journal.Unit{Phase: journal.PhaseData, Schema: r.schema, Table: r.name, Parent: r.hypertable, Columns: r.columns,
 		Binary: r.binary, PageHi: -1, EstBytes: r.bytes, EstRows: r.rows}
-	id := displayName(r.schema, r.name)
+	id := inventory.DisplayName(r.schema, r.name)
 	if r.hypertable != "" || rangeBytes <= 0 || r.bytes <= rangeBytes || r.pages < 2 {
 		u := base
 		u.ID, u.Kind = "table "+id, journal.KindTable
@@ -365,13 +373,13 @@ func planConfig(ctx context.Context, tx querier) ([]journal.Unit, error) {
 	}
 	var units []journal.Unit
 	for _, r := range ordered {
-		id := displayName(r.schema, r.name)
+		id := inventory.DisplayName(r.schema, r.name)
 		units = append(units, journal.Unit{ID: "config " + id, Phase: journal.PhaseConfig, Ord: len(units),
 			Kind: journal.KindConfig, Schema: r.schema, Table: r.name, Columns: r.columns,
 			Condition: r.condition, PageHi: -1, EstBytes: r.bytes, EstRows: r.rows})
 	}
 	for _, r := range seqs {
-		id := displayName(r.schema, r.name)
+		id := inventory.DisplayName(r.schema, r.name)
 		units = append(units, journal.Unit{ID: "config-seq " + id, Phase: journal.PhaseConfig, Ord: len(units),
 			Kind: journal.KindConfigSeq, Schema: r.schema, Table: r.name, PageHi: -1, EstRows: 1})
 	}

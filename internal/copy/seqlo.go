@@ -7,12 +7,12 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// SQL of sequences and large objects. Checked on PostgreSQL 15 and 17.
-const (
-	// userSequencesSQL lists the sequences pg_dump sets (see plan.go for the rules).
-	userSequencesSQL = `SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+// userSequencesSQL lists the sequences pg_dump sets (see plan.go for the rules).
+var userSequencesSQL = `SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'S' AND ` + nsCond + ` AND NOT ` + memberCond + ` ORDER BY 1`
 
+// SQL of sequences and large objects. Checked on PostgreSQL 15 and 17.
+const (
 	setvalSQL = `SELECT pg_catalog.setval($1::regclass, $2, $3)`
 
 	largeObjectOIDsSQL = `SELECT oid FROM pg_largeobject_metadata ORDER BY oid`

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/inventory"
 	"github.com/tsmigrate/tsmigrate/internal/journal"
 )
 
@@ -76,13 +77,13 @@ func describe(u *journal.Unit) string {
 		if u.PageHi >= 0 {
 			end = fmt.Sprint(u.PageHi)
 		}
-		return fmt.Sprintf("table %s (pages %d to %s)", displayName(u.Schema, u.Table), u.PageLo, end)
+		return fmt.Sprintf("table %s (pages %d to %s)", inventory.DisplayName(u.Schema, u.Table), u.PageLo, end)
 	case journal.KindTable, journal.KindConfig:
-		return "table " + displayName(u.Schema, u.Table)
+		return "table " + inventory.DisplayName(u.Schema, u.Table)
 	case journal.KindConfigSeq:
-		return "sequence " + displayName(u.Schema, u.Table)
+		return "sequence " + inventory.DisplayName(u.Schema, u.Table)
 	case journal.KindIndexes:
-		return "indexes and constraints of table " + displayName(u.Schema, u.Table)
+		return "indexes and constraints of table " + inventory.DisplayName(u.Schema, u.Table)
 	default:
 		return u.ID
 	}
@@ -94,27 +95,10 @@ func tableKey(u *journal.Unit) string {
 	if u.Parent != "" {
 		return u.Parent
 	}
-	return displayName(u.Schema, u.Table)
+	return inventory.DisplayName(u.Schema, u.Table)
 }
 
 func qualified(u *journal.Unit) string { return pgx.Identifier{u.Schema, u.Table}.Sanitize() }
-
-// displayName is schema.table as a user writes it: quoted only where needed.
-func displayName(schema, table string) string {
-	return quoteIfNeeded(schema) + "." + quoteIfNeeded(table)
-}
-
-func quoteIfNeeded(s string) string {
-	for i, r := range s {
-		if !(r >= 'a' && r <= 'z' || r == '_' || i > 0 && (r >= '0' && r <= '9' || r == '$')) {
-			return pgx.Identifier{s}.Sanitize()
-		}
-	}
-	if s == "" {
-		return `""`
-	}
-	return s
-}
 
 func info(u *journal.Unit) UnitInfo {
 	i := UnitInfo{ID: u.ID, Kind: string(u.Kind), EstBytes: u.EstBytes, EstRows: u.EstRows}

@@ -11,6 +11,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/clock"
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/inventory"
 	"github.com/tsmigrate/tsmigrate/internal/journal"
 )
 
@@ -123,7 +124,7 @@ func (w *worker) plan(ctx context.Context) ([]journal.Unit, error) {
 	}
 	for t, bytes := range ranged {
 		if sql := w.r.opts.PostSQL(t[0], t[1]); sql != "" {
-			units = append(units, journal.Unit{ID: "indexes " + displayName(t[0], t[1]), Phase: journal.PhaseData,
+			units = append(units, journal.Unit{ID: "indexes " + inventory.DisplayName(t[0], t[1]), Phase: journal.PhaseData,
 				Kind: journal.KindIndexes, Schema: t[0], Table: t[1], PageHi: -1, EstBytes: bytes, PostSQL: sql})
 		}
 	}
@@ -310,7 +311,7 @@ func (w *worker) sameFile(ctx context.Context, u *journal.Unit) error {
 	}
 	if now != u.Filenode {
 		return &exit.Error{Code: exit.Failed,
-			Msg:  fmt.Sprintf("table %s was rewritten on the source since the migration was planned", displayName(u.Schema, u.Table)),
+			Msg:  fmt.Sprintf("table %s was rewritten on the source since the migration was planned", inventory.DisplayName(u.Schema, u.Table)),
 			Hint: "its ctid ranges no longer hold; start the migration over on an empty target"}
 	}
 	return nil

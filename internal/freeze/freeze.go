@@ -23,6 +23,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 // Defaults for zero Options fields.
@@ -275,7 +276,7 @@ func begin(ctx context.Context, conn *pgx.Conn, db string, opt Options) (*record
 			return err
 		}
 		for _, s := range []string{
-			sqlAlterDatabase(db, "SET "+pgx.Identifier{RecordSetting}.Sanitize()+" = "+quoteLiteral(string(js))),
+			sqlAlterDatabase(db, "SET "+pgx.Identifier{RecordSetting}.Sanitize()+" = "+sqltext.Literal(string(js))),
 			sqlAlterDatabase(db, "SET "+readOnlySetting+" = on"),
 		} {
 			if _, err := tx.Exec(ctx, s); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 // RecordSetting is the custom setting that holds the freeze record on the frozen
@@ -256,7 +257,7 @@ func unfreeze(ctx context.Context, conn *pgx.Conn, db, onlyID string) (*Unfreeze
 		} else {
 			res.ID, res.Since = rec.ID, rec.Since
 			if rec.Previous != nil {
-				stmts[0] = sqlAlterDatabase(db, "SET "+readOnlySetting+" = "+quoteLiteral(*rec.Previous))
+				stmts[0] = sqlAlterDatabase(db, "SET "+readOnlySetting+" = "+sqltext.Literal(*rec.Previous))
 				res.ReadOnly = *rec.Previous
 			}
 		}
@@ -292,13 +293,4 @@ func restartScheduler(ctx context.Context, conn *pgx.Conn, notes []string) (bool
 		return false, append(notes, "could not start the TimescaleDB scheduler that the freeze ended: "+dbconn.Reason(err)+restart)
 	}
 	return started, notes
-}
-
-// quoteLiteral quotes s as an SQL string literal, as quote_literal() does.
-func quoteLiteral(s string) string {
-	q := "'" + strings.ReplaceAll(s, "'", "''") + "'"
-	if strings.Contains(s, `\`) {
-		q = "E" + strings.ReplaceAll(q, `\`, `\\`)
-	}
-	return q
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 // The SQL below was checked against PostgreSQL 15, 16 and 17 and TimescaleDB 2.19.3.
@@ -12,20 +14,17 @@ import (
 // Sizes come from pg_class statistics: pg_relation_size and friends lock every relation
 // they measure, and one statement measuring 10 000 chunks would exhaust the lock table.
 
-// userSchema is true for a namespace n that is neither PostgreSQL's own nor an extension's.
-const userSchema = `n.nspname NOT IN ('pg_catalog', 'information_schema')
-	AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp\_%'
-	AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_namespace'::regclass
-		AND e.objid = n.oid AND e.deptype = 'e')`
+// userSchema is true for a namespace n that is neither PostgreSQL's own nor an
+// extension's (TimescaleDB's schemas are its members). tsmigrate's journal schema is
+// listed: a target holding one is not empty.
+var userSchema = `NOT ` + sqltext.SystemSchema("n.nspname") + `
+	AND NOT ` + sqltext.ExtensionMember(sqltext.Catalog("pg_namespace"), "n.oid")
 
 // notExtension* are true for an object that no extension owns.
-const (
-	notExtensionRel = `NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass
-		AND e.objid = c.oid AND e.deptype = 'e')`
-	notExtensionProc = `NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass
-		AND e.objid = p.oid AND e.deptype = 'e')`
-	notExtensionType = `NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_type'::regclass
-		AND e.objid = t.oid AND e.deptype = 'e')`
+var (
+	notExtensionRel  = `NOT ` + sqltext.ExtensionMember(sqltext.Catalog("pg_class"), "c.oid")
+	notExtensionProc = `NOT ` + sqltext.ExtensionMember(sqltext.Catalog("pg_proc"), "p.oid")
+	notExtensionType = `NOT ` + sqltext.ExtensionMember(sqltext.Catalog("pg_type"), "t.oid")
 )
 
 // relBytes estimates a relation c's heap, TOAST and index bytes from relpages.
@@ -53,17 +52,17 @@ const availableSQL = `SELECT a.name, coalesce(a.default_version, ''), coalesce(a
 FROM pg_available_extensions a JOIN pg_available_extension_versions v ON v.name = a.name
 GROUP BY 1, 2, 3 ORDER BY 1`
 
-const schemasSQL = `SELECT n.nspname, pg_get_userbyid(n.nspowner) FROM pg_namespace n
+var schemasSQL = `SELECT n.nspname, pg_get_userbyid(n.nspowner) FROM pg_namespace n
 WHERE ` + userSchema + ` ORDER BY 1`
 
-const tablesSQL = `SELECT n.nspname, c.relname, c.relkind::text, pg_get_userbyid(c.relowner),
+var tablesSQL = `SELECT n.nspname, c.relname, c.relkind::text, pg_get_userbyid(c.relowner),
 	c.relpersistence = 'u', has_table_privilege(c.oid, 'SELECT'), c.reltuples::bigint, ` + relBytes + `
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND ` + userSchema + `
 	AND ` + notExtensionRel + `
 ORDER BY 1, 2`
 
-const sequencesSQL = `SELECT n.nspname, c.relname, has_sequence_privilege(c.oid, 'SELECT'),
+var sequencesSQL = `SELECT n.nspname, c.relname, has_sequence_privilege(c.oid, 'SELECT'),
 	coalesce((SELECT format('%s.%I', d.refobjid::regclass, a.attname) FROM pg_depend d
 		JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
 		WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass
@@ -74,7 +73,7 @@ ORDER BY 1, 2`
 
 // objectsSQL lists user routines and types; a type is left out when it is the row type
 // of a table or view, an array type, or a multirange made for a range type.
-const objectsSQL = `SELECT n.nspname, p.proname::text, CASE p.prokind WHEN 'p' THEN 'procedure'
+var objectsSQL = `SELECT n.nspname, p.proname::text, CASE p.prokind WHEN 'p' THEN 'procedure'
 		WHEN 'a' THEN 'aggregate' WHEN 'w' THEN 'window function' ELSE 'function' END
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE ` + userSchema + ` AND ` + notExtensionProc + `

@@ -11,20 +11,22 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
-// SQL for the row counts of the summary; PostgreSQL 15/17, TimescaleDB 2.19.3.
-const (
-	// sqlUserTables lists the tables a user sees as tables: plain and partitioned tables
-	// that are not partitions, chunks, TimescaleDB internals or extension members.
-	sqlUserTables = `
+// sqlUserTables lists the tables a user sees as tables: plain and partitioned tables
+// that are not partitions, chunks, TimescaleDB internals, tsmigrate's journal or
+// extension members. PostgreSQL 15/17, TimescaleDB 2.19.3.
+var sqlUserTables = `
 SELECT n.nspname, c.relname, c.relkind = 'p'
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE '\_timescaledb\_%'
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+  AND ` + sqltext.UserSchema("n.nspname") + `
+  AND NOT ` + sqltext.ExtensionMember(sqltext.Catalog("pg_class"), "c.oid") + `
 ORDER BY 1, 2`
+
+// SQL for the row counts of the summary; PostgreSQL 15/17, TimescaleDB 2.19.3.
+const (
 	sqlHypertables = `
 SELECT hypertable_schema, hypertable_name, num_chunks FROM timescaledb_information.hypertables
 WHERE to_regclass('timescaledb_information.hypertables') IS NOT NULL`

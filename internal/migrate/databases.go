@@ -18,24 +18,27 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
 	"github.com/tsmigrate/tsmigrate/internal/schema"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
+
+// sqlHasUserObjects says whether a database holds relations or functions of its own
+// (not of the system, of an extension or tsmigrate's journal; a table in one of
+// TimescaleDB's schemas that is not the extension's is a user's). PostgreSQL 15 and 17.
+var sqlHasUserObjects = `
+SELECT EXISTS (
+  SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE ` + sqltext.DataSchema("n.nspname") + `
+    AND NOT ` + sqltext.ExtensionMember(sqltext.Catalog("pg_class"), "c.oid") + `
+) OR EXISTS (
+  SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  WHERE ` + sqltext.DataSchema("n.nspname") + `
+    AND NOT ` + sqltext.ExtensionMember(sqltext.Catalog("pg_proc"), "p.oid") + `
+)`
 
 // SQL about databases; checked on PostgreSQL 15 and 17.
 const (
 	// sqlDatabases lists the databases --all-databases considers.
 	sqlDatabases = `SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY datname`
-	// sqlHasUserObjects says whether a database holds relations or functions of its own
-	// (not of the system or of an extension).
-	sqlHasUserObjects = `
-SELECT EXISTS (
-  SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-) OR EXISTS (
-  SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
-)`
 	// sqlSourceFacts: the TimescaleDB version and schema ("" without it) and the bytes a
 	// dump may need at most: the database's size without its indexes (a dump holds no
 	// index data).

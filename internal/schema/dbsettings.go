@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 // DatabaseSettings is what pg_dump leaves out of a database's dump unless it is given
@@ -155,7 +157,7 @@ func (d DatabaseSettings) Statements(db string) []Statement {
 			fmt.Sprintf("GRANT %s ON DATABASE %s TO %s%s", p.Name, ident, who, option), "GRANT ... ON DATABASE"})
 	}
 	if d.Comment != nil {
-		out = append(out, Statement{"comment", fmt.Sprintf("COMMENT ON DATABASE %s IS %s", ident, escapedLiteral(*d.Comment)), "COMMENT ON DATABASE"})
+		out = append(out, Statement{"comment", fmt.Sprintf("COMMENT ON DATABASE %s IS %s", ident, sqltext.Literal(*d.Comment)), "COMMENT ON DATABASE"})
 	}
 	return out
 }
@@ -178,14 +180,14 @@ var listQuoted = []string{"local_preload_libraries", "search_path", "session_pre
 
 func settingValue(name, value string) string {
 	if !slices.Contains(listQuoted, strings.ToLower(name)) {
-		return escapedLiteral(value)
+		return sqltext.Literal(value)
 	}
 	elems := splitGUCList(value)
 	if len(elems) == 0 {
 		return "''"
 	}
 	for i, e := range elems {
-		elems[i] = escapedLiteral(e)
+		elems[i] = sqltext.Literal(e)
 	}
 	return strings.Join(elems, ", ")
 }
@@ -233,12 +235,4 @@ func splitGUCList(s string) []string {
 
 func isSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
-}
-
-// escapedLiteral is a string literal that reads the same whatever the session's
-// standard_conforming_strings (E'...', backslashes and quotes doubled): the values come
-// from the source and the statements run on the target, where a database may turn it
-// off (and a carried setting could).
-func escapedLiteral(v string) string {
-	return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(v) + "'"
 }

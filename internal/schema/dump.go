@@ -11,6 +11,7 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 // DumpOptions say what to dump where.
@@ -107,11 +108,10 @@ func RestoreSection(ctx context.Context, tools *pgtools.Tools, target *dbconn.Co
 
 // sqlAnalyzeTargets lists what ANALYZE covers (tables, partitioned tables, materialized
 // views, hypertable chunks included), largest first. PostgreSQL 15/17.
-const sqlAnalyzeTargets = `
+var sqlAnalyzeTargets = `
 SELECT n.nspname, c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'm', 'p')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+WHERE c.relkind IN ('r', 'm', 'p') AND NOT ` + sqltext.SystemSchema("n.nspname") + `
 ORDER BY pg_relation_size(c.oid) DESC`
 
 // Analyze updates the planner statistics of every table of the target database, jobs

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 // SQL run on the target around a restore. Checked on PostgreSQL 17 + TimescaleDB 2.19.3
@@ -53,7 +54,7 @@ func TimescaleDBStatements(extSchema, version string) []string {
 	if extSchema != "public" {
 		out = append(out, "CREATE SCHEMA IF NOT EXISTS "+name)
 	}
-	return append(out, "CREATE EXTENSION timescaledb SCHEMA "+name+" VERSION "+quoteLiteral(version))
+	return append(out, "CREATE EXTENSION timescaledb SCHEMA "+name+" VERSION "+sqltext.Literal(version))
 }
 
 // EnsureTimescaleDB makes sure the target database has TimescaleDB at version in schema
@@ -105,10 +106,6 @@ func timescaleDBSchema(ctx context.Context, conn *pgx.Conn) (string, error) {
 		return "", errors.New("TimescaleDB is not installed in the target database")
 	}
 	return pgx.Identifier{s}.Sanitize(), nil
-}
-
-func quoteLiteral(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
 
 // PreRestore runs timescaledb_pre_restore() on the target database, in the schema its

@@ -8,22 +8,25 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 // userObjects keeps what users made: no system schemas, no TimescaleDB-internal
 // schemas (chunks, compressed and materialization hypertables, the catalog: those are
 // compared through the hypertables and their metadata), no temporary schemas, and not
-// tsmigrate's own journal schema (_tsmigrate) on a target.
-// It expects the namespace aliased n. standard_conforming_strings is pinned on.
-const userObjects = `n.nspname NOT IN ('pg_catalog', 'information_schema')
-	AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
-	AND n.nspname NOT LIKE '\_timescaledb%' AND n.nspname NOT LIKE 'timescaledb\_%'
-	AND n.nspname <> '_tsmigrate'`
+// tsmigrate's own journal schema on a target.
+// It expects the namespace aliased n.
+var userObjects = sqltext.UserSchema("n.nspname")
 
 // notExtensionMember drops objects an extension's script made (their data and
-// definitions come with the extension). %s is the catalog, %s the object's oid.
-const notExtensionMember = `NOT EXISTS (SELECT 1 FROM pg_depend e
-	WHERE e.classid = '%s'::regclass AND e.objid = %s AND e.deptype = 'e')`
+// definitions come with the extension), of catalog (pg_class, ...) and oid.
+func notExtensionMember(catalog, oid string) string {
+	return "NOT " + sqltext.ExtensionMember(sqltext.Catalog(catalog), oid)
+}
+
+// notTimescaleSchema is true for a schema (a column of TimescaleDB's views) that is
+// not one of TimescaleDB's own.
+func notTimescaleSchema(col string) string { return "NOT " + sqltext.TimescaleSchema(col) }
 
 // tablesSQL lists the tables that hold data, with their live columns and primary key.
 // Checked on PostgreSQL 15 and 17.
@@ -39,7 +42,7 @@ var tablesSQL = `SELECT n.nspname, c.relname,
 	c.relpages::bigint
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r' AND ` + userObjects + `
-	AND ` + fmt.Sprintf(notExtensionMember, "pg_class", "c.oid") + `
+	AND ` + notExtensionMember("pg_class", "c.oid") + `
 ORDER BY 1, 2`
 
 // timescaleSQL says whether TimescaleDB is installed.
@@ -47,10 +50,10 @@ const timescaleSQL = `SELECT count(*) > 0 FROM pg_extension WHERE extname = 'tim
 
 // hypertablesSQL lists user hypertables with their primary (time) dimension.
 // The information views exist with these columns in TimescaleDB 2.x (checked 2.19.3).
-const hypertablesSQL = `SELECT d.hypertable_schema::text, d.hypertable_name::text,
+var hypertablesSQL = `SELECT d.hypertable_schema::text, d.hypertable_name::text,
 	d.column_name::text, d.column_type::text
 FROM timescaledb_information.dimensions d
-WHERE d.dimension_number = 1 AND d.hypertable_schema::text NOT LIKE '\_timescaledb%'`
+WHERE d.dimension_number = 1 AND ` + notTimescaleSchema("d.hypertable_schema")
 
 // chunksSQL lists the chunks of user hypertables: the primary dimension's range (text
 // and a number to sort by) and every dimension's slice as the chunk's own CHECK
@@ -59,7 +62,7 @@ WHERE d.dimension_number = 1 AND d.hypertable_schema::text NOT LIKE '\_timescale
 // they are also the WHERE clause that selects the chunk's rows through its hypertable.
 // show_chunk() would give the slices too, but the Apache build refuses it.
 // Checked on TimescaleDB 2.19.3 (PostgreSQL 17).
-const chunksSQL = `SELECT ch.hypertable_schema::text, ch.hypertable_name::text,
+var chunksSQL = `SELECT ch.hypertable_schema::text, ch.hypertable_name::text,
 	ch.chunk_schema::text, ch.chunk_name::text, coalesce(ch.is_compressed, false),
 	coalesce(ch.range_start::text, ch.range_start_integer::text, ''),
 	coalesce(ch.range_end::text, ch.range_end_integer::text, ''),
@@ -71,7 +74,7 @@ const chunksSQL = `SELECT ch.hypertable_schema::text, ch.hypertable_name::text,
 			AND k.contype = 'c' AND k.coninhcount = 0) AS x), ''),
 	(SELECT c.relpages::bigint FROM pg_class c WHERE c.oid = format('%I.%I', ch.chunk_schema, ch.chunk_name)::regclass)
 FROM timescaledb_information.chunks ch
-WHERE ch.hypertable_schema::text NOT LIKE '\_timescaledb%' OR EXISTS (
+WHERE ` + notTimescaleSchema("ch.hypertable_schema") + ` OR EXISTS (
 	SELECT 1 FROM timescaledb_information.continuous_aggregates ca
 	WHERE ca.materialization_hypertable_schema = ch.hypertable_schema
 		AND ca.materialization_hypertable_name = ch.hypertable_name)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/schema"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 // SchemaDiff is one difference in the schema or the TimescaleDB metadata.
@@ -51,8 +52,8 @@ type facts map[string]map[string]fact
 const none = "(none)"
 
 var (
-	relOnly  = fmt.Sprintf(notExtensionMember, "pg_class", "c.oid")
-	procOnly = fmt.Sprintf(notExtensionMember, "pg_proc", "p.oid")
+	relOnly  = notExtensionMember("pg_class", "c.oid")
+	procOnly = notExtensionMember("pg_proc", "p.oid")
 )
 
 // Each query returns (object, parent, attribute, value). All checked on PostgreSQL 15
@@ -76,7 +77,7 @@ var schemaSQL = []string{
 
 	// schemas
 	`SELECT 'schema ' || quote_ident(n.nspname), '', 'exists', 'yes' FROM pg_namespace n
-	WHERE ` + userObjects + ` AND ` + fmt.Sprintf(notExtensionMember, "pg_namespace", "n.oid"),
+	WHERE ` + userObjects + ` AND ` + notExtensionMember("pg_namespace", "n.oid"),
 
 	// relations: kind, persistence, partitioning, view definitions (not of views over
 	// TimescaleDB-internal relations: continuous aggregates, compared below)
@@ -93,7 +94,7 @@ var schemaSQL = []string{
 		('definition', CASE WHEN c.relkind IN ('v', 'm') AND NOT EXISTS (
 			SELECT 1 FROM pg_rewrite rw JOIN pg_depend dd ON dd.classid = 'pg_rewrite'::regclass AND dd.objid = rw.oid
 			JOIN pg_class dc ON dc.oid = dd.refobjid JOIN pg_namespace dn ON dn.oid = dc.relnamespace
-			WHERE rw.ev_class = c.oid AND dn.nspname LIKE '\_timescaledb%') THEN pg_get_viewdef(c.oid) END)
+			WHERE rw.ev_class = c.oid AND ` + sqltext.TimescaleSchema("dn.nspname") + `) THEN pg_get_viewdef(c.oid) END)
 	) AS a(attr, val)
 	WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND ` + userObjects + ` AND ` + relOnly,
 
@@ -122,7 +123,7 @@ var schemaSQL = []string{
 	// constraints of domains
 	`SELECT format('constraint %s.%I', k.contypid::regtype, k.conname), '', 'definition', pg_get_constraintdef(k.oid)
 	FROM pg_constraint k JOIN pg_type ty ON ty.oid = k.contypid JOIN pg_namespace n ON n.oid = ty.typnamespace
-	WHERE ` + userObjects + ` AND ` + fmt.Sprintf(notExtensionMember, "pg_type", "ty.oid"),
+	WHERE ` + userObjects + ` AND ` + notExtensionMember("pg_type", "ty.oid"),
 
 	// indexes (indisclustered is left out: CLUSTER changes it, not the data)
 	`SELECT format('index %I.%I', n.nspname, ic.relname), format('relation %I.%I', n.nspname, c.relname), a.attr, a.val
@@ -153,7 +154,7 @@ var schemaSQL = []string{
 	FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 	JOIN pg_proc p ON p.oid = tg.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace
 	CROSS JOIN LATERAL (VALUES ('definition', pg_get_triggerdef(tg.oid)), ('enabled', tg.tgenabled::text)) AS a(attr, val)
-	WHERE NOT tg.tgisinternal AND pn.nspname NOT LIKE '\_timescaledb%' AND ` + userObjects + ` AND ` + relOnly,
+	WHERE NOT tg.tgisinternal AND ` + notTimescaleSchema("pn.nspname") + ` AND ` + userObjects + ` AND ` + relOnly,
 }
 
 // More of the schema: row security policies, rules (not a view's own), enum labels
@@ -179,14 +180,14 @@ var moreSchemaSQL = []string{
 
 	`SELECT format('type %s', ty.oid::regtype), '', 'enum labels', string_agg(e.enumlabel, ', ' ORDER BY e.enumsortorder)
 	FROM pg_type ty JOIN pg_enum e ON e.enumtypid = ty.oid JOIN pg_namespace n ON n.oid = ty.typnamespace
-	WHERE ` + userObjects + ` AND ` + fmt.Sprintf(notExtensionMember, "pg_type", "ty.oid") + `
+	WHERE ` + userObjects + ` AND ` + notExtensionMember("pg_type", "ty.oid") + `
 	GROUP BY ty.oid`,
 
 	`SELECT format('type %s', ty.oid::regtype), '', 'attributes',
 		string_agg(format('%I %s', att.attname, format_type(att.atttypid, att.atttypmod)), ', ' ORDER BY att.attnum)
 	FROM pg_type ty JOIN pg_class c ON c.oid = ty.typrelid JOIN pg_namespace n ON n.oid = ty.typnamespace
 	JOIN pg_attribute att ON att.attrelid = c.oid AND att.attnum > 0 AND NOT att.attisdropped
-	WHERE ty.typtype = 'c' AND c.relkind = 'c' AND ` + userObjects + ` AND ` + fmt.Sprintf(notExtensionMember, "pg_type", "ty.oid") + `
+	WHERE ty.typtype = 'c' AND c.relkind = 'c' AND ` + userObjects + ` AND ` + notExtensionMember("pg_type", "ty.oid") + `
 	GROUP BY ty.oid`,
 
 	`SELECT 'publication ' || quote_ident(p.pubname), '', a.attr, a.val
@@ -197,8 +198,7 @@ var moreSchemaSQL = []string{
 			CASE WHEN p.pubdelete THEN 'delete' END, CASE WHEN p.pubtruncate THEN 'truncate' END)),
 		-- not TimescaleDB's internal tables (chunks, named by their ids) nor tsmigrate's journal
 		('tables', (SELECT string_agg(format('%I.%I', t.schemaname, t.tablename), ', ' ORDER BY 1) FROM pg_publication_tables t
-			WHERE t.pubname = p.pubname AND t.schemaname NOT LIKE '\_timescaledb%' AND t.schemaname NOT LIKE 'timescaledb\_%'
-			AND t.schemaname <> '_tsmigrate'))
+			WHERE t.pubname = p.pubname AND ` + sqltext.UserSchema("t.schemaname") + `))
 	) AS a(attr, val)`,
 
 	// comments on everything else: indexes, constraints, functions, triggers, types,
@@ -213,7 +213,7 @@ var moreSchemaSQL = []string{
 		AND (n.oid IS NULL OR ` + userObjects + `)
 		AND NOT (d.classoid = 'pg_class'::regclass AND EXISTS (
 			SELECT 1 FROM pg_class c WHERE c.oid = d.objoid AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')))
-		AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = d.classoid AND e.objid = d.objoid AND e.deptype = 'e')`,
+		AND NOT ` + sqltext.ExtensionMember("d.classoid", "d.objoid"),
 }
 
 // settingValue is a stored setting's value (c.cfg is "name=value"), shown for
@@ -227,15 +227,7 @@ const settingValue = `CASE WHEN strpos(split_part(c.cfg, '=', 1), '.') > 0
 // notMigrationSetting leaves out the database settings that a migration itself turns
 // on and off: the freeze's (default_transaction_read_only, tsmigrate.freeze_record)
 // and TimescaleDB's restoring mode. It expects the "name=value" aliased c.cfg.
-var notMigrationSetting = `split_part(c.cfg, '=', 1) NOT IN (` + quoteList(append(slices.Clone(freeze.Settings), schema.RestoringSetting)) + `)`
-
-func quoteList(names []string) string {
-	q := make([]string, len(names))
-	for i, n := range names {
-		q[i] = quoteLiteral(n)
-	}
-	return strings.Join(q, ", ")
-}
+var notMigrationSetting = `split_part(c.cfg, '=', 1) NOT IN (` + sqltext.Literals(append(slices.Clone(freeze.Settings), schema.RestoringSetting)) + `)`
 
 // privilegesSQL compares owners and access privileges (Options.Privileges), and the
 // settings of roles in the database.
@@ -256,7 +248,7 @@ var privilegesSQL = []string{
 	WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND ` + userObjects + ` AND ` + relOnly,
 	`SELECT 'schema ' || quote_ident(n.nspname), '', a.attr, a.val FROM pg_namespace n
 	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(n.nspowner)::text), ('privileges', n.nspacl::text)) AS a(attr, val)
-	WHERE ` + userObjects + ` AND ` + fmt.Sprintf(notExtensionMember, "pg_namespace", "n.oid"),
+	WHERE ` + userObjects + ` AND ` + notExtensionMember("pg_namespace", "n.oid"),
 	`SELECT format('function %I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), '', a.attr, a.val
 	FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(p.proowner)::text), ('privileges', p.proacl::text)) AS a(attr, val)
@@ -274,21 +266,21 @@ var timescaleSchemaSQL = []string{
 	FROM timescaledb_information.hypertables h
 	CROSS JOIN LATERAL (VALUES ('number of dimensions', h.num_dimensions::text), ('number of chunks', h.num_chunks::text),
 		('compression enabled', h.compression_enabled::text)) AS a(attr, val)
-	WHERE h.hypertable_schema::text NOT LIKE '\_timescaledb%'`,
+	WHERE ` + notTimescaleSchema("h.hypertable_schema"),
 
 	`SELECT format('hypertable %I.%I dimension %s', d.hypertable_schema, d.hypertable_name, d.dimension_number), format('hypertable %I.%I', d.hypertable_schema, d.hypertable_name), a.attr, a.val
 	FROM timescaledb_information.dimensions d
 	CROSS JOIN LATERAL (VALUES ('column', d.column_name::text), ('type', d.column_type::text),
 		('kind', d.dimension_type::text), ('chunk interval', coalesce(d.time_interval::text, d.integer_interval::text)),
 		('integer now function', d.integer_now_func::text), ('partitions', d.num_partitions::text)) AS a(attr, val)
-	WHERE d.hypertable_schema::text NOT LIKE '\_timescaledb%'`,
+	WHERE ` + notTimescaleSchema("d.hypertable_schema"),
 
 	`SELECT format('compression setting %I.%I.%I', s.hypertable_schema, s.hypertable_name, s.attname), format('hypertable %I.%I', s.hypertable_schema, s.hypertable_name), a.attr, a.val
 	FROM timescaledb_information.compression_settings s
 	CROSS JOIN LATERAL (VALUES ('segmentby position', s.segmentby_column_index::text),
 		('orderby position', s.orderby_column_index::text), ('orderby asc', s.orderby_asc::text),
 		('orderby nulls first', s.orderby_nullsfirst::text)) AS a(attr, val)
-	WHERE s.hypertable_schema::text NOT LIKE '\_timescaledb%'`,
+	WHERE ` + notTimescaleSchema("s.hypertable_schema"),
 
 	`SELECT format('continuous aggregate %I.%I', c.view_schema, c.view_name), '', a.attr, a.val
 	FROM timescaledb_information.continuous_aggregates c

@@ -3,7 +3,6 @@ package verify
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 // pinSettings makes every value's text form independent of the server's, database's
@@ -23,7 +23,8 @@ import (
 //   - bytea_output hex, lc_monetary C: bytea and money text;
 //   - search_path pg_catalog: regclass/regtype values, defaults and definitions come
 //     out schema-qualified;
-//   - standard_conforming_strings on: literals this package writes;
+//   - standard_conforming_strings on: definitions (pg_get_viewdef and the like) write
+//     their string constants by it;
 //   - no timeouts (dbconn.NoTimeouts): a database's or role's timeout must not kill a
 //     long checksum, nor the coordinator's snapshot, idle in its transaction.
 //
@@ -94,7 +95,7 @@ func (s *session) begin(ctx context.Context, snapshot string) error {
 	if _, err := s.conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
 		return fmt.Errorf("%s: begin: %w", s.cfg.Role, err)
 	}
-	if _, err := s.conn.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(snapshot)); err != nil {
+	if _, err := s.conn.Exec(ctx, "SET TRANSACTION SNAPSHOT "+sqltext.Literal(snapshot)); err != nil {
 		return fmt.Errorf("%s: import snapshot: %w", s.cfg.Role, err)
 	}
 	return nil
@@ -198,8 +199,5 @@ const (
 	source = 0
 	target = 1
 )
-
-// quoteLiteral quotes s as an SQL string literal (standard_conforming_strings is pinned on).
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 func quoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }

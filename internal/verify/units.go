@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 // Unit is one compared piece of data: a plain table, a hypertable chunk, or a time
@@ -223,7 +224,7 @@ func rangePlans(base plan, sides [2]*table) []*plan {
 	sort.Slice(bounds, func(i, j int) bool { return bounds[i].pos < bounds[j].pos })
 
 	col := "t." + quoteIdent(h.timeColumn)
-	lit := func(b string) string { return quoteLiteral(b) + "::" + h.timeType }
+	lit := func(b string) string { return sqltext.Literal(b) + "::" + h.timeType }
 	var plans []*plan
 	for i := 0; i <= len(bounds); i++ {
 		p := base

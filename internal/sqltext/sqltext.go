@@ -1,0 +1,101 @@
+// Package sqltext is the one home of SQL text that tsmigrate writes itself: string
+// literals, and the conditions that say which schemas and objects hold what users made.
+// Every package that puts a value into a statement, or filters catalogs for user data,
+// uses these, so that a fix lands everywhere at once.
+//
+// Identifiers are quoted by pgx.Identifier.Sanitize.
+package sqltext
+
+import (
+	"strings"
+
+	"github.com/tsmigrate/tsmigrate/internal/journal"
+)
+
+// Literal quotes s as an SQL string literal that reads back as s whatever the session's
+// standard_conforming_strings: quotes are doubled, and a value holding a backslash is an
+// E” literal with its backslashes doubled (what quote_literal() gives). Statements run
+// on servers and in databases where standard_conforming_strings may be off, where a
+// backslash in a plain ” literal would escape the next character.
+//
+// PostgreSQL text cannot hold a NUL byte: a statement with one is refused by the server.
+func Literal(s string) string {
+	q := "'" + strings.ReplaceAll(s, "'", "''") + "'"
+	if strings.Contains(s, `\`) {
+		q = "E" + strings.ReplaceAll(q, `\`, `\\`)
+	}
+	return q
+}
+
+// Literals quotes each of ss with Literal, comma-separated: the inside of an IN list.
+func Literals(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = Literal(s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// TimescaleSchemas are the schemas TimescaleDB's extension script makes (2.x up to 2.19
+// and later: _timescaledb_functions since 2.12, _timescaledb_debug since 2.14). A user's
+// own schema named like them (_timescaledb_mine, timescaledb_x) holds user data. Chunks,
+// compressed chunks and materialization hypertables live in _timescaledb_internal by
+// default; a table a user made there is not the extension's, so conditions that leave
+// these schemas out are for what is compared through TimescaleDB's own views.
+var TimescaleSchemas = []string{
+	"_timescaledb_cache",
+	"_timescaledb_catalog",
+	"_timescaledb_config",
+	"_timescaledb_debug",
+	"_timescaledb_functions",
+	"_timescaledb_internal",
+	"timescaledb_experimental",
+	"timescaledb_information",
+}
+
+// The conditions below take the SQL expression that names the schema (n.nspname, a
+// view's schema column) or the object; their text holds no backslash, so they mean
+// the same whatever standard_conforming_strings. Checked on PostgreSQL 15, 16 and 17
+// and TimescaleDB 2.19.3.
+
+// SystemSchema is true for PostgreSQL's own schemas, the ones pg_dump never dumps:
+// information_schema and every schema whose name starts with pg_ (pg_catalog,
+// pg_toast, pg_temp_N, pg_toast_temp_N; no other may be created).
+func SystemSchema(nspname string) string {
+	return "(" + nspname + " = 'information_schema' OR starts_with(" + nspname + ", 'pg_'))"
+}
+
+// TimescaleSchema is true for one of TimescaleSchemas.
+func TimescaleSchema(nspname string) string {
+	return "(" + nspname + " IN (" + Literals(TimescaleSchemas) + "))"
+}
+
+// JournalSchema is true for the schema of tsmigrate's journal (journal.Schema), which
+// a target holds while a stream migration runs.
+func JournalSchema(nspname string) string {
+	return "(" + nspname + " = " + Literal(journal.Schema) + ")"
+}
+
+// DataSchema is true for a schema whose tables may hold data to migrate: neither
+// PostgreSQL's own nor tsmigrate's journal. TimescaleDB's chunks are in these.
+func DataSchema(nspname string) string {
+	return "(NOT " + SystemSchema(nspname) + " AND NOT " + JournalSchema(nspname) + ")"
+}
+
+// UserSchema is true for a schema of what users made, as they see it: a DataSchema
+// that is not one of TimescaleDB's (whose chunks and catalog are counted and compared
+// through its hypertables and views).
+func UserSchema(nspname string) string {
+	return "(" + DataSchema(nspname) + " AND NOT " + TimescaleSchema(nspname) + ")"
+}
+
+// ExtensionMember is true for an object that an extension's script made (pg_depend
+// deptype 'e'): its definition and data come with the extension. classid is the
+// catalog's oid ('pg_class'::regclass, or a column holding one), objid the object's.
+func ExtensionMember(classid, objid string) string {
+	return "EXISTS (SELECT FROM pg_depend ext_member WHERE ext_member.classid = " + classid +
+		" AND ext_member.objid = " + objid + " AND ext_member.deptype = 'e')"
+}
+
+// Catalog is the oid of system catalog name as an SQL expression, for ExtensionMember.
+func Catalog(name string) string { return Literal(name) + "::regclass" }
