@@ -19,12 +19,14 @@ const (
 	// sqlLicense is the TimescaleDB build: "apache" (no compression) or "timescale".
 	sqlLicense = `SELECT coalesce(current_setting('timescaledb.license', true), '')`
 	// sqlCompressible lists the hypertables with compression enabled, whether their time
-	// dimension is an integer, and their compression policy's compress_after (an interval
-	// as text, or an integer for integer time; NULL without a policy). A policy made with
-	// compress_created_before instead has no compress_after and counts as none.
+	// dimension is an integer, its type, and their compression policy's compress_after
+	// (an interval as text, or an integer for integer time; NULL without a policy). A
+	// policy made with compress_created_before instead has no compress_after and counts
+	// as none.
 	sqlCompressible = `
 SELECT format('%I.%I', h.hypertable_schema, h.hypertable_name),
        d.column_type NOT IN ('timestamp with time zone'::regtype, 'timestamp without time zone'::regtype, 'date'::regtype),
+       d.column_type::text,
        (SELECT j.config->>'compress_after' FROM timescaledb_information.jobs j
         WHERE j.proc_name = 'policy_compression' AND j.hypertable_schema = h.hypertable_schema
           AND j.hypertable_name = h.hypertable_name ORDER BY j.job_id LIMIT 1)
@@ -34,15 +36,18 @@ JOIN timescaledb_information.dimensions d
 WHERE h.compression_enabled
 ORDER BY 1`
 	// sqlChunksOlderInterval / sqlChunksOlderInteger: the hypertable's chunks that are not
-	// compressed yet and lie wholly before now() - $2 (show_chunks' older_than, as the
-	// policy uses it; integer time goes through the hypertable's integer_now function).
+	// compressed yet and lie wholly before now() - $2, as the compression policy picks
+	// them. For integer time, show_chunks' older_than is a point of the time column,
+	// not an age: the policy's is the hypertable's integer_now() - compress_after
+	// (subtract_integer_from_now), in the time column's own type (%s: show_chunks
+	// refuses a bigint for an integer column, "invalid time argument type").
 	sqlChunksOlderInterval = `
 SELECT s::text FROM show_chunks($1::regclass, older_than => $2::interval) s
 JOIN timescaledb_information.chunks c ON format('%I.%I', c.chunk_schema, c.chunk_name)::regclass = s
 WHERE NOT c.is_compressed ORDER BY c.range_start`
 	sqlChunksOlderInteger = `
-SELECT s::text FROM show_chunks($1::regclass, older_than => $2::bigint) s
-JOIN timescaledb_information.chunks c ON format('%I.%I', c.chunk_schema, c.chunk_name)::regclass = s
+SELECT s::text FROM show_chunks($1::regclass, older_than => _timescaledb_functions.subtract_integer_from_now($1::regclass, $2::bigint)::%s) s
+JOIN timescaledb_information.chunks c ON format('%%I.%%I', c.chunk_schema, c.chunk_name)::regclass = s
 WHERE NOT c.is_compressed ORDER BY c.range_end_integer`
 	sqlCompressChunk = `SELECT compress_chunk($1::regclass, if_not_compressed => true)`
 	// sqlChunkSizes: a chunk's size before and after compression, from
@@ -125,12 +130,13 @@ func (r *run) compressDatabase(ctx context.Context, conn *pgx.Conn, d *DatabaseR
 	type hypertable struct {
 		name          string
 		integer       bool
+		timeType      string // regtype's text: quoted and qualified as needed
 		compressAfter *string
 	}
 	rows, _ := conn.Query(ctx, sqlCompressible)
 	hts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (hypertable, error) {
 		var h hypertable
-		err := row.Scan(&h.name, &h.integer, &h.compressAfter)
+		err := row.Scan(&h.name, &h.integer, &h.timeType, &h.compressAfter)
 		return h, err
 	})
 	if err != nil {
@@ -152,7 +158,7 @@ func (r *run) compressDatabase(ctx context.Context, conn *pgx.Conn, d *DatabaseR
 		default:
 			older = *h.compressAfter
 			if h.integer {
-				query = sqlChunksOlderInteger
+				query = fmt.Sprintf(sqlChunksOlderInteger, h.timeType)
 			}
 		}
 		rows, _ := conn.Query(ctx, query, h.name, older)

@@ -231,3 +231,43 @@ func TestEditionBlocksApacheTarget(t *testing.T) {
 		t.Error("a blocked run left the source frozen")
 	}
 }
+
+// --compress-before on integer-time hypertables compresses what their compression
+// policy would: the chunks wholly before integer_now() - compress_after, not before
+// compress_after taken as a time. Hypertables ticks8 (bigint) and ticks4 (integer),
+// 20 chunks of 1000 each, integer_now 20000, policies compressing after 5000: 15
+// chunks each, the 5 newest left alone.
+func TestCompressBeforeIntegerNowFullBuild(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TSL)
+	src := testenv.NewDB(t, srv, true)
+	dst := testenv.NewDB(t, srv, false)
+	for _, h := range []struct{ name, typ string }{{"ticks8", "bigint"}, {"ticks4", "integer"}} {
+		testenv.MustExec(t, srv, src,
+			"CREATE TABLE "+h.name+" (t "+h.typ+" NOT NULL, v int)",
+			"SELECT create_hypertable('"+h.name+"', by_range('t', 1000))",
+			"CREATE FUNCTION "+h.name+"_now() RETURNS "+h.typ+" LANGUAGE sql STABLE AS 'SELECT 20000'",
+			"SELECT set_integer_now_func('"+h.name+"', '"+h.name+"_now')",
+			"INSERT INTO "+h.name+" SELECT g, g FROM generate_series(0, 19999) g",
+			"ALTER TABLE "+h.name+" SET (timescaledb.compress)",
+			"SELECT add_compression_policy('"+h.name+"', compress_after => 5000, initial_start => now() + interval '1 day')")
+	}
+	unfreezeAtCleanup(t, srv, src)
+
+	sum, err := migrate.Run(context.Background(), migrate.Options{
+		Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", srv.URI(dst)),
+		Engine: migrate.EngineStream, Jobs: 2, PgBin: srv.ClientBin(), CompressBefore: true, FreezeGrace: time.Second})
+	if err != nil {
+		b, _ := json.MarshalIndent(sum, "", "  ")
+		t.Fatalf("migrate: %v\n%s", err, b)
+	}
+	if c := sum.Databases[0].Compression; c == nil || c.Chunks != 30 || c.Hypertables != 2 {
+		t.Errorf("compression %+v, want 30 chunks of 2 hypertables", c)
+	}
+	s := connect(t, srv.SuperURI(src))
+	for _, h := range []string{"ticks8", "ticks4"} {
+		if got := scalar[string](t, s, `SELECT string_agg(range_start_integer || '-' || range_end_integer, ' ' ORDER BY range_start_integer)
+			FROM timescaledb_information.chunks WHERE hypertable_name = $1 AND NOT is_compressed`, h); got != "15000-16000 16000-17000 17000-18000 18000-19000 19000-20000" {
+			t.Errorf("%s: chunks left uncompressed on the source: %s", h, got)
+		}
+	}
+}
