@@ -167,7 +167,8 @@ var moreSchemaSQL = []string{
 	CROSS JOIN LATERAL (VALUES
 		('command', p.polcmd::text),
 		('permissive', p.polpermissive::text),
-		('roles', (SELECT string_agg(CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r)::text END, ',' ORDER BY 1) FROM unnest(p.polroles) r)),
+		('roles', (SELECT string_agg(x.name, ',' ORDER BY x.name) FROM (
+			SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r)::text END AS name FROM unnest(p.polroles) r) AS x)),
 		('using', pg_get_expr(p.polqual, p.polrelid)),
 		('with check', pg_get_expr(p.polwithcheck, p.polrelid))
 	) AS a(attr, val)
@@ -197,7 +198,7 @@ var moreSchemaSQL = []string{
 		('publishes', concat_ws(',', CASE WHEN p.pubinsert THEN 'insert' END, CASE WHEN p.pubupdate THEN 'update' END,
 			CASE WHEN p.pubdelete THEN 'delete' END, CASE WHEN p.pubtruncate THEN 'truncate' END)),
 		-- not TimescaleDB's internal tables (chunks, named by their ids) nor tsmigrate's journal
-		('tables', (SELECT string_agg(format('%I.%I', t.schemaname, t.tablename), ', ' ORDER BY 1) FROM pg_publication_tables t
+		('tables', (SELECT string_agg(format('%I.%I', t.schemaname, t.tablename), ', ' ORDER BY t.schemaname, t.tablename) FROM pg_publication_tables t
 			WHERE t.pubname = p.pubname AND ` + sqltext.UserSchema("t.schemaname") + `))
 	) AS a(attr, val)`,
 
@@ -233,11 +234,12 @@ var notMigrationSetting = `split_part(c.cfg, '=', 1) NOT IN (` + sqltext.Literal
 // settings of roles in the database.
 var privilegesSQL = []string{
 	// the database's own privileges, its owner's left out (owners differ between servers)
-	`SELECT 'database', '', 'privileges', (SELECT string_agg(format('%s=%s%s', coalesce(r.rolname::text, 'PUBLIC'), a.privilege_type,
-			CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' END), ', ' ORDER BY 1)
-		FROM pg_database d CROSS JOIN LATERAL aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
-		LEFT JOIN pg_roles r ON r.oid = a.grantee
-		WHERE d.datname = current_database() AND a.grantee <> d.datdba)`,
+	`SELECT 'database', '', 'privileges', (SELECT string_agg(x.item, ', ' ORDER BY x.item) FROM (
+			SELECT format('%s=%s%s', coalesce(r.rolname::text, 'PUBLIC'), a.privilege_type,
+				CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' END) AS item
+			FROM pg_database d CROSS JOIN LATERAL aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+			LEFT JOIN pg_roles r ON r.oid = a.grantee
+			WHERE d.datname = current_database() AND a.grantee <> d.datdba) AS x)`,
 	`SELECT 'database', '', format('setting of role %s: %s', r.rolname, split_part(c.cfg, '=', 1)), ` + settingValue + `
 	FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase AND d.datname = current_database()
 	JOIN pg_roles r ON r.oid = s.setrole

@@ -16,6 +16,14 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 func run(t *testing.T, srcSrv *testenv.Server, src string, dstSrv *testenv.Server, dst string, showRows int) *Report {
 	t.Helper()
+	opt := pair(t, srcSrv, src, dstSrv, dst)
+	opt.ShowRows = showRows
+	return runWith(t, opt)
+}
+
+// pair is the Options that verify database src of srcSrv against dst of dstSrv.
+func pair(t *testing.T, srcSrv *testenv.Server, src string, dstSrv *testenv.Server, dst string) Options {
+	t.Helper()
 	s, err := dbconn.Parse("source", srcSrv.URI(src))
 	if err != nil {
 		t.Fatal(err)
@@ -24,7 +32,12 @@ func run(t *testing.T, srcSrv *testenv.Server, src string, dstSrv *testenv.Serve
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Run(context.Background(), Options{Source: s, Target: d, Jobs: 2, ShowRows: showRows})
+	return Options{Source: s, Target: d, Jobs: 2}
+}
+
+func runWith(t *testing.T, opt Options) *Report {
+	t.Helper()
+	rep, err := Run(context.Background(), opt)
 	if err != nil {
 		t.Fatalf("verify: %v", err)
 	}
