@@ -19,9 +19,11 @@ servers:
 demo: servers
 	$(GO) run ./demo
 
+# gofmt, go vet and staticcheck (pinned in go.mod as a tool: go tool staticcheck).
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
 
 test: servers check
 	$(GO) test -race -count=1 -timeout 40m $(PKGS)
