@@ -10,8 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -270,49 +268,4 @@ func (c *Config) Warnings(conn *Conn) []string {
 	}
 	return []string{fmt.Sprintf("%s: %s is reached without TLS: passwords and data cross the network in clear; set sslmode=require (or verify-full) in the connection string",
 		c.Role, where)}
-}
-
-// ChildProcess prepares the arguments and environment with which pg_dump, pg_restore or
-// psql reach the server: a connection string without the password (for --dbname), and
-// an environment whose PGPASSFILE points at a private file holding it. cleanup removes
-// that file.
-func (c *Config) ChildProcess() (conninfo string, env []string, cleanup func(), err error) {
-	p := make(map[string]string, len(c.params))
-	for k, v := range c.params {
-		if k != "password" && k != "passfile" {
-			p[k] = v
-		}
-	}
-	p["dbname"] = c.pgx.Database
-	if _, ok := p["application_name"]; !ok {
-		p["application_name"] = "tsmigrate"
-	}
-	env = make([]string, 0, len(os.Environ())+1)
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "PGPASSWORD=") || (c.pgx.Password != "" && strings.HasPrefix(kv, "PGPASSFILE=")) {
-			continue
-		}
-		env = append(env, kv)
-	}
-	cleanup = func() {}
-	if c.pgx.Password != "" {
-		dir, err := os.MkdirTemp("", "tsmigrate-pass-")
-		if err != nil {
-			return "", nil, nil, fmt.Errorf("make private passfile: %w", err)
-		}
-		file := filepath.Join(dir, "pgpass")
-		line := "*:*:*:*:" + escapePassfile(c.pgx.Password) + "\n"
-		if err := os.WriteFile(file, []byte(line), 0o600); err != nil {
-			os.RemoveAll(dir)
-			return "", nil, nil, fmt.Errorf("write private passfile: %w", err)
-		}
-		env = append(env, "PGPASSFILE="+file)
-		cleanup = func() { os.RemoveAll(dir) }
-	}
-	return formatKeywords(p), env, cleanup, nil
-}
-
-func escapePassfile(s string) string {
-	s = strings.ReplaceAll(s, `\`, `\\`)
-	return strings.ReplaceAll(s, `:`, `\:`)
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 )
 
@@ -165,7 +166,9 @@ func probe(ctx context.Context, dir string) (Candidate, bool) {
 	}
 	var v Version
 	for _, p := range Programs {
-		out, err := exec.CommandContext(ctx, filepath.Join(dir, p), "--version").Output()
+		cmd := exec.CommandContext(ctx, filepath.Join(dir, p), "--version")
+		cmd.Env = dbconn.ChildEnv()
+		out, err := cmd.Output()
 		if err != nil {
 			return Candidate{}, false
 		}

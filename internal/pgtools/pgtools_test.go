@@ -3,13 +3,18 @@ package pgtools
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
@@ -172,9 +177,9 @@ func TestRunKeepsThePasswordOutOfArgvAndStreamsLines(t *testing.T) {
 	if !strings.Contains(string(pass), pw) {
 		t.Fatalf("passfile %q does not hold the password", pass)
 	}
-	path, _ := os.ReadFile(record + ".passfile-path")
-	if _, err := os.Stat(strings.TrimSpace(string(path))); !os.IsNotExist(err) {
-		t.Fatalf("private passfile %s still there after the run", path)
+	// No file on disk: a descriptor of the child's own (see TestPassfileInMemory).
+	if path, _ := os.ReadFile(record + ".passfile-path"); strings.TrimSpace(string(path)) != "/proc/self/fd/3" {
+		t.Fatalf("PGPASSFILE=%s, want the child's descriptor /proc/self/fd/3", path)
 	}
 	want := []string{"pg_dump: warning: one", "pg_dump: detail: two", "no newline"}
 	if strings.Join(lines, "|") != strings.Join(want, "|") {
@@ -215,5 +220,133 @@ func TestRunStopsTheProcessGroupOnCancel(t *testing.T) {
 		if st, _ := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/stat"); !strings.Contains(string(st), ") Z ") {
 			t.Fatalf("worker %d of the cancelled program still runs", pid)
 		}
+	}
+}
+
+// The password of a connection reaches pg_dump and pg_restore, and their parallel
+// workers, through a passfile in memory (PGPASSFILE=/proc/self/fd/3): a dump with
+// -j 2 and a restore with -j 4 log in with nothing else to find the password in
+// (PGPASSWORD empty, PGPASSFILE pointing nowhere); and no file of the temporary
+// directory holds the password meanwhile.
+func TestPassfileInMemory(t *testing.T) {
+	t.Setenv("PGPASSWORD", "")
+	t.Setenv("PGPASSFILE", "/nonexistent")
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	srv := testenv.Shared(t, testenv.PG17TS)
+	ctx := context.Background()
+	src := testenv.NewDB(t, srv, false)
+	dst := testenv.NewDB(t, srv, false)
+	var tables []string
+	for i := range 8 {
+		tables = append(tables, fmt.Sprintf("CREATE TABLE t%d AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g", i),
+			fmt.Sprintf("ALTER TABLE t%d ADD PRIMARY KEY (id)", i))
+	}
+	testenv.MustExec(t, srv, src, tables...)
+	tools := &Tools{Dir: srv.ClientBin()}
+	dir := filepath.Join(t.TempDir(), "dump")
+	var lines []string
+	line := func(s string) { lines = append(lines, s) }
+	if err := tools.Run(ctx, Cmd{Program: "pg_dump", Conn: mustParse(t, srv.URI(src)), Args: []string{"-Fd", "-j", "2", "-f", dir}, Line: line}); err != nil {
+		t.Fatalf("pg_dump -j 2: %v %q", err, lines)
+	}
+	var sawChild atomic.Bool
+	stop := make(chan struct{})
+	watched := make(chan []string)
+	go func() { // while pg_restore runs: every file of TMPDIR
+		var found []string
+		for {
+			select {
+			case <-stop:
+				slices.Sort(found)
+				watched <- slices.Compact(found)
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+			for _, p := range procs {
+				if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), "pg_restore") && strings.Contains(string(b), "--dbname") {
+					sawChild.Store(true)
+				}
+			}
+			found = append(found, testenv.FilesHolding(tmp, testenv.SuperPassword)...)
+		}
+	}()
+	err := tools.Run(ctx, Cmd{Program: "pg_restore", Conn: mustParse(t, srv.URI(dst)), Args: []string{"-j", "4", dir}, Line: line})
+	close(stop)
+	if found := <-watched; len(found) > 0 {
+		t.Errorf("files in TMPDIR held the password during the restore: %q", found)
+	}
+	if err != nil {
+		t.Fatalf("pg_restore -j 4: %v %q", err, lines)
+	}
+	if !sawChild.Load() {
+		t.Error("pg_restore was never seen running")
+	}
+	conn, err := pgx.Connect(ctx, srv.SuperURI(dst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT (SELECT count(*) FROM t0) + (SELECT count(*) FROM t7)").Scan(&n); err != nil || n != 40000 {
+		t.Fatalf("restored rows: %d, %v; want 40000", n, err)
+	}
+}
+
+// pg_dump and pg_restore get only what they need of tsmigrate's environment: not
+// TSMIGRATE_SOURCE/TSMIGRATE_TARGET (URIs with passwords), not PGPASSWORD, not
+// anything else; whether they connect (the password then in their passfile), or not
+// (pg_restore -l, --version). PG* connection defaults and the locale pass.
+func TestChildEnvironment(t *testing.T) {
+	const srcPw, dstPw, envPw, other = "src-Secret-31", "dst-Secret-47", "env-Secret-59", "Unrelated-Secret-71"
+	t.Setenv("TSMIGRATE_SOURCE", "postgres://u:"+srcPw+"@127.0.0.1:5999/a")
+	t.Setenv("TSMIGRATE_TARGET", "postgres://u:"+dstPw+"@127.0.0.1:5998/b")
+	t.Setenv("PGPASSWORD", envPw)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", other)
+	t.Setenv("PGSSLMODE", "disable")
+	t.Setenv("LC_MESSAGES", "C")
+	dir := t.TempDir()
+	record := filepath.Join(dir, "env")
+	for _, p := range Programs {
+		script := "#!/bin/sh\nenv >> " + record + "\necho --- >> " + record + "\n" +
+			`if [ "$1" = "--version" ]; then echo "` + p + ` (PostgreSQL) 17.12"; fi` + "\n"
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	tools, err := Find(ctx, Options{PgBin: dir, SourceMajor: 17, TargetMajor: 17})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tools.Run(ctx, Cmd{Program: "pg_dump", Conn: mustParse(t, os.Getenv("TSMIGRATE_SOURCE"))}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tools.Run(ctx, Cmd{Program: "pg_restore", Args: []string{"-l", "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := strings.Split(strings.TrimSuffix(string(b), "---\n"), "---\n")
+	if len(runs) != 4 { // pg_dump and pg_restore --version, pg_dump, pg_restore -l
+		t.Fatalf("%d runs recorded, want 4:\n%s", len(runs), b)
+	}
+	for i, env := range runs {
+		for _, secret := range []string{srcPw, dstPw, envPw, other, "TSMIGRATE_", "PGPASSWORD"} {
+			if strings.Contains(env, secret) {
+				t.Errorf("run %d: the environment holds %q:\n%s", i, secret, env)
+			}
+		}
+		for _, want := range []string{"PGSSLMODE=disable", "LC_MESSAGES=C"} {
+			if !strings.Contains(env, want) {
+				t.Errorf("run %d: the environment lacks %s:\n%s", i, want, env)
+			}
+		}
+	}
+	if !strings.Contains(runs[2], "PGPASSFILE=/proc/self/fd/3") {
+		t.Errorf("pg_dump got no passfile:\n%s", runs[2])
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -40,25 +41,28 @@ func (e *ExitError) Error() string {
 	return fmt.Sprintf("%s exited with status %d", e.Program, e.Code)
 }
 
-// Run runs c and waits for it. The connection reaches the program as a conninfo
-// without the password (--dbname) and a private passfile in its environment.
-// Cancelling ctx sends SIGTERM to the program's process group (pg_dump -j and
-// pg_restore -j workers included), then SIGKILL after StopGrace; Run then returns
-// ctx's error. A non-zero exit is an *ExitError.
+// Run runs c and waits for it. The program gets only the environment it needs
+// (dbconn.ChildEnv), and the connection as a conninfo without the password (--dbname)
+// and a passfile that exists in memory only (dbconn.Child). Cancelling ctx sends
+// SIGTERM to the program's process group (pg_dump -j and pg_restore -j workers
+// included), then SIGKILL after StopGrace; Run then returns ctx's error. A non-zero
+// exit is an *ExitError.
 func (t *Tools) Run(ctx context.Context, c Cmd) error {
 	args := append([]string(nil), c.Args...)
-	var env []string
+	env := dbconn.ChildEnv()
+	var files []*os.File
 	if c.Conn != nil {
-		conninfo, e, cleanup, err := c.Conn.ChildProcess()
+		child, err := c.Conn.ChildProcess()
 		if err != nil {
 			return fmt.Errorf("%s: %w", c.Program, err)
 		}
-		defer cleanup()
-		env = e
-		args = append(args, "--dbname="+conninfo)
+		defer child.Close()
+		env, files = child.Env, child.Files
+		args = append(args, "--dbname="+child.Conninfo)
 	}
 	cmd := exec.CommandContext(ctx, t.Path(c.Program), args...)
-	cmd.Env = env // nil: inherit
+	cmd.Env = env
+	cmd.ExtraFiles = files
 	cmd.Stdout = c.Stdout
 	// Own process group: a terminal's Ctrl-C reaches tsmigrate alone, which then stops
 	// the program and its workers through ctx.

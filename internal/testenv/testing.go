@@ -1,9 +1,11 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -88,4 +90,20 @@ func Main(m *testing.M) {
 	}
 	sharedMu.Unlock()
 	os.Exit(code)
+}
+
+// FilesHolding lists the files under dir whose content holds secret: tests that
+// check that no password is left on disk.
+func FilesHolding(dir, secret string) []string {
+	var found []string
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if b, err := os.ReadFile(path); err == nil && bytes.Contains(b, []byte(secret)) {
+			found = append(found, path)
+		}
+		return nil
+	})
+	return found
 }
