@@ -18,6 +18,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
 	"github.com/tsmigrate/tsmigrate/internal/schema"
+	"github.com/tsmigrate/tsmigrate/internal/scratch"
 	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
@@ -240,14 +241,11 @@ func (r *run) dumpPath(d *DatabaseRun) (string, error) {
 	}
 	base := r.opt.DumpDir
 	if base == "" {
-		if r.base == "" {
-			dir, err := os.MkdirTemp("", "tsmigrate-dump-")
-			if err != nil {
-				return "", fmt.Errorf("make a dump directory: %w", err)
-			}
-			r.base = dir
+		dir, err := r.tempDir("dump")
+		if err != nil {
+			return "", fmt.Errorf("make a dump directory: %w", err)
 		}
-		base = r.base
+		base = dir
 	} else if err := os.MkdirAll(base, 0o700); err != nil {
 		return "", fmt.Errorf("--dump-dir: %w", err)
 	}
@@ -274,9 +272,31 @@ func (r *run) cleanDumps() {
 	for _, p := range r.dumps {
 		os.RemoveAll(p)
 	}
-	if r.base != "" {
-		os.RemoveAll(r.base)
+	if r.scratch != nil {
+		r.scratch.Remove()
 	}
+}
+
+// tempDir is the run's temporary directory (for the dumps, or the schema dumps of the
+// stream engine), made on first use: a scratch directory, which a later run removes
+// if this process is killed, but with --keep-dump, whose dump stays whatever happens.
+func (r *run) tempDir(kind string) (string, error) {
+	switch {
+	case r.base != "":
+	case r.opt.KeepDump:
+		dir, err := os.MkdirTemp("", scratch.Prefix+kind+"-")
+		if err != nil {
+			return "", err
+		}
+		r.base = dir
+	default:
+		d, err := scratch.New(kind)
+		if err != nil {
+			return "", err
+		}
+		r.scratch, r.base = d, d.Path
+	}
+	return r.base, nil
 }
 
 // checkSpace refuses a run whose dumps may not fit on their disk.

@@ -22,6 +22,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
 	"github.com/tsmigrate/tsmigrate/internal/schema"
+	"github.com/tsmigrate/tsmigrate/internal/scratch"
 )
 
 // Mapping is one source database and the target database it lands in.
@@ -261,7 +262,9 @@ type run struct {
 	tools *pgtools.Tools
 	mu    sync.Mutex
 	dumps []string // dump paths to remove at the end
-	base  string   // temporary dump directory made by the run, "" if none
+	base  string   // temporary directory made by the run (tempDir), "" if none
+	// scratch is base unless it is kept (--keep-dump): removed at the end.
+	scratch *scratch.Dir
 	// proofFailed: a source changed under the freeze; the run must not be resumed.
 	proofFailed bool
 }
@@ -345,6 +348,9 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 
 func (r *run) run(ctx context.Context) (err error) {
 	opt := r.opt
+	if stale := scratch.RemoveStale(); len(stale) > 0 {
+		r.note("", fmt.Sprintf("removed %d temporary directories that killed tsmigrate runs left behind: %s", len(stale), strings.Join(stale, ", ")))
+	}
 	if err := checkEngineOptions(opt); err != nil {
 		return err
 	}

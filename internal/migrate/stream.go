@@ -213,14 +213,11 @@ func connectWriting(ctx context.Context, cfg *dbconn.Config) (*dbconn.Conn, erro
 
 // schemaFile is where d's schema dump goes, in the run's temporary directory.
 func (r *run) schemaFile(d *DatabaseRun) (string, error) {
-	if r.base == "" {
-		dir, err := os.MkdirTemp("", "tsmigrate-schema-")
-		if err != nil {
-			return "", fmt.Errorf("make a directory for the schema dump: %w", err)
-		}
-		r.base = dir
+	dir, err := r.tempDir("schema")
+	if err != nil {
+		return "", fmt.Errorf("make a directory for the schema dump: %w", err)
 	}
-	return filepath.Join(r.base, unsafeName.ReplaceAllString(d.Source, "_")+".schema"), nil
+	return filepath.Join(dir, unsafeName.ReplaceAllString(d.Source, "_")+".schema"), nil
 }
 
 // splitPostData finds the indexes and constraints in the schema dump file that each

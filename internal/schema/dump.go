@@ -3,7 +3,7 @@ package schema
 import (
 	"context"
 	"fmt"
-	"os"
+	"path/filepath"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
+	"github.com/tsmigrate/tsmigrate/internal/scratch"
 	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
@@ -87,18 +88,18 @@ func RestoreSection(ctx context.Context, tools *pgtools.Tools, target *dbconn.Co
 	if err != nil {
 		return nil, err
 	}
-	list, err := os.CreateTemp("", "tsmigrate-"+section+"-*.list")
+	dir, err := scratch.New(section)
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", section, err)
 	}
-	list.Close()
-	defer os.Remove(list.Name())
-	if _, err := toc.WriteList(list.Name(), func(e TOCEntry) bool { return !made(e) }); err != nil {
+	defer dir.Remove()
+	list := filepath.Join(dir.Path, section+".list")
+	if _, err := toc.WriteList(list, func(e TOCEntry) bool { return !made(e) }); err != nil {
 		return nil, fmt.Errorf("restore %s: %w", section, err)
 	}
 	// The list holds the section's entries; --section given again would make pg_restore
 	// 17 drop the comment and privileges of a schema whose CREATE SCHEMA is left out.
-	args := []string{"--verbose", "--no-owner", "-L", list.Name()}
+	args := []string{"--verbose", "--no-owner", "-L", list}
 	if jobs > 1 {
 		args = append(args, "--jobs="+strconv.Itoa(jobs))
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
+	"github.com/tsmigrate/tsmigrate/internal/scratch"
 	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
@@ -189,12 +189,12 @@ func Restore(ctx context.Context, opt RestoreOptions) (*RestoreResult, error) {
 	}
 	work := opt.WorkDir
 	if work == "" {
-		d, err := os.MkdirTemp("", "tsmigrate-restore-")
+		d, err := scratch.New("restore")
 		if err != nil {
 			return res, err
 		}
-		defer os.RemoveAll(d)
-		work = d
+		defer d.Remove()
+		work = d.Path
 	}
 	toc, err := ReadTOC(ctx, opt.Tools, opt.Archive)
 	if err != nil {

@@ -1,0 +1,116 @@
+package cli_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tsmigrate/tsmigrate/internal/testenv"
+)
+
+// A dump-engine migration given its connections as the README's quick start does
+// (TSMIGRATE_SOURCE/TSMIGRATE_TARGET URIs with the password), with PGPASSWORD set as
+// well, is killed with SIGKILL while pg_dump writes the data:
+//   - no file of the temporary directory holds the password, then or after;
+//   - no pg_dump or pg_restore ever had a password in its environment (a wrapper of
+//     each records it: /proc/PID/environ as the program started);
+//   - the next migration, after `tsmigrate unfreeze`, removes the dump the killed run
+//     left in the temporary directory, says so, and leaves nothing there itself.
+func TestKilledRunLeavesNoSecretBehind(t *testing.T) {
+	const envPassword = "PGPASSWORD-not-for-children-83"
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src := testenv.NewDB(t, srv, false)
+	dst := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, src, "CREATE TABLE big AS SELECT g AS id, md5(g::text) AS a FROM generate_series(1, 1500000) g")
+	bin := testenv.Binary(t)
+	tmp, records := t.TempDir(), t.TempDir()
+	wrappers := t.TempDir()
+	for _, p := range []string{"pg_dump", "pg_restore"} {
+		script := fmt.Sprintf("#!/bin/sh\nenv > %s/%s.$$.env\nexec %s \"$@\"\n", records, p, filepath.Join(srv.ClientBin(), p))
+		if err := os.WriteFile(filepath.Join(wrappers, p), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PG") && !strings.HasPrefix(kv, "TSMIGRATE_") && !strings.HasPrefix(kv, "TMPDIR=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "TMPDIR="+tmp, "PGPASSWORD="+envPassword,
+		"TSMIGRATE_SOURCE="+srv.URI(src), "TSMIGRATE_TARGET="+srv.URI(dst))
+	cmd := exec.Command(bin, "migrate", "--engine", "dump", "--yes", "--jobs", "2", "--freeze-grace", "1s", "--pg-bin", wrappers)
+	cmd.Env = env
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if files, _ := filepath.Glob(filepath.Join(tmp, "tsmigrate-dump-*", "*", "*.dat*")); len(files) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pg_dump wrote no data file in %s:\n%s", tmp, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	testenv.MustExec(t, srv, src, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+	if found := testenv.FilesHolding(tmp, testenv.SuperPassword); len(found) > 0 {
+		t.Errorf("after SIGKILL, files in TMPDIR hold the password: %q", found)
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "tsmigrate-dump-*")); len(left) != 1 {
+		t.Fatalf("the killed run left %q in TMPDIR, want its dump directory", left)
+	}
+	unfreeze := exec.Command(bin, "unfreeze")
+	unfreeze.Env = env
+	if b, err := unfreeze.CombinedOutput(); err != nil {
+		t.Fatalf("unfreeze: %v\n%s", err, b)
+	}
+	dst2 := testenv.NewDB(t, srv, false)
+	again := exec.Command(bin, "migrate", "--engine", "dump", "--yes", "--freeze-grace", "1s", "--no-verify", "--pg-bin", wrappers,
+		"--target", srv.URI(dst2))
+	again.Env = env
+	b, err := again.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the next migration: %v\n%s", err, b)
+	}
+	unfreeze = exec.Command(bin, "unfreeze")
+	unfreeze.Env = env
+	if b, err := unfreeze.CombinedOutput(); err != nil {
+		t.Fatalf("unfreeze: %v\n%s", err, b)
+	}
+	if !strings.Contains(string(b), "removed 1 temporary directories that killed tsmigrate runs left behind") {
+		t.Errorf("the next migration does not say it removed the killed run's dump:\n%s", b)
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "*")); len(left) > 0 {
+		t.Errorf("TMPDIR holds %q after the next migration", left)
+	}
+
+	recs, _ := filepath.Glob(filepath.Join(records, "*.env"))
+	if len(recs) < 4 {
+		t.Fatalf("%d runs of pg_dump/pg_restore recorded, want at least 4", len(recs))
+	}
+	for _, r := range recs {
+		b, err := os.ReadFile(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, secret := range []string{testenv.SuperPassword, envPassword, "TSMIGRATE_"} {
+			if strings.Contains(string(b), secret) {
+				t.Errorf("%s: the environment holds %q", filepath.Base(r), secret)
+			}
+		}
+	}
+}
