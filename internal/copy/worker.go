@@ -16,16 +16,24 @@ import (
 )
 
 // Session settings of the copying connections. Checked on PostgreSQL 15 and 17.
+//
+// Both sides have an empty search_path, as pg_dump and pg_restore do: reg* values
+// (regclass, regtype, regproc, regconfig, ...) travel as text (their binary form is
+// an OID), and print as names qualified only where the session's search_path does not
+// find them; under the source database's own search_path, extra.dup printed as "dup"
+// and arrived as public.dup, or failed to arrive. pg_catalog is always searched, so
+// built-in names need no schema on either side.
 const (
 	// Source: the settings pg_dump uses to read (no timeouts, row security off so that
 	// a table it would apply to fails rather than copies part of its rows, stable text
 	// output for the tables that travel as text).
 	sourceSessionSQL = dbconn.NoTimeouts + `;
-SET row_security = off; SET extra_float_digits = 3; SET DateStyle = ISO; SET IntervalStyle = postgres`
+SET row_security = off; SET extra_float_digits = 3; SET DateStyle = ISO; SET IntervalStyle = postgres;
+SET search_path = ''`
 	// Target: no timeouts, no waiting for the WAL flush at each commit (a unit lost
 	// in a crash is simply not marked done, and is copied again).
 	targetSessionSQL = dbconn.NoTimeouts + `;
-SET synchronous_commit = off; SET DateStyle = ISO; SET IntervalStyle = postgres`
+SET synchronous_commit = off; SET DateStyle = ISO; SET IntervalStyle = postgres; SET search_path = ''`
 )
 
 // worker owns one source and one target connection.
