@@ -420,7 +420,7 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 	// d.post is set when the first run stopped in the post-data phase (prepareRestResume).
 	restResume := d.post != nil
 	post := d.post
-	if !d.steps[stepPostData] && post == nil {
+	if !d.steps[stepPostRestore] && post == nil {
 		if post, err = r.dumpSchema(ctx, d, file); err != nil {
 			return err
 		}
@@ -461,7 +461,8 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 	// Tables whose units built their own indexes and constraints: all their indexes
 	// exist once the copy is done, so they are analyzed while the rest of post-data
 	// is restored (foreign keys being validated, say); the other tables after it,
-	// since ANALYZE also gathers the statistics of expression indexes.
+	// since ANALYZE also gathers the statistics of expression indexes (so too a
+	// table with an index left for after all rows, see schema.PostDataPlan.IndexesLater).
 	var built map[schema.TableName]bool
 	if !d.steps[stepPostRestore] {
 		var err error
@@ -489,7 +490,7 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 				return r.messagesErr(err)
 			})
 			g.Go(func() error {
-				return schema.Analyze(ctx, d.dst, r.opt.Jobs, func(t schema.TableName) bool { return built[t] })
+				return schema.Analyze(ctx, d.dst, r.opt.Jobs, func(t schema.TableName) bool { return built[t] && !post.IndexesLater(t) })
 			})
 			if err := g.Wait(); err != nil {
 				return err
@@ -502,7 +503,7 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 	if !d.steps[stepPostRestore] {
 		// ANALYZE before timescaledb_post_restore(), as the dump engine does (see schema.Analyze).
 		if err := r.phase(d, PhaseAnalyze, func() error {
-			return schema.Analyze(ctx, d.dst, r.opt.Jobs, func(t schema.TableName) bool { return !built[t] })
+			return schema.Analyze(ctx, d.dst, r.opt.Jobs, func(t schema.TableName) bool { return !built[t] || post.IndexesLater(t) })
 		}); err != nil {
 			return err
 		}

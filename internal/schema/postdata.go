@@ -13,13 +13,15 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 // Early post-data. The stream engine builds a table's own indexes and constraints
 // (primary keys, unique and exclusion constraints) in the very transaction that copies
 // the table's rows, while other tables are still copying: the build overlaps with the
 // copy, and a unit that fails or is killed leaves neither rows nor indexes behind.
-// What depends on several tables (foreign keys), partitioned tables' indexes, NOT VALID
+// What depends on several tables (foreign keys, an index over a user function, which
+// may read other tables), partitioned tables' indexes, NOT VALID
 // checks, triggers, rules, policies and everything else of the post-data section stays
 // for the section's restore after the copy, which leaves out the entries done early.
 //
@@ -41,13 +43,27 @@ const (
 // section to their tables: indexes of ordinary tables (chunks included), and primary
 // key, unique and exclusion constraints of ordinary tables. Foreign keys and NOT VALID
 // checks are "FK CONSTRAINT" and "CHECK CONSTRAINT" entries and never asked about.
-// Checked on PostgreSQL 15 and 17.
-const sqlEarlyTables = `
-SELECT 1259::oid, x.indexrelid, n.nspname, c.relname
+//
+// Not early (built after all rows, as pg_restore orders them): an index whose
+// expressions or predicate call a user function, directly or through an operator (a
+// function not built in nor of an extension). PostgreSQL takes such a function's
+// IMMUTABLE on trust; one that reads another table gave wrong index entries when built
+// before that table's rows were in. The index records its expressions' functions and
+// operators in pg_depend. Checked on PostgreSQL 15 and 17.
+var sqlEarlyTables = `
+WITH late AS (
+	SELECT d.objid AS indexrelid FROM pg_depend d
+	LEFT JOIN pg_operator o ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
+	CROSS JOIN LATERAL (SELECT CASE WHEN d.refclassid = 'pg_proc'::regclass THEN d.refobjid ELSE o.oprcode::oid END) AS f(oid)
+	WHERE d.classid = 'pg_class'::regclass AND d.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass)
+		AND f.oid >= 16384
+		AND NOT ` + sqltext.ExtensionMember(sqltext.Catalog("pg_proc"), "f.oid") + `
+)
+SELECT 1259::oid, x.indexrelid, n.nspname, c.relname, x.indexrelid NOT IN (SELECT indexrelid FROM late)
 FROM pg_index x JOIN pg_class c ON c.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE x.indexrelid = ANY($1::oid[]) AND c.relkind = 'r'
 UNION ALL
-SELECT 2606::oid, co.oid, n.nspname, c.relname
+SELECT 2606::oid, co.oid, n.nspname, c.relname, co.conindid NOT IN (SELECT indexrelid FROM late)
 FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE co.oid = ANY($2::oid[]) AND c.relkind = 'r' AND co.contype IN ('p', 'u', 'x')`
 
@@ -63,6 +79,8 @@ type PostDataPlan struct {
 	toc     *TOC // the post-data section's entries
 	sql     map[TableName]string
 	early   map[int]TableName // dump ID -> table, for the entries in sql
+	// later: tables with an index built after all rows (one over a user function)
+	later map[TableName]bool
 	// Fallback says why nothing runs early ("" when entries do): pg_restore's script
 	// held something that cannot be split per entry safely.
 	Fallback string
@@ -76,7 +94,7 @@ func SplitPostData(ctx context.Context, tools *pgtools.Tools, src *pgx.Conn, arc
 	if err != nil {
 		return nil, err
 	}
-	p := &PostDataPlan{archive: archive, toc: toc, sql: map[TableName]string{}, early: map[int]TableName{}}
+	p := &PostDataPlan{archive: archive, toc: toc, sql: map[TableName]string{}, early: map[int]TableName{}, later: map[TableName]bool{}}
 	var idx, con []uint32
 	for _, e := range toc.Entries {
 		switch {
@@ -94,8 +112,13 @@ func SplitPostData(ctx context.Context, tools *pgtools.Tools, src *pgx.Conn, arc
 	rows, _ := src.Query(ctx, sqlEarlyTables, idx, con)
 	var k key
 	var t TableName
-	if _, err := pgx.ForEachRow(rows, []any{&k.cat, &k.oid, &t.Schema, &t.Name}, func() error {
-		tables[k] = t
+	var early bool
+	if _, err := pgx.ForEachRow(rows, []any{&k.cat, &k.oid, &t.Schema, &t.Name, &early}, func() error {
+		if early {
+			tables[k] = t
+		} else {
+			p.later[t] = true
+		}
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("find the tables of indexes and constraints: %w", err)
@@ -143,6 +166,11 @@ func SplitPostData(ctx context.Context, tools *pgtools.Tools, src *pgx.Conn, arc
 // SQL is the SQL that builds table t's early entries ("" when it has none), to run in
 // a transaction (it sets its session with SET LOCAL).
 func (p *PostDataPlan) SQL(t TableName) string { return p.sql[t] }
+
+// IndexesLater says whether table t has an index that is built after all rows even
+// though the table's other indexes are built early: ANALYZE, which also samples
+// expression indexes, must wait for it.
+func (p *PostDataPlan) IndexesLater(t TableName) bool { return p.later[t] }
 
 // scriptEntry is pg_restore's comment before each entry of a plain script
 // (PostgreSQL 12-17): "-- Name: <tag>; Type: <desc>; Schema: <schema>; Owner: <owner>".
