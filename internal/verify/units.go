@@ -333,8 +333,13 @@ func hashedValue(c column) string {
 	case c.typ == "real":
 		return fmt.Sprintf(`float4send(CASE WHEN %s = 'NaN'::float4 THEN 'NaN'::float4 ELSE %[1]s END)`, col)
 	case base == "text" || base == "character varying" || base == "character" || base == "name":
-		// bytes, whatever the column's collation says is equal
+		// bytes, whatever the column's collation says is equal (character(n) values
+		// are padded to n: their trailing spaces are all alike)
 		return col + ` COLLATE "C"`
+	case c.typ == "bpchar":
+		// character without a length keeps the trailing spaces it was given, which its
+		// hash and its cast to text drop: its output text keeps them
+		return "textin(bpcharout(" + col + `)) COLLATE "C"`
 	}
 	return col + `::text COLLATE "C"`
 }

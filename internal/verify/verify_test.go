@@ -91,6 +91,8 @@ func TestEveryValueDifferenceShows(t *testing.T) {
 		{"money", "money", "1.5", "1.51", false},
 		{"uuid", "uuid", "'00000000-0000-0000-0000-000000000001'", "'00000000-0000-0000-0000-000000000002'", false},
 		{"char(n) padding", "char(3)", "'a'", "'b'", false},
+		{"bpchar trailing space", "bpchar", "'a'", "'a '", false},
+		{"char(n) padded alike", "char(3)", "'a'", "'a  '", true},
 		{"timestamp(3)", "timestamp(3) with time zone", "'2024-01-01 00:00:00.001+00'", "'2024-01-01 00:00:00.002+00'", false},
 		{"enum", "mood", "'happy'", "'sad'", false},
 		{"NaN of another bit pattern", "float8", "'NaN'", "'Infinity'::float8 - 'Infinity'::float8", true},
