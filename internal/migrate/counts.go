@@ -14,16 +14,19 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
-// sqlUserTables lists the tables a user sees as tables: plain and partitioned tables
-// that are not partitions, chunks, TimescaleDB internals, tsmigrate's journal or
-// extension members. PostgreSQL 15/17, TimescaleDB 2.19.3.
-var sqlUserTables = `
+// sqlUserTables lists the tables a user sees as tables (timescale: in a database that
+// has TimescaleDB): plain and partitioned tables that are not partitions, chunks,
+// TimescaleDB internals, tsmigrate's journal or extension members; a user's table in
+// one of TimescaleDB's schemas is one. PostgreSQL 15/17, TimescaleDB 2.19.3.
+func sqlUserTables(timescale bool) string {
+	return `
 SELECT n.nspname, c.relname, c.relkind = 'p'
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-  AND ` + sqltext.UserSchema("n.nspname") + `
+  AND ` + sqltext.UserRelation("n.nspname", "c.oid", "c.relkind", timescale) + `
   AND NOT ` + sqltext.ExtensionMember(sqltext.Catalog("pg_class"), "c.oid") + `
 ORDER BY 1, 2`
+}
 
 // SQL for the row counts of the summary; PostgreSQL 15/17, TimescaleDB 2.19.3.
 const (
@@ -53,7 +56,11 @@ type table struct {
 }
 
 func listTables(ctx context.Context, conn *pgx.Conn) ([]table, map[string]int, error) {
-	rows, _ := conn.Query(ctx, sqlUserTables)
+	var ts bool
+	if err := conn.QueryRow(ctx, sqlHasTimescaleDB).Scan(&ts); err != nil {
+		return nil, nil, err
+	}
+	rows, _ := conn.Query(ctx, sqlUserTables(ts))
 	var out []table
 	index := map[string]int{}
 	for rows.Next() {
@@ -73,9 +80,8 @@ func listTables(ctx context.Context, conn *pgx.Conn) ([]table, map[string]int, e
 		return nil, nil, err
 	}
 	chunks := map[string]int{}
-	var ts bool
-	if err := conn.QueryRow(ctx, sqlHasTimescaleDB).Scan(&ts); err != nil || !ts {
-		return out, chunks, err
+	if !ts {
+		return out, chunks, nil
 	}
 	rows, _ = conn.Query(ctx, sqlHypertables)
 	for rows.Next() {

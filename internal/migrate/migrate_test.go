@@ -101,6 +101,8 @@ var shapes = []string{
 	`COMMENT ON SCHEMA public IS 'the app'`, `COMMENT ON FUNCTION shout() IS 'upper-cases names'`,
 	`COMMENT ON CONSTRAINT devices_pkey ON devices IS 'the key'`, `COMMENT ON INDEX metrics_t_idx IS 'by time'`,
 	`COMMENT ON DOMAIN posint IS 'above zero'`,
+	// a user's table in TimescaleDB's schema; a character column keeping trailing spaces
+	`CREATE TABLE _timescaledb_internal.mine (id int, note bpchar)`, `INSERT INTO _timescaledb_internal.mine VALUES (1, 'padded  '), (2, 'x')`,
 }
 
 // The data-loss case and the shape list: --jobs 4, many chunks, every row, chunk and
@@ -411,6 +413,9 @@ func assertShapeTables(t *testing.T, d *migrate.DatabaseRun) {
 	}
 	if _, ok := kinds[`"Mixed Case"."Odd Table"`]; !ok {
 		t.Fatalf("no MixedCase table in %v", kinds)
+	}
+	if m := kinds["_timescaledb_internal.mine"]; m.Source != 2 {
+		t.Fatalf("the user's table in _timescaledb_internal in the summary: %+v", m)
 	}
 }
 

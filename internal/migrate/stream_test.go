@@ -46,6 +46,9 @@ func TestStreamEveryShapeWithJobs4(t *testing.T) {
 		t.Fatalf("database run %+v, data %+v", d, d.Data)
 	}
 	assertShapeTables(t, d)
+	if code, out, errOut := runCLI(t, "verify", "--source", srv.URI(src), "--target", srv.URI(dst), "--jobs", "2"); code != 0 {
+		t.Fatalf("tsmigrate verify: exit %d\n%s\n%s", code, out, errOut)
+	}
 	assertShapesEqual(t, srv, src, dst)
 	if scalar[bool](t, connect(t, srv.SuperURI(dst)), "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = '_tsmigrate')") {
 		t.Error("the journal is left in the target after a good run")

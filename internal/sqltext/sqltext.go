@@ -89,6 +89,33 @@ func UserSchema(nspname string) string {
 	return "(" + DataSchema(nspname) + " AND NOT " + TimescaleSchema(nspname) + ")"
 }
 
+// TimescaleRelation is true for a relation TimescaleDB made for its hypertables: a
+// hypertable (compressed and materialization hypertables included) or a chunk, in
+// whatever schema, as TimescaleDB's catalog lists them. oid is the relation's oid.
+// Only for a database that has TimescaleDB: the condition reads its catalog.
+func TimescaleRelation(oid string) string {
+	return "EXISTS (SELECT FROM pg_class ts_rel JOIN pg_namespace ts_ns ON ts_ns.oid = ts_rel.relnamespace" +
+		" WHERE ts_rel.oid = " + oid + " AND (" +
+		"EXISTS (SELECT FROM _timescaledb_catalog.hypertable ts_h WHERE ts_h.schema_name = ts_ns.nspname AND ts_h.table_name = ts_rel.relname)" +
+		" OR EXISTS (SELECT FROM _timescaledb_catalog.chunk ts_c WHERE ts_c.schema_name = ts_ns.nspname AND ts_c.table_name = ts_rel.relname)))"
+}
+
+// UserRelation is true for a relation a user made, as they see it: one in a UserSchema,
+// or a table, sequence or foreign table that a user made in one of TimescaleDB's
+// schemas (a table in _timescaledb_internal that is neither a hypertable nor a chunk
+// holds user data; the views TimescaleDB makes there for continuous aggregates are its
+// own). nspname names the relation's schema, oid and relkind are the relation's
+// columns; timescale says whether the database has TimescaleDB (TimescaleRelation
+// reads its catalog): without it, schemas named like TimescaleDB's are the user's.
+// Extension members are the caller's to leave out.
+func UserRelation(nspname, oid, relkind string, timescale bool) string {
+	if !timescale {
+		return DataSchema(nspname)
+	}
+	return "(" + UserSchema(nspname) + " OR (" + TimescaleSchema(nspname) + " AND " + relkind +
+		" IN ('r', 'p', 'S', 'f') AND NOT " + TimescaleRelation(oid) + "))"
+}
+
 // ExtensionMember is true for an object that an extension's script made (pg_depend
 // deptype 'e'): its definition and data come with the extension. classid is the
 // catalog's oid ('pg_class'::regclass, or a column holding one), objid the object's.

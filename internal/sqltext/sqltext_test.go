@@ -214,6 +214,15 @@ WHERE c.relkind = 'r' AND `+cond+` AND NOT `+ExtensionMember(Catalog("pg_class")
 		!slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "_timescaledb_internal._hyper_") }) {
 		t.Errorf("data tables %v, want the user tables, the chunk and _timescaledb_internal.mine", got)
 	}
+	// The user's tables wherever they are (the hypertable's root too), not its chunk; in a
+	// database without TimescaleDB, schemas named like its are the user's.
+	want := []string{"_timescaledb_internal.mine", "_timescaledb_mine.a", "app.m", "timescaledb_x.b"}
+	if got := tables(UserRelation("n.nspname", "c.oid", "c.relkind", true)); !slices.Equal(got, want) {
+		t.Errorf("user relations %v, want %v", got, want)
+	}
+	if got := tables(UserRelation("n.nspname", "c.oid", "c.relkind", false)); !slices.Equal(got, tables(DataSchema("n.nspname"))) {
+		t.Errorf("user relations without TimescaleDB %v, want the data tables", got)
+	}
 	var catalog int
 	if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_class c WHERE c.oid = '_timescaledb_catalog.hypertable'::regclass AND `+
 		ExtensionMember(Catalog("pg_class"), "c.oid")).Scan(&catalog); err != nil || catalog != 1 {

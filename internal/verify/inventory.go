@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -17,6 +18,17 @@ import (
 // tsmigrate's own journal schema on a target.
 // It expects the namespace aliased n.
 var userObjects = sqltext.UserSchema("n.nspname")
+
+// userRel stands, in the queries on relations and what belongs to them, for the
+// condition that keeps the relations users made (aliased c, the schema n):
+// sqltext.UserRelation, which depends on whether the side has TimescaleDB
+// (forSide fills it in). A table of the user's in _timescaledb_internal is one.
+const userRel = "{user relation}"
+
+// forSide is query q for a side that has TimescaleDB or not (timescale).
+func forSide(q string, timescale bool) string {
+	return strings.ReplaceAll(q, userRel, sqltext.UserRelation("n.nspname", "c.oid", "c.relkind", timescale))
+}
 
 // notExtensionMember drops objects an extension's script made (their data and
 // definitions come with the extension), of catalog (pg_class, ...) and oid.
@@ -41,12 +53,12 @@ var tablesSQL = `SELECT n.nspname, c.relname,
 		WHERE k.conrelid = c.oid AND k.contype = 'p' ORDER BY u.ord)::text[],
 	c.relpages::bigint
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND ` + userObjects + `
+WHERE c.relkind = 'r' AND ` + userRel + `
 	AND ` + notExtensionMember("pg_class", "c.oid") + `
 ORDER BY 1, 2`
 
-// timescaleSQL says whether TimescaleDB is installed.
-const timescaleSQL = `SELECT count(*) > 0 FROM pg_extension WHERE extname = 'timescaledb'`
+// timescaleSQL says whether TimescaleDB is installed (an expression).
+const timescaleSQL = `EXISTS (SELECT FROM pg_extension WHERE extname = 'timescaledb')`
 
 // hypertablesSQL lists user hypertables with their primary (time) dimension.
 // The information views exist with these columns in TimescaleDB 2.x (checked 2.19.3).
@@ -147,7 +159,7 @@ func readInventory(ctx context.Context, s *session) (*contents, error) {
 	inv := &contents{tables: map[tableKey]*table{}, caggs: map[tableKey]*table{}}
 	var t table
 	var names, types []string
-	rows, _ := s.conn.Query(ctx, tablesSQL) // ForEachRow returns Query's error
+	rows, _ := s.conn.Query(ctx, forSide(tablesSQL, s.timescale)) // ForEachRow returns Query's error
 	_, err := pgx.ForEachRow(rows, []any{&t.schema, &t.name, &names, &types, &t.pk, &t.pages}, func() error {
 		tb := t
 		tb.pk = slices.Clone(t.pk)
@@ -161,11 +173,7 @@ func readInventory(ctx context.Context, s *session) (*contents, error) {
 		return nil, fmt.Errorf("%s: list tables: %w", s.cfg.Role, err)
 	}
 
-	var hasTS bool
-	if err := s.conn.QueryRow(ctx, timescaleSQL).Scan(&hasTS); err != nil {
-		return nil, fmt.Errorf("%s: look for timescaledb: %w", s.cfg.Role, err)
-	}
-	if !hasTS {
+	if !s.timescale {
 		return inv, nil
 	}
 	var schema, name string

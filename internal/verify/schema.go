@@ -96,7 +96,7 @@ var schemaSQL = []string{
 			JOIN pg_class dc ON dc.oid = dd.refobjid JOIN pg_namespace dn ON dn.oid = dc.relnamespace
 			WHERE rw.ev_class = c.oid AND ` + sqltext.TimescaleSchema("dn.nspname") + `) THEN pg_get_viewdef(c.oid) END)
 	) AS a(attr, val)
-	WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND ` + userObjects + ` AND ` + relOnly,
+	WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND ` + userRel + ` AND ` + relOnly,
 
 	// columns
 	`SELECT format('column %I.%I.%I', n.nspname, c.relname, att.attname), format('relation %I.%I', n.nspname, c.relname), a.attr, a.val
@@ -112,13 +112,13 @@ var schemaSQL = []string{
 		('comment', col_description(c.oid, att.attnum))
 	) AS a(attr, val)
 	WHERE att.attnum > 0 AND NOT att.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-		AND ` + userObjects + ` AND ` + relOnly,
+		AND ` + userRel + ` AND ` + relOnly,
 
 	// constraints of tables
 	`SELECT format('constraint %I.%I.%I', n.nspname, c.relname, k.conname), format('relation %I.%I', n.nspname, c.relname), a.attr, a.val
 	FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 	CROSS JOIN LATERAL (VALUES ('definition', pg_get_constraintdef(k.oid)), ('validated', k.convalidated::text)) AS a(attr, val)
-	WHERE ` + userObjects + ` AND ` + relOnly,
+	WHERE ` + userRel + ` AND ` + relOnly,
 
 	// constraints of domains
 	`SELECT format('constraint %s.%I', k.contypid::regtype, k.conname), '', 'definition', pg_get_constraintdef(k.oid)
@@ -130,7 +130,7 @@ var schemaSQL = []string{
 	FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid
 	JOIN pg_namespace n ON n.oid = c.relnamespace
 	CROSS JOIN LATERAL (VALUES ('definition', pg_get_indexdef(i.indexrelid)), ('valid', i.indisvalid::text)) AS a(attr, val)
-	WHERE ` + userObjects + ` AND ` + relOnly,
+	WHERE ` + userRel + ` AND ` + relOnly,
 
 	// sequences; last_value is compared as "target not behind the source"
 	`SELECT format('sequence %I.%I', n.nspname, c.relname), '', a.attr, a.val
@@ -140,7 +140,7 @@ var schemaSQL = []string{
 		('cycle', s.seqcycle::text),
 		('last_value', CASE WHEN has_sequence_privilege(c.oid, 'SELECT') THEN pg_sequence_last_value(c.oid)::text END)
 	) AS a(attr, val)
-	WHERE ` + userObjects + ` AND ` + relOnly,
+	WHERE ` + userRel + ` AND ` + relOnly,
 
 	// functions and procedures
 	`SELECT format('function %I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), '',
@@ -154,7 +154,7 @@ var schemaSQL = []string{
 	FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 	JOIN pg_proc p ON p.oid = tg.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace
 	CROSS JOIN LATERAL (VALUES ('definition', pg_get_triggerdef(tg.oid)), ('enabled', tg.tgenabled::text)) AS a(attr, val)
-	WHERE NOT tg.tgisinternal AND ` + notTimescaleSchema("pn.nspname") + ` AND ` + userObjects + ` AND ` + relOnly,
+	WHERE NOT tg.tgisinternal AND ` + notTimescaleSchema("pn.nspname") + ` AND ` + userRel + ` AND ` + relOnly,
 }
 
 // More of the schema: row security policies, rules (not a view's own), enum labels
@@ -172,12 +172,12 @@ var moreSchemaSQL = []string{
 		('using', pg_get_expr(p.polqual, p.polrelid)),
 		('with check', pg_get_expr(p.polwithcheck, p.polrelid))
 	) AS a(attr, val)
-	WHERE ` + userObjects + ` AND ` + relOnly,
+	WHERE ` + userRel + ` AND ` + relOnly,
 
 	`SELECT format('rule %I.%I.%I', n.nspname, c.relname, r.rulename), format('relation %I.%I', n.nspname, c.relname), a.attr, a.val
 	FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
 	CROSS JOIN LATERAL (VALUES ('definition', pg_get_ruledef(r.oid)), ('enabled', r.ev_enabled::text)) AS a(attr, val)
-	WHERE r.rulename <> '_RETURN' AND ` + userObjects + ` AND ` + relOnly,
+	WHERE r.rulename <> '_RETURN' AND ` + userRel + ` AND ` + relOnly,
 
 	`SELECT format('type %s', ty.oid::regtype), '', 'enum labels', string_agg(e.enumlabel, ', ' ORDER BY e.enumsortorder)
 	FROM pg_type ty JOIN pg_enum e ON e.enumtypid = ty.oid JOIN pg_namespace n ON n.oid = ty.typnamespace
@@ -247,7 +247,7 @@ var privilegesSQL = []string{
 	`SELECT format('relation %I.%I', n.nspname, c.relname), '', a.attr, a.val
 	FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(c.relowner)::text), ('privileges', c.relacl::text)) AS a(attr, val)
-	WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND ` + userObjects + ` AND ` + relOnly,
+	WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND ` + userRel + ` AND ` + relOnly,
 	`SELECT 'schema ' || quote_ident(n.nspname), '', a.attr, a.val FROM pg_namespace n
 	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(n.nspowner)::text), ('privileges', n.nspacl::text)) AS a(attr, val)
 	WHERE ` + userObjects + ` AND ` + notExtensionMember("pg_namespace", "n.oid"),
@@ -311,16 +311,12 @@ func readFacts(ctx context.Context, s *session, privileges bool) (facts, error) 
 	if privileges {
 		queries = append(queries, privilegesSQL...)
 	}
-	var hasTS bool
-	if err := s.conn.QueryRow(ctx, timescaleSQL).Scan(&hasTS); err != nil {
-		return nil, fmt.Errorf("%s: look for timescaledb: %w", s.cfg.Role, err)
-	}
-	if hasTS {
+	if s.timescale {
 		queries = append(queries, timescaleSchemaSQL...)
 	}
 	f := facts{}
 	for _, q := range queries {
-		rows, err := s.conn.Query(ctx, q)
+		rows, err := s.conn.Query(ctx, forSide(q, s.timescale))
 		if err != nil {
 			return nil, fmt.Errorf("%s: read schema: %w", s.cfg.Role, err)
 		}

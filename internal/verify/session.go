@@ -46,6 +46,8 @@ type session struct {
 	cfg      *dbconn.Config
 	conn     *dbconn.Conn
 	snapshot string // exported by the coordinator, imported by workers
+	// timescale: the database has TimescaleDB (read by the coordinator).
+	timescale bool
 }
 
 func connect(ctx context.Context, cfg *dbconn.Config) (*session, error) {
@@ -64,7 +66,7 @@ func openCoordinator(ctx context.Context, cfg *dbconn.Config) (*session, error) 
 		return nil, err
 	}
 	var version int
-	if err := s.conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+	if err := s.conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int, "+timescaleSQL).Scan(&version, &s.timescale); err != nil {
 		s.close()
 		return nil, fmt.Errorf("%s: server version: %w", cfg.Role, err)
 	}

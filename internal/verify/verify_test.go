@@ -35,6 +35,17 @@ func pair(t *testing.T, srcSrv *testenv.Server, src string, dstSrv *testenv.Serv
 	return Options{Source: s, Target: d, Jobs: 2}
 }
 
+// twins makes a database on srcSrv and one on dstSrv (TimescaleDB installed in both
+// when withTS), runs fixture in each and returns their names.
+func twins(t *testing.T, srcSrv, dstSrv *testenv.Server, withTS bool, fixture ...string) (src, dst string) {
+	t.Helper()
+	src = testenv.NewDB(t, srcSrv, withTS)
+	dst = testenv.NewDB(t, dstSrv, withTS)
+	testenv.MustExec(t, srcSrv, src, fixture...)
+	testenv.MustExec(t, dstSrv, dst, fixture...)
+	return src, dst
+}
+
 func runWith(t *testing.T, opt Options) *Report {
 	t.Helper()
 	rep, err := Run(context.Background(), opt)
@@ -321,10 +332,7 @@ func TestAcrossMajors(t *testing.T) {
 		`INSERT INTO t (f, r, n, ts, j, a, s) SELECT i / 3.0, i / 7.0, i / 11.0, '2024-01-01 00:00:00+00'::timestamptz + i * interval '1 second',
 			jsonb_build_object('k', i / 3.0), ARRAY[i, -i], repeat('x', i % 9) FROM generate_series(1, 2000) i`,
 	}
-	src := testenv.NewDB(t, srv15, false)
-	dst := testenv.NewDB(t, srv17, false)
-	testenv.MustExec(t, srv15, src, fixture...)
-	testenv.MustExec(t, srv17, dst, fixture...)
+	src, dst := twins(t, srv15, srv17, false, fixture...)
 	rep := run(t, srv15, src, srv17, dst, 0)
 	if !rep.Identical() {
 		t.Errorf("PostgreSQL 15 and 17 differ: %v %+v", rep.Schema, rep.Units)
@@ -445,10 +453,7 @@ func TestMoreSchemaShows(t *testing.T) {
 		`COMMENT ON TYPE mood IS 'moods'`,
 		`COMMENT ON SCHEMA public IS 'ours'`,
 	}
-	src := testenv.NewDB(t, srv15, false)
-	dst := testenv.NewDB(t, srv17, false)
-	testenv.MustExec(t, srv15, src, fixture...)
-	testenv.MustExec(t, srv17, dst, fixture...)
+	src, dst := twins(t, srv15, srv17, false, fixture...)
 	testenv.MustExec(t, srv15, "postgres", "ALTER DATABASE "+src+" SET app.secret = 'sesame-1'", "COMMENT ON DATABASE "+src+" IS 'ours'")
 	testenv.MustExec(t, srv17, "postgres", "ALTER DATABASE "+dst+" SET app.secret = 'sesame-1'", "COMMENT ON DATABASE "+dst+" IS 'ours'",
 		"ALTER DATABASE "+dst+" SET work_mem = '9MB'") // the target's own: not the source's loss
