@@ -103,6 +103,10 @@ var shapes = []string{
 	`COMMENT ON DOMAIN posint IS 'above zero'`,
 	// a user's table in TimescaleDB's schema; a character column keeping trailing spaces
 	`CREATE TABLE _timescaledb_internal.mine (id int, note bpchar)`, `INSERT INTO _timescaledb_internal.mine VALUES (1, 'padded  '), (2, 'x')`,
+	// how tables are stored, planned and replicated
+	`ALTER TABLE devices SET (fillfactor = 80)`, `ALTER TABLE devices ALTER COLUMN name SET STATISTICS 300`,
+	`ALTER TABLE devices ALTER COLUMN name SET STORAGE EXTERNAL`, `CREATE STATISTICS devices_m_n ON m, n FROM devices`,
+	`ALTER TABLE devices REPLICA IDENTITY FULL`, `ALTER TABLE metrics ALTER COLUMN v SET STATISTICS 200`,
 }
 
 // The data-loss case and the shape list: --jobs 4, many chunks, every row, chunk and

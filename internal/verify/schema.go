@@ -91,6 +91,13 @@ var schemaSQL = []string{
 		('partition key', CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END),
 		('row security', CASE WHEN c.relrowsecurity THEN CASE WHEN c.relforcerowsecurity THEN 'forced' ELSE 'enabled' END END),
 		('comment', obj_description(c.oid, 'pg_class')),
+		('storage parameters', (SELECT string_agg(o, ', ' ORDER BY o) FROM unnest(c.reloptions) o)),
+		('TOAST storage parameters', (SELECT string_agg(o, ', ' ORDER BY o)
+			FROM pg_class tc CROSS JOIN LATERAL unnest(tc.reloptions) o WHERE tc.oid = c.reltoastrelid)),
+		('replica identity', CASE WHEN c.relkind IN ('r', 'p') THEN CASE c.relreplident
+			WHEN 'n' THEN 'nothing' WHEN 'f' THEN 'full'
+			WHEN 'i' THEN 'index ' || (SELECT quote_ident(ic.relname) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+				WHERE i.indrelid = c.oid AND i.indisreplident) END END),
 		('definition', CASE WHEN c.relkind IN ('v', 'm') AND NOT EXISTS (
 			SELECT 1 FROM pg_rewrite rw JOIN pg_depend dd ON dd.classid = 'pg_rewrite'::regclass AND dd.objid = rw.oid
 			JOIN pg_class dc ON dc.oid = dd.refobjid JOIN pg_namespace dn ON dn.oid = dc.relnamespace
@@ -109,7 +116,10 @@ var schemaSQL = []string{
 		('generated', CASE WHEN att.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END),
 		('identity', CASE att.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END),
 		('collation', CASE WHEN att.attcollation <> 0 THEN att.attcollation::regcollation::text END),
-		('comment', col_description(c.oid, att.attnum))
+		('comment', col_description(c.oid, att.attnum)),
+		-- the default is -1 up to PostgreSQL 16, NULL from 17
+		('statistics target', CASE WHEN coalesce(att.attstattarget, -1) <> -1 THEN att.attstattarget::text END),
+		('storage', CASE att.attstorage WHEN 'p' THEN 'plain' WHEN 'e' THEN 'external' WHEN 'm' THEN 'main' WHEN 'x' THEN 'extended' END)
 	) AS a(attr, val)
 	WHERE att.attnum > 0 AND NOT att.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
 		AND ` + userRel + ` AND ` + relOnly,
@@ -172,6 +182,14 @@ var moreSchemaSQL = []string{
 		('using', pg_get_expr(p.polqual, p.polrelid)),
 		('with check', pg_get_expr(p.polwithcheck, p.polrelid))
 	) AS a(attr, val)
+	WHERE ` + userRel + ` AND ` + relOnly,
+
+	// extended statistics (CREATE STATISTICS), by the table they are on
+	`SELECT format('statistics %I.%I', sn.nspname, s.stxname), format('relation %I.%I', n.nspname, c.relname), a.attr, a.val
+	FROM pg_statistic_ext s JOIN pg_namespace sn ON sn.oid = s.stxnamespace
+	JOIN pg_class c ON c.oid = s.stxrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+	CROSS JOIN LATERAL (VALUES ('definition', pg_get_statisticsobjdef(s.oid)),
+		('statistics target', CASE WHEN coalesce(s.stxstattarget, -1) <> -1 THEN s.stxstattarget::text END)) AS a(attr, val)
 	WHERE ` + userRel + ` AND ` + relOnly,
 
 	`SELECT format('rule %I.%I.%I', n.nspname, c.relname, r.rulename), format('relation %I.%I', n.nspname, c.relname), a.attr, a.val

@@ -57,3 +57,57 @@ func schemaText(rep *Report) string {
 	}
 	return strings.Join(all, "\n")
 }
+
+// A table's settings that change how it is stored, planned or replicated are
+// compared: extended statistics, storage parameters (its TOAST table's too),
+// per-column statistics targets, replica identity and column storage. Equal on equal
+// databases (PostgreSQL 15 against 17); each change on the target shows.
+func TestTableSettingsShow(t *testing.T) {
+	srv15 := testenv.Shared(t, testenv.PG15)
+	srv17 := testenv.Shared(t, testenv.PG17TS)
+	fixture := []string{
+		`CREATE TABLE t (id int PRIMARY KEY, a int, b int, s text)`,
+		`CREATE UNIQUE INDEX t_a ON t (a) WHERE a IS NOT NULL`,
+		`CREATE UNIQUE INDEX t_b ON t (b)`,
+		`ALTER TABLE t ALTER COLUMN b SET NOT NULL`,
+		`CREATE STATISTICS t_ab (ndistinct, dependencies) ON a, b FROM t`,
+		`ALTER STATISTICS t_ab SET STATISTICS 300`,
+		`ALTER TABLE t SET (fillfactor = 70, autovacuum_enabled = off, toast.autovacuum_enabled = off)`,
+		`ALTER TABLE t ALTER COLUMN a SET STATISTICS 500`,
+		`ALTER TABLE t REPLICA IDENTITY USING INDEX t_b`,
+		`ALTER TABLE t ALTER COLUMN s SET STORAGE EXTERNAL`,
+		`CREATE TABLE u (id int, s text)`,
+	}
+	src, dst := twins(t, srv15, srv17, false, fixture...)
+	if rep := run(t, srv15, src, srv17, dst, 0); !rep.Identical() {
+		t.Fatalf("equal schemas differ: %v", rep.Schema)
+	}
+	testenv.MustExec(t, srv17, dst,
+		`ALTER STATISTICS t_ab SET STATISTICS 200`,
+		`CREATE STATISTICS u_s ON id, s FROM u`,
+		`ALTER TABLE t SET (fillfactor = 80)`,
+		`ALTER TABLE t RESET (toast.autovacuum_enabled)`,
+		`ALTER TABLE t ALTER COLUMN a SET STATISTICS -1`,
+		`ALTER TABLE t ALTER COLUMN b SET STATISTICS 50`,
+		`ALTER TABLE t REPLICA IDENTITY USING INDEX t_pkey`,
+		`ALTER TABLE u REPLICA IDENTITY FULL`,
+		`ALTER TABLE t ALTER COLUMN s SET STORAGE MAIN`,
+		`ALTER TABLE u ALTER COLUMN s SET STORAGE PLAIN`)
+	got := schemaText(run(t, srv15, src, srv17, dst, 0))
+	for _, want := range []string{
+		"statistics public.t_ab: statistics target differs: source 300, target 200",
+		"statistics public.u_s: not on the source",
+		"relation public.t: storage parameters differs: source autovacuum_enabled=off, fillfactor=70, target autovacuum_enabled=off, fillfactor=80",
+		"relation public.t: TOAST storage parameters differs: source autovacuum_enabled=off, target (none)",
+		"column public.t.a: statistics target differs: source 500, target (none)",
+		"column public.t.b: statistics target differs: source (none), target 50",
+		"relation public.t: replica identity differs: source index t_b, target index t_pkey",
+		"relation public.u: replica identity differs: source (none), target full",
+		"column public.t.s: storage differs: source external, target main",
+		"column public.u.s: storage differs: source extended, target plain",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the differences do not show %q:\n%s", want, got)
+		}
+	}
+}
