@@ -13,8 +13,9 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
-// pinSettings makes every value's text form independent of the server's, database's
-// and role's settings, so equal data gives equal checksums on both sides:
+// PinSettings makes every value's text form independent of the server's, database's
+// and role's settings, so equal data gives equal checksums on both sides (and a value
+// printed by one server reads back the same on the other: package migrate's use):
 //   - TimeZone UTC: timestamptz text;
 //   - DateStyle ISO, YMD and IntervalStyle postgres: date, timestamp and interval text;
 //   - extra_float_digits 3: since PostgreSQL 12 any value > 0 prints float4/float8 in
@@ -29,7 +30,7 @@ import (
 //     long checksum, nor the coordinator's snapshot, idle in its transaction.
 //
 // Checked on PostgreSQL 15 and 17.
-const pinSettings = `SELECT set_config('TimeZone', 'UTC', false),
+const PinSettings = `SELECT set_config('TimeZone', 'UTC', false),
 	set_config('DateStyle', 'ISO, YMD', false),
 	set_config('IntervalStyle', 'postgres', false),
 	set_config('extra_float_digits', '3', false),
@@ -51,7 +52,7 @@ type session struct {
 }
 
 func connect(ctx context.Context, cfg *dbconn.Config) (*session, error) {
-	conn, err := cfg.ConnectSession(ctx, pinSettings+";\n"+dbconn.NoTimeouts)
+	conn, err := cfg.ConnectSession(ctx, PinSettings+";\n"+dbconn.NoTimeouts)
 	if err != nil {
 		return nil, err
 	}

@@ -82,6 +82,8 @@ type plan struct {
 	key     keySpec   // how the drill-down orders rows
 	sortPos float64
 	pages   int64 // the larger side's size estimate
+	// compressed: the unit reads compressed rows on either side (Options.CompressedOnly).
+	compressed bool
 }
 
 func (p *plan) name() string { return p.Unit.name() }
@@ -178,6 +180,7 @@ func chunkPlans(base plan, s, t *table) []*plan {
 		p.sortPos = sc.startSort
 		p.pages = max(sc.pages, tc.pages)
 		if sc.compressed || tc.compressed {
+			p.compressed = true
 			// Compressed rows are not in the chunk table itself: read them through the
 			// hypertable, over exactly the chunk's slices (tested on the full build:
 			// TestCompressedAgainstUncompressedChunks).
@@ -208,11 +211,13 @@ func rangePlans(base plan, sides [2]*table) []*plan {
 	}
 	seen := map[string]bool{}
 	var bounds []bound
+	compressed := false
 	for _, tb := range sides {
 		if tb == nil || tb.hyper == nil {
 			continue
 		}
 		for _, c := range tb.hyper.chunks {
+			compressed = compressed || c.compressed
 			for _, b := range []bound{{c.start, c.startSort}, {c.end, c.endSort}} {
 				if b.text != "" && !math.IsInf(b.pos, 0) && !seen[b.text] {
 					seen[b.text] = true
@@ -229,6 +234,7 @@ func rangePlans(base plan, sides [2]*table) []*plan {
 	for i := 0; i <= len(bounds); i++ {
 		p := base
 		p.Kind = "range"
+		p.compressed = compressed
 		var conds []string
 		lo, hi := "", ""
 		p.sortPos = math.Inf(-1)
