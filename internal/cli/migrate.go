@@ -114,6 +114,7 @@ the first process waits for units that workers hold, then does the rest.
      "compression" (--compress-before): {"chunks", "hypertables", "bytes_before", "bytes_after",
        "skipped" (hypertables left alone, and why)},
      "compressed_chunks" (compressed on the source, checked compressed on the target),
+     "compressed_units_verified" (--no-verify: units of compressed rows compared by checksum),
      "database_settings" (what the target database was given of the source database's
        own settings, its roles' settings in it, its privileges and its comment, which
        pg_dump leaves out; by name, e.g. "search_path", "work_mem of role app",
@@ -143,7 +144,7 @@ the first process waits for units that workers hold, then does the rest.
 		fl.BoolVar(&f.rehearsal, "rehearsal", false, "cold run: no freeze, into an empty scratch target; reports the projected downtime and what changed on the source meanwhile")
 		fl.BoolVar(&f.compressBefore, "compress-before", false, "compress the chunks that may be compressed (compression enabled, older than the compression policy's compress_after) before the dump, so it moves less; on an Apache-only source it says so and does nothing")
 		fl.DurationVar(&f.compressOlder, "compress-older-than", 0, "with --compress-before: compress chunks older than this (e.g. 168h) instead of the policy's compress_after")
-		fl.BoolVar(&f.noVerify, "no-verify", false, "skip the verification after the copy (row counts are still compared; the stream engine compares them per data unit as it copies)")
+		fl.BoolVar(&f.noVerify, "no-verify", false, "skip the verification after the copy (row counts are still compared, the stream engine per data unit as it copies, and the rows of compressed chunks by checksum)")
 		fl.DurationVar(&f.freezeGrace, "freeze-grace", 10*time.Second, "time sessions from before the freeze get to finish their transactions before they are ended")
 		fl.BoolVarP(&f.yes, "yes", "y", false, "freeze and migrate without asking (needed without a terminal)")
 		fl.BoolVar(&f.json, "json", false, "print the summary as one JSON document")

@@ -162,7 +162,10 @@ const (
 	PhaseSettings  = "database-settings"
 	PhaseCount     = "count-rows"
 	PhaseVerify    = "verify"
-	PhaseUnfreeze  = "unfreeze"
+	// PhaseVerifyCompressed compares the rows of compressed chunks when the run's verify
+	// is skipped (see verifyCompressed).
+	PhaseVerifyCompressed = "verify-compressed"
+	PhaseUnfreeze         = "unfreeze"
 )
 
 // PhaseTime is how long a phase took.
@@ -227,6 +230,9 @@ type DatabaseRun struct {
 	// compressed too: a warning names any that are not).
 	Compression      *Compression `json:"compression,omitempty"`
 	CompressedChunks int          `json:"compressed_chunks,omitempty"`
+	// CompressedVerified is how many units of compressed rows were compared when the
+	// run's verify was skipped (see verifyCompressed).
+	CompressedVerified int `json:"compressed_units_verified,omitempty"`
 	// DatabaseSettings names the source database's own settings, those of roles in it,
 	// and its comment, that the target database was given (pg_dump leaves them out);
 	// the target's refusals are warnings.
@@ -557,6 +563,9 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 	}); err != nil {
 		return err
 	}
+	if err := r.carryMissingValues(ctx, d); err != nil {
+		return err
+	}
 	// ANALYZE before timescaledb_post_restore(): while the target is in restoring mode,
 	// a hypertable is analyzed without all its chunks again (see schema.Analyze).
 	if err := r.phase(d, PhaseAnalyze, func() error { return schema.Analyze(ctx, d.dst, r.opt.Jobs, nil) }); err != nil {
@@ -684,6 +693,8 @@ func (r *run) countAndVerify(ctx context.Context, d *DatabaseRun) error {
 		if err := r.phase(d, PhaseVerify, func() error { return r.verify(ctx, d) }); err != nil {
 			return err
 		}
+	} else if err := r.verifyCompressed(ctx, d); err != nil {
+		return err
 	}
 	// After verify, which compares the jobs' schedules while both sides have them paused.
 	if len(d.PausedJobs) > 0 {

@@ -501,6 +501,9 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 		}
 	}
 	if !d.steps[stepPostRestore] {
+		if err := r.carryMissingValues(ctx, d); err != nil {
+			return err
+		}
 		// ANALYZE before timescaledb_post_restore(), as the dump engine does (see schema.Analyze).
 		if err := r.phase(d, PhaseAnalyze, func() error {
 			return schema.Analyze(ctx, d.dst, r.opt.Jobs, func(t schema.TableName) bool { return !built[t] || post.IndexesLater(t) })
@@ -524,6 +527,9 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 	}
 	if r.opt.NoVerify {
 		if err := r.phase(d, PhaseCount, func() error { return r.journalRows(ctx, d) }); err != nil {
+			return err
+		}
+		if err := r.verifyCompressed(ctx, d); err != nil {
 			return err
 		}
 	} else if err := r.countAndVerify(ctx, d); err != nil {
