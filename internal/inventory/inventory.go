@@ -170,6 +170,10 @@ type Chunk struct {
 	// ANALYZE; the data of a compressed chunk lives in an internal table not counted here.
 	EstRows  int64 `json:"est_rows"`
 	EstBytes int64 `json:"est_bytes"`
+	// MissingDefaults counts the columns of a compressed chunk that were added with a
+	// default after it was compressed: its rows read those values from the chunk's
+	// catalog (pg_attribute.attmissingval), not from their compressed data.
+	MissingDefaults int `json:"missing_defaults,omitempty"`
 }
 
 // ContinuousAggregate is a TimescaleDB continuous aggregate.

@@ -111,9 +111,14 @@ const hypertablesSQL = `SELECT hypertable_schema::text, hypertable_name::text, c
 	num_dimensions, num_chunks, coalesce(compression_enabled, false)
 FROM timescaledb_information.hypertables ORDER BY 1, 2`
 
+// chunksSQL: MissingDefaults counts a compressed chunk's columns whose value its rows
+// read from the chunk's catalog (pg_attribute.attmissingval: a column added with a
+// default after the chunk was compressed), by the index on attrelid.
 const chunksSQL = `SELECT ch.hypertable_schema::text, ch.hypertable_name::text, ch.chunk_schema::text, ch.chunk_name::text,
 	ch.range_start, ch.range_end, ch.range_start_integer, ch.range_end_integer, coalesce(ch.is_compressed, false),
-	coalesce(has_table_privilege(c.oid, 'SELECT'), false), coalesce(c.reltuples::bigint, -1), coalesce(` + relBytes + `, 0)
+	coalesce(has_table_privilege(c.oid, 'SELECT'), false), coalesce(c.reltuples::bigint, -1), coalesce(` + relBytes + `, 0),
+	CASE WHEN ch.is_compressed THEN (SELECT count(*) FROM pg_attribute a
+		WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.atthasmissing) ELSE 0 END
 FROM timescaledb_information.chunks ch
 	LEFT JOIN pg_namespace n ON n.nspname = ch.chunk_schema
 	LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = ch.chunk_name
@@ -287,7 +292,7 @@ func (l *loader) hypertables(ctx context.Context) error {
 func (l *loader) chunks(ctx context.Context) error {
 	return collect(ctx, l, chunksSQL, &l.d.Chunks, func(r pgx.Rows, c *Chunk) error {
 		return r.Scan(&c.HypertableSchema, &c.HypertableName, &c.Schema, &c.Name, &c.RangeStart, &c.RangeEnd,
-			&c.RangeStartInt, &c.RangeEndInt, &c.Compressed, &c.Readable, &c.EstRows, &c.EstBytes)
+			&c.RangeStartInt, &c.RangeEndInt, &c.Compressed, &c.Readable, &c.EstRows, &c.EstBytes, &c.MissingDefaults)
 	})
 }
 

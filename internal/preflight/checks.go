@@ -287,3 +287,35 @@ func (e *env) checkDumpLocks() []Finding {
 	return []Finding{finding(Warn, "source", saw+": the dump may fail with \"out of shared memory\"",
 		fmt.Sprintf("set max_locks_per_transaction = %d (or more) on the source and restart it before the migration", need))}
 }
+
+// checkCompressedDefaults: the rows of a compressed chunk read the default of a column
+// added after it was compressed from the chunk's catalog (pg_attribute.attmissingval),
+// which pg_dump does not carry; the migration sets it on the target's chunks, which
+// only a superuser may do (see package migrate, carryMissingValues).
+func (e *env) checkCompressedDefaults() []Finding {
+	chunks := 0
+	var hypertables []string
+	seen := map[string]bool{}
+	for _, c := range e.srcInv.Chunks {
+		if c.MissingDefaults == 0 {
+			continue
+		}
+		chunks++
+		if h := inventory.DisplayName(c.HypertableSchema, c.HypertableName); !seen[h] {
+			seen[h] = true
+			hypertables = append(hypertables, h)
+		}
+	}
+	if chunks == 0 {
+		return []Finding{finding(Pass, "source", "no compressed chunk reads a column's default from its catalog", "")}
+	}
+	saw := fmt.Sprintf("%s of %s read the defaults of columns added after they were compressed from the chunk's catalog (pg_attribute.attmissingval), which pg_dump does not carry",
+		plural(chunks, "compressed chunk", "compressed chunks"), list(hypertables))
+	u := e.tgtInv.User.Name
+	if e.tgtInv.User.Superuser {
+		return []Finding{finding(Pass, "target", fmt.Sprintf("%s; %s is a superuser: the migration gives them to the target's chunks", saw, u), "")}
+	}
+	return []Finding{finding(Fail, "target",
+		fmt.Sprintf("%s; only a superuser may give them to the target's chunks, and %s is not one: those rows would read NULL", saw, u),
+		"migrate as a superuser on the target, or on the source first decompress and compress those chunks again (SELECT decompress_chunk(c), then compress_chunk(c)), which stores the values in their compressed data")}
+}

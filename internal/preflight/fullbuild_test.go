@@ -1,6 +1,7 @@
 package preflight_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
@@ -37,4 +38,36 @@ func TestEditionOfTarget(t *testing.T) {
 	expect(t, r, "timescaledb-edition", preflight.Pass, "full")
 	r = runPreflight(t, full.URI(plain), apache.URI(testenv.NewDB(t, apache, false)))
 	expect(t, r, "timescaledb-edition", preflight.Pass, "either")
+}
+
+// compressed-defaults: a source whose compressed chunks read the default of a column
+// added after they were compressed from the chunk's catalog blocks a migration into a
+// target whose user is not a superuser (who may not set it there: the rows would read
+// NULL), saying what to do; it passes for a superuser, and for a source without such
+// chunks.
+func TestCompressedDefaults(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TSL)
+	src, plain := testenv.NewDB(t, srv, true), testenv.NewDB(t, srv, true)
+	for _, db := range []string{src, plain} {
+		testenv.MustExec(t, srv, db,
+			`CREATE TABLE m (t timestamptz NOT NULL, v int)`, `SELECT create_hypertable('m', 't', chunk_time_interval => interval '1 day')`,
+			`INSERT INTO m SELECT '2025-01-01'::timestamptz + g * interval '1 hour', g FROM generate_series(1, 100) g`,
+			`ALTER TABLE m SET (timescaledb.compress)`,
+			`SELECT compress_chunk(c) FROM show_chunks('m') c ORDER BY c LIMIT 2`)
+	}
+	testenv.MustExec(t, srv, src, `ALTER TABLE m ADD COLUMN a int DEFAULT 7`)
+	testenv.MustExec(t, srv, plain, `ALTER TABLE m ADD COLUMN a int`)
+	owner := role(t, srv, "")
+	tgt := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, "postgres", "ALTER DATABASE "+tgt+" OWNER TO "+owner)
+
+	r := runPreflight(t, srv.SuperURI(src), userURI(srv, owner, "pw-"+owner, tgt))
+	expect(t, r, "compressed-defaults", preflight.Fail, "2 compressed chunks of public.m", "only a superuser", owner)
+	if f := find(t, r, "compressed-defaults"); !strings.Contains(f.Do, "decompress_chunk") {
+		t.Errorf("compressed-defaults does not say what to do: %s", f.Do)
+	}
+	r = runPreflight(t, srv.SuperURI(src), srv.SuperURI(testenv.NewDB(t, srv, false)))
+	expect(t, r, "compressed-defaults", preflight.Pass, "2 compressed chunks", "superuser")
+	r = runPreflight(t, srv.SuperURI(plain), userURI(srv, owner, "pw-"+owner, tgt))
+	expect(t, r, "compressed-defaults", preflight.Pass, "no compressed chunk")
 }

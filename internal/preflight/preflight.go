@@ -204,6 +204,7 @@ func (e *env) checks() []Check {
 		pure("postgres-major", e.checkMajor),
 		pure("timescaledb-version", e.checkTimescaleVersion),
 		pure("timescaledb-edition", e.checkEdition),
+		pure("compressed-defaults", e.checkCompressedDefaults),
 		pure("target-empty", e.checkTargetEmpty),
 		pure("extensions", e.checkExtensions),
 		pure("size", e.checkSize),
