@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
 )
 
@@ -70,6 +71,9 @@ func newFreezeCmd(a *app) *cobra.Command {
 		Long:  freezeLong,
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if opt.Grace < 0 {
+				return exit.Usagef("give 0 or more (0: end them at once)", "--freeze-grace %s", opt.Grace)
+			}
 			src, err := a.config("source", conn.source)
 			if err != nil {
 				return err

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tsmigrate/tsmigrate/internal/copy"
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
@@ -71,7 +72,11 @@ func init() {
 
 On success the source stays frozen and the summary lists the cut-over steps. On failure or
 Ctrl-C the source is unfrozen (writes resume: the migration did not happen), the target is
-left for inspection and the summary says how to reset it.
+left for inspection and the summary says how to reset it; it says too when the source is
+still frozen (unfreezing failed) or frozen by a freeze this run did not make, which it
+leaves as it is. A run refused before it began (bad usage, a server that cannot be logged
+into, a refused --resume, no confirmation) prints one line and exits 2; with --json, its
+document too.
 
 Resuming (stream engine): a run that was killed (SIGKILL, a crash, a lost machine) leaves
 the source frozen and its journal in the target; the same command with --resume continues
@@ -118,9 +123,14 @@ the first process waits for units that workers hold, then does the rest.
      "database_settings" (what the target database was given of the source database's
        own settings, its roles' settings in it, its privileges and its comment, which
        pg_dump leaves out; by name, e.g. "search_path", "work_mem of role app",
-       "revoke of CONNECT from PUBLIC", "grant of CONNECT to app", "comment")}],
+       "revoke of CONNECT from PUBLIC", "grant of CONNECT to app", "comment"),
+     "source_frozen" (whether the source database is frozen as the run ends; absent when
+       that could not be read), "frozen_by" ("this run", "the first run" that a --resume
+       or --worker continues, or another freeze: "freeze ID (USER on HOST, since TIME)"),
+     "unfrozen" (this run froze it and gave writes back when it failed)}],
    "preflight" (pre-flight's report per database), "harmless_messages", "errors": [MESSAGE],
-   "source_frozen", "frozen_window_ns", "projected_downtime_ns" (rehearsal),
+   "source_frozen" (true when any source database is frozen as the run ends, false when
+   none is; absent when that is not known), "frozen_window_ns", "projected_downtime_ns" (rehearsal),
    "source_changes": {"inserted", "updated", "deleted"} (rehearsal), "compress_before",
    "cut_over", "reset_target", "resume", "resumed" (a --resume run), "warnings"}
   "outcome" of a --worker run: copied.
@@ -158,35 +168,65 @@ the first process waits for units that workers hold, then does the rest.
 
 func defaultJobs() int { return max(2, min(runtime.NumCPU(), 8)) }
 
+// runMigrate runs a migration and prints its summary: with --json always one document
+// (also for bad options or a connection string that cannot be used); otherwise the
+// summary of a run that began (or that pre-flight blocked), and for one refused before
+// that (bad usage, a refused --resume, a server that cannot be logged into, no consent)
+// only the one line of the error.
 func (a *app) runMigrate(c *cobra.Command, f migrateFlags) error {
+	sum, err := a.migrate(c, f)
+	switch {
+	case f.json:
+		if sum == nil {
+			sum = &migrate.Summary{Engine: f.engine, Rehearsal: f.rehearsal, Outcome: migrate.OutcomeFailed, Started: time.Now()}
+			if exit.Code(err) == exit.Interrupted {
+				sum.Outcome = migrate.OutcomeInterrupted
+			}
+			sum.Error = dbconn.Redact(err.Error())
+		}
+		if jerr := writeJSON(a.stdout, sum); jerr != nil && err == nil {
+			err = jerr
+		}
+	case sum != nil && (sum.Began() || sum.Outcome == migrate.OutcomeBlocked):
+		printSummary(a.stdout, sum, a.verbose)
+	}
+	return err
+}
+
+// migrate checks the flags and runs the migration; the summary is nil when it did not
+// get to run.
+func (a *app) migrate(c *cobra.Command, f migrateFlags) (*migrate.Summary, error) {
 	if f.engine != migrate.EngineDump && f.engine != migrate.EngineStream {
-		return exit.Usagef(`use "dump" or "stream"`, "unknown --engine %q", f.engine)
+		return nil, exit.Usagef(`use "dump" or "stream"`, "unknown --engine %q", f.engine)
 	}
 	if _, _, err := newProgress(f.progress, io.Discard); err != nil {
-		return err
+		return nil, err
 	}
 	if f.jobs < 1 {
-		return exit.Usagef("give 1 or more", "--jobs %d", f.jobs)
+		return nil, exit.Usagef("give 1 or more", "--jobs %d", f.jobs)
 	}
 	a.sizeRuntime(f.jobs)
 	if f.compressOlder < 0 || (f.compressOlder > 0 && !f.compressBefore) {
-		return exit.Usagef("give a positive duration together with --compress-before", "--compress-older-than %s", f.compressOlder)
+		return nil, exit.Usagef("give a positive duration together with --compress-before", "--compress-older-than %s", f.compressOlder)
+	}
+	if f.freezeGrace < 0 {
+		return nil, exit.Usagef("give 0 or more (0: end them at once)", "--freeze-grace %s", f.freezeGrace)
 	}
 	var maps []migrate.Mapping
 	for _, s := range f.databases {
 		m, err := migrate.ParseMapping(s)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		maps = append(maps, m)
 	}
 	src, err := a.config("source", f.conn.source)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	dst, err := a.config("target", f.conn.target)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	opt := migrate.Options{
 		Engine: f.engine, Resume: f.resume, Worker: f.worker, KeepFrozenOnFailure: f.keepFrozen,
@@ -211,15 +251,7 @@ func (a *app) runMigrate(c *cobra.Command, f migrateFlags) error {
 			return on, done
 		},
 	}
-	sum, err := migrate.Run(c.Context(), opt)
-	if f.json {
-		if jerr := writeJSON(a.stdout, sum); jerr != nil && err == nil {
-			err = jerr
-		}
-	} else {
-		printSummary(a.stdout, sum, a.verbose)
-	}
-	return err
+	return migrate.Run(c.Context(), opt)
 }
 
 func (a *app) printMigrateEvent(e migrate.Event) {
@@ -239,6 +271,7 @@ func (a *app) printMigrateEvent(e migrate.Event) {
 		fmt.Fprintf(w, "    %s\n", e.Text)
 	case migrate.EventWarning:
 		fmt.Fprintf(w, "warning:%s %s\n", db, e.Text)
+
 	case migrate.EventMessage:
 		m := e.Message
 		if m.Harmless {
@@ -343,10 +376,8 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 		}
 	}
 	switch s.Outcome {
-	case migrate.OutcomeFailed, migrate.OutcomeInterrupted:
-		if !s.SourceFrozen {
-			fmt.Fprintln(w, "\nthe source is writable again (unfrozen): the migration did not happen")
-		}
+	case migrate.OutcomeFailed, migrate.OutcomeInterrupted, migrate.OutcomeBlocked:
+		printSourceState(w, s)
 	}
 	if len(s.Resume) > 0 {
 		fmt.Fprintln(w, "\nthe source stays frozen (--keep-frozen-on-failure) and the target keeps the journal:")
@@ -359,6 +390,51 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 		for _, st := range s.ResetTarget {
 			fmt.Fprintf(w, "  %s\n", st)
 		}
+	}
+}
+
+// printSourceState says what a run that did not migrate leaves the source as: writable
+// again (this run unfroze it), never frozen, or frozen, and by what.
+func printSourceState(w io.Writer, s *migrate.Summary) {
+	if len(s.Resume) > 0 || len(s.Databases) == 0 {
+		return // the resume steps say it stays frozen; or nothing was even looked at
+	}
+	var unfrozen, never, lines []string
+	for _, d := range s.Databases {
+		switch {
+		case d.SourceFrozen == nil:
+			lines = append(lines, fmt.Sprintf("whether source database %s is frozen could not be read: tsmigrate freeze-status tells", d.Source))
+		case !*d.SourceFrozen && d.Unfrozen:
+			unfrozen = append(unfrozen, d.Source)
+		case !*d.SourceFrozen:
+			never = append(never, d.Source)
+		case d.FrozenBy == migrate.FrozenByThisRun:
+			lines = append(lines, fmt.Sprintf("source database %s is still frozen (freeze %s): unfreezing failed (see the warning above); tsmigrate unfreeze gives writes back", d.Source, d.FreezeID))
+		case d.FrozenBy == migrate.FrozenByFirstRun:
+			lines = append(lines, fmt.Sprintf("source database %s stays frozen by freeze %s, of the migration this run continued", d.Source, d.FreezeID))
+		default:
+			lines = append(lines, fmt.Sprintf("source database %s is frozen by %s, not by this run: it stays so (tsmigrate unfreeze gives writes back)", d.Source, d.FrozenBy))
+		}
+	}
+	n := len(s.Databases)
+	switch {
+	case len(unfrozen) == n:
+		lines = []string{"the source is writable again (unfrozen): the migration did not happen"}
+	case len(never) == n && s.Outcome == migrate.OutcomeBlocked:
+		return // "nothing changed" says it
+	case len(never) == n:
+		lines = []string{"nothing was frozen: the source stayed writable (the migration did not happen)"}
+	default:
+		if len(unfrozen) > 0 {
+			lines = append(lines, fmt.Sprintf("source database %s: writable again (unfrozen)", strings.Join(unfrozen, ", ")))
+		}
+		if len(never) > 0 {
+			lines = append(lines, fmt.Sprintf("source database %s: not frozen", strings.Join(never, ", ")))
+		}
+	}
+	fmt.Fprintln(w)
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"syscall"
 
 	"github.com/jackc/pgx/v5"
@@ -74,16 +75,23 @@ func (r *run) resolve(ctx context.Context) ([]*DatabaseRun, error) {
 	default:
 		pairs = []Mapping{{Source: opt.Source.Database(), Target: opt.Target.Database()}}
 	}
-	seen := map[string]string{}
-	var dbs []*DatabaseRun
-	for _, p := range pairs {
+	// Checked before anything connects: the same source twice would be frozen twice.
+	pairs = slices.Clone(pairs)
+	targets, sources := map[string]string{}, map[string]string{}
+	for i, p := range pairs {
 		if p.Target == "" {
-			p.Target = p.Source
+			pairs[i].Target, p.Target = p.Source, p.Source
 		}
-		if other, dup := seen[p.Target]; dup {
+		if other, dup := sources[p.Source]; dup {
+			return nil, exit.Usagef("give each source database once", "source database %q is given twice (into %q and %q)", p.Source, other, p.Target)
+		}
+		if other, dup := targets[p.Target]; dup {
 			return nil, exit.Usagef("give each source database its own target database", "target database %q would receive both %q and %q", p.Target, other, p.Source)
 		}
-		seen[p.Target] = p.Source
+		sources[p.Source], targets[p.Target] = p.Target, p.Source
+	}
+	var dbs []*DatabaseRun
+	for _, p := range pairs {
 		d := &DatabaseRun{Source: p.Source, Target: p.Target, src: opt.Source.WithDatabase(p.Source), dst: opt.Target.WithDatabase(p.Target)}
 		conn, err := d.src.Connect(ctx)
 		if err != nil {

@@ -127,6 +127,7 @@ func (r *run) unfreeze(ctx context.Context, d *DatabaseRun) error {
 		return err
 	}
 	d.frozen = false
+	d.Unfrozen = true
 	return nil
 }
 

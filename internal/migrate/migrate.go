@@ -191,9 +191,11 @@ type Summary struct {
 	Preflight []any            `json:"preflight,omitempty"`
 	Harmless  int              `json:"harmless_messages"`
 	Errors    []schema.Message `json:"errors,omitempty"`
-	// SourceFrozen says whether the source databases are left frozen (after a real run
-	// that succeeded); FrozenWindow is how long they have been frozen so far.
-	SourceFrozen bool          `json:"source_frozen"`
+	// SourceFrozen says whether the source databases are frozen as the run ends (by
+	// this run or another: see each database's FrozenBy); nil when that is not known
+	// (the run did not get to reading them, or could not read them).
+	// FrozenWindow is how long a migrated source has been frozen so far.
+	SourceFrozen *bool         `json:"source_frozen,omitempty"`
 	FrozenWindow time.Duration `json:"frozen_window_ns,omitempty"`
 	// ProjectedDowntime (rehearsal) is how long a real run would keep the source frozen.
 	ProjectedDowntime time.Duration `json:"projected_downtime_ns,omitempty"`
@@ -206,7 +208,19 @@ type Summary struct {
 	// Resumed: this run continued an earlier one (Options.Resume).
 	Resumed  bool     `json:"resumed,omitempty"`
 	Warnings []string `json:"warnings,omitempty"`
+
+	// began: the run got past its checks and confirmation (see Began).
+	began bool
 }
+
+// Frozen says whether the source databases are known to be frozen as the run ends.
+func (s *Summary) Frozen() bool { return s.SourceFrozen != nil && *s.SourceFrozen }
+
+// Began says whether the run got past its checks of the options, pre-flight and the
+// confirmation, to where it may change the servers (compress, freeze, copy). A run
+// that did not changed nothing that it did not undo (a target database it created
+// for pre-flight is dropped again).
+func (s *Summary) Began() bool { return s.began }
 
 // DatabaseRun is what happened to one database pair.
 type DatabaseRun struct {
@@ -242,9 +256,17 @@ type DatabaseRun struct {
 	// the copy). A resumed run's starts at the first run's baseline (none when the first
 	// run proved it already); a worker has none.
 	FreezeProof *freeze.Proof `json:"freeze_proof,omitempty"`
+	// SourceFrozen says whether this source database is frozen as the run ends, and
+	// FrozenBy by what: FrozenByThisRun, FrozenByFirstRun (the run a --resume or
+	// --worker continues) or another freeze, named with its id, user, host and time;
+	// nil when it could not be read. Unfrozen: this run froze it, and gave writes back
+	// when it failed.
+	SourceFrozen *bool  `json:"source_frozen,omitempty"`
+	FrozenBy     string `json:"frozen_by,omitempty"`
+	Unfrozen     bool   `json:"unfrozen,omitempty"`
 
 	src, dst    *dbconn.Config
-	frozen      bool
+	frozen      bool // frozen by this run, or by the run it resumes or joins
 	freezeID    string
 	pending     *freeze.PendingProof // the freeze's baseline until proveFrozen
 	steps       map[string]bool      // the stream engine's journal steps done
@@ -342,6 +364,7 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 	if err != nil {
 		r.sum.Error = dbconn.Redact(err.Error())
 	}
+	r.settleFrozen(ctx)
 	for _, d := range r.sum.Databases {
 		for _, m := range d.Messages {
 			if m.Harmless {
@@ -412,6 +435,7 @@ func (r *run) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	r.sum.began = true
 	if opt.CompressBefore {
 		if err := r.phase(nil, PhaseCompress, func() error { return r.compressBefore(ctx) }); err != nil {
 			return err
@@ -476,7 +500,6 @@ func (r *run) run(ctx context.Context) (err error) {
 		r.sum.ResetTarget = r.resetSteps()
 		return nil
 	}
-	r.sum.SourceFrozen = true
 	if !frozenAt.IsZero() {
 		r.sum.FrozenWindow = time.Since(frozenAt)
 	}

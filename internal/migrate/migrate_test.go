@@ -130,7 +130,7 @@ func TestMigrateEveryShapeWithJobs4(t *testing.T) {
 	if err != nil {
 		t.Fatalf("migrate: %v\n%+v", err, sum)
 	}
-	if sum.Outcome != migrate.OutcomeMigrated || !sum.SourceFrozen || len(sum.CutOver) == 0 || len(sum.Errors) != 0 || sum.Harmless < 3 {
+	if sum.Outcome != migrate.OutcomeMigrated || !sum.Frozen() || len(sum.CutOver) == 0 || len(sum.Errors) != 0 || sum.Harmless < 3 {
 		t.Fatalf("summary %+v", sum)
 	}
 	d := sum.Databases[0]
@@ -282,7 +282,7 @@ func TestRehearsal(t *testing.T) {
 	if failed.Load() > 0 || written.Load() == 0 {
 		t.Fatalf("writer: %d written, %d failed; a rehearsal must not stop writes", written.Load(), failed.Load())
 	}
-	if sum.Outcome != migrate.OutcomeRehearsed || sum.SourceFrozen || sum.ProjectedDowntime <= migrate.FreezeAllowance ||
+	if sum.Outcome != migrate.OutcomeRehearsed || sum.Frozen() || sum.ProjectedDowntime <= migrate.FreezeAllowance ||
 		sum.SourceChanges == nil || sum.SourceChanges.Inserted == 0 || len(sum.ResetTarget) == 0 ||
 		!strings.Contains(sum.CompressBefore, "Apache") {
 		t.Fatalf("summary: %s", out)

@@ -126,7 +126,7 @@ func TestStreamKillInPostDataThenResume(t *testing.T) {
 		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
 	var failed migrate.Summary
 	if err := json.Unmarshal([]byte(out), &failed); err != nil || code != 1 || !strings.Contains(failed.Error, missing+"_big_id_fkey") ||
-		!failed.SourceFrozen || len(failed.Resume) == 0 {
+		!failed.Frozen() || len(failed.Resume) == 0 {
 		t.Fatalf("resume with an orphan row in %s: exit %d, %v\n%s\n%s", missing, code, err, out, errOut)
 	}
 	for _, l := range strings.Split(errOut, "\n") {

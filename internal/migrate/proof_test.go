@@ -46,7 +46,7 @@ func TestStreamProofCoversCopy(t *testing.T) {
 			}
 		},
 	})
-	if err != nil || sum.Outcome != migrate.OutcomeMigrated || !sum.SourceFrozen {
+	if err != nil || sum.Outcome != migrate.OutcomeMigrated || !sum.Frozen() {
 		t.Fatalf("migrate: %v\n%+v", err, sum)
 	}
 	d := sum.Databases[0]
@@ -142,7 +142,7 @@ func TestWriteAfterSnapshotFailsProof(t *testing.T) {
 				!strings.Contains(err.Error(), "rows written moved") {
 				t.Fatalf("exit %d: %v", exit.Code(err), err)
 			}
-			if sum.Outcome != migrate.OutcomeFailed || sum.SourceFrozen || len(sum.CutOver) != 0 || len(sum.Resume) != 0 ||
+			if sum.Outcome != migrate.OutcomeFailed || sum.Frozen() || len(sum.CutOver) != 0 || len(sum.Resume) != 0 ||
 				len(sum.ResetTarget) == 0 || sum.Databases[0].FreezeProof != nil {
 				t.Fatalf("summary %+v", sum)
 			}

@@ -634,6 +634,7 @@ func (r *run) work(ctx context.Context) error {
 	if err := r.checkJoin(ctx); err != nil {
 		return err
 	}
+	r.sum.began = true
 	for _, d := range r.sum.Databases {
 		if err := r.phase(d, PhaseCopy, func() error { return r.copyData(ctx, d, nil) }); err != nil {
 			return fmt.Errorf("%s: %w", d.Source, err)

@@ -38,7 +38,7 @@ func TestStreamEveryShapeWithJobs4(t *testing.T) {
 	if err != nil {
 		t.Fatalf("migrate: %v\n%+v", err, sum)
 	}
-	if sum.Engine != "stream" || sum.Outcome != migrate.OutcomeMigrated || !sum.SourceFrozen || len(sum.CutOver) == 0 || len(sum.Errors) != 0 {
+	if sum.Engine != "stream" || sum.Outcome != migrate.OutcomeMigrated || !sum.Frozen() || len(sum.CutOver) == 0 || len(sum.Errors) != 0 {
 		t.Fatalf("summary %+v", sum)
 	}
 	d := sum.Databases[0]
@@ -90,7 +90,7 @@ func TestStreamRejectedRowThenResumeRefused(t *testing.T) {
 			t.Errorf("error %q does not name %q", err, want)
 		}
 	}
-	if sum.Outcome != migrate.OutcomeFailed || !sum.SourceFrozen || len(sum.Resume) == 0 || len(sum.ResetTarget) == 0 {
+	if sum.Outcome != migrate.OutcomeFailed || !sum.Frozen() || len(sum.Resume) == 0 || len(sum.ResetTarget) == 0 {
 		t.Fatalf("summary %+v", sum)
 	}
 	if writable(t, srv, src) {
@@ -355,7 +355,7 @@ func TestStreamInterruptUnfreezes(t *testing.T) {
 	p.waitFor(t, "done", 5)
 	p.cmd.Process.Signal(syscall.SIGINT)
 	code, sum := p.wait(t)
-	if code != exit.Interrupted || sum.Outcome != migrate.OutcomeInterrupted || sum.SourceFrozen || len(sum.ResetTarget) == 0 || len(sum.Resume) != 0 {
+	if code != exit.Interrupted || sum.Outcome != migrate.OutcomeInterrupted || sum.Frozen() || len(sum.ResetTarget) == 0 || len(sum.Resume) != 0 {
 		t.Fatalf("exit %d, summary %+v", code, sum)
 	}
 	if !writable(t, srv, src) {

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/freeze"
 )
 
 // undoTimeout bounds the clean-up after a failed or interrupted run.
@@ -28,7 +29,6 @@ func (r *run) undo(ctx context.Context, cause error) {
 	}
 	keep := r.keepFrozen() && r.provePending(ctx)
 	if keep {
-		r.sum.SourceFrozen = true
 		r.sum.Resume = r.resumeSteps()
 	}
 	for _, d := range r.sum.Databases {
@@ -53,6 +53,67 @@ func (r *run) undo(ctx context.Context, cause error) {
 		return
 	}
 	r.sum.ResetTarget = r.resetSteps()
+}
+
+// What froze a source database, as DatabaseRun.FrozenBy says; another freeze is named
+// by its id, user, host and time.
+const (
+	FrozenByThisRun  = "this run"
+	FrozenByFirstRun = "the first run" // the run a --resume or --worker continues
+)
+
+// statusTimeout bounds reading a source's freeze as a run ends.
+const statusTimeout = 10 * time.Second
+
+// settleFrozen says, per source database and for the whole run, whether the source is
+// frozen as the run ends and by what. A database this run froze and still holds, or
+// unfroze again, is known; any other is read from the source: a run may stop at a
+// freeze it did not make (an earlier run's, which a refused --resume leaves as it is),
+// before any freeze, or after unfreezing failed. One that cannot be read stays
+// unknown: saying "writable" or "frozen" then could be false.
+func (r *run) settleFrozen(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusTimeout)
+	defer cancel()
+	known := len(r.sum.Databases) > 0
+	frozen := false
+	for _, d := range r.sum.Databases {
+		holds := r.sum.Outcome == OutcomeMigrated || r.sum.Outcome == OutcomeCopied || len(r.sum.Resume) > 0
+		switch {
+		case d.Unfrozen && !d.frozen:
+			d.SourceFrozen = new(false)
+		case d.frozen && holds:
+			d.SourceFrozen = new(true)
+		default:
+			st, err := freeze.Status(ctx, d.src)
+			switch {
+			case err == nil:
+				d.SourceFrozen = new(st.Frozen)
+				if st.Frozen && !d.frozen {
+					d.FrozenBy = fmt.Sprintf("freeze %s (%s on %s, since %s)", st.ID, st.User, st.Host, st.Since.UTC().Format(time.RFC3339))
+				}
+			case d.frozen:
+				d.SourceFrozen = new(true) // unfreezing failed: say so, rather than "writable"
+			}
+		}
+		if d.SourceFrozen == nil {
+			known = false
+			continue
+		}
+		if !*d.SourceFrozen {
+			continue
+		}
+		frozen = true
+		switch {
+		case d.FrozenBy != "":
+		case r.opt.Resume || r.opt.Worker:
+			d.FrozenBy = FrozenByFirstRun
+		default:
+			d.FrozenBy = FrozenByThisRun
+		}
+	}
+	if frozen || known {
+		r.sum.SourceFrozen = new(frozen)
+	}
 }
 
 // resetSteps says how to bring the target back to empty, database by database.

@@ -1,0 +1,182 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/tsmigrate/tsmigrate/internal/migrate"
+	"github.com/tsmigrate/tsmigrate/internal/testenv"
+)
+
+// summaryOf decodes migrate --json and renders it as the text summary, so that one
+// run shows both.
+func summaryOf(t *testing.T, stdout string) (*migrate.Summary, string) {
+	t.Helper()
+	var s migrate.Summary
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	if err := dec.Decode(&s); err != nil || dec.More() {
+		t.Fatalf("stdout is not one JSON document (%v):\n%s", err, stdout)
+	}
+	var text bytes.Buffer
+	printSummary(&text, &s, false)
+	return &s, text.String()
+}
+
+// frozenAs checks what a run's summary says of its one source database: frozen or not,
+// by what, and whether this run unfroze it.
+func frozenAs(t *testing.T, s *migrate.Summary, frozen bool, by string, unfrozen bool) {
+	t.Helper()
+	if s.SourceFrozen == nil || *s.SourceFrozen != frozen || len(s.Databases) != 1 {
+		t.Fatalf("source_frozen %v (want %v), %d databases", s.SourceFrozen, frozen, len(s.Databases))
+	}
+	d := s.Databases[0]
+	if d.SourceFrozen == nil || *d.SourceFrozen != frozen || !strings.Contains(d.FrozenBy, by) || (by == "") != (d.FrozenBy == "") || d.Unfrozen != unfrozen {
+		t.Errorf("database %s: source_frozen %v, frozen_by %q, unfrozen %v; want %v, %q, %v", d.Source, d.SourceFrozen, d.FrozenBy, d.Unfrozen, frozen, by, unfrozen)
+	}
+}
+
+// The summary says what the source is as the run ends, never "writable again
+// (unfrozen)" when this run did not unfreeze it: a run that stopped before any freeze
+// (unreachable target, no terminal to confirm on, a bad --pg-bin) froze nothing and says
+// nothing more than its error; one that met an earlier freeze, or a refused --resume,
+// leaves that freeze as it was and names it.
+func TestSourceStateWhenNotMigrated(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src := timescaleSource(t, srv)
+	tgt := testenv.NewDB(t, srv, false)
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unreachable := fmt.Sprintf("postgres://postgres:not-the-password@127.0.0.1:%d/app?connect_timeout=5", port)
+	args := func(target string, extra ...string) []string {
+		return append([]string{"migrate", "--source", srv.URI(src), "--target", target, "--pg-bin", srv.ClientBin()}, extra...)
+	}
+
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unreachable target", args(unreachable, "--yes"), "target: cannot connect"},
+		{"no terminal to confirm on", args(srv.URI(tgt)), "no terminal to confirm on"},
+		{"bad --pg-bin", append(args(srv.URI(tgt), "--yes"), "--pg-bin", "/nonexistent"), "--pg-bin /nonexistent"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := run(t, append(c.args, "--json")...)
+			if r.code != 2 || !strings.Contains(r.stderr, c.want) {
+				t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+			}
+			s, text := summaryOf(t, r.stdout)
+			frozenAs(t, s, false, "", false)
+			if strings.Contains(text, "writable again") {
+				t.Errorf("the summary says the source was unfrozen:\n%s", text)
+			}
+			// Without --json: the error's one line, no summary of a run that never began.
+			r = run(t, c.args...)
+			if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); r.code != 2 || r.stdout != "" ||
+				!strings.HasPrefix(lines[len(lines)-1], "tsmigrate: ") || !strings.Contains(lines[len(lines)-1], c.want) {
+				t.Errorf("exit %d, stdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+			}
+		})
+	}
+
+	r := run(t, "freeze", "--source", srv.URI(src), "--yes", "--freeze-grace", "0s")
+	if r.code != 0 {
+		t.Fatalf("freeze: exit %d: %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { run(t, "unfreeze", "--source", srv.URI(src)) })
+	id := strings.Fields(r.stdout[strings.Index(r.stdout, "freeze id:"):])[2]
+
+	t.Run("frozen by an earlier freeze", func(t *testing.T) {
+		r := run(t, args(srv.URI(tgt), "--yes", "--json")...)
+		if r.code == 0 || !strings.Contains(r.stderr, "already frozen") {
+			t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+		}
+		s, text := summaryOf(t, r.stdout)
+		frozenAs(t, s, true, "freeze "+id+" (postgres on ", false)
+		if strings.Contains(text, "writable again") || !strings.Contains(text, "is frozen by freeze "+id) ||
+			!strings.Contains(text, "not by this run: it stays so") {
+			t.Errorf("summary:\n%s", text)
+		}
+	})
+	t.Run("refused --resume", func(t *testing.T) {
+		r := run(t, args(srv.URI(tgt), "--yes", "--resume", "--json")...)
+		if r.code != 2 || !strings.Contains(r.stderr, "holds no migration journal") {
+			t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+		}
+		s, text := summaryOf(t, r.stdout)
+		frozenAs(t, s, true, "freeze "+id, false)
+		if strings.Contains(text, "writable again") {
+			t.Errorf("summary:\n%s", text)
+		}
+	})
+	r = run(t, "freeze-status", "--source", srv.URI(src))
+	if !strings.Contains(r.stdout, id) {
+		t.Errorf("the earlier freeze is not in place any more:\n%s", r.stdout)
+	}
+}
+
+// userURI is srv's URI for db logged in as user with password pw.
+func userURI(srv *testenv.Server, user, pw, db string) string {
+	u, _ := url.Parse(srv.SuperURI(db))
+	u.User = url.UserPassword(user, pw)
+	return u.String()
+}
+
+// A run fails after its freeze and cannot undo it: the summary says the source is
+// still frozen by this run, not "writable again". The source user owns the source
+// database and may store the freeze record (GRANT SET ON PARAMETER); an event trigger
+// on the target takes that grant away as the run restores the source's table there
+// (same server), and makes that table refuse rows, so that the run fails.
+func TestSourceStillFrozenWhenUnfreezeFails(t *testing.T) {
+	srv := testenv.Need(t, testenv.PG17TS, testenv.Options{})
+	const owner, pw = "still_frozen_owner", "pw-still-frozen"
+	testenv.MustExec(t, srv, "postgres",
+		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", owner, pw),
+		"GRANT SET ON PARAMETER tsmigrate.freeze_record TO "+owner)
+	src := testenv.NewDB(t, srv, false)
+	tgt := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, "postgres", "ALTER DATABASE "+src+" OWNER TO "+owner)
+	testenv.MustExec(t, srv, src, `CREATE TABLE t (x int)`, `INSERT INTO t SELECT generate_series(1, 10)`, `ALTER TABLE t OWNER TO `+owner)
+	onCreateTable(t, srv, tgt, "tsm_test_sabotage", `REVOKE SET ON PARAMETER tsmigrate.freeze_record FROM `+owner+`;
+		EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tsm_test_no_rows CHECK (false) NOT VALID', r.object_identity);`)
+	t.Cleanup(func() { run(t, "unfreeze", "--source", srv.SuperURI(src)) })
+
+	r := run(t, "migrate", "--source", userURI(srv, owner, pw, src), "--target", srv.URI(tgt), "--pg-bin", srv.ClientBin(),
+		"--yes", "--freeze-grace", "0s", "--json")
+	if r.code != 1 || !strings.Contains(r.stderr, "unfreezing failed") {
+		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	s, text := summaryOf(t, r.stdout)
+	frozenAs(t, s, true, migrate.FrozenByThisRun, false)
+	if strings.Contains(text, "writable again") || !strings.Contains(text, "is still frozen (freeze "+s.Databases[0].FreezeID+"): unfreezing failed") {
+		t.Errorf("summary:\n%s", text)
+	}
+	if set := frozenSettings(t, srv, src); len(set) != 2 {
+		t.Errorf("the source's settings: %q (want it still frozen)", set)
+	}
+}
+
+// onCreateTable has database db run the PL/pgSQL statements do for every table created
+// in its schema public (r.object_identity names it), pre-flight's probe left out, by an
+// event trigger named name. Its function is in pg_catalog, where pre-flight's
+// target-empty does not look.
+func onCreateTable(t *testing.T, srv *testenv.Server, db, name, do string) {
+	t.Helper()
+	testenv.MustExec(t, srv, db,
+		`CREATE FUNCTION pg_catalog.`+name+`() RETURNS event_trigger LANGUAGE plpgsql AS $$
+		DECLARE r record;
+		BEGIN
+			FOR r IN SELECT * FROM pg_event_trigger_ddl_commands()
+				WHERE command_tag = 'CREATE TABLE' AND schema_name = 'public' AND object_identity NOT LIKE '%tsmigrate_preflight_probe'
+			LOOP
+				`+do+`
+			END LOOP;
+		END $$`,
+		`CREATE EVENT TRIGGER `+name+` ON ddl_command_end WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION pg_catalog.`+name+`()`)
+}
