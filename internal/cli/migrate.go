@@ -14,6 +14,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
+	"github.com/tsmigrate/tsmigrate/internal/verify"
 )
 
 type migrateFlags struct {
@@ -271,7 +272,8 @@ func (a *app) printMigrateEvent(e migrate.Event) {
 		fmt.Fprintf(w, "    %s\n", e.Text)
 	case migrate.EventWarning:
 		fmt.Fprintf(w, "warning:%s %s\n", db, e.Text)
-
+	case migrate.EventBlocking:
+		fmt.Fprintf(w, "FAIL%s %s\n", db, e.Text)
 	case migrate.EventMessage:
 		m := e.Message
 		if m.Harmless {
@@ -346,6 +348,11 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 		}
 		if d.Identical != nil {
 			fmt.Fprintf(w, "  verify: %s\n", map[bool]string{true: "identical", false: "DIFFERENT"}[*d.Identical])
+			if rep, ok := d.Verify.(*verify.Report); ok && !*d.Identical {
+				if more := writeDifferences(w, rep, "    ", summaryDifferences); more > 0 {
+					fmt.Fprintf(w, "    and %d more (tsmigrate verify --database %s:%s lists them all)\n", more, d.Source, d.Target)
+				}
+			}
 		}
 	}
 	ran := false
@@ -392,6 +399,10 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 		}
 	}
 }
+
+// summaryDifferences is how many differences of a database the summary of a migrate
+// whose verify failed lists.
+const summaryDifferences = 5
 
 // printSourceState says what a run that did not migrate leaves the source as: writable
 // again (this run unfroze it), never frozen, or frozen, and by what.

@@ -22,7 +22,9 @@ the size to provision, the rights to read and freeze the source and to restore i
 Probes of the target's rights run in a transaction that is rolled back.
 
 Each check prints one finding: pass, warn or fail, what it saw, and what to do.
-Exit 3 when any check fails, 0 otherwise.
+Exit 3 when any check fails, 0 otherwise; exit 2 when a connection string is malformed
+or a server cannot be reached or logged into (with --json, a report whose one finding,
+connect, fails and names the server).
 
 --json prints one document:
   {"source": SIDE, "target": SIDE,
@@ -41,17 +43,25 @@ func init() {
 			Long:  preflightHelp + "\n\n" + connHelp + "\n\n" + exitCodesHelp,
 			Args:  cobra.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
+				// With --json, a connection string that cannot be used or a server that
+				// cannot be logged into is a report too: one failed connect finding.
+				notConnected := func(r *preflight.Report, err error) error {
+					if asJSON && r != nil && exit.Code(err) == exit.Usage {
+						writeJSON(a.stdout, r)
+					}
+					return err
+				}
 				src, err := a.config("source", f.source)
 				if err != nil {
-					return err
+					return notConnected(preflight.NotConnected("source", nil, nil, err), err)
 				}
 				tgt, err := a.config("target", f.target)
 				if err != nil {
-					return err
+					return notConnected(preflight.NotConnected("target", src, nil, err), err)
 				}
 				r, err := preflight.Run(c.Context(), preflight.Options{Source: src, Target: tgt})
 				if err != nil {
-					return err
+					return notConnected(r, err)
 				}
 				if asJSON {
 					if err := writeJSON(a.stdout, r); err != nil {

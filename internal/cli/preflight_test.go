@@ -191,7 +191,7 @@ func TestPreflightMissingExtension(t *testing.T) {
 }
 
 // Bad input and unreachable servers: exit 2, one line on stderr, nothing on stdout, and
-// the password nowhere.
+// the password nowhere (with --json, see TestJSONWhenNotConnected).
 func TestPreflightCannotConnect(t *testing.T) {
 	srv := testenv.Shared(t, testenv.PG17TS)
 	good := srv.URI("postgres")
@@ -211,7 +211,7 @@ func TestPreflightCannotConnect(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r := run(t, "preflight", "--source", c.source, "--target", c.target, "--json")
+			r := run(t, "preflight", "--source", c.source, "--target", c.target)
 			if r.code != 2 {
 				t.Fatalf("exit %d, want 2\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 			}

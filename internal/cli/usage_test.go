@@ -3,8 +3,10 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -114,6 +116,72 @@ func TestUsageErrorIsOneLine(t *testing.T) {
 				if databaseExists(t, srv, n) {
 					t.Errorf("target database %s was created", n)
 				}
+			}
+		})
+	}
+}
+
+// migrateJSON is the part of migrate --json these tests read.
+type migrateJSON struct {
+	Outcome      string `json:"outcome"`
+	Error        string `json:"error"`
+	SourceFrozen *bool  `json:"source_frozen"`
+	Databases    []struct {
+		Source       string `json:"source"`
+		SourceFrozen *bool  `json:"source_frozen"`
+		FrozenBy     string `json:"frozen_by"`
+		Unfrozen     bool   `json:"unfrozen"`
+	} `json:"databases"`
+}
+
+func decodeMigrate(t *testing.T, s string) migrateJSON {
+	t.Helper()
+	var m migrateJSON
+	dec := json.NewDecoder(strings.NewReader(s))
+	if err := dec.Decode(&m); err != nil || dec.More() {
+		t.Fatalf("stdout is not one JSON document (%v):\n%s", err, s)
+	}
+	return m
+}
+
+// migrate --json and preflight --json print their JSON document also when a
+// connection string is malformed or a login fails (exit 2), never with the password.
+func TestJSONWhenNotConnected(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	good := srv.URI("postgres")
+	const pw = "Sw0rdf1sh-never-shown"
+	wrongPw := strings.Replace(good, testenv.SuperPassword, pw, 1)
+	cases := []struct {
+		name, source, target, role, want string
+	}{
+		{"malformed source", "postgres://app:" + pw + "@db.example:54x2/app", good, "source", "source: invalid connection string"},
+		{"malformed target", good, "host=db.example password='" + pw, "target", "target: invalid connection string"},
+		{"failed login", wrongPw, good, "source", "password authentication failed"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := run(t, "migrate", "--source", c.source, "--target", c.target, "--yes", "--json")
+			if r.code != 2 || strings.Count(r.stderr, "\n") != 1 {
+				t.Errorf("migrate: exit %d, stderr %q: want exit 2 and one line", r.code, r.stderr)
+			}
+			if m := decodeMigrate(t, r.stdout); m.Outcome != "failed" || !strings.Contains(m.Error, c.want) {
+				t.Errorf("migrate --json: outcome %q, error %q (want failed, %q)", m.Outcome, m.Error, c.want)
+			}
+			if strings.Contains(r.stdout+r.stderr, pw) {
+				t.Error("migrate: the password appears in the output")
+			}
+
+			r = run(t, "preflight", "--source", c.source, "--target", c.target, "--json")
+			if r.code != 2 || strings.Count(r.stderr, "\n") != 1 {
+				t.Errorf("preflight: exit %d, stderr %q: want exit 2 and one line", r.code, r.stderr)
+			}
+			rep := decode(t, r.stdout)
+			if len(rep.Findings) != 1 || rep.Findings[0].Check != "connect" || rep.Findings[0].Status != "fail" ||
+				rep.Findings[0].Server != c.role || !strings.Contains(rep.Findings[0].Saw, c.want) || rep.Summary.Fail != 1 {
+				t.Errorf("preflight --json: %+v", rep)
+			}
+			if strings.Contains(r.stdout+r.stderr, pw) {
+				t.Error("preflight: the password appears in the output")
 			}
 		})
 	}

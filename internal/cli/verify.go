@@ -214,32 +214,51 @@ func plural(n int, word string) string {
 // printReport writes one database's result: a line per difference, then the totals.
 func printReport(w io.Writer, r *verify.Report) {
 	fmt.Fprintf(w, "database %s -> %s\n", r.SourceDatabase, r.TargetDatabase)
-	for _, d := range r.Schema {
-		fmt.Fprintf(w, "  DIFF schema: %s\n", d)
-	}
-	for i := range r.Units {
-		u := &r.Units[i]
-		if u.Identical {
-			continue
-		}
-		name := u.Name()
-		if u.Chunk != "" && u.Range != "" {
-			name += " " + u.Range
-		}
-		fmt.Fprintf(w, "  DIFF %s: %s\n", name, u.Problem)
-		for _, row := range u.Rows {
-			fmt.Fprintf(w, "    %s\n", rowLine(u.Columns, row))
-		}
-		if u.DrillNote != "" {
-			fmt.Fprintf(w, "    (%s)\n", u.DrillNote)
-		}
-	}
+	writeDifferences(w, r, "  ", -1)
 	verdict := "identical"
 	if !r.Identical() {
 		verdict = fmt.Sprintf("DIFFERENT: %s, %s", plural(r.UnitsDiffering, "data unit"), plural(len(r.Schema), "schema difference"))
 	}
 	fmt.Fprintf(w, "  %s checked, %d rows on the source, %d on the target, %.1fs: %s\n",
 		plural(r.UnitsChecked, "unit"), r.SourceRows, r.TargetRows, r.Duration.Seconds(), verdict)
+}
+
+// writeDifferences writes the schema differences and differing units of r, each on a
+// line starting with indent (a unit's rows below it), at most limit of them (all when
+// limit < 0), and returns how many it left out.
+func writeDifferences(w io.Writer, r *verify.Report, indent string, limit int) (left int) {
+	shown := 0
+	room := func() bool {
+		if limit >= 0 && shown >= limit {
+			left++
+			return false
+		}
+		shown++
+		return true
+	}
+	for _, d := range r.Schema {
+		if room() {
+			fmt.Fprintf(w, "%sDIFF schema: %s\n", indent, d)
+		}
+	}
+	for i := range r.Units {
+		u := &r.Units[i]
+		if u.Identical || !room() {
+			continue
+		}
+		name := u.Name()
+		if u.Chunk != "" && u.Range != "" {
+			name += " " + u.Range
+		}
+		fmt.Fprintf(w, "%sDIFF %s: %s\n", indent, name, u.Problem)
+		for _, row := range u.Rows {
+			fmt.Fprintf(w, "%s  %s\n", indent, rowLine(u.Columns, row))
+		}
+		if u.DrillNote != "" {
+			fmt.Fprintf(w, "%s  (%s)\n", indent, u.DrillNote)
+		}
+	}
+	return left
 }
 
 // rowLine shows one differing row: the columns that differ when both sides have it,

@@ -29,7 +29,7 @@ func (r *run) preflight(ctx context.Context) error {
 			switch f.Status {
 			case preflight.Fail:
 				blocked = append(blocked, fmt.Sprintf("%s: %s: %s", d.Source, f.Check, f.Saw))
-				r.emit(Event{Kind: EventWarning, Database: d.Source, Phase: PhasePreflight, Text: fmt.Sprintf("FAIL %s: %s (%s)", f.Check, f.Saw, f.Do)})
+				r.emit(Event{Kind: EventBlocking, Database: d.Source, Phase: PhasePreflight, Text: fmt.Sprintf("%s: %s (%s)", f.Check, f.Saw, f.Do)})
 			case preflight.Warn:
 				r.warn(fmt.Sprintf("%s: %s: %s", d.Source, f.Check, f.Saw))
 			}
@@ -145,7 +145,7 @@ func (r *run) verify(ctx context.Context, d *DatabaseRun) error {
 		return nil
 	}
 	if !ok {
-		return fmt.Errorf("verify found differences: %d unit(s) and %d schema difference(s) (see the summary's verify report)", rep.UnitsDiffering, len(rep.Schema))
+		return fmt.Errorf("verify found differences: %d unit(s) and %d schema difference(s) (listed in the summary)", rep.UnitsDiffering, len(rep.Schema))
 	}
 	r.note(d.Source, fmt.Sprintf("verified: %d units identical, %d rows", rep.UnitsChecked, rep.TargetRows))
 	return nil

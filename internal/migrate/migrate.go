@@ -124,6 +124,9 @@ const (
 	EventMessage EventKind = "message" // pg_dump/pg_restore said something (Message)
 	EventNote    EventKind = "note"    // something worth telling (Text)
 	EventWarning EventKind = "warning" // something not ideal (Text)
+	// EventBlocking is a pre-flight finding that stops the run before anything changes
+	// (Text: the check, what it saw, what to do).
+	EventBlocking EventKind = "blocking"
 )
 
 // Event is one step of a run.

@@ -10,12 +10,14 @@ package preflight
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
 )
 
@@ -82,13 +84,16 @@ type Options struct {
 
 // Run connects to both servers, reads their inventories, runs every check and returns
 // the report. A server that cannot be reached or logged into makes Run return dbconn's
-// *exit.Error (exit 2), the source's first when both fail; other errors mean a check
-// could not run at all.
+// *exit.Error (exit 2), the source's first when both fail, with the report
+// NotConnected makes; other errors mean a check could not run at all.
 func Run(ctx context.Context, opt Options) (*Report, error) {
 	start := time.Now()
-	src, tgt, err := connectBoth(ctx, opt.Source, opt.Target)
+	src, tgt, role, err := connectBoth(ctx, opt.Source, opt.Target)
 	if err != nil {
-		return nil, err
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return NotConnected(role, opt.Source, opt.Target, err), err
 	}
 	defer src.Close(context.WithoutCancel(ctx))
 	defer tgt.Close(context.WithoutCancel(ctx))
@@ -144,7 +149,29 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	return r, nil
 }
 
-func connectBoth(ctx context.Context, source, target *dbconn.Config) (src, tgt *dbconn.Conn, err error) {
+// NotConnected is the report of a pre-flight that could not start: role's connection
+// string is malformed, or its server cannot be reached or logged into (err, an
+// *exit.Error naming the server; no password in it). It holds one failed connect
+// finding saying so. source and target may be nil (not parsed).
+func NotConnected(role string, source, target *dbconn.Config, err error) *Report {
+	saw, do := err.Error(), ""
+	var e *exit.Error
+	if errors.As(err, &e) {
+		saw, do = e.Msg, e.Hint
+	}
+	r := &Report{Findings: []Finding{{Check: "connect", Status: Fail, Server: role, Saw: dbconn.Redact(saw), Do: dbconn.Redact(do)}},
+		Summary: Summary{Fail: 1}}
+	if source != nil {
+		r.Source.Server = source.String()
+	}
+	if target != nil {
+		r.Target.Server = target.String()
+	}
+	return r
+}
+
+// connectBoth connects to both servers; on failure it says which (the source when both fail).
+func connectBoth(ctx context.Context, source, target *dbconn.Config) (src, tgt *dbconn.Conn, role string, err error) {
 	var srcErr, tgtErr error
 	var g errgroup.Group
 	g.Go(func() error { src, srcErr = source.Connect(ctx); return nil })
@@ -158,11 +185,11 @@ func connectBoth(ctx context.Context, source, target *dbconn.Config) (src, tgt *
 			tgt.Close(ctx)
 		}
 		if srcErr != nil {
-			return nil, nil, srcErr
+			return nil, nil, source.Role, srcErr
 		}
-		return nil, nil, tgtErr
+		return nil, nil, target.Role, tgtErr
 	}
-	return src, tgt, nil
+	return src, tgt, "", nil
 }
 
 func side(cfg *dbconn.Config, conn *dbconn.Conn, inv *inventory.Database) Side {

@@ -1,0 +1,54 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/tsmigrate/tsmigrate/internal/testenv"
+)
+
+// A blocking pre-flight finding is printed as one, not as a warning; the summary says
+// pre-flight blocked the run.
+func TestMigrateBlockedFinding(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src := timescaleSource(t, srv)
+	tgt := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, tgt, `CREATE TABLE leftover (x int)`)
+	r := run(t, "migrate", "--source", srv.URI(src), "--target", srv.URI(tgt), "--pg-bin", srv.ClientBin(), "--yes")
+	if r.code != 3 || !strings.Contains(r.stdout, "BLOCKED by pre-flight (nothing changed)") {
+		t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	want := "FAIL [" + src + "] target-empty: the target database " + tgt + " is not empty: table public.leftover"
+	if !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr does not hold %q:\n%s", want, r.stderr)
+	}
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if strings.HasPrefix(l, "warning:") && strings.Contains(l, "FAIL") {
+			t.Errorf("a blocking finding printed as a warning: %s", l)
+		}
+	}
+}
+
+// A migrate that fails in verify lists a few of the differences in its text summary,
+// and how many more there are. An event trigger on the target comments every table
+// the run creates in public: seven schema differences.
+func TestMigrateVerifyDifferencesListed(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src := testenv.NewDB(t, srv, false)
+	tgt := testenv.NewDB(t, srv, false)
+	for i := 1; i <= 7; i++ {
+		testenv.MustExec(t, srv, src, fmt.Sprintf(`CREATE TABLE t%d (x int)`, i), fmt.Sprintf(`INSERT INTO t%d VALUES (%d)`, i, i))
+	}
+	onCreateTable(t, srv, tgt, "tsm_test_comment", `EXECUTE format('COMMENT ON TABLE %s IS %L', r.object_identity, 'added on the target');`)
+	t.Cleanup(func() { run(t, "unfreeze", "--source", srv.URI(src)) })
+	r := run(t, "migrate", "--source", srv.URI(src), "--target", srv.URI(tgt), "--pg-bin", srv.ClientBin(), "--yes", "--freeze-grace", "0s")
+	if r.code != 1 || !strings.Contains(r.stderr, "verify found differences") {
+		t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if n := strings.Count(r.stdout, "    DIFF schema: "); n != summaryDifferences ||
+		!strings.Contains(r.stdout, "added on the target") ||
+		!strings.Contains(r.stdout, fmt.Sprintf("    and %d more (tsmigrate verify --database %s:%s lists them all)", 7-summaryDifferences, src, tgt)) {
+		t.Errorf("%d differences listed; summary:\n%s", n, r.stdout)
+	}
+}
