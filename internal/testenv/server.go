@@ -9,6 +9,7 @@ package testenv
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -51,11 +52,34 @@ const FullBuildEnv = "TSMIGRATE_PG17_TSL_ROOT"
 // It is test-only and deliberately unusual, so that tests can assert it never leaks.
 const SuperPassword = "s3cr3t-Pa55-for-tests"
 
+// Flavour is how a managed-like server sets up its admin role tsdbadmin, the owner of
+// defaultdb. Both flavours are TLS only, and tsdbadmin is no superuser: it has
+// CREATEROLE and CREATEDB, as Timescale's tsdbadmin has. On a server with TimescaleDB
+// the superuser creates the extension in defaultdb, as the services do.
+type Flavour string
+
+const (
+	// CloudLike is set up the way Timescale's own images set up the database owner
+	// (timescale/timescaledb-docker-ha): timescaledb_pre_restore() and
+	// timescaledb_post_restore() made SECURITY DEFINER and granted to tsdbadmin alone,
+	// ALL on the tables and sequences of TimescaleDB's internal schemas (and on those
+	// made there later), USAGE and CREATE on those schemas. So tsdbadmin can restore
+	// TimescaleDB's catalog; restarting background workers stays superuser-only.
+	CloudLike Flavour = "cloud-like"
+	// BareOwner is nothing more than the owner of defaultdb: it can neither run
+	// timescaledb_pre_restore() nor write TimescaleDB's catalog (the strictest service,
+	// or a restricted role on a stock server).
+	BareOwner Flavour = "bare-owner"
+)
+
 // Options change how a server is set up.
 type Options struct {
 	// Managed makes a "managed-like" server: TLS only (hostssl, a certificate made here),
-	// database defaultdb, and an admin role tsdbadmin that is not a superuser.
+	// database defaultdb, and an admin role tsdbadmin that is not a superuser, set up as
+	// Flavour says (CloudLike when Flavour is empty).
 	Managed bool
+	// Flavour picks the managed-like set-up; a Flavour implies Managed.
+	Flavour Flavour
 	// Settings are extra postgresql.conf lines (name -> value).
 	Settings map[string]string
 }
@@ -73,8 +97,9 @@ type Server struct {
 	Port    int
 	Major   int
 	Managed bool
-	DataDir string // host path
-	CertDir string // host path holding root.crt for Managed servers
+	Flavour Flavour // of a Managed server
+	DataDir string  // host path
+	CertDir string  // host path holding root.crt for Managed servers
 
 	paths paths
 	cmd   *exec.Cmd
@@ -230,7 +255,19 @@ func Start(ctx context.Context, k Kind, opt Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Kind: k, Major: p.major, Managed: opt.Managed, DataDir: hostDir, paths: p, done: make(chan struct{})}
+	if opt.Flavour != "" {
+		opt.Managed = true
+	}
+	switch opt.Flavour {
+	case "":
+		if opt.Managed {
+			opt.Flavour = CloudLike
+		}
+	case CloudLike, BareOwner:
+	default:
+		return nil, fmt.Errorf("unknown managed-like flavour %q", opt.Flavour)
+	}
+	s := &Server{Kind: k, Major: p.major, Managed: opt.Managed, Flavour: opt.Flavour, DataDir: hostDir, paths: p, done: make(chan struct{})}
 	if err := s.init(ctx, opt); err != nil {
 		os.RemoveAll(hostDir)
 		return nil, err
@@ -526,14 +563,104 @@ func (s *Server) CreateDatabase(ctx context.Context, name string, withTS bool) e
 	return nil
 }
 
+// setupManaged makes tsdbadmin and defaultdb as the server's Flavour says.
 func (s *Server) setupManaged(ctx context.Context) error {
-	stmts := []string{
-		fmt.Sprintf("CREATE ROLE %s LOGIN CREATEDB CREATEROLE PASSWORD '%s'", ManagedAdmin, ManagedPassword),
-		fmt.Sprintf("CREATE DATABASE %s OWNER %s", ManagedDB, ManagedAdmin),
+	admin := pgx.Identifier{ManagedAdmin}.Sanitize()
+	if err := s.Exec(ctx, "postgres",
+		fmt.Sprintf("CREATE ROLE %s LOGIN CREATEDB CREATEROLE PASSWORD '%s'", admin, ManagedPassword),
+		fmt.Sprintf("CREATE DATABASE %s OWNER %s", pgx.Identifier{ManagedDB}.Sanitize(), admin)); err != nil {
+		return err
 	}
-	if s.Kind.TimescaleDB() {
-		// What managed services grant their admin so that pre/post_restore work.
-		stmts = append(stmts, "GRANT SET ON PARAMETER timescaledb.restoring TO "+ManagedAdmin)
+	if !s.Kind.TimescaleDB() {
+		return nil
 	}
-	return s.Exec(ctx, "postgres", stmts...)
+	stmts := []string{"CREATE EXTENSION timescaledb"}
+	if s.Flavour == CloudLike {
+		stmts = append(stmts, cloudLikeGrants(admin)...)
+	}
+	return s.Exec(ctx, ManagedDB, stmts...)
+}
+
+// cloudLikeGrants give the database owner admin (quoted) what Timescale's images give
+// it once TimescaleDB is created (the effect of after-create.sql of
+// timescale/timescaledb-docker-ha, for the restore). Checked on TimescaleDB 2.19.3.
+func cloudLikeGrants(admin string) []string {
+	var out []string
+	for _, f := range []string{"timescaledb_pre_restore()", "timescaledb_post_restore()"} {
+		fn := "public." + f
+		out = append(out,
+			"ALTER FUNCTION "+fn+" SECURITY DEFINER SET search_path = pg_catalog, pg_temp",
+			"REVOKE EXECUTE ON FUNCTION "+fn+" FROM PUBLIC",
+			"GRANT EXECUTE ON FUNCTION "+fn+" TO "+admin)
+	}
+	for _, sch := range []string{"_timescaledb_catalog", "_timescaledb_config", "_timescaledb_internal", "_timescaledb_cache"} {
+		out = append(out,
+			"GRANT USAGE, CREATE ON SCHEMA "+sch+" TO "+admin,
+			"GRANT ALL ON ALL TABLES IN SCHEMA "+sch+" TO "+admin,
+			"GRANT ALL ON ALL SEQUENCES IN SCHEMA "+sch+" TO "+admin,
+			"ALTER DEFAULT PRIVILEGES IN SCHEMA "+sch+" GRANT ALL ON TABLES TO "+admin,
+			"ALTER DEFAULT PRIVILEGES IN SCHEMA "+sch+" GRANT ALL ON SEQUENCES TO "+admin)
+	}
+	return out
+}
+
+// sqlScheduler gives the process id of database $1's TimescaleDB scheduler (no row
+// when it has none): the background worker that runs its jobs, which
+// timescaledb_pre_restore() stops and timescaledb_post_restore() starts again.
+// Checked on TimescaleDB 2.19.3.
+const sqlScheduler = `SELECT pid FROM pg_stat_activity
+WHERE backend_type = 'TimescaleDB Background Worker Scheduler' AND datname = $1`
+
+// schedulerSettle is how long a scheduler must stay to count as running: one started
+// while its database is in restoring mode exits at once.
+const schedulerSettle = time.Second
+
+// SchedulerRunning waits up to wait for database db's TimescaleDB scheduler to run (one
+// is started asynchronously): listed in pg_stat_activity, and the same process still
+// there schedulerSettle later.
+func (s *Server) SchedulerRunning(ctx context.Context, db string, wait time.Duration) (bool, error) {
+	conn, err := pgx.Connect(ctx, s.SuperURI("postgres"))
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(ctx)
+	scheduler := func() (int, error) {
+		var pid int
+		err := conn.QueryRow(ctx, sqlScheduler, db).Scan(&pid)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("look for the TimescaleDB scheduler of %s: %w", db, err)
+		}
+		return pid, nil
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		pid, err := scheduler()
+		if err != nil {
+			return false, err
+		}
+		pause := 100 * time.Millisecond
+		if pid != 0 {
+			pause = schedulerSettle
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(pause):
+		}
+		if pid != 0 {
+			again, err := scheduler()
+			if err != nil {
+				return false, err
+			}
+			if again == pid {
+				return true, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return false, nil
+		}
+	}
 }

@@ -2,10 +2,12 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 func TestServersStart(t *testing.T) {
@@ -15,19 +17,30 @@ func TestServersStart(t *testing.T) {
 		version string
 	}{
 		{PG15, Options{}, "15."},
+		{PG15, Options{Managed: true}, "15."},
 		{PG16, Options{}, "16."},
 		{PG17TS, Options{}, "17."},
 		{PG17TS, Options{Managed: true}, "17."},
+		{PG17TS, Options{Flavour: BareOwner}, "17."},
 		{PG17TSL, Options{}, "17."},
+		{PG17TSL, Options{Flavour: CloudLike}, "17."},
+		{PG17TSL, Options{Flavour: BareOwner}, "17."},
 		{PG18TS, Options{}, "18."},
 	}
 	for _, c := range cases {
-		t.Run(string(c.kind)+map[bool]string{true: "-managed"}[c.opt.Managed], func(t *testing.T) {
+		name := string(c.kind)
+		if c.opt.Managed || c.opt.Flavour != "" {
+			name += "-managed"
+			if c.opt.Flavour != "" {
+				name += "-" + string(c.opt.Flavour)
+			}
+		}
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			s := Need(t, c.kind, c.opt)
 			ctx := context.Background()
 			db := "postgres"
-			if c.opt.Managed {
+			if s.Managed {
 				db = ManagedDB
 			}
 			conn, err := pgx.Connect(ctx, s.URI(db))
@@ -42,24 +55,91 @@ func TestServersStart(t *testing.T) {
 			if !strings.HasPrefix(v, c.version) {
 				t.Fatalf("version %s, want %s", v, c.version)
 			}
-			if c.kind == PG17TS || c.kind == PG18TS {
+			if (c.kind == PG17TS || c.kind == PG18TS) && !s.Managed {
 				if _, err := conn.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS timescaledb"); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if c.opt.Managed {
-				var super bool
-				conn.QueryRow(ctx, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").Scan(&super)
-				if super {
-					t.Fatal("managed admin must not be a superuser")
-				}
-				// Without TLS the managed server refuses.
-				plain := strings.Replace(s.URI(db), "sslmode=verify-full", "sslmode=disable", 1)
-				if c, err := pgx.Connect(ctx, plain); err == nil {
-					c.Close(ctx)
-					t.Fatal("managed server accepted a connection without TLS")
-				}
+			if s.Managed {
+				checkManaged(t, s, conn)
 			}
 		})
 	}
+}
+
+// checkManaged checks what a managed-like server's tsdbadmin (conn) is and may do.
+func checkManaged(t *testing.T, s *Server, conn *pgx.Conn) {
+	ctx := context.Background()
+	var super, createRole, createDB bool
+	if err := conn.QueryRow(ctx, "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user").Scan(&super, &createRole, &createDB); err != nil {
+		t.Fatal(err)
+	}
+	if super || !createRole || !createDB {
+		t.Fatalf("tsdbadmin: superuser %v, CREATEROLE %v, CREATEDB %v; want a non-superuser with CREATEROLE and CREATEDB", super, createRole, createDB)
+	}
+	// Without TLS the managed server refuses.
+	plain := strings.Replace(s.URI(ManagedDB), "sslmode=verify-full", "sslmode=disable", 1)
+	if c, err := pgx.Connect(ctx, plain); err == nil {
+		c.Close(ctx)
+		t.Fatal("managed server accepted a connection without TLS")
+	}
+	if !s.Kind.TimescaleDB() {
+		return
+	}
+	// The superuser created TimescaleDB in defaultdb: tsdbadmin does not own it.
+	var owner string
+	if err := conn.QueryRow(ctx, "SELECT extowner::regrole::text FROM pg_extension WHERE extname = 'timescaledb'").Scan(&owner); err != nil {
+		t.Fatalf("TimescaleDB in defaultdb: %v", err)
+	}
+	if owner != "postgres" {
+		t.Errorf("TimescaleDB is owned by %s, want postgres", owner)
+	}
+	// No real platform grants this.
+	var setRestoring bool
+	if err := conn.QueryRow(ctx, "SELECT has_parameter_privilege('timescaledb.restoring', 'SET')").Scan(&setRestoring); err != nil {
+		t.Fatal(err)
+	}
+	if setRestoring {
+		t.Error("tsdbadmin may SET timescaledb.restoring")
+	}
+	MustSchedulerRun(t, s, ManagedDB)
+	// The catalog: written by a cloud-like owner, not by a bare one.
+	const write = "INSERT INTO _timescaledb_catalog.dimension_slice SELECT * FROM _timescaledb_catalog.dimension_slice WHERE false"
+	_, writeErr := conn.Exec(ctx, write)
+	_, preErr := conn.Exec(ctx, "SELECT timescaledb_pre_restore()")
+	switch s.Flavour {
+	case CloudLike:
+		if writeErr != nil || preErr != nil {
+			t.Fatalf("cloud-like tsdbadmin: catalog write: %v; pre_restore: %v", writeErr, preErr)
+		}
+		var restoring string
+		if err := conn.QueryRow(ctx, "SHOW timescaledb.restoring").Scan(&restoring); err != nil || restoring != "on" {
+			t.Fatalf("after pre_restore timescaledb.restoring is %q (%v)", restoring, err)
+		}
+		// Twice: the scheduler the first call starts may still read restoring mode on
+		// (see schema.PostRestore).
+		for range 2 {
+			if _, err := conn.Exec(ctx, "SELECT timescaledb_post_restore()"); err != nil {
+				t.Fatalf("post_restore: %v", err)
+			}
+		}
+		MustSchedulerRun(t, s, ManagedDB)
+		// Restarting background workers stays superuser-only.
+		_, err := conn.Exec(ctx, "SELECT _timescaledb_functions.restart_background_workers()")
+		if !isInsufficientPrivilege(err) {
+			t.Errorf("restart_background_workers as tsdbadmin: %v, want insufficient privilege", err)
+		}
+	case BareOwner:
+		if !isInsufficientPrivilege(writeErr) || !isInsufficientPrivilege(preErr) {
+			t.Fatalf("bare tsdbadmin: catalog write: %v; pre_restore: %v; want insufficient privilege for both", writeErr, preErr)
+		}
+		MustSchedulerRun(t, s, ManagedDB)
+	default:
+		t.Fatalf("flavour %q", s.Flavour)
+	}
+}
+
+func isInsufficientPrivilege(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42501"
 }

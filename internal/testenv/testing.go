@@ -107,3 +107,21 @@ func FilesHolding(dir, secret string) []string {
 	})
 	return found
 }
+
+// SchedulerWait is how long a test gives a TimescaleDB scheduler to show up after it
+// was (re)started: it starts asynchronously, later under load.
+const SchedulerWait = 30 * time.Second
+
+// MustSchedulerRun fails the test unless database db of s has its TimescaleDB
+// scheduler running (within SchedulerWait): what a migration or a pre-flight probe
+// must never leave stopped.
+func MustSchedulerRun(t testing.TB, s *Server, db string) {
+	t.Helper()
+	running, err := s.SchedulerRunning(context.Background(), db, SchedulerWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !running {
+		t.Fatalf("the TimescaleDB scheduler of database %s is not running (none in pg_stat_activity after %s)", db, SchedulerWait)
+	}
+}
