@@ -14,12 +14,14 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
 	"github.com/tsmigrate/tsmigrate/internal/verify"
 )
 
 type migrateFlags struct {
 	conn           connFlags
 	engine         string
+	restorePath    string
 	databases      []string
 	allDatabases   bool
 	jobs           int
@@ -107,7 +109,8 @@ the first process waits for units that workers hold, then does the rest.
   {"engine", "rehearsal", "outcome" (migrated|rehearsed|blocked|failed|interrupted), "error",
    "source", "target" (user@host:port/db), "pg_tools", "started", "duration_ns",
    "phases": [{"phase", "database", "duration_ns"}],
-   "databases": [{"source", "target", "created_target", "timescaledb_version", "paused_jobs",
+   "databases": [{"source", "target", "created_target", "timescaledb_version",
+     "restore_path" (catalog|api: how TimescaleDB's objects reached the target), "paused_jobs",
      "dump_path" (with --keep-dump), "dump_bytes", "phases", "freeze_id",
      "freeze_proof": {"start", "end", "window_seconds", "samples", "restarts" (0),
        "rows_written", "xid_holders" (0), "prepared_transactions" (0), "commits_in_window",
@@ -146,6 +149,7 @@ the first process waits for units that workers hold, then does the rest.
 		f.conn.addTarget(c)
 		fl := c.Flags()
 		fl.StringVar(&f.engine, "engine", migrate.EngineStream, `copy engine: "stream" (server to server, resumable) or "dump" (pg_dump and pg_restore)`)
+		fl.StringVar(&f.restorePath, "restore-path", string(schema.PathAuto), restorePathHelp)
 		fl.StringArrayVar(&f.databases, "database", nil, "database SRC, or SRC:DST to land in another name (repeatable; default: the source URI's database into the target URI's)")
 		fl.BoolVar(&f.allDatabases, "all-databases", false, "every non-template source database with user objects, each into the same name")
 		fl.IntVar(&f.jobs, "jobs", defaultJobs(), "parallel workers of the copy (data units at once, pg_dump, pg_restore), ANALYZE and verify")
@@ -200,6 +204,10 @@ func (a *app) migrate(c *cobra.Command, f migrateFlags) (*migrate.Summary, error
 	if f.engine != migrate.EngineDump && f.engine != migrate.EngineStream {
 		return nil, exit.Usagef(`use "dump" or "stream"`, "unknown --engine %q", f.engine)
 	}
+	restorePath, err := schema.ParseRestorePath(f.restorePath)
+	if err != nil {
+		return nil, err
+	}
 	if _, _, err := newProgress(f.progress, io.Discard); err != nil {
 		return nil, err
 	}
@@ -230,7 +238,7 @@ func (a *app) migrate(c *cobra.Command, f migrateFlags) (*migrate.Summary, error
 		return nil, err
 	}
 	opt := migrate.Options{
-		Engine: f.engine, Resume: f.resume, Worker: f.worker, KeepFrozenOnFailure: f.keepFrozen,
+		Engine: f.engine, RestorePath: restorePath, Resume: f.resume, Worker: f.worker, KeepFrozenOnFailure: f.keepFrozen,
 		Source: src, Target: dst, Databases: maps, AllDatabases: f.allDatabases, Jobs: f.jobs,
 		DumpDir: f.dumpDir, DumpFile: f.dumpFile, KeepDump: f.keepDump, PgBin: a.pgBin,
 		Rehearsal: f.rehearsal, CompressBefore: f.compressBefore, CompressOlderThan: f.compressOlder, NoVerify: f.noVerify, FreezeGrace: f.freezeGrace,

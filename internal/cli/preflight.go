@@ -11,15 +11,22 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
 )
+
+// restorePathHelp describes --restore-path, of migrate and preflight alike.
+const restorePathHelp = `how TimescaleDB's objects reach the target: "catalog" (its catalog restored between timescaledb_pre_restore() and timescaledb_post_restore(): a superuser, or a role the service lets run them and write the catalog), "api" (no catalog row written: TimescaleDB's API as the hypertables' owner, stream engine), or "auto": catalog when the target user may, else api`
 
 const preflightHelp = `Checks, without changing anything, that the source database can be migrated to the target:
 both servers reachable, the same PostgreSQL major, the source's TimescaleDB version and edition
 available on the target, an empty target database offering every extension the source uses,
 the size to provision, the rights to read and freeze the source and to restore into the target
-(including TimescaleDB's restoring mode), and source activity worth knowing before a freeze
-(long and prepared transactions, replication slots, jobs, unlogged tables, large objects).
-Probes of the target's rights run in a transaction that is rolled back.
+(target-restore-mode: which restore path --restore-path and --engine lead to, TimescaleDB's
+catalog or its API, and why), and source activity worth knowing before a freeze (long and
+prepared transactions, replication slots, jobs, unlogged tables, large objects).
+Probes of the target's rights run in a transaction that is rolled back; trying the catalog
+path calls timescaledb_pre_restore() and timescaledb_post_restore() in one statement, so
+the target database's TimescaleDB scheduler is restarted, never left stopped.
 
 Each check prints one finding: pass, warn or fail, what it saw, and what to do.
 Exit 3 when any check fails, 0 otherwise; exit 2 when a connection string is malformed
@@ -37,6 +44,7 @@ func init() {
 	register(func(a *app) *cobra.Command {
 		var f connFlags
 		var asJSON bool
+		var engine, restorePath string
 		c := &cobra.Command{
 			Use:   "preflight",
 			Short: "Check that a migration from --source to --target can work",
@@ -59,7 +67,14 @@ func init() {
 				if err != nil {
 					return notConnected(preflight.NotConnected("target", src, nil, err), err)
 				}
-				r, err := preflight.Run(c.Context(), preflight.Options{Source: src, Target: tgt})
+				if engine != preflight.EngineStream && engine != preflight.EngineDump {
+					return exit.Usagef(`use "dump" or "stream"`, "unknown --engine %q", engine)
+				}
+				path, err := schema.ParseRestorePath(restorePath)
+				if err != nil {
+					return err
+				}
+				r, err := preflight.Run(c.Context(), preflight.Options{Source: src, Target: tgt, Engine: engine, RestorePath: path})
 				if err != nil {
 					return notConnected(r, err)
 				}
@@ -81,6 +96,8 @@ func init() {
 		f.addSource(c)
 		f.addTarget(c)
 		c.Flags().BoolVar(&asJSON, "json", false, "print the report as one JSON document")
+		c.Flags().StringVar(&engine, "engine", preflight.EngineStream, `the engine the migration will use: "stream" or "dump" (only the stream engine can restore without TimescaleDB's catalog)`)
+		c.Flags().StringVar(&restorePath, "restore-path", string(schema.PathAuto), restorePathHelp)
 		return c
 	})
 }

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tsmigrate/tsmigrate/internal/schema"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
 
@@ -107,30 +110,72 @@ func TestPreflightMatchingTimescaleServers(t *testing.T) {
 	}
 }
 
-// A managed-like target (TLS only, non-superuser tsdbadmin granted SET ON PARAMETER
-// timescaledb.restoring) passes; restoring mode is a warning quoting the server's error.
+// Managed-like targets (TLS only, defaultdb owned by the non-superuser tsdbadmin, the
+// extension created by the superuser): target-restore-mode says which restore path the
+// migration takes and why, having tried what it needs, and the target database's
+// TimescaleDB scheduler is still running afterwards. On the cloud-like target
+// tsdbadmin takes the catalog path through the SECURITY DEFINER pre/post restore (the
+// probe stopped the scheduler and could not restart it before: "restart TimescaleDB
+// background workers after the pre_restore probe: must be superuser to restart
+// background workers", exit 1); the bare owner cannot, and is told what it lacks.
 func TestPreflightManagedTarget(t *testing.T) {
 	src := testenv.Shared(t, testenv.PG17TS)
-	tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Managed: true})
 	sdb := timescaleSource(t, src)
-
-	r := run(t, "preflight", "--source", src.URI(sdb), "--target", tgt.URI(testenv.ManagedDB), "--json")
-	if r.code != 0 {
-		t.Fatalf("exit %d, want 0\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
-	}
-	rep := decode(t, r.stdout)
-	if rep.Target["tls"] != true {
-		t.Errorf("target not reached over TLS: %v", rep.Target)
-	}
-	st, saw := rep.finding(t, "target-restore-mode")
-	if st != "warn" || !strings.Contains(saw, "must be superuser to stop background workers (SQLSTATE 42501)") {
-		t.Errorf("target-restore-mode: %s: %s", st, saw)
-	}
-	if st, saw := rep.finding(t, "target-create"); st != "pass" {
-		t.Errorf("target-create: %s: %s", st, saw)
-	}
-	if strings.Contains(r.stdout+r.stderr, testenv.ManagedPassword) {
-		t.Error("the password appears in the output")
+	for _, fl := range []testenv.Flavour{testenv.CloudLike, testenv.BareOwner} {
+		t.Run(string(fl), func(t *testing.T) {
+			tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Flavour: fl})
+			r := run(t, "preflight", "--source", src.URI(sdb), "--target", tgt.URI(testenv.ManagedDB), "--json")
+			testenv.MustSchedulerRun(t, tgt, testenv.ManagedDB)
+			if strings.Contains(r.stdout+r.stderr, testenv.ManagedPassword) {
+				t.Error("the password appears in the output")
+			}
+			wantCode, wantStatus, wantSaw := 0, "pass", []string{
+				"catalog path", "tsdbadmin may run timescaledb_pre_restore() and timescaledb_post_restore() (SECURITY DEFINER, owned by superuser postgres)",
+				"tried in a rolled-back transaction: writes of no row into", "timescaledb_pre_restore() and timescaledb_post_restore())"}
+			if fl == testenv.BareOwner {
+				wantSaw = []string{"tsdbadmin may not run timescaledb_pre_restore() and timescaledb_post_restore() (not SECURITY DEFINER, and they need a superuser)",
+					"may not write TimescaleDB's catalog", "may not create tables in schema _timescaledb_internal"}
+				if schema.APIPathAvailable {
+					wantSaw = append(wantSaw, "catalog-less path", "tried in a rolled-back transaction: a hypertable, and a chunk")
+				} else {
+					wantCode, wantStatus = 3, "fail"
+					wantSaw = append(wantSaw, "cannot restore without TimescaleDB's catalog yet")
+				}
+			}
+			if r.code != wantCode {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, wantCode, r.stdout, r.stderr)
+			}
+			rep := decode(t, r.stdout)
+			if rep.Target["tls"] != true {
+				t.Errorf("target not reached over TLS: %v", rep.Target)
+			}
+			st, saw := rep.finding(t, "target-restore-mode")
+			t.Logf("target-restore-mode: %s: %s", st, saw)
+			if st != wantStatus {
+				t.Errorf("target-restore-mode: %s, want %s: %s", st, wantStatus, saw)
+			}
+			for _, w := range wantSaw {
+				if !strings.Contains(saw, w) {
+					t.Errorf("target-restore-mode: %q does not say %q", saw, w)
+				}
+			}
+			if strings.Contains(saw, "ALTER DATABASE") {
+				t.Errorf("target-restore-mode promises what migrate never does: %s", saw)
+			}
+			if st, saw := rep.finding(t, "target-create"); st != "pass" {
+				t.Errorf("target-create: %s: %s", st, saw)
+			}
+			// Restoring mode is not left on in the target database.
+			g, err := pgx.Connect(context.Background(), tgt.URI(testenv.ManagedDB))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close(context.Background())
+			var restoring string
+			if err := g.QueryRow(context.Background(), "SELECT current_setting('timescaledb.restoring')").Scan(&restoring); err != nil || restoring != "off" {
+				t.Errorf("a new session on the target has timescaledb.restoring = %s (%v)", restoring, err)
+			}
+		})
 	}
 }
 

@@ -20,7 +20,8 @@ import (
 func (r *run) preflight(ctx context.Context) error {
 	var blocked []string
 	for _, d := range r.sum.Databases {
-		rep, err := preflight.Run(ctx, preflight.Options{Source: d.src, Target: d.dst})
+		rep, err := preflight.Run(ctx, preflight.Options{Source: d.src, Target: d.dst,
+			Engine: r.opt.Engine, RestorePath: r.opt.RestorePath})
 		if err != nil {
 			return err
 		}

@@ -41,6 +41,11 @@ const (
 type Options struct {
 	// Engine is EngineDump (also when empty) or EngineStream.
 	Engine string
+	// RestorePath is how TimescaleDB's objects reach each target database: through its
+	// catalog (schema.PathCatalog), through its API without writing the catalog
+	// (schema.PathAPI), or (schema.PathAuto, also when empty) the catalog path when the
+	// target user may take it, else the API path. Pre-flight says which and why.
+	RestorePath schema.RestorePath
 	// Source and Target reach the two servers; their databases are the pair migrated
 	// unless Databases or AllDatabases say otherwise (the target's database is then
 	// only where tsmigrate connects to create missing databases).
@@ -239,6 +244,9 @@ type DatabaseRun struct {
 	Messages      []schema.Message `json:"messages"`
 	Verify        any              `json:"verify,omitempty"`
 	Identical     *bool            `json:"identical,omitempty"`
+	// RestorePath is how its TimescaleDB objects reached the target (schema.PathCatalog
+	// or schema.PathAPI), chosen as the restore starts.
+	RestorePath schema.RestorePath `json:"restore_path,omitempty"`
 	// Data is the stream engine's data phase in this process.
 	Data     *DataCopy `json:"data,omitempty"`
 	FreezeID string    `json:"freeze_id,omitempty"`
@@ -338,6 +346,9 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 	}
 	if opt.Engine == "" {
 		opt.Engine = EngineDump
+	}
+	if opt.RestorePath == "" {
+		opt.RestorePath = schema.PathAuto
 	}
 	r := &run{opt: opt, sum: &Summary{Engine: opt.Engine, Rehearsal: opt.Rehearsal, Resumed: opt.Resume, Started: time.Now(),
 		Source: opt.Source.String(), Target: opt.Target.String()}}
@@ -581,6 +592,11 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 		return err
 	}
 	if err := r.phase(d, PhaseRestore, func() error {
+		if d.ts {
+			if err := r.chooseRestorePath(ctx, d); err != nil {
+				return err
+			}
+		}
 		res, err := schema.Restore(ctx, schema.RestoreOptions{Tools: r.tools, Target: d.dst, Archive: path, Jobs: r.opt.Jobs,
 			TimescaleDB: d.TimescaleDB, TimescaleDBSchema: d.tsSchema, KeepRestoring: true, OnMessage: onMessage,
 			OnStep: func(s string) { r.note(d.Source, s) }})

@@ -166,10 +166,8 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 	return code, out.String(), errOut.String()
 }
 
-// Two databases in one run, one of them into the managed-like target's defaultdb (TLS).
-// The target user is the server's superuser: on the Apache build a non-superuser owner
-// cannot run timescaledb_pre_restore() (pre-flight says so); managed services let their
-// admin role.
+// Two databases in one run, as tsdbadmin, one of them into the cloud-like target's
+// defaultdb (TLS), the other into a database tsdbadmin creates (CREATEDB).
 func TestMigrateTwoDatabasesOneIntoDefaultdb(t *testing.T) {
 	srv := testenv.Shared(t, testenv.PG17TS)
 	managed := testenv.Need(t, testenv.PG17TS, testenv.Options{Managed: true})
@@ -183,7 +181,7 @@ func TestMigrateTwoDatabasesOneIntoDefaultdb(t *testing.T) {
 	unfreezeAtCleanup(t, srv, extra)
 
 	code, out, errOut := runCLI(t, "migrate", "--engine", "dump", "--yes", "--jobs", "2", "--pg-bin", srv.ClientBin(),
-		"--source", srv.URI("postgres"), "--target", managed.SuperURI(testenv.ManagedDB),
+		"--source", srv.URI("postgres"), "--target", managed.URI(testenv.ManagedDB),
 		"--database", app+":"+testenv.ManagedDB, "--database", extra, "--json")
 	if code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
@@ -427,8 +425,15 @@ func assertShapeTables(t *testing.T, d *migrate.DatabaseRun) {
 // like the source.
 func assertShapesEqual(t *testing.T, srv *testenv.Server, src, dst string) {
 	t.Helper()
+	assertShapesEqualOn(t, srv, src, srv, dst)
+}
+
+// assertShapesEqualOn is assertShapesEqual from database src of server srv to database
+// dst of server dstSrv.
+func assertShapesEqualOn(t *testing.T, srv *testenv.Server, src string, dstSrv *testenv.Server, dst string) {
+	t.Helper()
 	ctx := context.Background()
-	s, g := connect(t, srv.SuperURI(src)), connect(t, srv.SuperURI(dst))
+	s, g := connect(t, srv.SuperURI(src)), connect(t, dstSrv.SuperURI(dst))
 	for _, q := range []string{
 		"SELECT count(*) FROM timescaledb_information.chunks",
 		"SELECT count(*) FROM timescaledb_information.dimensions",
@@ -449,7 +454,7 @@ func assertShapesEqual(t *testing.T, srv *testenv.Server, src, dst string) {
 	}
 	// The target works like the source: sequences continue without collision, the
 	// trigger fires, domains and enums check, identity and generated columns fill in.
-	testenv.MustExec(t, srv, dst,
+	testenv.MustExec(t, dstSrv, dst,
 		"INSERT INTO devices (name, m, n) VALUES ('late', 'ok', 5)",
 		"INSERT INTO sales.orders (device_id, total, created) VALUES (1, 1, '2025-02-02')",
 		"INSERT INTO metrics (t, device_id, v) VALUES ('2031-01-01', 21, 1)")
@@ -459,7 +464,7 @@ func assertShapesEqual(t *testing.T, srv *testenv.Server, src, dst string) {
 	if v := scalar[float64](t, g, "SELECT v2 FROM metrics WHERE t = '2031-01-01'"); v != 2 {
 		t.Errorf("generated column on the target: %v", v)
 	}
-	if err := srv.Exec(ctx, dst, "INSERT INTO devices (name, n) VALUES ('bad', -1)"); err == nil {
+	if err := dstSrv.Exec(ctx, dst, "INSERT INTO devices (name, n) VALUES ('bad', -1)"); err == nil {
 		t.Error("the domain's check is gone on the target")
 	}
 	if n := scalar[int64](t, g, "SELECT nextval('standalone_seq')"); n != scalar[int64](t, s, "SELECT last_value FROM standalone_seq")+1 {

@@ -428,10 +428,10 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 	if !d.steps[stepPreData] {
 		if err := r.phase(d, PhasePreData, func() error {
 			if d.ts {
+				if err := r.chooseRestorePath(ctx, d); err != nil {
+					return err
+				}
 				if err := onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error {
-					if _, err := schema.EnsureTimescaleDB(ctx, c.Conn, d.TimescaleDB, d.tsSchema); err != nil {
-						return err
-					}
 					return schema.PreRestore(ctx, c.Conn)
 				}); err != nil {
 					return err

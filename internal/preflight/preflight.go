@@ -19,6 +19,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
 )
 
 // Status is the verdict of a finding.
@@ -77,10 +78,21 @@ type Report struct {
 // Failed says whether any check failed: the migration must not start.
 func (r *Report) Failed() bool { return r.Summary.Fail > 0 }
 
-// Options name the two servers.
+// Options name the two servers, and say how the migration would restore.
 type Options struct {
 	Source, Target *dbconn.Config
+	// Engine is the migration's engine, EngineDump or EngineStream ("" counts as
+	// EngineStream, tsmigrate migrate's default).
+	Engine string
+	// RestorePath is the migration's --restore-path ("" counts as schema.PathAuto).
+	RestorePath schema.RestorePath
 }
+
+// Engines, as migrate names them.
+const (
+	EngineDump   = "dump"
+	EngineStream = "stream"
+)
 
 // Run connects to both servers, reads their inventories, runs every check and returns
 // the report. A server that cannot be reached or logged into makes Run return dbconn's
@@ -98,7 +110,13 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	defer src.Close(context.WithoutCancel(ctx))
 	defer tgt.Close(context.WithoutCancel(ctx))
 
-	e := &env{srcCfg: opt.Source, tgtCfg: opt.Target, src: src, tgt: tgt}
+	if opt.Engine == "" {
+		opt.Engine = EngineStream
+	}
+	if opt.RestorePath == "" {
+		opt.RestorePath = schema.PathAuto
+	}
+	e := &env{opt: opt, srcCfg: opt.Source, tgtCfg: opt.Target, src: src, tgt: tgt}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
 		e.srcInv, err = inventory.Load(gctx, src.Conn)
@@ -204,6 +222,7 @@ func side(cfg *dbconn.Config, conn *dbconn.Conn, inv *inventory.Database) Side {
 // env is what the checks look at: both connections, configs, inventories and the
 // result of the target probe.
 type env struct {
+	opt            Options
 	srcCfg, tgtCfg *dbconn.Config
 	src, tgt       *dbconn.Conn
 	srcInv, tgtInv *inventory.Database

@@ -11,6 +11,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
 	"github.com/tsmigrate/tsmigrate/internal/schema"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 // targetProbe is what the target's user could actually do, tried inside one transaction
@@ -30,11 +31,13 @@ type targetProbe struct {
 	extensionSQL   string // the statement that failed (the schema's CREATE, or the extension's)
 	extensionErr   error  // and its error
 	license        string
+	// The restore path (schema.RestorePath) the migration will take, why, and what
+	// that path needs, tried.
 	triedRestoring bool
-	setErr         error // SET LOCAL timescaledb.restoring = on
-	alterErr       error // ALTER DATABASE ... SET timescaledb.restoring = on
-	triedPre       bool  // timescaledb_pre_restore() was called (not for superusers)
-	preRestoreErr  error
+	path           schema.PathChoice
+	pathTried      string // what was tried, for the finding ("" when nothing needed trying)
+	pathSQL        string // the statement that failed
+	pathErr        error  // and its error
 
 	// The source database's own settings and comment, each given to the target
 	// database as the migration will (schema.DatabaseSettings), and those it refused.
@@ -49,12 +52,7 @@ type refusal struct {
 	err error
 }
 
-const (
-	probeName = "tsmigrate_preflight_probe"
-	// restartWorkersSQL undoes a successful timescaledb_pre_restore() probe: rolling back
-	// does not restart the background workers it stopped.
-	restartWorkersSQL = `SELECT _timescaledb_functions.restart_background_workers()`
-)
+const probeName = "tsmigrate_preflight_probe"
 
 // probeTarget fills e.probe. Errors the user must see are kept in the probe; only a
 // failure of the probe's own transaction is returned.
@@ -117,23 +115,66 @@ func (e *env) probeTarget(ctx context.Context) error {
 		}
 	}
 	p.triedRestoring = true
-	p.setErr = try(ctx, tx, "SET LOCAL timescaledb.restoring = on")
-	p.alterErr = try(ctx, tx, "ALTER DATABASE "+pgx.Identifier{e.tgtInv.Name}.Sanitize()+" SET timescaledb.restoring = on")
-	if e.tgtInv.User.Superuser {
-		return nil
+	rights, err := schema.ReadCatalogRights(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
 	}
-	p.triedPre = true
-	// The extension is in the source's schema here: installed there, or just created.
-	p.preRestoreErr = try(ctx, tx, "SELECT "+pgx.Identifier{ts.Schema}.Sanitize()+".timescaledb_pre_restore()")
-	if err := tx.Rollback(ctx); err != nil {
-		return fmt.Errorf("probe rollback: %w", err)
-	}
-	if p.preRestoreErr == nil && installed != nil {
-		if _, err := conn.Exec(ctx, restartWorkersSQL); err != nil {
-			return fmt.Errorf("restart TimescaleDB background workers after the pre_restore probe: %w", err)
-		}
+	p.path = rights.Choose(e.opt.RestorePath, e.opt.Engine == EngineDump)
+	switch {
+	case p.path.Problem != "":
+	case p.path.Path == schema.PathCatalog && !rights.Superuser:
+		p.tryCatalogPath(ctx, tx, rights)
+	case p.path.Path == schema.PathAPI:
+		p.tryAPIPath(ctx, tx, rights.Schema)
 	}
 	return nil
+}
+
+// tryCatalogPath tries what the catalog path needs of a user who is no superuser: a
+// write of no row into each of TimescaleDB's catalog tables (the privileges are
+// checked all the same), then timescaledb_pre_restore() and timescaledb_post_restore()
+// in one statement. pre_restore stops the database's background workers, which no
+// rollback restarts: post_restore, in the same statement so that nothing can come in
+// between, starts them again (restarting them stays a superuser's right where the
+// owner runs both as SECURITY DEFINER functions). Its privileges are checked before
+// either runs.
+func (p *targetProbe) tryCatalogPath(ctx context.Context, tx pgx.Tx, rights *schema.CatalogRights) {
+	p.pathTried = fmt.Sprintf("writes of no row into %d catalog tables, timescaledb_pre_restore() and timescaledb_post_restore()", len(rights.Tables))
+	for _, t := range rights.Tables {
+		q := "INSERT INTO " + t + " SELECT * FROM " + t + " WHERE false"
+		if p.pathErr = try(ctx, tx, q); p.pathErr != nil {
+			p.pathSQL = q
+			return
+		}
+	}
+	q := fmt.Sprintf("SELECT %[1]s.timescaledb_pre_restore(), %[1]s.timescaledb_post_restore()", rights.Schema)
+	if p.pathErr = try(ctx, tx, q); p.pathErr != nil {
+		p.pathSQL = q
+	}
+}
+
+// tryAPIPath tries what the catalog-less path needs: a hypertable made by the user,
+// and a chunk made by one row, in public when the user may create tables there, else
+// in a schema of its own.
+func (p *targetProbe) tryAPIPath(ctx context.Context, tx pgx.Tx, extSchema string) {
+	p.pathTried = "a hypertable, and a chunk made by a row"
+	inSchema := "public"
+	stmts := []string{}
+	if !p.triedTable || p.createTableErr != nil {
+		inSchema = probeName
+		stmts = append(stmts, "CREATE SCHEMA "+probeName)
+	}
+	table := pgx.Identifier{inSchema, probeName}.Sanitize()
+	stmts = append(stmts,
+		"CREATE TABLE "+table+" (t timestamptz NOT NULL, v int)",
+		"SELECT "+extSchema+".create_hypertable("+sqltext.Literal(table)+"::regclass, 't')",
+		"INSERT INTO "+table+" VALUES ('2000-01-01', 1)")
+	for _, q := range stmts {
+		if p.pathErr = tryKeep(ctx, tx, q); p.pathErr != nil {
+			p.pathSQL = q
+			return
+		}
+	}
 }
 
 const licenseSQL = `SELECT coalesce(current_setting('timescaledb.license', true), '')`

@@ -12,6 +12,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
 )
 
 func (e *env) checkSourceRead() []Finding {
@@ -138,23 +139,26 @@ func (e *env) checkRestoreMode() []Finding {
 		return []Finding{finding(Pass, "target", "the source does not use TimescaleDB: no restoring mode is needed", "")}
 	case !p.triedRestoring:
 		return []Finding{finding(Warn, "target", "not tried: TimescaleDB could not be set up on the target (see timescaledb-version)", "fix timescaledb-version first")}
-	case e.tgtInv.User.Superuser:
-		return []Finding{finding(Pass, "target", fmt.Sprintf("%s is a superuser: it may run timescaledb_pre_restore() and timescaledb_post_restore()", u), "")}
-	case p.preRestoreErr == nil:
-		return []Finding{finding(Pass, "target", fmt.Sprintf("timescaledb_pre_restore() works for %s (tried in a rolled-back transaction)", u), "")}
+	case p.path.Problem != "":
+		return []Finding{finding(Fail, "target", p.path.Problem, p.path.Do)}
 	}
-	pre := fmt.Sprintf("timescaledb_pre_restore() fails for %s: %s", u, dbconn.Reason(p.preRestoreErr))
+	tried := ""
+	if p.pathTried != "" {
+		tried = " (tried in a rolled-back transaction: " + p.pathTried + ")"
+	}
+	const catalog = "catalog path (TimescaleDB's catalog restored between timescaledb_pre_restore() and timescaledb_post_restore())"
+	const api = "catalog-less path (no row written into TimescaleDB's catalog; TimescaleDB's API as the hypertables' owner)"
 	switch {
-	case p.setErr != nil:
+	case p.path.Path == schema.PathCatalog && p.pathErr != nil:
 		return []Finding{finding(Fail, "target",
-			fmt.Sprintf("%s; and SET timescaledb.restoring fails too: %s", pre, dbconn.Reason(p.setErr)),
-			fmt.Sprintf("connect to the target as a superuser, or have one run GRANT SET ON PARAMETER timescaledb.restoring TO %s", inventory.Ident(u)))}
-	case p.alterErr != nil:
-		return []Finding{finding(Warn, "target",
-			fmt.Sprintf("%s; %s may SET timescaledb.restoring in its own sessions but not ALTER DATABASE %s SET it: %s", pre, u, e.tgtInv.Name, dbconn.Reason(p.alterErr)),
-			"tsmigrate sets restoring mode in every restore session itself; TimescaleDB's background workers keep running on the target during the restore")}
+			fmt.Sprintf("%s: %s; but %s fails: %s", catalog, p.path.Why, p.pathSQL, dbconn.Reason(p.pathErr)),
+			"connect to the target as a superuser, or use --restore-path api (TimescaleDB's API as the hypertables' owner)")}
+	case p.path.Path == schema.PathCatalog:
+		return []Finding{finding(Pass, "target", catalog+": "+p.path.Why+tried, "")}
+	case p.pathErr != nil:
+		return []Finding{finding(Fail, "target",
+			fmt.Sprintf("%s: %s; but %s fails: %s", api, p.path.Why, p.pathSQL, dbconn.Reason(p.pathErr)),
+			fmt.Sprintf("connect to the target as the owner of the database or a superuser, or GRANT %s what the error names", inventory.Ident(u)))}
 	}
-	return []Finding{finding(Warn, "target",
-		fmt.Sprintf("%s; %s may set timescaledb.restoring itself (GRANT SET ON PARAMETER)", pre, u),
-		"tsmigrate turns restoring mode on with ALTER DATABASE ... SET timescaledb.restoring instead; background workers already running on the target database are not stopped (harmless on an empty database)")}
+	return []Finding{finding(Pass, "target", api+": "+p.path.Why+tried, "")}
 }
