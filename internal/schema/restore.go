@@ -115,9 +115,19 @@ func PreRestore(ctx context.Context, conn *pgx.Conn) error {
 }
 
 // PostRestore runs timescaledb_post_restore() on the target database, in the schema its
-// TimescaleDB is installed in.
+// TimescaleDB is installed in, twice. The first call resets restoring mode and restarts
+// the database's scheduler before its transaction commits: the new scheduler often
+// still reads restoring mode on, and exits ("the database is restoring or upgrading"),
+// which left the target's jobs unscheduled until a server restart (7 of 10 times
+// here, TimescaleDB 2.19.3, as the database owner and as a superuser alike). The
+// second call, once the reset is committed, starts one that stays (10 of 10); it
+// needs no more rights than the first, where a superuser's start_background_workers()
+// would.
 func PostRestore(ctx context.Context, conn *pgx.Conn) error {
-	return callInExtSchema(ctx, conn, sqlPostRestore, "timescaledb_post_restore()")
+	if err := callInExtSchema(ctx, conn, sqlPostRestore, "timescaledb_post_restore()"); err != nil {
+		return err
+	}
+	return callInExtSchema(ctx, conn, sqlPostRestore, "timescaledb_post_restore() (again, to start the scheduler)")
 }
 
 func callInExtSchema(ctx context.Context, conn *pgx.Conn, sqlFormat, what string) error {
