@@ -42,9 +42,7 @@ func settingsOf(t *testing.T, srv *testenv.Server, db string) []string {
 // Verify compares them.
 func TestDatabaseSettingsCarried(t *testing.T) {
 	srv := testenv.Shared(t, testenv.PG17TS)
-	role := fmt.Sprintf("tsm_settings_%d", os.Getpid())
-	testenv.MustExec(t, srv, "postgres", "CREATE ROLE "+role)
-	t.Cleanup(func() { srv.Exec(context.Background(), "postgres", "DROP ROLE IF EXISTS "+role) })
+	role := testenv.NewRole(t, srv, "tsm_settings")
 	for _, engine := range []string{migrate.EngineStream, migrate.EngineDump} {
 		t.Run(engine, func(t *testing.T) {
 			ctx := context.Background()

@@ -73,6 +73,17 @@ func NewDB(t testing.TB, s *Server, withTS bool) string {
 	return name
 }
 
+// NewRole creates a role (NOLOGIN) on s for this test, named after prefix and this
+// process, and drops it when the test ends (after the test's databases, which the
+// cleanups made before it drop first). It returns the role's name.
+func NewRole(t testing.TB, s *Server, prefix string) string {
+	t.Helper()
+	name := fmt.Sprintf("%s_%d_%d", prefix, os.Getpid(), dbSeq.Add(1))
+	MustExec(t, s, "postgres", "CREATE ROLE "+name)
+	t.Cleanup(func() { s.Exec(context.Background(), "postgres", "DROP ROLE IF EXISTS "+name) })
+	return name
+}
+
 // MustExec runs SQL on database db as the superuser, failing the test on error.
 func MustExec(t testing.TB, s *Server, db string, sql ...string) {
 	t.Helper()

@@ -1,29 +1,19 @@
 package verify
 
 import (
-	"context"
 	"fmt"
-	"os"
 	"testing"
 
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
 
-// What verify aggregates into one value (a publication's tables, a policy's roles, the
-// database's privileges) compares equal whatever order each side holds it in: the
-// target's were created in the opposite order to the source's.
+// What verify aggregates into one value (a publication's tables, a policy's roles,
+// privileges of the database, a table, a schema, a function) compares
+// equal whatever order each side holds it in: the target's were made in the opposite
+// order to the source's.
 func TestAggregatesCompareInAnyOrder(t *testing.T) {
 	srv := testenv.Shared(t, testenv.PG17TS)
-	roles := make([]string, 3)
-	for i := range roles {
-		roles[i] = fmt.Sprintf("tsm_order_%d_%c", os.Getpid(), 'a'+i)
-		testenv.MustExec(t, srv, "postgres", "CREATE ROLE "+roles[i])
-	}
-	t.Cleanup(func() {
-		for _, r := range roles {
-			srv.Exec(context.Background(), "postgres", "DROP ROLE IF EXISTS "+r)
-		}
-	})
+	roles := []string{testenv.NewRole(t, srv, "tsm_order_a"), testenv.NewRole(t, srv, "tsm_order_b"), testenv.NewRole(t, srv, "tsm_order_c")}
 	src := testenv.NewDB(t, srv, false)
 	dst := testenv.NewDB(t, srv, false)
 	for _, side := range []struct {
@@ -39,9 +29,12 @@ func TestAggregatesCompareInAnyOrder(t *testing.T) {
 			fmt.Sprintf("CREATE POLICY p ON ta TO %s, %s, %s USING (id > 0)", side.a, side.b, side.c),
 			"CREATE PUBLICATION pub FOR TABLE "+side.x,
 			"ALTER PUBLICATION pub ADD TABLE "+side.y,
-			"ALTER PUBLICATION pub ADD TABLE "+side.z)
+			"ALTER PUBLICATION pub ADD TABLE "+side.z,
+			"CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'")
 		for _, r := range []string{side.a, side.b, side.c} {
 			testenv.MustExec(t, srv, "postgres", fmt.Sprintf("GRANT CONNECT, TEMPORARY ON DATABASE %s TO %s", side.db, r))
+			testenv.MustExec(t, srv, side.db, "GRANT SELECT ON ta TO "+r, "GRANT USAGE ON SCHEMA public TO "+r,
+				"GRANT EXECUTE ON FUNCTION f() TO "+r)
 		}
 	}
 	opt := pair(t, srv, src, srv, dst)

@@ -248,6 +248,12 @@ const settingValue = `CASE WHEN strpos(split_part(c.cfg, '=', 1), '.') > 0
 // and TimescaleDB's restoring mode. It expects the "name=value" aliased c.cfg.
 var notMigrationSetting = `split_part(c.cfg, '=', 1) NOT IN (` + sqltext.Literals(append(slices.Clone(freeze.Settings), schema.RestoringSetting)) + `)`
 
+// aclText is an access privilege list (a column of type aclitem[]) as text, its items
+// sorted: the order in which privileges were granted changes nothing they allow.
+func aclText(col string) string {
+	return "(SELECT string_agg(x::text, ',' ORDER BY x::text) FROM unnest(" + col + ") x)"
+}
+
 // privilegesSQL compares owners and access privileges (Options.Privileges), and the
 // settings of roles in the database.
 var privilegesSQL = []string{
@@ -264,14 +270,14 @@ var privilegesSQL = []string{
 	CROSS JOIN LATERAL unnest(s.setconfig) AS c(cfg)`,
 	`SELECT format('relation %I.%I', n.nspname, c.relname), '', a.attr, a.val
 	FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(c.relowner)::text), ('privileges', c.relacl::text)) AS a(attr, val)
+	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(c.relowner)::text), ('privileges', ` + aclText("c.relacl") + `)) AS a(attr, val)
 	WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND ` + userRel + ` AND ` + relOnly,
 	`SELECT 'schema ' || quote_ident(n.nspname), '', a.attr, a.val FROM pg_namespace n
-	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(n.nspowner)::text), ('privileges', n.nspacl::text)) AS a(attr, val)
+	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(n.nspowner)::text), ('privileges', ` + aclText("n.nspacl") + `)) AS a(attr, val)
 	WHERE ` + userObjects + ` AND ` + notExtensionMember("pg_namespace", "n.oid"),
 	`SELECT format('function %I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), '', a.attr, a.val
 	FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(p.proowner)::text), ('privileges', p.proacl::text)) AS a(attr, val)
+	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(p.proowner)::text), ('privileges', ` + aclText("p.proacl") + `)) AS a(attr, val)
 	WHERE ` + userObjects + ` AND ` + procOnly,
 }
 
