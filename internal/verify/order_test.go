@@ -8,7 +8,7 @@ import (
 )
 
 // What verify aggregates into one value (a publication's tables, a policy's roles,
-// privileges of the database, a table, a schema, a function) compares
+// privileges of the database, a table, a schema, a function, a large object) compares
 // equal whatever order each side holds it in: the target's were made in the opposite
 // order to the source's.
 func TestAggregatesCompareInAnyOrder(t *testing.T) {
@@ -30,11 +30,11 @@ func TestAggregatesCompareInAnyOrder(t *testing.T) {
 			"CREATE PUBLICATION pub FOR TABLE "+side.x,
 			"ALTER PUBLICATION pub ADD TABLE "+side.y,
 			"ALTER PUBLICATION pub ADD TABLE "+side.z,
-			"CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+			"CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'", "SELECT lo_create(1000)")
 		for _, r := range []string{side.a, side.b, side.c} {
 			testenv.MustExec(t, srv, "postgres", fmt.Sprintf("GRANT CONNECT, TEMPORARY ON DATABASE %s TO %s", side.db, r))
 			testenv.MustExec(t, srv, side.db, "GRANT SELECT ON ta TO "+r, "GRANT USAGE ON SCHEMA public TO "+r,
-				"GRANT EXECUTE ON FUNCTION f() TO "+r)
+				"GRANT EXECUTE ON FUNCTION f() TO "+r, "GRANT SELECT ON LARGE OBJECT 1000 TO "+r)
 		}
 	}
 	opt := pair(t, srv, src, srv, dst)

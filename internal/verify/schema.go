@@ -71,6 +71,9 @@ var schemaSQL = []string{
 	CROSS JOIN LATERAL unnest(s.setconfig) AS c(cfg)
 	WHERE s.setrole = 0 AND ` + notMigrationSetting,
 
+	// large objects (their contents are not compared)
+	`SELECT format('large object %s', l.oid), '', 'exists', 'yes' FROM pg_largeobject_metadata l`,
+
 	// extensions
 	`SELECT 'extension ' || quote_ident(x.extname), '', a.attr, a.val FROM pg_extension x
 	CROSS JOIN LATERAL (VALUES ('version', x.extversion), ('schema', x.extnamespace::regnamespace::text)) AS a(attr, val)`,
@@ -223,12 +226,15 @@ var moreSchemaSQL = []string{
 	// comments on everything else: indexes, constraints, functions, triggers, types,
 	// schemas, policies, ... (those on relations and columns are compared above). Not
 	// on built-in objects (but on schemas: public is one) nor on extensions and their
-	// members, whose comments come with the extension's build.
+	// members, whose comments come with the extension's build. Large objects are the
+	// user's whatever their OID (lo_create takes any).
 	// A comment is an object of its own here, so that one removed reads "missing".
-	`SELECT format('comment on %s %s', o.type, o.identity), '', 'text', d.description
+	`SELECT format('comment on %s %s', o.type, o.identity),
+		CASE WHEN d.classoid = 'pg_largeobject'::regclass THEN format('large object %s', d.objoid) ELSE '' END, 'text', d.description
 	FROM pg_description d CROSS JOIN LATERAL pg_identify_object(d.classoid, d.objoid, d.objsubid) o
 	LEFT JOIN pg_namespace n ON n.nspname = coalesce(o.schema, CASE WHEN d.classoid = 'pg_namespace'::regclass THEN o.name END)
-	WHERE (d.objoid >= 16384 OR d.classoid = 'pg_namespace'::regclass) AND d.classoid <> 'pg_extension'::regclass
+	WHERE (d.objoid >= 16384 OR d.classoid IN ('pg_namespace'::regclass, 'pg_largeobject'::regclass))
+		AND d.classoid <> 'pg_extension'::regclass
 		AND (n.oid IS NULL OR ` + userObjects + `)
 		AND NOT (d.classoid = 'pg_class'::regclass AND EXISTS (
 			SELECT 1 FROM pg_class c WHERE c.oid = d.objoid AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')))
@@ -272,6 +278,8 @@ var privilegesSQL = []string{
 	FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(c.relowner)::text), ('privileges', ` + aclText("c.relacl") + `)) AS a(attr, val)
 	WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND ` + userRel + ` AND ` + relOnly,
+	`SELECT format('large object %s', l.oid), '', a.attr, a.val FROM pg_largeobject_metadata l
+	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(l.lomowner)::text), ('privileges', ` + aclText("l.lomacl") + `)) AS a(attr, val)`,
 	`SELECT 'schema ' || quote_ident(n.nspname), '', a.attr, a.val FROM pg_namespace n
 	CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(n.nspowner)::text), ('privileges', ` + aclText("n.nspacl") + `)) AS a(attr, val)
 	WHERE ` + userObjects + ` AND ` + notExtensionMember("pg_namespace", "n.oid"),

@@ -94,7 +94,7 @@ func TestTableSettingsShow(t *testing.T) {
 		`ALTER TABLE t ALTER COLUMN s SET STORAGE MAIN`,
 		`ALTER TABLE u ALTER COLUMN s SET STORAGE PLAIN`)
 	got := schemaText(run(t, srv15, src, srv17, dst, 0))
-	for _, want := range []string{
+	mustShow(t, got,
 		"statistics public.t_ab: statistics target differs: source 300, target 200",
 		"statistics public.u_s: not on the source",
 		"relation public.t: storage parameters differs: source autovacuum_enabled=off, fillfactor=70, target autovacuum_enabled=off, fillfactor=80",
@@ -105,7 +105,43 @@ func TestTableSettingsShow(t *testing.T) {
 		"relation public.u: replica identity differs: source (none), target full",
 		"column public.t.s: storage differs: source external, target main",
 		"column public.u.s: storage differs: source extended, target plain",
-	} {
+	)
+}
+
+// Large objects' comments (whatever their OID), and with --privileges their owners and
+// privileges, are compared; a large object missing on the target shows too.
+func TestLargeObjectMetadataShows(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	role := testenv.NewRole(t, srv, "tsm_lo")
+	src, dst := twins(t, srv, srv, false,
+		`SELECT lo_create(1000)`, `COMMENT ON LARGE OBJECT 1000 IS 'below 16384'`,
+		`SELECT lo_from_bytea(20001, 'hello')`, `COMMENT ON LARGE OBJECT 20001 IS 'first'`,
+		`GRANT SELECT ON LARGE OBJECT 20001 TO `+role,
+		`SELECT lo_from_bytea(20002, 'world')`)
+	opt := pair(t, srv, src, srv, dst)
+	opt.Privileges = true
+	if rep := runWith(t, opt); !rep.Identical() {
+		t.Fatalf("equal databases differ: %v", rep.Schema)
+	}
+	testenv.MustExec(t, srv, dst, `COMMENT ON LARGE OBJECT 1000 IS 'changed'`, `COMMENT ON LARGE OBJECT 20001 IS NULL`,
+		`REVOKE SELECT ON LARGE OBJECT 20001 FROM `+role, `SELECT lo_unlink(20002)`)
+	got := schemaText(runWith(t, opt))
+	mustShow(t, got,
+		"comment on large object 1000: text differs: source below 16384, target changed",
+		"comment on large object 20001: missing on the target",
+		"large object 20001: privileges differs",
+		"large object 20002: missing on the target",
+	)
+	if got := schemaText(run(t, srv, src, srv, dst, 0)); !strings.Contains(got, "large object 20002: missing on the target") ||
+		strings.Contains(got, "privileges") {
+		t.Errorf("without --privileges: %s", got)
+	}
+}
+
+// mustShow fails the test for each of wants that the schema differences got do not hold.
+func mustShow(t *testing.T, got string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
 		if !strings.Contains(got, want) {
 			t.Errorf("the differences do not show %q:\n%s", want, got)
 		}
