@@ -20,10 +20,8 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/version"
 )
-
-// Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
-var Version = "dev"
 
 const exitCodesHelp = `Exit codes:
   0    success
@@ -325,10 +323,10 @@ func init() {
 	register(func(a *app) *cobra.Command {
 		return &cobra.Command{
 			Use:   "version",
-			Short: "Print tsmigrate's version",
+			Short: "Print tsmigrate's version: the module version and VCS revision it was built from",
 			Args:  cobra.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
-				fmt.Fprintf(a.stdout, "tsmigrate %s\n", Version)
+				fmt.Fprintf(a.stdout, "tsmigrate %s\n", version.Get())
 				return nil
 			},
 		}
