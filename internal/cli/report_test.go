@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -50,5 +51,27 @@ func TestMigrateVerifyDifferencesListed(t *testing.T) {
 		!strings.Contains(r.stdout, "added on the target") ||
 		!strings.Contains(r.stdout, fmt.Sprintf("    and %d more (tsmigrate verify --database %s:%s lists them all)", 7-summaryDifferences, src, tgt)) {
 		t.Errorf("%d differences listed; summary:\n%s", n, r.stdout)
+	}
+}
+
+// verify exits as diff(1) does: 0 the same, 1 different, 2 could not compare. A source
+// user that may not read one of the tables cannot compare them: exit 2, one line.
+func TestVerifyCouldNotCompare(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src, dst := verifyPair(t, srv)
+	const reader, pw = "verify_reader", "pw-verify-reader"
+	testenv.MustExec(t, srv, "postgres", fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", reader, pw))
+	t.Cleanup(func() {
+		for _, db := range []string{src, dst} {
+			srv.Exec(context.Background(), db, "DROP OWNED BY "+reader)
+		}
+		srv.Exec(context.Background(), "postgres", "DROP ROLE IF EXISTS "+reader)
+	})
+	testenv.MustExec(t, srv, src, `GRANT SELECT ON ALL TABLES IN SCHEMA public TO `+reader, `REVOKE SELECT ON notes FROM `+reader)
+	code, out, errOut := runCLI(t, "verify", "--source", userURI(srv, reader, pw, src), "--target", srv.URI(dst))
+	if code != 2 || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "verify: could not compare 1 data unit") ||
+		!strings.Contains(out, "NOT COMPARED table public.notes: cannot be read: permission denied for table notes") ||
+		!strings.Contains(out, "verdict: NOT COMPARED (1 data unit could not be read)") {
+		t.Errorf("exit %d, want 2 and one line\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 }

@@ -27,6 +27,7 @@ const exitCodesHelp = `Exit codes:
   0    success
   1    the operation failed (verify: the two sides differ)
   2    bad usage or input, or a server that cannot be reached or logged into
+       (verify: could not compare)
   3    pre-flight found a blocking problem
   130  interrupted (Ctrl-C, SIGTERM)`
 

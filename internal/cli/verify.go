@@ -47,20 +47,22 @@ copied are differences.
 --json prints one document:
   {"identical", "databases": [{"source", "target" (user@host:port/db), "source_database",
    "target_database", "identical", "units_checked", "units_differing", "source_rows",
-   "target_rows", "duration_ns",
+   "units_not_compared" (units a side could not read: exit 2), "target_rows", "duration_ns",
    "schema_differences": [{"object", "what" (missing|extra|the attribute), "source", "target"}],
    "units": [{"kind" (table|chunk|range), "table", "continuous_aggregate" (true when
      "table" is a continuous aggregate: the rows it materialized), "chunk", "target_chunk", "range",
-     "source": SIDE, "target": SIDE, "identical", "problem", "duration_ns",
+     "source": SIDE, "target": SIDE, "identical", "not_compared" (a side could not read
+     it), "problem", "duration_ns",
      with --show-rows: "columns", "rows": [{"key", "source", "target"}], "drill_note"}]}]}
   SIDE = {"present", "rows", "checksum"}; in "rows", a side lacking the row is null
   and a NULL value is null.
 
 ` + connHelp + `
 
-Exit codes: 0 identical; 1 the target differs (or the comparison failed); 2 bad usage,
-a server that cannot be reached or logged into, or one older than PostgreSQL 14;
-130 interrupted.`,
+Exit codes: as diff(1)'s, 0 identical; 1 the target differs; 2 could not compare: bad
+usage, a server that cannot be reached or logged into, one older than PostgreSQL 14, a
+query that failed, or a table or chunk a side may not read (the others are still
+compared and reported); 130 interrupted.`,
 			Args: cobra.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error { return a.runVerify(c, f) },
 		}
@@ -124,7 +126,7 @@ func (a *app) runVerify(c *cobra.Command, f verifyFlags) error {
 
 	ctx := c.Context()
 	var reports []*verify.Report
-	differ := 0
+	differ, notCompared := 0, 0
 	for _, p := range pairs {
 		opt := verify.Options{
 			Source: src.WithDatabase(p.src), Target: tgt.WithDatabase(p.dst),
@@ -147,12 +149,13 @@ func (a *app) runVerify(c *cobra.Command, f verifyFlags) error {
 			progress.stop()
 		}
 		if err != nil {
-			return err
+			return couldNotCompare(err)
 		}
 		reports = append(reports, rep)
 		if !rep.Identical() {
 			differ++
 		}
+		notCompared += rep.UnitsNotCompared
 		if !f.json {
 			printReport(a.stdout, rep)
 		}
@@ -162,10 +165,17 @@ func (a *app) runVerify(c *cobra.Command, f verifyFlags) error {
 		if err := writeJSON(a.stdout, verifyJSON{differ == 0, reports}); err != nil {
 			return err
 		}
+	} else if notCompared > 0 {
+		fmt.Fprintf(a.stdout, "verdict: NOT COMPARED (%s could not be read)\n", plural(notCompared, "data unit"))
 	} else if differ == 0 {
 		fmt.Fprintf(a.stdout, "verdict: IDENTICAL (%s)\n", plural(len(reports), "database"))
 	} else {
 		fmt.Fprintf(a.stdout, "verdict: DIFFERENT (%d of %s differ)\n", differ, plural(len(reports), "database"))
+	}
+	if notCompared > 0 {
+		return &exit.Error{Code: exit.CannotCompare,
+			Msg:  fmt.Sprintf("verify: could not compare %s: a side could not read them", plural(notCompared, "data unit")),
+			Hint: "verify as a user that may read every table on both sides (the owner of the data or a superuser)"}
 	}
 	if differ > 0 {
 		return &exit.Error{Code: exit.Failed,
@@ -216,11 +226,24 @@ func printReport(w io.Writer, r *verify.Report) {
 	fmt.Fprintf(w, "database %s -> %s\n", r.SourceDatabase, r.TargetDatabase)
 	writeDifferences(w, r, "  ", -1)
 	verdict := "identical"
-	if !r.Identical() {
+	switch {
+	case r.UnitsNotCompared > 0:
+		verdict = fmt.Sprintf("NOT COMPARED: %s could not be read; %d other data units and %s differ",
+			plural(r.UnitsNotCompared, "data unit"), r.UnitsDiffering-r.UnitsNotCompared, plural(len(r.Schema), "schema difference"))
+	case !r.Identical():
 		verdict = fmt.Sprintf("DIFFERENT: %s, %s", plural(r.UnitsDiffering, "data unit"), plural(len(r.Schema), "schema difference"))
 	}
 	fmt.Fprintf(w, "  %s checked, %d rows on the source, %d on the target, %.1fs: %s\n",
 		plural(r.UnitsChecked, "unit"), r.SourceRows, r.TargetRows, r.Duration.Seconds(), verdict)
+}
+
+// couldNotCompare makes a failure of the comparison itself (a query or a connection
+// that failed) exit 2, as diff(1) does for trouble: exit 1 says the sides differ.
+func couldNotCompare(err error) error {
+	if exit.Code(err) != exit.Failed {
+		return err // bad input, a server that cannot be reached (2), interrupted (130)
+	}
+	return &exit.Error{Code: exit.CannotCompare, Msg: "verify: could not compare: " + err.Error(), Err: err}
 }
 
 // writeDifferences writes the schema differences and differing units of r, each on a
@@ -250,7 +273,11 @@ func writeDifferences(w io.Writer, r *verify.Report, indent string, limit int) (
 		if u.Chunk != "" && u.Range != "" {
 			name += " " + u.Range
 		}
-		fmt.Fprintf(w, "%sDIFF %s: %s\n", indent, name, u.Problem)
+		what := "DIFF"
+		if u.NotCompared {
+			what = "NOT COMPARED"
+		}
+		fmt.Fprintf(w, "%s%s %s: %s\n", indent, what, name, u.Problem)
 		for _, row := range u.Rows {
 			fmt.Fprintf(w, "%s  %s\n", indent, rowLine(u.Columns, row))
 		}

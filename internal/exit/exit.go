@@ -2,7 +2,8 @@
 //
 //	0   success
 //	1   the operation failed (or verify found a difference)
-//	2   bad usage or input, or a server that cannot be reached or logged into
+//	2   bad usage or input, or a server that cannot be reached or logged into (or
+//	    verify could not compare)
 //	3   pre-flight found a blocking problem
 //	130 interrupted (SIGINT/SIGTERM)
 package exit
@@ -14,11 +15,14 @@ import (
 )
 
 const (
-	OK          = 0
-	Failed      = 1
-	Usage       = 2
-	Blocked     = 3
-	Interrupted = 130
+	OK     = 0
+	Failed = 1
+	Usage  = 2
+	// CannotCompare is verify's exit code when the comparison itself failed, as
+	// diff(1)'s 2 is: the same number as Usage.
+	CannotCompare = 2
+	Blocked       = 3
+	Interrupted   = 130
 )
 
 // Error is a condition the user must act on: one line of what is wrong (Msg), what

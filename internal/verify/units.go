@@ -32,6 +32,9 @@ type Unit struct {
 	Identical   bool   `json:"identical"`
 	// Problem says what differs, in words ("" when identical).
 	Problem string `json:"problem,omitempty"`
+	// NotCompared: a side could not read the unit (Problem says why), so whether it
+	// differs is not known; it counts as not identical.
+	NotCompared bool `json:"not_compared,omitempty"`
 	// Columns and Rows are the drill-down's evidence (Options.ShowRows).
 	Columns   []string      `json:"columns,omitempty"`
 	Rows      []RowDiff     `json:"rows,omitempty"`
@@ -420,6 +423,7 @@ func (w *worker) check(ctx context.Context, p *plan, showRows int) (Unit, error)
 	})
 	if code := pgCode(err); code == insufficientPrivilege {
 		u.Problem = "cannot be read: " + dbconn.Reason(err)
+		u.NotCompared = true
 		u.Duration = time.Since(start)
 		return u, w.rollback(ctx)
 	} else if err != nil {

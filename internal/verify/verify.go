@@ -64,18 +64,21 @@ type Event struct {
 
 // Report is the outcome of verifying one database pair.
 type Report struct {
-	Source         string        `json:"source"` // user@host:port/db, no password
-	Target         string        `json:"target"`
-	SourceDatabase string        `json:"source_database"`
-	TargetDatabase string        `json:"target_database"`
-	Schema         []SchemaDiff  `json:"schema_differences"`
-	Units          []Unit        `json:"units"`
-	UnitsChecked   int           `json:"units_checked"`
-	UnitsDiffering int           `json:"units_differing"`
-	SourceRows     int64         `json:"source_rows"`
-	TargetRows     int64         `json:"target_rows"`
-	Duration       time.Duration `json:"duration_ns"`
-	IsIdentical    bool          `json:"identical"`
+	Source         string       `json:"source"` // user@host:port/db, no password
+	Target         string       `json:"target"`
+	SourceDatabase string       `json:"source_database"`
+	TargetDatabase string       `json:"target_database"`
+	Schema         []SchemaDiff `json:"schema_differences"`
+	Units          []Unit       `json:"units"`
+	UnitsChecked   int          `json:"units_checked"`
+	UnitsDiffering int          `json:"units_differing"`
+	// UnitsNotCompared counts the units (among those differing) that one side could
+	// not read: whether they differ is not known.
+	UnitsNotCompared int           `json:"units_not_compared"`
+	SourceRows       int64         `json:"source_rows"`
+	TargetRows       int64         `json:"target_rows"`
+	Duration         time.Duration `json:"duration_ns"`
+	IsIdentical      bool          `json:"identical"`
 }
 
 // Identical says whether data and schema are the same on both sides.
@@ -188,6 +191,9 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		rep.TargetRows += u.Target.Rows
 		if !u.Identical {
 			rep.UnitsDiffering++
+		}
+		if u.NotCompared {
+			rep.UnitsNotCompared++
 		}
 	}
 	rep.Duration = time.Since(start)
