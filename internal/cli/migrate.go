@@ -37,6 +37,7 @@ type migrateFlags struct {
 	json           bool
 	resume         bool
 	worker         bool
+	workerWait     time.Duration
 	keepFrozen     bool
 	progress       string
 }
@@ -103,7 +104,11 @@ sessions stay busy on the target for 30 s.
 Several processes, several machines (stream engine): while a migration copies its data,
 tsmigrate migrate --worker with the same --source, --target and databases joins it: it
 copies data units (each unit exactly once, whoever takes it) until none is left and ends;
-the first process waits for units that workers hold, then does the rest.
+the first process waits for units that workers hold, then does the rest. A worker started
+before that migration reaches its data phase (while it runs pre-flight, freezes the
+source or restores the schema) waits for it, saying so, up to --worker-wait; a worker
+that cannot join exits 2 having changed nothing. Each process's summary counts the units
+it copied, those other processes copied meanwhile, and those done before it started.
 
 --json prints one document (also when the run fails):
   {"engine", "rehearsal", "outcome" (migrated|rehearsed|blocked|failed|interrupted), "error",
@@ -116,7 +121,9 @@ the first process waits for units that workers hold, then does the rest.
        "rows_written", "xid_holders" (0), "prepared_transactions" (0), "commits_in_window",
        "server_wal_bytes_in_window", "counters_tracked"} (from the freeze to the end of the
        dump or copy; with --resume, from the first run's freeze),
-     "data": {"units", "skipped", "rows", "bytes", "retries", "snapshot_renewals"} (stream engine),
+     "data": {"units" (copied by this process), "by_others" (by other processes meanwhile),
+       "skipped" (done before it started), "rows", "bytes", "retries", "snapshot_renewals"}
+       (stream engine),
      "tables": [{"name", "kind" (table|partitioned table|hypertable), "source_rows",
        "target_rows", "source_chunks", "target_chunks"}],
      "messages": [MESSAGE], "verify" (verify's report of the database), "identical",
@@ -165,6 +172,7 @@ the first process waits for units that workers hold, then does the rest.
 		fl.BoolVar(&f.json, "json", false, "print the summary as one JSON document")
 		fl.BoolVar(&f.resume, "resume", false, "stream engine: continue a migration that stopped, if the source is still frozen by its freeze (see above)")
 		fl.BoolVar(&f.worker, "worker", false, "stream engine: join the data phase of a migration another tsmigrate process runs, copy units until none is left")
+		fl.DurationVar(&f.workerWait, "worker-wait", 10*time.Minute, "with --worker: how long to wait for that migration to reach its data phase (it may be in pre-flight, freezing or restoring the schema)")
 		fl.BoolVar(&f.keepFrozen, "keep-frozen-on-failure", false, "stream engine: on failure or Ctrl-C once the data phase started, keep the source frozen and the journal, for --resume")
 		fl.StringVar(&f.progress, "progress", progressAuto, "stream engine's data phase: "+progressModes)
 		return c
@@ -238,7 +246,7 @@ func (a *app) migrate(c *cobra.Command, f migrateFlags) (*migrate.Summary, error
 		return nil, err
 	}
 	opt := migrate.Options{
-		Engine: f.engine, RestorePath: restorePath, Resume: f.resume, Worker: f.worker, KeepFrozenOnFailure: f.keepFrozen,
+		Engine: f.engine, RestorePath: restorePath, Resume: f.resume, Worker: f.worker, WorkerWait: f.workerWait, KeepFrozenOnFailure: f.keepFrozen,
 		Source: src, Target: dst, Databases: maps, AllDatabases: f.allDatabases, Jobs: f.jobs,
 		DumpDir: f.dumpDir, DumpFile: f.dumpFile, KeepDump: f.keepDump, PgBin: a.pgBin,
 		Rehearsal: f.rehearsal, CompressBefore: f.compressBefore, CompressOlderThan: f.compressOlder, NoVerify: f.noVerify, FreezeGrace: f.freezeGrace,
@@ -340,8 +348,8 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 			if c.SnapshotRenewals > 0 {
 				renewals = fmt.Sprintf(" (%d of them new source snapshots after one was lost)", c.SnapshotRenewals)
 			}
-			fmt.Fprintf(w, "\ndata of %s: %d units copied by this process (%d done before or elsewhere), %s rows, %s, %d retries%s\n",
-				d.Source, c.Units, c.Skipped, humanCount(c.Rows), preflight.HumanBytes(c.Bytes), c.Retries, renewals)
+			fmt.Fprintf(w, "\ndata of %s: %d units copied by this process, %d by other processes meanwhile, %d done before it started; %s rows, %s, %d retries%s\n",
+				d.Source, c.Units, c.ByOthers, c.Skipped, humanCount(c.Rows), preflight.HumanBytes(c.Bytes), c.Retries, renewals)
 		}
 		if p := d.FreezeProof; p != nil {
 			from := "the freeze"

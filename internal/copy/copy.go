@@ -81,6 +81,7 @@ type Options struct {
 type Result struct {
 	Units    []UnitResult
 	Skipped  int // units done before this run started
+	ByOthers int // units other processes copied while this run did
 	Rows     int64
 	Bytes    int64
 	Retries  int // snapshot renewals included
@@ -243,6 +244,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			return &r.res, ctx.Err()
 		}
 		return &r.res, err
+	}
+	if jr, err := journal.Read(ctx, ctl.Conn); err == nil {
+		r.res.ByOthers = jr.Done - r.res.Skipped - len(r.res.Units)
 	}
 	r.emit(Event{Type: Finished, Rows: r.res.Rows, Bytes: r.res.Bytes})
 	return &r.res, nil

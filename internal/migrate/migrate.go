@@ -86,8 +86,11 @@ type Options struct {
 	Resume bool
 	// Worker joins the data phase of a stream run that another process is running on
 	// the same databases: it copies data units until none is left and ends; the other
-	// process does everything else. Same conditions as Resume.
-	Worker bool
+	// process does everything else. Same conditions as Resume. A worker started before
+	// that run reached its data phase (in pre-flight, freezing, restoring the schema)
+	// waits for it, up to WorkerWait.
+	Worker     bool
+	WorkerWait time.Duration
 	// KeepFrozenOnFailure leaves the sources frozen, and the journal in the target,
 	// when a stream run fails or is interrupted once its data phase started, so that
 	// Resume can continue; by default the sources are unfrozen as with the dump engine.

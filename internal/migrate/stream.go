@@ -16,7 +16,6 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/copy"
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
-	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
 	"github.com/tsmigrate/tsmigrate/internal/journal"
 	"github.com/tsmigrate/tsmigrate/internal/schema"
@@ -58,92 +57,16 @@ const (
 // DataCopy is what the data phase of the stream engine did for one database, in this
 // process.
 type DataCopy struct {
-	Units   int   `json:"units"`   // copied by this process
-	Skipped int   `json:"skipped"` // done before this process started (resume) or by other processes
-	Rows    int64 `json:"rows"`
-	Bytes   int64 `json:"bytes"`
-	Retries int   `json:"retries"`
+	Units   int `json:"units"`   // copied by this process
+	Skipped int `json:"skipped"` // done before this process started (by a killed run, or by other processes)
+	// ByOthers: copied by other processes (--worker, or the run a worker joined) while
+	// this one copied.
+	ByOthers int   `json:"by_others"`
+	Rows     int64 `json:"rows"`
+	Bytes    int64 `json:"bytes"`
+	Retries  int   `json:"retries"`
 	// SnapshotRenewals: new source snapshots taken after one was lost (counted in Retries too).
 	SnapshotRenewals int `json:"snapshot_renewals,omitempty"`
-}
-
-// refuseResume is a --resume or --worker that cannot go on: nothing was changed.
-func refuseResume(format string, args ...any) error {
-	return exit.New(exit.Usage,
-		"to start over: tsmigrate unfreeze the source if it is still frozen, reset the target (drop and create the database), and run tsmigrate migrate without --resume",
-		"cannot "+format, args...)
-}
-
-// checkJoin makes sure that every database of a --resume or --worker run has a journal
-// on its target written under the freeze that still holds on its source, and takes
-// that freeze as the run's.
-func (r *run) checkJoin(ctx context.Context) error {
-	verb := "resume"
-	if r.opt.Worker {
-		verb = "join"
-	}
-	for _, d := range r.sum.Databases {
-		st, err := freeze.Status(ctx, d.src)
-		if err != nil {
-			return fmt.Errorf("%s: read the source's freeze: %w", d.Source, err)
-		}
-		conn, err := d.dst.Connect(ctx)
-		if err != nil {
-			return err
-		}
-		jr, jerr := journal.Read(ctx, conn.Conn)
-		steps := map[string]bool{}
-		if jerr == nil {
-			for _, s := range []string{stepPreData, stepPostStarted, stepPostData, stepPostRestore, stepComplete} {
-				if steps[s], jerr = journal.StepDone(ctx, conn.Conn, s); jerr != nil {
-					break
-				}
-			}
-		}
-		conn.Close(ctx)
-		switch {
-		case errors.Is(jerr, journal.ErrOldJournal):
-			return refuseResume("%s: target database %s: %s", verb, d.Target, jerr)
-		case errors.Is(jerr, journal.ErrNoJournal):
-			return refuseResume("%s: target database %s holds no migration journal (none was started there, or it finished and its journal was dropped)", verb, d.Target)
-		case jerr != nil:
-			return jerr
-		case !st.Frozen:
-			return refuseResume("%s: source database %s is not frozen any more, so it may have changed since the first run (its journal was written under freeze %s)", verb, d.Source, jr.FreezeID)
-		case !st.Intact:
-			return refuseResume("%s: the freeze of source database %s is not intact (%s), so it may have changed since the first run", verb, d.Source, st.Problem)
-		case st.ID != jr.FreezeID:
-			return refuseResume("%s: source database %s is frozen by freeze %s, but the target's journal was written under freeze %s, so the source may have changed in between", verb, d.Source, st.ID, jr.FreezeID)
-		case !steps[stepPreData]:
-			return refuseResume("%s: the first run stopped before the schema of %s was restored into the target", verb, d.Source)
-		case r.opt.Worker && steps[stepPostStarted]:
-			return refuseResume("%s: the data of %s is copied already", verb, d.Source)
-		}
-		unchanged := ""
-		if !r.opt.Worker {
-			p, err := resumeBaseline(ctx, d, jr.Baseline)
-			if err != nil {
-				return err
-			}
-			if !steps[stepPostStarted] {
-				d.pending = p
-			}
-			unchanged = fmt.Sprintf(", unchanged since the first run's baseline (%s)", p.Baseline().Format(time.TimeOnly))
-		}
-		d.frozen = true
-		d.freezeID = st.ID
-		d.steps = steps
-		// Past the copy, a run that fails again may keep the source frozen for
-		// another --resume, as one in its data phase does.
-		d.dataStarted = !r.opt.Worker && steps[stepPostStarted]
-		r.note(d.Source, fmt.Sprintf("the source is still frozen by freeze %s, the one the target's journal was written under%s: %d of %d data units done", st.ID, unchanged, jr.Done, jr.Units))
-		if !r.opt.Worker && steps[stepPostStarted] && !steps[stepPostData] {
-			if err := r.prepareRestResume(ctx, d); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // openJournals records each database's freeze, and its baseline, in its target's
@@ -396,7 +319,7 @@ func (r *run) copyData(ctx context.Context, d *DatabaseRun, post *schema.PostDat
 	d.dataStarted = true
 	res, err := copy.Run(ctx, opts)
 	if res != nil {
-		d.Data = &DataCopy{Units: len(res.Units), Skipped: res.Skipped, Rows: res.Rows, Bytes: res.Bytes, Retries: res.Retries,
+		d.Data = &DataCopy{Units: len(res.Units), Skipped: res.Skipped, ByOthers: res.ByOthers, Rows: res.Rows, Bytes: res.Bytes, Retries: res.Retries,
 			SnapshotRenewals: res.SnapshotRenewals}
 	}
 	if err != nil {
@@ -631,7 +554,7 @@ func (r *run) dropJournals(ctx context.Context) error {
 // work is a --worker run: it copies data units of migrations another process planned
 // until none is left, and leaves everything else to that process.
 func (r *run) work(ctx context.Context) error {
-	if err := r.checkJoin(ctx); err != nil {
+	if err := r.waitToJoin(ctx); err != nil {
 		return err
 	}
 	r.sum.began = true

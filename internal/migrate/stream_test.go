@@ -325,20 +325,7 @@ func TestStreamWorkerSharesDataPhase(t *testing.T) {
 	first := startTsmigrate(t, bin, append([]string{"migrate", "--yes", "--jobs", "1", "--freeze-grace", "1s"}, conn...)...)
 	first.waitFor(t, "done", 3)
 	worker := startTsmigrate(t, bin, append([]string{"migrate", "--worker", "--jobs", "1"}, conn...)...)
-	wcode, wsum := worker.wait(t)
-	code, sum := first.wait(t)
-	if code != 0 || wcode != 0 {
-		t.Fatalf("exit %d and %d (worker)\n%s\n%s", code, wcode, strings.Join(first.lines, "\n"), strings.Join(worker.lines, "\n"))
-	}
-	_, planned := first.events("")
-	t.Logf("planned %d; first copied %d, worker %d", planned, sum.Databases[0].Data.Units, wsum.Databases[0].Data.Units)
-	a, b := sum.Databases[0].Data, wsum.Databases[0].Data
-	if wsum.Outcome != migrate.OutcomeCopied || a == nil || b == nil || b.Units == 0 || a.Units == 0 || a.Units+b.Units != planned {
-		t.Fatalf("first copied %+v, worker %+v (outcome %s); %d units planned", a, b, wsum.Outcome, planned)
-	}
-	if d := sum.Databases[0]; d.Identical == nil || !*d.Identical {
-		t.Fatalf("not identical: %+v", d)
-	}
+	assertShared(t, first, worker)
 	assertSumsEqual(t, srv, src, dst)
 }
 
