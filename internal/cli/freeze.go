@@ -45,7 +45,9 @@ superuser or pg_signal_backend.
 sessions [{pid, user, application, client, backend_type, state, backend_start,
 xact_start, xid, locks, outcome: ended|left|waited}], proof {start, end,
 window_seconds, samples, restarts, rows_written, xid_holders, prepared_transactions,
-commits_in_window, server_wal_bytes_in_window, counters_tracked}, cannot_stop [text].
+commits_in_window, server_wal_bytes_in_window, counters_tracked}, cannot_stop [text],
+paused_timescaledb_jobs [id] (a migration's freeze pauses the TimescaleDB jobs; this
+command's does not).
 
 Exit codes: 0 frozen and proven; 1 failed (already frozen, no permission, sessions
 still in transactions after --wait-timeout, writes did not stop; the freeze is undone);
@@ -189,12 +191,13 @@ func newUnfreezeCmd(a *app) *cobra.Command {
 		Long: `Undo a tsmigrate freeze of the source database, from any machine, even after the
 process that froze it was killed: it restores the database-level
 default_transaction_read_only from before the freeze (or resets it), removes the freeze
-record, and restarts the TimescaleDB scheduler if the freeze ended it.
+record, restarts the TimescaleDB scheduler if the freeze ended it, and schedules again
+the TimescaleDB jobs a migration's freeze paused (as recorded in the freeze).
 With nothing to undo it says "not frozen" and exits 0. A read-only default that
 tsmigrate did not set is left alone.
 
 --json prints one document: database, was_frozen, freeze_id, since, read_only,
-timescaledb_scheduler_restarted, notes [text].
+timescaledb_scheduler_restarted, timescaledb_jobs_scheduled [id], notes [text].
 
 Exit codes: 0 unfrozen or nothing to undo; 1 failed; 2 bad usage or the server cannot
 be reached; 130 interrupted.`,
@@ -220,6 +223,9 @@ be reached; 130 interrupted.`,
 					res.Database, res.ID, res.Since.UTC().Format(time.RFC3339), now)
 				if res.SchedulerRestarted {
 					fmt.Fprintln(a.stdout, "  the TimescaleDB scheduler of the database was started again")
+				}
+				if len(res.JobsScheduled) > 0 {
+					fmt.Fprintf(a.stdout, "  the TimescaleDB jobs the freeze paused were scheduled again: %v\n", res.JobsScheduled)
 				}
 			} else {
 				fmt.Fprintf(a.stdout, "not frozen: database %q has no tsmigrate freeze; nothing to undo\n", res.Database)
@@ -249,7 +255,8 @@ since when, by which freeze id, from which host and role, whether the freeze is 
 before the freeze that are still connected. It changes nothing.
 
 --json prints one document: database, frozen, freeze_id, since, host, user,
-previous_read_only, read_only, intact, problem, sessions_from_before [{pid, user,
+previous_read_only, read_only, intact, problem, paused_timescaledb_jobs [id] (the
+TimescaleDB jobs a migration's freeze paused), sessions_from_before [{pid, user,
 application, client, backend_type, state, backend_start, xact_start, xid, locks}] (as
 in freeze --json, without outcome).
 

@@ -61,6 +61,10 @@ type Options struct {
 	// holds the baseline, and its Finish, called after the caller has read the database,
 	// proves that nothing changed since (see pending.go).
 	DeferProof bool
+	// PauseJobs also unschedules the database's scheduled TimescaleDB user jobs, in the
+	// freezing transaction, and records them: Unfreeze schedules them again (see
+	// jobs.go). For a migration, whose target must not run them before it is verified.
+	PauseJobs bool
 	// OnEvent, if set, hears about each step as it happens.
 	OnEvent func(Event)
 }
@@ -113,6 +117,9 @@ type Result struct {
 	Pending *PendingProof `json:"-"`
 	// CannotStop says, one sentence each, what the freeze does not prevent.
 	CannotStop []string `json:"cannot_stop"`
+	// PausedJobs are the TimescaleDB jobs the freeze unscheduled (Options.PauseJobs),
+	// which Unfreeze schedules again.
+	PausedJobs []int `json:"paused_timescaledb_jobs,omitempty"`
 }
 
 // Sentinel causes, for errors.Is on Freeze's errors.
@@ -174,7 +181,7 @@ func Freeze(ctx context.Context, src *dbconn.Config, opt Options) (*Result, erro
 		return nil, undo(ctx, src, conn.Conn, rec.ID, opt, fmt.Errorf("freeze %s: read server clock: %w", db, err))
 	}
 	opt.emit(Event{Kind: EventFrozen, ID: rec.ID, Since: rec.Since})
-	res := &Result{Database: db, ID: rec.ID, Since: rec.Since, Host: rec.Host, PreviousReadOnly: rec.Previous}
+	res := &Result{Database: db, ID: rec.ID, Since: rec.Since, Host: rec.Host, PreviousReadOnly: rec.Previous, PausedJobs: rec.PausedJobs}
 
 	res.Sessions, err = settleSessions(ctx, conn.Conn, frozenAt, opt)
 	switch {
@@ -270,6 +277,16 @@ func begin(ctx context.Context, conn *pgx.Conn, db string, opt Options) (*record
 		rec.RestartScheduler = scheduler && !opt.NoTerminate
 		if err := tx.QueryRow(ctx, "SELECT current_user").Scan(&rec.User); err != nil {
 			return err
+		}
+		if opt.PauseJobs {
+			if rec.PausedJobs, err = PauseJobs(ctx, tx); err != nil {
+				return err
+			}
+			if len(rec.PausedJobs) > 0 {
+				if _, err := tx.Exec(ctx, sqlForceStatsFlush); err != nil {
+					return err
+				}
+			}
 		}
 		js, err := json.Marshal(rec)
 		if err != nil {

@@ -63,6 +63,9 @@ type record struct {
 	// RestartScheduler: the freeze ends the database's TimescaleDB scheduler, which
 	// nothing restarts until the server restarts; unfreeze starts it again.
 	RestartScheduler bool `json:"restart_timescaledb_scheduler,omitempty"`
+	// PausedJobs: the TimescaleDB jobs the freeze unscheduled; unfreeze schedules them
+	// again (Options.PauseJobs).
+	PausedJobs []int `json:"paused_timescaledb_jobs,omitempty"`
 }
 
 // State is what the source server says about a freeze of one database.
@@ -85,6 +88,9 @@ type State struct {
 	Intact bool `json:"intact"`
 	// Problem says why a present record is not intact.
 	Problem string `json:"problem,omitempty"`
+	// PausedJobs are the TimescaleDB jobs the freeze unscheduled, which unfreeze
+	// schedules again.
+	PausedJobs []int `json:"paused_timescaledb_jobs,omitempty"`
 	// SessionsFromBefore are sessions connected now that started before Since: they
 	// keep the defaults they had (freeze --no-terminate leaves them).
 	SessionsFromBefore []Session `json:"sessions_from_before"`
@@ -128,6 +134,7 @@ func stateFrom(db string, set map[string]string) (*State, *record) {
 		return st, nil
 	}
 	st.ID, st.Since, st.Host, st.User, st.PreviousReadOnly = rec.ID, rec.Since, rec.Host, rec.User, rec.Previous
+	st.PausedJobs = rec.PausedJobs
 	if on, _ := parseBool(st.ReadOnly); !on {
 		st.Problem = fmt.Sprintf("the database's default_transaction_read_only is %q, no longer on: someone changed it after the freeze", st.ReadOnly)
 		return st, &rec
@@ -188,6 +195,8 @@ type UnfreezeResult struct {
 	ReadOnly string `json:"read_only"`
 	// SchedulerRestarted: the TimescaleDB scheduler that the freeze ended was started.
 	SchedulerRestarted bool `json:"timescaledb_scheduler_restarted"`
+	// JobsScheduled are the TimescaleDB jobs the freeze paused, scheduled again.
+	JobsScheduled []int `json:"timescaledb_jobs_scheduled,omitempty"`
 	// Notes are things the user should know (e.g. a read-only default not set by
 	// tsmigrate, left in place; a scheduler that could not be started).
 	Notes []string `json:"notes"`
@@ -259,6 +268,17 @@ func unfreeze(ctx context.Context, conn *pgx.Conn, db, onlyID string) (*Unfreeze
 			if rec.Previous != nil {
 				stmts[0] = sqlAlterDatabase(db, "SET "+readOnlySetting+" = "+sqltext.Literal(*rec.Previous))
 				res.ReadOnly = *rec.Previous
+			}
+		}
+		if rec != nil && len(rec.PausedJobs) > 0 {
+			// In the transaction that removes the record: a job is scheduled again, or
+			// the record stays for another unfreeze. One that cannot be is named.
+			var failed []string
+			if res.JobsScheduled, failed, err = ScheduleJobs(ctx, tx, rec.PausedJobs); err != nil {
+				return fmt.Errorf("schedule the TimescaleDB jobs the freeze paused (%v): %w", rec.PausedJobs, err)
+			}
+			for _, f := range failed {
+				res.Notes = append(res.Notes, "could not schedule TimescaleDB "+f+" again, which the freeze paused: run SELECT alter_job(id, scheduled => true) as its owner")
 			}
 		}
 		stmts = append(stmts, sqlAlterDatabase(db, "RESET "+pgx.Identifier{RecordSetting}.Sanitize()))
