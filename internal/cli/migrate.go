@@ -131,6 +131,9 @@ it copied, those other processes copied meanwhile, and those done before it star
        "skipped" (hypertables left alone, and why)},
      "compressed_chunks" (compressed on the source, checked compressed on the target),
      "compressed_units_verified" (--no-verify: units of compressed rows compared by checksum),
+     "jobs": [{"job" (what it acts on), "id", "scheduled", "next_start" (none: as soon as the
+       scheduler sees it), "timezone"}] (the target's TimescaleDB jobs, given the source's
+       schedules once verified; none runs before),
      "database_settings" (what the target database was given of the source database's
        own settings, its roles' settings in it, its privileges and its comment, which
        pg_dump leaves out; by name, e.g. "search_path", "work_mem of role app",
@@ -309,6 +312,9 @@ func roundDuration(d time.Duration) time.Duration {
 	return d.Round(10 * time.Millisecond)
 }
 
+// jobsShown is how many TimescaleDB jobs the text summary lists per database.
+const jobsShown = 10
+
 func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 	if s == nil {
 		return
@@ -368,6 +374,16 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 				if more := writeDifferences(w, rep, "    ", summaryDifferences); more > 0 {
 					fmt.Fprintf(w, "    and %d more (tsmigrate verify --database %s:%s lists them all)\n", more, d.Source, d.Target)
 				}
+			}
+		}
+		if len(d.Jobs) > 0 {
+			fmt.Fprintf(w, "  TimescaleDB jobs of %s, given the source's schedules once verified:\n", d.Target)
+			for i, j := range d.Jobs {
+				if i == jobsShown {
+					fmt.Fprintf(w, "    and %d more (see --json)\n", len(d.Jobs)-jobsShown)
+					break
+				}
+				fmt.Fprintf(w, "    %s: %s\n", j.Job, j.When())
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
@@ -179,4 +180,37 @@ func onCreateTable(t *testing.T, srv *testenv.Server, db, name, do string) {
 			END LOOP;
 		END $$`,
 		`CREATE EVENT TRIGGER `+name+` ON ddl_command_end WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION pg_catalog.`+name+`()`)
+}
+
+// The text summary says when each of the target's TimescaleDB jobs runs: next at its
+// time, at once when the source's scheduler never planned it, or not at all; the first
+// jobsShown, then how many more.
+func TestSummaryListsJobs(t *testing.T) {
+	next := time.Date(2027, 1, 2, 3, 4, 5, 0, time.FixedZone("CET", 3600))
+	jobs := []migrate.JobSchedule{
+		{Job: "job public.tick on the database", ID: 1000, Scheduled: true, NextStart: &next},
+		{Job: "job _timescaledb_functions.policy_compression on public.m", ID: 1001, Scheduled: true},
+		{Job: "job public.tick on the database #2", ID: 1002},
+	}
+	for i := range jobsShown {
+		jobs = append(jobs, migrate.JobSchedule{Job: fmt.Sprintf("job public.other on public.h%d", i), ID: 1003 + i})
+	}
+	var b strings.Builder
+	printSummary(&b, &migrate.Summary{Outcome: migrate.OutcomeMigrated, Databases: []*migrate.DatabaseRun{{Source: "app", Target: "app2", Jobs: jobs}}}, false)
+	out := b.String()
+	for _, want := range []string{
+		"  TimescaleDB jobs of app2, given the source's schedules once verified:\n",
+		"    job public.tick on the database: next at 2027-01-02T02:04:05Z\n",
+		"    job _timescaledb_functions.policy_compression on public.m: as soon as the target's scheduler sees it (never planned on the source)\n",
+		"    job public.tick on the database #2: not scheduled\n",
+		"    job public.other on public.h6: not scheduled\n",
+		"    and 3 more (see --json)\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the summary lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "public.h7:") {
+		t.Errorf("the summary lists more than %d jobs:\n%s", jobsShown, out)
+	}
 }

@@ -49,7 +49,7 @@ func (r *run) preflight(ctx context.Context) error {
 // the freeze's baseline.
 func (r *run) freezeAll(ctx context.Context) error {
 	for _, d := range r.sum.Databases {
-		res, err := freeze.Freeze(ctx, d.src, freeze.Options{Grace: r.opt.FreezeGrace, DeferProof: true, OnEvent: func(e freeze.Event) {
+		res, err := freeze.Freeze(ctx, d.src, freeze.Options{Grace: r.opt.FreezeGrace, DeferProof: true, PauseJobs: d.ts, OnEvent: func(e freeze.Event) {
 			switch e.Kind {
 			case freeze.EventWaiting:
 				r.note(d.Source, fmt.Sprintf("%d session(s) from before the freeze: ended at %s", len(e.Sessions), e.Deadline.Format(time.TimeOnly)))
@@ -63,7 +63,11 @@ func (r *run) freezeAll(ctx context.Context) error {
 		d.frozen = true
 		d.freezeID = res.ID
 		d.pending = res.Pending
+		d.PausedJobs = res.PausedJobs
 		r.note(d.Source, "frozen: no transaction id held; write counters recorded, to be proven unchanged when the source has been read")
+		if len(res.PausedJobs) > 0 {
+			r.note(d.Source, fmt.Sprintf("paused %d scheduled TimescaleDB jobs %v with the freeze: none runs on the target before it is verified, and unfreeze schedules them again on the source", len(res.PausedJobs), res.PausedJobs))
+		}
 		for _, s := range res.CannotStop {
 			r.warn(d.Source + ": " + s)
 		}

@@ -55,11 +55,11 @@ func fullSource(t *testing.T, srv *testenv.Server, db string) int {
 // old days, one compressed by hand, the recent chunk too young) and ticks' chunks
 // before 5000 (5), skips nopolicy, reports
 // the bytes saved; the dump engine carries the compressed chunks, the continuous
-// aggregate and the job to the target, pauses the jobs during the dump and schedules
-// them again on both sides, and verify finds both sides identical.
+// aggregate and the job to the target, the freeze pauses the jobs during the dump, the
+// target's are scheduled again once verified, the source's by unfreeze, and verify
+// finds both sides identical.
 //
-// The stream engine does the same, without pausing jobs: its freeze stops the source's
-// scheduler, and it copies the compressed chunks as they are.
+// The stream engine does the same, and copies the compressed chunks as they are.
 func TestCompressBeforeFullBuild(t *testing.T) {
 	for _, engine := range []string{migrate.EngineDump, migrate.EngineStream} {
 		t.Run(engine, func(t *testing.T) { compressBeforeFullBuild(t, engine) })
@@ -85,7 +85,7 @@ func compressBeforeFullBuild(t *testing.T, engine string) {
 		Engine: engine, Jobs: 2, PgBin: srv.ClientBin(), CompressBefore: true, FreezeGrace: time.Second,
 		OnEvent: func(e migrate.Event) {
 			notes.WriteString(e.Text + "\n")
-			if e.Kind == migrate.EventPhase && e.Phase == migrate.PhaseDump {
+			if e.Kind == migrate.EventPhase && (e.Phase == migrate.PhaseDump || e.Phase == migrate.PhaseCopy) {
 				// A new session: the freeze ended those from before it.
 				v := !scalar[bool](t, connect(t, srv.SuperURI(src)), jobScheduled, job)
 				pausedDuringDump = &v
@@ -126,13 +126,11 @@ func compressBeforeFullBuild(t *testing.T, engine string) {
 	if materialized == 0 {
 		t.Fatal("verify compared no materialized row of the continuous aggregate m_daily")
 	}
-	if engine == migrate.EngineDump {
-		if pausedDuringDump == nil || !*pausedDuringDump {
-			t.Fatalf("job %d was not paused during the dump (%v)", job, pausedDuringDump)
-		}
-		if !strings.Contains(notes.String(), "paused 3 scheduled TimescaleDB jobs") || len(d.PausedJobs) != 0 {
-			t.Fatalf("paused jobs %v (none may be left paused), notes:\n%s", d.PausedJobs, notes.String())
-		}
+	if pausedDuringDump == nil || !*pausedDuringDump {
+		t.Fatalf("job %d was not paused during the dump or copy (%v)", job, pausedDuringDump)
+	}
+	if !strings.Contains(notes.String(), "paused 3 scheduled TimescaleDB jobs") || len(d.PausedJobs) != 3 {
+		t.Fatalf("paused jobs %v, notes:\n%s", d.PausedJobs, notes.String())
 	}
 
 	s, g := connect(t, srv.SuperURI(src)), connect(t, srv.SuperURI(dst))
@@ -143,20 +141,23 @@ func compressBeforeFullBuild(t *testing.T, engine string) {
 		"SELECT sum(v)::bigint FROM public.m WHERE t < '2025-02-01'",
 		"SELECT sum(n)::bigint FROM public.m_daily",
 		"SELECT sum(v) FROM public.ticks",
-		"SELECT count(*) FROM timescaledb_information.jobs WHERE scheduled",
 		"SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name = 'tick'",
 	} {
 		if a, b := scalar[int64](t, s, q), scalar[int64](t, g, q); a != b {
 			t.Errorf("%s: source %d, target %d", q, a, b)
 		}
 	}
-	for _, side := range []struct {
-		name string
-		db   string
-	}{{"source", src}, {"target", dst}} {
-		if !scalar[bool](t, connect(t, srv.SuperURI(side.db)), jobScheduled, job) {
-			t.Errorf("job %d is not scheduled again on the %s", job, side.name)
-		}
+	if scalar[bool](t, s, jobScheduled, job) || !scalar[bool](t, g, jobScheduled, job) {
+		t.Errorf("job %d: scheduled on the frozen source %v (want false), on the target %v (want true)",
+			job, scalar[bool](t, s, jobScheduled, job), scalar[bool](t, g, jobScheduled, job))
+	}
+	if code, out, errOut := runCLI(t, "unfreeze", "--source", srv.URI(src)); code != 0 {
+		t.Fatalf("unfreeze: exit %d\n%s\n%s", code, out, errOut)
+	}
+	s = connect(t, srv.SuperURI(src))
+	q := "SELECT count(*) FROM timescaledb_information.jobs WHERE scheduled"
+	if a, b := scalar[int64](t, s, q), scalar[int64](t, g, q); a != b || !scalar[bool](t, s, jobScheduled, job) {
+		t.Errorf("after unfreeze: %s: source %d, target %d; job %d scheduled on the source %v", q, a, b, job, scalar[bool](t, s, jobScheduled, job))
 	}
 	// The target works: new rows land in the compressed hypertable and the aggregate
 	// refreshes.

@@ -112,6 +112,7 @@ func (r *run) checkJoinOne(ctx context.Context, d *DatabaseRun) error {
 	}
 	d.frozen = true
 	d.freezeID = st.ID
+	d.PausedJobs = st.PausedJobs
 	d.steps = steps
 	// Past the copy, a run that fails again may keep the source frozen for
 	// another --resume, as one in its data phase does.

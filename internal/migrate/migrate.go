@@ -235,18 +235,24 @@ func (s *Summary) Began() bool { return s.began }
 
 // DatabaseRun is what happened to one database pair.
 type DatabaseRun struct {
-	Source        string           `json:"source"`
-	Target        string           `json:"target"`
-	CreatedTarget bool             `json:"created_target"`
-	TimescaleDB   string           `json:"timescaledb_version,omitempty"`
-	PausedJobs    []int            `json:"paused_jobs,omitempty"`
-	DumpPath      string           `json:"dump_path,omitempty"`
-	DumpBytes     int64            `json:"dump_bytes"`
-	Phases        []PhaseTime      `json:"phases"`
-	Tables        []TableRows      `json:"tables"`
-	Messages      []schema.Message `json:"messages"`
-	Verify        any              `json:"verify,omitempty"`
-	Identical     *bool            `json:"identical,omitempty"`
+	Source        string `json:"source"`
+	Target        string `json:"target"`
+	CreatedTarget bool   `json:"created_target"`
+	TimescaleDB   string `json:"timescaledb_version,omitempty"`
+	// PausedJobs are the source's scheduled TimescaleDB jobs that the run paused: in
+	// the freeze (they stay paused while the source is frozen; unfreeze schedules them
+	// again), or for a rehearsal's dump (scheduled again at its end).
+	PausedJobs []int `json:"paused_jobs,omitempty"`
+	// Jobs are the target's TimescaleDB jobs once given the source's schedules, after
+	// verify: whether each is scheduled and when it runs next.
+	Jobs      []JobSchedule    `json:"jobs,omitempty"`
+	DumpPath  string           `json:"dump_path,omitempty"`
+	DumpBytes int64            `json:"dump_bytes"`
+	Phases    []PhaseTime      `json:"phases"`
+	Tables    []TableRows      `json:"tables"`
+	Messages  []schema.Message `json:"messages"`
+	Verify    any              `json:"verify,omitempty"`
+	Identical *bool            `json:"identical,omitempty"`
 	// RestorePath is how its TimescaleDB objects reached the target (schema.PathCatalog
 	// or schema.PathAPI), chosen as the restore starts.
 	RestorePath schema.RestorePath `json:"restore_path,omitempty"`
@@ -280,6 +286,7 @@ type DatabaseRun struct {
 	Unfrozen     bool   `json:"unfrozen,omitempty"`
 
 	src, dst    *dbconn.Config
+	pausedByRun bool // PausedJobs were paused by the run itself (a rehearsal), not its freeze
 	frozen      bool // frozen by this run, or by the run it resumes or joins
 	freezeID    string
 	pending     *freeze.PendingProof // the freeze's baseline until proveFrozen
@@ -459,7 +466,8 @@ func (r *run) run(ctx context.Context) (err error) {
 		}
 	}
 	for _, d := range dbs {
-		if d.ts && opt.Engine == EngineDump {
+		// A real run's freeze pauses the jobs (freezeAll); a rehearsal does not freeze.
+		if d.ts && opt.Rehearsal {
 			if err := r.phase(nil, PhasePauseJobs, func() error { return r.pauseJobs(ctx) }); err != nil {
 				return err
 			}
@@ -632,7 +640,11 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 	if err := r.carrySettings(ctx, d); err != nil {
 		return err
 	}
-	return r.countAndVerify(ctx, d)
+	if err := r.countAndVerify(ctx, d); err != nil {
+		return err
+	}
+	r.scheduleTargetJobs(ctx, d)
+	return nil
 }
 
 // carrySettings gives the target database the source database's own settings, those
@@ -740,12 +752,6 @@ func (r *run) countAndVerify(ctx context.Context, d *DatabaseRun) error {
 		}
 	} else if err := r.verifyCompressed(ctx, d); err != nil {
 		return err
-	}
-	// After verify, which compares the jobs' schedules while both sides have them paused.
-	if len(d.PausedJobs) > 0 {
-		if err := resumeJobs(ctx, d.dst, d.PausedJobs); err != nil {
-			return fmt.Errorf("schedule the paused jobs again on the target: %w", err)
-		}
 	}
 	return nil
 }

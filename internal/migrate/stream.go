@@ -31,10 +31,9 @@ import (
 // was killed can be resumed (Options.Resume) as long as the source stayed frozen by the
 // same freeze, and further processes can join the data phase (Options.Worker).
 //
-// TimescaleDB's scheduled jobs are not paused, unlike with the dump engine: the freeze
-// ends the frozen database's TimescaleDB scheduler (restarted by unfreeze), so no job
-// runs during the copy, and the job rows reach the target as they are, to run there
-// once timescaledb_post_restore() starts its scheduler.
+// TimescaleDB's scheduled jobs are paused by the freeze, as with the dump engine, and
+// reach the target unscheduled; once verified, the target's get the source's schedules
+// (see jobs.go).
 
 // Journal steps of the stream engine, recorded in the target as each one ends.
 const (
@@ -333,6 +332,8 @@ func (r *run) copyData(ctx context.Context, d *DatabaseRun, post *schema.PostDat
 func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 	if d.steps[stepComplete] {
 		r.note(d.Source, "migrated by the first run already")
+		// The first run may have stopped before its jobs got their schedules.
+		r.scheduleTargetJobs(ctx, d)
 		return nil
 	}
 	onMessage := r.onMessage(d)
@@ -458,7 +459,13 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 	} else if err := r.countAndVerify(ctx, d); err != nil {
 		return err
 	}
-	return r.markStep(ctx, d, stepComplete)
+	// Verified: the jobs may run. Not before the step is recorded, or a resume would
+	// verify again a target whose jobs run.
+	if err := r.markStep(ctx, d, stepComplete); err != nil {
+		return err
+	}
+	r.scheduleTargetJobs(ctx, d)
+	return nil
 }
 
 // sqlCompressedHypertables lists hypertables with compression enabled (TimescaleDB 2.x):

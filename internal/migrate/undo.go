@@ -141,8 +141,14 @@ func (r *run) cutOverSteps() []string {
 	for _, d := range r.sum.Databases {
 		steps = append(steps, fmt.Sprintf("point the applications of database %s at %s", d.Source, d.dst.String()))
 	}
-	steps = append(steps,
-		"the source stays frozen (read-only) so that no write lands on the old server; leave it so",
-		fmt.Sprintf("only if going back to the source: tsmigrate unfreeze --source %q gives writes back (per database)", r.sum.Databases[0].src.ConnString()))
-	return steps
+	frozen := "the source stays frozen (read-only) so that no write lands on the old server; leave it so"
+	unfreeze := fmt.Sprintf("only if going back to the source: tsmigrate unfreeze --source %q gives writes back (per database)", r.sum.Databases[0].src.ConnString())
+	for _, d := range r.sum.Databases {
+		if len(d.PausedJobs) > 0 {
+			frozen += "; its TimescaleDB jobs stay paused with it"
+			unfreeze += ", and schedules the paused jobs again"
+			break
+		}
+	}
+	return append(steps, frozen, unfreeze)
 }

@@ -113,7 +113,7 @@ func (e *env) checkJobs() []Finding {
 	}
 	return []Finding{finding(Warn, "source",
 		fmt.Sprintf("scheduled TimescaleDB jobs: %s; they write until the freeze, and a policy holding locks can stall a parallel dump", list(scheduled)),
-		"expect them to be paused during the dump (alter_job(id, scheduled => false)); they are restored with the database")}
+		"expect the freeze to pause them (alter_job(id, scheduled => false)) until tsmigrate unfreeze; the target gets them paused, and once verified, scheduled as on the source, each to run next when it would have there")}
 }
 
 func (e *env) checkUnlogged() []Finding {

@@ -289,11 +289,31 @@ var privilegesSQL = []string{
 	WHERE ` + userObjects + ` AND ` + procOnly,
 }
 
+// UserJobs is a subquery of TimescaleDB's user jobs (ids from 1000: policies and
+// add_job jobs), the columns of timescaledb_information.jobs and job_name: the job as
+// it is named on either server, by what it acts on, since ids differ between servers
+// ("job <procedure> on <hypertable>", "... on continuous aggregate <view>", "... on the
+// database"), with " #n" after the first of several alike, in id order. format's %I
+// refuses NULL (SQLSTATE 22004), so a job without hypertable is named with CASE.
+// Package migrate gives the target the source's job schedules by these names.
+// Checked on TimescaleDB 2.19.3, full build.
+const UserJobs = `(SELECT j.name || CASE WHEN j.n > 1 THEN ' #' || j.n ELSE '' END AS job_name, j.*
+	FROM (SELECT format('job %I.%I on %s', j.proc_schema, j.proc_name, CASE
+			WHEN ca.view_name IS NOT NULL THEN format('continuous aggregate %I.%I', ca.view_schema, ca.view_name)
+			WHEN j.hypertable_name IS NOT NULL THEN format('%I.%I', j.hypertable_schema, j.hypertable_name)
+			ELSE 'the database' END) AS name,
+		row_number() OVER (PARTITION BY j.proc_schema, j.proc_name, j.hypertable_schema, j.hypertable_name ORDER BY j.job_id) AS n,
+		j.*
+		FROM timescaledb_information.jobs j
+		LEFT JOIN timescaledb_information.continuous_aggregates ca
+			ON ca.materialization_hypertable_schema = j.hypertable_schema AND ca.materialization_hypertable_name = j.hypertable_name
+		WHERE j.job_id >= 1000) AS j)`
+
 // timescaleSchemaSQL is the TimescaleDB metadata, through its information views
 // (never its catalog tables, whose ids differ between servers). Jobs and continuous
-// aggregates are named by what they act on, not by ids; a job's config loses its
-// hypertable ids for the same reason. format's %I refuses NULL (SQLSTATE 22004), so a
-// job without hypertable or check function is named with CASE. Checked on TimescaleDB
+// aggregates are named by what they act on, not by ids (UserJobs); a job's config loses
+// its hypertable ids for the same reason. format's %I refuses NULL (SQLSTATE 22004), so
+// a job without check function is named with CASE. Checked on TimescaleDB
 // 2.19.3, full build (user jobs, policies, continuous aggregates, compression).
 var timescaleSchemaSQL = []string{
 	`SELECT format('hypertable %I.%I', h.hypertable_schema, h.hypertable_name), format('relation %I.%I', h.hypertable_schema, h.hypertable_name), a.attr, a.val
@@ -321,17 +341,8 @@ var timescaleSchemaSQL = []string{
 	CROSS JOIN LATERAL (VALUES ('materialized only', c.materialized_only::text),
 		('compression enabled', c.compression_enabled::text), ('definition', c.view_definition)) AS a(attr, val)`,
 
-	`SELECT j.name || CASE WHEN j.n > 1 THEN ' #' || j.n ELSE '' END, '', a.attr, a.val
-	FROM (SELECT format('job %I.%I on %s', j.proc_schema, j.proc_name, CASE
-			WHEN ca.view_name IS NOT NULL THEN format('continuous aggregate %I.%I', ca.view_schema, ca.view_name)
-			WHEN j.hypertable_name IS NOT NULL THEN format('%I.%I', j.hypertable_schema, j.hypertable_name)
-			ELSE 'the database' END) AS name,
-		row_number() OVER (PARTITION BY j.proc_schema, j.proc_name, j.hypertable_schema, j.hypertable_name ORDER BY j.job_id) AS n,
-		j.*
-		FROM timescaledb_information.jobs j
-		LEFT JOIN timescaledb_information.continuous_aggregates ca
-			ON ca.materialization_hypertable_schema = j.hypertable_schema AND ca.materialization_hypertable_name = j.hypertable_name
-		WHERE j.job_id >= 1000) AS j
+	`SELECT j.job_name, '', a.attr, a.val
+	FROM ` + UserJobs + ` AS j
 	CROSS JOIN LATERAL (VALUES ('schedule interval', j.schedule_interval::text), ('max runtime', j.max_runtime::text),
 		('max retries', j.max_retries::text), ('retry period', j.retry_period::text), ('scheduled', j.scheduled::text),
 		('fixed schedule', j.fixed_schedule::text), ('config', (j.config - 'hypertable_id' - 'mat_hypertable_id')::text),
