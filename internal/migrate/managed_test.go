@@ -2,12 +2,15 @@ package migrate_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
+	"github.com/tsmigrate/tsmigrate/internal/preflight"
 	"github.com/tsmigrate/tsmigrate/internal/schema"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
@@ -23,9 +26,7 @@ func TestManagedCloudLikeEveryShape(t *testing.T) {
 		t.Run(engine, func(t *testing.T) {
 			ctx := context.Background()
 			tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Flavour: testenv.CloudLike})
-			src := testenv.NewDB(t, srv, true)
-			testenv.MustExec(t, srv, src, shapes...)
-			unfreezeAtCleanup(t, srv, src)
+			src := shapesSource(t, srv)
 			sum, err := migrate.Run(ctx, migrate.Options{Engine: engine,
 				Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)),
 				Jobs: 4, PgBin: srv.ClientBin(), FreezeGrace: time.Second})
@@ -47,6 +48,16 @@ func TestManagedCloudLikeEveryShape(t *testing.T) {
 			})
 		})
 	}
+}
+
+// shapesSource is a new source database on srv holding the shape list and then extra,
+// unfrozen when the test ends.
+func shapesSource(t *testing.T, srv *testenv.Server, extra ...string) string {
+	t.Helper()
+	src := testenv.NewDB(t, srv, true)
+	testenv.MustExec(t, srv, src, append(append([]string{}, shapes...), extra...)...)
+	unfreezeAtCleanup(t, srv, src)
+	return src
 }
 
 // assertManagedTargetLive checks a target database after a migration as its
@@ -86,4 +97,78 @@ func assertManagedTargetLive(t *testing.T, tgt *testenv.Server, db string, inser
 		}
 	}
 	testenv.MustSchedulerRun(t, tgt, db)
+}
+
+// A run as tsdbadmin into the cloud-like target that fails after it restored part of
+// the source: the target is out of restoring mode and its scheduler runs; the reset
+// the run prints, run as tsdbadmin (who may not drop the database's TimescaleDB, the
+// superuser's), leaves the target empty for pre-flight, and the migration then
+// succeeds. Stream engine: rows rejected during the copy; dump engine: an object the
+// target holds already. Before, the hint said DROP EXTENSION timescaledb CASCADE,
+// which tsdbadmin may not run, and the target stayed in restoring mode with its
+// scheduler stopped.
+func TestManagedResetAfterFailure(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	for _, engine := range []string{migrate.EngineStream, migrate.EngineDump} {
+		t.Run(engine, func(t *testing.T) {
+			ctx := context.Background()
+			tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Flavour: testenv.CloudLike})
+			src := shapesSource(t, srv, "CREATE COLLATION public.plain (provider = libc, locale = 'C')",
+				"CREATE TABLE labels (id int, s text COLLATE public.plain)", "INSERT INTO labels VALUES (1, 'a')")
+			admin := connect(t, tgt.URI(testenv.ManagedDB))
+			opt := migrate.Options{Engine: engine,
+				Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)),
+				Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second}
+			if engine == migrate.EngineStream {
+				opt.OnEvent = func(e migrate.Event) {
+					if e.Kind == migrate.EventPhase && e.Phase == migrate.PhaseCopy {
+						testenv.MustExec(t, tgt, testenv.ManagedDB, "ALTER TABLE devices ADD CONSTRAINT few CHECK (id < 5)")
+					}
+				}
+			} else if _, err := admin.Exec(ctx, "CREATE COLLATION public.plain (provider = libc, locale = 'C')"); err != nil {
+				t.Fatal(err)
+			}
+			sum, err := migrate.Run(ctx, opt)
+			if err == nil || sum.Outcome != migrate.OutcomeFailed {
+				t.Fatalf("the run did not fail: %v, %+v", err, sum)
+			}
+			assertManagedTargetLive(t, tgt, testenv.ManagedDB, nil)
+			var reset string
+			for _, s := range sum.ResetTarget {
+				if _, sql, ok := strings.Cut(s, "as "+testenv.ManagedAdmin+", drop what the run restored: "); ok {
+					reset = sql
+				}
+			}
+			if reset == "" || strings.Contains(reset, "EXTENSION timescaledb") {
+				t.Fatalf("reset steps: %q", sum.ResetTarget)
+			}
+			t.Logf("reset: %s", reset)
+			if _, err := admin.Exec(ctx, reset); err != nil {
+				t.Fatalf("the reset as %s: %v", testenv.ManagedAdmin, err)
+			}
+			rep, err := preflight.Run(ctx, preflight.Options{Source: opt.Source, Target: opt.Target, Engine: engine})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range rep.Findings {
+				if f.Check == "target-empty" && f.Status != preflight.Pass {
+					t.Fatalf("after the reset, target-empty: %s: %s", f.Status, f.Saw)
+				}
+			}
+			if _, err := freeze.Unfreeze(ctx, opt.Source); err != nil {
+				t.Fatal(err)
+			}
+			opt.OnEvent = nil
+			sum, err = migrate.Run(ctx, opt)
+			if err != nil {
+				t.Fatalf("migrate after the reset: %v; schema differences: %s", err, schemaDiffs(sum))
+			}
+			if d := sum.Databases[0]; d.Identical == nil || !*d.Identical {
+				t.Fatalf("verify after the reset: %v; schema differences: %s", d.Identical, schemaDiffs(sum))
+			}
+			assertManagedTargetLive(t, tgt, testenv.ManagedDB, map[string]string{
+				"metrics": "INSERT INTO metrics (t, device_id, v) VALUES ('2032-06-01', 3, 1)",
+			})
+		})
+	}
 }

@@ -299,6 +299,9 @@ type DatabaseRun struct {
 	// settingsRefused names the database settings the target refused (warned about),
 	// which verify then leaves out.
 	settingsRefused []string
+	// restoring: this run put the target database in restoring mode
+	// (timescaledb_pre_restore()) and has not ended it yet; a failed run ends it.
+	restoring bool
 	// post is the plan of post-data, made before a --resume of a run that stopped in
 	// its post-data phase (prepareRestResume); nil otherwise.
 	post *schema.PostDataPlan
@@ -522,7 +525,7 @@ func (r *run) run(ctx context.Context) (err error) {
 			ch.add(end.minus(d.statsStart))
 		}
 		r.sum.SourceChanges = ch
-		r.sum.ResetTarget = r.resetSteps()
+		r.sum.ResetTarget = r.resetSteps(ctx)
 		return nil
 	}
 	if !frozenAt.IsZero() {
@@ -607,6 +610,8 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 			if err := r.chooseRestorePath(ctx, d); err != nil {
 				return err
 			}
+			// schema.Restore runs timescaledb_pre_restore() first.
+			d.restoring = d.RestorePath == schema.PathCatalog
 		}
 		res, err := schema.Restore(ctx, schema.RestoreOptions{Tools: r.tools, Target: d.dst, Archive: path, Jobs: r.opt.Jobs,
 			TimescaleDB: d.TimescaleDB, TimescaleDBSchema: d.tsSchema, KeepRestoring: true, OnMessage: onMessage,
@@ -625,14 +630,7 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 		return err
 	}
 	if d.ts {
-		if err := r.phase(d, PhasePost, func() error {
-			conn, err := d.dst.Connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer conn.Close(context.WithoutCancel(ctx))
-			return schema.PostRestore(ctx, conn.Conn)
-		}); err != nil {
+		if err := r.phase(d, PhasePost, func() error { return r.leaveRestoring(ctx, d) }); err != nil {
 			return err
 		}
 	}

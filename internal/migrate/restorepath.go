@@ -32,3 +32,27 @@ func (r *run) chooseRestorePath(ctx context.Context, d *DatabaseRun) error {
 		return nil
 	})
 }
+
+// enterRestoring puts d's target database in restoring mode with
+// timescaledb_pre_restore(), which stops its TimescaleDB scheduler; a failed run ends
+// it (undo, leaveRestoring).
+func (r *run) enterRestoring(ctx context.Context, d *DatabaseRun) error {
+	if d.RestorePath != schema.PathCatalog {
+		return nil
+	}
+	d.restoring = true
+	return onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error { return schema.PreRestore(ctx, c.Conn) })
+}
+
+// leaveRestoring ends restoring mode in d's target database and starts its TimescaleDB
+// scheduler again (timescaledb_post_restore()).
+func (r *run) leaveRestoring(ctx context.Context, d *DatabaseRun) error {
+	if d.RestorePath != schema.PathCatalog {
+		return nil
+	}
+	if err := onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error { return schema.PostRestore(ctx, c.Conn) }); err != nil {
+		return err
+	}
+	d.restoring = false
+	return nil
+}

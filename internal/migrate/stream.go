@@ -355,9 +355,7 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 				if err := r.chooseRestorePath(ctx, d); err != nil {
 					return err
 				}
-				if err := onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error {
-					return schema.PreRestore(ctx, c.Conn)
-				}); err != nil {
+				if err := r.enterRestoring(ctx, d); err != nil {
 					return err
 				}
 			}
@@ -368,6 +366,15 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 			}
 			return r.markStep(ctx, d, stepPreData)
 		}); err != nil {
+			return err
+		}
+	} else if d.ts && !d.steps[stepPostRestore] {
+		// A resume: the first run's failure ended restoring mode (undo), which the rest
+		// of the copy and post-data need again.
+		if err := r.chooseRestorePath(ctx, d); err != nil {
+			return err
+		}
+		if err := r.enterRestoring(ctx, d); err != nil {
 			return err
 		}
 	}
@@ -435,9 +442,7 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 			return err
 		}
 		if d.ts {
-			if err := r.phase(d, PhasePost, func() error {
-				return onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error { return schema.PostRestore(ctx, c.Conn) })
-			}); err != nil {
+			if err := r.phase(d, PhasePost, func() error { return r.leaveRestoring(ctx, d) }); err != nil {
 				return err
 			}
 		}

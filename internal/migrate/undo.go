@@ -3,12 +3,14 @@ package migrate
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
 )
 
 // undoTimeout bounds the clean-up after a failed or interrupted run.
@@ -42,6 +44,16 @@ func (r *run) undo(ctx context.Context, cause error) {
 		}
 		r.note(d.Source, "unfrozen: writes on the source resume (the migration did not happen)")
 	}
+	for _, d := range r.sum.Databases {
+		if !d.restoring {
+			continue
+		}
+		if err := r.leaveRestoring(ctx, d); err != nil {
+			r.warn(fmt.Sprintf("target database %s is still in TimescaleDB's restoring mode, its scheduler stopped: %s; run SELECT timescaledb_post_restore() in it", d.Target, dbconn.Reason(err)))
+			continue
+		}
+		r.note(d.Source, fmt.Sprintf("target database %s: restoring mode ended, its TimescaleDB scheduler started again (timescaledb_post_restore())", d.Target))
+	}
 	touched := false
 	for _, d := range r.sum.Databases {
 		if len(d.Phases) > 0 {
@@ -52,7 +64,7 @@ func (r *run) undo(ctx context.Context, cause error) {
 		r.dropCreatedTargets(ctx)
 		return
 	}
-	r.sum.ResetTarget = r.resetSteps()
+	r.sum.ResetTarget = r.resetSteps(ctx)
 }
 
 // What froze a source database, as DatabaseRun.FrozenBy says; another freeze is named
@@ -116,8 +128,15 @@ func (r *run) settleFrozen(ctx context.Context) {
 	}
 }
 
-// resetSteps says how to bring the target back to empty, database by database.
-func (r *run) resetSteps() []string {
+// sqlSuperuser says whether the session's user is a superuser.
+const sqlSuperuser = `SELECT rolsuper FROM pg_roles WHERE rolname = current_user`
+
+// resetSteps says how to bring the target back to empty, database by database: one
+// that the run created is dropped; in another, the statements that drop what the run
+// restored, as the target user (schema.ResetStatements), who may be no superuser and
+// may not own the database nor its extensions (a managed service's admin role); a
+// superuser may also drop and create the database.
+func (r *run) resetSteps(ctx context.Context) []string {
 	var steps []string
 	for _, d := range r.sum.Databases {
 		if len(d.Phases) == 0 && !d.CreatedTarget {
@@ -129,8 +148,28 @@ func (r *run) resetSteps() []string {
 			steps = append(steps, fmt.Sprintf("on %s: DROP DATABASE %s WITH (FORCE);  (tsmigrate created it; the next run creates it again)", server, name))
 			continue
 		}
-		steps = append(steps, fmt.Sprintf("on %s: DROP DATABASE %s WITH (FORCE); CREATE DATABASE %s;  (where the database cannot be dropped, as a managed service's %s: drop every schema restored into it, DROP EXTENSION timescaledb CASCADE, and recreate schema public)",
-			server, name, name, d.Target))
+		user := d.dst.User()
+		var stmts []string
+		var super bool
+		err := onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) (err error) {
+			if err := c.QueryRow(ctx, sqlSuperuser).Scan(&super); err != nil {
+				return err
+			}
+			stmts, err = schema.ResetStatements(ctx, c.Conn)
+			return err
+		})
+		if super {
+			steps = append(steps, fmt.Sprintf("on %s: DROP DATABASE %s WITH (FORCE); CREATE DATABASE %s;  (or, keeping the database:)", server, name, name))
+		}
+		switch {
+		case err != nil:
+			steps = append(steps, fmt.Sprintf("in %s as %s: drop every schema, table, view, function and type the run restored (not the extensions %s does not own); reading the target to list them failed: %s",
+				d.dst.String(), user, user, dbconn.Reason(err)))
+		case len(stmts) == 0:
+			steps = append(steps, fmt.Sprintf("in %s: nothing to drop", d.dst.String()))
+		default:
+			steps = append(steps, fmt.Sprintf("in %s as %s, drop what the run restored: %s;", d.dst.String(), user, strings.Join(stmts, "; ")))
+		}
 	}
 	return steps
 }
