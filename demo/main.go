@@ -40,13 +40,13 @@ func run(ctx context.Context, scale float64, keep bool) error {
 	if err := testenv.Available(testenv.PG17TS); err != nil {
 		return fmt.Errorf("%v (make demo runs it for you)", err)
 	}
-	step("starting two local servers: a source (PostgreSQL 17 + TimescaleDB) and a managed-like target (TLS only, defaultdb, tsdbadmin)")
+	step("starting two local servers: a source (PostgreSQL 17 + TimescaleDB) and a managed-like target (TLS only, defaultdb owned by tsdbadmin, no superuser)")
 	src, err := testenv.Start(ctx, testenv.PG17TS, testenv.Options{})
 	if err != nil {
 		return err
 	}
 	defer src.Stop()
-	dst, err := testenv.Start(ctx, testenv.PG17TS, testenv.Options{Managed: true})
+	dst, err := testenv.Start(ctx, testenv.PG17TS, testenv.Options{Flavour: testenv.CloudLike})
 	if err != nil {
 		return err
 	}
@@ -81,10 +81,9 @@ func run(ctx context.Context, scale float64, keep bool) error {
 	}
 	env := append(os.Environ(),
 		"TSMIGRATE_SOURCE="+src.SuperURI("app"),
-		// The Apache build of TimescaleDB packaged by Debian lets only a superuser restore
-		// its catalog; managed services grant their admin role that. So the demo restores
-		// as the target's superuser, over TLS like a managed service.
-		"TSMIGRATE_TARGET="+dst.SuperURI(testenv.ManagedDB))
+		// As the managed-like target's tsdbadmin, over TLS: the database's owner, no
+		// superuser, set up as Timescale's own images set up their owner (testenv.CloudLike).
+		"TSMIGRATE_TARGET="+dst.URI(testenv.ManagedDB))
 	fmt.Println("\nThe connection strings are in TSMIGRATE_SOURCE and TSMIGRATE_TARGET (passwords stay off the command line).")
 
 	for _, c := range demoSteps() {
