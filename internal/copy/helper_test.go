@@ -108,7 +108,7 @@ func newPairOn(t *testing.T, srv *testenv.Server, extra ...string) pair {
 		t.Fatal(err)
 	}
 	p.onTarget(t, schema.PreRestore)
-	if _, err := schema.RestoreSection(ctx, p.tools, p.target(t), p.archive, schema.PreData, 1, nil); err != nil {
+	if _, err := schema.RestoreSection(ctx, p.tools, p.target(t), p.archive, schema.PreData, 1, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -117,7 +117,7 @@ func newPairOn(t *testing.T, srv *testenv.Server, extra ...string) pair {
 // finish restores post-data and ends restore mode on the target.
 func (p pair) finish(t *testing.T) {
 	t.Helper()
-	if _, err := schema.RestoreSection(context.Background(), p.tools, p.target(t), p.archive, schema.PostData, 2, nil); err != nil {
+	if _, err := schema.RestoreSection(context.Background(), p.tools, p.target(t), p.archive, schema.PostData, 2, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	p.onTarget(t, schema.PostRestore)

@@ -98,6 +98,9 @@ func (r *run) resolve(ctx context.Context) ([]*DatabaseRun, error) {
 			return nil, err
 		}
 		err = conn.QueryRow(ctx, sqlSourceFacts).Scan(&d.TimescaleDB, &d.tsSchema, &d.sizeBytes)
+		if err == nil {
+			d.lineBreakNames, err = schema.LineBreakNames(ctx, conn.Conn)
+		}
 		conn.Close(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("inspect source database %s: %w", p.Source, err)

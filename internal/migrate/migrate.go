@@ -294,8 +294,11 @@ type DatabaseRun struct {
 	dataStarted bool
 	ts          bool
 	tsSchema    string // the schema the source's TimescaleDB is installed in
-	sizeBytes   int64
-	statsStart  *Changes
+	// lineBreakNames are the source's names that hold a line break, which pg_restore
+	// prints raw (schema.LineBreakNames).
+	lineBreakNames []string
+	sizeBytes      int64
+	statsStart     *Changes
 	// settingsRefused names the database settings the target refused (warned about),
 	// which verify then leaves out.
 	settingsRefused []string
@@ -614,7 +617,7 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 			d.restoring = d.RestorePath == schema.PathCatalog
 		}
 		res, err := schema.Restore(ctx, schema.RestoreOptions{Tools: r.tools, Target: d.dst, Archive: path, Jobs: r.opt.Jobs,
-			TimescaleDB: d.TimescaleDB, TimescaleDBSchema: d.tsSchema, KeepRestoring: true, OnMessage: onMessage,
+			TimescaleDB: d.TimescaleDB, TimescaleDBSchema: d.tsSchema, KeepRestoring: true, OnMessage: onMessage, Names: d.lineBreakNames,
 			OnStep: func(s string) { r.note(d.Source, s) }})
 		d.Messages = append(d.Messages, res.Messages...)
 		return r.messagesErr(err)

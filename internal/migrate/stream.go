@@ -359,7 +359,7 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 					return err
 				}
 			}
-			msgs, err := schema.RestoreSection(ctx, r.tools, d.dst, file, schema.PreData, 1, onMessage)
+			msgs, err := schema.RestoreSection(ctx, r.tools, d.dst, file, schema.PreData, 1, d.lineBreakNames, onMessage)
 			d.Messages = append(d.Messages, msgs...)
 			if err := r.messagesErr(err); err != nil {
 				return err

@@ -86,12 +86,16 @@ func (r Result) HarmlessCount() int { return len(r.Messages) - len(r.Errors()) }
 // Classifier takes the lines of one run of pg_dump or pg_restore, in order, and groups
 // and classifies them. It is safe for use from several goroutines.
 type Classifier struct {
-	mu        sync.Mutex
-	toc       *TOC
-	cur       *Message
-	context   []string // "while PROCESSING TOC:" / "from TOC entry" lines waiting for their message
-	ref       *TOCRef
-	dangling  []string // bare prefixes of interleaved lines, waiting for their text
+	mu       sync.Mutex
+	toc      *TOC
+	cur      *Message
+	context  []string // "while PROCESSING TOC:" / "from TOC entry" lines waiting for their message
+	ref      *TOCRef
+	dangling []string // bare prefixes of interleaved lines, waiting for their text
+	// info is the last line when it is a prefixed line without a level (progress or
+	// context), which the rest of a name with a line break (names) may continue.
+	info      string
+	names     []string
 	res       Result
 	onMessage func(Message)
 }
@@ -145,6 +149,19 @@ func (c *Classifier) line(raw string) {
 		return
 	}
 	l := parseLine(raw)
+	if c.info != "" && l.program == "" && l.level == "" && c.cur == nil && continuesName(c.info, raw, c.names) {
+		// The rest of a name with a line break, which cut the progress or context line
+		// naming it ("dumping contents of table "a", "from TOC entry 12; ... TABLE a").
+		if n := len(c.context); n > 0 && c.context[n-1] == c.info {
+			c.context[n-1] += "\n" + raw
+		}
+		c.info += "\n" + raw
+		return
+	}
+	c.info = ""
+	if l.program != "" && l.level == "" {
+		c.info = raw
+	}
 	switch {
 	case l.program != "" && l.level == "" && (l.body == "while PROCESSING TOC:" || l.body == "while INITIALIZING:" || l.body == "while FINALIZING:"):
 		c.flush()

@@ -267,3 +267,53 @@ func FuzzClassifier(f *testing.F) {
 		}
 	})
 }
+
+// pg_dump and pg_restore print names raw: a name with a line break cuts its progress
+// line, or the context line naming the entry of an error, in two. The rest is read as
+// part of that line when it is the rest of one of the source's names that hold a line
+// break; any other unprefixed line after such a line is still shown.
+func TestNameWithLineBreak(t *testing.T) {
+	names := []string{"odd\nschema", "it's\n a \"name\"", "new\nline"}
+	classify := func(toc *TOC, names []string, text string) Result {
+		c := NewClassifier(toc, nil)
+		c.names = names
+		for _, l := range strings.Split(strings.TrimPrefix(text, "\n"), "\n") {
+			c.Line(l)
+		}
+		return c.Finish()
+	}
+	progress := `
+pg_dump: dumping contents of table "odd
+schema.it's
+ a "name""
+pg_dump: dumping contents of table "public.devices"`
+	if res := classify(nil, names, progress); len(res.Messages) != 0 || res.Progress != 2 {
+		t.Errorf("progress line with line breaks: %+v", res)
+	}
+	if res := classify(nil, nil, progress); len(res.Errors()) == 0 {
+		t.Errorf("line breaks of names not known to the classifier: no error: %+v", res)
+	}
+	if res := classify(nil, names, `
+pg_dump: dumping contents of table "public.new
+something else"`); len(res.Errors()) != 1 {
+		t.Errorf("a line that is not the rest of the name: %+v", res)
+	}
+
+	toc, err := ParseTOC(strings.NewReader("12; 1259 16390 TABLE public new line postgres\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := classify(toc, names, `
+pg_restore: creating TABLE "public.new
+line"
+pg_restore: while PROCESSING TOC:
+pg_restore: from TOC entry 12; 1259 16390 TABLE new
+line postgres
+pg_restore: error: could not execute query: ERROR:  permission denied for schema public
+Command was: CREATE TABLE public."new
+line" (id integer);`)
+	if errs := res.Errors(); len(errs) != 1 || errs[0].TOCID != 12 || errs[0].Object != "TABLE public.new line" ||
+		len(errs[0].Lines) != 5 || !strings.Contains(errs[0].Lines[1], "TABLE new\nline postgres") {
+		t.Errorf("error of an entry whose name has a line break: %+v", res.Messages)
+	}
+}

@@ -49,7 +49,7 @@ func Dump(ctx context.Context, opt DumpOptions) ([]Message, error) {
 	default:
 		return nil, fmt.Errorf("dump: no directory or file given")
 	}
-	return runClassified(ctx, opt.Tools, pgtools.Cmd{Program: "pg_dump", Conn: opt.Source, Args: args}, nil, opt.OnMessage)
+	return runClassified(ctx, opt.Tools, pgtools.Cmd{Program: "pg_dump", Conn: opt.Source, Args: args}, nil, nil, opt.OnMessage)
 }
 
 // Sections of a dump (pg_dump --section).
@@ -64,14 +64,15 @@ const (
 func DumpSchema(ctx context.Context, tools *pgtools.Tools, src *dbconn.Config, file string, onMessage func(Message)) ([]Message, error) {
 	args := []string{"--verbose", "--no-owner", "--format=custom", "--file=" + file,
 		"--section=" + PreData, "--section=" + PostData}
-	return runClassified(ctx, tools, pgtools.Cmd{Program: "pg_dump", Conn: src, Args: args}, nil, onMessage)
+	return runClassified(ctx, tools, pgtools.Cmd{Program: "pg_dump", Conn: src, Args: args}, nil, nil, onMessage)
 }
 
 // RestoreSection restores one section (PreData or PostData) of archive into the target
 // with jobs workers, classifying what pg_restore prints. Run timescaledb_pre_restore()
 // (PreRestore) before the pre-data section of a TimescaleDB database: the schema that
-// its TimescaleDB is installed in is left out, made with the extension.
-func RestoreSection(ctx context.Context, tools *pgtools.Tools, target *dbconn.Config, archive, section string, jobs int, onMessage func(Message)) ([]Message, error) {
+// its TimescaleDB is installed in is left out, made with the extension. names are the
+// archive's names that hold a line break (see RestoreOptions.Names).
+func RestoreSection(ctx context.Context, tools *pgtools.Tools, target *dbconn.Config, archive, section string, jobs int, names []string, onMessage func(Message)) ([]Message, error) {
 	if section != PreData && section != PostData {
 		return nil, fmt.Errorf("restore section %q: want %q or %q", section, PreData, PostData)
 	}
@@ -104,7 +105,7 @@ func RestoreSection(ctx context.Context, tools *pgtools.Tools, target *dbconn.Co
 		args = append(args, "--jobs="+strconv.Itoa(jobs))
 	}
 	args = append(args, archive)
-	return runClassified(ctx, tools, pgtools.Cmd{Program: "pg_restore", Conn: target, Args: args}, toc, onMessage)
+	return runClassified(ctx, tools, pgtools.Cmd{Program: "pg_restore", Conn: target, Args: args}, toc, names, onMessage)
 }
 
 // sqlAnalyzeTargets lists what ANALYZE covers (tables, partitioned tables, materialized

@@ -50,6 +50,10 @@ const (
 // IMMUTABLE on trust; one that reads another table gave wrong index entries when built
 // before that table's rows were in. The index records its expressions' functions and
 // operators in pg_depend. Checked on PostgreSQL 15 and 17.
+//
+// It also gives each entry's schema and tag as pg_dump writes them (an index's name; a
+// constraint's table and name, space-separated): pg_restore -l lists them unquoted,
+// which cannot be split where a schema or name holds a space.
 var sqlEarlyTables = `
 WITH late AS (
 	SELECT d.objid AS indexrelid FROM pg_depend d
@@ -59,11 +63,12 @@ WITH late AS (
 		AND f.oid >= 16384
 		AND NOT ` + sqltext.ExtensionMember(sqltext.Catalog("pg_proc"), "f.oid") + `
 )
-SELECT 1259::oid, x.indexrelid, n.nspname, c.relname, x.indexrelid NOT IN (SELECT indexrelid FROM late)
+SELECT 1259::oid, x.indexrelid, n.nspname, c.relname, x.indexrelid NOT IN (SELECT indexrelid FROM late), i.relname::text
 FROM pg_index x JOIN pg_class c ON c.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+	JOIN pg_class i ON i.oid = x.indexrelid
 WHERE x.indexrelid = ANY($1::oid[]) AND c.relkind = 'r'
 UNION ALL
-SELECT 2606::oid, co.oid, n.nspname, c.relname, co.conindid NOT IN (SELECT indexrelid FROM late)
+SELECT 2606::oid, co.oid, n.nspname, c.relname, co.conindid NOT IN (SELECT indexrelid FROM late), c.relname || ' ' || co.conname
 FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE co.oid = ANY($2::oid[]) AND c.relkind = 'r' AND co.contype IN ('p', 'u', 'x')`
 
@@ -84,6 +89,7 @@ type PostDataPlan struct {
 	// Fallback says why nothing runs early ("" when entries do): pg_restore's script
 	// held something that cannot be split per entry safely.
 	Fallback string
+	names    []string // the source's names that hold a line break
 }
 
 // SplitPostData reads the post-data section of archive (a schema dump of the source
@@ -95,6 +101,9 @@ func SplitPostData(ctx context.Context, tools *pgtools.Tools, src *pgx.Conn, arc
 		return nil, err
 	}
 	p := &PostDataPlan{archive: archive, toc: toc, sql: map[TableName]string{}, early: map[int]TableName{}, later: map[TableName]bool{}}
+	if p.names, err = LineBreakNames(ctx, src); err != nil {
+		return nil, err
+	}
 	var idx, con []uint32
 	for _, e := range toc.Entries {
 		switch {
@@ -109,13 +118,16 @@ func SplitPostData(ctx context.Context, tools *pgtools.Tools, src *pgx.Conn, arc
 	}
 	type key struct{ cat, oid uint32 }
 	tables := map[key]TableName{}
+	tags := map[key]string{}
 	rows, _ := src.Query(ctx, sqlEarlyTables, idx, con)
 	var k key
 	var t TableName
 	var early bool
-	if _, err := pgx.ForEachRow(rows, []any{&k.cat, &k.oid, &t.Schema, &t.Name, &early}, func() error {
+	var tag string
+	if _, err := pgx.ForEachRow(rows, []any{&k.cat, &k.oid, &t.Schema, &t.Name, &early, &tag}, func() error {
 		if early {
 			tables[k] = t
+			tags[k] = tag
 		} else {
 			p.later[t] = true
 		}
@@ -126,6 +138,7 @@ func SplitPostData(ctx context.Context, tools *pgtools.Tools, src *pgx.Conn, arc
 	var entries []TOCEntry
 	for _, e := range toc.Entries {
 		if t, ok := tables[key{e.CatalogTable, e.OID}]; ok && (e.Desc == "INDEX" || e.Desc == "CONSTRAINT") {
+			e.Schema, e.Name = sanitizeLine(t.Schema), sanitizeLine(tags[key{e.CatalogTable, e.OID}])
 			entries = append(entries, e)
 			p.early[e.ID] = t
 		}
@@ -181,11 +194,14 @@ const scriptEntry = "-- Name: "
 // in another order than listed; the comment before each one names it. A block must
 // hold nothing that changes the session, since pg_restore sets what the next entry
 // needs (default_tablespace, say) before that entry's comment, in the previous block.
+//
+// Each entry is known by its comment as pg_restore --no-owner writes it, compared whole
+// (no field is split off: a name may hold "; " or a space): entries must hold Schema
+// and Name as pg_restore prints them (sanitizeLine).
 func splitScript(script []byte, entries []TOCEntry) ([]string, string) {
-	type name struct{ desc, schema, name string }
-	at := map[name]int{}
+	at := map[string]int{}
 	for i, e := range entries {
-		k := name{e.Desc, e.Schema, e.Name}
+		k := scriptHeader(e)
 		if _, dup := at[k]; dup {
 			return nil, "two entries are named " + e.Object()
 		}
@@ -209,14 +225,13 @@ func splitScript(script []byte, entries []TOCEntry) ([]string, string) {
 		switch {
 		case strings.HasPrefix(line, scriptEntry) && prev == "--":
 			flush()
-			schema := headerField(line, "Schema")
-			if schema == "-" {
-				schema = ""
+			k := line
+			if j := strings.LastIndex(k, noOwner); j >= 0 {
+				k = k[:j+len(noOwner)] // without a "; Tablespace: ..." after it
 			}
-			k := name{headerField(line, "Type"), schema, headerField(line, "Name")}
 			i, ok := at[k]
 			if !ok || seen[i] {
-				return nil, fmt.Sprintf("pg_restore wrote %s %s.%s, which was not asked for once", k.desc, k.schema, k.name)
+				return nil, fmt.Sprintf("pg_restore wrote an entry that was not asked for once: %q", strings.TrimPrefix(line, "-- "))
 			}
 			cur, seen[i] = i, true
 		case strings.HasPrefix(line, `\restrict `) || strings.HasPrefix(line, `\unrestrict `):
@@ -248,17 +263,24 @@ func splitScript(script []byte, entries []TOCEntry) ([]string, string) {
 	return blocks, ""
 }
 
-// headerField reads one "Field: value" of an entry's comment line.
-func headerField(line, field string) string {
-	i := strings.Index(line, field+": ")
-	if i < 0 {
-		return ""
+// noOwner ends the comment of an entry that pg_restore --no-owner writes.
+const noOwner = "; Owner: -"
+
+// scriptHeader is the comment pg_restore --no-owner writes before entry e in a plain
+// script (PostgreSQL 12-17, _printTocEntry), without the "; Tablespace: ..." that
+// follows for an entry in a tablespace of its own.
+func scriptHeader(e TOCEntry) string {
+	schema := e.Schema
+	if schema == "" {
+		schema = "-"
 	}
-	v := line[i+len(field)+2:]
-	if j := strings.Index(v, "; "); j >= 0 {
-		v = v[:j]
-	}
-	return v
+	return scriptEntry + e.Name + "; Type: " + e.Desc + "; Schema: " + schema + noOwner
+}
+
+// sanitizeLine is a name as pg_restore prints it in a TOC listing or a script's
+// comments (sanitize_line): line breaks turned into spaces.
+func sanitizeLine(s string) string {
+	return strings.NewReplacer("\n", " ", "\r", " ").Replace(s)
 }
 
 // inRest says whether RestoreRest restores e (when it is of the post-data section):
@@ -284,6 +306,6 @@ func (p *PostDataPlan) RestoreRest(ctx context.Context, tools *pgtools.Tools, ta
 	if n == 0 {
 		return nil, nil
 	}
-	return restoreList(ctx, RestoreOptions{Tools: tools, Target: target, Archive: p.archive, OnMessage: onMessage},
+	return restoreList(ctx, RestoreOptions{Tools: tools, Target: target, Archive: p.archive, OnMessage: onMessage, Names: p.names},
 		p.toc, list, jobs, "--section="+PostData)
 }

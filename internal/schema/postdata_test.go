@@ -93,7 +93,7 @@ func TestSplitPostDataThenRestoreRest(t *testing.T) {
 	if err := PreRestore(ctx, tc.Conn); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := RestoreSection(ctx, tools, target, file, PreData, 1, nil); err != nil {
+	if _, err := RestoreSection(ctx, tools, target, file, PreData, 1, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	tc.Close(ctx)

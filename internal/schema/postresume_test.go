@@ -146,7 +146,7 @@ func findOnTargetThenRestoreRest(t *testing.T, kind testenv.Kind) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := RestoreSection(ctx, tools, target, file, PreData, 1, nil); err != nil {
+	if _, err := RestoreSection(ctx, tools, target, file, PreData, 1, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 

@@ -172,6 +172,9 @@ type RestoreOptions struct {
 	// OnStep is told when each step starts; OnMessage gets each classified message.
 	OnStep    func(name string)
 	OnMessage func(Message)
+	// Names are the archive's names that hold a line break (LineBreakNames of the
+	// source): pg_restore prints them raw, cutting the lines that name them.
+	Names []string
 }
 
 // RestoreResult is what the restore did and printed.
@@ -323,12 +326,21 @@ func restoreList(ctx context.Context, opt RestoreOptions, toc *TOC, list string,
 		args = append(args, "--jobs="+strconv.Itoa(jobs))
 	}
 	args = append(args, opt.Archive)
-	return runClassified(ctx, opt.Tools, pgtools.Cmd{Program: "pg_restore", Conn: opt.Target, Args: args}, toc, opt.OnMessage)
+	return runClassified(ctx, opt.Tools, pgtools.Cmd{Program: "pg_restore", Conn: opt.Target, Args: args}, toc, opt.Names, opt.OnMessage)
 }
 
-// runClassified runs a program, classifies its stderr, and checks the verdict.
-func runClassified(ctx context.Context, tools *pgtools.Tools, cmd pgtools.Cmd, toc *TOC, onMessage func(Message)) ([]Message, error) {
+// runClassified runs a program, classifies its stderr, and checks the verdict. names
+// are the archive's names holding a line break (LineBreakNames): a pg_dump run reads
+// them from its source itself.
+func runClassified(ctx context.Context, tools *pgtools.Tools, cmd pgtools.Cmd, toc *TOC, names []string, onMessage func(Message)) ([]Message, error) {
+	if cmd.Program == "pg_dump" {
+		var err error
+		if names, err = sourceLineBreakNames(ctx, cmd.Conn); err != nil {
+			return nil, err
+		}
+	}
 	cl := NewClassifier(toc, onMessage)
+	cl.names = names
 	cmd.Line = cl.Line
 	runErr := tools.Run(ctx, cmd)
 	res := cl.Finish()

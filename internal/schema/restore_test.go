@@ -123,21 +123,21 @@ func TestRestoreSections(t *testing.T) {
 	}
 	dst := testenv.NewDB(t, srv, false)
 	target := cfg(t, "target", srv.URI(dst))
-	if _, err := RestoreSection(ctx, tools, target, file, PreData, 2, nil); err != nil {
+	if _, err := RestoreSection(ctx, tools, target, file, PreData, 2, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(t, srv, dst, "SELECT count(*) FROM pg_indexes WHERE tablename = 'a'"); n != 0 {
 		t.Fatalf("pre-data made %d indexes", n)
 	}
 	testenv.MustExec(t, srv, dst, "INSERT INTO a VALUES (1, 'x')")
-	if _, err := RestoreSection(ctx, tools, target, file, PostData, 2, nil); err != nil {
+	if _, err := RestoreSection(ctx, tools, target, file, PostData, 2, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(t, srv, dst, "SELECT count(*) FROM pg_indexes WHERE tablename = 'a'"); n != 2 {
 		t.Fatalf("post-data made %d indexes, want 2", n)
 	}
 	// A conflicting object is an error naming it.
-	_, err := RestoreSection(ctx, tools, target, file, PreData, 1, nil)
+	_, err := RestoreSection(ctx, tools, target, file, PreData, 1, nil, nil)
 	var me *MessageError
 	if !errors.As(err, &me) || me.Messages[0].Object != "TABLE public.a" {
 		t.Fatalf("restoring pre-data twice: %v; want a MessageError on TABLE public.a", err)
@@ -179,7 +179,7 @@ func TestRestoreSectionIntoExtensionSchema(t *testing.T) {
 	if err := PreRestore(ctx, c); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := RestoreSection(ctx, tools, cfg(t, "target", srv.URI(dst)), file, PreData, 1, nil); err != nil {
+	if _, err := RestoreSection(ctx, tools, cfg(t, "target", srv.URI(dst)), file, PreData, 1, nil, nil); err != nil {
 		t.Fatalf("pre-data: %v", err)
 	}
 	var facts string
