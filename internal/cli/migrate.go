@@ -89,7 +89,9 @@ it: finished data units are skipped, a half-finished unit is copied again from s
 by the very freeze the target's journal was written under, and its write counters are
 still those of the freeze's baseline, which the journal keeps (no write, no server restart,
 no statistics reset since): a source that may have changed since the first run can only be
-started over (unfreeze, reset the target, migrate again). The freeze proof of a resumed run
+started over (unfreeze, reset the target, migrate again). The journal records its format
+and the tsmigrate version that wrote it: --resume and --worker refuse a journal of another
+format (exit 2, nothing changed), saying which version wrote it. The freeze proof of a resumed run
 covers both runs: from the first run's freeze to the end of the resumed copy. A run that fails or is interrupted (Ctrl-C, SIGTERM) unfreezes the source as
 said above, so it cannot be resumed, unless --keep-frozen-on-failure is given: then, once the
 data phase has started and if the freeze's proof holds at that point (else the source is

@@ -6,7 +6,8 @@
 // unit becomes claimable again as soon as its transaction is gone.
 //
 // The journal lives in schema _tsmigrate of the target; the pipeline drops it when a
-// run ends well. Verification must ignore that schema.
+// run ends well. Verification must ignore that schema. It records its Format and the
+// tsmigrate version that wrote it; a journal of another format is refused, untouched.
 package journal
 
 import (
@@ -16,10 +17,18 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tsmigrate/tsmigrate/internal/version"
 )
 
 // Schema is the target schema that holds the journal.
 const Schema = "_tsmigrate"
+
+// Format numbers the journal's shape: what its tables hold and mean. A tsmigrate reads
+// and continues only journals of its own format; one that changes the shape (a column,
+// a unit kind, a step) or its meaning increments it. Journals from before formats were
+// recorded (no format column in run) are format 0.
+const Format = 1
 
 // State of a unit as recorded. A pending unit whose row is locked is being copied
 // (running): the lock lives in the copying transaction and ends with it, so a crashed
@@ -96,6 +105,8 @@ const (
 CREATE SCHEMA IF NOT EXISTS _tsmigrate;
 CREATE TABLE IF NOT EXISTS _tsmigrate.run (
 	one        boolean PRIMARY KEY DEFAULT true CHECK (one),
+	format     int NOT NULL,
+	tsmigrate_version text NOT NULL,
 	freeze_id  text NOT NULL,
 	freeze_baseline jsonb,
 	planned    boolean NOT NULL DEFAULT false,
@@ -159,39 +170,92 @@ FOR UPDATE`
 	idleSQL = `SELECT count(*) FROM (SELECT FROM _tsmigrate.units WHERE state = 'pending' FOR KEY SHARE SKIP LOCKED) idle`
 
 	doneSQL = `UPDATE _tsmigrate.units SET state = 'done', rows = $2, bytes = $3, done_at = now() WHERE id = $1`
+
+	// formatSQL reads who wrote the journal. Every format keeps these two columns of
+	// run, so that any tsmigrate can say which one wrote a journal it cannot continue.
+	formatSQL = `SELECT format, tsmigrate_version FROM _tsmigrate.run`
 )
 
 // ErrNoJournal is returned by Read when the target holds no journal.
 var ErrNoJournal = errors.New("no journal on the target")
 
-// ErrOldJournal is returned by Read (and Open) when the target holds a journal of an
-// older tsmigrate, which lacks what this one records.
-var ErrOldJournal = errors.New("the target holds the journal of a migration started by an older tsmigrate, which this one cannot continue")
+// FormatError is returned by Read and Open when the target holds a journal of another
+// format than Format, which this tsmigrate cannot continue (nor change).
+type FormatError struct {
+	Format  int    // the journal's; 0 for journals from before formats were recorded
+	Version string // the tsmigrate that wrote it ("" for format 0)
+}
 
-// Open creates the journal on the target if it is missing and records freezeID; an
-// existing journal is left as it is. It returns what the journal says; the caller
-// compares Run.FreezeID with its own to decide whether a resume is safe.
+func (e *FormatError) Error() string {
+	who := "a tsmigrate from before journals recorded their format"
+	if e.Format > 0 {
+		who = fmt.Sprintf("tsmigrate %s (journal format %d)", e.Version, e.Format)
+	}
+	return fmt.Sprintf("its migration journal was written by %s, and this tsmigrate (%s) continues journals of format %d only",
+		who, version.Get(), Format)
+}
+
+// readFormat says whether the target holds a journal this tsmigrate can continue: nil,
+// ErrNoJournal or a *FormatError. It reads under a savepoint, so that tx goes on when
+// there is no journal.
+func readFormat(ctx context.Context, tx pgx.Tx) error {
+	var f FormatError
+	err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
+		return sp.QueryRow(ctx, formatSQL).Scan(&f.Format, &f.Version)
+	})
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") || errors.Is(err, pgx.ErrNoRows):
+		// undefined_table, invalid_schema_name (PostgreSQL 15, 17)
+		return ErrNoJournal
+	case errors.As(err, &pgErr) && pgErr.Code == "42703": // undefined_column: format 0
+		return &FormatError{}
+	case err != nil:
+		return err
+	case f.Format != Format:
+		return &f
+	}
+	return nil
+}
+
+// Open creates the journal on the target if it is missing and records freezeID, this
+// format and this tsmigrate's version; an existing journal of this format is left as
+// it is, one of another format is left untouched and refused (*FormatError). It
+// returns what the journal says; the caller compares Run.FreezeID with its own to
+// decide whether a resume is safe.
 func Open(ctx context.Context, conn *pgx.Conn, freezeID string) (*Run, error) {
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, setupLock); err != nil {
 			return err
 		}
+		if err := readFormat(ctx, tx); !errors.Is(err, ErrNoJournal) {
+			return err
+		}
 		if _, err := tx.Exec(ctx, createSQL); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO _tsmigrate.run (freeze_id) VALUES ($1) ON CONFLICT DO NOTHING`, freezeID)
+		_, err := tx.Exec(ctx, `INSERT INTO _tsmigrate.run (format, tsmigrate_version, freeze_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+			Format, version.Get().String(), freezeID)
 		return err
 	})
+	var fe *FormatError
+	if errors.As(err, &fe) {
+		return nil, fe
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open journal on target: %w", err)
 	}
 	return Read(ctx, conn)
 }
 
-// Read says what the journal on the target holds, or ErrNoJournal.
+// Read says what the journal on the target holds, or ErrNoJournal, or a *FormatError
+// for a journal of another format.
 func Read(ctx context.Context, conn *pgx.Conn) (*Run, error) {
 	var r Run
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if err := readFormat(ctx, tx); err != nil {
+			return err
+		}
 		err := tx.QueryRow(ctx, `SELECT r.freeze_id, r.freeze_baseline, r.planned,
 	(SELECT count(*) FROM _tsmigrate.units), (SELECT count(*) FROM _tsmigrate.units WHERE state = 'done')
 FROM _tsmigrate.run r`).Scan(&r.FreezeID, &r.Baseline, &r.Planned, &r.Units, &r.Done)
@@ -203,18 +267,15 @@ FROM _tsmigrate.run r`).Scan(&r.FreezeID, &r.Baseline, &r.Planned, &r.Units, &r.
 			return err
 		}
 		r.Running = r.Units - r.Done - idle
-		// Columns added since the first journals: a journal without them is older.
-		_, err = tx.Exec(ctx, `SELECT post_sql FROM _tsmigrate.units LIMIT 0`)
-		return err
+		return nil
 	})
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") || errors.Is(err, pgx.ErrNoRows) {
+	var fe *FormatError
+	switch {
+	case errors.Is(err, ErrNoJournal):
 		return nil, ErrNoJournal
-	}
-	if errors.As(err, &pgErr) && pgErr.Code == "42703" { // undefined_column (PostgreSQL 15, 17)
-		return nil, ErrOldJournal
-	}
-	if err != nil {
+	case errors.As(err, &fe):
+		return nil, fe
+	case err != nil:
 		return nil, fmt.Errorf("read journal on target: %w", err)
 	}
 	return &r, nil

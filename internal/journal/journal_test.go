@@ -3,11 +3,13 @@ package journal
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
+	"github.com/tsmigrate/tsmigrate/internal/version"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -122,21 +124,58 @@ func TestJournalLifecycle(t *testing.T) {
 	}
 }
 
-// A journal an older tsmigrate wrote (without the columns of today's) is told apart
-// from today's, rather than failing on a missing column.
-func TestOldJournal(t *testing.T) {
+// The journal records its format and the tsmigrate that wrote it; a journal of another
+// format, or one from before formats were recorded, is refused by Read and Open, which
+// leave it as it is.
+func TestJournalFormat(t *testing.T) {
 	ctx := context.Background()
 	conn, _ := newConn(t)
 	if _, err := Open(ctx, conn, "freeze-1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := conn.Exec(ctx, `ALTER TABLE _tsmigrate.units DROP COLUMN post_sql`); err != nil {
+	var format int
+	var written string
+	if err := conn.QueryRow(ctx, `SELECT format, tsmigrate_version FROM _tsmigrate.run`).Scan(&format, &written); err != nil ||
+		format != Format || written != version.Get().String() || written == "" {
+		t.Fatalf("recorded format %d, version %q (%v); want %d, %q", format, written, err, Format, version.Get())
+	}
+
+	// What the journal holds, to show that a refusal changed nothing.
+	const state = `SELECT (SELECT row_to_json(r)::text FROM _tsmigrate.run r) || ' ' ||
+	(SELECT string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_class c WHERE c.relnamespace = '_tsmigrate'::regnamespace)`
+	read := func() string {
+		t.Helper()
+		var s string
+		if err := conn.QueryRow(ctx, state).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	refused := func(want FormatError, text string) {
+		t.Helper()
+		before := read()
+		for name, call := range map[string]func() error{
+			"read": func() error { _, err := Read(ctx, conn); return err },
+			"open": func() error { _, err := Open(ctx, conn, "freeze-2"); return err },
+		} {
+			var fe *FormatError
+			if err := call(); !errors.As(err, &fe) || *fe != want || !strings.Contains(err.Error(), text) {
+				t.Errorf("%s of a journal of format %d: %v, want %+v saying %q", name, want.Format, err, want, text)
+			}
+		}
+		if after := read(); after != before {
+			t.Errorf("a refused journal changed:\n%s\n%s", before, after)
+		}
+	}
+
+	if _, err := conn.Exec(ctx, `UPDATE _tsmigrate.run SET format = 99, tsmigrate_version = 'v9.9.9'`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Read(ctx, conn); !errors.Is(err, ErrOldJournal) {
-		t.Fatalf("read of an old journal: %v", err)
+	refused(FormatError{Format: 99, Version: "v9.9.9"}, "written by tsmigrate v9.9.9 (journal format 99)")
+
+	// Journals from before: no format columns, and the first ones had no steps table.
+	if _, err := conn.Exec(ctx, `ALTER TABLE _tsmigrate.run DROP COLUMN format, DROP COLUMN tsmigrate_version; DROP TABLE _tsmigrate.steps`); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := Open(ctx, conn, "freeze-1"); !errors.Is(err, ErrOldJournal) {
-		t.Fatalf("open of an old journal: %v", err)
-	}
+	refused(FormatError{}, "written by a tsmigrate from before journals recorded their format")
 }

@@ -14,11 +14,12 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/journal"
 )
 
+// startOver says how to start a stream migration over.
+const startOver = "to start over: tsmigrate unfreeze the source if it is still frozen, reset the target (drop and create the database), and run tsmigrate migrate without --resume"
+
 // refuseResume is a --resume that cannot go on: nothing was changed.
 func refuseResume(format string, args ...any) error {
-	return exit.New(exit.Usage,
-		"to start over: tsmigrate unfreeze the source if it is still frozen, reset the target (drop and create the database), and run tsmigrate migrate without --resume",
-		"cannot "+format, args...)
+	return exit.New(exit.Usage, startOver, "cannot "+format, args...)
 }
 
 // workerHint is what a refused --worker is told: never to unfreeze the source or
@@ -77,9 +78,13 @@ func (r *run) checkJoinOne(ctx context.Context, d *DatabaseRun) error {
 		}
 	}
 	conn.Close(ctx)
+	var format *journal.FormatError
 	switch {
-	case errors.Is(jerr, journal.ErrOldJournal):
-		return r.refuseJoin("target database %s: %s", d.Target, jerr)
+	case errors.As(jerr, &format) && !r.opt.Worker:
+		return exit.New(exit.Usage, "finish it with the tsmigrate that wrote it, or "+startOver,
+			"cannot resume: target database %s: %s", d.Target, format)
+	case errors.As(jerr, &format):
+		return r.refuseJoin("target database %s: %s", d.Target, format)
 	case errors.Is(jerr, journal.ErrNoJournal) && r.opt.Worker:
 		return &notYetError{fmt.Sprintf("target database %s holds no migration journal yet (the migration is in pre-flight or freezing its source, or is over)", d.Target)}
 	case errors.Is(jerr, journal.ErrNoJournal):

@@ -85,9 +85,10 @@ func (r *run) openJournals(ctx context.Context) error {
 			err = journal.RecordBaseline(ctx, conn.Conn, d.freezeID, baseline)
 		}
 		conn.Close(ctx)
-		if errors.Is(err, journal.ErrOldJournal) {
+		var format *journal.FormatError
+		if errors.As(err, &format) {
 			return exit.New(exit.Failed, "reset the target (drop and create the database) and migrate again",
-				"%s: target database %s: %s", d.Source, d.Target, err)
+				"%s: target database %s: %s", d.Source, d.Target, format)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", d.Source, err)

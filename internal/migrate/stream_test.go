@@ -15,6 +15,7 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
+	"github.com/tsmigrate/tsmigrate/internal/journal"
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
@@ -111,6 +112,69 @@ func TestStreamRejectedRowThenResumeRefused(t *testing.T) {
 	if !writable(t, srv, src) {
 		t.Fatal("a refused resume froze the source")
 	}
+}
+
+// A target whose journal another tsmigrate wrote in another format: --resume and
+// --worker refuse it with one line naming the version that wrote it, exit 2, changing
+// nothing; a new run fails in pre-flight with one line.
+func TestStreamJournalOfAnotherFormatRefused(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	ctx := context.Background()
+	src, dst := testenv.NewDB(t, srv, true), testenv.NewDB(t, srv, true)
+	testenv.MustExec(t, srv, src, "CREATE TABLE p (id int PRIMARY KEY)", "INSERT INTO p SELECT generate_series(1, 10)")
+	unfreezeAtCleanup(t, srv, src)
+	target := connect(t, srv.SuperURI(dst))
+	if _, err := journal.Open(ctx, target, "freeze-of-another-version"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.MustExec(t, srv, dst, "UPDATE _tsmigrate.run SET format = 99, tsmigrate_version = 'v9.9.9'")
+	const state = `SELECT (SELECT row_to_json(r)::text FROM _tsmigrate.run r) || ' ' ||
+	(SELECT string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_class c WHERE c.relnamespace = '_tsmigrate'::regnamespace)`
+	before := scalar[string](t, target, state)
+
+	for _, c := range []struct{ flag, verb, hint string }{
+		{"--resume", "resume", "finish it with the tsmigrate that wrote it"},
+		{"--worker", "join", "a --worker only joins"},
+	} {
+		code, out, errOut := runCLI(t, "migrate", c.flag, "--yes", "--pg-bin", srv.ClientBin(),
+			"--source", srv.URI(src), "--target", srv.URI(dst))
+		want := "cannot " + c.verb + ": target database " + dst + ": its migration journal was written by tsmigrate v9.9.9 (journal format 99)"
+		if line := errorLine(errOut); code != exit.Usage || !strings.Contains(line, want) || !strings.Contains(line, c.hint) {
+			t.Errorf("%s: exit %d, want 2 and one line saying %q and %q\n%s\n%s", c.flag, code, want, c.hint, out, errOut)
+		}
+		if !writable(t, srv, src) {
+			t.Fatalf("%s: a refused run froze the source", c.flag)
+		}
+		if after := scalar[string](t, target, state); after != before {
+			t.Fatalf("%s: a refused run changed the journal:\n%s\n%s", c.flag, before, after)
+		}
+	}
+
+	code, out, errOut := runCLI(t, "migrate", "--yes", "--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
+	if code != exit.Blocked || !strings.Contains(errorLine(errOut), "not empty: schema _tsmigrate") {
+		t.Errorf("new run: exit %d, want 3 and one line naming the journal's schema\n%s\n%s", code, out, errOut)
+	}
+	if !writable(t, srv, src) {
+		t.Fatal("a refused new run froze the source")
+	}
+	if after := scalar[string](t, target, state); after != before {
+		t.Fatalf("a refused new run changed the journal:\n%s\n%s", before, after)
+	}
+}
+
+// errorLine is the one line of stderr that says why tsmigrate failed ("" when there is
+// not exactly one).
+func errorLine(stderr string) string {
+	var lines []string
+	for _, l := range strings.Split(stderr, "\n") {
+		if strings.HasPrefix(l, "tsmigrate: ") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 {
+		return ""
+	}
+	return lines[0]
 }
 
 // bigSource makes a hypertable of many small chunks and a plain table, so that a data
