@@ -106,68 +106,119 @@ func assertManagedTargetLive(t *testing.T, tgt *testenv.Server, db string, inser
 // succeeds. Stream engine: rows rejected during the copy; dump engine: an object the
 // target holds already. Before, the hint said DROP EXTENSION timescaledb CASCADE,
 // which tsdbadmin may not run, and the target stayed in restoring mode with its
-// scheduler stopped.
+// scheduler stopped. On the full build too: a continuous aggregate, policies and a
+// user job restored with the catalog are dropped as well.
 func TestManagedResetAfterFailure(t *testing.T) {
-	srv := testenv.Shared(t, testenv.PG17TS)
+	for _, engine := range []string{migrate.EngineStream, migrate.EngineDump} {
+		t.Run(engine, func(t *testing.T) {
+			srv := testenv.Shared(t, testenv.PG17TS)
+			managedResetAfterFailure(t, srv, engine, shapesSource(t, srv, failingShapes...),
+				"INSERT INTO metrics (t, device_id, v) VALUES ('2032-06-01', 3, 1)")
+		})
+		t.Run(engine+"-full-build", func(t *testing.T) {
+			srv := testenv.Shared(t, testenv.PG17TSL)
+			src := testenv.NewDB(t, srv, true)
+			fullSource(t, srv, src)
+			testenv.MustExec(t, srv, src, failingShapes...)
+			unfreezeAtCleanup(t, srv, src)
+			managedResetAfterFailure(t, srv, engine, src, "INSERT INTO m VALUES ('2032-06-01', 1, 1)")
+		})
+	}
+}
+
+// failingShapes are what TestManagedResetAfterFailure makes fail: a collation the
+// target holds already (dump engine), rows of labels a constraint on the target
+// rejects (stream engine).
+var failingShapes = []string{"CREATE COLLATION public.plain (provider = libc, locale = 'C')",
+	"CREATE TABLE labels (id int, s text COLLATE public.plain)", "INSERT INTO labels SELECT g, 'a' FROM generate_series(1, 10) g"}
+
+// managedResetAfterFailure is TestManagedResetAfterFailure from database src of srv,
+// with engine, into a new cloud-like target of srv's kind; insert makes a new chunk in
+// one of its hypertables.
+func managedResetAfterFailure(t *testing.T, srv *testenv.Server, engine, src, insert string) {
+	ctx := context.Background()
+	tgt := testenv.Need(t, srv.Kind, testenv.Options{Flavour: testenv.CloudLike})
+	admin := connect(t, tgt.URI(testenv.ManagedDB))
+	opt := migrate.Options{Engine: engine,
+		Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)),
+		Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second}
+	if engine == migrate.EngineStream {
+		opt.OnEvent = func(e migrate.Event) {
+			if e.Kind == migrate.EventPhase && e.Phase == migrate.PhaseCopy {
+				testenv.MustExec(t, tgt, testenv.ManagedDB, "ALTER TABLE labels ADD CONSTRAINT few CHECK (id < 5)")
+			}
+		}
+	} else if _, err := admin.Exec(ctx, "CREATE COLLATION public.plain (provider = libc, locale = 'C')"); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := migrate.Run(ctx, opt)
+	if err == nil || sum.Outcome != migrate.OutcomeFailed {
+		t.Fatalf("the run did not fail: %v, %+v", err, sum)
+	}
+	assertManagedTargetLive(t, tgt, testenv.ManagedDB, nil)
+	var reset string
+	for _, s := range sum.ResetTarget {
+		if _, sql, ok := strings.Cut(s, "as "+testenv.ManagedAdmin+", drop what the run restored: "); ok {
+			reset = sql
+		}
+	}
+	if reset == "" || strings.Contains(reset, "EXTENSION timescaledb") {
+		t.Fatalf("reset steps: %q", sum.ResetTarget)
+	}
+	t.Logf("reset: %s", reset)
+	if _, err := admin.Exec(ctx, reset); err != nil {
+		t.Fatalf("the reset as %s: %v", testenv.ManagedAdmin, err)
+	}
+	rep, err := preflight.Run(ctx, preflight.Options{Source: opt.Source, Target: opt.Target, Engine: engine})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range rep.Findings {
+		if f.Check == "target-empty" && f.Status != preflight.Pass {
+			t.Fatalf("after the reset, target-empty: %s: %s", f.Status, f.Saw)
+		}
+	}
+	if _, err := freeze.Unfreeze(ctx, opt.Source); err != nil {
+		t.Fatal(err)
+	}
+	opt.OnEvent = nil
+	sum, err = migrate.Run(ctx, opt)
+	if err != nil {
+		t.Fatalf("migrate after the reset: %v; schema differences: %s", err, schemaDiffs(sum))
+	}
+	if d := sum.Databases[0]; d.Identical == nil || !*d.Identical {
+		t.Fatalf("verify after the reset: %v; schema differences: %s", d.Identical, schemaDiffs(sum))
+	}
+	ht, _, _ := strings.Cut(strings.TrimPrefix(insert, "INSERT INTO "), " ")
+	assertManagedTargetLive(t, tgt, testenv.ManagedDB, map[string]string{ht: insert})
+}
+
+// The full build's objects (compression, a compressed chunk, a continuous aggregate,
+// policies and a user job: fullSource) with either engine as tsdbadmin into a
+// cloud-like target on the full build: the catalog path, verify identical, the target
+// live and its scheduler running.
+func TestManagedCloudLikeFullBuild(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TSL)
 	for _, engine := range []string{migrate.EngineStream, migrate.EngineDump} {
 		t.Run(engine, func(t *testing.T) {
 			ctx := context.Background()
-			tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Flavour: testenv.CloudLike})
-			src := shapesSource(t, srv, "CREATE COLLATION public.plain (provider = libc, locale = 'C')",
-				"CREATE TABLE labels (id int, s text COLLATE public.plain)", "INSERT INTO labels VALUES (1, 'a')")
-			admin := connect(t, tgt.URI(testenv.ManagedDB))
-			opt := migrate.Options{Engine: engine,
+			tgt := testenv.Need(t, testenv.PG17TSL, testenv.Options{Flavour: testenv.CloudLike})
+			src := testenv.NewDB(t, srv, true)
+			fullSource(t, srv, src)
+			unfreezeAtCleanup(t, srv, src)
+			sum, err := migrate.Run(ctx, migrate.Options{Engine: engine,
 				Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)),
-				Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second}
-			if engine == migrate.EngineStream {
-				opt.OnEvent = func(e migrate.Event) {
-					if e.Kind == migrate.EventPhase && e.Phase == migrate.PhaseCopy {
-						testenv.MustExec(t, tgt, testenv.ManagedDB, "ALTER TABLE devices ADD CONSTRAINT few CHECK (id < 5)")
-					}
-				}
-			} else if _, err := admin.Exec(ctx, "CREATE COLLATION public.plain (provider = libc, locale = 'C')"); err != nil {
-				t.Fatal(err)
-			}
-			sum, err := migrate.Run(ctx, opt)
-			if err == nil || sum.Outcome != migrate.OutcomeFailed {
-				t.Fatalf("the run did not fail: %v, %+v", err, sum)
-			}
-			assertManagedTargetLive(t, tgt, testenv.ManagedDB, nil)
-			var reset string
-			for _, s := range sum.ResetTarget {
-				if _, sql, ok := strings.Cut(s, "as "+testenv.ManagedAdmin+", drop what the run restored: "); ok {
-					reset = sql
-				}
-			}
-			if reset == "" || strings.Contains(reset, "EXTENSION timescaledb") {
-				t.Fatalf("reset steps: %q", sum.ResetTarget)
-			}
-			t.Logf("reset: %s", reset)
-			if _, err := admin.Exec(ctx, reset); err != nil {
-				t.Fatalf("the reset as %s: %v", testenv.ManagedAdmin, err)
-			}
-			rep, err := preflight.Run(ctx, preflight.Options{Source: opt.Source, Target: opt.Target, Engine: engine})
+				Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second})
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("migrate: %v; schema differences: %s\n%+v", err, schemaDiffs(sum), sum)
 			}
-			for _, f := range rep.Findings {
-				if f.Check == "target-empty" && f.Status != preflight.Pass {
-					t.Fatalf("after the reset, target-empty: %s: %s", f.Status, f.Saw)
-				}
-			}
-			if _, err := freeze.Unfreeze(ctx, opt.Source); err != nil {
-				t.Fatal(err)
-			}
-			opt.OnEvent = nil
-			sum, err = migrate.Run(ctx, opt)
-			if err != nil {
-				t.Fatalf("migrate after the reset: %v; schema differences: %s", err, schemaDiffs(sum))
-			}
-			if d := sum.Databases[0]; d.Identical == nil || !*d.Identical {
-				t.Fatalf("verify after the reset: %v; schema differences: %s", d.Identical, schemaDiffs(sum))
+			d := sum.Databases[0]
+			if d.Identical == nil || !*d.Identical || d.RestorePath != schema.PathCatalog {
+				t.Fatalf("verify: identical %v, restore path %s; schema differences: %s", d.Identical, d.RestorePath, schemaDiffs(sum))
 			}
 			assertManagedTargetLive(t, tgt, testenv.ManagedDB, map[string]string{
-				"metrics": "INSERT INTO metrics (t, device_id, v) VALUES ('2032-06-01', 3, 1)",
+				"m":     "INSERT INTO m VALUES ('2032-06-01', 1, 1)",
+				"ticks": "INSERT INTO ticks VALUES (50000, 1)",
 			})
 		})
 	}
