@@ -269,3 +269,25 @@ func (c *Config) Warnings(conn *Conn) []string {
 	return []string{fmt.Sprintf("%s: %s is reached without TLS: passwords and data cross the network in clear; set sslmode=require (or verify-full) in the connection string",
 		c.Role, where)}
 }
+
+// ConnectReplication opens a logical replication connection (replication=database) to
+// the configured database, with params as extra session settings sent at start-up
+// (they apply to what the walsender's output plugin prints). Errors as Connect's.
+func (c *Config) ConnectReplication(ctx context.Context, params map[string]string) (*pgconn.PgConn, error) {
+	cfg := c.pgx.Copy().Config
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	for k, v := range params {
+		cfg.RuntimeParams[k] = v
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	conn, err := pgconn.ConnectConfig(ctx, &cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, connectError(c, err)
+	}
+	return conn, nil
+}

@@ -62,8 +62,17 @@ const (
 // to a custom-format file, for an engine that copies the rows itself. TimescaleDB's
 // catalog rows are data: they are not in it.
 func DumpSchema(ctx context.Context, tools *pgtools.Tools, src *dbconn.Config, file string, onMessage func(Message)) ([]Message, error) {
+	return DumpSchemaAt(ctx, tools, src, file, "", onMessage)
+}
+
+// DumpSchemaAt is DumpSchema in the exported snapshot given ("" for none): the schema
+// as a copy in that snapshot sees it (a live migration's).
+func DumpSchemaAt(ctx context.Context, tools *pgtools.Tools, src *dbconn.Config, file, snapshot string, onMessage func(Message)) ([]Message, error) {
 	args := []string{"--verbose", "--no-owner", "--format=custom", "--file=" + file,
 		"--section=" + PreData, "--section=" + PostData}
+	if snapshot != "" {
+		args = append(args, "--snapshot="+snapshot)
+	}
 	return runClassified(ctx, tools, pgtools.Cmd{Program: "pg_dump", Conn: src, Args: args}, nil, nil, onMessage)
 }
 
