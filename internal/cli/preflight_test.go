@@ -145,6 +145,9 @@ func TestPreflightManagedTarget(t *testing.T) {
 			if r.code != wantCode {
 				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, wantCode, r.stdout, r.stderr)
 			}
+			if fl == testenv.BareOwner {
+				preflightBareDumpEngine(t, src.URI(sdb), tgt)
+			}
 			rep := decode(t, r.stdout)
 			if rep.Target["tls"] != true {
 				t.Errorf("target not reached over TLS: %v", rep.Target)
@@ -177,6 +180,25 @@ func TestPreflightManagedTarget(t *testing.T) {
 			}
 		})
 	}
+}
+
+// preflightBareDumpEngine checks that pre-flight for the dump engine into the bare
+// owner's target fails, saying in one line that the dump engine cannot work there.
+func preflightBareDumpEngine(t *testing.T, source string, tgt *testenv.Server) {
+	t.Helper()
+	r := run(t, "preflight", "--engine", "dump", "--source", source, "--target", tgt.URI(testenv.ManagedDB), "--json")
+	if r.code != 3 {
+		t.Fatalf("--engine dump: exit %d, want 3\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	st, saw := decode(t, r.stdout).finding(t, "target-restore-mode")
+	want := "the dump engine restores TimescaleDB's catalog with pg_restore, which it cannot here: tsdbadmin may not run timescaledb_pre_restore()"
+	if !schema.APIPathAvailable {
+		want = "cannot restore without TimescaleDB's catalog yet"
+	}
+	if st != "fail" || !strings.Contains(saw, want) || strings.Contains(saw, "\n") {
+		t.Errorf("--engine dump: target-restore-mode: %s: %q, want fail, one line saying %q", st, saw, want)
+	}
+	testenv.MustSchedulerRun(t, tgt, testenv.ManagedDB)
 }
 
 func TestPreflightMajorMismatch(t *testing.T) {

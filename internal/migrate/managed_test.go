@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
@@ -222,4 +223,35 @@ func TestManagedCloudLikeFullBuild(t *testing.T) {
 			})
 		})
 	}
+}
+
+// The dump engine as tsdbadmin into the bare owner's target is blocked by pre-flight
+// (exit 3), saying why in one line, before anything changes: pg_restore writes
+// TimescaleDB's catalog, which the bare owner may not. The source stays writable,
+// the target empty, its scheduler running.
+func TestManagedBareDumpEngineBlocked(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	ctx := context.Background()
+	tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Flavour: testenv.BareOwner})
+	src := testenv.NewDB(t, srv, true)
+	testenv.MustExec(t, srv, src, "CREATE TABLE m (t timestamptz NOT NULL, v int)", "SELECT create_hypertable('m', 't')",
+		"INSERT INTO m SELECT '2025-01-01'::timestamptz + g * interval '1 hour', g FROM generate_series(1, 100) g")
+	unfreezeAtCleanup(t, srv, src)
+	sum, err := migrate.Run(ctx, migrate.Options{Engine: migrate.EngineDump,
+		Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)),
+		Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second})
+	want := "the dump engine restores TimescaleDB's catalog with pg_restore, which it cannot here"
+	if !schema.APIPathAvailable {
+		want = "cannot restore without TimescaleDB's catalog yet"
+	}
+	if exit.Code(err) != exit.Blocked || sum.Outcome != migrate.OutcomeBlocked || !strings.Contains(err.Error(), want) {
+		t.Fatalf("exit %d (%v), want 3 saying %q", exit.Code(err), err, want)
+	}
+	if !writable(t, srv, src) {
+		t.Error("the source was frozen")
+	}
+	if n := scalar[int64](t, connect(t, tgt.URI(testenv.ManagedDB)), "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"); n != 0 {
+		t.Errorf("the target holds %d tables", n)
+	}
+	testenv.MustSchedulerRun(t, tgt, testenv.ManagedDB)
 }
