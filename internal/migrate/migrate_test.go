@@ -34,15 +34,7 @@ func cfg(t *testing.T, role, uri string) *dbconn.Config {
 	return c
 }
 
-func connect(t *testing.T, uri string) *pgx.Conn {
-	t.Helper()
-	c, err := pgx.Connect(context.Background(), uri)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(context.Background()) })
-	return c
-}
+func connect(t *testing.T, uri string) *pgx.Conn { return testenv.Connect(t, uri) }
 
 func scalar[T any](t *testing.T, c *pgx.Conn, q string, args ...any) T {
 	t.Helper()

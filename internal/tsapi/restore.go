@@ -1,0 +1,158 @@
+package tsapi
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+)
+
+// Session settings of tsapi's connections: rows travel as text (COPY, one per chunk
+// made on the Apache build), read and written in the same styles; the target session
+// writes whatever its role's default (the run gives the target the source's role
+// settings at its end). PostgreSQL 15, 17.
+const (
+	sourceSession = dbconn.NoTimeouts + `; SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3`
+	targetSession = dbconn.NoTimeouts + `; SET DateStyle = ISO; SET IntervalStyle = postgres; SET default_transaction_read_only = off`
+)
+
+// Result is what Restore did and found.
+type Result struct {
+	// Placements say where each source chunk's rows go, in the order the source made
+	// the chunks.
+	Placements []Placement
+	// Hypertables and Chunks count what this call made on the target.
+	Hypertables, Chunks int
+	// Differences say, in words, where the target's chunks are not the source's.
+	Differences []string
+}
+
+// Restore makes the source's hypertables on the target (whose pre-data schema holds
+// their tables, empty) and their chunks with the source's slices, and says where each
+// source chunk's rows go. It makes only what the target lacks, so that a run that
+// stopped halfway is continued; with makeChunks false it makes nothing and places
+// the source chunks that have no target chunk of the same slices in their hypertable.
+// The target's hypertables must hold no rows yet.
+func Restore(ctx context.Context, src, dst *dbconn.Config, makeChunks bool) (*Result, error) {
+	s, err := src.ConnectSession(ctx, sourceSession)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close(context.WithoutCancel(ctx))
+	d, err := dst.ConnectSession(ctx, targetSession)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close(context.WithoutCancel(ctx))
+	return restore(ctx, s.Conn, d.Conn, makeChunks)
+}
+
+func restore(ctx context.Context, s, d *pgx.Conn, makeChunks bool) (*Result, error) {
+	ext, err := extSchema(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	source, err := ReadLayout(ctx, s)
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	target, err := ReadLayout(ctx, d)
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	res := &Result{}
+	if makeChunks {
+		for _, h := range source.Hypertables {
+			if h.Materialization || target.Hypertable(h.Name) != nil {
+				continue
+			}
+			if err := pgx.BeginFunc(ctx, d, func(tx pgx.Tx) error { return createHypertable(ctx, tx, ext, h) }); err != nil {
+				return nil, fmt.Errorf("target: %w", err)
+			}
+			res.Hypertables++
+		}
+		if res.Hypertables > 0 {
+			if target, err = ReadLayout(ctx, d); err != nil {
+				return nil, fmt.Errorf("target: %w", err)
+			}
+		}
+	}
+	names := hypertableNames(source, target)
+	pairs, missing := PairChunks(source, target, names)
+	placed := map[Name]Placement{}
+	for _, p := range pairs {
+		placed[p.Source.Name] = Placement{Source: p.Source.Name, Target: p.Target.Name, Compressed: p.Source.Compressed}
+	}
+	m, err := newChunkMaker(ctx, s, d, ext, source)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range missing {
+		srcH := source.Hypertable(c.Hypertable)
+		if srcH != nil && srcH.Materialization {
+			continue // made with its continuous aggregate
+		}
+		tn, ok := names(c.Hypertable)
+		if srcH == nil || !ok {
+			return nil, fmt.Errorf("source chunk %s: its hypertable %s is not on the target", c.Name.Display(), c.Hypertable.Display())
+		}
+		t := target.Hypertable(tn)
+		if !sameDimensions(srcH, t) {
+			return nil, fmt.Errorf("hypertable %s is partitioned otherwise on the target than on the source", tn.Display())
+		}
+		if !makeChunks {
+			placed[c.Name] = Placement{Source: c.Name, Target: tn, Routed: true, Compressed: c.Compressed}
+			continue
+		}
+		p, diff, err := m.make(ctx, srcH, t, c)
+		if err != nil {
+			return nil, fmt.Errorf("target: %w", err)
+		}
+		if diff != "" {
+			res.Differences = append(res.Differences, diff)
+		} else {
+			res.Chunks++
+		}
+		placed[c.Name] = p
+	}
+	// The intervals changed to make chunks go back to the source's.
+	for _, t := range m.changed {
+		srcH := sourceOf(source, names, t.Name)
+		if srcH == nil {
+			continue
+		}
+		if err := pgx.BeginFunc(ctx, d, func(tx pgx.Tx) error { return setIntervals(ctx, tx, ext, t, srcH.Dimensions) }); err != nil {
+			return nil, fmt.Errorf("target: %w", err)
+		}
+	}
+	for _, c := range source.Chunks {
+		if p, ok := placed[c.Name]; ok {
+			res.Placements = append(res.Placements, p)
+		}
+	}
+	return res, nil
+}
+
+// hypertableNames maps a source hypertable's name to the target's: the same name for
+// user hypertables, present on the target.
+func hypertableNames(source, target *Layout) func(Name) (Name, bool) {
+	return func(n Name) (Name, bool) {
+		h := source.Hypertable(n)
+		if h == nil || h.Materialization || target.Hypertable(n) == nil {
+			return Name{}, false
+		}
+		return n, true
+	}
+}
+
+// sourceOf finds the source hypertable that target hypertable tn stands for.
+func sourceOf(source *Layout, names func(Name) (Name, bool), tn Name) *Hypertable {
+	for _, h := range source.Hypertables {
+		if n, ok := names(h.Name); ok && n == tn {
+			return h
+		}
+	}
+	return nil
+}
