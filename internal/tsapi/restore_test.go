@@ -3,10 +3,7 @@ package tsapi_test
 import (
 	"context"
 	"fmt"
-	"net/url"
-	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -16,32 +13,6 @@ import (
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
-
-var ownerSeq atomic.Int64
-
-// bareOwner makes a database on srv owned by a new role that is no superuser, with
-// TimescaleDB created in it by the superuser and nothing more granted: a managed
-// service's database owner at its strictest. It returns the database and the URI
-// that logs into it as that role.
-func bareOwner(t *testing.T, srv *testenv.Server) (string, string) {
-	t.Helper()
-	role := fmt.Sprintf("owner%d_%d", os.Getpid(), ownerSeq.Add(1))
-	db := role + "_db"
-	ctx := context.Background()
-	testenv.MustExec(t, srv, "postgres",
-		fmt.Sprintf("CREATE ROLE %s LOGIN CREATEDB CREATEROLE PASSWORD 'owner-pw'", role),
-		fmt.Sprintf("CREATE DATABASE %s OWNER %s", db, role))
-	t.Cleanup(func() {
-		srv.Exec(ctx, "postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)", "DROP ROLE IF EXISTS "+role)
-	})
-	testenv.MustExec(t, srv, db, "CREATE EXTENSION timescaledb")
-	u, err := url.Parse(srv.SuperURI(db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.UserPassword(role, "owner-pw")
-	return db, u.String()
-}
 
 func execAll(t *testing.T, c *pgx.Conn, sql ...string) {
 	t.Helper()
@@ -101,7 +72,7 @@ func testRestore(t *testing.T, srv *testenv.Server) {
 	src := testenv.NewDB(t, srv, true)
 	testenv.MustExec(t, srv, src, tables...)
 	testenv.MustExec(t, srv, src, hypertables...)
-	dst, dstURI := bareOwner(t, srv)
+	dst, dstURI := testenv.NewOwnerDB(t, srv)
 	owner := testenv.Connect(t, dstURI)
 	execAll(t, owner, tables...)
 
