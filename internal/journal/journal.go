@@ -27,8 +27,9 @@ const Schema = "_tsmigrate"
 // Format numbers the journal's shape: what its tables hold and mean. A tsmigrate reads
 // and continues only journals of its own format; one that changes the shape (a column,
 // a unit kind, a step) or its meaning increments it. Journals from before formats were
-// recorded (no format column in run) are format 0.
-const Format = 1
+// recorded (no format column in run) are format 0. Format 2: units record the table
+// their rows go into on the target and whether they read decompressed.
+const Format = 2
 
 // State of a unit as recorded. A pending unit whose row is locked is being copied
 // (running): the lock lives in the copying transaction and ends with it, so a crashed
@@ -79,9 +80,16 @@ type Unit struct {
 	// chunk), or once all its ranges are (an indexes unit): the table's own indexes
 	// and constraints, so that the unit's done mark stands for them too.
 	PostSQL string
-	State   string
-	Rows    int64
-	Bytes   int64
+	// TargetSchema and TargetTable name the table the rows go into on the target when
+	// it is not Schema.Table: a chunk that TimescaleDB made under another name (a
+	// restore through its API), or the hypertable, which routes them into chunks.
+	TargetSchema, TargetTable string
+	// Decompress reads the table through TimescaleDB (SELECT, not COPY of the table):
+	// a compressed chunk, whose rows are not in its own heap, read decompressed.
+	Decompress bool
+	State      string
+	Rows       int64
+	Bytes      int64
 }
 
 // Run is what the journal says about the migration as a whole.
@@ -129,6 +137,9 @@ CREATE TABLE IF NOT EXISTS _tsmigrate.units (
 	est_bytes  bigint NOT NULL,
 	est_rows   bigint NOT NULL,
 	post_sql   text NOT NULL DEFAULT '',
+	target_schema text NOT NULL DEFAULT '',
+	target_table  text NOT NULL DEFAULT '',
+	decompress boolean NOT NULL DEFAULT false,
 	state      text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done')),
 	rows       bigint,
 	bytes      bigint,
@@ -142,7 +153,8 @@ CREATE TABLE IF NOT EXISTS _tsmigrate.steps (
 )`
 
 	unitCols = `id, phase, ord, kind, schema_name, table_name, parent, columns, is_binary, condition,
-	page_lo, page_hi, filenode, est_bytes, est_rows, post_sql, state, coalesce(rows, 0), coalesce(bytes, 0)`
+	page_lo, page_hi, filenode, est_bytes, est_rows, post_sql, target_schema, target_table, decompress,
+	state, coalesce(rows, 0), coalesce(bytes, 0)`
 
 	// claimSQL takes the largest pending unit of a phase that nobody holds, an indexes
 	// unit only once every range of its table is done. The lock lasts as long as the
@@ -320,11 +332,12 @@ func Plan(ctx context.Context, conn *pgx.Conn, plan func() ([]Unit, error)) ([]U
 				cols = []string{}
 			}
 			rows[i] = []any{u.ID, u.Phase, u.Ord, string(u.Kind), u.Schema, u.Table, u.Parent, cols, u.Binary,
-				u.Condition, u.PageLo, u.PageHi, u.Filenode, u.EstBytes, u.EstRows, u.PostSQL}
+				u.Condition, u.PageLo, u.PageHi, u.Filenode, u.EstBytes, u.EstRows, u.PostSQL, u.TargetSchema, u.TargetTable, u.Decompress}
 		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{Schema, "units"},
 			[]string{"id", "phase", "ord", "kind", "schema_name", "table_name", "parent", "columns", "is_binary",
-				"condition", "page_lo", "page_hi", "filenode", "est_bytes", "est_rows", "post_sql"},
+				"condition", "page_lo", "page_hi", "filenode", "est_bytes", "est_rows", "post_sql",
+				"target_schema", "target_table", "decompress"},
 			pgx.CopyFromRows(rows)); err != nil {
 			return err
 		}
@@ -354,7 +367,8 @@ func scanUnit(row pgx.CollectableRow) (Unit, error) {
 	var u Unit
 	var kind string
 	err := row.Scan(&u.ID, &u.Phase, &u.Ord, &kind, &u.Schema, &u.Table, &u.Parent, &u.Columns, &u.Binary, &u.Condition,
-		&u.PageLo, &u.PageHi, &u.Filenode, &u.EstBytes, &u.EstRows, &u.PostSQL, &u.State, &u.Rows, &u.Bytes)
+		&u.PageLo, &u.PageHi, &u.Filenode, &u.EstBytes, &u.EstRows, &u.PostSQL, &u.TargetSchema, &u.TargetTable, &u.Decompress,
+		&u.State, &u.Rows, &u.Bytes)
 	u.Kind = Kind(kind)
 	return u, err
 }

@@ -58,7 +58,8 @@ func TestJournalLifecycle(t *testing.T) {
 		planned++
 		return []Unit{
 			{ID: "small", Phase: PhaseData, Kind: KindTable, Schema: "public", Table: "s", Columns: []string{"a"}, EstBytes: 10, PageHi: -1},
-			{ID: "large", Phase: PhaseData, Kind: KindTable, Schema: "public", Table: "l", Columns: []string{"a"}, EstBytes: 1000, PageHi: -1},
+			{ID: "large", Phase: PhaseData, Kind: KindTable, Schema: "public", Table: "l", Columns: []string{"a"}, EstBytes: 1000, PageHi: -1,
+				TargetSchema: "other", TargetTable: "l2", Decompress: true},
 		}, nil
 	}
 	if _, err := Plan(ctx, conn, mk); err != nil {
@@ -72,7 +73,7 @@ func TestJournalLifecycle(t *testing.T) {
 	// Largest first; a held unit is skipped by others; a rolled-back claim comes back.
 	tx1, _ := conn.Begin(ctx)
 	u, err := Claim(ctx, tx1, PhaseData, "")
-	if err != nil || u == nil || u.ID != "large" {
+	if err != nil || u == nil || u.ID != "large" || u.TargetSchema != "other" || u.TargetTable != "l2" || !u.Decompress {
 		t.Fatalf("first claim: %+v %v", u, err)
 	}
 	other, err := pgx.Connect(ctx, uri)
@@ -168,6 +169,11 @@ func TestJournalFormat(t *testing.T) {
 		}
 	}
 
+	// Format 1 (units without the table their rows go into on the target) is not this.
+	if _, err := conn.Exec(ctx, `UPDATE _tsmigrate.run SET format = 1, tsmigrate_version = 'v0.1.0'`); err != nil {
+		t.Fatal(err)
+	}
+	refused(FormatError{Format: 1, Version: "v0.1.0"}, "written by tsmigrate v0.1.0 (journal format 1)")
 	if _, err := conn.Exec(ctx, `UPDATE _tsmigrate.run SET format = 99, tsmigrate_version = 'v9.9.9'`); err != nil {
 		t.Fatal(err)
 	}
