@@ -73,8 +73,28 @@ type Options struct {
 	// chunk's unit once its rows are in (its indexes and constraints; "" for nothing). It is asked when the units are planned and recorded with them, so
 	// that a resumed run and every worker process run the same.
 	PostSQL func(schema, table string) string
+	// ChunkTargets, when not nil, says where each source chunk's rows go on a target
+	// whose TimescaleDB objects were made through its API (package tsapi) rather than
+	// restored from its catalog: chunks named otherwise, or routed through their
+	// hypertable. TimescaleDB's configuration tables (its catalog) are then not
+	// copied, nor the tables of compressed chunks: a compressed chunk is read
+	// decompressed into its target chunk (PostSQL may compress it again). A chunk
+	// without a target fails the plan.
+	ChunkTargets map[TableName]ChunkTarget
 	// OnEvent receives events, one at a time.
 	OnEvent func(Event)
+}
+
+// TableName is a table by its raw schema and name.
+type TableName struct{ Schema, Name string }
+
+// ChunkTarget is where a source chunk's rows go.
+type ChunkTarget struct {
+	Table TableName
+	// Routed: Table is the hypertable, which puts the rows into its chunks.
+	Routed bool
+	// Compressed: the source chunk is compressed: its rows are read decompressed.
+	Compressed bool
 }
 
 // Result of a run: what this process copied.

@@ -53,7 +53,7 @@ FROM unnest($1::oid[]) o`
 	// hypertableRootsSQL lists hypertables (compressed ones included) and chunks.
 	hypertableRootsSQL = `SELECT c.oid FROM _timescaledb_catalog.hypertable h
 JOIN pg_namespace n ON n.nspname = h.schema_name JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = h.table_name`
-	chunksSQL = `SELECT c.oid, ht.schema_name, ht.table_name FROM _timescaledb_catalog.chunk h
+	chunksSQL = `SELECT c.oid, ht.schema_name, ht.table_name, ht.compression_state = 2 FROM _timescaledb_catalog.chunk h
 JOIN _timescaledb_catalog.hypertable ht ON ht.id = h.hypertable_id
 JOIN pg_namespace n ON n.nspname = h.schema_name JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = h.table_name`
 
@@ -71,7 +71,7 @@ const (
 	// configSQL: configuration tables and sequences of the extensions pg_dump dumps
 	// (not the built-in ones, such as plpgsql).
 	configSQL = `SELECT c.oid, n.nspname, c.relname, c.relkind::text, coalesce(e.extcondition[u.i], ''),
-	pg_table_size(c.oid), greatest(c.reltuples, 0)::bigint
+	pg_table_size(c.oid), greatest(c.reltuples, 0)::bigint, e.extname::text
 FROM pg_extension e, unnest(e.extconfig) WITH ORDINALITY u(oid, i)
 JOIN pg_class c ON c.oid = u.oid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE e.oid >= 16384 AND c.relkind IN ('r', 'S')`
@@ -133,14 +133,16 @@ type relation struct {
 	columns      []string
 	binary       bool
 	hypertable   string // of a chunk
+	extension    string // of a configuration table
+	target       *ChunkTarget
 }
 
 // plan lists the units of a migration by reading the source's catalogs in tx, which
-// sees the run's snapshot.
-func plan(ctx context.Context, tx querier, rangeBytes int64, jobs int) ([]journal.Unit, error) {
+// sees the run's snapshot; targets are Options.ChunkTargets.
+func plan(ctx context.Context, tx querier, rangeBytes int64, jobs int, targets map[TableName]ChunkTarget) ([]journal.Unit, error) {
 	var units []journal.Unit
 
-	config, err := planConfig(ctx, tx)
+	config, err := planConfig(ctx, tx, targets != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -151,12 +153,12 @@ func plan(ctx context.Context, tx querier, rangeBytes int64, jobs int) ([]journa
 		AND to_regclass('_timescaledb_catalog.chunk') IS NOT NULL`).Scan(&hasTS); err != nil {
 		return nil, fmt.Errorf("look for TimescaleDB catalog: %w", err)
 	}
-	roots, chunks := map[uint32]bool{}, map[uint32]string{}
+	roots, chunks, compressed := map[uint32]bool{}, map[uint32]string{}, map[uint32]bool{}
 	if hasTS {
 		if err := collectOIDs(ctx, tx, hypertableRootsSQL, roots); err != nil {
 			return nil, fmt.Errorf("list hypertables: %w", err)
 		}
-		if err := collectChunks(ctx, tx, chunks); err != nil {
+		if err := collectChunks(ctx, tx, chunks, compressed); err != nil {
 			return nil, fmt.Errorf("list chunks: %w", err)
 		}
 	}
@@ -178,6 +180,17 @@ func plan(ctx context.Context, tx querier, rangeBytes int64, jobs int) ([]journa
 			continue
 		}
 		r.hypertable = chunks[r.oid]
+		if targets != nil && r.hypertable != "" {
+			if compressed[r.oid] {
+				continue // a compressed chunk's data: read decompressed through its chunk
+			}
+			t, ok := targets[TableName{r.schema, r.name}]
+			if !ok {
+				rows.Close()
+				return nil, fmt.Errorf("no target chunk for source chunk %s of hypertable %s", inventory.DisplayName(r.schema, r.name), r.hypertable)
+			}
+			r.target = &t
+		}
 		tables = append(tables, r)
 		if r.hypertable == "" && rangeBytes > 0 && (unknown || r.bytes >= rangeBytes/2) {
 			measure = append(measure, r.oid)
@@ -258,8 +271,9 @@ func exactSizes(ctx context.Context, tx querier, tables []*relation, oids []uint
 	return rows.Err()
 }
 
-// collectChunks maps each chunk to its hypertable's display name.
-func collectChunks(ctx context.Context, tx querier, into map[uint32]string) error {
+// collectChunks maps each chunk to its hypertable's display name, and marks the chunks
+// of compressed hypertables (the data of compressed chunks).
+func collectChunks(ctx context.Context, tx querier, into map[uint32]string, compressed map[uint32]bool) error {
 	rows, err := tx.Query(ctx, chunksSQL)
 	if err != nil {
 		return err
@@ -268,10 +282,12 @@ func collectChunks(ctx context.Context, tx querier, into map[uint32]string) erro
 	for rows.Next() {
 		var oid uint32
 		var schema, table string
-		if err := rows.Scan(&oid, &schema, &table); err != nil {
+		var data bool
+		if err := rows.Scan(&oid, &schema, &table, &data); err != nil {
 			return err
 		}
 		into[oid] = inventory.DisplayName(schema, table)
+		compressed[oid] = data
 	}
 	return rows.Err()
 }
@@ -312,6 +328,9 @@ func describeColumns(ctx context.Context, tx querier, rels []*relation, which st
 func tableUnits(r *relation, rangeBytes int64) []journal.Unit {
 	base := journal.Unit{Phase: journal.PhaseData, Schema: r.schema, Table: r.name, Parent: r.hypertable, Columns: r.columns,
 		Binary: r.binary, PageHi: -1, EstBytes: r.bytes, EstRows: r.rows}
+	if t := r.target; t != nil {
+		base.TargetSchema, base.TargetTable, base.Decompress = t.Table.Schema, t.Table.Name, t.Compressed
+	}
 	id := inventory.DisplayName(r.schema, r.name)
 	if r.hypertable != "" || rangeBytes <= 0 || r.bytes <= rangeBytes || r.pages < 2 {
 		u := base
@@ -338,8 +357,8 @@ func tableUnits(r *relation, rangeBytes int64) []journal.Unit {
 }
 
 // planConfig lists the extension configuration tables (in foreign-key order) and
-// sequences as config-phase units.
-func planConfig(ctx context.Context, tx querier) ([]journal.Unit, error) {
+// sequences as config-phase units; without TimescaleDB's when noTimescale.
+func planConfig(ctx context.Context, tx querier, noTimescale bool) ([]journal.Unit, error) {
 	rows, err := tx.Query(ctx, configSQL)
 	if err != nil {
 		return nil, fmt.Errorf("list extension configuration tables: %w", err)
@@ -347,9 +366,12 @@ func planConfig(ctx context.Context, tx querier) ([]journal.Unit, error) {
 	var rels []*relation
 	for rows.Next() {
 		r := &relation{}
-		if err := rows.Scan(&r.oid, &r.schema, &r.name, &r.kind, &r.condition, &r.bytes, &r.rows); err != nil {
+		if err := rows.Scan(&r.oid, &r.schema, &r.name, &r.kind, &r.condition, &r.bytes, &r.rows, &r.extension); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("list extension configuration tables: %w", err)
+		}
+		if noTimescale && r.extension == "timescaledb" {
+			continue
 		}
 		rels = append(rels, r)
 	}

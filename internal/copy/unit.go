@@ -100,6 +100,19 @@ func tableKey(u *journal.Unit) string {
 
 func qualified(u *journal.Unit) string { return pgx.Identifier{u.Schema, u.Table}.Sanitize() }
 
+// targetQualified is the table the unit's rows go into on the target.
+func targetQualified(u *journal.Unit) string {
+	if u.TargetTable != "" {
+		return pgx.Identifier{u.TargetSchema, u.TargetTable}.Sanitize()
+	}
+	return qualified(u)
+}
+
+// routed says whether a chunk's rows go through its hypertable on the target.
+func routed(u *journal.Unit) bool {
+	return u.Parent != "" && u.TargetTable != "" && inventory.DisplayName(u.TargetSchema, u.TargetTable) == u.Parent
+}
+
 func info(u *journal.Unit) UnitInfo {
 	i := UnitInfo{ID: u.ID, Kind: string(u.Kind), EstBytes: u.EstBytes, EstRows: u.EstRows}
 	if u.Table != "" {
@@ -126,10 +139,11 @@ const freezeMinBytes = 1 << 20
 
 // copySQL gives the source's COPY TO and the target's COPY FROM of a table unit.
 // A whole table is read with COPY table TO, as pg_dump reads it (on TimescaleDB's
-// full build this reads a compressed chunk's heap as it is, never decompressing);
-// a range with a TID range scan of ONLY the table; a config table with its dump
-// condition. A table of freezeMinBytes or more is truncated on the target in the
-// same transaction, so that COPY FREEZE may write frozen rows.
+// full build this reads a compressed chunk's heap as it is, never decompressing),
+// or, to decompress a compressed chunk, with a SELECT of it; a range with a TID range
+// scan of ONLY the table; a config table with its dump condition. A table of
+// freezeMinBytes or more is truncated on the target in the same transaction, so that
+// COPY FREEZE may write frozen rows, but a hypertable that routes a chunk's rows.
 func copySQL(u *journal.Unit) (src, dst string, truncate bool) {
 	t, sel := qualified(u), selectList(u.Columns)
 	cols := ""
@@ -143,7 +157,10 @@ func copySQL(u *journal.Unit) (src, dst string, truncate bool) {
 	switch u.Kind {
 	case journal.KindTable:
 		src = fmt.Sprintf("COPY %s %s TO STDOUT", t, cols)
-		if u.EstBytes >= freezeMinBytes {
+		if u.Decompress {
+			src = fmt.Sprintf("COPY (SELECT %s FROM %s) TO STDOUT", sel, t)
+		}
+		if u.EstBytes >= freezeMinBytes && !routed(u) {
 			truncate, freeze = true, "FREEZE"
 		}
 	case journal.KindRange:
@@ -159,7 +176,7 @@ func copySQL(u *journal.Unit) (src, dst string, truncate bool) {
 	if format != "" {
 		src += " (" + format + ")"
 	}
-	dst = fmt.Sprintf("COPY %s %s FROM STDIN", t, cols)
+	dst = fmt.Sprintf("COPY %s %s FROM STDIN", targetQualified(u), cols)
 	if opts != "" {
 		dst += " (" + opts + ")"
 	}

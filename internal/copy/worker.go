@@ -114,7 +114,7 @@ func (w *worker) plan(ctx context.Context) ([]journal.Unit, error) {
 		return nil, err
 	}
 	defer w.endSource(ctx)
-	units, err := plan(ctx, w.src.Conn, w.r.opts.RangeBytes, w.r.opts.Jobs)
+	units, err := plan(ctx, w.src.Conn, w.r.opts.RangeBytes, w.r.opts.Jobs, w.r.opts.ChunkTargets)
 	if err != nil || w.r.opts.PostSQL == nil {
 		return units, err
 	}
@@ -348,7 +348,7 @@ func (w *worker) copyUnit(ctx context.Context, tx pgx.Tx, u *journal.Unit, l *li
 		}
 		srcSQL, dstSQL, truncate := copySQL(u)
 		if truncate {
-			if _, err := tx.Exec(ctx, "TRUNCATE ONLY "+qualified(u)); err != nil {
+			if _, err := tx.Exec(ctx, "TRUNCATE ONLY "+targetQualified(u)); err != nil {
 				return 0, &UnitError{Unit: describe(u), Side: "target", Err: err}
 			}
 		}
