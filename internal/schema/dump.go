@@ -82,6 +82,11 @@ func DumpSchemaAt(ctx context.Context, tools *pgtools.Tools, src *dbconn.Config,
 // its TimescaleDB is installed in is left out, made with the extension. names are the
 // archive's names that hold a line break (see RestoreOptions.Names).
 func RestoreSection(ctx context.Context, tools *pgtools.Tools, target *dbconn.Config, archive, section string, jobs int, names []string, onMessage func(Message)) ([]Message, error) {
+	return restoreSection(ctx, tools, target, archive, section, jobs, names, nil, onMessage)
+}
+
+// restoreSection is RestoreSection leaving out the entries skip says (nil: none).
+func restoreSection(ctx context.Context, tools *pgtools.Tools, target *dbconn.Config, archive, section string, jobs int, names []string, skip func(TOCEntry) bool, onMessage func(Message)) ([]Message, error) {
 	if section != PreData && section != PostData {
 		return nil, fmt.Errorf("restore section %q: want %q or %q", section, PreData, PostData)
 	}
@@ -104,7 +109,7 @@ func RestoreSection(ctx context.Context, tools *pgtools.Tools, target *dbconn.Co
 	}
 	defer dir.Remove()
 	list := filepath.Join(dir.Path, section+".list")
-	if _, err := toc.WriteList(list, func(e TOCEntry) bool { return !made(e) }); err != nil {
+	if _, err := toc.WriteList(list, func(e TOCEntry) bool { return !made(e) && (skip == nil || !skip(e)) }); err != nil {
 		return nil, fmt.Errorf("restore %s: %w", section, err)
 	}
 	// The list holds the section's entries; --section given again would make pg_restore

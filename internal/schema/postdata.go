@@ -90,6 +90,8 @@ type PostDataPlan struct {
 	// held something that cannot be split per entry safely.
 	Fallback string
 	names    []string // the source's names that hold a line break
+	// apart, when set, sorts entries for a restore through TimescaleDB's API (SetApart).
+	apart Apart
 }
 
 // SplitPostData reads the post-data section of archive (a schema dump of the source
@@ -146,22 +148,11 @@ func SplitPostData(ctx context.Context, tools *pgtools.Tools, src *pgx.Conn, arc
 	if len(entries) == 0 {
 		return p, nil
 	}
-	list := filepath.Join(filepath.Dir(archive), filepath.Base(archive)+".early.list")
-	keep := map[int]bool{}
-	for _, e := range entries {
-		keep[e.ID] = true
-	}
-	if _, err := toc.WriteList(list, func(e TOCEntry) bool { return keep[e.ID] }); err != nil {
+	script, err := p.entriesSQL(ctx, tools, entries, "early")
+	if err != nil {
 		return nil, err
 	}
-	defer os.Remove(list)
-	var out bytes.Buffer
-	var stderr []string
-	if err := tools.Run(ctx, pgtools.Cmd{Program: "pg_restore", Args: []string{"--no-owner", "-f", "-", "-L", list, archive},
-		Stdout: &out, Line: func(s string) { stderr = append(stderr, s) }}); err != nil {
-		return nil, fmt.Errorf("write the SQL of indexes and constraints: %w: %s", err, strings.Join(stderr, " "))
-	}
-	blocks, why := splitScript(out.Bytes(), entries)
+	blocks, why := splitScript(script, entries)
 	if why != "" {
 		p.Fallback, p.early = why, map[int]TableName{}
 		return p, nil
@@ -286,6 +277,9 @@ func sanitizeLine(s string) string {
 // inRest says whether RestoreRest restores e (when it is of the post-data section):
 // every entry but the early entries of the tables done says were built with their rows.
 func (p *PostDataPlan) inRest(e TOCEntry, done func(TableName) bool) bool {
+	if p.apart != nil && p.apart(e) != "" {
+		return false
+	}
 	t, early := p.early[e.ID]
 	return !early || !done(t)
 }
