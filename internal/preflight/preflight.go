@@ -258,7 +258,7 @@ func (e *env) checks() []Check {
 		pure("source-read", e.checkSourceRead),
 		check{name: "source-freeze", run: e.checkFreeze},
 		pure("source-terminate", e.checkTerminate),
-		pure("target-create", e.checkTargetCreate),
+		check{name: "target-create", run: e.checkTargetCreate},
 		pure("target-restore-mode", e.checkRestoreMode),
 		pure("long-transactions", e.checkLongTransactions),
 		pure("prepared-transactions", e.checkPrepared),

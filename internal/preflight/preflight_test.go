@@ -324,3 +324,17 @@ func TestTimescaleSchema(t *testing.T) {
 		t.Errorf("timescaledb-version does not say what to do: %s", do)
 	}
 }
+
+// A table of the user's own in TimescaleDB's schema _timescaledb_internal on the
+// source: a target user who may not create tables there (the database's owner and
+// nothing more) is told so by target-create, naming it; a superuser passes.
+func TestUserTableInTimescaleSchema(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src := testenv.NewDB(t, srv, true)
+	testenv.MustExec(t, srv, src, `CREATE TABLE _timescaledb_internal."My Notes" (id int)`)
+	dst, ownerURI := testenv.NewOwnerDB(t, srv)
+	r := runPreflight(t, srv.SuperURI(src), ownerURI)
+	expect(t, r, "target-create", preflight.Fail, `_timescaledb_internal."My Notes"`, "may not create there")
+	r = runPreflight(t, srv.SuperURI(src), srv.SuperURI(dst))
+	expect(t, r, "target-create", preflight.Pass)
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
 	"github.com/tsmigrate/tsmigrate/internal/schema"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 func (e *env) checkSourceRead() []Finding {
@@ -109,26 +110,75 @@ func (e *env) checkTerminate() []Finding {
 		fmt.Sprintf("GRANT pg_signal_backend TO %s, or freeze with --no-terminate and let those sessions finish", inventory.Ident(u.Name)))}
 }
 
-func (e *env) checkTargetCreate() []Finding {
+// sqlUserRelationsInTimescaleSchemas lists the source's relations a user made in one of
+// TimescaleDB's schemas (a table in _timescaledb_internal, say): the restore creates
+// them there. TimescaleDB 2.19.3 (PostgreSQL 15, 17).
+var sqlUserRelationsInTimescaleSchemas = `SELECT n.nspname::text, c.relname::text
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE ` + sqltext.TimescaleSchema("n.nspname") + ` AND c.relkind IN ('r', 'p', 'S', 'f', 'v', 'm')
+	AND NOT ` + sqltext.TimescaleRelation("c.oid") + ` AND NOT ` + sqltext.ExtensionMember(sqltext.Catalog("pg_class"), "c.oid") + `
+	AND NOT EXISTS (SELECT FROM _timescaledb_catalog.continuous_agg ca WHERE n.nspname IN (ca.partial_view_schema, ca.direct_view_schema)
+		AND c.relname IN (ca.partial_view_name, ca.direct_view_name))
+ORDER BY 1, 2`
+
+// sqlMayCreateIn says whether the current user may create in schema $1 (NULL when the
+// schema does not exist).
+const sqlMayCreateIn = `SELECT has_schema_privilege(to_regnamespace($1), 'CREATE')`
+
+// userRelationsTargetRefuses names the source's relations in TimescaleDB's schemas
+// that the target user may not create there.
+func (e *env) userRelationsTargetRefuses(ctx context.Context) ([]string, error) {
+	if e.srcInv.TimescaleDB == nil {
+		return nil, nil
+	}
+	rows, _ := e.src.Query(ctx, sqlUserRelationsInTimescaleSchemas)
+	var ns, name string
+	var refused []string
+	may := map[string]*bool{}
+	_, err := pgx.ForEachRow(rows, []any{&ns, &name}, func() error {
+		if _, ok := may[ns]; !ok {
+			var b *bool
+			if err := e.tgt.QueryRow(ctx, sqlMayCreateIn, ns).Scan(&b); err != nil {
+				return err
+			}
+			may[ns] = b
+		}
+		if b := may[ns]; b != nil && !*b {
+			refused = append(refused, inventory.DisplayName(ns, name))
+		}
+		return nil
+	})
+	return refused, err
+}
+
+func (e *env) checkTargetCreate(ctx context.Context) ([]Finding, error) {
 	p := e.probe
 	u := e.tgtInv.User.Name
+	refused, err := e.userRelationsTargetRefuses(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list the source's relations in TimescaleDB's schemas: %w", err)
+	}
 	switch {
 	case !p.ran:
-		return []Finding{finding(Fail, "target", "the target is a standby: nothing can be created there", "connect to the primary server")}
+		return []Finding{finding(Fail, "target", "the target is a standby: nothing can be created there", "connect to the primary server")}, nil
 	case p.triedSchema && p.createSchemaErr != nil:
 		return []Finding{finding(Fail, "target",
 			fmt.Sprintf("%s cannot create schemas in %s: %s", u, e.tgtInv.Name, dbconn.Reason(p.createSchemaErr)),
-			fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s, or connect as the database owner", inventory.Ident(e.tgtInv.Name), inventory.Ident(u)))}
+			fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s, or connect as the database owner", inventory.Ident(e.tgtInv.Name), inventory.Ident(u)))}, nil
 	case p.triedTable && p.createTableErr != nil:
 		return []Finding{finding(Fail, "target",
 			fmt.Sprintf("%s cannot create tables in schema public: %s", u, dbconn.Reason(p.createTableErr)),
-			fmt.Sprintf("GRANT CREATE ON SCHEMA public TO %s, or connect as the database owner", inventory.Ident(u)))}
+			fmt.Sprintf("GRANT CREATE ON SCHEMA public TO %s, or connect as the database owner", inventory.Ident(u)))}, nil
 	case !p.triedTable && !e.tgtInv.User.CanCreate:
 		return []Finding{finding(Fail, "target",
 			fmt.Sprintf("the target has no schema public and %s may not create schemas in %s", u, e.tgtInv.Name),
-			fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s", inventory.Ident(e.tgtInv.Name), inventory.Ident(u)))}
+			fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s", inventory.Ident(e.tgtInv.Name), inventory.Ident(u)))}, nil
+	case len(refused) > 0:
+		return []Finding{finding(Fail, "target",
+			fmt.Sprintf("the source has relations of its own in TimescaleDB's schemas, which %s may not create there: %s", u, list(refused)),
+			"move them into a schema of your own on the source (ALTER TABLE ... SET SCHEMA), or have a superuser GRANT CREATE on that schema to "+inventory.Ident(u))}, nil
 	}
-	return []Finding{finding(Pass, "target", fmt.Sprintf("%s can create objects in %s (tried in a rolled-back transaction)", u, e.tgtInv.Name), "")}
+	return []Finding{finding(Pass, "target", fmt.Sprintf("%s can create objects in %s (tried in a rolled-back transaction)", u, e.tgtInv.Name), "")}, nil
 }
 
 func (e *env) checkRestoreMode() []Finding {
