@@ -12,6 +12,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/journal"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
 )
 
 // startOver says how to start a stream migration over.
@@ -71,7 +72,7 @@ func (r *run) checkJoinOne(ctx context.Context, d *DatabaseRun) error {
 	jr, jerr := journal.Read(ctx, conn.Conn)
 	steps := map[string]bool{}
 	if jerr == nil {
-		for _, s := range []string{stepPreData, stepPostStarted, stepPostData, stepPostRestore, stepComplete} {
+		for _, s := range []string{stepPreData, stepPostStarted, stepPostData, stepPostRestore, stepComplete, stepWayAPI, stepTimescale} {
 			if steps[s], jerr = journal.StepDone(ctx, conn.Conn, s); jerr != nil {
 				break
 			}
@@ -103,6 +104,15 @@ func (r *run) checkJoinOne(ctx context.Context, d *DatabaseRun) error {
 		return r.refuseJoin("the first run stopped before the schema of %s was restored into the target", d.Source)
 	case r.opt.Worker && steps[stepPostStarted]:
 		return r.refuseJoin("the data of %s is copied already", d.Source)
+	case r.opt.Worker && steps[stepWayAPI] && !steps[stepTimescale]:
+		return &notYetError{fmt.Sprintf("the hypertables and chunks of %s are being made on the target", d.Source)}
+	}
+	if d.ts {
+		// The first run chose its restore path as its pre-data step began.
+		d.RestorePath = schema.PathCatalog
+		if steps[stepWayAPI] {
+			d.RestorePath = schema.PathAPI
+		}
 	}
 	unchanged := ""
 	if !r.opt.Worker {

@@ -308,6 +308,9 @@ type DatabaseRun struct {
 	// post is the plan of post-data, made before a --resume of a run that stopped in
 	// its post-data phase (prepareRestResume); nil otherwise.
 	post *schema.PostDataPlan
+	// chunkTargets say where each source chunk's rows go, when TimescaleDB's objects are
+	// made through its API.
+	chunkTargets map[copy.TableName]copy.ChunkTarget
 }
 
 // run is the state of one Run.

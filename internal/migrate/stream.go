@@ -155,6 +155,11 @@ func (r *run) splitPostData(ctx context.Context, d *DatabaseRun, file string) (*
 	if err != nil {
 		return nil, err
 	}
+	if d.api() {
+		if err := setApart(ctx, conn.Conn, post); err != nil {
+			return nil, err
+		}
+	}
 	if post.Fallback != "" {
 		r.note(d.Source, "indexes and constraints are built after the copy, not with each table: "+post.Fallback)
 	}
@@ -311,6 +316,18 @@ func (r *run) copyData(ctx context.Context, d *DatabaseRun, post *schema.PostDat
 	if post != nil {
 		opts.PostSQL = func(schemaName, table string) string { return unitPostSQL(post, schemaName, table) }
 	}
+	if d.api() {
+		opts.ChunkTargets = d.chunkTargets
+		opts.PostSQL = func(schemaName, table string) string {
+			if t, ok := d.chunkTargets[copy.TableName{Schema: schemaName, Name: table}]; ok {
+				return compressSQL(d, t)
+			}
+			if post == nil {
+				return ""
+			}
+			return unitPostSQL(post, schemaName, table)
+		}
+	}
 	if r.opt.DataProgress != nil {
 		on, done := r.opt.DataProgress(d.Source)
 		defer done()
@@ -356,6 +373,14 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 				if err := r.chooseRestorePath(ctx, d); err != nil {
 					return err
 				}
+			}
+			if d.api() {
+				if err := r.restoreAPIPreData(ctx, d, file, post); err != nil {
+					return err
+				}
+				return r.markStep(ctx, d, stepPreData)
+			}
+			if d.ts {
 				if err := r.enterRestoring(ctx, d); err != nil {
 					return err
 				}
@@ -380,6 +405,11 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 		}
 	}
 	if !d.steps[stepPostStarted] {
+		if d.api() {
+			if err := r.makeTimescaleObjects(ctx, d); err != nil {
+				return err
+			}
+		}
 		if err := r.phase(d, PhaseCopy, func() error { return r.copyData(ctx, d, post) }); err != nil {
 			return err
 		}
@@ -413,6 +443,9 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 				r.note(d.Source, fmt.Sprintf("post-data: %d of the %d entries left after the copy are on the target already (restored by an earlier run), %d run again (comments, ...), %d to restore",
 					len(on.Present), on.Entries, on.Again, on.Entries-len(on.Present)-on.Again))
 			}
+			if err := post.RestoreHypertables(ctx, r.tools, d.dst, 1, r.opt.Jobs); err != nil {
+				return err
+			}
 			var g errgroup.Group
 			g.Go(func() error {
 				msgs, err := post.RestoreRest(ctx, r.tools, d.dst, r.opt.Jobs, func(t schema.TableName) bool { return built[t] }, on, onMessage)
@@ -425,6 +458,9 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 				return schema.Analyze(ctx, d.dst, r.opt.Jobs, func(t schema.TableName) bool { return built[t] && !post.IndexesLater(t) })
 			})
 			if err := g.Wait(); err != nil {
+				return err
+			}
+			if err := post.RestoreHypertables(ctx, r.tools, d.dst, 2, r.opt.Jobs); err != nil {
 				return err
 			}
 			return r.markStep(ctx, d, stepPostData)
@@ -442,7 +478,7 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 		}); err != nil {
 			return err
 		}
-		if d.ts {
+		if d.ts && !d.api() {
 			if err := r.phase(d, PhasePost, func() error { return r.leaveRestoring(ctx, d) }); err != nil {
 				return err
 			}
@@ -572,6 +608,11 @@ func (r *run) work(ctx context.Context) error {
 	}
 	r.sum.began = true
 	for _, d := range r.sum.Databases {
+		if d.api() {
+			if err := r.makeTimescaleObjects(ctx, d); err != nil {
+				return fmt.Errorf("%s: %w", d.Source, err)
+			}
+		}
 		if err := r.phase(d, PhaseCopy, func() error { return r.copyData(ctx, d, nil) }); err != nil {
 			return fmt.Errorf("%s: %w", d.Source, err)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
 
@@ -36,8 +37,14 @@ func userURI(srv *testenv.Server, user, pw, db string) string {
 
 func runPreflight(t *testing.T, source, target string) *preflight.Report {
 	t.Helper()
+	return runPreflightPath(t, source, target, "")
+}
+
+// runPreflightPath runs pre-flight for a migration with --restore-path path.
+func runPreflightPath(t *testing.T, source, target string, path schema.RestorePath) *preflight.Report {
+	t.Helper()
 	r, err := preflight.Run(context.Background(), preflight.Options{
-		Source: config(t, "source", source), Target: config(t, "target", target)})
+		Source: config(t, "source", source), Target: config(t, "target", target), RestorePath: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,12 +130,14 @@ func TestRights(t *testing.T) {
 	}
 	expect(t, r, "target-create", preflight.Pass)
 	expect(t, r, "timescaledb-version", preflight.Pass)
-	expect(t, r, "target-restore-mode", preflight.Fail,
+	expect(t, r, "target-restore-mode", preflight.Pass, "catalog-less path",
 		owner+" may not run timescaledb_pre_restore() and timescaledb_post_restore() (not SECURITY DEFINER, and they need a superuser)",
 		"may not write TimescaleDB's catalog (_timescaledb_catalog.")
 	if !r.Failed() {
 		t.Error("report does not fail")
 	}
+	catalog := runPreflightPath(t, userURI(srv, reader, "pw-"+reader, src), userURI(srv, owner, "pw-"+owner, tgt), schema.PathCatalog)
+	expect(t, catalog, "target-restore-mode", preflight.Fail, "--restore-path catalog, but "+owner+" may not run timescaledb_pre_restore()")
 	// The probe left nothing behind on the target.
 	r = runPreflight(t, srv.SuperURI(src), srv.SuperURI(tgt))
 	expect(t, r, "target-empty", preflight.Pass)
@@ -288,6 +297,8 @@ func TestTimescaleSchema(t *testing.T) {
 	testenv.MustExec(t, srv, "postgres", "ALTER DATABASE "+tgt+" OWNER TO "+owner)
 	r := runPreflight(t, srv.SuperURI(src), userURI(srv, owner, "pw-"+owner, tgt))
 	expect(t, r, "timescaledb-version", preflight.Pass, "in schema Ext Schema", "CREATE EXTENSION tried")
+	expect(t, r, "target-restore-mode", preflight.Pass, "catalog-less path", owner+" may not run timescaledb_pre_restore() and timescaledb_post_restore()")
+	r = runPreflightPath(t, srv.SuperURI(src), userURI(srv, owner, "pw-"+owner, tgt), schema.PathCatalog)
 	expect(t, r, "target-restore-mode", preflight.Fail, owner+" may not run timescaledb_pre_restore() and timescaledb_post_restore()")
 	r = runPreflight(t, srv.SuperURI(src), srv.SuperURI(tgt))
 	expect(t, r, "target-empty", preflight.Pass)

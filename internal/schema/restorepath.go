@@ -38,9 +38,8 @@ func ParseRestorePath(s string) (RestorePath, error) {
 }
 
 // APIPathAvailable says whether this build can restore without TimescaleDB's catalog
-// (PathAPI). Until it can, a target user who may not take the catalog path is blocked
-// by pre-flight, before anything changes.
-var APIPathAvailable = false
+// (PathAPI): the stream engine can (package tsapi).
+var APIPathAvailable = true
 
 // SQL that tells what the target user may do towards the catalog path, run in the
 // target database once TimescaleDB is installed there (or created in a transaction).

@@ -1,0 +1,116 @@
+package migrate
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tsmigrate/tsmigrate/internal/copy"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
+	"github.com/tsmigrate/tsmigrate/internal/tsapi"
+)
+
+// The restore without TimescaleDB's catalog (schema.PathAPI, package tsapi) is the
+// second way of the stream engine's "TimescaleDB catalog" step: the pre-data section
+// is restored without what TimescaleDB makes itself (chunks, internal hypertables,
+// continuous aggregates' views), then the hypertables, continuous aggregates and
+// chunks with the source's slices are made by API calls, the rows copied into those
+// chunks, and post-data restored with the hypertables' statements apart (see
+// schema.RestoreHypertables). The target is never in restoring mode.
+
+// Journal steps of the API path.
+const (
+	// stepWayAPI records that the run restores through the API, so that a --resume
+	// goes on the same way.
+	stepWayAPI = "timescaledb-api"
+	// stepTimescale: the hypertables, continuous aggregates and chunks are made.
+	stepTimescale = "timescaledb-objects"
+)
+
+// PhaseTimescale makes the hypertables, continuous aggregates and chunks through
+// TimescaleDB's API.
+const PhaseTimescale = "timescaledb-api"
+
+// api says whether d's TimescaleDB objects are made through the API.
+func (d *DatabaseRun) api() bool { return d.RestorePath == schema.PathAPI }
+
+// setApart reads from the source (src) which entries of its schema dump TimescaleDB
+// makes itself on the target, and which hang on hypertables, for post's restore.
+func setApart(ctx context.Context, src *pgx.Conn, post *schema.PostDataPlan) error {
+	apart, err := readApart(ctx, src)
+	if err != nil {
+		return err
+	}
+	post.SetApart(apart)
+	return nil
+}
+
+func readApart(ctx context.Context, src *pgx.Conn) (schema.Apart, error) {
+	objects, err := tsapi.ReadObjects(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	return func(e schema.TOCEntry) string { return objects.Role(e.CatalogTable, e.OID, e.Schema, e.Name) }, nil
+}
+
+// restoreAPIPreData restores d's pre-data section without what TimescaleDB makes itself,
+// into a target whose TimescaleDB chooseRestorePath made sure of (never in restoring
+// mode), and sorts post's entries likewise.
+func (r *run) restoreAPIPreData(ctx context.Context, d *DatabaseRun, file string, post *schema.PostDataPlan) error {
+	if err := r.markStep(ctx, d, stepWayAPI); err != nil {
+		return err
+	}
+	src, err := d.src.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	apart, err := readApart(ctx, src.Conn)
+	src.Close(context.WithoutCancel(ctx))
+	if err != nil {
+		return err
+	}
+	post.SetApart(apart)
+	msgs, err := schema.RestoreSectionApart(ctx, r.tools, d.dst, file, schema.PreData, 1, d.lineBreakNames, apart, r.onMessage(d))
+	d.Messages = append(d.Messages, msgs...)
+	return r.messagesErr(err)
+}
+
+// makeTimescaleObjects makes d's hypertables and chunks on the
+// target (once: a resumed run, or a worker, only pairs the chunks made before) and
+// keeps where each source chunk's rows go.
+func (r *run) makeTimescaleObjects(ctx context.Context, d *DatabaseRun) error {
+	return r.phase(d, PhaseTimescale, func() error {
+		res, err := tsapi.Restore(ctx, d.src, d.dst, !d.steps[stepTimescale])
+		if err != nil {
+			return err
+		}
+		d.chunkTargets = map[copy.TableName]copy.ChunkTarget{}
+		for _, p := range res.Placements {
+			d.chunkTargets[copy.TableName{Schema: p.Source.Schema, Name: p.Source.Name}] = copy.ChunkTarget{
+				Table:  copy.TableName{Schema: p.Target.Schema, Name: p.Target.Name},
+				Routed: p.Routed, Compressed: p.Compressed}
+		}
+		for _, diff := range res.Differences {
+			r.warn(d.Source + ": " + diff)
+		}
+		if res.Hypertables+res.Chunks > 0 {
+			r.note(d.Source, fmt.Sprintf("made %d hypertables and %d chunks through TimescaleDB's API", res.Hypertables, res.Chunks))
+		}
+		if d.steps[stepTimescale] || r.opt.Worker {
+			return nil
+		}
+		return r.markStep(ctx, d, stepTimescale)
+	})
+}
+
+// compressSQL compresses target chunk t once its rows are in, when its source chunk is
+// compressed ("" otherwise, and for rows routed through their hypertable).
+func compressSQL(d *DatabaseRun, t copy.ChunkTarget) string {
+	if !t.Compressed || t.Routed {
+		return ""
+	}
+	return fmt.Sprintf("SELECT %s.compress_chunk(%s::regclass)", pgx.Identifier{d.tsSchema}.Sanitize(),
+		sqltext.Literal(pgx.Identifier{t.Table.Schema, t.Table.Name}.Sanitize()))
+}
