@@ -81,13 +81,13 @@ type chunkMaker struct {
 	source      *Layout
 	columns     map[Name][]column // the source hypertables' columns, read once
 	// changed: hypertables whose intervals were changed to make chunks.
-	changed map[Name]*Hypertable
+	changed map[Name]bool
 }
 
 type column struct{ name, typ string }
 
 func newChunkMaker(ctx context.Context, src, dst *pgx.Conn, ext string, source *Layout) (*chunkMaker, error) {
-	m := &chunkMaker{src: src, dst: dst, ext: ext, source: source, columns: map[Name][]column{}, changed: map[Name]*Hypertable{}}
+	m := &chunkMaker{src: src, dst: dst, ext: ext, source: source, columns: map[Name][]column{}, changed: map[Name]bool{}}
 	var license string
 	if err := dst.QueryRow(ctx, sqlLicense).Scan(&license); err != nil {
 		return nil, fmt.Errorf("read the target's TimescaleDB license: %w", err)
@@ -223,7 +223,7 @@ func (m *chunkMaker) byRow(ctx context.Context, srcH, t *Hypertable, c *Chunk) (
 		if err := setIntervals(ctx, tx, m.ext, t, want); err != nil {
 			return err
 		}
-		m.changed[t.Name] = t
+		m.changed[t.Name] = true
 		names := make([]string, len(cols))
 		for i, col := range cols {
 			names[i] = pgx.Identifier{col.name}.Sanitize()

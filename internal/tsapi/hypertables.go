@@ -27,6 +27,8 @@ const (
 	sqlSetInterval = `SELECT %s.set_chunk_time_interval($1::regclass, $2::bigint, $3::name)`
 	// sqlSetPartitions sets a closed dimension's number of partitions.
 	sqlSetPartitions = `SELECT %s.set_number_partitions($1::regclass, $2::int, $3::name)`
+	// defaultAssociatedSchema is where TimescaleDB makes chunks unless told otherwise.
+	defaultAssociatedSchema = "_timescaledb_internal"
 	// sqlExtSchema is the schema of the database's TimescaleDB, quoted.
 	sqlExtSchema = `SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
 WHERE e.extname = 'timescaledb'`
@@ -54,8 +56,18 @@ func createHypertable(ctx context.Context, tx pgx.Tx, ext string, h *Hypertable)
 	if !first.Open() {
 		return fmt.Errorf("hypertable %s: its first dimension %s is not a time dimension", h.Name.Display(), first.Column)
 	}
+	// TimescaleDB's own choices (from the hypertable's id, which differs on the target)
+	// are left to it: one given would collide with those it makes for other
+	// hypertables (a compressed hypertable's prefix is _hyper_<its id>).
+	schemaName, prefix := h.AssociatedSchema, h.AssociatedPrefix
+	if schemaName == defaultAssociatedSchema {
+		schemaName = ""
+	}
+	if prefix == fmt.Sprintf("_hyper_%d", h.ID) {
+		prefix = ""
+	}
 	if _, err := tx.Exec(ctx, fmt.Sprintf(sqlCreateHypertable, ext), rel, first.Column, first.Interval,
-		h.AssociatedSchema, h.AssociatedPrefix, first.PartitioningFunc); err != nil {
+		schemaName, prefix, first.PartitioningFunc); err != nil {
 		return fmt.Errorf("create_hypertable(%s): %w", h.Name.Display(), err)
 	}
 	for _, d := range h.Dimensions[1:] {

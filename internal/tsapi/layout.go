@@ -54,6 +54,36 @@ ORDER BY h.id, d.id`
 	// each with its slice in every dimension (in dimension order) and whether it is
 	// compressed. Dropped chunks (kept in the catalog for continuous aggregates) and
 	// OSM (tiered) chunks have no table here and are left out.
+	// sqlCompression lists the hypertables with compression enabled (compression_state
+	// 1), materialization hypertables included, with their settings as
+	// timescaledb.compress_segmentby and compress_orderby take them.
+	sqlCompression = `
+SELECT h.schema_name::text, h.table_name::text,
+	coalesce(string_agg(quote_ident(s.attname::text), ', ' ORDER BY s.segmentby_column_index)
+		FILTER (WHERE s.segmentby_column_index IS NOT NULL), ''),
+	coalesce(string_agg(quote_ident(s.attname::text) || CASE WHEN s.orderby_asc THEN ' ASC' ELSE ' DESC' END
+		|| CASE WHEN s.orderby_nullsfirst THEN ' NULLS FIRST' ELSE ' NULLS LAST' END, ', ' ORDER BY s.orderby_column_index)
+		FILTER (WHERE s.orderby_column_index IS NOT NULL), '')
+FROM _timescaledb_catalog.hypertable h
+LEFT JOIN timescaledb_information.compression_settings s ON s.hypertable_schema = h.schema_name AND s.hypertable_name = h.table_name
+WHERE h.compression_state = 1
+GROUP BY 1, 2`
+
+	// sqlAggregates lists the continuous aggregates in the order they were made (a
+	// continuous aggregate on another comes after it): the user's view, its
+	// materialization hypertable, whether it shows materialized rows only, whether its
+	// materialization hypertable has indexes on the grouping columns (besides the time
+	// column's), whether it is finalized (the form TimescaleDB makes since 2.7), and its
+	// query: the definition of its direct view, as the session's search_path prints it.
+	sqlAggregates = `
+SELECT ca.user_view_schema::text, ca.user_view_name::text, mh.schema_name::text, mh.table_name::text,
+	ca.materialized_only,
+	(SELECT count(*) FROM pg_index x WHERE x.indrelid = format('%I.%I', mh.schema_name, mh.table_name)::regclass) > 1,
+	ca.finalized,
+	pg_get_viewdef(format('%I.%I', ca.direct_view_schema, ca.direct_view_name)::regclass)
+FROM _timescaledb_catalog.continuous_agg ca JOIN _timescaledb_catalog.hypertable mh ON mh.id = ca.mat_hypertable_id
+ORDER BY ca.mat_hypertable_id`
+
 	sqlChunks = `
 SELECT c.id, h.schema_name::text, h.table_name::text, c.schema_name::text, c.table_name::text,
 	c.compressed_chunk_id IS NOT NULL,
@@ -73,7 +103,39 @@ ORDER BY c.id`
 type Layout struct {
 	Hypertables []*Hypertable
 	Chunks      []*Chunk // in the order they were made
-	byName      map[Name]*Hypertable
+	// Aggregates are the continuous aggregates, in the order they were made.
+	Aggregates []*Aggregate
+	byName     map[Name]*Hypertable
+}
+
+// Aggregate is a continuous aggregate.
+type Aggregate struct {
+	View            Name // the user's view
+	Materialization Name // its materialization hypertable
+	// MaterializedOnly: the view shows the materialized rows only, not real-time ones.
+	MaterializedOnly bool
+	// GroupIndexes: its materialization hypertable has indexes on the grouping columns.
+	GroupIndexes bool
+	Finalized    bool
+	// Query is the aggregate's SELECT, as pg_get_viewdef prints it (names qualified
+	// where the reading session's search_path does not find them).
+	Query string
+}
+
+// Aggregate finds a continuous aggregate by its view's name.
+func (l *Layout) Aggregate(view Name) *Aggregate {
+	for _, a := range l.Aggregates {
+		if a.View == view {
+			return a
+		}
+	}
+	return nil
+}
+
+// Compression is a hypertable's compression settings, as
+// timescaledb.compress_segmentby and compress_orderby take them.
+type Compression struct {
+	Segmentby, Orderby string
 }
 
 // Name is a relation by its raw schema and name.
@@ -95,6 +157,8 @@ type Hypertable struct {
 	// with the aggregate.
 	Materialization bool
 	Dimensions      []Dimension
+	// Compression is nil when compression is not enabled.
+	Compression *Compression
 }
 
 // Dimension is one partitioning dimension of a hypertable.
@@ -197,6 +261,36 @@ func ReadLayout(ctx context.Context, q Querier) (*Layout, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read hypertables: %w", err)
+	}
+	var n Name
+	var cs Compression
+	rows, err = q.Query(ctx, sqlCompression)
+	if err != nil {
+		return nil, fmt.Errorf("read compression settings: %w", err)
+	}
+	_, err = pgx.ForEachRow(rows, []any{&n.Schema, &n.Name, &cs.Segmentby, &cs.Orderby}, func() error {
+		if h := l.byName[n]; h != nil {
+			c := cs
+			h.Compression = &c
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read compression settings: %w", err)
+	}
+	var a Aggregate
+	rows, err = q.Query(ctx, sqlAggregates)
+	if err != nil {
+		return nil, fmt.Errorf("read continuous aggregates: %w", err)
+	}
+	_, err = pgx.ForEachRow(rows, []any{&a.View.Schema, &a.View.Name, &a.Materialization.Schema, &a.Materialization.Name,
+		&a.MaterializedOnly, &a.GroupIndexes, &a.Finalized, &a.Query}, func() error {
+		ag := a
+		l.Aggregates = append(l.Aggregates, &ag)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read continuous aggregates: %w", err)
 	}
 	rows, err = q.Query(ctx, sqlChunks)
 	if err != nil {

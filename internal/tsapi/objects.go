@@ -14,7 +14,8 @@ import (
 // pg_attrdef, pg_statistic_ext for what hangs on a table), with the relation they are
 // or hang on and its role:
 //   - 'made': TimescaleDB makes it on the target itself: chunks (those of compressed and
-//     materialization hypertables too), the compressed and materialization hypertables,
+//     materialization hypertables too: the compressed ones do not inherit from their
+//     hypertable, the catalog lists them), the compressed and materialization hypertables,
 //     continuous aggregates' views (the user's, the partial and the direct one), what
 //     hangs on them, and TimescaleDB's own triggers on hypertables (ts_insert_blocker,
 //     ts_cagg_invalidation_trigger: functions of the extension);
@@ -31,6 +32,7 @@ hyper AS (
 made AS (
 	SELECT rel FROM hyper WHERE internal
 	UNION SELECT i.inhrelid FROM pg_inherits i JOIN hyper h ON h.rel = i.inhparent
+	UNION SELECT to_regclass(format('%I.%I', c.schema_name, c.table_name)) FROM _timescaledb_catalog.chunk c WHERE NOT c.dropped
 	UNION SELECT format('%I.%I', v.s, v.n)::regclass FROM _timescaledb_catalog.continuous_agg ca
 		CROSS JOIN LATERAL (VALUES (ca.user_view_schema, ca.user_view_name), (ca.partial_view_schema, ca.partial_view_name),
 			(ca.direct_view_schema, ca.direct_view_name)) AS v(s, n)),
@@ -68,7 +70,13 @@ type catalogID struct{ cat, obj uint32 }
 const (
 	RoleMade       = "made"
 	RoleHypertable = "hypertable"
+	// RoleAggregate: a comment or privileges of a continuous aggregate's view, which
+	// TimescaleDB makes: restored once the continuous aggregate is made.
+	RoleAggregate = "aggregate"
 )
+
+// sqlAggregateViews lists the continuous aggregates' views (TimescaleDB 2.x).
+const sqlAggregateViews = `SELECT user_view_schema::text, user_view_name::text FROM _timescaledb_catalog.continuous_agg`
 
 // ReadObjects reads which of the source's objects TimescaleDB makes itself and which
 // hang on hypertables.
@@ -97,11 +105,23 @@ func ReadObjects(ctx context.Context, q Querier) (*Objects, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read TimescaleDB's objects: %w", err)
 	}
+	rows, err = q.Query(ctx, sqlAggregateViews)
+	if err != nil {
+		return nil, fmt.Errorf("read continuous aggregates: %w", err)
+	}
+	_, err = pgx.ForEachRow(rows, []any{&rel.Schema, &rel.Name}, func() error {
+		o.relations[rel] = RoleAggregate
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read continuous aggregates: %w", err)
+	}
 	return o, nil
 }
 
 // Role says what a dump's entry is to a restore through the API: RoleMade (leave it
-// out: TimescaleDB makes it), RoleHypertable (it hangs on a hypertable), or "". An
+// out: TimescaleDB makes it), RoleHypertable (it hangs on a hypertable),
+// RoleAggregate (a comment or privileges of a continuous aggregate), or "". An
 // entry is given as pg_restore lists it: the catalog and object ids of its object
 // (0 for comments and privileges), its schema and name.
 func (o *Objects) Role(cat, obj uint32, schema, name string) string {

@@ -10,11 +10,13 @@ import (
 )
 
 // Session settings of tsapi's connections: rows travel as text (COPY, one per chunk
-// made on the Apache build), read and written in the same styles; the target session
-// writes whatever its role's default (the run gives the target the source's role
-// settings at its end). PostgreSQL 15, 17.
+// made on the Apache build), read and written in the same styles; a continuous
+// aggregate's query is printed with every name qualified but pg_catalog's, so that it
+// means the same on the target; the target session writes whatever its role's default
+// (the run gives the target the source's role settings at its end). PostgreSQL 15, 17.
 const (
-	sourceSession = dbconn.NoTimeouts + `; SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3`
+	sourceSession = dbconn.NoTimeouts + `; SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3;
+SET search_path = pg_catalog`
 	targetSession = dbconn.NoTimeouts + `; SET DateStyle = ISO; SET IntervalStyle = postgres; SET default_transaction_read_only = off`
 )
 
@@ -23,8 +25,8 @@ type Result struct {
 	// Placements say where each source chunk's rows go, in the order the source made
 	// the chunks.
 	Placements []Placement
-	// Hypertables and Chunks count what this call made on the target.
-	Hypertables, Chunks int
+	// Hypertables, Aggregates and Chunks count what this call made on the target.
+	Hypertables, Aggregates, Chunks int
 	// Differences say, in words, where the target's chunks are not the source's.
 	Differences []string
 }
@@ -73,10 +75,16 @@ func restore(ctx context.Context, s, d *pgx.Conn, makeChunks bool) (*Result, err
 			}
 			res.Hypertables++
 		}
-		if res.Hypertables > 0 {
-			if target, err = ReadLayout(ctx, d); err != nil {
-				return nil, fmt.Errorf("target: %w", err)
-			}
+		made, diffs, err := makeCompressionAndAggregates(ctx, d, source, target)
+		if err != nil {
+			return nil, fmt.Errorf("target: %w", err)
+		}
+		res.Aggregates, res.Differences = made, append(res.Differences, diffs...)
+		if target, err = ReadLayout(ctx, d); err != nil {
+			return nil, fmt.Errorf("target: %w", err)
+		}
+		if err := sameIntervals(ctx, d, ext, source, target); err != nil {
+			return nil, err
 		}
 	}
 	names := hypertableNames(source, target)
@@ -91,9 +99,6 @@ func restore(ctx context.Context, s, d *pgx.Conn, makeChunks bool) (*Result, err
 	}
 	for _, c := range missing {
 		srcH := source.Hypertable(c.Hypertable)
-		if srcH != nil && srcH.Materialization {
-			continue // made with its continuous aggregate
-		}
 		tn, ok := names(c.Hypertable)
 		if srcH == nil || !ok {
 			return nil, fmt.Errorf("source chunk %s: its hypertable %s is not on the target", c.Name.Display(), c.Hypertable.Display())
@@ -118,13 +123,12 @@ func restore(ctx context.Context, s, d *pgx.Conn, makeChunks bool) (*Result, err
 		placed[c.Name] = p
 	}
 	// The intervals changed to make chunks go back to the source's.
-	for _, t := range m.changed {
-		srcH := sourceOf(source, names, t.Name)
-		if srcH == nil {
-			continue
-		}
-		if err := pgx.BeginFunc(ctx, d, func(tx pgx.Tx) error { return setIntervals(ctx, tx, ext, t, srcH.Dimensions) }); err != nil {
+	if len(m.changed) > 0 {
+		if target, err = ReadLayout(ctx, d); err != nil {
 			return nil, fmt.Errorf("target: %w", err)
+		}
+		if err := sameIntervals(ctx, d, ext, source, target); err != nil {
+			return nil, err
 		}
 	}
 	for _, c := range source.Chunks {
@@ -136,22 +140,44 @@ func restore(ctx context.Context, s, d *pgx.Conn, makeChunks bool) (*Result, err
 }
 
 // hypertableNames maps a source hypertable's name to the target's: the same name for
-// user hypertables, present on the target.
+// user hypertables; a materialization hypertable, named by its id, by its continuous
+// aggregate's view.
 func hypertableNames(source, target *Layout) func(Name) (Name, bool) {
 	return func(n Name) (Name, bool) {
 		h := source.Hypertable(n)
-		if h == nil || h.Materialization || target.Hypertable(n) == nil {
+		switch {
+		case h == nil:
+			return Name{}, false
+		case h.Materialization:
+			for _, a := range source.Aggregates {
+				if a.Materialization != n {
+					continue
+				}
+				if t := target.Aggregate(a.View); t != nil && target.Hypertable(t.Materialization) != nil {
+					return t.Materialization, true
+				}
+			}
+			return Name{}, false
+		case target.Hypertable(n) == nil:
 			return Name{}, false
 		}
 		return n, true
 	}
 }
 
-// sourceOf finds the source hypertable that target hypertable tn stands for.
-func sourceOf(source *Layout, names func(Name) (Name, bool), tn Name) *Hypertable {
+// sameIntervals gives each target hypertable the source's chunk intervals and numbers
+// of partitions, where they differ: those set to make chunks, and those TimescaleDB
+// chose itself for a continuous aggregate's materialization hypertable.
+func sameIntervals(ctx context.Context, d *pgx.Conn, ext string, source, target *Layout) error {
+	names := hypertableNames(source, target)
 	for _, h := range source.Hypertables {
-		if n, ok := names(h.Name); ok && n == tn {
-			return h
+		tn, ok := names(h.Name)
+		if !ok {
+			continue
+		}
+		t := target.Hypertable(tn)
+		if err := pgx.BeginFunc(ctx, d, func(tx pgx.Tx) error { return setIntervals(ctx, tx, ext, t, h.Dimensions) }); err != nil {
+			return fmt.Errorf("target: %w", err)
 		}
 	}
 	return nil

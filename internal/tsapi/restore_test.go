@@ -145,3 +145,83 @@ func testRestore(t *testing.T, srv *testenv.Server) {
 	}
 	_ = dst
 }
+
+// On the full build, as a bare owner: compression settings (segmentby, orderby), a
+// continuous aggregate (its materialization hypertable's chunks with the source's
+// slices and its interval) and a compressed continuous aggregate are made through
+// the API, and every chunk is placed, the compressed one marked so.
+func TestRestoreFullBuildAggregatesAndCompression(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TSL)
+	ctx := context.Background()
+	src := testenv.NewDB(t, srv, true)
+	create := []string{
+		`CREATE TABLE m (t timestamptz NOT NULL, dev int NOT NULL, "Val" double precision)`,
+	}
+	testenv.MustExec(t, srv, src, create...)
+	testenv.MustExec(t, srv, src,
+		`SELECT create_hypertable('m', 't', chunk_time_interval => interval '1 day')`,
+		`INSERT INTO m SELECT '2025-01-01'::timestamptz + g * interval '1 minute', g % 5, g * 0.5 FROM generate_series(0, 5*24*60 - 1) g`,
+		`ALTER TABLE m SET (timescaledb.compress, timescaledb.compress_segmentby = 'dev', timescaledb.compress_orderby = '"Val" DESC NULLS LAST, t')`,
+		`SELECT compress_chunk(c) FROM show_chunks('m') c ORDER BY c LIMIT 2`,
+		`CREATE MATERIALIZED VIEW m_daily WITH (timescaledb.continuous) AS
+			SELECT time_bucket('1 day', t) AS day, dev, avg("Val") AS av, count(*) AS n FROM m GROUP BY 1, 2 WITH DATA`,
+		`SELECT set_chunk_time_interval('m_daily', interval '2 days')`,
+		`CALL refresh_continuous_aggregate('m_daily', NULL, NULL)`,
+		`CREATE MATERIALIZED VIEW m_hourly WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
+			SELECT time_bucket('1 hour', t) AS hour, max("Val") AS mx FROM m GROUP BY 1 WITH DATA`,
+		`ALTER MATERIALIZED VIEW m_hourly SET (timescaledb.compress = true)`,
+	)
+	_, dstURI := testenv.NewOwnerDB(t, srv)
+	owner := testenv.Connect(t, dstURI)
+	execAll(t, owner, create...)
+
+	res, err := tsapi.Restore(ctx, testenv.Config(t, "source", srv.SuperURI(src)), testenv.Config(t, "target", dstURI), true)
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if len(res.Differences) > 0 || res.Aggregates != 2 {
+		t.Fatalf("made %d aggregates; differences: %v", res.Aggregates, res.Differences)
+	}
+	source, err := tsapi.ReadLayout(ctx, testenv.Connect(t, srv.SuperURI(src)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, err := tsapi.ReadLayout(ctx, owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compressed := 0
+	for _, p := range res.Placements {
+		if p.Routed {
+			t.Errorf("chunk %s routed", p.Source.Display())
+		}
+		if p.Compressed {
+			compressed++
+		}
+	}
+	if len(res.Placements) != len(source.Chunks) || compressed != 2 {
+		t.Fatalf("%d placements (%d compressed) for %d source chunks", len(res.Placements), compressed, len(source.Chunks))
+	}
+	for _, a := range source.Aggregates {
+		ta := target.Aggregate(a.View)
+		if ta == nil {
+			t.Fatalf("no continuous aggregate %s on the target", a.View.Display())
+		}
+		if ta.MaterializedOnly != a.MaterializedOnly || ta.Query != a.Query {
+			t.Errorf("%s: target %+v, source %+v", a.View.Display(), ta, a)
+		}
+		sh, th := source.Hypertable(a.Materialization), target.Hypertable(ta.Materialization)
+		if fmt.Sprint(sh.Dimensions) != fmt.Sprint(th.Dimensions) || fmt.Sprint(sh.Compression) != fmt.Sprint(th.Compression) {
+			t.Errorf("%s: materialization hypertable %+v %+v on the target, %+v %+v on the source", a.View.Display(),
+				th.Dimensions, th.Compression, sh.Dimensions, sh.Compression)
+		}
+		if len(source.ChunksOf(a.Materialization)) == 0 || len(source.ChunksOf(a.Materialization)) != len(target.ChunksOf(ta.Materialization)) {
+			t.Errorf("%s: %d materialization chunks on the source, %d on the target", a.View.Display(),
+				len(source.ChunksOf(a.Materialization)), len(target.ChunksOf(ta.Materialization)))
+		}
+	}
+	m := tsapi.Name{Schema: "public", Name: "m"}
+	if s, tc := source.Hypertable(m).Compression, target.Hypertable(m).Compression; tc == nil || *s != *tc {
+		t.Errorf("compression of m: %+v on the target, %+v on the source", tc, s)
+	}
+}
