@@ -38,32 +38,58 @@ type Result struct {
 // the source chunks that have no target chunk of the same slices in their hypertable.
 // The target's hypertables must hold no rows yet.
 func Restore(ctx context.Context, src, dst *dbconn.Config, makeChunks bool) (*Result, error) {
-	s, err := src.ConnectSession(ctx, sourceSession)
+	p, err := openPair(ctx, src, dst)
 	if err != nil {
 		return nil, err
 	}
-	defer s.Close(context.WithoutCancel(ctx))
-	d, err := dst.ConnectSession(ctx, targetSession)
-	if err != nil {
-		return nil, err
-	}
-	defer d.Close(context.WithoutCancel(ctx))
-	return restore(ctx, s.Conn, d.Conn, makeChunks)
+	defer p.close(ctx)
+	return restore(ctx, p, makeChunks)
 }
 
-func restore(ctx context.Context, s, d *pgx.Conn, makeChunks bool) (*Result, error) {
-	ext, err := extSchema(ctx, d)
-	if err != nil {
+// pair is tsapi's sessions on the source (s) and the target (d), the schema of the
+// target's TimescaleDB (quoted) and what both hold of TimescaleDB's.
+type pair struct {
+	s, d           *dbconn.Conn
+	ext            string
+	source, target *Layout
+}
+
+// openPair connects to both sides and reads their layouts.
+func openPair(ctx context.Context, src, dst *dbconn.Config) (*pair, error) {
+	p := &pair{}
+	var err error
+	if p.s, err = src.ConnectSession(ctx, sourceSession); err != nil {
 		return nil, err
 	}
-	source, err := ReadLayout(ctx, s)
-	if err != nil {
-		return nil, fmt.Errorf("source: %w", err)
+	if p.d, err = dst.ConnectSession(ctx, targetSession); err != nil {
+		p.close(ctx)
+		return nil, err
 	}
-	target, err := ReadLayout(ctx, d)
-	if err != nil {
-		return nil, fmt.Errorf("target: %w", err)
+	if p.ext, err = extSchema(ctx, p.d.Conn); err == nil {
+		if p.source, err = ReadLayout(ctx, p.s); err != nil {
+			err = fmt.Errorf("source: %w", err)
+		} else if p.target, err = ReadLayout(ctx, p.d); err != nil {
+			err = fmt.Errorf("target: %w", err)
+		}
 	}
+	if err != nil {
+		p.close(ctx)
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *pair) close(ctx context.Context) {
+	for _, c := range []*dbconn.Conn{p.s, p.d} {
+		if c != nil {
+			c.Close(context.WithoutCancel(ctx))
+		}
+	}
+}
+
+func restore(ctx context.Context, p *pair, makeChunks bool) (*Result, error) {
+	s, d, ext, source, target := p.s.Conn, p.d.Conn, p.ext, p.source, p.target
+	var err error
 	res := &Result{}
 	if makeChunks {
 		for _, h := range source.Hypertables {
