@@ -10,7 +10,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tsmigrate/tsmigrate/internal/copy"
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/inventory"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
 )
 
@@ -57,8 +59,8 @@ SELECT coalesce(before_compression_total_bytes, 0), coalesce(after_compression_t
 FROM chunk_compression_stats($1::regclass) WHERE format('%I.%I', chunk_schema, chunk_name)::regclass = $2::regclass`
 	// sqlCompressedChunks lists the compressed chunks, to check the target kept them so.
 	sqlCompressedChunks = `
-SELECT format('%I.%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks
-WHERE is_compressed AND to_regclass('timescaledb_information.chunks') IS NOT NULL ORDER BY 1`
+SELECT chunk_schema::text, chunk_name::text FROM timescaledb_information.chunks
+WHERE is_compressed AND to_regclass('timescaledb_information.chunks') IS NOT NULL ORDER BY 1, 2`
 )
 
 // Compression is what --compress-before did on one source database.
@@ -188,21 +190,20 @@ func (r *run) compressDatabase(ctx context.Context, conn *pgx.Conn, d *DatabaseR
 // checkCompressed makes sure the chunks compressed on the source are compressed on the
 // target too: a dump restored without its compressed tables, or a copy that wrote the
 // rows into plain chunks, would hold the data but lose the space --compress-before won.
-func checkCompressed(ctx context.Context, src, dst *dbconn.Config) (int, error) {
-	list := func(cfg *dbconn.Config) (map[string]bool, error) {
+// targets maps a source chunk to the target's of the same slices where their names
+// differ (the API path), nil when they are the same.
+func checkCompressed(ctx context.Context, src, dst *dbconn.Config, targets map[copy.TableName]copy.ChunkTarget) (int, error) {
+	list := func(cfg *dbconn.Config) (map[copy.TableName]bool, error) {
 		conn, err := connectTS(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}
 		defer conn.Close(context.WithoutCancel(ctx))
 		rows, _ := conn.Query(ctx, sqlCompressedChunks)
-		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
+		set := map[copy.TableName]bool{}
+		var n copy.TableName
+		if _, err := pgx.ForEachRow(rows, []any{&n.Schema, &n.Name}, func() error { set[n] = true; return nil }); err != nil {
 			return nil, fmt.Errorf("list the compressed chunks of %s: %w", cfg.Database(), err)
-		}
-		set := map[string]bool{}
-		for _, n := range names {
-			set[n] = true
 		}
 		return set, nil
 	}
@@ -216,8 +217,12 @@ func checkCompressed(ctx context.Context, src, dst *dbconn.Config) (int, error) 
 	}
 	var missing []string
 	for n := range srcSet {
-		if !dstSet[n] {
-			missing = append(missing, n)
+		t := n
+		if c, ok := targets[n]; ok {
+			t = c.Table
+		}
+		if !dstSet[t] {
+			missing = append(missing, inventory.DisplayName(n.Schema, n.Name))
 		}
 	}
 	sort.Strings(missing)

@@ -72,7 +72,7 @@ func (r *run) checkJoinOne(ctx context.Context, d *DatabaseRun) error {
 	jr, jerr := journal.Read(ctx, conn.Conn)
 	steps := map[string]bool{}
 	if jerr == nil {
-		for _, s := range []string{stepPreData, stepPostStarted, stepPostData, stepPostRestore, stepComplete, stepWayAPI, stepTimescale} {
+		for _, s := range []string{stepPreData, stepPostStarted, stepPostData, stepPostRestore, stepComplete, stepWayAPI, stepTimescale, stepTimescaleFinish} {
 			if steps[s], jerr = journal.StepDone(ctx, conn.Conn, s); jerr != nil {
 				break
 			}

@@ -309,8 +309,9 @@ type DatabaseRun struct {
 	// its post-data phase (prepareRestResume); nil otherwise.
 	post *schema.PostDataPlan
 	// chunkTargets say where each source chunk's rows go, when TimescaleDB's objects are
-	// made through its API.
+	// made through its API; apart sorts its schema dump's entries for that path.
 	chunkTargets map[copy.TableName]copy.ChunkTarget
+	apart        schema.Apart
 }
 
 // run is the state of one Run.
@@ -719,7 +720,7 @@ func (r *run) checkTargetCompressed(ctx context.Context, d *DatabaseRun) {
 	if !d.ts {
 		return
 	}
-	n, err := checkCompressed(ctx, d.src, d.dst)
+	n, err := checkCompressed(ctx, d.src, d.dst, d.chunkTargets)
 	d.CompressedChunks = n
 	if err != nil {
 		r.warn(d.Source + ": " + err.Error())

@@ -85,8 +85,8 @@ func readMissingValues(ctx context.Context, cfg *dbconn.Config) ([]missingValue,
 // carryMissingValues gives d's target the missing values of the source's compressed
 // chunks (see above). It runs after the data is in and before anything reads it.
 func (r *run) carryMissingValues(ctx context.Context, d *DatabaseRun) error {
-	if !d.ts {
-		return nil
+	if !d.ts || d.api() {
+		return nil // the API path copies compressed rows decompressed, with their values
 	}
 	vals, err := readMissingValues(ctx, d.src)
 	if err != nil || len(vals) == 0 {

@@ -156,7 +156,7 @@ func (r *run) splitPostData(ctx context.Context, d *DatabaseRun, file string) (*
 		return nil, err
 	}
 	if d.api() {
-		if err := setApart(ctx, conn.Conn, post); err != nil {
+		if err := setApart(ctx, d, conn.Conn, post); err != nil {
 			return nil, err
 		}
 	}
@@ -291,6 +291,9 @@ func (r *run) builtWithRows(ctx context.Context, d *DatabaseRun, post *schema.Po
 			if u.Kind != journal.KindTable && u.Kind != journal.KindIndexes || u.Phase != journal.PhaseData || u.PostSQL == "" {
 				continue
 			}
+			if d.api() && u.Parent != "" {
+				continue // a chunk's unit on the API path only compresses it (compressSQL)
+			}
 			if post != nil && u.PostSQL != unitPostSQL(post, u.Schema, u.Table) {
 				return exit.New(exit.Failed, "start over: reset the target (drop and create the database) and run tsmigrate migrate without --resume",
 					"%s: the indexes and constraints the journal recorded for table %s are not those of the source's schema now",
@@ -406,7 +409,7 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 	}
 	if !d.steps[stepPostStarted] {
 		if d.api() {
-			if err := r.makeTimescaleObjects(ctx, d); err != nil {
+			if err := r.makeTimescaleObjects(ctx, d, file); err != nil {
 				return err
 			}
 		}
@@ -443,7 +446,7 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 				r.note(d.Source, fmt.Sprintf("post-data: %d of the %d entries left after the copy are on the target already (restored by an earlier run), %d run again (comments, ...), %d to restore",
 					len(on.Present), on.Entries, on.Again, on.Entries-len(on.Present)-on.Again))
 			}
-			if err := post.RestoreHypertables(ctx, r.tools, d.dst, 1, r.opt.Jobs); err != nil {
+			if err := post.RestoreHypertables(ctx, r.tools, d.dst, 1, r.opt.Jobs, on); err != nil {
 				return err
 			}
 			var g errgroup.Group
@@ -460,11 +463,16 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 			if err := g.Wait(); err != nil {
 				return err
 			}
-			if err := post.RestoreHypertables(ctx, r.tools, d.dst, 2, r.opt.Jobs); err != nil {
+			if err := post.RestoreHypertables(ctx, r.tools, d.dst, 2, r.opt.Jobs, on); err != nil {
 				return err
 			}
 			return r.markStep(ctx, d, stepPostData)
 		}); err != nil {
+			return err
+		}
+	}
+	if d.api() && !d.steps[stepTimescaleFinish] {
+		if err := r.finishTimescale(ctx, d); err != nil {
 			return err
 		}
 	}
@@ -609,7 +617,7 @@ func (r *run) work(ctx context.Context) error {
 	r.sum.began = true
 	for _, d := range r.sum.Databases {
 		if d.api() {
-			if err := r.makeTimescaleObjects(ctx, d); err != nil {
+			if err := r.makeTimescaleObjects(ctx, d, ""); err != nil {
 				return fmt.Errorf("%s: %w", d.Source, err)
 			}
 		}

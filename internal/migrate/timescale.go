@@ -27,22 +27,29 @@ const (
 	stepWayAPI = "timescaledb-api"
 	// stepTimescale: the hypertables, continuous aggregates and chunks are made.
 	stepTimescale = "timescaledb-objects"
+	// stepTimescaleFinish: the continuous aggregates' watermarks are set, the jobs made.
+	stepTimescaleFinish = "timescaledb-jobs"
 )
 
-// PhaseTimescale makes the hypertables, continuous aggregates and chunks through
-// TimescaleDB's API.
-const PhaseTimescale = "timescaledb-api"
+// Phases of the API path.
+const (
+	// PhaseTimescale makes the hypertables, continuous aggregates and chunks.
+	PhaseTimescale = "timescaledb-api"
+	// PhaseTimescaleJobs sets the continuous aggregates' watermarks and makes the jobs.
+	PhaseTimescaleJobs = "timescaledb-jobs"
+)
 
 // api says whether d's TimescaleDB objects are made through the API.
 func (d *DatabaseRun) api() bool { return d.RestorePath == schema.PathAPI }
 
 // setApart reads from the source (src) which entries of its schema dump TimescaleDB
 // makes itself on the target, and which hang on hypertables, for post's restore.
-func setApart(ctx context.Context, src *pgx.Conn, post *schema.PostDataPlan) error {
+func setApart(ctx context.Context, d *DatabaseRun, src *pgx.Conn, post *schema.PostDataPlan) error {
 	apart, err := readApart(ctx, src)
 	if err != nil {
 		return err
 	}
+	d.apart = apart
 	post.SetApart(apart)
 	return nil
 }
@@ -66,21 +73,21 @@ func (r *run) restoreAPIPreData(ctx context.Context, d *DatabaseRun, file string
 	if err != nil {
 		return err
 	}
-	apart, err := readApart(ctx, src.Conn)
+	err = setApart(ctx, d, src.Conn, post)
 	src.Close(context.WithoutCancel(ctx))
 	if err != nil {
 		return err
 	}
-	post.SetApart(apart)
-	msgs, err := schema.RestoreSectionApart(ctx, r.tools, d.dst, file, schema.PreData, 1, d.lineBreakNames, apart, r.onMessage(d))
+	msgs, err := schema.RestoreSectionApart(ctx, r.tools, d.dst, file, schema.PreData, 1, d.lineBreakNames, d.apart, r.onMessage(d))
 	d.Messages = append(d.Messages, msgs...)
 	return r.messagesErr(err)
 }
 
-// makeTimescaleObjects makes d's hypertables and chunks on the
-// target (once: a resumed run, or a worker, only pairs the chunks made before) and
-// keeps where each source chunk's rows go.
-func (r *run) makeTimescaleObjects(ctx context.Context, d *DatabaseRun) error {
+// makeTimescaleObjects makes d's hypertables, continuous aggregates (with the comments
+// and privileges of their views, from the schema dump file) and chunks on the target
+// (once: a resumed run, or a worker, only pairs the chunks made before) and keeps
+// where each source chunk's rows go.
+func (r *run) makeTimescaleObjects(ctx context.Context, d *DatabaseRun, file string) error {
 	return r.phase(d, PhaseTimescale, func() error {
 		res, err := tsapi.Restore(ctx, d.src, d.dst, !d.steps[stepTimescale])
 		if err != nil {
@@ -95,11 +102,17 @@ func (r *run) makeTimescaleObjects(ctx context.Context, d *DatabaseRun) error {
 		for _, diff := range res.Differences {
 			r.warn(d.Source + ": " + diff)
 		}
-		if res.Hypertables+res.Chunks > 0 {
-			r.note(d.Source, fmt.Sprintf("made %d hypertables and %d chunks through TimescaleDB's API", res.Hypertables, res.Chunks))
+		if res.Hypertables+res.Aggregates+res.Chunks > 0 {
+			r.note(d.Source, fmt.Sprintf("made %d hypertables, %d continuous aggregates and %d chunks through TimescaleDB's API",
+				res.Hypertables, res.Aggregates, res.Chunks))
 		}
 		if d.steps[stepTimescale] || r.opt.Worker {
 			return nil
+		}
+		msgs, err := schema.RestoreAggregateEntries(ctx, r.tools, d.dst, file, d.lineBreakNames, d.apart, r.onMessage(d))
+		d.Messages = append(d.Messages, msgs...)
+		if err := r.messagesErr(err); err != nil {
+			return err
 		}
 		return r.markStep(ctx, d, stepTimescale)
 	})
@@ -113,4 +126,23 @@ func compressSQL(d *DatabaseRun, t copy.ChunkTarget) string {
 	}
 	return fmt.Sprintf("SELECT %s.compress_chunk(%s::regclass)", pgx.Identifier{d.tsSchema}.Sanitize(),
 		sqltext.Literal(pgx.Identifier{t.Table.Schema, t.Table.Name}.Sanitize()))
+}
+
+// finishTimescale, once d's rows and indexes are in, sets its continuous aggregates'
+// watermarks and makes its jobs, unscheduled until the run has verified the target.
+func (r *run) finishTimescale(ctx context.Context, d *DatabaseRun) error {
+	return r.phase(d, PhaseTimescaleJobs, func() error {
+		res, err := tsapi.Finish(ctx, d.src, d.dst)
+		if err != nil {
+			return err
+		}
+		for _, diff := range res.Differences {
+			r.warn(d.Source + ": " + diff)
+		}
+		if res.Jobs+res.Watermarks > 0 {
+			r.note(d.Source, fmt.Sprintf("made %d jobs (unscheduled until verified) and set the watermarks of %d continuous aggregates through TimescaleDB's API",
+				res.Jobs, res.Watermarks))
+		}
+		return r.markStep(ctx, d, stepTimescaleFinish)
+	})
 }

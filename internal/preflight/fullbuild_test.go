@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
 
@@ -41,10 +42,11 @@ func TestEditionOfTarget(t *testing.T) {
 }
 
 // compressed-defaults: a source whose compressed chunks read the default of a column
-// added after they were compressed from the chunk's catalog blocks a migration into a
-// target whose user is not a superuser (who may not set it there: the rows would read
-// NULL), saying what to do; it passes for a superuser, and for a source without such
-// chunks.
+// added after they were compressed from the chunk's catalog blocks a migration that
+// restores TimescaleDB's catalog into a target whose user is not a superuser (who may
+// not set it there: the rows would read NULL), saying what to do; it passes for a
+// superuser, for the catalog-less path (which copies those rows decompressed), and
+// for a source without such chunks.
 func TestCompressedDefaults(t *testing.T) {
 	srv := testenv.Shared(t, testenv.PG17TSL)
 	src, plain := testenv.NewDB(t, srv, true), testenv.NewDB(t, srv, true)
@@ -61,11 +63,13 @@ func TestCompressedDefaults(t *testing.T) {
 	tgt := testenv.NewDB(t, srv, false)
 	testenv.MustExec(t, srv, "postgres", "ALTER DATABASE "+tgt+" OWNER TO "+owner)
 
-	r := runPreflight(t, srv.SuperURI(src), userURI(srv, owner, "pw-"+owner, tgt))
+	r := runPreflightPath(t, srv.SuperURI(src), userURI(srv, owner, "pw-"+owner, tgt), schema.PathCatalog)
 	expect(t, r, "compressed-defaults", preflight.Fail, "2 compressed chunks of public.m", "only a superuser", owner)
 	if f := find(t, r, "compressed-defaults"); !strings.Contains(f.Do, "decompress_chunk") {
 		t.Errorf("compressed-defaults does not say what to do: %s", f.Do)
 	}
+	r = runPreflight(t, srv.SuperURI(src), userURI(srv, owner, "pw-"+owner, tgt))
+	expect(t, r, "compressed-defaults", preflight.Pass, "2 compressed chunks of public.m", "catalog-less path copies those rows decompressed")
 	r = runPreflight(t, srv.SuperURI(src), srv.SuperURI(testenv.NewDB(t, srv, false)))
 	expect(t, r, "compressed-defaults", preflight.Pass, "2 compressed chunks", "superuser")
 	r = runPreflight(t, srv.SuperURI(plain), userURI(srv, owner, "pw-"+owner, tgt))

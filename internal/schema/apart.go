@@ -12,6 +12,7 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
+	"github.com/tsmigrate/tsmigrate/internal/scratch"
 )
 
 // Restoring without TimescaleDB's catalog (see package tsapi): TimescaleDB makes some
@@ -27,16 +28,42 @@ import (
 const (
 	roleMade       = "made"
 	roleHypertable = "hypertable"
+	roleAggregate  = "aggregate"
 )
 
 // Apart says, for an entry of the dump, whether TimescaleDB makes it ("made"), it
-// hangs on a hypertable ("hypertable"), or neither ("").
+// hangs on a hypertable ("hypertable"), it is a comment or privileges of a
+// continuous aggregate ("aggregate"), or none of these ("").
 type Apart func(TOCEntry) string
 
 // RestoreSectionApart is RestoreSection leaving out the entries apart says TimescaleDB
-// makes itself.
+// makes itself, and those of continuous aggregates (RestoreAggregateEntries).
 func RestoreSectionApart(ctx context.Context, tools *pgtools.Tools, target *dbconn.Config, archive, section string, jobs int, names []string, apart Apart, onMessage func(Message)) ([]Message, error) {
-	return restoreSection(ctx, tools, target, archive, section, jobs, names, func(e TOCEntry) bool { return apart(e) == roleMade }, onMessage)
+	return restoreSection(ctx, tools, target, archive, section, jobs, names, func(e TOCEntry) bool {
+		r := apart(e)
+		return r == roleMade || r == roleAggregate
+	}, onMessage)
+}
+
+// RestoreAggregateEntries restores the comments and privileges of continuous
+// aggregates that archive holds, once TimescaleDB made the continuous aggregates.
+// names are the archive's names that hold a line break (see RestoreOptions.Names).
+func RestoreAggregateEntries(ctx context.Context, tools *pgtools.Tools, target *dbconn.Config, archive string, names []string, apart Apart, onMessage func(Message)) ([]Message, error) {
+	toc, err := ReadTOC(ctx, tools, archive)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := scratch.New("aggregates")
+	if err != nil {
+		return nil, fmt.Errorf("restore the continuous aggregates' comments and privileges: %w", err)
+	}
+	defer dir.Remove()
+	list := filepath.Join(dir.Path, "aggregates.list")
+	n, err := toc.WriteList(list, func(e TOCEntry) bool { return apart(e) == roleAggregate })
+	if err != nil || n == 0 {
+		return nil, err
+	}
+	return restoreList(ctx, RestoreOptions{Tools: tools, Target: target, Archive: archive, OnMessage: onMessage, Names: names}, toc, list, 1)
 }
 
 // SetApart makes the plan restore through TimescaleDB's API: the entries TimescaleDB
@@ -52,6 +79,11 @@ func (p *PostDataPlan) SetApart(apart Apart) {
 	}
 }
 
+// ofHypertable says whether RestoreHypertables restores e.
+func (p *PostDataPlan) ofHypertable(e TOCEntry) bool {
+	return p.apart != nil && p.apart(e) == roleHypertable
+}
+
 // hypertableStage says which entries of hypertables RestoreHypertables runs in a stage:
 // 1, their indexes and constraints but foreign keys (they reference tables RestoreRest
 // builds the keys of); 2, the rest (foreign keys, triggers, comments, ...).
@@ -65,14 +97,11 @@ func hypertableStage(e TOCEntry) int {
 // RestoreHypertables runs the post-data entries of hypertables of stage (1 or 2, see
 // hypertableStage), their ALTER TABLE ONLY run as ALTER TABLE: stage 1 jobs at a
 // time, stage 2 one by one in the dump's order. Stage 1 runs before RestoreRest, stage
-// 2 after it.
-func (p *PostDataPlan) RestoreHypertables(ctx context.Context, tools *pgtools.Tools, target *dbconn.Config, stage, jobs int) error {
-	if p.apart == nil {
-		return nil
-	}
+// 2 after it. Entries on says are on the target already are left out (nil: none).
+func (p *PostDataPlan) RestoreHypertables(ctx context.Context, tools *pgtools.Tools, target *dbconn.Config, stage, jobs int, on *RestOnTarget) error {
 	var entries []TOCEntry
 	for _, e := range p.toc.Entries {
-		if p.apart(e) == roleHypertable && hypertableStage(e) == stage {
+		if p.ofHypertable(e) && hypertableStage(e) == stage && (on == nil || !on.Present[e.ID]) {
 			entries = append(entries, e)
 		}
 	}

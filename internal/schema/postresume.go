@@ -189,14 +189,14 @@ type RestOnTarget struct {
 }
 
 // FindOnTarget finds which entries of the rest of post-data (those RestoreRest with
-// the same done restores) have their objects on the target already: src is the
+// the same done restores, and RestoreHypertables) have their objects on the target already: src is the
 // source the archive was dumped from (frozen since: its catalog is the dump's), dst
 // the target. An entry of a kind it cannot tell about is a *NotResumableError.
 func (p *PostDataPlan) FindOnTarget(ctx context.Context, src, dst *pgx.Conn, done func(TableName) bool) (*RestOnTarget, error) {
 	res := &RestOnTarget{Present: map[int]bool{}}
 	byKind := map[string][]TOCEntry{}
 	for _, e := range p.toc.Entries {
-		if !p.inRest(e, done) {
+		if !p.inRest(e, done) && !p.ofHypertable(e) {
 			continue
 		}
 		res.Entries++
