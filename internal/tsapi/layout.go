@@ -1,18 +1,27 @@
 // Package tsapi restores a database's TimescaleDB objects on a target without writing
 // TimescaleDB's catalog: for a target user who may not (a managed service's database
 // owner, not a superuser), or a target whose TimescaleDB is another version. From what
-// the source holds (hypertables with their dimensions, chunks with their slices), it
-// calls TimescaleDB's public API on the target as the hypertables' owner, and pairs each
-// source chunk with the target chunk of the same slices, for the data step to copy into.
+// the source holds (hypertables with their dimensions, chunks with their slices,
+// compression settings, continuous aggregates, jobs), it calls TimescaleDB's public API
+// on the target as the hypertables' owner, and pairs each source chunk with the target
+// chunk of the same slices, for the data step to copy into.
 //
-// Reading goes through TimescaleDB's catalog tables, which every role may read; the
-// queries are written for 2.x up to 2.27 (chunk_constraint became a view in 2.28 and
-// chunk lost schema_name/table_name for relid in 2.29). Writing goes through the API
-// only: create_hypertable, add_dimension, set_chunk_time_interval,
-// set_integer_now_func, and _timescaledb_functions.create_chunk where the build has it
-// (the full build); the Apache build has no call that makes a chunk of given slices, so
-// a chunk is made there by one row routed into the hypertable under a chunk interval
-// that makes TimescaleDB cut the source's slice (see chunks.go).
+// What is tied to TimescaleDB's version (checked on 2.19.3, Apache and full builds):
+//   - reading: the catalog tables every role may read (hypertable, dimension, chunk,
+//     chunk_constraint, dimension_slice, continuous_agg; bgw_job in _timescaledb_config
+//     up to 2.24), as they are up to 2.27: chunk_constraint is a view from 2.28, chunk
+//     has relid instead of schema_name/table_name from 2.29;
+//   - create_hypertable and add_dimension in their named-column form (deprecated for
+//     the by_range/by_hash form, which does not take associated_schema_name);
+//   - _timescaledb_functions.create_chunk (the full build; in _timescaledb_internal
+//     before 2.12) and _timescaledb_functions.cagg_watermark;
+//   - the arguments of add_*_policy, add_job and alter_job as 2.19.3 has them
+//     (initial_start, timezone, compress_created_before, drop_created_before,
+//     fixed_schedule), which older versions partly lack.
+//
+// The Apache build has no call that makes a chunk of given slices: a chunk is made
+// there by one row routed into the hypertable under a chunk interval that makes
+// TimescaleDB cut the source's slice (see chunks.go).
 package tsapi
 
 import (
