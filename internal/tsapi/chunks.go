@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Making chunks of given slices. Checked on TimescaleDB 2.19.3 (PostgreSQL 17).
@@ -62,7 +63,8 @@ WHERE c.schema_name = $1 AND c.table_name = $2 AND NOT c.dropped`
 
 // Placement says where a source chunk's rows go on the target.
 type Placement struct {
-	Source Name // the source chunk
+	Source     Name // the source chunk
+	Hypertable Name // the source chunk's hypertable
 	// Target is the target chunk with the same slices, or the hypertable when Routed.
 	Target Name
 	// Routed: no target chunk has the source chunk's slices; the rows go through the
@@ -112,7 +114,7 @@ func slicesJSON(h *Hypertable, c *Chunk) (string, error) {
 // make makes the target chunk of hypertable t with source chunk c's slices, and says
 // where c's rows go. srcH is c's source hypertable.
 func (m *chunkMaker) make(ctx context.Context, srcH, t *Hypertable, c *Chunk) (Placement, string, error) {
-	p := Placement{Source: c.Name, Compressed: c.Compressed}
+	p := Placement{Source: c.Name, Hypertable: c.Hypertable, Compressed: c.Compressed}
 	var made Name
 	var err error
 	if m.createChunk {
@@ -215,7 +217,7 @@ func (m *chunkMaker) byRow(ctx context.Context, srcH, t *Hypertable, c *Chunk) (
 		if d.Open() {
 			want[i].Interval = m.interval(srcH, i, c.Slices[i])
 		} else {
-			want[i].Partitions = d.Partitions
+			want[i].Partitions = partitionsFor(c.Slices[i], d.Partitions)
 		}
 	}
 	var made Name
@@ -331,16 +333,117 @@ func (m *chunkMaker) sourceRow(ctx context.Context, h *Hypertable, c *Chunk, col
 		if o == c || !sameClosed(h, o, c) {
 			continue
 		}
-		row.Reset()
-		q := fmt.Sprintf("COPY (SELECT %s FROM %s LIMIT 1) TO STDOUT", strings.Join(sel, ", "), o.Name.String())
-		if _, err := m.src.PgConn().CopyTo(ctx, &row, q); err != nil {
-			return nil, fmt.Errorf("read a row of source chunk %s: %w", o.Name.Display(), err)
-		}
-		if row.Len() > 0 {
-			return row.Bytes(), nil
+		if ok, err := m.copyRow(ctx, &row, sel, o); ok || err != nil {
+			return row.Bytes(), err
 		}
 	}
-	return nil, &noRowError{"it is empty, and no other chunk of its hypertable in the same partition holds a row to make it with"}
+	// No chunk of its partition holds a row: one of another partition, its closed
+	// dimensions' values set to values that TimescaleDB puts into this chunk's slices.
+	for i, col := range cols {
+		for j, d := range h.Dimensions {
+			if d.Column != col.name || d.Open() {
+				continue
+			}
+			v, err := m.closedValue(ctx, d, c.Slices[j])
+			if err != nil {
+				return nil, err
+			}
+			if v == "" {
+				return nil, &noRowError{fmt.Sprintf("it is empty, no chunk of its partition holds a row, and no value of column %s (%s) was found that falls in its partition", d.Column, d.Type)}
+			}
+			sel[i] = v + " AS " + names[i]
+		}
+	}
+	for _, o := range m.source.ChunksOf(c.Hypertable) {
+		if o == c {
+			continue
+		}
+		if ok, err := m.copyRow(ctx, &row, sel, o); ok || err != nil {
+			return row.Bytes(), err
+		}
+	}
+	return nil, &noRowError{"it is empty, and no chunk of its hypertable holds a row to make it with"}
+}
+
+// copyRow reads into row, in COPY's text format, the select list sel of one row of
+// source chunk o; false when o holds none.
+func (m *chunkMaker) copyRow(ctx context.Context, row *bytes.Buffer, sel []string, o *Chunk) (bool, error) {
+	row.Reset()
+	q := fmt.Sprintf("COPY (SELECT %s FROM %s LIMIT 1) TO STDOUT", strings.Join(sel, ", "), o.Name.String())
+	if _, err := m.src.PgConn().CopyTo(ctx, row, q); err != nil {
+		return false, fmt.Errorf("read a row of source chunk %s: %w", o.Name.Display(), err)
+	}
+	return row.Len() > 0, nil
+}
+
+// sqlClosedValue finds a value of type %[2]s that partitioning function %[1]s puts
+// into [$1, $2): one of the integers from 0, read as that type (integer and text types
+// take them), as SQL ($3 is the type's name). PostgreSQL 15, 17; TimescaleDB 2.19.3.
+const sqlClosedValue = `SELECT quote_literal(v::text) || '::' || $3 FROM generate_series(0, 100000) g, LATERAL (SELECT g::text::%[2]s AS v) x
+WHERE %[1]s(v) >= $1::bigint AND %[1]s(v) < $2::bigint LIMIT 1`
+
+// closedValue is SQL for a value of closed dimension d whose partition falls in slice
+// s, "" when none is found (no integer falls there, or integers do not cast to its type).
+func (m *chunkMaker) closedValue(ctx context.Context, d Dimension, s Slice) (string, error) {
+	fn := d.PartitioningFunc
+	if fn == "" {
+		fns, err := functionsSchema(ctx, m.src)
+		if err != nil {
+			return "", err
+		}
+		fn = pgx.Identifier{fns}.Sanitize() + ".get_partition_hash"
+	}
+	var v string
+	err := pgx.BeginFunc(ctx, m.src, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, fmt.Sprintf(sqlClosedValue, fn, d.Type), s.Start, s.End, d.Type).Scan(&v)
+	})
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return "", nil
+	case errors.As(err, &pgErr) && (pgErr.Code == "42846" || strings.HasPrefix(pgErr.Code, "22")):
+		return "", nil // cannot_coerce, or a data exception: integers are no values of the type
+	case err != nil:
+		return "", fmt.Errorf("find a value of %s for a chunk's partition: %w", d.Column, err)
+	}
+	return v, nil
+}
+
+// closedMax is the top of the range TimescaleDB hashes closed dimensions into (INT32_MAX).
+const closedMax = math.MaxInt32
+
+// partitionsFor is the number of partitions under which TimescaleDB makes closed slice s
+// (range i of n: [i*w, (i+1)*w) with w = closedMax/n, the first from minus infinity, the
+// last to plus infinity): current when it does, else the smallest that does, else
+// current.
+func partitionsFor(s Slice, current int) int {
+	makes := func(n int) bool {
+		w := int64(closedMax / n)
+		i := int64(0)
+		if s.Start != math.MinInt64 {
+			if s.Start%w != 0 {
+				return false
+			}
+			i = s.Start / w
+		}
+		if i >= int64(n) || (i == 0) != (s.Start == math.MinInt64) {
+			return false
+		}
+		end := (i + 1) * w
+		if i == int64(n)-1 {
+			end = math.MaxInt64
+		}
+		return s.End == end
+	}
+	if current > 0 && makes(current) {
+		return current
+	}
+	for n := 1; n <= math.MaxInt16; n++ {
+		if makes(n) {
+			return n
+		}
+	}
+	return current
 }
 
 // sameClosed says whether chunks a and b have the same slices in h's closed dimensions.

@@ -359,9 +359,10 @@ func PairChunks(src, dst *Layout, hypertable func(Name) (Name, bool)) (pairs []P
 	return pairs, missing
 }
 
-// sameDimensions says whether two hypertables are partitioned alike (intervals aside).
+// sameDimensions says whether two hypertables are partitioned by the same columns, the
+// same way (open or closed; intervals and numbers of partitions aside).
 func sameDimensions(a, b *Hypertable) bool {
 	return slices.EqualFunc(a.Dimensions, b.Dimensions, func(x, y Dimension) bool {
-		return x.Column == y.Column && x.Partitions == y.Partitions
+		return x.Column == y.Column && x.Open() == y.Open()
 	})
 }

@@ -117,7 +117,7 @@ func restore(ctx context.Context, p *pair, makeChunks bool) (*Result, error) {
 	pairs, missing := PairChunks(source, target, names)
 	placed := map[Name]Placement{}
 	for _, p := range pairs {
-		placed[p.Source.Name] = Placement{Source: p.Source.Name, Target: p.Target.Name, Compressed: p.Source.Compressed}
+		placed[p.Source.Name] = Placement{Source: p.Source.Name, Hypertable: p.Source.Hypertable, Target: p.Target.Name, Compressed: p.Source.Compressed}
 	}
 	m, err := newChunkMaker(ctx, s, d, ext, source)
 	if err != nil {
@@ -134,7 +134,7 @@ func restore(ctx context.Context, p *pair, makeChunks bool) (*Result, error) {
 			return nil, fmt.Errorf("hypertable %s is partitioned otherwise on the target than on the source", tn.Display())
 		}
 		if !makeChunks {
-			placed[c.Name] = Placement{Source: c.Name, Target: tn, Routed: true, Compressed: c.Compressed}
+			placed[c.Name] = Placement{Source: c.Name, Hypertable: c.Hypertable, Target: tn, Routed: true, Compressed: c.Compressed}
 			continue
 		}
 		p, diff, err := m.make(ctx, srcH, t, c)

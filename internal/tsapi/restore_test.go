@@ -30,12 +30,14 @@ var tables = []string{
 	`CREATE FUNCTION ticks_now() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT 1000::bigint'`,
 	`CREATE TABLE two (t timestamptz NOT NULL, v int NOT NULL CHECK (v >= 0))`,
 	`CREATE TABLE days (d date NOT NULL, v int)`,
+	`CREATE TABLE parts (t timestamptz NOT NULL, d int NOT NULL, v int)`,
 }
 
 // hypertables makes the source's hypertables and rows: a space dimension (metrics),
 // integer time with an integer_now function (ticks), chunks made under two intervals
 // (two: 1-day chunks, then 7-day chunks, the first of which TimescaleDB cut short where
-// the 1-day chunks end), date time and an empty chunk (days).
+// the 1-day chunks end), date time and an empty chunk (days), and chunks made under two
+// numbers of partitions, those of one partition emptied (parts).
 var hypertables = []string{
 	`SELECT create_hypertable('metrics', 't', chunk_time_interval => interval '1 day')`,
 	`SELECT add_dimension('metrics', 'device_id', number_partitions => 3)`,
@@ -50,6 +52,12 @@ var hypertables = []string{
 	`SELECT create_hypertable('days', 'd', chunk_time_interval => interval '10 days')`,
 	`INSERT INTO days SELECT '2025-01-01'::date + g, g FROM generate_series(0, 40) g`,
 	`DELETE FROM days WHERE d >= '2025-01-12' AND d < '2025-01-22'`,
+	`SELECT create_hypertable('parts', 't', chunk_time_interval => interval '1 day')`,
+	`SELECT add_dimension('parts', 'd', number_partitions => 2)`,
+	`INSERT INTO parts SELECT '2025-01-01'::timestamptz + g * interval '1 hour', g % 7, g FROM generate_series(0, 47) g`,
+	`SELECT set_number_partitions('parts', 3, 'd')`,
+	`INSERT INTO parts SELECT '2025-01-03'::timestamptz + g * interval '1 hour', g % 7, g FROM generate_series(0, 47) g`,
+	`DELETE FROM parts WHERE t >= '2025-01-03' AND _timescaledb_functions.get_partition_hash(d) >= 1431655764`,
 }
 
 // On the Apache build, as a database owner that is no superuser: every chunk of the
@@ -90,10 +98,13 @@ func testRestore(t *testing.T, srv *testenv.Server) {
 	if !cut {
 		t.Fatal("the fixture has no chunk that TimescaleDB cut short on the source")
 	}
-	var empty int
+	var empty, emptied int
 	if err := s.QueryRow(ctx, `SELECT count(*) FROM timescaledb_information.chunks c
 		WHERE c.hypertable_name = 'days' AND NOT EXISTS (SELECT FROM days WHERE d >= c.range_start AND d < c.range_end)`).Scan(&empty); err != nil || empty != 1 {
 		t.Fatalf("the fixture has %d empty chunks (%v), want 1", empty, err)
+	}
+	if err := s.QueryRow(ctx, `SELECT count(*) FROM show_chunks('parts') c WHERE NOT EXISTS (SELECT FROM parts p WHERE p.tableoid = c)`).Scan(&emptied); err != nil || emptied != 2 {
+		t.Fatalf("the fixture has %d empty chunks of parts (%v), want 2", emptied, err)
 	}
 
 	res, err := tsapi.Restore(ctx, testenv.Config(t, "source", srv.SuperURI(src)), testenv.Config(t, "target", dstURI), true)
@@ -103,8 +114,8 @@ func testRestore(t *testing.T, srv *testenv.Server) {
 	if len(res.Differences) > 0 {
 		t.Fatalf("differences: %s", strings.Join(res.Differences, "\n"))
 	}
-	if res.Hypertables != 4 || res.Chunks != len(source.Chunks) || len(res.Placements) != len(source.Chunks) {
-		t.Fatalf("made %d hypertables and %d chunks, placed %d; the source has 4 and %d", res.Hypertables, res.Chunks, len(res.Placements), len(source.Chunks))
+	if res.Hypertables != 5 || res.Chunks != len(source.Chunks) || len(res.Placements) != len(source.Chunks) {
+		t.Fatalf("made %d hypertables and %d chunks, placed %d; the source has 5 and %d", res.Hypertables, res.Chunks, len(res.Placements), len(source.Chunks))
 	}
 	for _, p := range res.Placements {
 		if p.Routed {
