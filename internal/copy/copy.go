@@ -90,7 +90,8 @@ type TableName struct{ Schema, Name string }
 
 // ChunkTarget is where a source chunk's rows go.
 type ChunkTarget struct {
-	Table TableName
+	Table      TableName
+	Hypertable TableName // the source chunk's
 	// Routed: Table is the hypertable, which puts the rows into its chunks.
 	Routed bool
 	// Compressed: the source chunk is compressed: its rows are read decompressed.

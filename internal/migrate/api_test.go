@@ -353,3 +353,57 @@ func TestStreamAPIKillInPostDataThenResume(t *testing.T) {
 		}
 	}
 }
+
+// A chunk the API path cannot make with the source's slices (empty, in a partition of
+// a uuid space dimension that holds no row anywhere, and no value of the column is
+// found for it) is said, in a warning naming it; the run goes on, verify compares that
+// hypertable's rows by time ranges and leaves out its number of chunks: identical,
+// also with --no-verify, which compares rows per hypertable from the journal.
+func TestStreamAPIChunkNotMade(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	ctx := context.Background()
+	for _, noVerify := range []bool{false, true} {
+		src := testenv.NewDB(t, srv, true)
+		testenv.MustExec(t, srv, src,
+			`CREATE TABLE u (t timestamptz NOT NULL, id uuid NOT NULL, v int)`,
+			`SELECT create_hypertable('u', 't', chunk_time_interval => interval '1 day')`,
+			`SELECT add_dimension('u', 'id', number_partitions => 2)`,
+			`INSERT INTO u SELECT '2025-01-01'::timestamptz + g * interval '1 hour', md5(g::text)::uuid, g FROM generate_series(0, 71) g`,
+			`DELETE FROM u WHERE _timescaledb_functions.get_partition_hash(id) >= 1073741823`)
+		_, dstURI := testenv.NewOwnerDB(t, srv)
+		unfreezeAtCleanup(t, srv, src)
+		sum, err := migrate.Run(ctx, migrate.Options{Engine: migrate.EngineStream, NoVerify: noVerify,
+			Source: cfg(t, "source", srv.SuperURI(src)), Target: cfg(t, "target", dstURI),
+			Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second,
+		})
+		if err != nil {
+			t.Fatalf("migrate (no verify %v): %v\n%+v", noVerify, err, sum)
+		}
+		warned := 0
+		for _, w := range sum.Warnings {
+			if strings.Contains(w, "was not made on the target") && strings.Contains(w, "public.u") {
+				warned++
+			}
+		}
+		if warned != 3 {
+			t.Errorf("%d warnings of chunks not made, want 3: %v", warned, sum.Warnings)
+		}
+		d := sum.Databases[0]
+		if noVerify {
+			continue
+		}
+		rep, _ := d.Verify.(*verify.Report)
+		if d.Identical == nil || !*d.Identical || rep == nil {
+			t.Fatalf("verify: %+v", d.Verify)
+		}
+		ranges := 0
+		for _, u := range rep.Units {
+			if u.Kind == "range" && u.Table == "public.u" {
+				ranges++
+			}
+		}
+		if ranges == 0 {
+			t.Errorf("public.u is not compared by time ranges: %+v", rep.Units)
+		}
+	}
+}

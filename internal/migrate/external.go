@@ -138,7 +138,8 @@ func (r *run) unfreeze(ctx context.Context, d *DatabaseRun) error {
 
 // verify compares source and target of d.
 func (r *run) verify(ctx context.Context, d *DatabaseRun) error {
-	rep, err := verify.Run(ctx, verify.Options{Source: d.src, Target: d.dst, Jobs: r.opt.Jobs, ShowRows: 5, NotGiven: d.settingsRefused})
+	rep, err := verify.Run(ctx, verify.Options{Source: d.src, Target: d.dst, Jobs: r.opt.Jobs, ShowRows: 5, NotGiven: d.settingsRefused,
+		ChunksDiffer: d.chunksDiffer()})
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}

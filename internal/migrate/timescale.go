@@ -83,6 +83,46 @@ func (r *run) restoreAPIPreData(ctx context.Context, d *DatabaseRun, file string
 	return r.messagesErr(err)
 }
 
+// placeChunks finds where each of d's source chunks went on the target, when a resumed
+// run did not make them itself (the API path).
+func (r *run) placeChunks(ctx context.Context, d *DatabaseRun) error {
+	if !d.api() || d.chunkTargets != nil {
+		return nil
+	}
+	res, err := tsapi.Restore(ctx, d.src, d.dst, false)
+	if err != nil {
+		return err
+	}
+	d.setChunkTargets(res.Placements)
+	return nil
+}
+
+// setChunkTargets keeps where each source chunk's rows go.
+func (d *DatabaseRun) setChunkTargets(ps []tsapi.Placement) {
+	d.chunkTargets = map[copy.TableName]copy.ChunkTarget{}
+	for _, p := range ps {
+		d.chunkTargets[copy.TableName{Schema: p.Source.Schema, Name: p.Source.Name}] = copy.ChunkTarget{
+			Table:      copy.TableName{Schema: p.Target.Schema, Name: p.Target.Name},
+			Hypertable: copy.TableName{Schema: p.Hypertable.Schema, Name: p.Hypertable.Name},
+			Routed:     p.Routed, Compressed: p.Compressed}
+	}
+}
+
+// chunksDiffer names the hypertables (schema, name) some of whose chunks the target
+// does not have with the source's slices (said as the chunks were made): verify leaves
+// out the difference of their numbers of chunks.
+func (d *DatabaseRun) chunksDiffer() [][2]string {
+	seen := map[copy.TableName]bool{}
+	var out [][2]string
+	for _, t := range d.chunkTargets {
+		if t.Routed && !seen[t.Hypertable] {
+			seen[t.Hypertable] = true
+			out = append(out, [2]string{t.Hypertable.Schema, t.Hypertable.Name})
+		}
+	}
+	return out
+}
+
 // makeTimescaleObjects makes d's hypertables, continuous aggregates (with the comments
 // and privileges of their views, from the schema dump file) and chunks on the target
 // (once: a resumed run, or a worker, only pairs the chunks made before) and keeps
@@ -93,12 +133,7 @@ func (r *run) makeTimescaleObjects(ctx context.Context, d *DatabaseRun, file str
 		if err != nil {
 			return err
 		}
-		d.chunkTargets = map[copy.TableName]copy.ChunkTarget{}
-		for _, p := range res.Placements {
-			d.chunkTargets[copy.TableName{Schema: p.Source.Schema, Name: p.Source.Name}] = copy.ChunkTarget{
-				Table:  copy.TableName{Schema: p.Target.Schema, Name: p.Target.Name},
-				Routed: p.Routed, Compressed: p.Compressed}
-		}
+		d.setChunkTargets(res.Placements)
 		for _, diff := range res.Differences {
 			r.warn(d.Source + ": " + diff)
 		}
