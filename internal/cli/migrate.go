@@ -84,7 +84,9 @@ document too.
 
 Resuming (stream engine): a run that was killed (SIGKILL, a crash, a lost machine) leaves
 the source frozen and its journal in the target; the same command with --resume continues
-it: finished data units are skipped, a half-finished unit is copied again from scratch.
+it: finished data units are skipped, a half-finished unit is copied again from scratch;
+killed while it restored the schema (pre-data), what it restored is dropped (by name,
+extensions and the schemas holding them kept) and the schema restored again.
 --resume is refused (exit 2, nothing changed) unless every source database is still frozen
 by the very freeze the target's journal was written under, and its write counters are
 still those of the freeze's baseline, which the journal keeps (no write, no server restart,

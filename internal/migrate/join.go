@@ -100,8 +100,6 @@ func (r *run) checkJoinOne(ctx context.Context, d *DatabaseRun) error {
 		return r.refuseJoin("source database %s is frozen by freeze %s, but the target's journal was written under freeze %s, so the source may have changed in between", d.Source, st.ID, jr.FreezeID)
 	case !steps[stepPreData] && r.opt.Worker:
 		return &notYetError{fmt.Sprintf("the schema of %s is being restored into the target (pre-data)", d.Source)}
-	case !steps[stepPreData]:
-		return r.refuseJoin("the first run stopped before the schema of %s was restored into the target", d.Source)
 	case r.opt.Worker && steps[stepPostStarted]:
 		return r.refuseJoin("the data of %s is copied already", d.Source)
 	case r.opt.Worker && steps[stepWayAPI] && !steps[stepTimescale]:

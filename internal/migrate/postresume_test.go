@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -80,25 +79,8 @@ func TestStreamKillInPostDataThenResume(t *testing.T) {
 	const fks = "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid::regclass::text ~ '^c[0-9]$'"
 	const want = 6
 
-	p := startTsmigrate(t, testenv.Binary(t), "migrate", "--yes", "--jobs", "1", "--freeze-grace", "1s", "--progress", "json", "--json",
-		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
-	deadline := time.Now().Add(90 * time.Second)
-	for !p.saw("==> post-data") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no post-data phase\n%s", strings.Join(p.lines, "\n"))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 	g := connect(t, srv.SuperURI(dst))
-	for scalar[int](t, g, fks) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no foreign key on the target\n%s", strings.Join(p.lines, "\n"))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-	p.cmd.Wait()
+	killWhen(t, srv, src, dst, "post-data", "a foreign key on the target", func() bool { return scalar[int](t, g, fks) >= 2 })
 	for range 300 { // the killed run's pg_restore ends after the statement it runs
 		if scalar[int](t, g, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tsmigrate'", dst) == 0 {
 			break

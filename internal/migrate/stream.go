@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tsmigrate/tsmigrate/internal/clock"
 	"github.com/tsmigrate/tsmigrate/internal/copy"
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
@@ -219,7 +220,24 @@ func (r *run) prepareRestResume(ctx context.Context, d *DatabaseRun) error {
 	if err != nil {
 		return err
 	}
-	if err := onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error {
+	if err := r.waitForFirstRun(ctx, d); err != nil {
+		return err
+	}
+	var nr *schema.NotResumableError
+	if _, err := r.restOnTarget(ctx, d, post, built); errors.As(err, &nr) {
+		return refuseResume("resume: the first run stopped while it restored the indexes and constraints (post-data) of %s, and %s", d.Source, nr)
+	} else if err != nil {
+		return fmt.Errorf("%s: %w", d.Source, err)
+	}
+	d.post = post
+	return nil
+}
+
+// waitForFirstRun waits, up to busyWait, until no session of another tsmigrate run is
+// busy in d's target: a killed run's pg_restore finishes the statement it runs before
+// it notices (it ends at its next line on stderr, which nobody reads any more).
+func (r *run) waitForFirstRun(ctx context.Context, d *DatabaseRun) error {
+	return onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error {
 		deadline, noted := time.Now().Add(busyWait), false
 		for {
 			var n int
@@ -236,23 +254,11 @@ func (r *run) prepareRestResume(ctx context.Context, d *DatabaseRun) error {
 				r.note(d.Source, fmt.Sprintf("waiting for %d sessions of the first run to end on the target", n))
 				noted = true
 			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(500 * time.Millisecond):
+			if err := clock.Sleep(ctx, 500*time.Millisecond); err != nil {
+				return err
 			}
 		}
-	}); err != nil {
-		return err
-	}
-	var nr *schema.NotResumableError
-	if _, err := r.restOnTarget(ctx, d, post, built); errors.As(err, &nr) {
-		return refuseResume("resume: the first run stopped while it restored the indexes and constraints (post-data) of %s, and %s", d.Source, nr)
-	} else if err != nil {
-		return fmt.Errorf("%s: %w", d.Source, err)
-	}
-	d.post = post
-	return nil
+	})
 }
 
 // restOnTarget finds which entries of the rest of d's post-data the target holds.
@@ -372,6 +378,14 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 	}
 	if !d.steps[stepPreData] {
 		if err := r.phase(d, PhasePreData, func() error {
+			// A --resume here follows a run killed before its pre-data was done: wait for
+			// its pg_restore, then drop what it restored and restore the section again.
+			again := r.opt.Resume
+			if again {
+				if err := r.waitForFirstRun(ctx, d); err != nil {
+					return err
+				}
+			}
 			if d.ts {
 				if err := r.chooseRestorePath(ctx, d); err != nil {
 					return err
@@ -388,7 +402,16 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 					return err
 				}
 			}
-			msgs, err := schema.RestoreSection(ctx, r.tools, d.dst, file, schema.PreData, 1, d.lineBreakNames, onMessage)
+			restore := func() ([]schema.Message, error) {
+				return schema.RestoreSection(ctx, r.tools, d.dst, file, schema.PreData, 1, d.lineBreakNames, onMessage)
+			}
+			if again {
+				r.note(d.Source, "pre-data: the first run was killed before its schema restore was done: dropping what it restored, then restoring the schema again")
+				restore = func() ([]schema.Message, error) {
+					return schema.RestorePreDataAgain(ctx, r.tools, d.dst, file, d.lineBreakNames, onMessage)
+				}
+			}
+			msgs, err := restore()
 			d.Messages = append(d.Messages, msgs...)
 			if err := r.messagesErr(err); err != nil {
 				return err

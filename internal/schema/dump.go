@@ -108,8 +108,17 @@ func restoreSection(ctx context.Context, tools *pgtools.Tools, target *dbconn.Co
 		return nil, fmt.Errorf("restore %s: %w", section, err)
 	}
 	defer dir.Remove()
+	return restoreEntries(ctx, tools, target, archive, section, jobs, names, onMessage, toc, dir, func(e TOCEntry) bool {
+		return !made(e) && (skip == nil || !skip(e))
+	})
+}
+
+// restoreEntries restores the entries of a section's toc that keep says into the
+// target, from a list in dir.
+func restoreEntries(ctx context.Context, tools *pgtools.Tools, target *dbconn.Config, archive, section string, jobs int, names []string, onMessage func(Message),
+	toc *TOC, dir *scratch.Dir, keep func(TOCEntry) bool) ([]Message, error) {
 	list := filepath.Join(dir.Path, section+".list")
-	if _, err := toc.WriteList(list, func(e TOCEntry) bool { return !made(e) && (skip == nil || !skip(e)) }); err != nil {
+	if _, err := toc.WriteList(list, keep); err != nil {
 		return nil, fmt.Errorf("restore %s: %w", section, err)
 	}
 	// The list holds the section's entries; --section given again would make pg_restore
