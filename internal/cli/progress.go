@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/tsmigrate/tsmigrate/internal/copy"
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
 )
@@ -102,6 +104,8 @@ func (p *plainProgress) event(e copy.Event) {
 		fmt.Fprintf(p.w, "copy: %s failed: %s\n", copyUnitName(e.Unit), e.Err)
 	case copy.SnapshotRenewed:
 		fmt.Fprintln(p.w, "copy: "+renewedLine(e))
+	case copy.Stalled:
+		fmt.Fprintln(p.w, "copy: "+stalledLine(e))
 	case copy.Finished:
 		fmt.Fprintf(p.w, "copy: done: %s in %s\n", progressLine(p.t.Totals(e.Time)), p.t.Totals(e.Time).Elapsed.Round(100*time.Millisecond))
 	default:
@@ -220,9 +224,26 @@ func (b *barProgress) event(e copy.Event) {
 		b.p.Write([]byte(fmt.Sprintf("%s: %s (attempt %d)\n", copyUnitName(e.Unit), e.Err, e.Attempt)))
 	case copy.SnapshotRenewed:
 		b.p.Write([]byte(renewedLine(e) + "\n"))
+	case copy.Stalled:
+		b.p.Write([]byte(stalledLine(e) + "\n"))
 	case copy.Finished:
 		b.total.SetTotal(-1, true)
 	}
+}
+
+// stalledLine tells of a Stalled event.
+func stalledLine(e copy.Event) string {
+	names := make([]string, 0, 3)
+	for i, u := range e.Units {
+		if i == 3 {
+			names = append(names, fmt.Sprintf("%d more", len(e.Units)-3))
+			break
+		}
+		names = append(names, u.ID)
+	}
+	return fmt.Sprintf("no byte moved for %s while copying %s: a connection may be stalled, or a server slow (a dead connection is noticed within about %s by TCP keepalives, and its unit retried)",
+		e.Quiet.Round(time.Second), strings.Join(names, ", "),
+		dbconn.DefaultKeepalivesIdle+time.Duration(dbconn.DefaultKeepalivesCount)*dbconn.DefaultKeepalivesInterval)
 }
 
 // renewedLine tells of a SnapshotRenewed event.

@@ -204,6 +204,9 @@ func (u *unitProgress) event(e verify.Event) {
 			mpb.AppendDecorators(decor.Elapsed(decor.ET_STYLE_GO)))
 	case e.Type == verify.EventUnitDone && u.bar != nil:
 		u.bar.Increment()
+	case e.Type == verify.EventRetry && u.bar != nil: // a lost connection: all again
+		u.bar.Abort(true)
+		u.bar = nil
 	}
 }
 

@@ -69,6 +69,9 @@ type Options struct {
 	RetryBackoff time.Duration
 	// ProgressEvery is how often Progress events are sent for running units (default 500 ms).
 	ProgressEvery time.Duration
+	// StallAfter is how long no byte may move, while units copy rows, before a Stalled
+	// event says so (default 30 s).
+	StallAfter time.Duration
 	// PostSQL, if set, gives the SQL to run in the transaction of a whole table's or
 	// chunk's unit once its rows are in (its indexes and constraints; "" for nothing). It is asked when the units are planned and recorded with them, so
 	// that a resumed run and every worker process run the same.
@@ -186,6 +189,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if opts.ProgressEvery <= 0 {
 		opts.ProgressEvery = 500 * time.Millisecond
 	}
+	if opts.StallAfter <= 0 {
+		opts.StallAfter = 30 * time.Second
+	}
 	r := &run{opts: opts, live: map[string]*live{}, attempts: map[string]int{}, remaining: map[string]int{}}
 
 	ctl, err := opts.Target.Connect(ctx)
@@ -273,27 +279,44 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	return &r.res, nil
 }
 
-// ticker sends Progress events for running units until stop.
+// ticker sends Progress events for running units until stop, and Stalled events when
+// no byte moved for StallAfter (and each multiple of it) while units copied rows.
 func (r *run) ticker(ctx context.Context, stop <-chan struct{}) {
 	t := time.NewTicker(r.opts.ProgressEvery)
 	defer t.Stop()
+	var moved int64
+	lastMove, notices := time.Now(), 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-stop:
 			return
-		case <-t.C:
-		}
-		r.mu.Lock()
-		evs := make([]Event, 0, len(r.live))
-		for _, l := range r.live {
-			i := l.info
-			evs = append(evs, Event{Type: Progress, Unit: &i, Rows: l.rows.Load(), Bytes: l.bytes.Load()})
-		}
-		r.mu.Unlock()
-		for _, e := range evs {
-			r.emit(e)
+		case now := <-t.C:
+			r.mu.Lock()
+			evs := make([]Event, 0, len(r.live))
+			total := r.res.Bytes
+			var copying []UnitInfo
+			for _, l := range r.live {
+				i := l.info
+				b := l.bytes.Load()
+				evs = append(evs, Event{Type: Progress, Unit: &i, Rows: l.rows.Load(), Bytes: b})
+				total += b
+				if !l.building.Load() {
+					copying = append(copying, i)
+				}
+			}
+			r.mu.Unlock()
+			for _, e := range evs {
+				r.emit(e)
+			}
+			switch quiet := now.Sub(lastMove); {
+			case total != moved || len(copying) == 0:
+				moved, lastMove, notices = total, now, 0
+			case quiet >= time.Duration(notices+1)*r.opts.StallAfter:
+				notices++
+				r.emit(Event{Type: Stalled, Units: copying, Quiet: quiet})
+			}
 		}
 	}
 }

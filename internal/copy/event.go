@@ -26,6 +26,11 @@ const (
 	// (Options.RenewSnapshot); Attempt counts the renewals, Err says why the old one
 	// could not be imported. It counts as a retry.
 	SnapshotRenewed EventType = "snapshot-renewed"
+	// Stalled: no byte moved for Quiet while Units were copying rows (not building
+	// indexes): a connection may be stalled (a network that stopped passing packets),
+	// or a server very slow. Sent again at every further multiple of
+	// Options.StallAfter while it lasts; the first Progress that moves bytes ends it.
+	Stalled EventType = "stalled"
 	// Finished: the data phase ended well.
 	Finished EventType = "finished"
 )
@@ -52,6 +57,8 @@ type Event struct {
 	Bytes    int64  `json:"bytes,omitempty"`
 	Attempt  int    `json:"attempt,omitempty"`
 	Err      string `json:"error,omitempty"`
+	// Quiet: how long no byte moved (Stalled).
+	Quiet time.Duration `json:"quiet_ns,omitempty"`
 }
 
 // Tracker folds events into totals, throughput and an ETA. It is not safe for

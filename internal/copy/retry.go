@@ -3,11 +3,11 @@ package copy
 import (
 	"context"
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 )
 
@@ -28,16 +28,7 @@ func transient(err error) bool {
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "40001", // serialization_failure
-			"40P01", // deadlock_detected
-			"57P01", // admin_shutdown
-			"57P02", // crash_shutdown
-			"57P03", // cannot_connect_now
-			"53300": // too_many_connections
-			return true
-		}
-		return strings.HasPrefix(pgErr.Code, "08") // connection exceptions
+		return dbconn.RetryableCode(pgErr.Code)
 	}
 	// Anything else that is not the server's verdict is the connection failing: a
 	// reset, an EOF, a timeout, a refused reconnect.

@@ -29,6 +29,9 @@ type live struct {
 	table       string // tableKey of the unit
 	kind        journal.Kind
 	rows, bytes atomic.Int64
+	// building: the unit's rows are in and it builds its indexes and constraints, or
+	// it is an indexes unit; no byte moves meanwhile.
+	building atomic.Bool
 }
 
 // counter counts bytes and COPY messages (rows, give or take the binary header and

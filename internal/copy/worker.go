@@ -328,6 +328,7 @@ func (w *worker) sameFile(ctx context.Context, u *journal.Unit) error {
 // copyUnit copies one unit inside the target transaction tx. Errors are *UnitError.
 func (w *worker) copyUnit(ctx context.Context, tx pgx.Tx, u *journal.Unit, l *live) (int64, error) {
 	if u.Kind == journal.KindIndexes { // nothing to read
+		l.building.Store(true)
 		if _, err := tx.Exec(ctx, u.PostSQL); err != nil {
 			return 0, &UnitError{Unit: describe(u), Side: "target", Err: err}
 		}
@@ -354,6 +355,7 @@ func (w *worker) copyUnit(ctx context.Context, tx pgx.Tx, u *journal.Unit, l *li
 		}
 		rows, err = pipe(ctx, w.src.PgConn(), tx.Conn().PgConn(), srcSQL, dstSQL, u.Kind != journal.KindConfig, l)
 		if err == nil && u.PostSQL != "" {
+			l.building.Store(true)
 			if _, err := tx.Exec(ctx, u.PostSQL); err != nil {
 				return 0, &UnitError{Unit: describe(u), Side: "target (its indexes and constraints)", Err: err}
 			}

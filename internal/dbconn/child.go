@@ -71,6 +71,7 @@ func (c *Config) ChildProcess() (*Child, error) {
 	if _, ok := p["application_name"]; !ok {
 		p["application_name"] = "tsmigrate"
 	}
+	childKeepalives(p)
 	ch := &Child{Conninfo: formatKeywords(p), Env: ChildEnv()}
 	if c.pgx.Password == "" {
 		return ch, nil

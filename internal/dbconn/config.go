@@ -61,6 +61,18 @@ func (c *Config) resolve() error {
 	if _, set := c.params["connect_timeout"]; !set {
 		pc.ConnectTimeout = DefaultConnectTimeout
 	}
+	kc, err := keepalives(c.params)
+	if err != nil {
+		return exit.Usagef("give the keepalive keywords whole seconds, as libpq takes them", "%s: invalid connection string: %s", c.Role, err)
+	}
+	for _, k := range keepaliveKeys {
+		delete(pc.RuntimeParams, k)
+	}
+	dialer := &net.Dialer{KeepAliveConfig: kc}
+	if !kc.Enable {
+		dialer.KeepAlive = -1
+	}
+	pc.DialFunc = dialer.DialContext
 	pc.RuntimeParams["application_name"] = "tsmigrate"
 	RegisterSecret(pc.Password)
 	c.pgx = pc

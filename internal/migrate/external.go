@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
@@ -82,7 +83,13 @@ func (r *run) proveFrozen(ctx context.Context, d *DatabaseRun, what string) erro
 		return nil
 	}
 	return r.phase(d, PhaseProve, func() error {
-		p, err := d.pending.Finish(ctx)
+		var p freeze.Proof
+		err := dbconn.Retry(ctx, func() (err error) {
+			p, err = d.pending.Finish(ctx)
+			return err
+		}, func(attempt int, err error) {
+			r.note(d.Source, fmt.Sprintf("the freeze proof lost its connection to the source (%s): reading again, attempt %d of %d", dbconn.Reason(err), attempt, dbconn.ReadAttempts))
+		})
 		if err != nil {
 			if errors.Is(err, freeze.ErrNotProven) {
 				r.proofFailed = true
@@ -139,7 +146,7 @@ func (r *run) unfreeze(ctx context.Context, d *DatabaseRun) error {
 // verify compares source and target of d.
 func (r *run) verify(ctx context.Context, d *DatabaseRun) error {
 	rep, err := verify.Run(ctx, verify.Options{Source: d.src, Target: d.dst, Jobs: r.opt.Jobs, ShowRows: 5, NotGiven: d.settingsRefused,
-		ChunksDiffer: d.chunksDiffer()})
+		ChunksDiffer: d.chunksDiffer(), OnEvent: r.verifyRetries(d)})
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
@@ -157,6 +164,15 @@ func (r *run) verify(ctx context.Context, d *DatabaseRun) error {
 	return nil
 }
 
+// verifyRetries tells of verify's new attempts after a lost connection.
+func (r *run) verifyRetries(d *DatabaseRun) func(verify.Event) {
+	return func(e verify.Event) {
+		if e.Type == verify.EventRetry {
+			r.note(d.Source, fmt.Sprintf("verify: a connection was lost (%s): comparing again, attempt %d of %d", e.Err, e.Attempt, dbconn.ReadAttempts))
+		}
+	}
+}
+
 // verifyCompressed compares the rows read from compressed chunks on both sides when the
 // run's verify is skipped (--no-verify): row counts, the check that remains, do not see
 // a wrong value, and compressed rows are decoded with state that is not in them (a
@@ -167,7 +183,8 @@ func (r *run) verifyCompressed(ctx context.Context, d *DatabaseRun) error {
 		return nil
 	}
 	return r.phase(d, PhaseVerifyCompressed, func() error {
-		rep, err := verify.Run(ctx, verify.Options{Source: d.src, Target: d.dst, Jobs: r.opt.Jobs, ShowRows: 5, CompressedOnly: true})
+		rep, err := verify.Run(ctx, verify.Options{Source: d.src, Target: d.dst, Jobs: r.opt.Jobs, ShowRows: 5, CompressedOnly: true,
+			OnEvent: r.verifyRetries(d)})
 		if err != nil {
 			return fmt.Errorf("verify the compressed chunks: %w", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Proxy forwards TCP connections to a server and cuts them when told to: tests of
@@ -23,6 +24,11 @@ type Proxy struct {
 	after int64      // the armed cut: more than after bytes from the server on one connection (0: none)
 	all   bool       // the armed cut takes every open connection, not only that one
 	cuts  int
+	// The armed stall: more than stallAfter bytes from the server on one connection
+	// (0: none) hold what the server sends on it for stallFor.
+	stallAfter int64
+	stallFor   time.Duration
+	stalls     int
 }
 
 type proxied struct {
@@ -82,6 +88,35 @@ func (p *Proxy) arm(n int64, all bool) {
 	p.after, p.all = max(n, 1), all
 }
 
+// StallOneAfter arms one stall: the first connection that has carried more than n
+// bytes from the server stops passing what the server sends for d, then goes on, as a
+// network that stops passing packets for a while: the connection stays open, nothing
+// moves, nothing fails.
+func (p *Proxy) StallOneAfter(n int64, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stallAfter, p.stallFor = max(n, 1), d
+}
+
+// Stalls is how many stalls happened so far.
+func (p *Proxy) Stalls() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stalls
+}
+
+// stall says how long pc, which carried n bytes so far, is to hold now (0: not).
+func (p *Proxy) stall(n int64) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stallAfter == 0 || n <= p.stallAfter {
+		return 0
+	}
+	p.stallAfter = 0
+	p.stalls++
+	return p.stallFor
+}
+
 // CutPort cuts now the connection the server sees coming from port (its backend's
 // pg_stat_activity.client_port). It says whether that connection was open.
 func (p *Proxy) CutPort(port int) bool {
@@ -139,6 +174,9 @@ func (p *Proxy) fromServer(pc *proxied) {
 			n += int64(k)
 			if p.trip(pc, n) {
 				return
+			}
+			if d := p.stall(n); d > 0 {
+				time.Sleep(d)
 			}
 			if _, err := pc.client.Write(buf[:k]); err != nil {
 				return

@@ -59,14 +59,19 @@ type EventType string
 const (
 	EventSchemaDone EventType = "schema-done" // schema compared; Total is the number of data units
 	EventUnitDone   EventType = "unit-done"   // one data unit compared
+	// EventRetry: a connection was lost (Err says how); the comparison starts again,
+	// from new snapshots, as attempt Attempt.
+	EventRetry EventType = "retry"
 )
 
 // Event is progress of a Run.
 type Event struct {
-	Type  EventType `json:"type"`
-	Unit  *Unit     `json:"unit,omitempty"`
-	Done  int       `json:"done"`
-	Total int       `json:"total"`
+	Type    EventType `json:"type"`
+	Unit    *Unit     `json:"unit,omitempty"`
+	Done    int       `json:"done"`
+	Total   int       `json:"total"`
+	Attempt int       `json:"attempt,omitempty"`
+	Err     string    `json:"error,omitempty"`
 }
 
 // Report is the outcome of verifying one database pair.
@@ -92,11 +97,27 @@ type Report struct {
 func (r *Report) Identical() bool { return r.UnitsDiffering == 0 && len(r.Schema) == 0 }
 
 // Run verifies one database pair: Options.Source against Options.Target. A difference
-// is not an error: it is in the Report. Errors are connection and query failures.
+// is not an error: it is in the Report. Errors are connection and query failures. A lost
+// connection (dbconn.Lost), in the schema's reads as in a unit's, starts the comparison
+// again from new snapshots, up to dbconn.ReadAttempts times in all (EventRetry): the
+// snapshots must see the same data, so verify a source whose writes are stopped.
 func Run(ctx context.Context, opt Options) (*Report, error) {
 	if opt.Source == nil || opt.Target == nil {
 		return nil, errors.New("verify: source and target are required")
 	}
+	emit := eventSink(opt.OnEvent)
+	var rep *Report
+	err := dbconn.Retry(ctx, func() (err error) {
+		rep, err = runOnce(ctx, opt)
+		return err
+	}, func(attempt int, err error) {
+		emit(Event{Type: EventRetry, Attempt: attempt, Err: dbconn.Redact(dbconn.Reason(err))})
+	})
+	return rep, err
+}
+
+// runOnce is one attempt of Run.
+func runOnce(ctx context.Context, opt Options) (*Report, error) {
 	jobs := opt.Jobs
 	if jobs <= 0 {
 		jobs = 2
