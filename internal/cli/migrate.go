@@ -29,6 +29,7 @@ type migrateFlags struct {
 	dumpFile       string
 	keepDump       bool
 	rehearsal      bool
+	resetTarget    bool
 	compressBefore bool
 	compressOlder  time.Duration
 	noVerify       bool
@@ -73,6 +74,14 @@ func init() {
   5. a summary: time per phase, rows per table and hypertable, the data units, rows, bytes
      and retries of the stream engine, the messages of pg_dump and pg_restore (known
      harmless ones counted, shown with --verbose; any other fails the run).
+
+Rehearsal (--rehearsal, either engine): the cold run the documented procedure asks for,
+while writes go on: nothing is frozen (the stream engine reads the schema and the rows in
+one snapshot of the source), the target is left for inspection (or dropped at the end with
+--reset-target, for target databases the rehearsal creates), and the summary gives the
+projected downtime (how long a real run would keep the source frozen: the phases measured
+here, plus an allowance for the freeze) and the rows the source's statistics counted as
+inserted, updated and deleted meanwhile.
 
 On success the source stays frozen and the summary lists the cut-over steps. On failure or
 Ctrl-C the source is unfrozen (writes resume: the migration did not happen), the target is
@@ -150,7 +159,8 @@ it copied, those other processes copied meanwhile, and those done before it star
    "source_frozen" (true when any source database is frozen as the run ends, false when
    none is; absent when that is not known), "frozen_window_ns", "projected_downtime_ns" (rehearsal),
    "source_changes": {"inserted", "updated", "deleted"} (rehearsal), "compress_before",
-   "cut_over", "reset_target", "resume", "resumed" (a --resume run), "warnings"}
+   "cut_over", "reset_target", "target_reset" (--reset-target dropped the rehearsal's
+   target databases), "resume", "resumed" (a --resume run), "warnings"}
   "outcome" of a --worker run: copied.
   MESSAGE = {"program", "severity", "text", "lines", "object", "toc_id", "harmless",
    "rule", "reason" (why it is harmless), "hint" (what to do)}
@@ -171,6 +181,7 @@ it copied, those other processes copied meanwhile, and those done before it star
 		fl.StringVar(&f.dumpFile, "dump-file", "", "dump into this one custom-format file instead (one database; pg_dump runs single-threaded)")
 		fl.BoolVar(&f.keepDump, "keep-dump", false, "keep the dumps after the run")
 		fl.BoolVar(&f.rehearsal, "rehearsal", false, "cold run: no freeze, into an empty scratch target; reports the projected downtime and what changed on the source meanwhile")
+		fl.BoolVar(&f.resetTarget, "reset-target", false, "with --rehearsal: drop the target databases at the end (they must not exist before: the rehearsal creates them)")
 		fl.BoolVar(&f.compressBefore, "compress-before", false, "compress the chunks that may be compressed (compression enabled, older than the compression policy's compress_after) before the dump, so it moves less; on an Apache-only source it says so and does nothing")
 		fl.DurationVar(&f.compressOlder, "compress-older-than", 0, "with --compress-before: compress chunks older than this (e.g. 168h) instead of the policy's compress_after")
 		fl.BoolVar(&f.noVerify, "no-verify", false, "skip the verification after the copy (row counts are still compared, the stream engine per data unit as it copies, and the rows of compressed chunks by checksum)")
@@ -256,7 +267,7 @@ func (a *app) migrate(c *cobra.Command, f migrateFlags) (*migrate.Summary, error
 		Engine: f.engine, RestorePath: restorePath, Resume: f.resume, Worker: f.worker, WorkerWait: f.workerWait, KeepFrozenOnFailure: f.keepFrozen,
 		Source: src, Target: dst, Databases: maps, AllDatabases: f.allDatabases, Jobs: f.jobs,
 		DumpDir: f.dumpDir, DumpFile: f.dumpFile, KeepDump: f.keepDump, PgBin: a.pgBin,
-		Rehearsal: f.rehearsal, CompressBefore: f.compressBefore, CompressOlderThan: f.compressOlder, NoVerify: f.noVerify, FreezeGrace: f.freezeGrace,
+		Rehearsal: f.rehearsal, ResetAfterRehearsal: f.resetTarget, CompressBefore: f.compressBefore, CompressOlderThan: f.compressOlder, NoVerify: f.noVerify, FreezeGrace: f.freezeGrace,
 		Confirm: func(p migrate.Plan) error {
 			var names []string
 			for _, m := range p.Databases {
@@ -402,7 +413,7 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 		fmt.Fprintf(w, "\n--compress-before: %s\n", s.CompressBefore)
 	}
 	if s.Rehearsal && s.Outcome == migrate.OutcomeRehearsed {
-		fmt.Fprintf(w, "\nprojected downtime of a real run: about %s (the copy, ANALYZE, counts and verify measured here, plus %s for the freeze)\n",
+		fmt.Fprintf(w, "\nprojected downtime of a real run: about %s (the phases from the copy to verify measured here, plus %s for the freeze)\n",
 			roundDuration(s.ProjectedDowntime), roundDuration(migrate.FreezeAllowance))
 		if c := s.SourceChanges; c != nil {
 			fmt.Fprintf(w, "the source changed during the run: %d rows inserted, %d updated, %d deleted", c.Inserted, c.Updated, c.Deleted)
@@ -411,6 +422,9 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 			}
 			fmt.Fprintln(w)
 		}
+	}
+	if s.TargetReset {
+		fmt.Fprintln(w, "the rehearsal's target databases were dropped (--reset-target)")
 	}
 	if len(s.CutOver) > 0 {
 		fmt.Fprintln(w, "\ncut-over:")

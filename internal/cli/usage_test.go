@@ -87,8 +87,8 @@ func TestUsageErrorIsOneLine(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"rehearsal with the stream engine", []string{"migrate", "--rehearsal", "--yes"},
-			"tsmigrate: --rehearsal is for the dump engine (use --engine dump)"},
+		{"rehearsal with --resume", []string{"migrate", "--rehearsal", "--resume", "--yes"},
+			"tsmigrate: --rehearsal and --resume exclude each other: a rehearsal freezes nothing and is not resumed (leave one out)"},
 		{"one source database twice", []string{"migrate", "--yes", "--database", src + ":" + a, "--database", src + ":" + b},
 			`tsmigrate: source database "` + src + `" is given twice (into "` + a + `" and "` + b + `") (give each source database once)`},
 		{"negative --freeze-grace of migrate", []string{"migrate", "--yes", "--freeze-grace", "-5s"},

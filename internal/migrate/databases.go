@@ -200,6 +200,10 @@ func (r *run) createTargets(ctx context.Context) error {
 	have := map[string]bool{}
 	for _, n := range existing {
 		have[n] = true
+		if r.opt.ResetAfterRehearsal {
+			return exit.Usagef("name a target database that does not exist, such as --database SRC:SRC_rehearsal",
+				"--reset-target drops the target databases a rehearsal creates, and target database %s exists already", n)
+		}
 	}
 	for _, d := range r.sum.Databases {
 		if have[d.Target] {
@@ -225,8 +229,22 @@ func (r *run) createTargets(ctx context.Context) error {
 	return nil
 }
 
-// dropCreatedTargets removes the (still empty) databases createTargets made.
-func (r *run) dropCreatedTargets(ctx context.Context) {
+// resetAfterRehearsal drops the target databases of a rehearsal when asked to
+// (Options.ResetAfterRehearsal), and says whether it did.
+func (r *run) resetAfterRehearsal(ctx context.Context) bool {
+	if !r.opt.Rehearsal || !r.opt.ResetAfterRehearsal {
+		return false
+	}
+	r.dropCreatedTargets(ctx, "the rehearsal's target, --reset-target")
+	r.sum.TargetReset = true
+	for _, d := range r.sum.Databases {
+		r.sum.TargetReset = r.sum.TargetReset && !d.CreatedTarget
+	}
+	return r.sum.TargetReset
+}
+
+// dropCreatedTargets removes the databases createTargets made (why: for the note).
+func (r *run) dropCreatedTargets(ctx context.Context, why string) {
 	conn, _, err := connectServer(ctx, r.opt.Target.WithDatabase("postgres"))
 	if err != nil {
 		return
@@ -236,7 +254,7 @@ func (r *run) dropCreatedTargets(ctx context.Context) {
 		if d.CreatedTarget {
 			if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{d.Target}.Sanitize()+" WITH (FORCE)"); err == nil {
 				d.CreatedTarget = false
-				r.note(d.Source, fmt.Sprintf("dropped database %s again on the target (nothing was restored into it)", d.Target))
+				r.note(d.Source, fmt.Sprintf("dropped database %s again on the target (%s)", d.Target, why))
 			}
 		}
 	}

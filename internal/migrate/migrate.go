@@ -60,8 +60,14 @@ type Options struct {
 	KeepDump          bool
 	PgBin             string
 	// Rehearsal runs everything but the freeze, into an empty scratch target, and
-	// reports the downtime a real run would cause and what changed on the source meanwhile.
+	// reports the downtime a real run would cause and what changed on the source
+	// meanwhile. The stream engine reads the schema and the rows in one snapshot of the
+	// source, which goes on changing.
 	Rehearsal bool
+	// ResetAfterRehearsal drops the target databases at the end of a rehearsal, however
+	// it ends; they must not exist before (the rehearsal creates them). Without it the
+	// target is left for inspection, and the summary says how to reset it.
+	ResetAfterRehearsal bool
 	// CompressBefore compresses the source's compressible chunks before the dump.
 	CompressBefore bool
 	// CompressOlderThan replaces the compression policy's compress_after (0: the policy).
@@ -214,6 +220,8 @@ type Summary struct {
 	CompressBefore    string        `json:"compress_before,omitempty"`
 	CutOver           []string      `json:"cut_over,omitempty"`
 	ResetTarget       []string      `json:"reset_target,omitempty"`
+	// TargetReset: the rehearsal's target databases were dropped (ResetAfterRehearsal).
+	TargetReset bool `json:"target_reset,omitempty"`
 	// Resume says how to continue a stream run that failed with its sources kept frozen.
 	Resume []string `json:"resume,omitempty"`
 	// Resumed: this run continued an earlier one (Options.Resume).
@@ -312,6 +320,9 @@ type DatabaseRun struct {
 	// made through its API; apart sorts its schema dump's entries for that path.
 	chunkTargets map[copy.TableName]copy.ChunkTarget
 	apart        schema.Apart
+	// snap is the snapshot of the source a stream rehearsal reads the schema and the
+	// rows in; nil otherwise.
+	snap copy.SnapshotSource
 }
 
 // run is the state of one Run.
@@ -376,7 +387,9 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 	r.sum.Duration = time.Since(r.sum.Started)
 	r.cleanDumps()
 	for _, d := range r.sum.Databases {
-		d.FreezeID = d.freezeID
+		if !opt.Rehearsal { // a stream rehearsal's id names its journal, not a freeze
+			d.FreezeID = d.freezeID
+		}
 	}
 	switch {
 	case err == nil && opt.Worker:
@@ -532,7 +545,9 @@ func (r *run) run(ctx context.Context) (err error) {
 			ch.add(end.minus(d.statsStart))
 		}
 		r.sum.SourceChanges = ch
-		r.sum.ResetTarget = r.resetSteps(ctx)
+		if !r.resetAfterRehearsal(ctx) {
+			r.sum.ResetTarget = r.resetSteps(ctx)
+		}
 		return nil
 	}
 	if !frozenAt.IsZero() {
@@ -542,8 +557,19 @@ func (r *run) run(ctx context.Context) (err error) {
 	return nil
 }
 
-// checkEngineOptions refuses options that do not go with the engine.
+// checkEngineOptions refuses options that do not go with the engine, or each other.
 func checkEngineOptions(opt Options) error {
+	if opt.ResetAfterRehearsal && !opt.Rehearsal {
+		return exit.Usagef("add --rehearsal, or leave --reset-target out", "--reset-target is for --rehearsal")
+	}
+	for _, o := range []struct {
+		set  bool
+		name string
+	}{{opt.Resume, "--resume"}, {opt.Worker, "--worker"}, {opt.KeepFrozenOnFailure, "--keep-frozen-on-failure"}} {
+		if o.set && opt.Rehearsal {
+			return exit.Usagef("leave one out", "--rehearsal and %s exclude each other: a rehearsal freezes nothing and is not resumed", o.name)
+		}
+	}
 	switch opt.Engine {
 	case EngineDump:
 		for _, o := range []struct {
@@ -558,8 +584,7 @@ func checkEngineOptions(opt Options) error {
 		for _, o := range []struct {
 			set  bool
 			name string
-		}{{opt.DumpDir != "", "--dump-dir"}, {opt.DumpFile != "", "--dump-file"}, {opt.KeepDump, "--keep-dump"},
-			{opt.Rehearsal, "--rehearsal"}} {
+		}{{opt.DumpDir != "", "--dump-dir"}, {opt.DumpFile != "", "--dump-file"}, {opt.KeepDump, "--keep-dump"}} {
 			if o.set {
 				return exit.Usagef("use --engine dump", "%s is for the dump engine", o.name)
 			}

@@ -61,10 +61,12 @@ func (r *run) undo(ctx context.Context, cause error) {
 		}
 	}
 	if !touched {
-		r.dropCreatedTargets(ctx)
+		r.dropCreatedTargets(ctx, "nothing was restored into it")
 		return
 	}
-	r.sum.ResetTarget = r.resetSteps(ctx)
+	if !r.resetAfterRehearsal(ctx) {
+		r.sum.ResetTarget = r.resetSteps(ctx)
+	}
 }
 
 // What froze a source database, as DatabaseRun.FrozenBy says; another freeze is named
