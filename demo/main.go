@@ -40,13 +40,13 @@ func run(ctx context.Context, scale float64, keep bool) error {
 	if err := testenv.Available(testenv.PG17TS); err != nil {
 		return fmt.Errorf("%v (make demo runs it for you)", err)
 	}
-	step("starting two local servers: a source (PostgreSQL 17 + TimescaleDB) and a managed-like target (TLS only, defaultdb owned by tsdbadmin, no superuser)")
+	step("starting two local servers: a source (PostgreSQL 17 + TimescaleDB) and a managed-like target (TLS only, defaultdb owned by tsdbadmin and nothing more)")
 	src, err := testenv.Start(ctx, testenv.PG17TS, testenv.Options{})
 	if err != nil {
 		return err
 	}
 	defer src.Stop()
-	dst, err := testenv.Start(ctx, testenv.PG17TS, testenv.Options{Flavour: testenv.CloudLike})
+	dst, err := testenv.Start(ctx, testenv.PG17TS, testenv.Options{Flavour: testenv.BareOwner})
 	if err != nil {
 		return err
 	}
@@ -81,8 +81,8 @@ func run(ctx context.Context, scale float64, keep bool) error {
 	}
 	env := append(os.Environ(),
 		"TSMIGRATE_SOURCE="+src.SuperURI("app"),
-		// As the managed-like target's tsdbadmin, over TLS: the database's owner, no
-		// superuser, set up as Timescale's own images set up their owner (testenv.CloudLike).
+		// As the managed-like target's tsdbadmin, over TLS: the database's owner and
+		// nothing more (testenv.BareOwner), so the restore goes through TimescaleDB's API.
 		"TSMIGRATE_TARGET="+dst.URI(testenv.ManagedDB))
 	fmt.Println("\nThe connection strings are in TSMIGRATE_SOURCE and TSMIGRATE_TARGET (passwords stay off the command line).")
 

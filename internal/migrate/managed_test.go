@@ -100,29 +100,41 @@ func assertManagedTargetLive(t *testing.T, tgt *testenv.Server, db string, inser
 	testenv.MustSchedulerRun(t, tgt, db)
 }
 
-// A run as tsdbadmin into the cloud-like target that fails after it restored part of
+// A run as tsdbadmin into a managed-like target that fails after it restored part of
 // the source: the target is out of restoring mode and its scheduler runs; the reset
 // the run prints, run as tsdbadmin (who may not drop the database's TimescaleDB, the
 // superuser's), leaves the target empty for pre-flight, and the migration then
 // succeeds. Stream engine: rows rejected during the copy; dump engine: an object the
 // target holds already. Before, the hint said DROP EXTENSION timescaledb CASCADE,
 // which tsdbadmin may not run, and the target stayed in restoring mode with its
-// scheduler stopped. On the full build too: a continuous aggregate, policies and a
-// user job restored with the catalog are dropped as well.
+// scheduler stopped. Into the cloud-like target with either engine (the catalog
+// path), into the bare owner's with the stream engine (the catalog-less path), on the
+// Apache and the full build: a continuous aggregate, policies and a user job are
+// dropped as well.
 func TestManagedResetAfterFailure(t *testing.T) {
-	for _, engine := range []string{migrate.EngineStream, migrate.EngineDump} {
-		t.Run(engine, func(t *testing.T) {
+	for _, c := range []struct {
+		flavour testenv.Flavour
+		engine  string
+	}{
+		{testenv.CloudLike, migrate.EngineStream},
+		{testenv.CloudLike, migrate.EngineDump},
+		{testenv.BareOwner, migrate.EngineStream},
+	} {
+		name := string(c.flavour) + "/" + c.engine
+		t.Run(name, func(t *testing.T) {
 			srv := testenv.Shared(t, testenv.PG17TS)
-			managedResetAfterFailure(t, srv, engine, shapesSource(t, srv, failingShapes...),
-				"INSERT INTO metrics (t, device_id, v) VALUES ('2032-06-01', 3, 1)")
+			// A table of the user's in _timescaledb_internal, which the bare owner may not
+			// create (pre-flight says so), is moved to public on the source.
+			src := shapesSource(t, srv, append([]string{"ALTER TABLE _timescaledb_internal.mine SET SCHEMA public"}, failingShapes...)...)
+			managedResetAfterFailure(t, srv, c.flavour, c.engine, src, "INSERT INTO metrics (t, device_id, v) VALUES ('2032-06-01', 3, 1)")
 		})
-		t.Run(engine+"-full-build", func(t *testing.T) {
+		t.Run(name+"/full-build", func(t *testing.T) {
 			srv := testenv.Shared(t, testenv.PG17TSL)
 			src := testenv.NewDB(t, srv, true)
 			fullSource(t, srv, src)
 			testenv.MustExec(t, srv, src, failingShapes...)
 			unfreezeAtCleanup(t, srv, src)
-			managedResetAfterFailure(t, srv, engine, src, "INSERT INTO m VALUES ('2032-06-01', 1, 1)")
+			managedResetAfterFailure(t, srv, c.flavour, c.engine, src, "INSERT INTO m VALUES ('2032-06-01', 1, 1)")
 		})
 	}
 }
@@ -136,9 +148,9 @@ var failingShapes = []string{"CREATE COLLATION public.plain (provider = libc, lo
 // managedResetAfterFailure is TestManagedResetAfterFailure from database src of srv,
 // with engine, into a new cloud-like target of srv's kind; insert makes a new chunk in
 // one of its hypertables.
-func managedResetAfterFailure(t *testing.T, srv *testenv.Server, engine, src, insert string) {
+func managedResetAfterFailure(t *testing.T, srv *testenv.Server, flavour testenv.Flavour, engine, src, insert string) {
 	ctx := context.Background()
-	tgt := testenv.Need(t, srv.Kind, testenv.Options{Flavour: testenv.CloudLike})
+	tgt := testenv.Need(t, srv.Kind, testenv.Options{Flavour: flavour})
 	admin := connect(t, tgt.URI(testenv.ManagedDB))
 	opt := migrate.Options{Engine: engine,
 		Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)),
