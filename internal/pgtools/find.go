@@ -78,9 +78,11 @@ type Candidate struct {
 	Problem string // why it does not fit, "" if it does
 }
 
-// Find picks the directory whose pg_dump and pg_restore fit both servers: the same
-// major as the servers first; else the oldest newer major not known to break. A client
-// known not to work is refused with the version to install instead (*exit.Error, code 3).
+// Find picks the directory whose pg_dump and pg_restore fit both servers: those of the
+// servers' major, or of the target's when it is newer (an upgrade on the way: a newer
+// pg_dump reads an older server, and writes what the newer one restores); else the
+// oldest newer major not known to break. A client known not to work is refused with the
+// version to install instead (*exit.Error, code 3).
 func Find(ctx context.Context, opt Options) (*Tools, error) {
 	dirs := opt.SearchDirs
 	if opt.PgBin != "" {
@@ -108,7 +110,7 @@ func Find(ctx context.Context, opt Options) (*Tools, error) {
 		if c.Problem != "" {
 			continue
 		}
-		if c.Version.Major == opt.SourceMajor && c.Version.Major == opt.TargetMajor {
+		if c.Version.Major == want {
 			best = c
 			break
 		}
@@ -131,8 +133,8 @@ func Find(ctx context.Context, opt Options) (*Tools, error) {
 			opt.SourceMajor, opt.TargetMajor, strings.Join(seen, "; "))
 	}
 	t := &Tools{Dir: best.Dir, Version: best.Version}
-	if best.Version.Major != opt.SourceMajor || best.Version.Major != opt.TargetMajor {
-		t.Warnings = append(t.Warnings, fmt.Sprintf("using pg_dump/pg_restore %s from %s with PostgreSQL %d servers: the same major is safer (%s)",
+	if best.Version.Major != want {
+		t.Warnings = append(t.Warnings, fmt.Sprintf("using pg_dump/pg_restore %s from %s for a PostgreSQL %d target: that major's own are safer (%s)",
 			best.Version.Text, best.Dir, want, install))
 	}
 	return t, nil
@@ -145,10 +147,15 @@ func Find(ctx context.Context, opt Options) (*Tools, error) {
 // version mismatch"); pg_restore cannot read an archive of a newer pg_dump ("unsupported
 // version (1.16) in file header"); pg_dump/pg_restore 17.12 write `SET transaction_timeout = 0`,
 // which a PostgreSQL 15 or 16 target rejects ("unrecognized configuration parameter").
+// Tools older than a newer target are refused too: what a dump must say for a newer
+// server (its new defaults, names and syntax) only that server's pg_dump knows, which is
+// why PostgreSQL's upgrade procedure dumps with the newer version's pg_dump.
 func Fit(client, source, target int) string {
 	switch {
 	case client < source:
 		return fmt.Sprintf("pg_dump %d cannot dump a PostgreSQL %d server; it needs pg_dump %d or newer", client, source, source)
+	case client < target:
+		return fmt.Sprintf("pg_dump/pg_restore %d are older than the PostgreSQL %d target; a migration to a newer major uses that major's pg_dump/pg_restore (%d)", client, target, target)
 	case client >= 17 && target < 17:
 		return fmt.Sprintf("pg_restore %d fails against a PostgreSQL %d target on `SET transaction_timeout`; use pg_dump/pg_restore %d", client, target, target)
 	}

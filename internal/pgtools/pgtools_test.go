@@ -59,6 +59,9 @@ func TestFit(t *testing.T) {
 		{15, 17, 17, false, "pg_dump refuses a newer server"},
 		{17, 15, 15, false, "SET transaction_timeout on a 15 target"},
 		{18, 16, 16, false, "SET transaction_timeout on a 16 target"},
+		{18, 17, 18, true, "an upgrade: the target's major"},
+		{17, 17, 18, false, "older than a newer target"},
+		{16, 15, 17, false, "older than a newer target"},
 	}
 	for _, c := range cases {
 		got := Fit(c.client, c.source, c.target)
@@ -114,6 +117,18 @@ func TestFindPicksTheFittingDirectory(t *testing.T) {
 	got, err = Find(ctx, Options{SearchDirs: dirs, SourceMajor: 17, TargetMajor: 17})
 	if err != nil || got.Dir != bin17 {
 		t.Fatalf("servers 17: got %+v, %v; want %s", got, err, bin17)
+	}
+	// An upgrade on the way: the target's major, not the source's.
+	if bin18 := testenv.ClientBin(testenv.PG18TS); testenv.Available(testenv.PG18TS) == nil {
+		got, err = Find(ctx, Options{SearchDirs: []string{bin17, bin18, bin15}, SourceMajor: 17, TargetMajor: 18})
+		if err != nil || got.Dir != bin18 || len(got.Warnings) != 0 {
+			t.Fatalf("source 17, target 18: got %+v, %v; want %s", got, err, bin18)
+		}
+		_, err = Find(ctx, Options{PgBin: bin17, SourceMajor: 17, TargetMajor: 18})
+		var xe *exit.Error
+		if !errors.As(err, &xe) || xe.Code != exit.Blocked || !strings.Contains(xe.Msg, "older than the PostgreSQL 18 target") || !strings.Contains(xe.Hint, "PostgreSQL 18 client tools") {
+			t.Fatalf("--pg-bin with 17 tools for an 18 target: %v; want exit 3 naming the version to install", err)
+		}
 	}
 	_, err = Find(ctx, Options{PgBin: bin17, SourceMajor: 15, TargetMajor: 15})
 	var xe *exit.Error
