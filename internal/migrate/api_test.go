@@ -165,6 +165,7 @@ func TestStreamAPIFullBuildBareOwner(t *testing.T) {
 		`SELECT add_continuous_aggregate_policy('m_hourly', start_offset => interval '30 days', end_offset => interval '1 hour',
 		 schedule_interval => interval '1 hour', initial_start => now() + interval '1 day')`,
 		`SELECT add_retention_policy('nopolicy', interval '5 years', initial_start => now() + interval '1 day')`,
+		`CREATE INDEX m_daily_av ON m_daily (av DESC) WHERE n > 1`,
 		// A row past the aggregates' last refresh: the real-time view aggregates it; raw
 		// rows removed after it (as a retention policy would): the view shows their
 		// materialized buckets, below its watermark, which a refresh would lose.
@@ -235,6 +236,12 @@ func TestStreamAPIFullBuildBareOwner(t *testing.T) {
 	}
 	if _, err := g.Exec(ctx, "INSERT INTO m VALUES ('2031-01-01', 1, 1)"); err != nil {
 		t.Fatalf("insert as tsdbadmin: %v", err)
+	}
+	// The user's index on a continuous aggregate, made on its materialization hypertable.
+	indexDef := `SELECT regexp_replace(pg_get_indexdef(indexrelid), '_materialized_hypertable_[0-9]+', 'M') FROM pg_index
+		WHERE indexrelid = '_timescaledb_internal.m_daily_av'::regclass`
+	if a, b := scalar[string](t, s, indexDef), scalar[string](t, g, indexDef); a != b {
+		t.Errorf("index m_daily_av: source %s, target %s", a, b)
 	}
 	testenv.MustSchedulerRun(t, tgt, testenv.ManagedDB)
 }

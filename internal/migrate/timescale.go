@@ -163,8 +163,9 @@ func compressSQL(d *DatabaseRun, t copy.ChunkTarget) string {
 		sqltext.Literal(pgx.Identifier{t.Table.Schema, t.Table.Name}.Sanitize()))
 }
 
-// finishTimescale, once d's rows and indexes are in, sets its continuous aggregates'
-// watermarks and makes its jobs, unscheduled until the run has verified the target.
+// finishTimescale, once d's rows and indexes are in, makes its continuous aggregates'
+// own indexes, sets their watermarks and makes its jobs, unscheduled until the run has
+// verified the target.
 func (r *run) finishTimescale(ctx context.Context, d *DatabaseRun) error {
 	return r.phase(d, PhaseTimescaleJobs, func() error {
 		res, err := tsapi.Finish(ctx, d.src, d.dst)
@@ -174,9 +175,9 @@ func (r *run) finishTimescale(ctx context.Context, d *DatabaseRun) error {
 		for _, diff := range res.Differences {
 			r.warn(d.Source + ": " + diff)
 		}
-		if res.Jobs+res.Watermarks > 0 {
-			r.note(d.Source, fmt.Sprintf("made %d jobs (unscheduled until verified) and set the watermarks of %d continuous aggregates through TimescaleDB's API",
-				res.Jobs, res.Watermarks))
+		if res.Jobs+res.Watermarks+res.Indexes > 0 {
+			r.note(d.Source, fmt.Sprintf("made %d jobs (unscheduled until verified) and %d indexes of continuous aggregates, and set the watermarks of %d continuous aggregates through TimescaleDB's API",
+				res.Jobs, res.Indexes, res.Watermarks))
 		}
 		return r.markStep(ctx, d, stepTimescaleFinish)
 	})

@@ -33,18 +33,77 @@ const (
 	sqlRefresh = `CALL %s.refresh_continuous_aggregate(%s, %s, %s)`
 )
 
+// sqlIndexes lists the indexes of table $1 with their definitions (PostgreSQL 15, 17).
+const sqlIndexes = `SELECT c.relname::text, pg_get_indexdef(x.indexrelid) FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
+WHERE x.indrelid = $1::regclass ORDER BY 1`
+
+// makeAggregateIndexes makes on the target's continuous aggregate a the indexes the
+// source's has and the target's lacks: those the user made on it (CREATE INDEX on the
+// view makes them on its materialization hypertable, in TimescaleDB's schema, where the
+// schema dump's entries cannot be restored; TimescaleDB makes them there for the view's
+// owner). An index is told by its definition, its name and table's aside. It returns
+// how many it made.
+func makeAggregateIndexes(ctx context.Context, s, d *pgx.Conn, source, target *Layout, a *Aggregate) (int, error) {
+	ta := target.Aggregate(a.View)
+	if ta == nil {
+		return 0, fmt.Errorf("continuous aggregate %s is not on the target", a.View.Display())
+	}
+	read := func(conn *pgx.Conn, mat Name) (map[string]string, error) {
+		rows, _ := conn.Query(ctx, sqlIndexes, mat.String())
+		defs := map[string]string{}
+		var name, def string
+		_, err := pgx.ForEachRow(rows, []any{&name, &def}, func() error { defs[indexBody(def)] = name; return nil })
+		return defs, err
+	}
+	have, err := read(s, a.Materialization)
+	if err != nil {
+		return 0, fmt.Errorf("source: read the indexes of %s: %w", a.View.Display(), err)
+	}
+	got, err := read(d, ta.Materialization)
+	if err != nil {
+		return 0, fmt.Errorf("target: read the indexes of %s: %w", a.View.Display(), err)
+	}
+	made := 0
+	for body, name := range have {
+		if _, ok := got[body]; ok {
+			continue
+		}
+		q := fmt.Sprintf("CREATE %s %s ON %s %s", strings.TrimSpace(strings.SplitN(body, "|", 2)[0]), pgx.Identifier{name}.Sanitize(),
+			a.View.String(), strings.SplitN(body, "|", 2)[1])
+		if _, err := d.Exec(ctx, q); err != nil {
+			return made, fmt.Errorf("target: make index %s of continuous aggregate %s: %s", name, a.View.Display(), dbconn.Reason(err))
+		}
+		made++
+	}
+	return made, nil
+}
+
+// indexBody is an index's definition (pg_get_indexdef) without its name and table:
+// "UNIQUE INDEX|USING btree (a)" for "CREATE UNIQUE INDEX x ON s.t USING btree (a)".
+func indexBody(def string) string {
+	kind := "INDEX"
+	if strings.HasPrefix(def, "CREATE UNIQUE INDEX ") {
+		kind = "UNIQUE INDEX"
+	}
+	if i := strings.Index(def, " USING "); i >= 0 {
+		return kind + "|" + def[i+1:]
+	}
+	return kind + "|" + def
+}
+
 // FinishResult is what Finish did and found.
 type FinishResult struct {
 	Jobs       int // jobs made
 	Watermarks int // continuous aggregates whose watermark was set
+	Indexes    int // indexes made on continuous aggregates
 	// Differences say, in words, where the target's continuous aggregates or jobs are
 	// not the source's.
 	Differences []string
 }
 
 // Finish, once the rows are copied (and the indexes built: a reorder policy names
-// one), sets the target's continuous aggregates' watermarks and makes the source's
-// jobs, unscheduled (see jobs.go). It makes only what the target lacks, so that a run
+// one), makes the indexes the user made on continuous aggregates, sets their
+// watermarks and makes the source's jobs, unscheduled (see jobs.go). It makes only what the target lacks, so that a run
 // that stopped halfway is continued.
 func Finish(ctx context.Context, src, dst *dbconn.Config) (*FinishResult, error) {
 	p, err := openPair(ctx, src, dst)
@@ -55,6 +114,11 @@ func Finish(ctx context.Context, src, dst *dbconn.Config) (*FinishResult, error)
 	s, d, ext, source, target := p.s, p.d, p.ext, p.source, p.target
 	res := &FinishResult{}
 	for _, a := range source.Aggregates {
+		n, err := makeAggregateIndexes(ctx, s.Conn, d.Conn, source, target, a)
+		if err != nil {
+			return nil, err
+		}
+		res.Indexes += n
 		done, diff, err := setWatermark(ctx, s.Conn, d.Conn, ext, source, target, a)
 		if err != nil {
 			return nil, err
