@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -130,7 +129,7 @@ func (d DatabaseSettings) Statements(db string) []Statement {
 	ident := pgx.Identifier{db}.Sanitize()
 	var out []Statement
 	for _, s := range append(slices.Clone(d.Settings), d.RoleSettings...) {
-		set := fmt.Sprintf("SET %s TO %s", pgx.Identifier{s.Name}.Sanitize(), settingValue(s.Name, s.Value))
+		set := fmt.Sprintf("SET %s TO %s", pgx.Identifier{s.Name}.Sanitize(), sqltext.SettingValue(s.Name, s.Value))
 		if s.Role == "" {
 			out = append(out, Statement{s.Name, fmt.Sprintf("ALTER DATABASE %s %s", ident, set), "ALTER DATABASE ... SET"})
 		} else {
@@ -170,69 +169,4 @@ func (d DatabaseSettings) Held(db string) func(Statement) bool {
 		sql[st.SQL] = true
 	}
 	return func(st Statement) bool { return sql[st.SQL] }
-}
-
-// listQuoted are the settings PostgreSQL stores as a list of double-quoted elements
-// (GUC_LIST_QUOTE): each element is given as a literal of its own, as pg_dump does;
-// one literal would make the whole list a single element.
-var listQuoted = []string{"local_preload_libraries", "search_path", "session_preload_libraries",
-	"shared_preload_libraries", "temp_tablespaces", "unix_socket_directories"}
-
-func settingValue(name, value string) string {
-	if !slices.Contains(listQuoted, strings.ToLower(name)) {
-		return sqltext.Literal(value)
-	}
-	elems := splitGUCList(value)
-	if len(elems) == 0 {
-		return "''"
-	}
-	for i, e := range elems {
-		elems[i] = sqltext.Literal(e)
-	}
-	return strings.Join(elems, ", ")
-}
-
-// splitGUCList splits a stored list setting the way PostgreSQL's SplitGUCList does:
-// elements separated by commas, each bare or in double quotes ("" for a quote inside),
-// whitespace around them dropped.
-func splitGUCList(s string) []string {
-	var out []string
-	for i := 0; ; {
-		for i < len(s) && isSpace(s[i]) {
-			i++
-		}
-		if i >= len(s) {
-			return out
-		}
-		var b strings.Builder
-		if s[i] == '"' {
-			for i++; i < len(s); i++ {
-				if s[i] == '"' {
-					if i+1 < len(s) && s[i+1] == '"' {
-						b.WriteByte('"')
-						i++
-						continue
-					}
-					i++
-					break
-				}
-				b.WriteByte(s[i])
-			}
-		} else {
-			for ; i < len(s) && s[i] != ',' && !isSpace(s[i]); i++ {
-				b.WriteByte(s[i])
-			}
-		}
-		out = append(out, b.String())
-		for i < len(s) && isSpace(s[i]) {
-			i++
-		}
-		if i < len(s) && s[i] == ',' {
-			i++
-		}
-	}
-}
-
-func isSpace(c byte) bool {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
 }

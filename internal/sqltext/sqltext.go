@@ -7,6 +7,7 @@
 package sqltext
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/tsmigrate/tsmigrate/internal/journal"
@@ -126,3 +127,71 @@ func ExtensionMember(classid, objid string) string {
 
 // Catalog is the oid of system catalog name as an SQL expression, for ExtensionMember.
 func Catalog(name string) string { return Literal(name) + "::regclass" }
+
+// listQuoted are the settings PostgreSQL stores as a list of double-quoted elements
+// (GUC_LIST_QUOTE): each element is given as a literal of its own, as pg_dump does;
+// one literal would make the whole list a single element.
+var listQuoted = []string{"local_preload_libraries", "search_path", "session_preload_libraries",
+	"shared_preload_libraries", "temp_tablespaces", "unix_socket_directories"}
+
+// SettingValue is the value part of SET name TO value (ALTER DATABASE/ROLE ... SET)
+// for a setting stored as value in pg_db_role_setting: one literal, or for a list
+// setting one literal per element, as pg_dump writes them.
+func SettingValue(name, value string) string {
+	if !slices.Contains(listQuoted, strings.ToLower(name)) {
+		return Literal(value)
+	}
+	elems := splitGUCList(value)
+	if len(elems) == 0 {
+		return "''"
+	}
+	for i, e := range elems {
+		elems[i] = Literal(e)
+	}
+	return strings.Join(elems, ", ")
+}
+
+// splitGUCList splits a stored list setting the way PostgreSQL's SplitGUCList does:
+// elements separated by commas, each bare or in double quotes ("" for a quote inside),
+// whitespace around them dropped.
+func splitGUCList(s string) []string {
+	var out []string
+	for i := 0; ; {
+		for i < len(s) && isSpace(s[i]) {
+			i++
+		}
+		if i >= len(s) {
+			return out
+		}
+		var b strings.Builder
+		if s[i] == '"' {
+			for i++; i < len(s); i++ {
+				if s[i] == '"' {
+					if i+1 < len(s) && s[i+1] == '"' {
+						b.WriteByte('"')
+						i++
+						continue
+					}
+					i++
+					break
+				}
+				b.WriteByte(s[i])
+			}
+		} else {
+			for ; i < len(s) && s[i] != ',' && !isSpace(s[i]); i++ {
+				b.WriteByte(s[i])
+			}
+		}
+		out = append(out, b.String())
+		for i < len(s) && isSpace(s[i]) {
+			i++
+		}
+		if i < len(s) && s[i] == ',' {
+			i++
+		}
+	}
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
+}

@@ -229,3 +229,18 @@ WHERE c.relkind = 'r' AND `+cond+` AND NOT `+ExtensionMember(Catalog("pg_class")
 		t.Errorf("_timescaledb_catalog.hypertable is an extension member: %d, %v", catalog, err)
 	}
 }
+
+func TestSettingValue(t *testing.T) {
+	for _, c := range []struct{ name, stored, want string }{
+		{"work_mem", "8MB", "'8MB'"},
+		{"statement_timeout", "5s", "'5s'"},
+		{"search_path", `app, "$user", public`, `'app', '$user', 'public'`},
+		{"Search_Path", `"a b", "c""d"`, `'a b', 'c"d'`},
+		{"search_path", "", "''"},
+		{"app.note", `it's`, `'it''s'`},
+	} {
+		if got := SettingValue(c.name, c.stored); got != c.want {
+			t.Errorf("SettingValue(%q, %q) = %s, want %s", c.name, c.stored, got, c.want)
+		}
+	}
+}
