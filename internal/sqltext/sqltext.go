@@ -125,6 +125,28 @@ func ExtensionMember(classid, objid string) string {
 		" AND ext_member.objid = " + objid + " AND ext_member.deptype = 'e')"
 }
 
+// UsedRoles is a query of the roles the connected database names (rolname), and why
+// (why: owner, grantee, policy, settings), one row per role and reason: owners of its
+// objects (not of what an extension's script made: the extension's installer) and of
+// the database, grantees of privileges on them and on the database (default privileges
+// too), roles of row-security policies, roles with settings in the database. Built-in
+// roles are left out (oid < 16384: the bootstrap superuser and the pg_ roles, which
+// every server has). pg_shdepend's deptypes o, a and r; checked on PostgreSQL 15, 16
+// and 17.
+const UsedRoles = `
+WITH db AS (SELECT oid FROM pg_database WHERE datname = current_database())
+SELECT r.rolname, w.why FROM (
+	SELECT s.refobjid AS role, CASE s.deptype WHEN 'o' THEN 'owner' WHEN 'a' THEN 'grantee' ELSE 'policy' END AS why
+	FROM pg_shdepend s, db
+	WHERE s.refclassid = 'pg_authid'::regclass AND s.deptype IN ('o', 'a', 'r')
+		AND (s.dbid = db.oid OR (s.dbid = 0 AND s.classid = 'pg_database'::regclass AND s.objid = db.oid))
+		AND (s.deptype <> 'o' OR NOT EXISTS (
+			SELECT FROM pg_depend e WHERE e.classid = s.classid AND e.objid = s.objid AND e.deptype = 'e'))
+	UNION
+	SELECT s.setrole, 'settings' FROM pg_db_role_setting s, db WHERE s.setdatabase = db.oid AND s.setrole <> 0
+) AS w JOIN pg_roles r ON r.oid = w.role
+WHERE w.role >= 16384`
+
 // Catalog is the oid of system catalog name as an SQL expression, for ExtensionMember.
 func Catalog(name string) string { return Literal(name) + "::regclass" }
 
