@@ -28,8 +28,9 @@ type Options struct {
 	// ShowRows, when positive, narrows every differing unit down to at most this many
 	// differing rows, shown in Unit.Rows. Zero skips the drill-down.
 	ShowRows int
-	// Privileges also compares owners and access privileges (off by default: a
-	// migration with --no-owner/--no-privileges legitimately changes them).
+	// Privileges also compares owners and access privileges (the chunks' of each
+	// hypertable too), the roles the database uses and their memberships (off by
+	// default: a migration without --roles legitimately changes them).
 	Privileges bool
 	// NotGiven names the database's own settings (as ALTER DATABASE ... SET names them,
 	// or "comment" for its comment) that the caller knows the target database was not
@@ -165,6 +166,11 @@ func runOnce(ctx context.Context, opt Options) (*Report, error) {
 	})
 	if err := g.Wait(); err != nil {
 		return nil, err
+	}
+	if opt.Privileges && !opt.CompressedOnly {
+		if err := compareRoles(ctx, src, tgt, srcFacts, tgtFacts); err != nil {
+			return nil, err
+		}
 	}
 	chunksDiffer := map[string]bool{}
 	for _, h := range opt.ChunksDiffer {
