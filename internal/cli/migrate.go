@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,6 +42,8 @@ type migrateFlags struct {
 	workerWait     time.Duration
 	keepFrozen     bool
 	progress       string
+	roles          bool
+	rolesUpdate    bool
 }
 
 func init() {
@@ -67,6 +70,10 @@ func init() {
      the target (schema _tsmigrate, dropped at the end);
      "dump": pg_dump --no-owner in parallel, then pg_restore in the order that keeps
      TimescaleDB's data: timescaledb_pre_restore(), the catalog alone, the rest with --jobs;
+  With --roles, first the roles the databases use are created on the target (see
+  --roles), and once each database is restored its objects are given their source
+  owners (ALTER ... OWNER TO, as the target user: it is given SET ROLE on the roles it
+  creates); what keeps another owner is named, with why.
   4. ANALYZE in parallel, timescaledb_post_restore(), the source database's own settings
      (ALTER DATABASE ... SET, its roles' settings in it), privileges (GRANT/REVOKE ... ON
      DATABASE) and comment given to the target database (pg_dump leaves them out; a
@@ -147,6 +154,8 @@ it copied, those other processes copied meanwhile, and those done before it star
      "jobs": [{"job" (what it acts on), "id", "scheduled", "next_start" (none: as soon as the
        scheduler sees it), "timezone"}] (the target's TimescaleDB jobs, given the source's
        schedules once verified; none runs before),
+     "owners" (--roles): {"set" (objects given their source owners), "not_set": [{"owner",
+       "reason", "count", "objects" (the first few), "fix" (what a user allowed to can run)}]},
      "database_settings" (what the target database was given of the source database's
        own settings, its roles' settings in it, its privileges and its comment, which
        pg_dump leaves out; by name, e.g. "search_path", "work_mem of role app",
@@ -160,7 +169,13 @@ it copied, those other processes copied meanwhile, and those done before it star
    none is; absent when that is not known), "frozen_window_ns", "projected_downtime_ns" (rehearsal),
    "source_changes": {"inserted", "updated", "deleted"} (rehearsal), "compress_before",
    "cut_over", "reset_target", "target_reset" (--reset-target dropped the rehearsal's
-   target databases), "resume", "resumed" (a --resume run), "warnings"}
+   target databases), "resume", "resumed" (a --resume run), "warnings",
+   "roles" (--roles): {"created", "existing": [{"role", "differences"}] (left as they are),
+     "updated" (--roles-update), "dropped_attributes": [{"role", "attributes"}] (left out:
+     the target user may not give them), "passwords_carried" (roles given the source's
+     password verifier), "without_password" (login roles whose password is to be set),
+     "memberships", "settings", "act_as" (roles the target user was made a member of,
+     with SET ROLE and their privileges, to give them their objects and read them), "refused": [{"what", "reason"}]}}
   "outcome" of a --worker run: copied.
   MESSAGE = {"program", "severity", "text", "lines", "object", "toc_id", "harmless",
    "rule", "reason" (why it is harmless), "hint" (what to do)}
@@ -193,6 +208,8 @@ it copied, those other processes copied meanwhile, and those done before it star
 		fl.DurationVar(&f.workerWait, "worker-wait", 10*time.Minute, "with --worker: how long to wait for that migration to reach its data phase (it may be in pre-flight, freezing or restoring the schema)")
 		fl.BoolVar(&f.keepFrozen, "keep-frozen-on-failure", false, "stream engine: on failure or Ctrl-C once the data phase started, keep the source frozen and the journal, for --resume")
 		fl.StringVar(&f.progress, "progress", progressAuto, "stream engine's data phase: "+progressModes)
+		fl.BoolVar(&f.roles, "roles", false, rolesHelp)
+		fl.BoolVar(&f.rolesUpdate, "roles-update", false, rolesUpdateHelp)
 		return c
 	})
 }
@@ -247,6 +264,9 @@ func (a *app) migrate(c *cobra.Command, f migrateFlags) (*migrate.Summary, error
 	if f.freezeGrace < 0 {
 		return nil, exit.Usagef("give 0 or more (0: end them at once)", "--freeze-grace %s", f.freezeGrace)
 	}
+	if f.rolesUpdate && !f.roles {
+		return nil, exit.Usagef("add --roles", "--roles-update goes with --roles")
+	}
 	var maps []migrate.Mapping
 	for _, s := range f.databases {
 		m, err := migrate.ParseMapping(s)
@@ -268,6 +288,7 @@ func (a *app) migrate(c *cobra.Command, f migrateFlags) (*migrate.Summary, error
 		Source: src, Target: dst, Databases: maps, AllDatabases: f.allDatabases, Jobs: f.jobs,
 		DumpDir: f.dumpDir, DumpFile: f.dumpFile, KeepDump: f.keepDump, PgBin: a.pgBin,
 		Rehearsal: f.rehearsal, ResetAfterRehearsal: f.resetTarget, CompressBefore: f.compressBefore, CompressOlderThan: f.compressOlder, NoVerify: f.noVerify, FreezeGrace: f.freezeGrace,
+		Roles: f.roles, RolesUpdate: f.rolesUpdate,
 		Confirm: func(p migrate.Plan) error {
 			var names []string
 			for _, m := range p.Databases {
@@ -346,6 +367,7 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 			fmt.Fprintf(w, "  %-12s %-16s %10s\n", p.Phase, p.Database, roundDuration(p.Duration))
 		}
 	}
+	printRoles(w, s)
 	for _, d := range s.Databases {
 		if len(d.Tables) == 0 {
 			continue
@@ -382,6 +404,12 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 		}
 		if len(d.DatabaseSettings) > 0 {
 			fmt.Fprintf(w, "  database settings of %s given to the target: %s\n", d.Source, strings.Join(d.DatabaseSettings, ", "))
+		}
+		if o := d.Owners; o != nil {
+			fmt.Fprintf(w, "  owners: %d objects of %s given their source owners\n", o.Set, d.Target)
+			for _, n := range o.NotSet {
+				fmt.Fprintf(w, "    %s\n", n)
+			}
 		}
 		if d.Identical != nil {
 			fmt.Fprintf(w, "  verify: %s\n", map[bool]string{true: "identical", false: "DIFFERENT"}[*d.Identical])
@@ -447,6 +475,44 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 		for _, st := range s.ResetTarget {
 			fmt.Fprintf(w, "  %s\n", st)
 		}
+	}
+}
+
+// printRoles says what --roles did with the roles, and what is left to do.
+func printRoles(w io.Writer, s *migrate.Summary) {
+	r := s.Roles
+	if r == nil {
+		return
+	}
+	fmt.Fprintln(w, "\nroles (--roles):")
+	line := func(what string, names []string) {
+		if len(names) > 0 {
+			fmt.Fprintf(w, "  %s: %s\n", what, strings.Join(names, ", "))
+		}
+	}
+	line("created", r.Created)
+	line("password verifiers carried", r.PasswordsCarried)
+	line("memberships given", r.Memberships)
+	line("settings given", r.Settings)
+	line("updated (--roles-update)", r.Updated)
+	for _, d := range r.DroppedAttributes {
+		fmt.Fprintf(w, "  %s created without %s (the target user may not give it)\n", d.Role, strings.Join(d.Attributes, ", "))
+	}
+	for _, e := range r.Existing {
+		switch {
+		case slices.Contains(r.Updated, e.Role):
+		case len(e.Differences) == 0:
+			fmt.Fprintf(w, "  %s exists on the target already, as on the source: left as it is\n", e.Role)
+		default:
+			fmt.Fprintf(w, "  %s exists on the target already, left as it is; it differs: %s\n", e.Role, strings.Join(e.Differences, "; "))
+		}
+	}
+	for _, x := range r.Refused {
+		fmt.Fprintf(w, "  refused by the target: %s\n", x)
+	}
+	if len(r.WithoutPassword) > 0 {
+		fmt.Fprintf(w, "  created WITHOUT a password (the source user may not read the verifiers): %s\n", strings.Join(r.WithoutPassword, ", "))
+		fmt.Fprintf(w, "    set each before the applications log in: psql %q, then \\password ROLE (psql sends a verifier, never the password)\n", s.Target)
 	}
 }
 

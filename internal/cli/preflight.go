@@ -15,6 +15,13 @@ import (
 )
 
 // restorePathHelp describes --restore-path, of migrate and preflight alike.
+// rolesHelp and rolesUpdateHelp describe --roles and --roles-update, of migrate and
+// preflight alike.
+const (
+	rolesHelp       = "carry the roles the databases use (owners, grantees, members of those, roles with settings in the database) to the target before the schema, with their memberships, own settings and password verifiers (when the source user may read them: a superuser), leaving out the attributes the target user may not give (SUPERUSER, REPLICATION, BYPASSRLS on a managed service, each named); objects then keep their source owners"
+	rolesUpdateHelp = "with --roles: give roles that exist on the target already the source's attributes and memberships (by default they are left as they are, and reported)"
+)
+
 const restorePathHelp = `how TimescaleDB's objects reach the target: "catalog" (its catalog restored between timescaledb_pre_restore() and timescaledb_post_restore(): a superuser, or a role the service lets run them and write the catalog), "api" (no catalog row written: TimescaleDB's API as the hypertables' owner, stream engine), or "auto": catalog when the target user may, else api`
 
 const preflightHelp = `Checks, without changing anything, that the source database can be migrated to the target:
@@ -45,6 +52,7 @@ func init() {
 		var f connFlags
 		var asJSON bool
 		var engine, restorePath string
+		var withRoles, rolesUpdate bool
 		c := &cobra.Command{
 			Use:   "preflight",
 			Short: "Check that a migration from --source to --target can work",
@@ -74,7 +82,11 @@ func init() {
 				if err != nil {
 					return err
 				}
-				r, err := preflight.Run(c.Context(), preflight.Options{Source: src, Target: tgt, Engine: engine, RestorePath: path})
+				if rolesUpdate && !withRoles {
+					return exit.Usagef("add --roles", "--roles-update goes with --roles")
+				}
+				r, err := preflight.Run(c.Context(), preflight.Options{Source: src, Target: tgt, Engine: engine, RestorePath: path,
+					Roles: withRoles, RolesUpdate: rolesUpdate})
 				if err != nil {
 					return notConnected(r, err)
 				}
@@ -98,6 +110,8 @@ func init() {
 		c.Flags().BoolVar(&asJSON, "json", false, "print the report as one JSON document")
 		c.Flags().StringVar(&engine, "engine", preflight.EngineStream, `the engine the migration will use: "stream" or "dump" (only the stream engine can restore without TimescaleDB's catalog)`)
 		c.Flags().StringVar(&restorePath, "restore-path", string(schema.PathAuto), restorePathHelp)
+		c.Flags().BoolVar(&withRoles, "roles", false, "check what migrate --roles would do: "+rolesHelp)
+		c.Flags().BoolVar(&rolesUpdate, "roles-update", false, rolesUpdateHelp)
 		return c
 	})
 }

@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
@@ -113,4 +116,81 @@ func TestKilledRunLeavesNoSecretBehind(t *testing.T) {
 			}
 		}
 	}
+}
+
+// migrate --roles, verbose, into a managed-like target with the source's password
+// verifiers (read by the source's superuser), either engine, text summary and JSON: no
+// verifier on stdout, stderr, nor in any file of TMPDIR afterwards; pre-flight --roles
+// alike. The roles and their verifier did reach the target.
+func TestRolesVerifierNeverShown(t *testing.T) {
+	src := testenv.Need(t, testenv.PG17TS, testenv.Options{})
+	testenv.MustExec(t, src, "postgres", "CREATE ROLE sec_login LOGIN PASSWORD 'Sec-login-pw-4'",
+		"CREATE ROLE sec_md5 LOGIN", "CREATE DATABASE app")
+	testenv.MustExec(t, src, "postgres", "SET password_encryption = 'md5'", "ALTER ROLE sec_md5 PASSWORD 'Sec-md5-pw-8'")
+	testenv.MustExec(t, src, "app", "CREATE EXTENSION timescaledb", "CREATE TABLE t (x int)", "INSERT INTO t VALUES (1)",
+		"ALTER TABLE t OWNER TO sec_login", "GRANT SELECT ON t TO sec_md5")
+	verifiers := map[string]string{}
+	for _, r := range []string{"sec_login", "sec_md5"} {
+		var v string
+		c := connectTo(t, src.SuperURI("postgres"))
+		if err := c.QueryRow(context.Background(), "SELECT rolpassword FROM pg_authid WHERE rolname = $1", r).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		verifiers[r] = v
+	}
+	bin := testenv.Binary(t)
+	for i, engine := range []string{"stream", "dump"} {
+		tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Flavour: testenv.CloudLike})
+		tmp := t.TempDir()
+		args := [][]string{
+			{"preflight", "--roles", "-v"},
+			{"migrate", "--roles", "--engine", engine, "--yes", "--freeze-grace", "1s", "-v", "--pg-bin", src.ClientBin()},
+		}
+		if i == 1 {
+			args[1] = append(args[1], "--json")
+		}
+		for _, a := range args {
+			cmd := exec.Command(bin, append(a, "--source", src.URI("app"), "--target", tgt.URI(testenv.ManagedDB))...)
+			cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			out := stdout.String() + stderr.String()
+			if err != nil {
+				t.Fatalf("%v: %v\n%s", a, err, out)
+			}
+			for r, v := range verifiers {
+				if strings.Contains(out, v) || strings.Contains(out, v[:20]) {
+					t.Errorf("%s %s: the output holds %s's verifier:\n%s", a[0], engine, r, out)
+				}
+				if found := testenv.FilesHolding(tmp, v); len(found) > 0 {
+					t.Errorf("%s %s: files in TMPDIR hold %s's verifier: %q", a[0], engine, r, found)
+				}
+			}
+			if a[0] == "migrate" && !strings.Contains(out, "sec_login") {
+				t.Errorf("%s: the output does not name the roles:\n%s", engine, out)
+			}
+		}
+		c := connectTo(t, tgt.SuperURI("postgres"))
+		for r, v := range verifiers {
+			var got string
+			if err := c.QueryRow(context.Background(), "SELECT coalesce(rolpassword, '') FROM pg_authid WHERE rolname = $1", r).Scan(&got); err != nil || got != v {
+				t.Errorf("%s: role %s on the target has not the source's verifier (%v)", engine, r, err)
+			}
+		}
+		unfreeze := exec.Command(bin, "unfreeze", "--source", src.URI("app"))
+		if b, err := unfreeze.CombinedOutput(); err != nil {
+			t.Fatalf("unfreeze: %v\n%s", err, b)
+		}
+	}
+}
+
+func connectTo(t *testing.T, uri string) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
 }

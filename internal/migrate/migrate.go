@@ -21,6 +21,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
+	"github.com/tsmigrate/tsmigrate/internal/roles"
 	"github.com/tsmigrate/tsmigrate/internal/schema"
 	"github.com/tsmigrate/tsmigrate/internal/scratch"
 )
@@ -102,6 +103,13 @@ type Options struct {
 	// Resume can continue; by default the sources are unfrozen as with the dump engine.
 	// (A run that is killed, or whose machine fails, leaves them frozen anyway.)
 	KeepFrozenOnFailure bool
+	// Roles creates on the target, before the schema, the roles the source databases
+	// use (package roles), and gives their objects the source's owners once restored.
+	// Without it, the target user owns everything restored. RolesUpdate gives roles the
+	// target has already the source's attributes and memberships (else they are left as
+	// they are, and reported).
+	Roles, RolesUpdate bool
+
 	// DataProgress, when set, is called as a database's data phase starts; on gets the
 	// copy events, done is called when the data phase ends.
 	DataProgress func(database string) (on func(copy.Event), done func())
@@ -227,6 +235,8 @@ type Summary struct {
 	// Resumed: this run continued an earlier one (Options.Resume).
 	Resumed  bool     `json:"resumed,omitempty"`
 	Warnings []string `json:"warnings,omitempty"`
+	// Roles is what Options.Roles did with the roles.
+	Roles *roles.Report `json:"roles,omitempty"`
 
 	// began: the run got past its checks and confirmation (see Began).
 	began bool
@@ -279,6 +289,8 @@ type DatabaseRun struct {
 	// and its comment, that the target database was given (pg_dump leaves them out);
 	// the target's refusals are warnings.
 	DatabaseSettings []string `json:"database_settings,omitempty"`
+	// Owners is what giving the objects their source owners did (Options.Roles).
+	Owners *roles.OwnersReport `json:"owners,omitempty"`
 	// FreezeProof is the proof that the source did not change from the freeze's
 	// baseline until its data was read (dump: the end of pg_dump; stream: the end of
 	// the copy). A resumed run's starts at the first run's baseline (none when the first
@@ -488,6 +500,11 @@ func (r *run) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	if opt.Roles && !opt.Resume {
+		if err := r.phase(nil, PhaseRoles, func() error { return r.carryRoles(ctx) }); err != nil {
+			return err
+		}
+	}
 	for _, d := range dbs {
 		// A real run's freeze pauses the jobs (freezeAll); a rehearsal does not freeze.
 		if d.ts && opt.Rehearsal {
@@ -651,6 +668,9 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 		d.Messages = append(d.Messages, res.Messages...)
 		return r.messagesErr(err)
 	}); err != nil {
+		return err
+	}
+	if err := r.setOwners(ctx, d); err != nil {
 		return err
 	}
 	if err := r.carryMissingValues(ctx, d); err != nil {

@@ -532,6 +532,9 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 		}
 	}
 	if !d.steps[stepPostRestore] {
+		if err := r.setOwners(ctx, d); err != nil {
+			return err
+		}
 		if err := r.carryMissingValues(ctx, d); err != nil {
 			return err
 		}

@@ -86,6 +86,9 @@ type Options struct {
 	Engine string
 	// RestorePath is the migration's --restore-path ("" counts as schema.PathAuto).
 	RestorePath schema.RestorePath
+	// Roles: the migration carries roles (--roles; RolesUpdate: --roles-update). The
+	// roles check says what it would do, having tried it.
+	Roles, RolesUpdate bool
 }
 
 // Engines, as migrate names them.
@@ -264,6 +267,7 @@ func (e *env) checks() []Check {
 		pure("prepared-transactions", e.checkPrepared),
 		pure("replication-slots", e.checkSlots),
 		pure("subscriptions", e.checkSubscriptions),
+		pure("roles", e.checkRolesPlan),
 		pure("database-settings", e.checkDatabaseSettings),
 		pure("timescaledb-jobs", e.checkJobs),
 		pure("unlogged-tables", e.checkUnlogged),

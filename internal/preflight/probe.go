@@ -44,6 +44,9 @@ type targetProbe struct {
 	settings        []schema.Statement
 	settingsRefused []refusal
 	databaseName    string // the target database's
+
+	// roles: migrate --roles's plan, tried (Options.Roles).
+	roles rolesProbe
 }
 
 // refusal is a statement the target refused, and its error.
@@ -76,6 +79,11 @@ func (e *env) probeTarget(ctx context.Context) error {
 	if slices.ContainsFunc(e.tgtInv.Schemas, func(s inventory.Schema) bool { return s.Name == "public" }) {
 		p.triedTable = true
 		p.createTableErr = try(ctx, tx, "CREATE TABLE public."+probeName+" (x int)")
+	}
+	if e.opt.Roles {
+		if err := e.tryRoles(ctx, tx); err != nil {
+			return err
+		}
 	}
 	set, err := schema.ReadDatabaseSettings(ctx, e.src.Conn, freeze.Settings...)
 	if err != nil {

@@ -1,0 +1,134 @@
+package migrate
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/roles"
+)
+
+// Phases of Options.Roles.
+const (
+	PhaseRoles  = "roles"  // the roles created on the target, before the schema
+	PhaseOwners = "owners" // each database's objects given their source owners
+)
+
+// sourceRoles reads the roles the run's source databases use.
+func (r *run) sourceRoles(ctx context.Context) (*roles.Source, error) {
+	var all *roles.Source
+	for _, d := range r.sum.Databases {
+		conn, err := d.src.Connect(ctx)
+		if err != nil {
+			return nil, err
+		}
+		s, err := roles.ReadSource(ctx, conn.Conn)
+		conn.Close(context.WithoutCancel(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("source database %s: %w", d.Source, err)
+		}
+		if all == nil {
+			all = s
+		} else {
+			all.Merge(s)
+		}
+	}
+	return all, nil
+}
+
+// carryRoles creates on the target the roles the source databases use (Options.Roles),
+// before their schema: attributes but those the target user may not give, own
+// settings, memberships, password verifiers when the source user may read them. It
+// leaves the roles the target has already as they are (Options.RolesUpdate updates
+// them), and says what it did and did not.
+func (r *run) carryRoles(ctx context.Context) error {
+	src, err := r.sourceRoles(ctx)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, x := range src.Roles {
+		names = append(names, x.Name)
+	}
+	conn, _, err := connectServer(ctx, r.opt.Target)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	tgt, err := roles.ReadTarget(ctx, conn.Conn, names)
+	if err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	plan := roles.MakePlan(src, tgt, roles.Options{Update: r.opt.RolesUpdate})
+	if plan.Problem != "" && len(plan.Create) == 0 && len(plan.Existing) < len(src.Roles) {
+		return exit.New(exit.Blocked, "migrate as a user with CREATEROLE, or without --roles", "--roles: %s", plan.Problem)
+	}
+	rep, err := plan.Apply(ctx, conn.Conn)
+	if err != nil {
+		return err
+	}
+	r.sum.Roles = rep
+	if len(rep.ActAs) > 0 {
+		r.note("", fmt.Sprintf("the target user %s was made a member of %s, to give them their objects (and to read them, as it did as their owner before)",
+			tgt.User, strings.Join(rep.ActAs, ", ")))
+	}
+	if len(rep.Created) > 0 {
+		r.note("", fmt.Sprintf("created %d roles on the target: %s", len(rep.Created), strings.Join(rep.Created, ", ")))
+	}
+	for _, d := range rep.DroppedAttributes {
+		r.warn(fmt.Sprintf("role %s was created without %s: the target user %s may not give it (a managed service's admin is no superuser)",
+			d.Role, strings.Join(d.Attributes, ", "), tgt.User))
+	}
+	for _, e := range rep.Existing {
+		if len(e.Differences) == 0 {
+			continue
+		}
+		if slices.Contains(rep.Updated, e.Role) {
+			r.note("", fmt.Sprintf("role %s exists on the target: given the source's attributes and memberships (--roles-update); it differed: %s", e.Role, strings.Join(e.Differences, "; ")))
+			continue
+		}
+		r.warn(fmt.Sprintf("role %s exists on the target and differs from the source's: %s; left as it is (--roles-update would give it the source's attributes and memberships)",
+			e.Role, strings.Join(e.Differences, "; ")))
+	}
+	if len(rep.WithoutPassword) > 0 {
+		r.warn(fmt.Sprintf("login roles created without a password (the source user %s may not read the password verifiers; a superuser may): %s; set each on the target, as %s: \\password ROLE in psql (it sends a verifier, not the password)",
+			r.opt.Source.User(), strings.Join(rep.WithoutPassword, ", "), tgt.User))
+	}
+	for _, x := range rep.Refused {
+		r.warn("roles: the target refused " + x.String())
+	}
+	return nil
+}
+
+// setOwners gives the objects of d's target database the owners they have on the
+// source (Options.Roles), once everything is restored and while TimescaleDB is still
+// in restoring mode (see roles.SetOwners).
+func (r *run) setOwners(ctx context.Context, d *DatabaseRun) error {
+	if !r.opt.Roles {
+		return nil
+	}
+	return r.phase(d, PhaseOwners, func() error {
+		src, err := d.src.Connect(ctx)
+		if err != nil {
+			return err
+		}
+		defer src.Close(context.WithoutCancel(ctx))
+		return onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error {
+			rep, err := roles.SetOwners(ctx, src.Conn, c.Conn)
+			if err != nil {
+				return err
+			}
+			d.Owners = rep
+			if rep.Set > 0 {
+				r.note(d.Source, fmt.Sprintf("gave %d objects their source owners", rep.Set))
+			}
+			for _, n := range rep.NotSet {
+				r.warn(d.Source + ": " + n.String())
+			}
+			return nil
+		})
+	})
+}

@@ -1,0 +1,235 @@
+package migrate_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tsmigrate/tsmigrate/internal/migrate"
+	"github.com/tsmigrate/tsmigrate/internal/testenv"
+	"github.com/tsmigrate/tsmigrate/internal/verify"
+)
+
+const appLoginPassword = "App-login-pw-5"
+
+// rolesServer is a source server holding the roles of the issue's example: an owner
+// role, a login role with a password and a setting, a read-only group granted to it,
+// a superuser role, and a role with a setting in the database only.
+func rolesServer(t *testing.T) *testenv.Server {
+	t.Helper()
+	src := testenv.Need(t, testenv.PG17TS, testenv.Options{})
+	testenv.MustExec(t, src, "postgres",
+		"CREATE ROLE app_owner NOLOGIN",
+		"CREATE ROLE app_read NOLOGIN",
+		"CREATE ROLE app_login LOGIN PASSWORD '"+appLoginPassword+"' IN ROLE app_read",
+		"ALTER ROLE app_login SET statement_timeout = '7s'",
+		"CREATE ROLE admin_su SUPERUSER LOGIN PASSWORD 'Admin-su-pw-1'",
+		"CREATE ROLE tuner NOLOGIN")
+	return src
+}
+
+// rolesDatabase is a new database on src (rolesServer) whose objects belong to
+// app_owner (one function to admin_su), with grants on a schema, tables, a sequence
+// and a hypertable (its chunks too), default privileges, a row-security policy, a
+// column grant, and settings of roles in the database.
+func rolesDatabase(t *testing.T, src *testenv.Server) string {
+	t.Helper()
+	db := testenv.NewDB(t, src, true)
+	testenv.MustExec(t, src, db,
+		"ALTER ROLE tuner IN DATABASE "+db+" SET work_mem = '8MB'",
+		"ALTER ROLE app_login IN DATABASE "+db+" SET search_path = app, public",
+		"GRANT CREATE ON SCHEMA public TO app_owner",
+		"CREATE SCHEMA app AUTHORIZATION app_owner",
+		"SET ROLE app_owner",
+		"CREATE TABLE app.devices (id serial PRIMARY KEY, name text, secret text)",
+		"INSERT INTO app.devices (name, secret) SELECT 'd' || i, 's' || i FROM generate_series(1, 5) i",
+		"CREATE SEQUENCE app.counter",
+		"CREATE TABLE public.metrics (t timestamptz NOT NULL, device int, v float8)",
+		"SELECT create_hypertable('public.metrics', 't', chunk_time_interval => interval '1 day')",
+		"INSERT INTO metrics SELECT '2024-01-01'::timestamptz + i * interval '6 hours', i % 3, i FROM generate_series(1, 20) i",
+		"CREATE VIEW app.latest AS SELECT device, max(t) AS t FROM public.metrics GROUP BY device",
+		"CREATE FUNCTION app.bump() RETURNS bigint LANGUAGE sql AS 'SELECT nextval(''app.counter'')'",
+		"GRANT USAGE ON SCHEMA app TO app_read",
+		"GRANT SELECT (id, name) ON app.devices TO app_read",
+		"GRANT SELECT ON app.latest TO app_read",
+		"GRANT SELECT ON public.metrics TO app_read",
+		"GRANT USAGE ON SEQUENCE app.counter TO app_read",
+		"REVOKE EXECUTE ON FUNCTION app.bump() FROM PUBLIC",
+		"GRANT EXECUTE ON FUNCTION app.bump() TO app_read",
+		"ALTER DEFAULT PRIVILEGES IN SCHEMA app GRANT SELECT ON TABLES TO app_read",
+		"ALTER TABLE app.devices ENABLE ROW LEVEL SECURITY",
+		"CREATE POLICY readers ON app.devices FOR SELECT TO app_read USING (id < 4)",
+		"RESET ROLE",
+		"CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+		"ALTER FUNCTION public.f() OWNER TO admin_su",
+		"GRANT CONNECT ON DATABASE "+db+" TO app_read")
+	unfreezeAtCleanup(t, src, db)
+	return db
+}
+
+// withUserURI is uri with another user and password.
+func withUserURI(t *testing.T, uri, user, password string) string {
+	t.Helper()
+	u, err := url.Parse(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(user, password)
+	return u.String()
+}
+
+// verifierOf is role's password verifier on s ("" when none), read as the superuser.
+func verifierOf(t *testing.T, s *testenv.Server, role string) string {
+	t.Helper()
+	var v *string
+	if err := connect(t, s.SuperURI("postgres")).QueryRow(context.Background(),
+		"SELECT rolpassword FROM pg_authid WHERE rolname = $1", role).Scan(&v); err != nil {
+		t.Fatalf("role %s: %v", role, err)
+	}
+	if v == nil {
+		return ""
+	}
+	return *v
+}
+
+// migrate --roles as tsdbadmin into the cloud-like target, either engine: the roles
+// exist with the source's verifiers, memberships and settings; admin_su without
+// SUPERUSER, named by the run; every owner and grant equal (verify --privileges
+// identical, the chunks' too); app_login logs in with its password and reads its
+// tables as on the source (row security, column grant). No verifier in the summary,
+// its JSON, the events, nor the warnings.
+func TestRolesIntoCloudLike(t *testing.T) {
+	src := rolesServer(t)
+	for _, engine := range []string{migrate.EngineStream, migrate.EngineDump} {
+		t.Run(engine, func(t *testing.T) {
+			ctx := context.Background()
+			db := rolesDatabase(t, src)
+			tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Flavour: testenv.CloudLike})
+			var events []string
+			sum, err := migrate.Run(ctx, migrate.Options{Engine: engine, Roles: true,
+				Source: cfg(t, "source", src.URI(db)), Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)),
+				Jobs: 2, PgBin: src.ClientBin(), FreezeGrace: time.Second,
+				OnEvent: func(e migrate.Event) { b, _ := json.Marshal(e); events = append(events, string(b)) }})
+			if err != nil {
+				t.Fatalf("migrate: %v; schema differences: %s\n%s", err, schemaDiffs(sum), strings.Join(events, "\n"))
+			}
+			if o := sum.Databases[0].Owners; o == nil || o.Set == 0 || len(o.NotSet) > 0 {
+				t.Errorf("owners: %+v", o)
+			}
+			if sum.Roles == nil || !slices.Equal(sum.Roles.Created, []string{"admin_su", "app_login", "app_owner", "app_read", "tuner"}) {
+				t.Fatalf("roles: %+v", sum.Roles)
+			}
+			if !slices.ContainsFunc(sum.Warnings, func(w string) bool { return strings.Contains(w, "admin_su") && strings.Contains(w, "SUPERUSER") }) {
+				t.Errorf("no warning names admin_su's SUPERUSER: %q", sum.Warnings)
+			}
+			for _, r := range []string{"admin_su", "app_login"} {
+				if v := verifierOf(t, src, r); v == "" || verifierOf(t, tgt, r) != v {
+					t.Errorf("role %s: the target's password verifier is not the source's", r)
+				}
+			}
+			tc := connect(t, tgt.SuperURI(testenv.ManagedDB))
+			if super := scalar[bool](t, tc, "SELECT rolsuper FROM pg_roles WHERE rolname = 'admin_su'"); super {
+				t.Error("admin_su is a superuser on the target")
+			}
+			if got := scalar[string](t, tc, `SELECT string_agg(m.rolname, ',') FROM pg_auth_members a
+				JOIN pg_roles m ON m.oid = a.member WHERE a.roleid = 'app_read'::regrole AND m.rolname <> 'tsdbadmin'`); got != "app_login" {
+				t.Errorf("members of app_read on the target: %s", got)
+			}
+			rep, err := verify.Run(ctx, verify.Options{Source: cfg(t, "source", src.URI(db)),
+				Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)), Privileges: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Schema) > 0 || rep.UnitsDiffering > 0 {
+				b, _ := json.MarshalIndent(rep.Schema, "", " ")
+				t.Errorf("verify --privileges: %d units differ; schema differences:\n%s", rep.UnitsDiffering, b)
+			}
+			login := connect(t, withUserURI(t, tgt.URI(testenv.ManagedDB), "app_login", appLoginPassword))
+			if n := scalar[int64](t, login, "SELECT count(*) FROM metrics"); n != 20 {
+				t.Errorf("app_login reads %d rows of metrics, want 20", n)
+			}
+			if n := scalar[int64](t, login, "SELECT count(name) FROM devices"); n != 3 {
+				t.Errorf("app_login reads %d devices (search_path app, row security), want 3", n)
+			}
+			if _, err := login.Exec(ctx, "SELECT secret FROM app.devices"); err == nil {
+				t.Error("app_login reads app.devices.secret, which it was not granted")
+			}
+			if v := scalar[string](t, login, "SHOW statement_timeout"); v != "7s" {
+				t.Errorf("app_login's statement_timeout on the target: %s", v)
+			}
+			js, _ := json.Marshal(sum)
+			all := string(js) + strings.Join(events, "\n") + strings.Join(sum.Warnings, "\n")
+			for _, r := range []string{"admin_su", "app_login"} {
+				if strings.Contains(all, verifierOf(t, src, r)) || strings.Contains(all, "SCRAM-SHA-256$") {
+					t.Errorf("a password verifier is in the run's summary or events")
+				}
+			}
+		})
+	}
+}
+
+// migrate --roles by a source user who is no superuser (the source database's owner,
+// granted what it reads, BYPASSRLS for the table with row security), into a cloud-like target that has one of the roles already
+// with other attributes: the roles are created without passwords and the summary
+// lists the login roles to set a password for; the existing role is reported with how
+// it differs, and left as it is (verify --privileges names the difference too).
+func TestRolesWithoutVerifiersAndExisting(t *testing.T) {
+	ctx := context.Background()
+	src := rolesServer(t)
+	db := rolesDatabase(t, src)
+	testenv.MustExec(t, src, "postgres", "CREATE ROLE migrator LOGIN BYPASSRLS PASSWORD 'Migrator-pw-2'",
+		"ALTER DATABASE "+db+" OWNER TO migrator", "GRANT SET ON PARAMETER tsmigrate.freeze_record TO migrator")
+	testenv.MustExec(t, src, db, "GRANT USAGE ON SCHEMA app TO migrator",
+		"GRANT SELECT ON ALL TABLES IN SCHEMA app, public TO migrator", "GRANT SELECT ON ALL SEQUENCES IN SCHEMA app TO migrator")
+	tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Flavour: testenv.CloudLike})
+	admin := connect(t, tgt.URI(testenv.ManagedDB))
+	if _, err := admin.Exec(ctx, "CREATE ROLE app_read LOGIN CONNECTION LIMIT 3"); err != nil {
+		t.Fatal(err)
+	}
+	srcURI := withUserURI(t, src.URI(db), "migrator", "Migrator-pw-2")
+	sum, err := migrate.Run(ctx, migrate.Options{Engine: migrate.EngineStream, Roles: true,
+		Source: cfg(t, "source", srcURI), Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)),
+		Jobs: 2, PgBin: src.ClientBin(), FreezeGrace: time.Second})
+	if err != nil {
+		t.Fatalf("migrate: %v; schema differences: %s", err, schemaDiffs(sum))
+	}
+	r := sum.Roles
+	if r == nil || len(r.PasswordsCarried) > 0 || !slices.Equal(r.WithoutPassword, []string{"admin_su", "app_login", "migrator"}) {
+		t.Fatalf("roles: %+v", r)
+	}
+	if !slices.ContainsFunc(sum.Warnings, func(w string) bool {
+		return strings.Contains(w, "without a password") && strings.Contains(w, "app_login") && strings.Contains(w, `\password`)
+	}) {
+		t.Errorf("no warning says which roles need a password, and how: %q", sum.Warnings)
+	}
+	for _, n := range []string{"admin_su", "app_login", "migrator"} {
+		if verifierOf(t, tgt, n) != "" {
+			t.Errorf("role %s has a password on the target", n)
+		}
+	}
+	if len(r.Existing) != 1 || r.Existing[0].Role != "app_read" || len(r.Existing[0].Differences) == 0 {
+		t.Errorf("existing roles: %+v", r.Existing)
+	}
+	tc := connect(t, tgt.SuperURI(testenv.ManagedDB))
+	if login, limit := scalar[bool](t, tc, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'app_read'"),
+		scalar[int](t, tc, "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'app_read'"); !login || limit != 3 {
+		t.Errorf("the existing app_read was changed: login %v, connection limit %d", login, limit)
+	}
+	rep, err := verify.Run(ctx, verify.Options{Source: cfg(t, "source", src.SuperURI(db)),
+		Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)), Privileges: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var diffs []string
+	for _, d := range rep.Schema {
+		diffs = append(diffs, d.String())
+	}
+	want := []string{"role app_read: connection limit differs: source -1, target 3", "role app_read: login differs: source false, target true"}
+	if !slices.Equal(diffs, want) {
+		t.Errorf("verify --privileges:\n%s\nwant\n%s", strings.Join(diffs, "\n"), strings.Join(want, "\n"))
+	}
+}
