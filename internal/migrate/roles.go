@@ -105,7 +105,10 @@ func (r *run) carryRoles(ctx context.Context) error {
 
 // setOwners gives the objects of d's target database the owners they have on the
 // source (Options.Roles), once everything is restored and while TimescaleDB is still
-// in restoring mode (see roles.SetOwners).
+// in restoring mode (see roles.SetOwners). The API path calls it twice: after the
+// pre-data section, so that the chunks TimescaleDB makes get their hypertable's owner,
+// then for what it made since (continuous aggregates); the report's objects that keep
+// another owner are the second call's.
 func (r *run) setOwners(ctx context.Context, d *DatabaseRun) error {
 	if !r.opt.Roles {
 		return nil
@@ -120,6 +123,9 @@ func (r *run) setOwners(ctx context.Context, d *DatabaseRun) error {
 			rep, err := roles.SetOwners(ctx, src.Conn, c.Conn)
 			if err != nil {
 				return err
+			}
+			if d.Owners != nil { // the API path's second step: what it made since
+				rep.Set += d.Owners.Set
 			}
 			d.Owners = rep
 			if rep.Set > 0 {

@@ -96,19 +96,24 @@ func verifierOf(t *testing.T, s *testenv.Server, role string) string {
 	return *v
 }
 
-// migrate --roles as tsdbadmin into the cloud-like target, either engine: the roles
-// exist with the source's verifiers, memberships and settings; admin_su without
-// SUPERUSER, named by the run; every owner and grant equal (verify --privileges
-// identical, the chunks' too); app_login logs in with its password and reads its
-// tables as on the source (row security, column grant). No verifier in the summary,
-// its JSON, the events, nor the warnings.
-func TestRolesIntoCloudLike(t *testing.T) {
+// migrate --roles as tsdbadmin into the managed-like targets: the cloud-like one with
+// either engine (the catalog path), the bare owner with the stream engine (the API
+// path). The roles exist with the source's verifiers, memberships and settings;
+// admin_su without SUPERUSER, named by the run; every owner and grant equal (verify
+// --privileges identical, the chunks' too); app_login logs in with its password and
+// reads its tables as on the source (row security, column grant). No verifier in the
+// summary, its JSON, the events, nor the warnings.
+func TestRolesIntoManagedTargets(t *testing.T) {
 	src := rolesServer(t)
-	for _, engine := range []string{migrate.EngineStream, migrate.EngineDump} {
-		t.Run(engine, func(t *testing.T) {
+	for _, c := range []struct {
+		flavour testenv.Flavour
+		engine  string
+	}{{testenv.CloudLike, migrate.EngineStream}, {testenv.CloudLike, migrate.EngineDump}, {testenv.BareOwner, migrate.EngineStream}} {
+		engine := c.engine
+		t.Run(string(c.flavour)+"/"+engine, func(t *testing.T) {
 			ctx := context.Background()
 			db := rolesDatabase(t, src)
-			tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Flavour: testenv.CloudLike})
+			tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Flavour: c.flavour})
 			var events []string
 			sum, err := migrate.Run(ctx, migrate.Options{Engine: engine, Roles: true,
 				Source: cfg(t, "source", src.URI(db)), Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)),

@@ -426,6 +426,12 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 				if err := r.restoreAPIPreData(ctx, d, file, post); err != nil {
 					return err
 				}
+				// Owners before TimescaleDB makes the chunks, which it gives their
+				// hypertable's owner; the target user may not give them one later (it
+				// may not create in TimescaleDB's schemas).
+				if err := r.setOwners(ctx, d); err != nil {
+					return err
+				}
 				return r.markStep(ctx, d, stepPreData)
 			}
 			if d.ts {
