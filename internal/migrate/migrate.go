@@ -184,9 +184,11 @@ const (
 	PhaseRestore   = "restore"
 	PhaseAnalyze   = "analyze"
 	PhasePost      = "post-restore"
-	PhaseSettings  = "database-settings"
-	PhaseCount     = "count-rows"
-	PhaseVerify    = "verify"
+	// PhaseHypertableKeys adds the foreign keys that reference hypertables.
+	PhaseHypertableKeys = "hypertable-keys"
+	PhaseSettings       = "database-settings"
+	PhaseCount          = "count-rows"
+	PhaseVerify         = "verify"
 	// PhaseVerifyCompressed compares the rows of compressed chunks when the run's verify
 	// is skipped (see verifyCompressed).
 	PhaseVerifyCompressed = "verify-compressed"
@@ -654,16 +656,20 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 	if err := r.proveFrozen(ctx, d, "dump"); err != nil {
 		return err
 	}
+	var keys *schema.HypertableKeys
 	if err := r.phase(d, PhaseRestore, func() error {
 		if d.ts {
 			if err := r.chooseRestorePath(ctx, d); err != nil {
+				return err
+			}
+			if keys, err = r.findHypertableKeys(ctx, d, path); err != nil {
 				return err
 			}
 			// schema.Restore runs timescaledb_pre_restore() first.
 			d.restoring = d.RestorePath == schema.PathCatalog
 		}
 		res, err := schema.Restore(ctx, schema.RestoreOptions{Tools: r.tools, Target: d.dst, Archive: path, Jobs: r.opt.Jobs,
-			TimescaleDB: d.TimescaleDB, TimescaleDBSchema: d.tsSchema, KeepRestoring: true, OnMessage: onMessage, Names: d.lineBreakNames,
+			TimescaleDB: d.TimescaleDB, TimescaleDBSchema: d.tsSchema, KeepRestoring: true, HypertableKeys: keys, OnMessage: onMessage, Names: d.lineBreakNames,
 			OnStep: func(s string) { r.note(d.Source, s) }})
 		d.Messages = append(d.Messages, res.Messages...)
 		return r.messagesErr(err)
@@ -685,6 +691,9 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 		if err := r.phase(d, PhasePost, func() error { return r.leaveRestoring(ctx, d) }); err != nil {
 			return err
 		}
+		if err := r.restoreHypertableKeys(ctx, d, keys, onMessage); err != nil {
+			return err
+		}
 	}
 	r.checkTargetCompressed(ctx, d)
 	if err := r.carrySettings(ctx, d); err != nil {
@@ -695,6 +704,38 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 	}
 	r.scheduleTargetJobs(ctx, d)
 	return nil
+}
+
+// findHypertableKeys finds the foreign keys to hypertables in d's dump at path.
+func (r *run) findHypertableKeys(ctx context.Context, d *DatabaseRun, path string) (*schema.HypertableKeys, error) {
+	toc, err := schema.ReadTOC(ctx, r.tools, path)
+	if err != nil {
+		return nil, err
+	}
+	src, err := d.src.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	return schema.FindHypertableKeys(ctx, src.Conn, toc, path)
+}
+
+// restoreHypertableKeys adds the foreign keys that reference hypertables to d's
+// target, after timescaledb_post_restore() (see schema.HypertableKeys). Both engines.
+func (r *run) restoreHypertableKeys(ctx context.Context, d *DatabaseRun, keys *schema.HypertableKeys, onMessage func(schema.Message)) error {
+	if !keys.Any() {
+		return nil
+	}
+	return r.phase(d, PhaseHypertableKeys, func() error {
+		src, err := d.src.Connect(ctx)
+		if err != nil {
+			return err
+		}
+		defer src.Close(context.WithoutCancel(ctx))
+		msgs, err := keys.Restore(ctx, r.tools, d.dst, src.Conn, r.opt.Jobs, onMessage)
+		d.Messages = append(d.Messages, msgs...)
+		return r.messagesErr(err)
+	})
 }
 
 // carrySettings gives the target database the source database's own settings, those

@@ -555,6 +555,11 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 				return err
 			}
 		}
+		if d.ts {
+			if err := r.restoreHypertableKeys(ctx, d, post.Keys, onMessage); err != nil {
+				return err
+			}
+		}
 		if err := r.markStep(ctx, d, stepPostRestore); err != nil {
 			return err
 		}

@@ -2,31 +2,56 @@ package migrate_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
 
 // Values whose meaning depends on the session or on other tables, migrated by each
 // engine: what a user reads on the target must be what the source holds.
 
-// migrateBoth runs f once per engine, each on a fresh source made by setup and a fresh
-// target database, and hands it the run's summary and error.
+// way is an engine and, for the stream engine, a restore path ("": the default).
+type way struct {
+	engine string
+	path   schema.RestorePath
+}
+
+func (w way) String() string {
+	if w.path == "" {
+		return w.engine
+	}
+	return w.engine + "-" + string(w.path)
+}
+
+var bothEngines = []way{{engine: migrate.EngineStream}, {engine: migrate.EngineDump}}
+
+// migrateBoth runs check once per engine, each on a fresh source made by setup and a
+// fresh target database, and hands it the run's summary and error.
 func migrateBoth(t *testing.T, srv *testenv.Server, withTS bool, setup func(t *testing.T, src string),
 	check func(t *testing.T, engine, src, dst string, sum *migrate.Summary, err error)) {
-	for _, engine := range []string{migrate.EngineStream, migrate.EngineDump} {
-		t.Run(engine, func(t *testing.T) {
+	migrateWays(t, srv, withTS, bothEngines, setup, check)
+}
+
+// migrateWays is migrateBoth for the ways given.
+func migrateWays(t *testing.T, srv *testenv.Server, withTS bool, ways []way, setup func(t *testing.T, src string),
+	check func(t *testing.T, engine, src, dst string, sum *migrate.Summary, err error)) {
+	for _, w := range ways {
+		t.Run(w.String(), func(t *testing.T) {
 			src, dst := testenv.NewDB(t, srv, withTS), testenv.NewDB(t, srv, false)
 			setup(t, src)
 			unfreezeAtCleanup(t, srv, src)
-			sum, err := migrate.Run(context.Background(), migrate.Options{Engine: engine,
+			sum, err := migrate.Run(context.Background(), migrate.Options{Engine: w.engine, RestorePath: w.path,
 				Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", srv.URI(dst)),
 				Jobs: 1, PgBin: srv.ClientBin(), FreezeGrace: time.Second})
-			check(t, engine, src, dst, sum, err)
+			check(t, w.engine, src, dst, sum, err)
 		})
 	}
 }
@@ -40,6 +65,15 @@ func mustMigrate(t *testing.T, sum *migrate.Summary, err error) {
 	if d := sum.Databases[0]; d.Identical == nil || !*d.Identical {
 		t.Fatalf("verify: identical %v; schema differences: %s", d.Identical, schemaDiffs(sum))
 	}
+}
+
+// sqlState is the SQLSTATE of err ("" when it is not a server error).
+func sqlState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
 }
 
 // connectQualified connects with an empty search_path: reg* values print schema-qualified.
@@ -151,6 +185,66 @@ func TestIndexOverFunctionReadingAnotherTable(t *testing.T) {
 		const stats = "SELECT count(*) FROM pg_stats WHERE schemaname = 'public' AND tablename = 'items_label'"
 		if n := scalar[int64](t, g, stats); n != 1 {
 			t.Errorf("the target has %d statistics of index items_label's expression, want 1", n)
+		}
+	})
+}
+
+// Foreign keys from plain tables to a hypertable (TimescaleDB 2.16 and later): the
+// hypertable's chunks, not its root, hold the rows, so TimescaleDB gives each chunk a
+// copy of the key (a constraint whose parent is the root's, with its own action
+// triggers). Both engines must give the target the same keys, on the same chunks, by
+// the same names, whether the referencing table holds rows or not, so that a delete
+// of a referenced row is refused on the target as on the source; also when the stream
+// engine restores through TimescaleDB's API, which names chunks otherwise.
+func TestForeignKeysToHypertable(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	ctx := context.Background()
+	const (
+		fks = `SELECT string_agg(format('%s on %s -> %s: %s (parent %s)', c.conname, c.conrelid::regclass, c.confrelid::regclass,
+			pg_get_constraintdef(c.oid), coalesce((SELECT p.conname FROM pg_constraint p WHERE p.oid = c.conparentid), '-')), E'\n' ORDER BY c.conname)
+			FROM pg_constraint c WHERE c.contype = 'f' AND c.connamespace = 'public'::regnamespace`
+		deleteReferenced = "DELETE FROM m WHERE id = 6"
+	)
+	var want string
+	migrateWays(t, srv, true, append(bothEngines, way{migrate.EngineStream, schema.PathAPI}), func(t *testing.T, src string) {
+		testenv.MustExec(t, srv, src,
+			"CREATE TABLE m (time timestamptz NOT NULL, id int, v int, PRIMARY KEY (time, id))",
+			"SELECT create_hypertable('m', by_range('time', interval '1 day'))",
+			"CREATE TABLE m2 (time timestamptz NOT NULL, id int, PRIMARY KEY (time, id))",
+			"SELECT create_hypertable('m2', by_range('time', interval '1 day'))",
+			// one referencing table with rows, one empty; keys made before the chunks
+			`CREATE TABLE refs (rid int PRIMARY KEY, t timestamptz, id int, t2 timestamptz, id2 int,
+				FOREIGN KEY (t, id) REFERENCES m (time, id) ON DELETE RESTRICT, FOREIGN KEY (t2, id2) REFERENCES m2 (time, id))`,
+			"CREATE TABLE later (t timestamptz, id int, CONSTRAINT later_m FOREIGN KEY (t, id) REFERENCES m (time, id))")
+		// The chunks of m and m2 made in turn: each chunk's copy of a key of refs takes
+		// the next free name (refs_time_id_fkey, refs_time_id_fkey1, ...) whichever
+		// hypertable it is of.
+		for day := 0; day < 4; day++ {
+			for _, h := range []string{"m (time, id)", "m2"} {
+				testenv.MustExec(t, srv, src, fmt.Sprintf("INSERT INTO %s SELECT '2025-01-01'::timestamptz + (%d * 4 + g) * interval '6 hours', %[2]d * 4 + g FROM generate_series(0, 3) g", h, day))
+			}
+		}
+		testenv.MustExec(t, srv, src, "INSERT INTO refs SELECT g, '2025-01-01'::timestamptz + g * interval '6 hours', g, '2025-01-01'::timestamptz + g * interval '6 hours', g FROM generate_series(2, 14, 4) g")
+		s := connect(t, srv.SuperURI(src))
+		want = scalar[string](t, s, fks)
+		if err := srv.Exec(ctx, src, "BEGIN", deleteReferenced); sqlState(err) != "23503" {
+			t.Fatalf("the source let a referenced row be deleted: %v", err)
+		}
+	}, func(t *testing.T, engine, src, dst string, sum *migrate.Summary, err error) {
+		mustMigrate(t, sum, err)
+		g := connect(t, srv.SuperURI(dst))
+		if got := scalar[string](t, g, fks); got != want {
+			t.Errorf("the target's foreign keys:\n%s\nthe source's:\n%s", got, want)
+		}
+		if err := srv.Exec(ctx, dst, deleteReferenced); sqlState(err) != "23503" {
+			t.Errorf("the target let a row that refs references be deleted: %v", err)
+		}
+		testenv.MustExec(t, srv, dst, "INSERT INTO later VALUES ('2025-01-01 06:00', 1)")
+		if err := srv.Exec(ctx, dst, "DELETE FROM m WHERE id = 1"); sqlState(err) != "23503" {
+			t.Errorf("the target let a row that later references be deleted: %v", err)
+		}
+		if err := srv.Exec(ctx, dst, "INSERT INTO later VALUES ('2025-01-01 06:00', 2)"); sqlState(err) != "23503" {
+			t.Errorf("the target took a row of later that references no row of m: %v", err)
 		}
 	})
 }

@@ -92,6 +92,9 @@ type PostDataPlan struct {
 	names    []string // the source's names that hold a line break
 	// apart, when set, sorts entries for a restore through TimescaleDB's API (SetApart).
 	apart Apart
+	// Keys are the foreign keys that reference hypertables: not in the rest, restored
+	// after timescaledb_post_restore() (see HypertableKeys).
+	Keys *HypertableKeys
 }
 
 // SplitPostData reads the post-data section of archive (a schema dump of the source
@@ -104,6 +107,9 @@ func SplitPostData(ctx context.Context, tools *pgtools.Tools, src *pgx.Conn, arc
 	}
 	p := &PostDataPlan{archive: archive, toc: toc, sql: map[TableName]string{}, early: map[int]TableName{}, later: map[TableName]bool{}}
 	if p.names, err = LineBreakNames(ctx, src); err != nil {
+		return nil, err
+	}
+	if p.Keys, err = FindHypertableKeys(ctx, src, toc, archive); err != nil {
 		return nil, err
 	}
 	var idx, con []uint32
@@ -275,9 +281,10 @@ func sanitizeLine(s string) string {
 }
 
 // inRest says whether RestoreRest restores e (when it is of the post-data section):
-// every entry but the early entries of the tables done says were built with their rows.
+// every entry but the early entries of the tables done says were built with their
+// rows, and the foreign keys to hypertables (Keys).
 func (p *PostDataPlan) inRest(e TOCEntry, done func(TableName) bool) bool {
-	if p.apart != nil && p.apart(e) != "" {
+	if p.Keys.Holds(e) || p.apart != nil && p.apart(e) != "" {
 		return false
 	}
 	t, early := p.early[e.ID]

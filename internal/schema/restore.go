@@ -167,6 +167,9 @@ type RestoreOptions struct {
 	// KeepRestoring leaves timescaledb_post_restore() to the caller, who can ANALYZE
 	// first (see Analyze) and then call PostRestore.
 	KeepRestoring bool
+	// HypertableKeys are left out: the caller restores them once
+	// timescaledb_post_restore() has run (HypertableKeys.Restore).
+	HypertableKeys *HypertableKeys
 	// WorkDir holds the list files (a temporary directory when empty).
 	WorkDir string
 	// OnStep is told when each step starts; OnMessage gets each classified message.
@@ -262,7 +265,9 @@ func Restore(ctx context.Context, opt RestoreOptions) (*RestoreResult, error) {
 	if err != nil {
 		return res, err
 	}
-	if _, err := toc.WriteList(rest, func(e TOCEntry) bool { return (!ts || !CatalogSchemas[e.Schema]) && !made(e) }); err != nil {
+	if _, err := toc.WriteList(rest, func(e TOCEntry) bool {
+		return (!ts || !CatalogSchemas[e.Schema]) && !made(e) && !opt.HypertableKeys.Holds(e)
+	}); err != nil {
 		return res, err
 	}
 	if err := run("restore schema and data", rest, opt.Jobs); err != nil {
