@@ -74,6 +74,12 @@ func (c *Config) resolve() error {
 	}
 	pc.DialFunc = dialer.DialContext
 	pc.RuntimeParams["application_name"] = "tsmigrate"
+	// pgx reads and writes strings as UTF-8, and a session's client_encoding is its
+	// database's encoding unless asked: on a LATIN1 database names and values came
+	// as LATIN1 bytes and went, unconverted, to a UTF8 target ("invalid byte sequence
+	// for encoding UTF8"). The server converts from and to its own encoding.
+	// pg_dump and pg_restore (ChildProcess) keep the user's: their archives say theirs.
+	pc.RuntimeParams["client_encoding"] = "UTF8"
 	RegisterSecret(pc.Password)
 	c.pgx = pc
 	return nil

@@ -41,13 +41,17 @@ SELECT EXISTS (
 const (
 	// sqlDatabases lists the databases --all-databases considers.
 	sqlDatabases = `SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY datname`
-	// sqlSourceFacts: the TimescaleDB version and schema ("" without it) and the bytes a
+	// sqlSourceFacts: the TimescaleDB version and schema ("" without it), the bytes a
 	// dump may need at most: the database's size without its indexes (a dump holds no
-	// index data).
+	// index data), and the database's encoding and locale.
 	sqlSourceFacts = `
 SELECT coalesce((SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'), ''),
        coalesce((SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb'), ''),
-       pg_database_size(current_database()) - coalesce((SELECT sum(pg_relation_size(indexrelid)) FROM pg_index), 0)::bigint`
+       pg_database_size(current_database()) - coalesce((SELECT sum(pg_relation_size(indexrelid)) FROM pg_index), 0)::bigint,
+       d.encoding, d.datcollate, d.datctype
+FROM pg_database d WHERE d.datname = current_database()`
+	// sqlDefaultEncoding is the encoding CREATE DATABASE gives without options: template1's.
+	sqlDefaultEncoding   = `SELECT encoding FROM pg_database WHERE datname = 'template1'`
 	sqlExistingDatabases = `SELECT datname FROM pg_database WHERE datname = ANY($1)`
 )
 
@@ -97,7 +101,7 @@ func (r *run) resolve(ctx context.Context) ([]*DatabaseRun, error) {
 		if err != nil {
 			return nil, err
 		}
-		err = conn.QueryRow(ctx, sqlSourceFacts).Scan(&d.TimescaleDB, &d.tsSchema, &d.sizeBytes)
+		err = conn.QueryRow(ctx, sqlSourceFacts).Scan(&d.TimescaleDB, &d.tsSchema, &d.sizeBytes, &d.encoding, &d.collate, &d.ctype)
 		if err == nil {
 			d.lineBreakNames, err = schema.LineBreakNames(ctx, conn.Conn)
 		}
@@ -180,14 +184,19 @@ func (r *run) findTools(ctx context.Context) error {
 	return nil
 }
 
-// createTargets creates the target databases that do not exist, with TimescaleDB at
-// the source's version, in the source's schema, where the source has it.
+// createTargets creates the target databases that do not exist, in the source's
+// encoding where it can (createDatabase), with TimescaleDB at the source's version, in
+// the source's schema, where the source has it.
 func (r *run) createTargets(ctx context.Context) error {
 	conn, _, err := connectServer(ctx, r.opt.Target)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	var defaultEncoding int32
+	if err := conn.QueryRow(ctx, sqlDefaultEncoding).Scan(&defaultEncoding); err != nil {
+		return fmt.Errorf("read the target's default encoding: %w", err)
+	}
 	var names []string
 	for _, d := range r.sum.Databases {
 		names = append(names, d.Target)
@@ -209,11 +218,10 @@ func (r *run) createTargets(ctx context.Context) error {
 		if have[d.Target] {
 			continue
 		}
-		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{d.Target}.Sanitize()); err != nil {
-			return fmt.Errorf("create target database %s: %s", d.Target, dbconn.Reason(err))
+		if err := r.createDatabase(ctx, conn, d, defaultEncoding); err != nil {
+			return err
 		}
 		d.CreatedTarget = true
-		r.note(d.Source, fmt.Sprintf("created database %s on the target", d.Target))
 		if d.ts {
 			c, err := d.dst.Connect(ctx)
 			if err != nil {
@@ -226,6 +234,34 @@ func (r *run) createTargets(ctx context.Context) error {
 			}
 		}
 	}
+	return nil
+}
+
+// createDatabase creates d's target database. One whose source database is in another
+// encoding than the target server's default (template1's) is made from template0 in the
+// source's encoding and locale, so that it holds what the source holds, byte for byte;
+// when the target refuses that (a locale it lacks), it is made with the defaults, and
+// a warning says that the source's text is converted.
+func (r *run) createDatabase(ctx context.Context, conn *dbconn.Conn, d *DatabaseRun, defaultEncoding int32) error {
+	name := pgx.Identifier{d.Target}.Sanitize()
+	if d.encoding != defaultEncoding {
+		q := fmt.Sprintf("CREATE DATABASE %s TEMPLATE template0 ENCODING %d LC_COLLATE %s LC_CTYPE %s",
+			name, d.encoding, sqltext.Literal(d.collate), sqltext.Literal(d.ctype))
+		_, err := conn.Exec(ctx, q)
+		if err == nil {
+			r.note(d.Source, fmt.Sprintf("created database %s on the target, in the source's encoding and locale (%s)", d.Target, d.collate))
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r.warn(fmt.Sprintf("%s: the target refused a database in the source's encoding and locale (%s): %s; %s is created with the target's defaults, into which the source's text is converted",
+			d.Source, d.collate, dbconn.Reason(err), d.Target))
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return fmt.Errorf("create target database %s: %s", d.Target, dbconn.Reason(err))
+	}
+	r.note(d.Source, fmt.Sprintf("created database %s on the target", d.Target))
 	return nil
 }
 

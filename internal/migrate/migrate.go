@@ -319,6 +319,9 @@ type DatabaseRun struct {
 	// lineBreakNames are the source's names that hold a line break, which pg_restore
 	// prints raw (schema.LineBreakNames).
 	lineBreakNames []string
+	// encoding (its number), collate and ctype are the source database's.
+	encoding       int32
+	collate, ctype string
 	sizeBytes      int64
 	statsStart     *Changes
 	// settingsRefused names the database settings the target refused (warned about),

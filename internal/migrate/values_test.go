@@ -13,6 +13,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
 	"github.com/tsmigrate/tsmigrate/internal/schema"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
+	"github.com/tsmigrate/tsmigrate/internal/verify"
 )
 
 // Values whose meaning depends on the session or on other tables, migrated by each
@@ -247,4 +248,84 @@ func TestForeignKeysToHypertable(t *testing.T) {
 			t.Errorf("the target took a row of later that references no row of m: %v", err)
 		}
 	})
+}
+
+// latin1DB creates a database in encoding LATIN1 (with TimescaleDB) for this test.
+func latin1DB(t *testing.T, srv *testenv.Server) string {
+	t.Helper()
+	name := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, "postgres", "DROP DATABASE "+name,
+		"CREATE DATABASE "+name+" ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+	testenv.MustExec(t, srv, name, "CREATE EXTENSION timescaledb")
+	return name
+}
+
+// utf8 is uri with client_encoding UTF8: pgx reads and writes strings as UTF-8, and a
+// session's client_encoding is its database's encoding unless told otherwise.
+func utf8(uri string) string { return uri + "&client_encoding=UTF8" }
+
+// A source database in LATIN1 migrates, by either engine, into an existing UTF8
+// target database and into one that tsmigrate creates (in LATIN1, as the source): the
+// characters arrive as they were, and verify compares characters, not their bytes in
+// each database's encoding.
+func TestLatin1Source(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	const read = `SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s', id, s, v, j, e, a, n), E'\n' ORDER BY id) FROM t`
+	for _, engine := range []string{migrate.EngineStream, migrate.EngineDump} {
+		for _, newTarget := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/new-target=%v", engine, newTarget), func(t *testing.T) {
+				ctx := context.Background()
+				src, dst := latin1DB(t, srv), testenv.NewDB(t, srv, false)
+				if newTarget {
+					testenv.MustExec(t, srv, "postgres", "DROP DATABASE "+dst)
+				}
+				s := connect(t, utf8(srv.SuperURI(src)))
+				for _, q := range []string{
+					"CREATE TYPE mood AS ENUM ('gêné', 'ravi')",
+					`CREATE TABLE t (id int PRIMARY KEY, s text, v varchar(20), j jsonb, e mood, a text[], n name, "çà" text)`,
+					`INSERT INTO t VALUES (1, 'café ß ÿ Ü', 'déjà vu', '{"clé": "été"}', 'gêné', '{"à","ö"}', 'nämé', 'x'),
+						(2, '½ £ © ±', 'Ñandú', '["ø"]', 'ravi', NULL, 'plain', NULL)`,
+					"CREATE TABLE m (time timestamptz NOT NULL, label text)",
+					"SELECT create_hypertable('m', 'time', chunk_time_interval => interval '1 day')",
+					"INSERT INTO m SELECT '2025-01-01'::timestamptz + g * interval '5 hours', 'mesure n° ' || g || ' à ' || g FROM generate_series(1, 50) g",
+				} {
+					if _, err := s.Exec(ctx, q); err != nil {
+						t.Fatalf("%s: %v", q, err)
+					}
+				}
+				unfreezeAtCleanup(t, srv, src)
+				const labels = "SELECT string_agg(label, ',' ORDER BY time) FROM m"
+				want, wantLabels := scalar[string](t, s, read), scalar[string](t, s, labels)
+				sum, err := migrate.Run(ctx, migrate.Options{Engine: engine,
+					Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", srv.URI(dst)),
+					Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second})
+				mustMigrate(t, sum, err)
+				g := connect(t, utf8(srv.SuperURI(dst)))
+				if got := scalar[string](t, g, read); got != want {
+					t.Errorf("the target reads\n%s\nthe source\n%s", got, want)
+				}
+				if got := scalar[string](t, g, labels); got != wantLabels {
+					t.Errorf("hypertable m: source %q, target %q", wantLabels, got)
+				}
+				wantEnc := "UTF8"
+				if newTarget {
+					wantEnc = "LATIN1"
+				}
+				if enc := scalar[string](t, g, "SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()"); enc != wantEnc {
+					t.Errorf("the target database's encoding is %s, want %s", enc, wantEnc)
+				}
+				// One character changed on the target: verify, comparing characters, sees it.
+				if _, err := g.Exec(ctx, "UPDATE t SET s = replace(s, 'é', 'e') WHERE id = 1"); err != nil {
+					t.Fatal(err)
+				}
+				rep, err := verify.Run(ctx, verify.Options{Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", srv.URI(dst))})
+				if err != nil {
+					t.Fatalf("verify: %v", err)
+				}
+				if rep.UnitsDiffering != 1 {
+					t.Errorf("verify after a change on the target: %d units differ, want 1", rep.UnitsDiffering)
+				}
+			})
+		}
+	}
 }

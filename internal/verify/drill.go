@@ -248,7 +248,7 @@ func (d *driller) buckets(ctx context.Context, s *session, side int, lo, hi []st
 	q := fmt.Sprintf(`SELECT CASE%s ELSE %d END AS b, count(*),
 	sum(hashint8extended(r.h, 0))::text, sum(hashint8extended(r.h, 1))::text
 FROM (SELECT %s, %s AS h FROM %s%s OFFSET 0) AS r GROUP BY 1`,
-		cases.String(), len(bounds), k.selectKeys(), rowHash(d.p.columns),
+		cases.String(), len(bounds), k.selectKeys(), d.p.rowHash(),
 		d.p.from[side], k.rangeWhere(&a, d.p.where[side], lo, hi))
 	rows, err := s.conn.Query(ctx, q, a...)
 	if err != nil {
@@ -286,7 +286,7 @@ func (d *driller) leaf(ctx context.Context, lo, hi []string, max int) error {
 	err := d.w.both(ctx, func(ctx context.Context, s *session, side int) error {
 		var a args
 		q := fmt.Sprintf(`SELECT %s, %s::text, %s FROM %s%s ORDER BY %s LIMIT %d`,
-			textArray(k.exprs[:len(k.shown)]), rowHash(d.p.columns), textArray(vals),
+			textArray(k.exprs[:len(k.shown)]), d.p.rowHash(), textArray(vals),
 			d.p.from[side], k.rangeWhere(&a, d.p.where[side], lo, hi), strings.Join(k.exprs, ", "), max+1)
 		rows, err := s.conn.Query(ctx, q, a...)
 		if err != nil {

@@ -59,8 +59,9 @@ var (
 // Each query returns (object, parent, attribute, value). All checked on PostgreSQL 15
 // and 17; the TimescaleDB ones on 2.19.3 (their information views).
 var schemaSQL = []string{
-	// database
-	`SELECT 'database', '', 'encoding', pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()`,
+	// the database, on both sides: not its encoding (the data is compared as
+	// characters, and a target database in UTF8 holds a LATIN1 source's)
+	`SELECT 'database', '', 'exists', 'yes'`,
 	// its comment: only one the source has (a target's own, e.g. on a managed service's
 	// database, is not the source's loss), as with settings
 	`SELECT 'database', '', 'comment', shobj_description(oid, 'pg_database') FROM pg_database

@@ -49,6 +49,7 @@ type session struct {
 	snapshot string // exported by the coordinator, imported by workers
 	// timescale: the database has TimescaleDB (read by the coordinator).
 	timescale bool
+	encoding  string // the database's (server_encoding), read by the coordinator
 }
 
 func connect(ctx context.Context, cfg *dbconn.Config) (*session, error) {
@@ -67,7 +68,7 @@ func openCoordinator(ctx context.Context, cfg *dbconn.Config) (*session, error) 
 		return nil, err
 	}
 	var version int
-	if err := s.conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int, "+timescaleSQL).Scan(&version, &s.timescale); err != nil {
+	if err := s.conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int, current_setting('server_encoding'), "+timescaleSQL).Scan(&version, &s.encoding, &s.timescale); err != nil {
 		s.close()
 		return nil, fmt.Errorf("%s: server version: %w", cfg.Role, err)
 	}

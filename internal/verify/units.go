@@ -87,6 +87,9 @@ type plan struct {
 	pages   int64 // the larger side's size estimate
 	// compressed: the unit reads compressed rows on either side (Options.CompressedOnly).
 	compressed bool
+	// reencode: the two databases' encodings differ, so values that are text are
+	// hashed as UTF-8 (convert_to), the same characters giving the same bytes.
+	reencode bool
 }
 
 func (p *plan) name() string { return p.Unit.name() }
@@ -328,8 +331,11 @@ var exactHash = map[string]bool{
 
 var typmod = regexp.MustCompile(`\(\d+(,\d+)?\)`)
 
-// hashedValue is the expression whose hash stands for one column's value.
-func hashedValue(c column) string {
+// hashedValue is the expression whose hash stands for one column's value. With
+// reencode, text (and every value hashed through its text) is hashed as its UTF-8
+// bytes, which convert_to makes from either database's encoding: the characters
+// compare, not their bytes in a LATIN1 and a UTF8 database.
+func hashedValue(c column, reencode bool) string {
 	col := "t." + quoteIdent(c.name)
 	base := typmod.ReplaceAllString(c.typ, "") // timestamp(3) with time zone -> timestamp with time zone
 	switch {
@@ -342,13 +348,22 @@ func hashedValue(c column) string {
 	case c.typ == "real":
 		return fmt.Sprintf(`float4send(CASE WHEN %s = 'NaN'::float4 THEN 'NaN'::float4 ELSE %[1]s END)`, col)
 	case base == "text" || base == "character varying" || base == "character" || base == "name":
+		if reencode {
+			return "convert_to(" + col + ", 'UTF8')"
+		}
 		// bytes, whatever the column's collation says is equal (character(n) values
 		// are padded to n: their trailing spaces are all alike)
 		return col + ` COLLATE "C"`
 	case c.typ == "bpchar":
 		// character without a length keeps the trailing spaces it was given, which its
 		// hash and its cast to text drop: its output text keeps them
+		if reencode {
+			return "convert_to(textin(bpcharout(" + col + ")), 'UTF8')"
+		}
 		return "textin(bpcharout(" + col + `)) COLLATE "C"`
+	}
+	if reencode {
+		return "convert_to(" + col + "::text, 'UTF8')"
 	}
 	return col + `::text COLLATE "C"`
 }
@@ -356,10 +371,10 @@ func hashedValue(c column) string {
 // rowHash is a 64-bit hash of a row: hash_record_extended (PostgreSQL 14+) combines
 // each column's hash by position, NULL included, so moving a value to another column
 // or turning ” into NULL changes it.
-func rowHash(cols []column) string {
-	parts := make([]string, len(cols))
-	for i, c := range cols {
-		parts[i] = hashedValue(c)
+func (p *plan) rowHash() string {
+	parts := make([]string, len(p.columns))
+	for i, c := range p.columns {
+		parts[i] = hashedValue(c, p.reencode)
 	}
 	return "hash_record_extended(ROW(" + strings.Join(parts, ", ") + "), 0)"
 }
@@ -408,7 +423,7 @@ func (w *worker) check(ctx context.Context, p *plan, showRows int) (Unit, error)
 		}
 		var sd Side
 		var a, b string
-		q := fmt.Sprintf(checksumSQL, rowHash(p.columns), p.from[side], where(p.where[side]))
+		q := fmt.Sprintf(checksumSQL, p.rowHash(), p.from[side], where(p.where[side]))
 		if err := s.conn.QueryRow(ctx, q).Scan(&sd.Rows, &a, &b); err != nil {
 			return fmt.Errorf("%s: checksum: %w", s.cfg.Role, err)
 		}

@@ -197,6 +197,9 @@ func runOnce(ctx context.Context, opt Options) (*Report, error) {
 	if opt.CompressedOnly {
 		units = slices.DeleteFunc(units, func(p *plan) bool { return !p.compressed })
 	}
+	for _, p := range units {
+		p.reencode = src.encoding != tgt.encoding
+	}
 	emit := eventSink(opt.OnEvent)
 	emit(Event{Type: EventSchemaDone, Total: len(units)})
 
