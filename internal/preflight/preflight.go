@@ -256,6 +256,7 @@ func (e *env) checks() []Check {
 		pure("compressed-defaults", e.checkCompressedDefaults),
 		pure("target-empty", e.checkTargetEmpty),
 		pure("extensions", e.checkExtensions),
+		check{name: "encoding", run: e.checkEncoding},
 		pure("size", e.checkSize),
 		pure("dump-locks", e.checkDumpLocks),
 		pure("source-read", e.checkSourceRead),
