@@ -125,11 +125,15 @@ func info(u *journal.Unit) UnitInfo {
 }
 
 // selectList is the quoted column names joined by commas ("" for a table without
-// columns, whose rows COPY still carries, as empty lines).
-func selectList(cols []string) string {
+// columns, whose rows COPY still carries, as empty lines), each with its cast, if any
+// (casts: one per column, or none).
+func selectList(cols, casts []string) string {
 	q := make([]string, len(cols))
 	for i, c := range cols {
 		q[i] = pgx.Identifier{c}.Sanitize()
+		if i < len(casts) && casts[i] != "" {
+			q[i] += "::" + casts[i]
+		}
 	}
 	return strings.Join(q, ", ")
 }
@@ -148,10 +152,10 @@ const freezeMinBytes = 1 << 20
 // freezeMinBytes or more is truncated on the target in the same transaction, so that
 // COPY FREEZE may write frozen rows, but a hypertable that routes a chunk's rows.
 func copySQL(u *journal.Unit) (src, dst string, truncate bool) {
-	t, sel := qualified(u), selectList(u.Columns)
+	t, sel := qualified(u), selectList(u.Columns, u.Casts)
 	cols := ""
-	if sel != "" {
-		cols = "(" + sel + ")"
+	if len(u.Columns) > 0 {
+		cols = "(" + selectList(u.Columns, nil) + ")"
 	}
 	format, freeze := "", ""
 	if u.Binary {
@@ -162,6 +166,10 @@ func copySQL(u *journal.Unit) (src, dst string, truncate bool) {
 		src = fmt.Sprintf("COPY %s %s TO STDOUT", t, cols)
 		if u.Decompress {
 			src = fmt.Sprintf("COPY (SELECT %s FROM %s) TO STDOUT", sel, t)
+		} else if len(u.Casts) > 0 {
+			// ONLY: TimescaleDB reads a compressed chunk's own rows alone then, as COPY
+			// does (checked on 2.19.3), not its compressed ones decompressed.
+			src = fmt.Sprintf("COPY (SELECT %s FROM ONLY %s) TO STDOUT", sel, t)
 		}
 		if u.EstBytes >= freezeMinBytes && !routed(u) {
 			truncate, freeze = true, "FREEZE"

@@ -31,9 +31,11 @@ const (
 SET row_security = off; SET extra_float_digits = 3; SET DateStyle = ISO; SET IntervalStyle = postgres;
 SET search_path = ''`
 	// Target: no timeouts, no waiting for the WAL flush at each commit (a unit lost
-	// in a crash is simply not marked done, and is copied again).
+	// in a crash is simply not marked done, and is copied again), xml read as content,
+	// which takes documents too, as pg_restore reads it.
 	targetSessionSQL = dbconn.NoTimeouts + `;
-SET synchronous_commit = off; SET DateStyle = ISO; SET IntervalStyle = postgres; SET search_path = ''`
+SET synchronous_commit = off; SET DateStyle = ISO; SET IntervalStyle = postgres; SET search_path = '';
+SET xmloption = content`
 )
 
 // worker owns one source and one target connection.

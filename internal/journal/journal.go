@@ -28,8 +28,9 @@ const Schema = "_tsmigrate"
 // and continues only journals of its own format; one that changes the shape (a column,
 // a unit kind, a step) or its meaning increments it. Journals from before formats were
 // recorded (no format column in run) are format 0. Format 2: units record the table
-// their rows go into on the target and whether they read decompressed.
-const Format = 2
+// their rows go into on the target and whether they read decompressed. Format 3:
+// units.casts.
+const Format = 3
 
 // State of a unit as recorded. A pending unit whose row is locked is being copied
 // (running): the lock lives in the copying transaction and ends with it, so a crashed
@@ -61,17 +62,20 @@ const (
 
 // Unit is one piece of work whose rows are copied in one target transaction.
 type Unit struct {
-	ID        string
-	Phase     int
-	Ord       int // order inside the phase (foreign-key order of config tables)
-	Kind      Kind
-	Schema    string
-	Table     string
-	Parent    string   // for a chunk, its hypertable (schema.table as displayed); else ""
-	Columns   []string // copied columns, in order; empty for non-table units
-	Binary    bool     // COPY in binary format (every column's type has a usable binary form)
-	Condition string   // extension config dump condition ("WHERE ...") or ""
-	PageLo    int64    // ctid range [PageLo, PageHi) in pages; PageHi < 0 means to the end
+	ID      string
+	Phase   int
+	Ord     int // order inside the phase (foreign-key order of config tables)
+	Kind    Kind
+	Schema  string
+	Table   string
+	Parent  string   // for a chunk, its hypertable (schema.table as displayed); else ""
+	Columns []string // copied columns, in order; empty for non-table units
+	// Casts are the casts the source reads each column through ("text", "text[]"),
+	// "" for none; empty when no column has one.
+	Casts     []string
+	Binary    bool   // COPY in binary format (every column's type has a usable binary form)
+	Condition string // extension config dump condition ("WHERE ...") or ""
+	PageLo    int64  // ctid range [PageLo, PageHi) in pages; PageHi < 0 means to the end
 	PageHi    int64
 	Filenode  int64 // of a range's table at planning: ranges of ctids hold only while it is the same
 	EstBytes  int64 // size on the source, for ordering and progress
@@ -140,6 +144,7 @@ CREATE TABLE IF NOT EXISTS _tsmigrate.units (
 	target_schema text NOT NULL DEFAULT '',
 	target_table  text NOT NULL DEFAULT '',
 	decompress boolean NOT NULL DEFAULT false,
+	casts      text[] NOT NULL DEFAULT '{}',
 	state      text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done')),
 	rows       bigint,
 	bytes      bigint,
@@ -153,7 +158,7 @@ CREATE TABLE IF NOT EXISTS _tsmigrate.steps (
 )`
 
 	unitCols = `id, phase, ord, kind, schema_name, table_name, parent, columns, is_binary, condition,
-	page_lo, page_hi, filenode, est_bytes, est_rows, post_sql, target_schema, target_table, decompress,
+	page_lo, page_hi, filenode, est_bytes, est_rows, post_sql, target_schema, target_table, decompress, casts,
 	state, coalesce(rows, 0), coalesce(bytes, 0)`
 
 	// claimSQL takes the largest pending unit of a phase that nobody holds, an indexes
@@ -331,13 +336,17 @@ func Plan(ctx context.Context, conn *pgx.Conn, plan func() ([]Unit, error)) ([]U
 			if cols == nil {
 				cols = []string{}
 			}
+			casts := u.Casts
+			if casts == nil {
+				casts = []string{}
+			}
 			rows[i] = []any{u.ID, u.Phase, u.Ord, string(u.Kind), u.Schema, u.Table, u.Parent, cols, u.Binary,
-				u.Condition, u.PageLo, u.PageHi, u.Filenode, u.EstBytes, u.EstRows, u.PostSQL, u.TargetSchema, u.TargetTable, u.Decompress}
+				u.Condition, u.PageLo, u.PageHi, u.Filenode, u.EstBytes, u.EstRows, u.PostSQL, u.TargetSchema, u.TargetTable, u.Decompress, casts}
 		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{Schema, "units"},
 			[]string{"id", "phase", "ord", "kind", "schema_name", "table_name", "parent", "columns", "is_binary",
 				"condition", "page_lo", "page_hi", "filenode", "est_bytes", "est_rows", "post_sql",
-				"target_schema", "target_table", "decompress"},
+				"target_schema", "target_table", "decompress", "casts"},
 			pgx.CopyFromRows(rows)); err != nil {
 			return err
 		}
@@ -367,7 +376,7 @@ func scanUnit(row pgx.CollectableRow) (Unit, error) {
 	var u Unit
 	var kind string
 	err := row.Scan(&u.ID, &u.Phase, &u.Ord, &kind, &u.Schema, &u.Table, &u.Parent, &u.Columns, &u.Binary, &u.Condition,
-		&u.PageLo, &u.PageHi, &u.Filenode, &u.EstBytes, &u.EstRows, &u.PostSQL, &u.TargetSchema, &u.TargetTable, &u.Decompress,
+		&u.PageLo, &u.PageHi, &u.Filenode, &u.EstBytes, &u.EstRows, &u.PostSQL, &u.TargetSchema, &u.TargetTable, &u.Decompress, &u.Casts,
 		&u.State, &u.Rows, &u.Bytes)
 	u.Kind = Kind(kind)
 	return u, err

@@ -21,6 +21,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
+	"github.com/tsmigrate/tsmigrate/internal/preflight"
 	"github.com/tsmigrate/tsmigrate/internal/roles"
 	"github.com/tsmigrate/tsmigrate/internal/schema"
 	"github.com/tsmigrate/tsmigrate/internal/scratch"
@@ -34,8 +35,8 @@ type Mapping struct {
 
 // Engines.
 const (
-	EngineDump   = "dump"
-	EngineStream = "stream"
+	EngineDump   = preflight.EngineDump
+	EngineStream = preflight.EngineStream
 )
 
 // Options say what to migrate and how.

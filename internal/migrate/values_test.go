@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
 	"github.com/tsmigrate/tsmigrate/internal/schema"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
@@ -328,4 +330,58 @@ func TestLatin1Source(t *testing.T) {
 			})
 		}
 	}
+}
+
+// xmlSource holds XML documents with declarations, which xml's output drops: in a
+// column, a domain over xml, an array of xml, and a hypertable's chunks.
+func xmlSource(t *testing.T, srv *testenv.Server, src string) {
+	testenv.MustExec(t, srv, src,
+		"CREATE DOMAIN doc AS xml",
+		"CREATE TABLE docs (id int PRIMARY KEY, x xml, d doc, a xml[], plain xml)",
+		`INSERT INTO docs VALUES
+			(1, '<?xml version="1.0"?><a>1</a>', '<?xml version="1.0" encoding="UTF-8"?>`+"\n"+`<b/>', ARRAY['<?xml version="1.0"?><c/>'::xml, '<d/>'], '<e/>'),
+			(2, '<a>2</a>', NULL, NULL, 'text <i>content</i>')`,
+		"CREATE TABLE m (t timestamptz NOT NULL, x xml)",
+		"SELECT create_hypertable('m', 't', chunk_time_interval => interval '1 day')",
+		`INSERT INTO m SELECT '2025-01-01'::timestamptz + g * interval '7 hours', ('<?xml version="1.0"?><m>' || g || '</m>')::xml FROM generate_series(1, 20) g`)
+}
+
+// What a user reads of the XML values, declarations included (the text cast is the
+// value as stored).
+const xmlRead = `SELECT (SELECT string_agg(concat_ws('|', id, x::text, d::text, a::text[], plain::text), E'\n' ORDER BY id) FROM docs)
+	|| (SELECT string_agg(x::text, ',' ORDER BY t) FROM m)`
+
+// XML documents with a declaration (<?xml version="1.0"?>) arrive with it: the stream
+// engine reads xml through its text, which keeps it. The dump engine cannot (pg_dump
+// writes xml's output, which drops it): pre-flight says so and blocks the run before
+// the freeze, naming the columns.
+func TestXMLDeclarations(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	var want string
+	migrateBoth(t, srv, true, func(t *testing.T, src string) {
+		xmlSource(t, srv, src)
+		want = scalar[string](t, connect(t, srv.SuperURI(src)), xmlRead)
+	}, func(t *testing.T, engine, src, dst string, sum *migrate.Summary, err error) {
+		if engine == migrate.EngineDump {
+			if exit.Code(err) != exit.Blocked {
+				t.Fatalf("dump engine: exit %d (%v), want %d", exit.Code(err), err, exit.Blocked)
+			}
+			for _, w := range []string{"xml-declarations", "public.docs.x", "public.docs.d", "public.docs.a", "public.m.x", "--engine stream"} {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("the refusal %q does not name %s", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "docs.plain") {
+				t.Errorf("the refusal %q names docs.plain, which holds no declaration", err)
+			}
+			if !writable(t, srv, src) {
+				t.Error("the refused run froze the source")
+			}
+			return
+		}
+		mustMigrate(t, sum, err)
+		if got := scalar[string](t, connect(t, srv.SuperURI(dst)), xmlRead); got != want {
+			t.Errorf("the target's XML:\n%s\nthe source's:\n%s", got, want)
+		}
+	})
 }

@@ -257,6 +257,7 @@ func (e *env) checks() []Check {
 		pure("target-empty", e.checkTargetEmpty),
 		pure("extensions", e.checkExtensions),
 		check{name: "encoding", run: e.checkEncoding},
+		check{name: "xml-declarations", run: e.checkXML},
 		pure("size", e.checkSize),
 		pure("dump-locks", e.checkDumpLocks),
 		pure("source-read", e.checkSourceRead),
