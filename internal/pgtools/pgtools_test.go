@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -82,7 +84,7 @@ func TestPg17ClientsFailAgainstPg15(t *testing.T) {
 		dst := testenv.NewDB(t, srv, false)
 		file := filepath.Join(t.TempDir(), "d.bak")
 		var lines []string
-		line := func(s string) { lines = append(lines, s) }
+		line := func(_ int, s string) { lines = append(lines, s) }
 		if err := tools.Run(ctx, Cmd{Program: "pg_dump", Conn: mustParse(t, srv.URI(src)), Args: []string{"-Fc", "-f", file}, Line: line}); err != nil {
 			t.Fatalf("pg_dump from %s: %v %q", bin, err, lines)
 		}
@@ -178,7 +180,7 @@ func TestRunKeepsThePasswordOutOfArgvAndStreamsLines(t *testing.T) {
 		Program: "pg_dump",
 		Conn:    mustParse(t, "postgres://alice:"+pw+"@127.0.0.1:5999/app?sslmode=disable"),
 		Args:    []string{"-Fd", "-f", "/nowhere"},
-		Line:    func(s string) { lines = append(lines, s) },
+		Line:    func(_ int, s string) { lines = append(lines, s) },
 	})
 	var ee *ExitError
 	if !errors.As(err, &ee) || ee.Code != 3 {
@@ -209,7 +211,7 @@ func TestRunStopsTheProcessGroupOnCancel(t *testing.T) {
 	started := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- tools.Run(ctx, Cmd{Program: "pg_restore", Line: func(s string) {
+		done <- tools.Run(ctx, Cmd{Program: "pg_restore", Line: func(_ int, s string) {
 			if s == "started" {
 				close(started)
 			}
@@ -261,7 +263,7 @@ func TestPassfileInMemory(t *testing.T) {
 	tools := &Tools{Dir: srv.ClientBin()}
 	dir := filepath.Join(t.TempDir(), "dump")
 	var lines []string
-	line := func(s string) { lines = append(lines, s) }
+	line := func(_ int, s string) { lines = append(lines, s) }
 	if err := tools.Run(ctx, Cmd{Program: "pg_dump", Conn: mustParse(t, srv.URI(src)), Args: []string{"-Fd", "-j", "2", "-f", dir}, Line: line}); err != nil {
 		t.Fatalf("pg_dump -j 2: %v %q", err, lines)
 	}
@@ -363,5 +365,56 @@ func TestChildEnvironment(t *testing.T) {
 	}
 	if !strings.Contains(runs[2], "PGPASSFILE=/proc/self/fd/3") {
 		t.Errorf("pg_dump got no passfile:\n%s", runs[2])
+	}
+}
+
+// pg_dump -j and pg_restore -j workers share the program's stderr and write each
+// message in several write() calls: each process's lines still reach Line whole, in
+// its order, with its own process id. Here the two processes alternate write by write,
+// in an order fifos enforce, the leader's line cut by a name with a line break.
+func TestRunReadsEachProcessesLines(t *testing.T) {
+	dir := t.TempDir()
+	script := `#!/bin/sh
+f=$(mktemp -d); trap 'rm -r "$f"' EXIT; mkfifo "$f/a" "$f/b"
+echo $$ > "$0.leader"
+( sh -c 'echo $PPID' > "$0.worker"
+  printf 'pg_dump:' >&2; echo > "$f/a"; read x < "$f/b"
+  printf ' ' >&2; echo > "$f/a"; read x < "$f/b"
+  printf 'error: ' >&2; echo > "$f/a"; read x < "$f/b"
+  printf 'could not execute query: ERROR:  x\nCommand was: SELECT 1;\n' >&2; echo > "$f/a"; read x < "$f/b"
+  printf 'no newline' >&2 ) &
+read x < "$f/a"; printf 'pg_dump:' >&2; echo > "$f/b"
+read x < "$f/a"; printf ' ' >&2; echo > "$f/b"
+read x < "$f/a"; printf 'finished item 4312 TABLE DATA new\nline\n' >&2; echo > "$f/b"
+read x < "$f/a"; printf 'pg_dump: dumping contents of table "public.t"\n' >&2; echo > "$f/b"
+wait
+`
+	if err := os.WriteFile(filepath.Join(dir, "pg_dump"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tools := &Tools{Dir: dir}
+	byPID := map[int][]string{}
+	var mu sync.Mutex
+	if err := tools.Run(context.Background(), Cmd{Program: "pg_dump", Line: func(pid int, s string) {
+		mu.Lock()
+		defer mu.Unlock()
+		byPID[pid] = append(byPID[pid], s)
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	pid := func(name string) int {
+		b, err := os.ReadFile(filepath.Join(dir, "pg_dump."+name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return n
+	}
+	want := map[int][]string{
+		pid("leader"): {"pg_dump: finished item 4312 TABLE DATA new", "line", `pg_dump: dumping contents of table "public.t"`},
+		pid("worker"): {"pg_dump: error: could not execute query: ERROR:  x", "Command was: SELECT 1;", "no newline"},
+	}
+	if !maps.EqualFunc(byPID, want, slices.Equal) {
+		t.Fatalf("lines by process %v; want %v", byPID, want)
 	}
 }

@@ -1,14 +1,12 @@
 package pgtools
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"strings"
 	"syscall"
 	"time"
 
@@ -24,8 +22,11 @@ type Cmd struct {
 	Conn    *dbconn.Config // the server to reach (--dbname); nil for none (pg_restore -l)
 	Args    []string       // everything but the connection
 	Stdout  io.Writer      // nil discards
-	// Line receives every line the program writes to stderr, in order, as it comes.
-	Line func(line string)
+	// Line receives every line the program writes to stderr as it comes, with the id of
+	// the process that wrote it: the program, or one of its workers (pg_dump -j,
+	// pg_restore -j), whose writes to the shared stderr interleave. Each process's lines
+	// are whole and in its order (see stderrSocket).
+	Line func(pid int, line string)
 }
 
 // ExitError is a program that ended with a non-zero status.
@@ -69,15 +70,26 @@ func (t *Tools) Run(ctx context.Context, c Cmd) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	cmd.WaitDelay = StopGrace
-	stderr, err := cmd.StderrPipe()
+	stderr, reader, err := stderrSocket()
 	if err != nil {
 		return fmt.Errorf("%s: %w", c.Program, err)
 	}
-	if err := cmd.Start(); err != nil {
+	defer reader.Close()
+	cmd.Stderr = stderr
+	err = cmd.Start()
+	stderr.Close() // the program's and its workers' copies are theirs
+	if err != nil {
 		return fmt.Errorf("start %s: %w", c.Program, err)
 	}
-	readLines(stderr, c.Line)
+	line := c.Line
+	if line == nil {
+		line = func(int, string) {}
+	}
+	readErr := readWriters(reader, line)
 	err = cmd.Wait()
+	if ctx.Err() == nil && err == nil && readErr != nil {
+		err = readErr
+	}
 	if ctx.Err() != nil {
 		// Workers that ignored SIGTERM must not outlive the run.
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
@@ -91,18 +103,4 @@ func (t *Tools) Run(ctx context.Context, c Cmd) error {
 		return fmt.Errorf("%s: %w", c.Program, err)
 	}
 	return nil
-}
-
-// readLines hands every line of r to line (without its newline), however long.
-func readLines(r io.Reader, line func(string)) {
-	br := bufio.NewReaderSize(r, 64*1024)
-	for {
-		s, err := br.ReadString('\n')
-		if s != "" && line != nil {
-			line(strings.TrimRight(s, "\r\n"))
-		}
-		if err != nil {
-			return
-		}
-	}
 }

@@ -149,7 +149,7 @@ func (p *PostDataPlan) entriesSQL(ctx context.Context, tools *pgtools.Tools, ent
 	var out bytes.Buffer
 	var stderr []string
 	if err := tools.Run(ctx, pgtools.Cmd{Program: "pg_restore", Args: []string{"--no-owner", "-f", "-", "-L", list, p.archive},
-		Stdout: &out, Line: func(s string) { stderr = append(stderr, s) }}); err != nil {
+		Stdout: &out, Line: func(_ int, s string) { stderr = append(stderr, s) }}); err != nil {
 		return nil, fmt.Errorf("write the SQL of post-data entries: %w: %s", err, strings.Join(stderr, " "))
 	}
 	return out.Bytes(), nil

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"sync"
 )
@@ -83,94 +82,79 @@ func (r Result) Errors() []Message {
 // HarmlessCount is the number of known harmless messages.
 func (r Result) HarmlessCount() int { return len(r.Messages) - len(r.Errors()) }
 
-// Classifier takes the lines of one run of pg_dump or pg_restore, in order, and groups
-// and classifies them. It is safe for use from several goroutines.
+// Classifier takes the lines of one run of pg_dump or pg_restore, each with the
+// process that wrote it (pgtools.Cmd.Line), and groups and classifies them. A message
+// is grouped with the lines of its own process: the workers of pg_dump -j and
+// pg_restore -j print at the same time, and a worker prints the context of its error
+// ("while PROCESSING TOC:", "from TOC entry ...") and the error as separate messages,
+// between which another process's may come. It is safe for use from several
+// goroutines.
 type Classifier struct {
-	mu       sync.Mutex
-	toc      *TOC
-	cur      *Message
-	context  []string // "while PROCESSING TOC:" / "from TOC entry" lines waiting for their message
-	ref      *TOCRef
-	dangling []string // bare prefixes of interleaved lines, waiting for their text
-	// info is the last line when it is a prefixed line without a level (progress or
-	// context), which the rest of a name with a line break (names) may continue.
-	info      string
+	mu        sync.Mutex
+	toc       *TOC
 	names     []string
+	writers   map[int]*writer
+	order     []int // the writers, in the order they first printed
 	res       Result
 	onMessage func(Message)
+}
+
+// writer is where one process's output stands.
+type writer struct {
+	cur     *Message
+	context []string // "while PROCESSING TOC:" / "from TOC entry" lines waiting for their message
+	ref     *TOCRef
+	// info is the last line when it is a prefixed line without a level (progress or
+	// context), which the rest of a name with a line break (names) may continue.
+	info string
 }
 
 // NewClassifier makes a classifier; toc (may be nil) names the objects of pg_restore's
 // messages by TOC ID. onMessage (may be nil) gets each message once it is complete.
 func NewClassifier(toc *TOC, onMessage func(Message)) *Classifier {
-	return &Classifier{toc: toc, onMessage: onMessage, res: Result{ErrorsIgnored: -1}}
+	return &Classifier{toc: toc, onMessage: onMessage, writers: map[int]*writer{}, res: Result{ErrorsIgnored: -1}}
 }
 
-// Line takes one line of stderr.
-func (c *Classifier) Line(s string) {
+// Line takes one line of stderr, as the process pid wrote it.
+func (c *Classifier) Line(pid int, s string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s = strings.TrimRight(s, "\r\n")
-	pieces, dangling := splitInterleaved(s)
-	for _, p := range pieces {
-		if len(c.dangling) > 0 && c.orphan(p) {
-			p = c.dangling[0] + " " + strings.TrimLeft(p, " ")
-			c.dangling = c.dangling[1:]
-		}
-		c.line(p)
+	w := c.writers[pid]
+	if w == nil {
+		w = &writer{}
+		c.writers[pid] = w
+		c.order = append(c.order, pid)
 	}
-	c.dangling = append(c.dangling, dangling...)
+	c.line(w, strings.TrimRight(s, "\r\n"))
 }
 
-// orphan says whether p, an unprefixed line, is the text of a worker whose prefix was
-// left on an earlier line: not a continuation of the open message (DETAIL, HINT, or the
-// free text after "Command was:", "LINE n:", "CONTEXT:"), which keeps no prefix.
-func (c *Classifier) orphan(p string) bool {
-	l := parseLine(p)
-	if l.program != "" || strings.TrimSpace(p) == "" || serverCont.MatchString(l.body) {
-		return false
-	}
-	if c.cur != nil {
-		for _, s := range c.cur.Lines {
-			if freeTextAfter.MatchString(parseLine(s).body) {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// freeTextAfter are continuation lines after which unprefixed free text (a query, a
-// caret line) belongs to the message.
-var freeTextAfter = regexp.MustCompile(`^(Command was|Query was|QUERY|CONTEXT|LINE \d+):`)
-
-func (c *Classifier) line(raw string) {
+func (c *Classifier) line(w *writer, raw string) {
 	if strings.TrimSpace(raw) == "" {
 		return
 	}
 	l := parseLine(raw)
-	if c.info != "" && l.program == "" && l.level == "" && c.cur == nil && continuesName(c.info, raw, c.names) {
+	if w.info != "" && l.program == "" && l.level == "" && w.cur == nil && continuesName(w.info, raw, c.names) {
 		// The rest of a name with a line break, which cut the progress or context line
 		// naming it ("dumping contents of table "a", "from TOC entry 12; ... TABLE a").
-		if n := len(c.context); n > 0 && c.context[n-1] == c.info {
-			c.context[n-1] += "\n" + raw
+		if n := len(w.context); n > 0 && w.context[n-1] == w.info {
+			w.context[n-1] += "\n" + raw
 		}
-		c.info += "\n" + raw
+		w.info += "\n" + raw
 		return
 	}
-	c.info = ""
+	w.info = ""
 	if l.program != "" && l.level == "" {
-		c.info = raw
+		w.info = raw
 	}
 	switch {
 	case l.program != "" && l.level == "" && (l.body == "while PROCESSING TOC:" || l.body == "while INITIALIZING:" || l.body == "while FINALIZING:"):
-		c.flush()
-		c.context = append(c.context, raw)
+		c.flush(w)
+		w.context = append(w.context, raw)
 	case l.program != "" && l.level == "" && strings.HasPrefix(l.body, "from TOC entry "):
-		c.flush()
-		c.context = append(c.context, raw)
+		c.flush(w)
+		w.context = append(w.context, raw)
 		if ref, ok := parseFromTOC(l.body); ok {
-			c.ref = &ref
+			w.ref = &ref
 		}
 	case l.level == "error" || l.level == "warning" || l.level == "fatal":
 		sev := l.level
@@ -178,13 +162,13 @@ func (c *Classifier) line(raw string) {
 			sev = SevError
 		}
 		if sev == SevWarning && strings.HasPrefix(l.body, "errors ignored on restore: ") {
-			c.flush()
+			c.flush(w)
 			n, _ := atoi(strings.TrimPrefix(l.body, "errors ignored on restore: "))
 			c.res.ErrorsIgnored = n
 			c.res.Progress++
 			return
 		}
-		c.start(l.program, sev, l.body, raw)
+		c.start(w, l.program, sev, l.body, raw)
 	case l.program != "" && l.level == "" && serverHead.MatchString(l.body):
 		sev := strings.ToLower(serverHead.FindStringSubmatch(l.body)[1])
 		switch sev {
@@ -195,23 +179,23 @@ func (c *Classifier) line(raw string) {
 		default:
 			sev = SevNotice
 		}
-		c.start(l.program, sev, l.body, raw)
+		c.start(w, l.program, sev, l.body, raw)
 	case l.level == "detail" || l.level == "hint" || serverCont.MatchString(l.body):
-		c.continueWith(l, raw)
+		c.continueWith(w, l, raw)
 	case l.program != "" && l.level == "":
-		if c.cur != nil && oldStyleCircularFollower(c.cur, l.body) {
-			c.cur.Lines = append(c.cur.Lines, raw)
+		if w.cur != nil && oldStyleCircularFollower(w.cur, l.body) {
+			w.cur.Lines = append(w.cur.Lines, raw)
 			return
 		}
 		if looksLikeError(l.body) {
 			// A progress line does not carry an error; one that seems to is shown.
-			c.start(l.program, SevUnknown, l.body, raw)
+			c.start(w, l.program, SevUnknown, l.body, raw)
 			return
 		}
-		c.flush()
+		c.flush(w)
 		c.res.Progress++
 	default: // an unprefixed line: the rest of a multi-line message (a query, a DETAIL)
-		c.continueWith(l, raw)
+		c.continueWith(w, l, raw)
 	}
 }
 
@@ -219,36 +203,36 @@ func looksLikeError(s string) bool {
 	return strings.Contains(s, "ERROR:") || strings.Contains(s, "error:") || strings.Contains(s, "FATAL:") || strings.Contains(s, "PANIC:")
 }
 
-func (c *Classifier) start(program, sev, text, raw string) {
-	c.flush()
+func (c *Classifier) start(w *writer, program, sev, text, raw string) {
+	c.flush(w)
 	m := &Message{Program: program, Severity: sev, Text: text}
-	m.Lines = append(append(m.Lines, c.context...), raw)
-	if c.ref != nil {
-		m.TOCID = c.ref.ID
-		m.Object = strings.TrimSpace(c.ref.Desc + " " + c.ref.Tag)
-		if e, ok := c.toc.Entry(c.ref.ID); ok {
+	m.Lines = append(append(m.Lines, w.context...), raw)
+	if w.ref != nil {
+		m.TOCID = w.ref.ID
+		m.Object = strings.TrimSpace(w.ref.Desc + " " + w.ref.Tag)
+		if e, ok := c.toc.Entry(w.ref.ID); ok {
 			m.Object = e.Object()
 		}
 	}
-	c.context, c.ref = nil, nil
-	c.cur = m
+	w.context, w.ref = nil, nil
+	w.cur = m
 }
 
-func (c *Classifier) continueWith(l line, raw string) {
-	if c.cur == nil {
+func (c *Classifier) continueWith(w *writer, l line, raw string) {
+	if w.cur == nil {
 		// Nothing to continue: a line tsmigrate does not recognise is not ignored.
-		c.start(l.program, SevUnknown, l.body, raw)
+		c.start(w, l.program, SevUnknown, l.body, raw)
 		return
 	}
-	c.cur.Lines = append(c.cur.Lines, raw)
+	w.cur.Lines = append(w.cur.Lines, raw)
 }
 
-func (c *Classifier) flush() {
-	if c.cur == nil {
+func (c *Classifier) flush(w *writer) {
+	if w.cur == nil {
 		return
 	}
-	m := *c.cur
-	c.cur = nil
+	m := *w.cur
+	w.cur = nil
 	classify(&m)
 	c.res.Messages = append(c.res.Messages, m)
 	if c.onMessage != nil {
@@ -260,16 +244,15 @@ func (c *Classifier) flush() {
 func (c *Classifier) Finish() Result {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, p := range c.dangling {
-		c.line(p)
-	}
-	c.dangling = nil
-	c.flush()
-	if len(c.context) > 0 {
-		// Context that no message followed: shown, not dropped.
-		c.res.Messages = append(c.res.Messages, Message{Severity: SevUnknown, Text: strings.Join(c.context, " "), Lines: c.context,
-			Hint: "pg_restore named an object but printed no message for it; look at the target"})
-		c.context = nil
+	for _, pid := range c.order {
+		w := c.writers[pid]
+		c.flush(w)
+		if len(w.context) > 0 {
+			// Context that no message followed: shown, not dropped.
+			c.res.Messages = append(c.res.Messages, Message{Severity: SevUnknown, Text: strings.Join(w.context, " "), Lines: w.context,
+				Hint: "pg_restore named an object but printed no message for it; look at the target"})
+			w.context = nil
+		}
 	}
 	return c.res
 }

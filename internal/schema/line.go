@@ -57,51 +57,6 @@ func startsWithLevel(s string) bool {
 	return false
 }
 
-// splitInterleaved undoes what parallel workers do to a shared stderr: each message is
-// written as "prog:" " " "level: " "text\n" in separate writes, so two workers produce
-// lines like "pg_dump:pg_dump: finished item 1 ..." followed by " dumping contents ...".
-// It returns the line's pieces, each starting at a program prefix, and the bare
-// prefixes whose text comes on the following lines, in order.
-func splitInterleaved(s string) (pieces []string, dangling []string) {
-	if s == "" {
-		return nil, nil
-	}
-	for {
-		cut := -1
-		for _, p := range programs {
-			if i := strings.Index(s[1:], p+":"); i >= 0 && (cut < 0 || i+1 < cut) {
-				cut = i + 1
-			}
-		}
-		if cut < 0 {
-			break
-		}
-		pieces = append(pieces, s[:cut])
-		s = s[cut:]
-	}
-	pieces = append(pieces, s)
-	var out []string
-	for _, p := range pieces {
-		if bare(p) {
-			dangling = append(dangling, strings.TrimSpace(p))
-			continue
-		}
-		out = append(out, p)
-	}
-	return out, dangling
-}
-
-// bare says whether s is only a program prefix ("pg_dump:" or "pg_dump: ").
-func bare(s string) bool {
-	t := strings.TrimSpace(s)
-	for _, p := range programs {
-		if t == p+":" {
-			return true
-		}
-	}
-	return false
-}
-
 // TOCRef is what a "from TOC entry" line says about the object being restored.
 type TOCRef struct {
 	ID    int

@@ -103,7 +103,7 @@ func dropScript(ctx context.Context, tools *pgtools.Tools, archive string, toc *
 	var out bytes.Buffer
 	var stderr []string
 	if err := tools.Run(ctx, pgtools.Cmd{Program: "pg_restore", Args: []string{"--clean", "--if-exists", "--no-owner", "-f", "-", "-L", list, archive},
-		Stdout: &out, Line: func(s string) { stderr = append(stderr, s) }}); err != nil {
+		Stdout: &out, Line: func(_ int, s string) { stderr = append(stderr, s) }}); err != nil {
 		return nil, fmt.Errorf("write the statements that drop pre-data: %w: %s", err, strings.Join(stderr, " "))
 	}
 	script := out.String()

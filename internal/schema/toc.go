@@ -184,7 +184,7 @@ func listTOC(ctx context.Context, tools *pgtools.Tools, args ...string) (*TOC, e
 	var out bytes.Buffer
 	var stderr []string
 	err := tools.Run(ctx, pgtools.Cmd{Program: "pg_restore", Args: append([]string{"-l"}, args...), Stdout: &out,
-		Line: func(s string) { stderr = append(stderr, s) }})
+		Line: func(_ int, s string) { stderr = append(stderr, s) }})
 	if err != nil {
 		return nil, fmt.Errorf("list the dump's contents: %w: %s", err, strings.Join(stderr, " "))
 	}
