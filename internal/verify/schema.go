@@ -351,9 +351,9 @@ var timescaleSchemaSQL = []string{
 }
 
 // timescalePrivilegesSQL compares, per hypertable, the owners and privileges of its
-// chunks (whose names differ between servers), and per continuous aggregate the owner
-// of its materialization hypertable and of that one's chunks: each set of distinct
-// values. Checked on TimescaleDB 2.19.3.
+// chunks (whose names differ between servers), per continuous aggregate the owner of
+// its materialization hypertable and of that one's chunks (each set of distinct
+// values), and the role each job runs as. Checked on TimescaleDB 2.19.3.
 var timescalePrivilegesSQL = []string{
 	`SELECT format('hypertable %I.%I', h.hypertable_schema, h.hypertable_name), format('relation %I.%I', h.hypertable_schema, h.hypertable_name), a.attr, a.val
 	FROM timescaledb_information.hypertables h
@@ -375,6 +375,8 @@ var timescalePrivilegesSQL = []string{
 		WHERE ch.hypertable_schema = ca.materialization_hypertable_schema AND ch.hypertable_name = ca.materialization_hypertable_name) AS x
 	CROSS JOIN LATERAL (VALUES ('materialization owner', pg_get_userbyid(m.relowner)::text),
 		('materialization chunk owners', x.owners)) AS a(attr, val)`,
+
+	`SELECT j.job_name, '', 'owner', j.owner::text FROM ` + UserJobs + ` AS j`,
 }
 
 func readFacts(ctx context.Context, s *session, privileges bool) (facts, error) {
