@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 	"github.com/tsmigrate/tsmigrate/internal/verify"
@@ -69,6 +70,21 @@ func rolesDatabase(t *testing.T, src *testenv.Server) string {
 		"GRANT CONNECT ON DATABASE "+db+" TO app_read")
 	unfreezeAtCleanup(t, src, db)
 	return db
+}
+
+// verifyPrivilegesIdentical fails the test unless verify --privileges of the two
+// databases finds them identical.
+func verifyPrivilegesIdentical(t *testing.T, srcURI, tgtURI string) {
+	t.Helper()
+	rep, err := verify.Run(context.Background(), verify.Options{Source: cfg(t, "source", srcURI),
+		Target: cfg(t, "target", tgtURI), Privileges: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Schema) > 0 || rep.UnitsDiffering > 0 {
+		b, _ := json.MarshalIndent(rep.Schema, "", " ")
+		t.Errorf("verify --privileges: %d units differ; schema differences:\n%s", rep.UnitsDiffering, b)
+	}
 }
 
 // withUserURI is uri with another user and password.
@@ -144,15 +160,7 @@ func TestRolesIntoManagedTargets(t *testing.T) {
 				JOIN pg_roles m ON m.oid = a.member WHERE a.roleid = 'app_read'::regrole AND m.rolname <> 'tsdbadmin'`); got != "app_login" {
 				t.Errorf("members of app_read on the target: %s", got)
 			}
-			rep, err := verify.Run(ctx, verify.Options{Source: cfg(t, "source", src.URI(db)),
-				Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)), Privileges: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(rep.Schema) > 0 || rep.UnitsDiffering > 0 {
-				b, _ := json.MarshalIndent(rep.Schema, "", " ")
-				t.Errorf("verify --privileges: %d units differ; schema differences:\n%s", rep.UnitsDiffering, b)
-			}
+			verifyPrivilegesIdentical(t, src.URI(db), tgt.URI(testenv.ManagedDB))
 			login := connect(t, withUserURI(t, tgt.URI(testenv.ManagedDB), "app_login", appLoginPassword))
 			if n := scalar[int64](t, login, "SELECT count(*) FROM metrics"); n != 20 {
 				t.Errorf("app_login reads %d rows of metrics, want 20", n)
@@ -236,5 +244,65 @@ func TestRolesWithoutVerifiersAndExisting(t *testing.T) {
 	want := []string{"role app_read: connection limit differs: source -1, target 3", "role app_read: login differs: source false, target true"}
 	if !slices.Equal(diffs, want) {
 		t.Errorf("verify --privileges:\n%s\nwant\n%s", strings.Join(diffs, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// migrate --roles on TimescaleDB's full build, as tsdbadmin into the cloud-like target
+// (either engine) and the bare owner (stream): a compressed hypertable, a continuous
+// aggregate and a user job, all app_owner's, granted to app_read. verify --privileges
+// is identical (the chunks', the compressed chunks' and the materialization
+// hypertable's owners included), and the job belongs to app_owner.
+func TestRolesFullBuild(t *testing.T) {
+	src := testenv.Need(t, testenv.PG17TSL, testenv.Options{})
+	// A job runs as its owner, who must be able to log in.
+	testenv.MustExec(t, src, "postgres", "CREATE ROLE app_owner LOGIN", "CREATE ROLE app_read NOLOGIN",
+		"CREATE ROLE app_login LOGIN PASSWORD '"+appLoginPassword+"' IN ROLE app_read")
+	for _, c := range []struct {
+		flavour testenv.Flavour
+		engine  string
+	}{{testenv.CloudLike, migrate.EngineStream}, {testenv.CloudLike, migrate.EngineDump}, {testenv.BareOwner, migrate.EngineStream}} {
+		t.Run(string(c.flavour)+"/"+c.engine, func(t *testing.T) {
+			ctx := context.Background()
+			db := testenv.NewDB(t, src, true)
+			testenv.MustExec(t, src, db, "GRANT CREATE ON SCHEMA public TO app_owner", "SET ROLE app_owner",
+				"CREATE TABLE m (t timestamptz NOT NULL, dev int NOT NULL, v double precision)",
+				"SELECT create_hypertable('m', 't', chunk_time_interval => interval '1 day')",
+				`INSERT INTO m SELECT '2025-01-01'::timestamptz + g * interval '10 minutes', g % 5, g FROM generate_series(0, 5*144 - 1) g`,
+				"ALTER TABLE m SET (timescaledb.compress, timescaledb.compress_segmentby = 'dev')",
+				"SELECT compress_chunk(c) FROM show_chunks('m') c ORDER BY c LIMIT 2",
+				`CREATE MATERIALIZED VIEW m_daily WITH (timescaledb.continuous) AS
+				 SELECT time_bucket('1 day', t) AS day, dev, avg(v) AS av FROM m GROUP BY 1, 2 WITH DATA`,
+				`CREATE PROCEDURE tick(job_id int, config jsonb) LANGUAGE plpgsql AS $$ BEGIN PERFORM 1; END $$`,
+				"SELECT add_job('tick', '1 hour', initial_start => now() + interval '1 day')",
+				"GRANT SELECT ON m, m_daily TO app_read",
+				"RESET ROLE")
+			unfreezeAtCleanup(t, src, db)
+			tgt := testenv.Need(t, testenv.PG17TSL, testenv.Options{Flavour: c.flavour})
+			sum, err := migrate.Run(ctx, migrate.Options{Engine: c.engine, Roles: true,
+				Source: cfg(t, "source", src.URI(db)), Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)),
+				Jobs: 2, PgBin: src.ClientBin(), FreezeGrace: time.Second})
+			if err != nil {
+				t.Fatalf("migrate: %v; schema differences: %s; warnings %q", err, schemaDiffs(sum), sum.Warnings)
+			}
+			if o := sum.Databases[0].Owners; o == nil || len(o.NotSet) > 0 {
+				t.Errorf("owners: %+v", o)
+			}
+			// The freeze pauses the source's jobs; the target's are scheduled.
+			if _, err := freeze.Unfreeze(ctx, cfg(t, "source", src.URI(db))); err != nil {
+				t.Fatal(err)
+			}
+			verifyPrivilegesIdentical(t, src.URI(db), tgt.URI(testenv.ManagedDB))
+			tc := connect(t, tgt.SuperURI(testenv.ManagedDB))
+			if owner := scalar[string](t, tc, "SELECT owner::text FROM timescaledb_information.jobs WHERE proc_name = 'tick'"); owner != "app_owner" {
+				t.Errorf("the job belongs to %s on the target, want app_owner", owner)
+			}
+			login := connect(t, withUserURI(t, tgt.URI(testenv.ManagedDB), "app_login", appLoginPassword))
+			if n := scalar[int64](t, login, "SELECT count(*) FROM m"); n != 5*144 {
+				t.Errorf("app_login reads %d rows of m", n)
+			}
+			if n := scalar[int64](t, login, "SELECT count(*) FROM m_daily"); n != 25 {
+				t.Errorf("app_login reads %d rows of m_daily", n)
+			}
+		})
 	}
 }

@@ -89,7 +89,7 @@ func (r *run) placeChunks(ctx context.Context, d *DatabaseRun) error {
 	if !d.api() || d.chunkTargets != nil {
 		return nil
 	}
-	res, err := tsapi.Restore(ctx, d.src, d.dst, false)
+	res, err := tsapi.Restore(ctx, d.src, d.dst, false, false)
 	if err != nil {
 		return err
 	}
@@ -129,7 +129,7 @@ func (d *DatabaseRun) chunksDiffer() [][2]string {
 // where each source chunk's rows go.
 func (r *run) makeTimescaleObjects(ctx context.Context, d *DatabaseRun, file string) error {
 	return r.phase(d, PhaseTimescale, func() error {
-		res, err := tsapi.Restore(ctx, d.src, d.dst, !d.steps[stepTimescale])
+		res, err := tsapi.Restore(ctx, d.src, d.dst, !d.steps[stepTimescale], r.opt.Roles)
 		if err != nil {
 			return err
 		}
@@ -168,7 +168,7 @@ func compressSQL(d *DatabaseRun, t copy.ChunkTarget) string {
 // verified the target.
 func (r *run) finishTimescale(ctx context.Context, d *DatabaseRun) error {
 	return r.phase(d, PhaseTimescaleJobs, func() error {
-		res, err := tsapi.Finish(ctx, d.src, d.dst)
+		res, err := tsapi.Finish(ctx, d.src, d.dst, r.opt.Roles)
 		if err != nil {
 			return err
 		}

@@ -250,6 +250,12 @@ func SetOwners(ctx context.Context, src, dst *pgx.Conn) (*OwnersReport, error) {
 		q := "ALTER " + keyword + " " + o.Identity + " OWNER TO " + pgx.Identifier{o.Owner}.Sanitize()
 		err := try(ctx, tx, q)
 		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "0A000" && o.Type == "view" {
+			// A continuous aggregate's view, while TimescaleDB is not in restoring
+			// mode: its own ALTER, which gives its materialization hypertable too.
+			keyword = "MATERIALIZED VIEW"
+			err = try(ctx, tx, "ALTER "+keyword+" "+o.Identity+" OWNER TO "+pgx.Identifier{o.Owner}.Sanitize())
+		}
 		if errors.As(err, &pgErr) && pgErr.Code == "42501" && relocatable[o.Type] && o.Name != "" {
 			err = aside.giveThere(ctx, tx, o, keyword)
 		}

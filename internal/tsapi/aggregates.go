@@ -48,9 +48,10 @@ func createAggregate(ctx context.Context, tx pgx.Tx, a *Aggregate) error {
 
 // makeCompressionAndAggregates enables compression on the target's hypertables as on
 // the source's, and makes the source's continuous aggregates the target lacks (and
-// their compression), in the order the source made them. It says what it made and
-// how the target's differ.
-func makeCompressionAndAggregates(ctx context.Context, d *pgx.Conn, source, target *Layout) (made int, diffs []string, err error) {
+// their compression), in the order the source made them; asOwners: each as its
+// source owner where the target user may act as it (see actAs). It says what it made
+// and how the target's differ.
+func makeCompressionAndAggregates(ctx context.Context, d *pgx.Conn, source, target *Layout, asOwners bool) (made int, diffs []string, err error) {
 	for _, h := range source.Hypertables {
 		if h.Materialization || h.Compression == nil {
 			continue
@@ -71,6 +72,9 @@ func makeCompressionAndAggregates(ctx context.Context, d *pgx.Conn, source, targ
 		}
 		mat := source.Hypertable(a.Materialization)
 		if err := pgx.BeginFunc(ctx, d, func(tx pgx.Tx) error {
+			if asOwners {
+				actAs(ctx, tx, a.Owner)
+			}
 			if err := createAggregate(ctx, tx, a); err != nil {
 				return err
 			}
@@ -84,4 +88,25 @@ func makeCompressionAndAggregates(ctx context.Context, d *pgx.Conn, source, targ
 		made++
 	}
 	return made, diffs, nil
+}
+
+// actAs makes the rest of transaction tx run as role (SET LOCAL ROLE), when the
+// target has it and the target user may act as it (migrate --roles makes it so): what
+// TimescaleDB makes then (a continuous aggregate's materialization hypertable and its
+// chunks, a job) belongs to that role, whom the target user, who may not create in
+// TimescaleDB's schemas, could not give it later. Otherwise the transaction goes on as
+// the target user, who then owns what it makes, as without roles.
+func actAs(ctx context.Context, tx pgx.Tx, role string) {
+	if role == "" {
+		return
+	}
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return
+	}
+	if _, err := sp.Exec(ctx, "SET LOCAL ROLE "+pgx.Identifier{role}.Sanitize()); err != nil {
+		sp.Rollback(ctx)
+		return
+	}
+	sp.Commit(ctx)
 }

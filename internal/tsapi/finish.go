@@ -103,9 +103,10 @@ type FinishResult struct {
 
 // Finish, once the rows are copied (and the indexes built: a reorder policy names
 // one), makes the indexes the user made on continuous aggregates, sets their
-// watermarks and makes the source's jobs, unscheduled (see jobs.go). It makes only what the target lacks, so that a run
+// watermarks and makes the source's jobs, unscheduled (see jobs.go); asOwners: each
+// as its source owner (see actAs). It makes only what the target lacks, so that a run
 // that stopped halfway is continued.
-func Finish(ctx context.Context, src, dst *dbconn.Config) (*FinishResult, error) {
+func Finish(ctx context.Context, src, dst *dbconn.Config, asOwners bool) (*FinishResult, error) {
 	p, err := openPair(ctx, src, dst)
 	if err != nil {
 		return nil, err
@@ -138,7 +139,7 @@ func Finish(ctx context.Context, src, dst *dbconn.Config) (*FinishResult, error)
 	if err != nil {
 		return nil, fmt.Errorf("target: %w", err)
 	}
-	made, diffs, err := makeJobs(ctx, d.Conn, ext, source, target, srcJobs, dstJobs)
+	made, diffs, err := makeJobs(ctx, d.Conn, ext, source, target, srcJobs, dstJobs, asOwners)
 	if err != nil {
 		return nil, fmt.Errorf("target: %w", err)
 	}

@@ -30,7 +30,7 @@ SELECT j.id, j.proc_schema::text, j.proc_name::text, j.schedule_interval::text, 
 	j.retry_period::text, j.scheduled, j.fixed_schedule, j.initial_start::text, j.timezone, coalesce(j.config::text, ''),
 	CASE WHEN j.check_name IS NOT NULL THEN format('%I.%I', j.check_schema, j.check_name) ELSE '' END,
 	coalesce(h.schema_name::text, ''), coalesce(h.table_name::text, ''),
-	coalesce(ca.user_view_schema::text, ''), coalesce(ca.user_view_name::text, '')
+	coalesce(ca.user_view_schema::text, ''), coalesce(ca.user_view_name::text, ''), j.owner::text
 FROM _timescaledb_config.bgw_job j
 LEFT JOIN _timescaledb_catalog.hypertable h ON h.id = j.hypertable_id
 LEFT JOIN _timescaledb_catalog.continuous_agg ca ON ca.mat_hypertable_id = j.hypertable_id
@@ -60,6 +60,8 @@ type Job struct {
 	// Hypertable and Aggregate say what it acts on (zero: the database): a
 	// hypertable, or a continuous aggregate (its materialization hypertable's).
 	Hypertable, Aggregate Name
+	// Owner is the role it runs as.
+	Owner string
 }
 
 // key is the job as verify names it: its procedure and what it acts on.
@@ -84,7 +86,7 @@ func ReadJobs(ctx context.Context, q Querier) ([]*Job, error) {
 	var j Job
 	_, err = pgx.ForEachRow(rows, []any{&j.ID, &j.Proc.Schema, &j.Proc.Name, &j.ScheduleInterval, &j.MaxRuntime, &j.MaxRetries,
 		&j.Retry, &j.Scheduled, &j.FixedSchedule, &j.InitialStart, &j.Timezone, &j.Config, &j.Check,
-		&j.Hypertable.Schema, &j.Hypertable.Name, &j.Aggregate.Schema, &j.Aggregate.Name}, func() error {
+		&j.Hypertable.Schema, &j.Hypertable.Name, &j.Aggregate.Schema, &j.Aggregate.Name, &j.Owner}, func() error {
 		job := j
 		jobs = append(jobs, &job)
 		return nil
@@ -233,7 +235,7 @@ func anyArg(raw json.RawMessage, typ string) (string, error) {
 // makeJobs makes on the target the source's jobs it lacks (told apart by procedure and
 // what they act on), unscheduled, with the source's settings and config. It returns
 // how many it made and the jobs it could not (in words).
-func makeJobs(ctx context.Context, d *pgx.Conn, ext string, source, target *Layout, srcJobs, dstJobs []*Job) (int, []string, error) {
+func makeJobs(ctx context.Context, d *pgx.Conn, ext string, source, target *Layout, srcJobs, dstJobs []*Job, asOwners bool) (int, []string, error) {
 	have := map[string]int{}
 	for _, j := range dstJobs {
 		have[j.key()]++
@@ -255,6 +257,9 @@ func makeJobs(ctx context.Context, d *pgx.Conn, ext string, source, target *Layo
 			continue
 		}
 		err = pgx.BeginFunc(ctx, d, func(tx pgx.Tx) error {
+			if asOwners {
+				actAs(ctx, tx, j.Owner)
+			}
 			var id int
 			if err := tx.QueryRow(ctx, q, args...).Scan(&id); err != nil {
 				return fmt.Errorf("make job %d (%s): %s", j.ID, j.key(), dbconn.Reason(err))

@@ -83,13 +83,15 @@ GROUP BY 1, 2`
 	// materialization hypertable, whether it shows materialized rows only, whether its
 	// materialization hypertable has indexes on the grouping columns (besides the time
 	// column's), whether it is finalized (the form TimescaleDB makes since 2.7), and its
-	// query: the definition of its direct view, as the session's search_path prints it.
+	// query: the definition of its direct view, as the session's search_path prints it;
+	// and the owner of its view.
 	sqlAggregates = `
 SELECT ca.user_view_schema::text, ca.user_view_name::text, mh.schema_name::text, mh.table_name::text,
 	ca.materialized_only,
 	(SELECT count(*) FROM pg_index x WHERE x.indrelid = format('%I.%I', mh.schema_name, mh.table_name)::regclass) > 1,
 	ca.finalized,
-	pg_get_viewdef(format('%I.%I', ca.direct_view_schema, ca.direct_view_name)::regclass)
+	pg_get_viewdef(format('%I.%I', ca.direct_view_schema, ca.direct_view_name)::regclass),
+	pg_get_userbyid((SELECT relowner FROM pg_class WHERE oid = format('%I.%I', ca.user_view_schema, ca.user_view_name)::regclass))::text
 FROM _timescaledb_catalog.continuous_agg ca JOIN _timescaledb_catalog.hypertable mh ON mh.id = ca.mat_hypertable_id
 ORDER BY ca.mat_hypertable_id`
 
@@ -129,6 +131,8 @@ type Aggregate struct {
 	// Query is the aggregate's SELECT, as pg_get_viewdef prints it (names qualified
 	// where the reading session's search_path does not find them).
 	Query string
+	// Owner is the owner of its view.
+	Owner string
 }
 
 // Aggregate finds a continuous aggregate by its view's name.
@@ -293,7 +297,7 @@ func ReadLayout(ctx context.Context, q Querier) (*Layout, error) {
 		return nil, fmt.Errorf("read continuous aggregates: %w", err)
 	}
 	_, err = pgx.ForEachRow(rows, []any{&a.View.Schema, &a.View.Name, &a.Materialization.Schema, &a.Materialization.Name,
-		&a.MaterializedOnly, &a.GroupIndexes, &a.Finalized, &a.Query}, func() error {
+		&a.MaterializedOnly, &a.GroupIndexes, &a.Finalized, &a.Query, &a.Owner}, func() error {
 		ag := a
 		l.Aggregates = append(l.Aggregates, &ag)
 		return nil

@@ -36,14 +36,15 @@ type Result struct {
 // source chunk's rows go. It makes only what the target lacks, so that a run that
 // stopped halfway is continued; with makeChunks false it makes nothing and places
 // the source chunks that have no target chunk of the same slices in their hypertable.
-// The target's hypertables must hold no rows yet.
-func Restore(ctx context.Context, src, dst *dbconn.Config, makeChunks bool) (*Result, error) {
+// The target's hypertables must hold no rows yet. asOwners makes the continuous
+// aggregates as their source owners (see actAs).
+func Restore(ctx context.Context, src, dst *dbconn.Config, makeChunks, asOwners bool) (*Result, error) {
 	p, err := openPair(ctx, src, dst)
 	if err != nil {
 		return nil, err
 	}
 	defer p.close(ctx)
-	return restore(ctx, p, makeChunks)
+	return restore(ctx, p, makeChunks, asOwners)
 }
 
 // pair is tsapi's sessions on the source (s) and the target (d), the schema of the
@@ -87,7 +88,7 @@ func (p *pair) close(ctx context.Context) {
 	}
 }
 
-func restore(ctx context.Context, p *pair, makeChunks bool) (*Result, error) {
+func restore(ctx context.Context, p *pair, makeChunks, asOwners bool) (*Result, error) {
 	s, d, ext, source, target := p.s.Conn, p.d.Conn, p.ext, p.source, p.target
 	var err error
 	res := &Result{}
@@ -101,7 +102,7 @@ func restore(ctx context.Context, p *pair, makeChunks bool) (*Result, error) {
 			}
 			res.Hypertables++
 		}
-		made, diffs, err := makeCompressionAndAggregates(ctx, d, source, target)
+		made, diffs, err := makeCompressionAndAggregates(ctx, d, source, target, asOwners)
 		if err != nil {
 			return nil, fmt.Errorf("target: %w", err)
 		}

@@ -107,7 +107,7 @@ func testRestore(t *testing.T, srv *testenv.Server) {
 		t.Fatalf("the fixture has %d empty chunks of parts (%v), want 2", emptied, err)
 	}
 
-	res, err := tsapi.Restore(ctx, testenv.Config(t, "source", srv.SuperURI(src)), testenv.Config(t, "target", dstURI), true)
+	res, err := tsapi.Restore(ctx, testenv.Config(t, "source", srv.SuperURI(src)), testenv.Config(t, "target", dstURI), true, false)
 	if err != nil {
 		t.Fatalf("restore: %v", err)
 	}
@@ -140,7 +140,7 @@ func testRestore(t *testing.T, srv *testenv.Server) {
 		}
 	}
 
-	again, err := tsapi.Restore(ctx, testenv.Config(t, "source", srv.SuperURI(src)), testenv.Config(t, "target", dstURI), true)
+	again, err := tsapi.Restore(ctx, testenv.Config(t, "source", srv.SuperURI(src)), testenv.Config(t, "target", dstURI), true, false)
 	if err != nil || again.Hypertables+again.Chunks != 0 || len(again.Placements) != len(source.Chunks) {
 		t.Fatalf("second run: %+v, %v", again, err)
 	}
@@ -186,7 +186,7 @@ func TestRestoreFullBuildAggregatesAndCompression(t *testing.T) {
 	owner := testenv.Connect(t, dstURI)
 	execAll(t, owner, create...)
 
-	res, err := tsapi.Restore(ctx, testenv.Config(t, "source", srv.SuperURI(src)), testenv.Config(t, "target", dstURI), true)
+	res, err := tsapi.Restore(ctx, testenv.Config(t, "source", srv.SuperURI(src)), testenv.Config(t, "target", dstURI), true, false)
 	if err != nil {
 		t.Fatalf("restore: %v", err)
 	}
