@@ -18,7 +18,7 @@ import (
 // rolesHelp and rolesUpdateHelp describe --roles and --roles-update, of migrate and
 // preflight alike.
 const (
-	rolesHelp       = "carry the roles the databases use (owners, grantees, members of those, roles with settings in the database) to the target before the schema, with their memberships, own settings and password verifiers (when the source user may read them: a superuser), leaving out the attributes the target user may not give (SUPERUSER, REPLICATION, BYPASSRLS on a managed service, each named); objects then keep their source owners"
+	rolesHelp       = "carry the roles the databases use (owners, grantees, members of those, roles with settings in the database) to the target before the schema, with their memberships, own settings and password verifiers (when the source user may read them: a superuser, or a member of pg_read_all_data), leaving out the attributes the target user may not give (SUPERUSER, REPLICATION, BYPASSRLS on a managed service, each named); objects then keep their source owners"
 	rolesUpdateHelp = "with --roles: give roles that exist on the target already the source's attributes and memberships (by default they are left as they are, and reported)"
 )
 

@@ -94,7 +94,7 @@ func (r *run) carryRoles(ctx context.Context) error {
 			e.Role, strings.Join(e.Differences, "; ")))
 	}
 	if len(rep.WithoutPassword) > 0 {
-		r.warn(fmt.Sprintf("login roles created without a password (the source user %s may not read the password verifiers; a superuser may): %s; set each on the target, as %s: \\password ROLE in psql (it sends a verifier, not the password)",
+		r.warn(fmt.Sprintf("login roles created without a password (the source user %s may not read the password verifiers; a superuser or a member of pg_read_all_data may): %s; set each on the target, as %s: \\password ROLE in psql (it sends a verifier, not the password)",
 			r.opt.Source.User(), strings.Join(rep.WithoutPassword, ", "), tgt.User))
 	}
 	for _, x := range rep.Refused {

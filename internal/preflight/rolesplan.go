@@ -102,7 +102,7 @@ func (e *env) checkRolesPlan() []Finding {
 	}
 	switch {
 	case len(rep.WithoutPassword) > 0:
-		out = append(out, finding(Warn, "source", fmt.Sprintf("the source user %s may not read the roles' password verifiers (pg_authid; a superuser may): these login roles would be created without a password: %s",
+		out = append(out, finding(Warn, "source", fmt.Sprintf("the source user %s may not read the roles' password verifiers (pg_authid; a superuser or a member of pg_read_all_data may): these login roles would be created without a password: %s",
 			e.srcCfg.User(), strings.Join(rep.WithoutPassword, ", ")),
 			"migrate as a superuser of the source to carry them, or set each password on the target after the migration (\\password ROLE in psql)"))
 	case len(rep.PasswordsCarried) > 0:

@@ -18,7 +18,7 @@ import (
 // creates), and the attributes the target user may not give (SUPERUSER, and
 // REPLICATION and BYPASSRLS unless it has them: a managed service refuses them, and
 // migrate --roles leaves them out, saying so). Password verifiers are not compared:
-// only a superuser may read them.
+// only a superuser (or a member of pg_read_all_data) may read them.
 
 // sqlRoleFacts lists the facts of the roles the database uses. $1: the roles left out.
 // PostgreSQL 15 has no per-membership INHERIT and SET: there they follow the member's
