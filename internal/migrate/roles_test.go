@@ -306,3 +306,56 @@ func TestRolesFullBuild(t *testing.T) {
 		})
 	}
 }
+
+// A migrate --roles as tsdbadmin into the cloud-like target that fails during the
+// copy: the reset it prints, run as tsdbadmin, drops what the run restored and (its
+// last step) the roles it created; the migration then succeeds, creating them again.
+func TestRolesResetAfterFailure(t *testing.T) {
+	ctx := context.Background()
+	src := rolesServer(t)
+	db := rolesDatabase(t, src)
+	tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Flavour: testenv.CloudLike})
+	opt := migrate.Options{Engine: migrate.EngineStream, Roles: true,
+		Source: cfg(t, "source", src.URI(db)), Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)),
+		Jobs: 2, PgBin: src.ClientBin(), FreezeGrace: time.Second,
+		OnEvent: func(e migrate.Event) {
+			if e.Kind == migrate.EventPhase && e.Phase == migrate.PhaseCopy {
+				testenv.MustExec(t, tgt, testenv.ManagedDB, "ALTER TABLE app.devices ADD CONSTRAINT few CHECK (id < 3)")
+			}
+		}}
+	sum, err := migrate.Run(ctx, opt)
+	if err == nil || sum.Outcome != migrate.OutcomeFailed {
+		t.Fatalf("the run did not fail: %v", err)
+	}
+	admin := connect(t, tgt.URI(testenv.ManagedDB))
+	var ran int
+	for _, s := range sum.ResetTarget {
+		for _, mark := range []string{"as " + testenv.ManagedAdmin + ", drop what the run restored: ", "DROP ROLE"} {
+			if _, sql, ok := strings.Cut(s, mark); ok {
+				if mark == "DROP ROLE" {
+					_, sql, _ = strings.Cut(s, "after the steps above: ")
+				}
+				if _, err := admin.Exec(ctx, sql); err != nil {
+					t.Fatalf("the reset step %q as %s: %v", sql, testenv.ManagedAdmin, err)
+				}
+				ran++
+			}
+		}
+	}
+	if ran != 2 {
+		t.Fatalf("reset steps: %q", sum.ResetTarget)
+	}
+	tc := connect(t, tgt.SuperURI("postgres"))
+	if n := scalar[int64](t, tc, "SELECT count(*) FROM pg_roles WHERE rolname IN ('admin_su', 'app_login', 'app_owner', 'app_read', 'tuner')"); n != 0 {
+		t.Errorf("%d of the run's roles are left after the reset", n)
+	}
+	opt.OnEvent = nil
+	sum, err = migrate.Run(ctx, opt)
+	if err != nil {
+		t.Fatalf("the migration after the reset: %v; %s", err, schemaDiffs(sum))
+	}
+	if len(sum.Roles.Created) != 5 {
+		t.Errorf("roles created by the second run: %v", sum.Roles.Created)
+	}
+	verifyPrivilegesIdentical(t, src.URI(db), tgt.URI(testenv.ManagedDB))
+}

@@ -62,6 +62,7 @@ func (r *run) undo(ctx context.Context, cause error) {
 	}
 	if !touched {
 		r.dropCreatedTargets(ctx, "nothing was restored into it")
+		r.sum.ResetTarget = r.resetRoles()
 		return
 	}
 	if !r.resetAfterRehearsal(ctx) {
@@ -173,7 +174,37 @@ func (r *run) resetSteps(ctx context.Context) []string {
 			steps = append(steps, fmt.Sprintf("in %s as %s, drop what the run restored: %s;", d.dst.String(), user, strings.Join(stmts, "; ")))
 		}
 	}
-	return steps
+	return append(steps, r.resetRoles()...)
+}
+
+// resetRoles says what to do with the roles the run created (Options.Roles): they stay
+// (a next run leaves them as they are); dropping them takes their privileges in each
+// target database the run kept (DROP OWNED, once what they own there is dropped), then
+// DROP ROLE.
+func (r *run) resetRoles() []string {
+	if r.sum.Roles == nil || len(r.sum.Roles.Created) == 0 {
+		return nil
+	}
+	var names []string
+	for _, n := range r.sum.Roles.Created {
+		names = append(names, pgx.Identifier{n}.Sanitize())
+	}
+	list := strings.Join(names, ", ")
+	var in []string
+	for _, d := range r.sum.Databases {
+		if !d.CreatedTarget {
+			in = append(in, d.dst.String())
+		}
+	}
+	drop := fmt.Sprintf("DROP ROLE %s;", list)
+	if len(in) > 0 {
+		// Their privileges there (a database's CONNECT, say) would stop DROP ROLE; the
+		// target user drops them as a member of the roles (it holds them WITH ADMIN).
+		drop = fmt.Sprintf("in %s, after the steps above: GRANT %s TO %s; DROP OWNED BY %s; %s", strings.Join(in, " and "),
+			list, pgx.Identifier{r.opt.Target.User()}.Sanitize(), list, drop)
+	}
+	return []string{fmt.Sprintf("the roles the run created stay on the target, with their passwords (the next run leaves them as they are); to drop them too, as %s, %s",
+		r.opt.Target.User(), drop)}
 }
 
 // cutOverSteps say what to do after a successful run.
