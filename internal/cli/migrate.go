@@ -512,7 +512,7 @@ func printRoles(w io.Writer, s *migrate.Summary) {
 	}
 	if len(r.WithoutPassword) > 0 {
 		fmt.Fprintf(w, "  created WITHOUT a password (the source user may not read the verifiers): %s\n", strings.Join(r.WithoutPassword, ", "))
-		fmt.Fprintf(w, "    set each before the applications log in: psql %q, then \\password ROLE (psql sends a verifier, never the password)\n", s.Target)
+		fmt.Fprintf(w, "    set each before the applications log in: connected with psql to %s, \\password ROLE (psql sends a verifier, never the password)\n", s.Target)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
+	"github.com/tsmigrate/tsmigrate/internal/roles"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
 
@@ -212,5 +213,38 @@ func TestSummaryListsJobs(t *testing.T) {
 	}
 	if strings.Contains(out, "public.h7:") {
 		t.Errorf("the summary lists more than %d jobs:\n%s", jobsShown, out)
+	}
+}
+
+// The text summary of a --roles run says which roles were created, which kept another
+// attribute set, which exist already and how they differ, what the target refused,
+// which login roles have no password yet and how to set one, and which objects kept
+// another owner and why.
+func TestSummaryListsRoles(t *testing.T) {
+	s := &migrate.Summary{Outcome: migrate.OutcomeMigrated, Target: "tsdbadmin@host:5432/defaultdb",
+		Roles: &roles.Report{Created: []string{"admin_su", "app_login"}, WithoutPassword: []string{"admin_su", "app_login"},
+			DroppedAttributes: []roles.Dropped{{Role: "admin_su", Attributes: []string{"SUPERUSER"}}},
+			Existing:          []roles.Existing{{Role: "app_read", Differences: []string{"LOGIN on the source, NOLOGIN on the target"}}},
+			Memberships:       []string{"app_read to app_login"},
+			Refused:           []roles.Refusal{{What: "setting log_statement of role app_login", Reason: "permission denied (SQLSTATE 42501)"}}},
+		Databases: []*migrate.DatabaseRun{{Source: "app", Target: "defaultdb", Owners: &roles.OwnersReport{Set: 12,
+			NotSet: []roles.NotSet{{Owner: "postgres", Reason: "the target user may not act as the role (SET ROLE)", Count: 1, Objects: []string{"function public.f()"}}}}}}}
+	var b strings.Builder
+	printSummary(&b, s, false)
+	out := b.String()
+	for _, want := range []string{
+		"\nroles (--roles):\n  created: admin_su, app_login\n",
+		"  memberships given: app_read to app_login\n",
+		"  admin_su created without SUPERUSER (the target user may not give it)\n",
+		"  app_read exists on the target already, left as it is; it differs: LOGIN on the source, NOLOGIN on the target\n",
+		"  refused by the target: setting log_statement of role app_login: permission denied (SQLSTATE 42501)\n",
+		"  created WITHOUT a password (the source user may not read the verifiers): admin_su, app_login\n",
+		`    set each before the applications log in: connected with psql to tsdbadmin@host:5432/defaultdb, \password ROLE (psql sends a verifier, never the password)` + "\n",
+		"  owners: 12 objects of defaultdb given their source owners\n",
+		"    1 objects of role postgres keep another owner (function public.f()): the target user may not act as the role (SET ROLE)\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the summary lacks %q:\n%s", want, out)
+		}
 	}
 }

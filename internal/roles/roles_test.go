@@ -277,3 +277,40 @@ func TestCarryRolesExisting(t *testing.T) {
 		t.Errorf("--roles-update: updated %v, refused %v; app_login %+v, members of app_read %v", rep.Updated, rep.Refused, after, members(t, tgt, "app_read"))
 	}
 }
+
+// From PostgreSQL 15, whose memberships have no INHERIT or SET option of their own, to
+// 17: the membership arrives with its ADMIN option and the member's INHERIT, and the
+// role that owns the table is made, with its verifier.
+func TestCarryRolesFromPG15(t *testing.T) {
+	src := testenv.Need(t, testenv.PG15, testenv.Options{})
+	testenv.MustExec(t, src, "postgres", "CREATE DATABASE app",
+		"CREATE ROLE old_owner LOGIN PASSWORD 'Old-owner-1'", "CREATE ROLE old_group NOLOGIN",
+		"CREATE ROLE old_member NOLOGIN NOINHERIT", "GRANT old_group TO old_member WITH ADMIN OPTION")
+	testenv.MustExec(t, src, "app", "CREATE TABLE t (x int)", "ALTER TABLE t OWNER TO old_owner", "GRANT SELECT ON t TO old_group")
+	tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Flavour: testenv.CloudLike})
+	s, p, tc := plan(t, src.SuperURI("app"), tgt.URI(testenv.ManagedDB), roles.Options{})
+	if s.Major != 15 || len(s.Memberships) != 1 || s.Memberships[0].Inherit != nil {
+		t.Fatalf("source: major %d, memberships %+v", s.Major, s.Memberships)
+	}
+	rep, err := p.Apply(context.Background(), tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rep.Created, []string{"old_group", "old_member", "old_owner"}) || len(rep.Refused) > 0 {
+		t.Fatalf("created %v, refused %v", rep.Created, rep.Refused)
+	}
+	var admin, inherit, set bool
+	if err := connect(t, tgt.SuperURI("postgres")).QueryRow(context.Background(), `
+		SELECT admin_option, inherit_option, set_option FROM pg_auth_members
+		WHERE roleid = 'old_group'::regrole AND member = 'old_member'::regrole`).Scan(&admin, &inherit, &set); err != nil {
+		t.Fatal(err)
+	}
+	if !admin || inherit || !set {
+		t.Errorf("old_group to old_member on the target: admin %v, inherit %v, set %v; want true, false (NOINHERIT member), true", admin, inherit, set)
+	}
+	want, _ := readRole(t, src, "old_owner")
+	got, _ := readRole(t, tgt, "old_owner")
+	if want.verifier == nil || got.verifier == nil || *want.verifier != *got.verifier {
+		t.Error("old_owner's verifier is not the source's")
+	}
+}
