@@ -4,7 +4,7 @@
 GO ?= go
 PKGS ?= ./...
 
-.PHONY: all build servers demo test check bench
+.PHONY: all build servers demo test check bench hooks
 
 all: build
 
@@ -31,3 +31,10 @@ test: servers check
 bench:
 	@bash scripts/setup-servers.sh --with-pgcopydb >/dev/null
 	$(GO) run ./bench/migrate
+
+# Installs the commit-msg hook that checks the subject (CONTRIBUTING.md) into this
+# clone's hooks directory (shared by its worktrees; core.hooksPath when set).
+hooks:
+	@hooks=$$(git rev-parse --git-path hooks) && mkdir -p "$$hooks" && \
+		install -m 0755 scripts/hooks/commit-msg "$$hooks/commit-msg" && \
+		echo "installed $$hooks/commit-msg"
