@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +30,7 @@ type Proxy struct {
 	stallAfter int64
 	stallFor   time.Duration
 	stalls     int
+	latency    time.Duration // what the server sends reaches the client this late
 }
 
 type proxied struct {
@@ -117,6 +119,23 @@ func (p *Proxy) stall(n int64) time.Duration {
 	return p.stallFor
 }
 
+// Latency makes what the server sends reach the client d later, on every connection,
+// from now on: a network far away (throughput is not limited). A session then sits
+// idle at least d between sending a statement's result and reading the next statement,
+// in a transaction when it holds one open: the server's
+// idle_in_transaction_session_timeout fires on a session that does not turn it off.
+func (p *Proxy) Latency(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.latency = d
+}
+
+func (p *Proxy) delay() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.latency
+}
+
 // CutPort cuts now the connection the server sees coming from port (its backend's
 // pg_stat_activity.client_port). It says whether that connection was open.
 func (p *Proxy) CutPort(port int) bool {
@@ -165,7 +184,15 @@ func (p *Proxy) serve() {
 }
 
 // fromServer forwards what the server sends until either side ends or a cut trips.
+// Once the proxy has latency, a writer of its own passes each piece on when its
+// latency is over (and keeps doing so, in order, should the latency go back to 0).
 func (p *Proxy) fromServer(pc *proxied) {
+	var late *lateWriter
+	defer func() {
+		if late != nil {
+			late.stop()
+		}
+	}()
 	var n int64
 	buf := make([]byte, 32<<10)
 	for {
@@ -178,7 +205,15 @@ func (p *Proxy) fromServer(pc *proxied) {
 			if d := p.stall(n); d > 0 {
 				time.Sleep(d)
 			}
-			if _, err := pc.client.Write(buf[:k]); err != nil {
+			latency := p.delay()
+			if latency > 0 && late == nil {
+				late = startLateWriter(pc.client)
+			}
+			if late != nil {
+				if !late.send(time.Now().Add(latency), slices.Clone(buf[:k])) {
+					return
+				}
+			} else if _, err := pc.client.Write(buf[:k]); err != nil {
 				return
 			}
 		}
@@ -186,6 +221,50 @@ func (p *Proxy) fromServer(pc *proxied) {
 			return
 		}
 	}
+}
+
+// lateWriter writes pieces to a connection, each when it is due.
+type lateWriter struct {
+	pieces chan latePiece
+	failed chan struct{}
+	done   sync.WaitGroup
+}
+
+type latePiece struct {
+	due  time.Time
+	data []byte
+}
+
+func startLateWriter(c net.Conn) *lateWriter {
+	w := &lateWriter{pieces: make(chan latePiece, 64), failed: make(chan struct{})}
+	w.done.Go(func() {
+		for pi := range w.pieces {
+			time.Sleep(time.Until(pi.due))
+			if _, err := c.Write(pi.data); err != nil {
+				close(w.failed)
+				for range w.pieces {
+				}
+				return
+			}
+		}
+	})
+	return w
+}
+
+// send queues data to be written at due; false when writing failed already.
+func (w *lateWriter) send(due time.Time, data []byte) bool {
+	select {
+	case w.pieces <- latePiece{due, data}:
+		return true
+	case <-w.failed:
+		return false
+	}
+}
+
+// stop writes what is queued, then ends the writer.
+func (w *lateWriter) stop() {
+	close(w.pieces)
+	w.done.Wait()
 }
 
 // trip makes the armed cut once pc has carried more than its bytes (n so far); it
