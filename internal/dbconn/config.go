@@ -233,9 +233,29 @@ func oneLine(s string) string {
 	return s
 }
 
-// Connect opens a connection and passes its Warnings to OnWarning. A failure to reach or
-// log in is an *exit.Error with code 2, naming the role and the reason.
+// Connect opens a connection, turns off its timeouts (NoTimeouts) and passes its
+// Warnings to OnWarning. A failure to reach or log in is an *exit.Error with code 2,
+// naming the role and the reason.
+//
+// Every session of tsmigrate is made here, a reconnect included, so none is cut short
+// by a timeout that the database's or the role's settings give it (and a migration
+// gives the target database the source database's settings): under load, the freeze's
+// session was ended by the source database's idle_in_transaction_session_timeout of
+// 20 ms between two statements of its transaction, and pre-flight's probe of a target
+// whose server waited longer than that for each next statement.
 func (c *Config) Connect(ctx context.Context) (*Conn, error) {
+	return c.connect(ctx, NoTimeouts)
+}
+
+// ConnectSession connects as Connect does and sets the session up: setup runs as one
+// simple-protocol query string, so it may hold several statements separated by
+// semicolons. A failure of setup closes the connection and wraps the server's error.
+func (c *Config) ConnectSession(ctx context.Context, setup string) (*Conn, error) {
+	return c.connect(ctx, NoTimeouts+";\n"+setup)
+}
+
+// connect connects and runs setup, in one round trip.
+func (c *Config) connect(ctx context.Context, setup string) (*Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, c.pgx.Copy())
 	if err != nil {
 		if ctx.Err() != nil {
@@ -251,22 +271,11 @@ func (c *Config) Connect(ctx context.Context) (*Conn, error) {
 			c.OnWarning(w)
 		}
 	}
-	return cn, nil
-}
-
-// ConnectSession connects and sets the session up: setup runs as one simple-protocol
-// query string, so it may hold several statements separated by semicolons. A failure
-// of setup closes the connection and wraps the server's error.
-func (c *Config) ConnectSession(ctx context.Context, setup string) (*Conn, error) {
-	conn, err := c.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
 	if err := conn.PgConn().Exec(ctx, setup).Close(); err != nil {
 		conn.Close(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("set up the %s session: %w", c.Role, err)
 	}
-	return conn, nil
+	return cn, nil
 }
 
 // Warnings says what is risky about a connection that worked: today, a server that is

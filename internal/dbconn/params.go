@@ -324,7 +324,8 @@ func formatKeywords(p map[string]string) string {
 // idle_in_transaction_session_timeout, and transaction_timeout where the server has it
 // (PostgreSQL 17 and later). tsmigrate's own sessions run long statements and hold
 // transactions open on purpose, and a migration gives the target database the source
-// database's settings. One statement. Checked on PostgreSQL 15 and 17.
+// database's settings: Config.Connect runs it on every session. One statement. Checked
+// on PostgreSQL 15 and 17.
 const NoTimeouts = `SELECT set_config('statement_timeout', '0', false), set_config('lock_timeout', '0', false),
 	set_config('idle_in_transaction_session_timeout', '0', false),
 	(SELECT set_config(name, '0', false) FROM pg_settings WHERE name = 'transaction_timeout')`

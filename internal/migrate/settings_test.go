@@ -60,19 +60,28 @@ func TestDatabaseSettingsCarried(t *testing.T) {
 				fmt.Sprintf(`ALTER ROLE postgres IN DATABASE %s SET default_transaction_read_only = on`, src),
 				fmt.Sprintf(`COMMENT ON DATABASE %s IS E'the app''s data \\ C:\\dir'`, src),
 				fmt.Sprintf(`ALTER DATABASE %s SET app.note = E'a\\b''c'`, src),
-				// timeouts that tsmigrate's own sessions (copy, counts, verify's snapshot
-				// held idle in its transaction) must not be cut short by, on either side
-				fmt.Sprintf(`ALTER DATABASE %s SET idle_in_transaction_session_timeout = '20ms'`, src),
+				// timeouts that tsmigrate's own sessions (the freeze's, the copy's, verify's
+				// snapshot held idle in its transaction...) must not be cut short by, on
+				// either side: the target has them from the start too
+				fmt.Sprintf(`ALTER DATABASE %s SET idle_in_transaction_session_timeout = '1ms'`, src),
 				fmt.Sprintf(`ALTER DATABASE %s SET transaction_timeout = '1s'`, src),
 				fmt.Sprintf(`REVOKE CONNECT, TEMPORARY ON DATABASE %s FROM PUBLIC`, src),
 				fmt.Sprintf(`GRANT CONNECT ON DATABASE %s TO %s`, src, role))
 			// The target's sessions read E'' literals whatever this says.
-			testenv.MustExec(t, srv, "postgres", fmt.Sprintf(`ALTER DATABASE %s SET standard_conforming_strings = off`, dst))
+			testenv.MustExec(t, srv, "postgres", fmt.Sprintf(`ALTER DATABASE %s SET standard_conforming_strings = off`, dst),
+				fmt.Sprintf(`ALTER DATABASE %s SET idle_in_transaction_session_timeout = '1ms'`, dst),
+				fmt.Sprintf(`ALTER DATABASE %s SET transaction_timeout = '1s'`, dst))
 			unfreezeAtCleanup(t, srv, src)
 			want := settingsOf(t, srv, src)
 
+			// Both servers a little away: each waits 5 ms at least for a session's next
+			// statement, longer than idle_in_transaction_session_timeout, which then ends
+			// every session that holds a transaction and keeps the timeout (the freeze's
+			// was ended so under load, when the source's timeout was 20 ms).
+			proxy := testenv.StartProxy(t, srv)
+			proxy.Latency(5 * time.Millisecond)
 			sum, err := migrate.Run(ctx, migrate.Options{Engine: engine,
-				Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", srv.URI(dst)),
+				Source: cfg(t, "source", proxy.URI(t, srv.URI(src))), Target: cfg(t, "target", proxy.URI(t, srv.URI(dst))),
 				Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second})
 			if err != nil {
 				t.Fatalf("migrate: %v\n%+v", err, sum)
