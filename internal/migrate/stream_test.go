@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -202,6 +203,13 @@ type proc struct {
 func startTsmigrate(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	// A TMPDIR of its own: what it leaves when killed stays out of the other runs'
+	// way (left for testenv.Main to remove: its children may still write there).
+	tmp, err := os.MkdirTemp("", "proc-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	p.cmd.Stdout = &p.stdout
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {

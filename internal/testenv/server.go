@@ -236,6 +236,10 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// hostTemp is the machine's temporary directory, read before Main gives the tests a
+// TMPDIR of their own, which the servers' user may not enter.
+var hostTemp = os.TempDir()
+
 // Start initialises a new cluster of the given kind and starts it.
 func Start(ctx context.Context, k Kind, opt Options) (*Server, error) {
 	p, err := resolve(k)
@@ -246,7 +250,7 @@ func Start(ctx context.Context, k Kind, opt Options) (*Server, error) {
 	// for the Debian 13 build, under /tmp on the host otherwise.
 	base := filepath.Join(p.root, "var", "tmp")
 	if p.root == "" {
-		base = os.TempDir()
+		base = hostTemp
 	}
 	if err := os.MkdirAll(base, 0o1777); err != nil {
 		return nil, err

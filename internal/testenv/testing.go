@@ -92,14 +92,28 @@ func MustExec(t testing.TB, s *Server, db string, sql ...string) {
 	}
 }
 
-// Main runs the package's tests and then stops the shared servers.
+// Main runs the package's tests with a TMPDIR of their own, then stops the shared
+// servers and removes that directory. The temporary directories of the tsmigrate runs
+// of the package's tests, in this process and in the tsmigrate processes they start,
+// are then theirs alone: a migrate here never removes, nor says it removed, what a run
+// killed by another package's test (or by another test run on this machine) left
+// behind, and what the runs it kills leave does not reach the machine's /tmp.
 func Main(m *testing.M) {
+	tmp, err := os.MkdirTemp("", "tsmigrate.test-")
+	if err == nil {
+		err = os.Setenv("TMPDIR", tmp)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testenv: a TMPDIR for the tests:", err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	sharedMu.Lock()
 	for _, s := range shared {
 		s.Stop()
 	}
 	sharedMu.Unlock()
+	os.RemoveAll(tmp)
 	os.Exit(code)
 }
 
