@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -68,10 +69,13 @@ func databaseExists(t *testing.T, srv *testenv.Server, name string) bool {
 
 // A usage error of migrate or freeze, found before anything starts, is one line and
 // exit 2: no summary of a migration that never started, nothing frozen, no target
-// database created. The same source database twice would be frozen twice (the second
-// freeze failed "already frozen" after the first had frozen it).
+// database created, and the temporary directory a killed run left behind neither
+// removed nor announced (its notice came first). The same source database twice would
+// be frozen twice (the second freeze failed "already frozen" after the first had
+// frozen it).
 func TestUsageErrorIsOneLine(t *testing.T) {
 	bin := testenv.Binary(t)
+	stale := testenv.StaleScratch(t)
 	srv := testenv.Shared(t, testenv.PG17TS)
 	src := timescaleSource(t, srv)
 	tgt := testenv.NewDB(t, srv, false)
@@ -116,6 +120,9 @@ func TestUsageErrorIsOneLine(t *testing.T) {
 				if databaseExists(t, srv, n) {
 					t.Errorf("target database %s was created", n)
 				}
+			}
+			if _, err := os.Stat(stale); err != nil {
+				t.Fatalf("the killed run's directory: %v", err)
 			}
 		})
 	}

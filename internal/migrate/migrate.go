@@ -442,9 +442,6 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 
 func (r *run) run(ctx context.Context) (err error) {
 	opt := r.opt
-	if stale := scratch.RemoveStale(); len(stale) > 0 {
-		r.note("", fmt.Sprintf("removed %d temporary directories that killed tsmigrate runs left behind: %s", len(stale), strings.Join(stale, ", ")))
-	}
 	if err := checkEngineOptions(opt); err != nil {
 		return err
 	}
@@ -464,6 +461,11 @@ func (r *run) run(ctx context.Context) (err error) {
 		return exit.Usagef("use --dump-dir for several databases", "--dump-file holds one database, and %d are to be migrated", len(dbs))
 	}
 	r.sum.Databases = dbs
+	// Once the arguments are checked and both servers reached: a usage error is one
+	// line and changes nothing.
+	if stale := scratch.RemoveStale(); len(stale) > 0 {
+		r.note("", fmt.Sprintf("removed %d temporary directories that killed tsmigrate runs left behind: %s", len(stale), strings.Join(stale, ", ")))
+	}
 	if err := r.phase(nil, PhaseTools, func() error { return r.findTools(ctx) }); err != nil {
 		return err
 	}

@@ -18,8 +18,8 @@ import (
 // Prefix starts the name of every directory New makes.
 const Prefix = "tsmigrate-"
 
-// lockName is the lock file in each directory.
-const lockName = ".tsmigrate-owner"
+// LockName is the lock file in each directory.
+const LockName = ".tsmigrate-owner"
 
 // Dir is a temporary directory owned by this process.
 type Dir struct {
@@ -36,11 +36,11 @@ func New(kind string) (*Dir, error) {
 	}
 	// Locked under another name first, then renamed: RemoveStale never sees the lock
 	// file unlocked while its owner lives.
-	tmp := filepath.Join(path, lockName+".new")
+	tmp := filepath.Join(path, LockName+".new")
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o600)
 	if err == nil {
 		if err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
-			err = os.Rename(tmp, filepath.Join(path, lockName))
+			err = os.Rename(tmp, filepath.Join(path, LockName))
 		}
 		if err != nil {
 			f.Close()
@@ -74,7 +74,7 @@ func RemoveStale() []string {
 		if sys, ok := st.Sys().(*syscall.Stat_t); !ok || int(sys.Uid) != os.Getuid() {
 			continue
 		}
-		f, err := os.Open(filepath.Join(dir, lockName))
+		f, err := os.Open(filepath.Join(dir, LockName))
 		if err != nil {
 			continue
 		}

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tsmigrate/tsmigrate/internal/scratch"
 )
 
 // Need starts a fresh server of kind k for one test and stops it when the test ends.
@@ -115,6 +117,24 @@ func Main(m *testing.M) {
 	sharedMu.Unlock()
 	os.RemoveAll(tmp)
 	os.Exit(code)
+}
+
+// StaleScratch gives the test a TMPDIR of its own (for its tsmigrate runs, in this
+// process and in those it starts) that holds the temporary directory of a tsmigrate run
+// killed before, with its unlocked lock file: the next migrate that gets going removes
+// it, and says so. It returns that directory's path. Not for parallel tests.
+func StaleScratch(t *testing.T) string {
+	t.Helper()
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	dir := filepath.Join(tmp, scratch.Prefix+"dump-killed")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, scratch.LockName), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // FilesHolding lists the files under dir whose content holds secret: tests that
