@@ -208,6 +208,9 @@ func TestConflictingObjectFailsAndUnfreezes(t *testing.T) {
 	// A collation is not among the objects pre-flight looks for in the target.
 	testenv.MustExec(t, srv, dst, "CREATE COLLATION public.plain (provider = libc, locale = 'C')")
 	unfreezeAtCleanup(t, srv, src)
+	// What a killed run left behind is removed first, with a note: the error is still
+	// stderr's last line.
+	stale := testenv.StaleScratch(t)
 
 	code, out, errOut := runCLI(t, "migrate", "--engine", "dump", "--yes", "--jobs", "2", "--pg-bin", srv.ClientBin(), "--no-verify",
 		"--source", srv.URI(src), "--target", srv.URI(dst))
@@ -225,8 +228,12 @@ func TestConflictingObjectFailsAndUnfreezes(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	if !strings.HasPrefix(errOut[strings.LastIndex(strings.TrimSpace(errOut), "\n")+1:], "tsmigrate: ") {
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	if !strings.HasPrefix(lines[len(lines)-1], "tsmigrate: ") {
 		t.Errorf("last line of stderr is not tsmigrate's one-line error:\n%s", errOut)
+	}
+	if !strings.Contains(errOut, "removed 1 temporary directories that killed tsmigrate runs left behind: "+stale) {
+		t.Errorf("stderr does not say the killed run's directory was removed:\n%s", errOut)
 	}
 	if !writable(t, srv, src) {
 		t.Fatal("the source is still frozen after the failed run")
