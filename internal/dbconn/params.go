@@ -321,11 +321,12 @@ func formatKeywords(p map[string]string) string {
 
 // NoTimeouts turns off, for the session, every timeout that a database's or a role's
 // settings may give it: statement_timeout, lock_timeout,
-// idle_in_transaction_session_timeout, and transaction_timeout where the server has it
-// (PostgreSQL 17 and later). tsmigrate's own sessions run long statements and hold
-// transactions open on purpose, and a migration gives the target database the source
-// database's settings: Config.Connect runs it on every session. One statement. Checked
-// on PostgreSQL 15 and 17.
+// idle_in_transaction_session_timeout, idle_session_timeout (PostgreSQL 14 and later),
+// and transaction_timeout where the server has it (PostgreSQL 17 and later).
+// tsmigrate's own sessions run long statements, hold transactions open on purpose and
+// wait, some of them, while others work; and a migration gives the target database the
+// source database's settings: Config.Connect runs it on every session. One statement.
+// Checked on PostgreSQL 15 and 17.
 const NoTimeouts = `SELECT set_config('statement_timeout', '0', false), set_config('lock_timeout', '0', false),
 	set_config('idle_in_transaction_session_timeout', '0', false),
-	(SELECT set_config(name, '0', false) FROM pg_settings WHERE name = 'transaction_timeout')`
+	(SELECT count(set_config(name, '0', false)) FROM pg_settings WHERE name IN ('idle_session_timeout', 'transaction_timeout'))`
