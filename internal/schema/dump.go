@@ -133,10 +133,18 @@ func restoreEntries(ctx context.Context, tools *pgtools.Tools, target *dbconn.Co
 
 // sqlAnalyzeTargets lists what ANALYZE covers (tables, partitioned tables, materialized
 // views, hypertable chunks included), largest first. PostgreSQL 15/17.
+//
+// Not the tables of _timescaledb_cache: TimescaleDB keeps them empty, to signal through
+// their relcache invalidations, and the first ANALYZE of cache_inval_extension (its
+// reltuples go from -1 to 0) tells every session of the database that the extension
+// may have been dropped or created. TimescaleDB 2.19.3 then decides again whether it is
+// loaded, and a session that asks meanwhile fails, "tried calling catalog_get when
+// extension isn't loaded": another worker's ANALYZE of a hypertable, a pg_restore
+// statement running alongside, a user's query.
 var sqlAnalyzeTargets = `
 SELECT n.nspname, c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'm', 'p') AND NOT ` + sqltext.SystemSchema("n.nspname") + `
+WHERE c.relkind IN ('r', 'm', 'p') AND NOT ` + sqltext.SystemSchema("n.nspname") + ` AND n.nspname <> '_timescaledb_cache'
 ORDER BY pg_relation_size(c.oid) DESC`
 
 // Analyze updates the planner statistics of every table of the target database, jobs
