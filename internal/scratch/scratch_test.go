@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // When the environment says so, the test binary is a tsmigrate-like process: it makes
@@ -20,7 +21,9 @@ func TestMain(m *testing.M) {
 		}
 		os.WriteFile(filepath.Join(d.Path, "data"), []byte("rows"), 0o600)
 		os.Stdout.WriteString(d.Path + "\n")
-		select {}
+		for { // not select{}: the runtime ends a process whose goroutines all block
+			time.Sleep(time.Hour)
+		}
 	}
 	os.Exit(m.Run())
 }
