@@ -1,10 +1,11 @@
 # tsmigrate — the two commands a new user needs:
 #   make demo   two local servers, sample time-series data, the whole flow
 #   make test   the test suite against real servers
+# (make test-short: the tests that need no server, in seconds, on any machine)
 GO ?= go
 PKGS ?= ./...
 
-.PHONY: all build servers demo test check bench hooks
+.PHONY: all build servers demo test test-short check bench hooks
 
 all: build
 
@@ -27,6 +28,10 @@ check:
 
 test: servers check
 	$(GO) test -race -count=1 -timeout 40m $(PKGS)
+
+# The fast tier: no server, no root; the tests that need servers skip. Seconds.
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
 
 bench:
 	@bash scripts/setup-servers.sh --with-pgcopydb >/dev/null

@@ -90,7 +90,7 @@ func newFreezeCmd(a *app) *cobra.Command {
 			}
 			opt.WaitTimeout = timeout
 			opt.OnEvent = func(e freeze.Event) { printFreezeEvent(a.stderr, src.Database(), opt.NoTerminate, e) }
-			res, err := freeze.Freeze(c.Context(), src, opt)
+			res, err := a.lib.freeze(c.Context(), src, opt)
 			if err != nil {
 				return err
 			}
@@ -207,7 +207,7 @@ be reached; 130 interrupted.`,
 			if err != nil {
 				return err
 			}
-			res, err := freeze.Unfreeze(c.Context(), src)
+			res, err := a.lib.unfreeze(c.Context(), src)
 			if err != nil {
 				return err
 			}
@@ -268,7 +268,7 @@ the server cannot be reached; 130 interrupted.`,
 			if err != nil {
 				return err
 			}
-			st, err := freeze.Status(c.Context(), src)
+			st, err := a.lib.freezeStatus(c.Context(), src)
 			if err != nil {
 				return err
 			}

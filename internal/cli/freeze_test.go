@@ -84,6 +84,9 @@ func (f *freezeFixture) settings(t *testing.T) []string {
 }
 
 func TestFreezeCommands(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts its own servers: not under -short")
+	}
 	bin := testenv.Binary(t)
 	for _, k := range []testenv.Kind{testenv.PG17TS, testenv.PG15} {
 		t.Run(string(k), func(t *testing.T) {

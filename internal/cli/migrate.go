@@ -307,7 +307,7 @@ func (a *app) migrate(c *cobra.Command, f migrateFlags) (*migrate.Summary, error
 			return on, done
 		},
 	}
-	return migrate.Run(c.Context(), opt)
+	return a.lib.migrate(c.Context(), opt)
 }
 
 func (a *app) printMigrateEvent(e migrate.Event) {

@@ -85,7 +85,7 @@ func init() {
 				if rolesUpdate && !withRoles {
 					return exit.Usagef("add --roles", "--roles-update goes with --roles")
 				}
-				r, err := preflight.Run(c.Context(), preflight.Options{Source: src, Target: tgt, Engine: engine, RestorePath: path,
+				r, err := a.lib.preflight(c.Context(), preflight.Options{Source: src, Target: tgt, Engine: engine, RestorePath: path,
 					Roles: withRoles, RolesUpdate: rolesUpdate})
 				if err != nil {
 					return notConnected(r, err)

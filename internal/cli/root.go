@@ -39,6 +39,7 @@ variables and ~/.pgpass (PGPASSFILE) apply as they do for psql.`
 type app struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	lib            library
 	passwordPrompt bool
 	verbose        bool
 	pgBin          string
@@ -99,13 +100,13 @@ another: pre-flight checks, a proven write freeze, the copy, and proof that both
 
 // Run runs tsmigrate with args and returns the process exit code.
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	return execute(ctx, &app{stdin: stdin, stdout: stdout, stderr: stderr}, args)
+	return execute(ctx, &app{stdin: stdin, stdout: stdout, stderr: stderr, lib: theLibrary}, args)
 }
 
 // Main is Run for the tsmigrate program itself: it may also size the Go runtime to the
 // work (see app.sizeRuntime), which tests running commands in their own process must not.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	return execute(ctx, &app{stdin: stdin, stdout: stdout, stderr: stderr, setProcs: runtime.GOMAXPROCS}, args)
+	return execute(ctx, &app{stdin: stdin, stdout: stdout, stderr: stderr, lib: theLibrary, setProcs: runtime.GOMAXPROCS}, args)
 }
 
 // procsFor is how many threads may run tsmigrate's own Go code at once for a command

@@ -74,9 +74,9 @@ func databaseExists(t *testing.T, srv *testenv.Server, name string) bool {
 // be frozen twice (the second freeze failed "already frozen" after the first had
 // frozen it).
 func TestUsageErrorIsOneLine(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS) // first: under -short, nothing is built
 	bin := testenv.Binary(t)
 	stale := testenv.StaleScratch(t)
-	srv := testenv.Shared(t, testenv.PG17TS)
 	src := timescaleSource(t, srv)
 	tgt := testenv.NewDB(t, srv, false)
 	a, b := tgt+"_a", tgt+"_b"

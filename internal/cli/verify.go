@@ -144,7 +144,7 @@ func (a *app) runVerify(c *cobra.Command, f verifyFlags) error {
 				}
 			}
 		}
-		rep, err := verify.Run(ctx, opt)
+		rep, err := a.lib.verify(ctx, opt)
 		if progress != nil {
 			progress.stop()
 		}

@@ -18,6 +18,7 @@ import (
 // A server that cannot be started skips the test, except under CI=true, where it fails.
 func Need(t testing.TB, k Kind, opt Options) *Server {
 	t.Helper()
+	skipShort(t, k)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	s, err := Start(ctx, k, opt)
@@ -26,6 +27,15 @@ func Need(t testing.TB, k Kind, opt Options) *Server {
 	}
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// skipShort skips the test under go test -short, before anything is started: the fast
+// tier runs without servers, on a machine with no PostgreSQL (CI=true included).
+func skipShort(t testing.TB, k Kind) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("needs a %s server: not under -short", k)
+	}
 }
 
 func unavailable(t testing.TB, k Kind, err error) {
@@ -45,6 +55,7 @@ var (
 // Shared returns a server of kind k shared by the tests of the package; Main stops it.
 func Shared(t testing.TB, k Kind) *Server {
 	t.Helper()
+	skipShort(t, k)
 	sharedMu.Lock()
 	defer sharedMu.Unlock()
 	if s, ok := shared[k]; ok {
