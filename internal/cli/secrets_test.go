@@ -56,16 +56,12 @@ func TestKilledRunLeavesNoSecretBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill() })
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		if files, _ := filepath.Glob(filepath.Join(tmp, "tsmigrate-dump-*", "*", "*.dat*")); len(files) > 0 {
-			break
+	testenv.Eventually(t, 90*time.Second, func() error {
+		if files, _ := filepath.Glob(filepath.Join(tmp, "tsmigrate-dump-*", "*", "*.dat*")); len(files) == 0 {
+			return fmt.Errorf("pg_dump wrote no data file in %s", tmp)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pg_dump wrote no data file in %s:\n%s", tmp, out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	testenv.MustExec(t, srv, src, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")

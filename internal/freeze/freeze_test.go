@@ -204,11 +204,13 @@ func TestFreezeEndsSessionsThenUnfreeze(t *testing.T) {
 			// Freeze's own connection, opened before the freeze, is closed when it
 			// returns, but its server process may take a moment to go (seen once under
 			// the load of the whole test run): give sessions from before 5 s to be gone.
-			st := status(t, f)
-			for deadline := time.Now().Add(5 * time.Second); len(st.SessionsFromBefore) > 0 && time.Now().Before(deadline); {
-				time.Sleep(100 * time.Millisecond)
-				st = status(t, f)
-			}
+			var st *freeze.State
+			testenv.Eventually(t, 5*time.Second, func() error {
+				if st = status(t, f); len(st.SessionsFromBefore) > 0 {
+					return fmt.Errorf("sessions from before the freeze: %v", st.SessionsFromBefore)
+				}
+				return nil
+			})
 			if !st.Frozen || !st.Intact || st.ID != res.ID || !st.Since.Equal(res.Since) || len(st.SessionsFromBefore) != 0 {
 				t.Fatalf("status after freeze: %+v (freeze id %s)", st, res.ID)
 			}
@@ -262,19 +264,22 @@ func TestFreezeEndsSessionsThenUnfreeze(t *testing.T) {
 func schedulerPID(t *testing.T, f *fixture, need bool) uint32 {
 	t.Helper()
 	c := f.session(t)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var p uint32
+	var p uint32
+	read := func() error {
+		p = 0
 		c.QueryRow(context.Background(), `SELECT pid FROM pg_stat_activity WHERE datname = current_database()
 			AND backend_type = 'TimescaleDB Background Worker Scheduler'`).Scan(&p)
-		if p != 0 || !need {
-			return p
+		if p == 0 {
+			return errors.New("no TimescaleDB scheduler for the database")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no TimescaleDB scheduler for the database")
-		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
 	}
+	if !need {
+		read()
+		return p
+	}
+	testenv.Eventually(t, 10*time.Second, read)
+	return p
 }
 
 // With NoTerminate, a session in a write transaction from before the freeze is waited

@@ -3,6 +3,7 @@ package live
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -60,20 +61,19 @@ func TestStartReceiveDrop(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()
 	tc := dbConn(t, srv, dst)
-	deadline := time.Now().Add(time.Minute)
-	for queryInt(t, tc, `SELECT count(*) FROM _tsmigrate.live_changes WHERE get_byte(data, 0) = ascii('C')`) < 5 {
+	testenv.Eventually(t, time.Minute, func() error {
 		select {
 		case err := <-done:
 			t.Fatalf("the receiver stopped: %v", err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("5 transactions not received in a minute: %+v; %d rows", r.Status(), queryInt(t, tc, `SELECT count(*) FROM _tsmigrate.live_changes`))
+		if queryInt(t, tc, `SELECT count(*) FROM _tsmigrate.live_changes WHERE get_byte(data, 0) = ascii('C')`) < 5 {
+			return fmt.Errorf("5 transactions not received: %+v; %d rows", r.Status(), queryInt(t, tc, `SELECT count(*) FROM _tsmigrate.live_changes`))
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	// The slot is told what the target keeps.
-	for {
+	testenv.Eventually(t, time.Minute, func() error {
 		st, err := ReadState(ctx, tc)
 		if err != nil {
 			t.Fatal(err)
@@ -84,13 +84,10 @@ func TestStartReceiveDrop(t *testing.T) {
 		}
 		c, _ := parseLSN(confirmed)
 		if st.ReceivedSeq > 0 && c >= st.ReceivedLSN && c > s.StartLSN {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("slot confirmed %s, target received %s", confirmed, st.ReceivedLSN)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Errorf("slot confirmed %s, target received %s", confirmed, st.ReceivedLSN)
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -263,14 +263,9 @@ func TestStreamAPIKillThenResume(t *testing.T) {
 	p.cmd.Wait()
 	g := connect(t, srv.SuperURI(dst))
 	var done, total int
-	for range 50 { // the killed sessions' transactions end shortly after
-		done = scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.units WHERE state = 'done'")
-		total = scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.units")
-		if scalar[int](t, g, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tsmigrate'", dst) == 0 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	sessionsGone(t, g, dst) // the killed sessions' transactions end shortly after
+	done = scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.units WHERE state = 'done'")
+	total = scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.units")
 	if done == 0 || done >= total {
 		t.Fatalf("killed with %d of %d units done: not in the middle of the data phase", done, total)
 	}
@@ -321,12 +316,7 @@ func TestStreamAPIKillInPostDataThenResume(t *testing.T) {
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
 	p.cmd.Wait()
-	for range 300 { // the killed run's pg_restore ends after the statement it runs
-		if scalar[int](t, g, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tsmigrate'", dst) == 0 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	sessionsGone(t, g, dst) // the killed run's pg_restore ends after the statement it runs
 	if have := scalar[int](t, g, fks); have >= 6 {
 		t.Fatalf("killed with %d of the 6 foreign keys on the target: not in the middle of post-data", have)
 	}

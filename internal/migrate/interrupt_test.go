@@ -115,17 +115,7 @@ func TestInterruptDuringDump(t *testing.T) {
 		t.Fatal("the source is still frozen after the interrupt")
 	}
 	c := connect(t, srv.SuperURI("postgres"))
-	var left int
-	for range 50 {
-		left = scalar[int](t, c, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tsmigrate'", src)
-		if left == 0 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if left != 0 {
-		t.Fatalf("%d tsmigrate sessions (pg_dump) still on the source", left)
-	}
+	sessionsGone(t, c, src) // pg_dump's
 	if _, err := os.Stat(filepath.Join(dumps, src+".dump")); !os.IsNotExist(err) {
 		t.Errorf("the partial dump is left behind: %v", err)
 	}
@@ -148,14 +138,9 @@ func killInDataPhase(t *testing.T, srv *testenv.Server, src, dst string) (done, 
 		t.Fatal("the source is writable after tsmigrate was killed")
 	}
 	g := connect(t, srv.SuperURI(dst))
-	for range 50 { // the killed sessions' transactions end shortly after
-		done = scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.units WHERE state = 'done'")
-		total = scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.units")
-		if scalar[int](t, g, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tsmigrate'", dst) == 0 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	sessionsGone(t, g, dst) // the killed sessions' transactions end shortly after
+	done = scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.units WHERE state = 'done'")
+	total = scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.units")
 	t.Logf("killed with %d of %d units done", done, total)
 	if done == 0 || done >= total {
 		t.Fatalf("killed with %d of %d units done: not in the middle of the data phase", done, total)

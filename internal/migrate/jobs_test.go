@@ -3,6 +3,7 @@ package migrate_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -156,18 +157,14 @@ func TestKilledRunUnfreezeSchedulesJobsFullBuild(t *testing.T) {
 	p := startTsmigrate(t, testenv.Binary(t), "migrate", "--engine", "dump", "--yes", "--freeze-grace", "60s", "--json",
 		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
 	probe := connect(t, srv.SuperURI("postgres"))
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testenv.Eventually(t, 60*time.Second, func() error {
 		n := scalar[int](t, probe, fmt.Sprintf(`SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
 			WHERE d.datname = '%s' AND array_to_string(s.setconfig, ',') LIKE '%%tsmigrate.freeze_record%%'`, src))
-		if n > 0 {
-			break
+		if n == 0 {
+			return errors.New("the run did not freeze the source")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the run did not freeze the source")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
 	p.cmd.Wait()

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
@@ -81,12 +80,7 @@ func TestStreamKillInPostDataThenResume(t *testing.T) {
 
 	g := connect(t, srv.SuperURI(dst))
 	killWhen(t, srv, src, dst, "post-data", "a foreign key on the target", func() bool { return scalar[int](t, g, fks) >= 2 })
-	for range 300 { // the killed run's pg_restore ends after the statement it runs
-		if scalar[int](t, g, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tsmigrate'", dst) == 0 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	sessionsGone(t, g, dst) // the killed run's pg_restore ends after the statement it runs
 	have := scalar[int](t, g, fks)
 	t.Logf("killed with %d of the %d foreign keys on the target", have, want)
 	if have < 2 || have >= want {

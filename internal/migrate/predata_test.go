@@ -2,6 +2,7 @@ package migrate_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -83,19 +84,20 @@ func killWhen(t *testing.T, srv *testenv.Server, src, dst, phase, what string, r
 	t.Helper()
 	p := startTsmigrate(t, testenv.Binary(t), "migrate", "--yes", "--jobs", "1", "--freeze-grace", "1s", "--progress", "json", "--json",
 		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst))
-	deadline := time.Now().Add(90 * time.Second)
-	for !p.saw("==> " + phase) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s phase\n%s", phase, strings.Join(p.lines, "\n"))
+	defer func() {
+		if t.Failed() {
+			t.Logf("tsmigrate's stderr:\n%s", p.output())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	for !ready() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s\n%s", what, strings.Join(p.lines, "\n"))
+	}()
+	testenv.Eventually(t, 90*time.Second, func() error {
+		if !p.saw("==> " + phase) {
+			return fmt.Errorf("no %s phase", phase)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		if !ready() {
+			return fmt.Errorf("no %s", what)
+		}
+		return nil
+	})
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
 	p.cmd.Wait()

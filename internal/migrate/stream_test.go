@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
@@ -257,6 +260,13 @@ func (p *proc) events(typ string) (n, planned int) {
 	return n, planned
 }
 
+// output is the stderr read so far.
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines, "\n")
+}
+
 // saw says whether a line of stderr so far starts with prefix.
 func (p *proc) saw(prefix string) bool {
 	p.mu.Lock()
@@ -269,23 +279,32 @@ func (p *proc) saw(prefix string) bool {
 	return false
 }
 
+// sessionsGone waits until database db has no session of tsmigrate's (its own, its
+// pg_dump's and pg_restore's) left: a killed run's end when the server notices, after
+// the statement they run.
+func sessionsGone(t *testing.T, c *pgx.Conn, db string) {
+	t.Helper()
+	testenv.Eventually(t, time.Minute, func() error {
+		if n := scalar[int](t, c, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tsmigrate'", db); n > 0 {
+			return fmt.Errorf("%d tsmigrate sessions still on database %s", n, db)
+		}
+		return nil
+	})
+}
+
 func (p *proc) waitFor(t *testing.T, typ string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
+	testenv.Eventually(t, 90*time.Second, func() error {
 		if got, _ := p.events(typ); got >= n {
-			return
+			return nil
 		}
 		select {
 		case <-p.done:
 			t.Fatalf("tsmigrate ended before %d %q events\n%s\n%s", n, typ, p.stdout.String(), strings.Join(p.lines, "\n"))
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %d %q events", n, typ)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("no %d %q events", n, typ)
+	})
 }
 
 func (p *proc) wait(t *testing.T) (int, *migrate.Summary) {

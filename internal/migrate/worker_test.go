@@ -1,6 +1,7 @@
 package migrate_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -23,17 +24,17 @@ func TestStreamWorkerStartedFirstWaits(t *testing.T) {
 	conn := []string{"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", srv.URI(dst), "--progress", "json", "--json"}
 
 	worker := startTsmigrate(t, bin, append([]string{"migrate", "--worker", "--jobs", "1"}, conn...)...)
-	deadline := time.Now().Add(60 * time.Second)
-	for !worker.saw("    waiting for the migration to reach its data phase") {
+	testenv.Eventually(t, 60*time.Second, func() error {
+		if worker.saw("    waiting for the migration to reach its data phase") {
+			return nil
+		}
 		select {
 		case <-worker.done:
 			t.Fatalf("the worker ended instead of waiting:\n%s\n%s", worker.stdout.String(), strings.Join(worker.lines, "\n"))
-		case <-time.After(20 * time.Millisecond):
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the worker does not say it waits")
-		}
-	}
+		return errors.New("the worker does not say it waits")
+	})
 	first := startTsmigrate(t, bin, append([]string{"migrate", "--yes", "--jobs", "1", "--freeze-grace", "1s"}, conn...)...)
 	assertShared(t, first, worker)
 }

@@ -3,8 +3,11 @@ package testenv
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -142,4 +145,43 @@ func checkManaged(t *testing.T, s *Server, conn *pgx.Conn) {
 func isInsufficientPrivilege(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "42501"
+}
+
+// Eventually returns once the check passes, and fails the test with the check's last
+// error when it never does.
+func TestEventually(t *testing.T) {
+	n := 0
+	Eventually(t, time.Minute, func() error {
+		if n++; n < 3 {
+			return fmt.Errorf("attempt %d", n)
+		}
+		return nil
+	})
+	if n != 3 {
+		t.Errorf("checked %d times, want 3", n)
+	}
+
+	rec := &recorder{TB: t}
+	done := make(chan struct{})
+	go func() { // Fatalf ends the goroutine, as it ends a test
+		defer close(done)
+		Eventually(rec, 50*time.Millisecond, func() error { return errors.New("never") })
+	}()
+	<-done
+	if rec.failure != "after 50ms: never" {
+		t.Errorf("failure %q, want %q", rec.failure, "after 50ms: never")
+	}
+}
+
+// recorder is a testing.TB whose Fatalf records the failure and ends the goroutine.
+type recorder struct {
+	testing.TB
+	failure string
+}
+
+func (r *recorder) Helper() {}
+
+func (r *recorder) Fatalf(format string, args ...any) {
+	r.failure = fmt.Sprintf(format, args...)
+	runtime.Goexit()
 }
