@@ -101,6 +101,10 @@ type Server struct {
 	DataDir string  // host path
 	CertDir string  // host path holding root.crt for Managed servers
 
+	// host is the address of a server this package did not start (ExternalEnv); ""
+	// for the servers it starts, on 127.0.0.1.
+	host string
+
 	paths paths
 	cmd   *exec.Cmd
 	done  chan struct{}
@@ -505,8 +509,12 @@ func (s *Server) Kill() {
 }
 
 func (s *Server) uri(user, password, db string, extra string) string {
+	host := s.host
+	if host == "" {
+		host = "127.0.0.1"
+	}
 	u := url.URL{Scheme: "postgres", User: url.UserPassword(user, password),
-		Host: fmt.Sprintf("127.0.0.1:%d", s.Port), Path: "/" + db}
+		Host: net.JoinHostPort(host, strconv.Itoa(s.Port)), Path: "/" + db}
 	q := "sslmode=disable"
 	if s.Managed {
 		q = "sslmode=verify-full&sslrootcert=" + url.QueryEscape(filepath.Join(s.CertDir, "root.crt"))

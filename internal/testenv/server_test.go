@@ -185,3 +185,33 @@ func (r *recorder) Fatalf(format string, args ...any) {
 	r.failure = fmt.Sprintf(format, args...)
 	runtime.Goexit()
 }
+
+// ExternalEnv points Shared at a server running already: the tests log into it as they
+// log into the servers this package starts, and stopping it leaves it running.
+func TestExternalServer(t *testing.T) {
+	own := Need(t, PG15, Options{})
+	ctx := context.Background()
+	t.Setenv(ExternalEnv(PG15), fmt.Sprintf("localhost:%d", own.Port))
+	s, err := external(ctx, PG15)
+	if err != nil || s == nil {
+		t.Fatalf("external: %v, %v", s, err)
+	}
+	db := NewDB(t, s, false)
+	MustExec(t, s, db, "CREATE TABLE t (a int)", "INSERT INTO t VALUES (1)")
+	if s.Major != 15 || s.ClientBin() != ClientBin(PG15) || !strings.Contains(s.URI(db), "@localhost:") {
+		t.Errorf("major %d, client bin %s, URI %s", s.Major, s.ClientBin(), s.URI(db))
+	}
+	s.Stop()
+	if err := own.Exec(ctx, db, "SELECT * FROM t"); err != nil {
+		t.Errorf("after Stop of the external server, the server it named: %v", err)
+	}
+
+	t.Setenv(ExternalEnv(PG15), "localhost")
+	if _, err := external(ctx, PG15); err == nil || !strings.Contains(err.Error(), "TSMIGRATE_TEST_PG15=\"localhost\": give HOST:PORT") {
+		t.Errorf("no port: %v", err)
+	}
+	t.Setenv(ExternalEnv(PG15), "127.0.0.1:1")
+	if _, err := external(ctx, PG15); err == nil || !strings.Contains(err.Error(), "log in as postgres") {
+		t.Errorf("nothing there: %v", err)
+	}
+}

@@ -53,6 +53,8 @@ var (
 )
 
 // Shared returns a server of kind k shared by the tests of the package; Main stops it.
+// When ExternalEnv(k) names a server, it is that one (left running), and one that does
+// not answer fails the test.
 func Shared(t testing.TB, k Kind) *Server {
 	t.Helper()
 	skipShort(t, k)
@@ -63,9 +65,14 @@ func Shared(t testing.TB, k Kind) *Server {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := Start(ctx, k, Options{})
+	s, err := external(ctx, k)
 	if err != nil {
-		unavailable(t, k, err)
+		t.Fatal(err)
+	}
+	if s == nil {
+		if s, err = Start(ctx, k, Options{}); err != nil {
+			unavailable(t, k, err)
+		}
 	}
 	shared[k] = s
 	return s
