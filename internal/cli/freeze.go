@@ -71,7 +71,12 @@ func newFreezeCmd(a *app) *cobra.Command {
 		Use:   "freeze --source URI [--yes] [--freeze-grace DUR] [--no-terminate] [--wait-timeout DUR] [--json]",
 		Short: "Stop writes to the source database, and prove it",
 		Long:  freezeLong,
-		Args:  cobra.NoArgs,
+		Example: `  # freeze the source's database, asking first; undo with tsmigrate unfreeze
+  tsmigrate freeze --source postgres://postgres@db.internal/app
+
+  # in a script: no question, wait for open transactions instead of ending sessions
+  tsmigrate freeze --yes --no-terminate --wait-timeout 5m --json --source "$SRC"`,
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if opt.Grace < 0 {
 				return exit.Usagef("give 0 or more (0: end them at once)", "--freeze-grace %s", opt.Grace)
@@ -201,6 +206,8 @@ timescaledb_scheduler_restarted, timescaledb_jobs_scheduled [id], notes [text].
 
 Exit codes: 0 unfrozen or nothing to undo; 1 failed; 2 bad usage or the server cannot
 be reached; 130 interrupted.`,
+		Example: `  # give writes back, from any machine, even after the freezing process was killed
+  tsmigrate unfreeze --source postgres://postgres@db.internal/app`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			src, err := a.config("source", conn.source)
@@ -262,6 +269,8 @@ in freeze --json, without outcome).
 
 Exit codes: 0 the state was read (frozen or not); 1 any other failure; 2 bad usage or
 the server cannot be reached; 130 interrupted.`,
+		Example: `  tsmigrate freeze-status --source postgres://postgres@db.internal/app
+  tsmigrate freeze-status --json --source "$SRC" | jq .intact`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			src, err := a.config("source", conn.source)

@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"fmt"
 	"reflect"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
@@ -81,5 +83,65 @@ func TestProcsFor(t *testing.T) {
 		if got := procsFor(c.jobs, c.cpus); got != c.want {
 			t.Errorf("procsFor(%d jobs, %d cores) = %d, want %d", c.jobs, c.cpus, got, c.want)
 		}
+	}
+}
+
+// `tsmigrate help exit-codes` lists every exit code internal/exit declares, with its
+// meaning, and is listed among the root's help topics.
+func TestHelpExitCodes(t *testing.T) {
+	code, stdout, stderr, _ := runFlags(t, "help", "exit-codes")
+	if code != 0 || stderr != "" {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	for _, m := range exit.Meanings {
+		if !strings.Contains(stdout, fmt.Sprintf("\n  %-4d %s", m.Code, firstWords(m.Means))) {
+			t.Errorf("exit code %d (%s) is not listed:\n%s", m.Code, m.Means, stdout)
+		}
+	}
+	if _, help, _, _ := runFlags(t, "--help"); !regexp.MustCompile(`Additional help topics:\n\s+tsmigrate exit-codes`).MatchString(help) {
+		t.Errorf("tsmigrate --help does not list the exit-codes topic:\n%s", help)
+	}
+}
+
+// firstWords is the start of s that fits on the first line of the list.
+func firstWords(s string) string {
+	if len(s) > 40 {
+		return s[:40]
+	}
+	return s
+}
+
+// Every command's help has examples, and their flags are the command's.
+func TestHelpExamples(t *testing.T) {
+	root := newRoot(&app{})
+	for _, c := range root.Commands() {
+		if !c.IsAvailableCommand() || c.Name() == "help" || c.Name() == "completion" {
+			continue
+		}
+		t.Run(c.Name(), func(t *testing.T) {
+			if c.Example == "" {
+				t.Fatal("no Example: in its help")
+			}
+			ran := 0
+			for _, line := range strings.Split(strings.ReplaceAll(c.Example, "\\\n", " "), "\n") {
+				line, _, _ = strings.Cut(strings.TrimSpace(line), "|")
+				if !strings.HasPrefix(line, "tsmigrate ") {
+					continue
+				}
+				args := strings.Fields(strings.ReplaceAll(line, "'", ""))[1:]
+				cmd, rest, err := newRoot(&app{}).Find(args)
+				if err != nil || cmd.Name() != c.Name() {
+					t.Errorf("%s: finds %v, %v", line, cmd.Name(), err)
+					continue
+				}
+				if err := cmd.ParseFlags(rest); err != nil {
+					t.Errorf("%s: %v", line, err)
+				}
+				ran++
+			}
+			if ran == 0 {
+				t.Error("no example runs tsmigrate " + c.Name())
+			}
+		})
 	}
 }

@@ -181,6 +181,20 @@ it copied, those other processes copied meanwhile, and those done before it star
    "rule", "reason" (why it is harmless), "hint" (what to do)}
 
 ` + connHelp + "\n\n" + exitCodesHelp,
+			Example: `  export TSMIGRATE_SOURCE='postgres://postgres@db.internal:5432/app'
+  export TSMIGRATE_TARGET='postgres://tsdbadmin@xyz.tsdb.cloud:34567/defaultdb?sslmode=require'
+
+  # the cold run first: nothing frozen, the projected downtime measured
+  tsmigrate migrate --rehearsal --reset-target --password-prompt
+
+  # the migration: pre-flight, freeze, copy, ANALYZE, verify; asks to confirm
+  tsmigrate migrate --password-prompt
+
+  # every database of the server, each into the same name, 4 jobs, with the roles
+  tsmigrate migrate --all-databases --jobs 4 --roles --yes
+
+  # after a kill: continue where it stopped (the source still frozen)
+  tsmigrate migrate --resume --yes`,
 			Args: cobra.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error { return a.runMigrate(c, f) },
 		}

@@ -57,7 +57,12 @@ func init() {
 			Use:   "preflight",
 			Short: "Check that a migration from --source to --target can work",
 			Long:  preflightHelp + "\n\n" + connHelp + "\n\n" + exitCodesHelp,
-			Args:  cobra.NoArgs,
+			Example: `  tsmigrate preflight --source postgres://postgres@db.internal/app \
+    --target 'postgres://tsdbadmin@xyz.tsdb.cloud:34567/defaultdb?sslmode=require' --password-prompt
+
+  # what migrate --roles would do, as JSON
+  tsmigrate preflight --roles --json`,
+			Args: cobra.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
 				// With --json, a connection string that cannot be used or a server that
 				// cannot be logged into is a report too: one failed connect finding.

@@ -23,13 +23,17 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/version"
 )
 
-const exitCodesHelp = `Exit codes:
-  0    success
-  1    the operation failed (verify: the two sides differ)
-  2    bad usage or input, or a server that cannot be reached or logged into
-       (verify: could not compare)
-  3    pre-flight found a blocking problem
-  130  interrupted (Ctrl-C, SIGTERM)`
+// exitCodesHelp lists the exit codes (exit.Meanings), for the root's help and the
+// commands' that have nothing to add, and for `tsmigrate help exit-codes`.
+var exitCodesHelp = func() string {
+	var b strings.Builder
+	b.WriteString("Exit codes:\n")
+	for _, m := range exit.Meanings {
+		fmt.Fprintf(&b, "  %-4d ", m.Code)
+		writeWrapped(&b, m.Means, 7, 88)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}()
 
 const connHelp = `Connections: --source/--target take a libpq URI (postgres://user:pass@host:port/db?sslmode=require)
 or key=value string; when absent, TSMIGRATE_SOURCE / TSMIGRATE_TARGET. The PG* environment
@@ -94,6 +98,11 @@ another: pre-flight checks, a proven write freeze, the copy, and proof that both
 		c.SetFlagErrorFunc(root.FlagErrorFunc())
 		root.AddCommand(c)
 	}
+	root.AddCommand(&cobra.Command{
+		Use:   "exit-codes",
+		Short: "What tsmigrate's exit codes mean",
+		Long:  exitCodesHelp + "\n\nA command's --help says what each code means for it.",
+	})
 	root.SetHelpTemplate(root.HelpTemplate())
 	return root
 }
@@ -324,9 +333,10 @@ func (a *app) confirm(yes bool, question string) error {
 func init() {
 	register(func(a *app) *cobra.Command {
 		return &cobra.Command{
-			Use:   "version",
-			Short: "Print tsmigrate's version: the module version and VCS revision it was built from",
-			Args:  cobra.NoArgs,
+			Use:     "version",
+			Short:   "Print tsmigrate's version: the module version and VCS revision it was built from",
+			Example: `  tsmigrate version`,
+			Args:    cobra.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
 				fmt.Fprintf(a.stdout, "tsmigrate %s\n", version.Get())
 				return nil

@@ -63,6 +63,14 @@ Exit codes: as diff(1)'s, 0 identical; 1 the target differs; 2 could not compare
 usage, a server that cannot be reached or logged into, one older than PostgreSQL 14, a
 query that failed, or a table or chunk a side may not read (the others are still
 compared and reported); 130 interrupted.`,
+			Example: `  tsmigrate verify --source postgres://postgres@db.internal/app \
+    --target 'postgres://tsdbadmin@xyz.tsdb.cloud:34567/defaultdb?sslmode=require'
+
+  # two databases, one under another name; show up to 10 differing rows of each unit
+  tsmigrate verify --database app --database metrics:metrics_v2 --show-rows 10
+
+  # owners and privileges too, as JSON
+  tsmigrate verify --privileges --json`,
 			Args: cobra.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error { return a.runVerify(c, f) },
 		}

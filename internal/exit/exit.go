@@ -1,11 +1,5 @@
-// Package exit defines tsmigrate's exit codes and the typed error that carries one.
-//
-//	0   success
-//	1   the operation failed (or verify found a difference)
-//	2   bad usage or input, or a server that cannot be reached or logged into (or
-//	    verify could not compare)
-//	3   pre-flight found a blocking problem
-//	130 interrupted (SIGINT/SIGTERM)
+// Package exit defines tsmigrate's exit codes, what each means (Meanings, which
+// `tsmigrate help exit-codes` prints), and the typed error that carries one.
 package exit
 
 import (
@@ -24,6 +18,22 @@ const (
 	Blocked       = 3
 	Interrupted   = 130
 )
+
+// Meaning is what one exit code says.
+type Meaning struct {
+	Code  int
+	Means string
+}
+
+// Meanings are tsmigrate's exit codes, in order, as `tsmigrate help exit-codes` and
+// each command's help give them (a command may say more about its own).
+var Meanings = []Meaning{
+	{OK, "success"},
+	{Failed, "the operation failed (verify: the two sides differ)"},
+	{Usage, "bad usage or input, or a server that cannot be reached or logged into, nothing changed (verify: could not compare, as diff(1)'s 2)"},
+	{Blocked, "pre-flight found a blocking problem, nothing changed"},
+	{Interrupted, "interrupted (Ctrl-C, SIGTERM)"},
+}
 
 // Error is a condition the user must act on: one line of what is wrong (Msg), what
 // to do (Hint), and the exit code that goes with it.
