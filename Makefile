@@ -5,7 +5,7 @@
 GO ?= go
 PKGS ?= ./...
 
-.PHONY: all build servers demo test test-short check bench hooks
+.PHONY: all build servers demo test test-short check docs bench hooks
 
 all: build
 
@@ -32,6 +32,11 @@ test: servers check
 # The fast tier: no server, no root; the tests that need servers skip. Seconds.
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
+
+# docs/cli, the command line's reference, from the commands' definitions (cobra/doc).
+# The tests (TestDocsCurrent, in both tiers) fail when it is not current.
+docs:
+	$(GO) run ./internal/cli/gendocs docs/cli
 
 bench:
 	@bash scripts/setup-servers.sh --with-pgcopydb >/dev/null

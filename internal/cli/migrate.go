@@ -206,6 +206,7 @@ it copied, those other processes copied meanwhile, and those done before it star
 		fl.StringArrayVar(&f.databases, "database", nil, "database SRC, or SRC:DST to land in another name (repeatable; default: the source URI's database into the target URI's)")
 		fl.BoolVar(&f.allDatabases, "all-databases", false, "every non-template source database with user objects, each into the same name")
 		fl.IntVar(&f.jobs, "jobs", defaultJobs(), "parallel workers of the copy (data units at once, pg_dump, pg_restore), ANALYZE and verify")
+		fl.SetAnnotation("jobs", docsDefault, []string{"the number of CPUs, at least 2, at most 8"})
 		fl.StringVar(&f.dumpDir, "dump-dir", "", "directory for the dumps (default: a temporary directory)")
 		fl.StringVar(&f.dumpFile, "dump-file", "", "dump into this one custom-format file instead (one database; pg_dump runs single-threaded)")
 		fl.BoolVar(&f.keepDump, "keep-dump", false, "keep the dumps after the run")
