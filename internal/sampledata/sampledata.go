@@ -1,5 +1,5 @@
 // Package sampledata creates the sample time-series database used by the demo and the
-// benchmarks: the shape of ../shared/docs/test-environment.md's baseline database.
+// benchmarks (docs/benchmarks.md), and the baselines measured on it.
 //
 // At scale 1.0 (about 825 MB on PostgreSQL 17 + TimescaleDB 2.19.3):
 //   - metrics: hypertable, 5.18 M rows over 60 daily chunks, 2 indexes

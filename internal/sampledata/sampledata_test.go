@@ -11,7 +11,7 @@ import (
 
 func TestCreateMatchesSizes(t *testing.T) {
 	if got := At(1.0); got.Metrics != 5_180_000 || got.Devices != 200_000 || got.Events != 1_000_000 || got.Days != 60 {
-		t.Fatalf("scale 1.0 is not the benchmark database of test-environment.md: %+v", got)
+		t.Fatalf("scale 1.0 is not the benchmark database of docs/benchmarks.md: %+v", got)
 	}
 	srv := testenv.Need(t, testenv.PG17TS, testenv.Options{})
 	db := testenv.NewDB(t, srv, true)
