@@ -160,7 +160,7 @@ func (a *app) runVerify(c *cobra.Command, f verifyFlags) error {
 			return couldNotCompare(err)
 		}
 		reports = append(reports, rep)
-		if !rep.Identical() {
+		if !rep.Identical {
 			differ++
 		}
 		notCompared += rep.UnitsNotCompared
@@ -241,7 +241,7 @@ func printReport(w io.Writer, r *verify.Report) {
 	case r.UnitsNotCompared > 0:
 		verdict = fmt.Sprintf("NOT COMPARED: %s could not be read; %d other data units and %s differ",
 			plural(r.UnitsNotCompared, "data unit"), r.UnitsDiffering-r.UnitsNotCompared, plural(len(r.Schema), "schema difference"))
-	case !r.Identical():
+	case !r.Identical:
 		verdict = fmt.Sprintf("DIFFERENT: %s, %s", plural(r.UnitsDiffering, "data unit"), plural(len(r.Schema), "schema difference"))
 	}
 	fmt.Fprintf(w, "  %s checked, %d rows on the source, %d on the target, %.1fs: %s\n",

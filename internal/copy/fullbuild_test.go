@@ -59,7 +59,7 @@ func TestCopyCompressedChunks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !rep.Identical() {
+	if !rep.Identical {
 		t.Fatalf("verify: %d units differ, schema differences %+v", rep.UnitsDiffering, rep.Schema)
 	}
 	// The target's compressed chunks are real: decompressing gives the rows back.

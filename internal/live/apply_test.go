@@ -110,7 +110,7 @@ func (p livePair) verifyIdentical(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !rep.Identical() {
+	if !rep.Identical {
 		for _, d := range rep.Schema {
 			t.Errorf("schema: %s", d)
 		}

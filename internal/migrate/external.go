@@ -151,7 +151,7 @@ func (r *run) verify(ctx context.Context, d *DatabaseRun) error {
 		return fmt.Errorf("verify: %w", err)
 	}
 	d.Verify = rep
-	ok := rep.Identical()
+	ok := rep.Identical
 	d.Identical = &ok
 	if !ok && r.opt.Rehearsal {
 		r.note(d.Source, fmt.Sprintf("verify: %d unit(s) differ, as expected while the source keeps changing (no freeze in a rehearsal)", rep.UnitsDiffering))
@@ -189,7 +189,7 @@ func (r *run) verifyCompressed(ctx context.Context, d *DatabaseRun) error {
 			return fmt.Errorf("verify the compressed chunks: %w", err)
 		}
 		d.CompressedVerified = rep.UnitsChecked
-		if rep.Identical() {
+		if rep.Identical {
 			r.note(d.Source, fmt.Sprintf("compressed chunks verified: %d units identical, %d rows", rep.UnitsChecked, rep.TargetRows))
 			return nil
 		}

@@ -33,8 +33,8 @@ func TestCompressedAgainstUncompressedChunks(t *testing.T) {
 			fmt.Sprintf(`SELECT compress_chunk(c) FROM show_chunks('m') c ORDER BY c LIMIT %d`, compress))
 	}
 	rep := run(t, srv, src, srv, dst, 0)
-	if !rep.Identical() || rep.SourceRows != 5*1440 || rep.TargetRows != 5*1440 {
-		t.Fatalf("identical %v, rows %d/%d, schema %v", rep.Identical(), rep.SourceRows, rep.TargetRows, rep.Schema)
+	if !rep.Identical || rep.SourceRows != 5*1440 || rep.TargetRows != 5*1440 {
+		t.Fatalf("identical %v, rows %d/%d, schema %v", rep.Identical, rep.SourceRows, rep.TargetRows, rep.Schema)
 	}
 	chunks := 0
 	for _, u := range rep.Units {
@@ -130,16 +130,16 @@ func TestContinuousAggregateData(t *testing.T) {
 	}
 	rep := run(t, srv, src, srv, dst, 0)
 	units, rows, diff := aggregate(rep)
-	if !rep.Identical() || units != 3 || rows != 5*24*4 || diff != nil {
+	if !rep.Identical || units != 3 || rows != 5*24*4 || diff != nil {
 		t.Fatalf("identical %v, %d aggregate units (want 3), %d materialized rows (want %d), differing %v, schema %v",
-			rep.Identical(), units, rows, 5*24*4, diff, rep.Schema)
+			rep.Identical, units, rows, 5*24*4, diff, rep.Schema)
 	}
 
 	testenv.MustExec(t, srv, dst, fmt.Sprintf(`DELETE FROM %s WHERE bucket = '2024-01-04 05:00:00+00' AND dev = 1`, dstMat))
 	rep = run(t, srv, src, srv, dst, 0)
 	_, _, diff = aggregate(rep)
-	if rep.Identical() || len(diff) != 1 || !strings.HasPrefix(diff[0], "continuous aggregate public.m_hourly chunk ") {
-		t.Fatalf("after deleting one materialized row on the target: identical %v, differing aggregate units %v", rep.Identical(), diff)
+	if rep.Identical || len(diff) != 1 || !strings.HasPrefix(diff[0], "continuous aggregate public.m_hourly chunk ") {
+		t.Fatalf("after deleting one materialized row on the target: identical %v, differing aggregate units %v", rep.Identical, diff)
 	}
 	if rep.UnitsDiffering != 1 {
 		t.Fatalf("%d units differ, want only the aggregate's", rep.UnitsDiffering)
@@ -177,7 +177,7 @@ func TestCompressedOnly(t *testing.T) {
 		units = append(units, fmt.Sprintf("%s %s %s identical=%v", u.Kind, u.Table, u.Range, u.Identical))
 	}
 	want := "chunk public.m [2024-01-01 00:00:00+00, 2024-01-02 00:00:00+00) identical=false"
-	if strings.Join(units, "\n") != want || len(rep.Schema) != 0 || rep.Identical() {
+	if strings.Join(units, "\n") != want || len(rep.Schema) != 0 || rep.Identical {
 		t.Fatalf("units:\n%s\nwant:\n%s\nschema %v", strings.Join(units, "\n"), want, rep.Schema)
 	}
 }

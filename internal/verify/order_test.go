@@ -40,7 +40,7 @@ func TestAggregatesCompareInAnyOrder(t *testing.T) {
 	opt := pair(t, srv, src, srv, dst)
 	opt.Privileges = true
 	rep := runWith(t, opt)
-	if !rep.Identical() {
+	if !rep.Identical {
 		t.Fatalf("the same publication, policy and privileges held in another order differ: %v", rep.Schema)
 	}
 }

@@ -24,7 +24,7 @@ func TestUserDataInTimescaleNamedSchemas(t *testing.T) {
 	}
 	src, dst := twins(t, srv, srv, true, fixture...)
 	rep := run(t, srv, src, srv, dst, 0)
-	if !rep.Identical() {
+	if !rep.Identical {
 		t.Fatalf("equal databases differ: %v %+v", rep.Schema, rep.Units)
 	}
 	for _, name := range []string{"_timescaledb_mine.a", "timescaledb_x.b", "_timescaledb_internal.mine"} {
@@ -79,7 +79,7 @@ func TestTableSettingsShow(t *testing.T) {
 		`CREATE TABLE u (id int, s text)`,
 	}
 	src, dst := twins(t, srv15, srv17, false, fixture...)
-	if rep := run(t, srv15, src, srv17, dst, 0); !rep.Identical() {
+	if rep := run(t, srv15, src, srv17, dst, 0); !rep.Identical {
 		t.Fatalf("equal schemas differ: %v", rep.Schema)
 	}
 	testenv.MustExec(t, srv17, dst,
@@ -120,7 +120,7 @@ func TestLargeObjectMetadataShows(t *testing.T) {
 		`SELECT lo_from_bytea(20002, 'world')`)
 	opt := pair(t, srv, src, srv, dst)
 	opt.Privileges = true
-	if rep := runWith(t, opt); !rep.Identical() {
+	if rep := runWith(t, opt); !rep.Identical {
 		t.Fatalf("equal databases differ: %v", rep.Schema)
 	}
 	testenv.MustExec(t, srv, dst, `COMMENT ON LARGE OBJECT 1000 IS 'changed'`, `COMMENT ON LARGE OBJECT 20001 IS NULL`,

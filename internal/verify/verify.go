@@ -91,11 +91,10 @@ type Report struct {
 	SourceRows       int64         `json:"source_rows"`
 	TargetRows       int64         `json:"target_rows"`
 	Duration         time.Duration `json:"duration_ns"`
-	IsIdentical      bool          `json:"identical"`
+	// Identical says whether data and schema are the same on both sides: no unit
+	// differs and there is no schema difference.
+	Identical bool `json:"identical"`
 }
-
-// Identical says whether data and schema are the same on both sides.
-func (r *Report) Identical() bool { return r.UnitsDiffering == 0 && len(r.Schema) == 0 }
 
 // Run verifies one database pair: Options.Source against Options.Target. A difference
 // is not an error: it is in the Report. Errors are connection and query failures. A lost
@@ -247,7 +246,7 @@ func runOnce(ctx context.Context, opt Options) (*Report, error) {
 		}
 	}
 	rep.Duration = time.Since(start)
-	rep.IsIdentical = rep.Identical()
+	rep.Identical = rep.UnitsDiffering == 0 && len(rep.Schema) == 0
 	return rep, nil
 }
 

@@ -198,7 +198,7 @@ func TestDrillDownFindsTheRow(t *testing.T) {
 		`DELETE FROM plain WHERE ctid = (SELECT min(ctid) FROM plain WHERE b = 'dup')`,
 		`UPDATE ticks SET px = 123.450 WHERE ts = '2024-03-01 13:37:00+00' AND sym = 's7'`)
 	rep := run(t, srv, src, srv, dst, 10)
-	if rep.Identical() {
+	if rep.Identical {
 		t.Fatal("identical")
 	}
 	plain := unitOf(t, rep, "public.plain")
@@ -334,7 +334,7 @@ func TestAcrossMajors(t *testing.T) {
 	}
 	src, dst := twins(t, srv15, srv17, false, fixture...)
 	rep := run(t, srv15, src, srv17, dst, 0)
-	if !rep.Identical() {
+	if !rep.Identical {
 		t.Errorf("PostgreSQL 15 and 17 differ: %v %+v", rep.Schema, rep.Units)
 	}
 }
@@ -366,7 +366,7 @@ func TestAsNonSuperuserOverTLS(t *testing.T) {
 		conn.Close(ctx)
 	}
 	rep := run(t, srv, testenv.ManagedDB, srv, other, 0)
-	if !rep.Identical() || rep.UnitsChecked != 3 || rep.SourceRows != 72 {
+	if !rep.Identical || rep.UnitsChecked != 3 || rep.SourceRows != 72 {
 		t.Errorf("report: schema %v, %d units, %d rows", rep.Schema, rep.UnitsChecked, rep.SourceRows)
 	}
 
@@ -375,7 +375,7 @@ func TestAsNonSuperuserOverTLS(t *testing.T) {
 		testenv.MustExec(t, srv, db, `CREATE TABLE secret (a int)`)
 	}
 	rep = run(t, srv, testenv.ManagedDB, srv, other, 3)
-	if rep.Identical() || rep.UnitsDiffering != 1 || rep.UnitsChecked != 4 {
+	if rep.Identical || rep.UnitsDiffering != 1 || rep.UnitsChecked != 4 {
 		t.Fatalf("report: %d of %d units differ", rep.UnitsDiffering, rep.UnitsChecked)
 	}
 	if u := unitOf(t, rep, "public.secret"); !strings.Contains(u.Problem, "cannot be read: permission denied for table secret (SQLSTATE 42501)") {
@@ -402,7 +402,7 @@ func TestQuotedNames(t *testing.T) {
 	testenv.MustExec(t, srv, src, fixture...)
 	testenv.MustExec(t, srv, dst, fixture...)
 	rep := run(t, srv, src, srv, dst, 0)
-	if !rep.Identical() || rep.UnitsChecked != 5 || rep.SourceRows != 75 {
+	if !rep.Identical || rep.UnitsChecked != 5 || rep.SourceRows != 75 {
 		t.Fatalf("identical databases: schema %v, %d units (want 5), %d rows (want 75)", rep.Schema, rep.UnitsChecked, rep.SourceRows)
 	}
 
@@ -457,7 +457,7 @@ func TestMoreSchemaShows(t *testing.T) {
 	testenv.MustExec(t, srv15, "postgres", "ALTER DATABASE "+src+" SET app.secret = 'sesame-1'", "COMMENT ON DATABASE "+src+" IS 'ours'")
 	testenv.MustExec(t, srv17, "postgres", "ALTER DATABASE "+dst+" SET app.secret = 'sesame-1'", "COMMENT ON DATABASE "+dst+" IS 'ours'",
 		"ALTER DATABASE "+dst+" SET work_mem = '9MB'") // the target's own: not the source's loss
-	if rep := run(t, srv15, src, srv17, dst, 0); !rep.Identical() {
+	if rep := run(t, srv15, src, srv17, dst, 0); !rep.Identical {
 		t.Fatalf("equal schemas differ: %v", rep.Schema)
 	}
 	testenv.MustExec(t, srv17, "postgres", "ALTER DATABASE "+dst+" SET app.secret = 'sesame-2'", "COMMENT ON DATABASE "+dst+" IS NULL")
