@@ -118,7 +118,7 @@ func newFreezeCmd(a *app) *cobra.Command {
 }
 
 func printFreezeEvent(w io.Writer, db string, noTerminate bool, e freeze.Event) {
-	switch e.Kind {
+	switch e.Type {
 	case freeze.EventFrozen:
 		fmt.Fprintf(w, "database %q is read-only for new transactions (freeze %s)\n", db, e.ID)
 	case freeze.EventWaiting:

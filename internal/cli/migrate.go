@@ -331,7 +331,7 @@ func (a *app) printMigrateEvent(e migrate.Event) {
 	if e.Database != "" {
 		db = " [" + e.Database + "]"
 	}
-	switch e.Kind {
+	switch e.Type {
 	case migrate.EventPhase:
 		fmt.Fprintf(w, "==> %s%s\n", e.Phase, db)
 	case migrate.EventDone:

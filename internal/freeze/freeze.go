@@ -69,29 +69,29 @@ type Options struct {
 	OnEvent func(Event)
 }
 
-// EventKind names a step of Freeze.
-type EventKind string
+// EventType names a step of Freeze.
+type EventType string
 
 const (
 	// EventFrozen: the read-only default and the record are committed (ID, Since).
-	EventFrozen EventKind = "frozen"
+	EventFrozen EventType = "frozen"
 	// EventWaiting: Sessions from before the freeze; they are ended at Deadline, or
 	// (NoTerminate) the wait for their transactions gives up at Deadline.
-	EventWaiting EventKind = "waiting"
+	EventWaiting EventType = "waiting"
 	// EventEnded: Sessions were ended.
-	EventEnded EventKind = "ended"
+	EventEnded EventType = "ended"
 	// EventProving: the proof window starts, or starts again after Reason.
-	EventProving EventKind = "proving"
+	EventProving EventType = "proving"
 	// EventBaseline: (DeferProof) the baseline of the write counters is taken; the proof
 	// is PendingProof.Finish.
-	EventBaseline EventKind = "baseline"
+	EventBaseline EventType = "baseline"
 	// EventUndone: Freeze failed and undid the freeze (Reason says why).
-	EventUndone EventKind = "undone"
+	EventUndone EventType = "undone"
 )
 
 // Event is one step of Freeze, for a caller that shows progress.
 type Event struct {
-	Kind     EventKind
+	Type     EventType
 	ID       string
 	Since    time.Time
 	Sessions []Session
@@ -180,14 +180,14 @@ func Freeze(ctx context.Context, src *dbconn.Config, opt Options) (*Result, erro
 	if err := conn.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&frozenAt); err != nil {
 		return nil, undo(ctx, src, conn.Conn, rec.ID, opt, fmt.Errorf("freeze %s: read server clock: %w", db, err))
 	}
-	opt.emit(Event{Kind: EventFrozen, ID: rec.ID, Since: rec.Since})
+	opt.emit(Event{Type: EventFrozen, ID: rec.ID, Since: rec.Since})
 	res := &Result{Database: db, ID: rec.ID, Since: rec.Since, Host: rec.Host, PreviousReadOnly: rec.Previous, PausedJobs: rec.PausedJobs}
 
 	res.Sessions, err = settleSessions(ctx, conn.Conn, frozenAt, opt)
 	switch {
 	case err == nil && opt.DeferProof:
 		if res.Pending, err = baseline(ctx, src, conn.Conn, rec.ID, res.Sessions, opt); err == nil {
-			opt.emit(Event{Kind: EventBaseline, ID: rec.ID, Since: res.Pending.Baseline()})
+			opt.emit(Event{Type: EventBaseline, ID: rec.ID, Since: res.Pending.Baseline()})
 		}
 	case err == nil:
 		res.Proof, err = prove(ctx, conn.Conn, opt)
@@ -233,7 +233,7 @@ func undo(ctx context.Context, src *dbconn.Config, conn *pgx.Conn, id string, op
 	if err != nil {
 		suffix = fmt.Sprintf("; undoing the freeze failed too (%s): run tsmigrate unfreeze", dbconn.Reason(err))
 	} else {
-		opt.emit(Event{Kind: EventUndone, ID: id, Reason: cause.Error()})
+		opt.emit(Event{Type: EventUndone, ID: id, Reason: cause.Error()})
 	}
 	var e *exit.Error
 	if errors.As(cause, &e) {

@@ -138,12 +138,12 @@ func (e *events) on(ev freeze.Event) {
 }
 
 // next returns the next event of kind, or false after 30 s. Safe in any goroutine.
-func (e *events) next(kind freeze.EventKind) (freeze.Event, bool) {
+func (e *events) next(kind freeze.EventType) (freeze.Event, bool) {
 	timeout := time.After(30 * time.Second)
 	for {
 		select {
 		case ev := <-e.ch:
-			if ev.Kind == kind {
+			if ev.Type == kind {
 				return ev, true
 			}
 		case <-timeout:
@@ -152,7 +152,7 @@ func (e *events) next(kind freeze.EventKind) (freeze.Event, bool) {
 	}
 }
 
-func (e *events) wait(t *testing.T, kind freeze.EventKind) freeze.Event {
+func (e *events) wait(t *testing.T, kind freeze.EventType) freeze.Event {
 	t.Helper()
 	ev, ok := e.next(kind)
 	if !ok {
@@ -354,7 +354,7 @@ func TestFreezeNoTerminateTimeoutUndoes(t *testing.T) {
 			t.Errorf("error %q does not say %q", msg, want)
 		}
 	}
-	if !slices.ContainsFunc(ev.list, func(e freeze.Event) bool { return e.Kind == freeze.EventUndone }) {
+	if !slices.ContainsFunc(ev.list, func(e freeze.Event) bool { return e.Type == freeze.EventUndone }) {
 		t.Error("no undone event")
 	}
 	if st := status(t, f); st.Frozen {

@@ -129,7 +129,7 @@ func prove(ctx context.Context, conn *pgx.Conn, opt Options) (Proof, error) {
 	if err != nil {
 		return Proof{}, err
 	}
-	opt.emit(Event{Kind: EventProving, Deadline: time.Now().Add(window)})
+	opt.emit(Event{Type: EventProving, Deadline: time.Now().Add(window)})
 	started := time.Now()
 	p := Proof{Samples: 1}
 	for {
@@ -159,7 +159,7 @@ func prove(ctx context.Context, conn *pgx.Conn, opt Options) (Proof, error) {
 			}
 			p.Restarts++
 			base, started = cur, time.Now()
-			opt.emit(Event{Kind: EventProving, Deadline: started.Add(window), Reason: reason})
+			opt.emit(Event{Type: EventProving, Deadline: started.Add(window), Reason: reason})
 			continue
 		}
 		if time.Since(started) >= window {

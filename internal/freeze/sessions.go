@@ -208,7 +208,7 @@ func settleSessions(ctx context.Context, conn *pgx.Conn, frozenAt time.Time, opt
 				return outcome(list, "waited"), nil
 			}
 			if pids := pidsOf(busy); !slices.Equal(pids, told) {
-				opt.emit(Event{Kind: EventWaiting, Sessions: busy, Deadline: deadline})
+				opt.emit(Event{Type: EventWaiting, Sessions: busy, Deadline: deadline})
 				told = pids
 			}
 			if !time.Now().Before(deadline) {
@@ -225,7 +225,7 @@ func settleSessions(ctx context.Context, conn *pgx.Conn, frozenAt time.Time, opt
 	}
 
 	deadline := time.Now().Add(opt.Grace)
-	opt.emit(Event{Kind: EventWaiting, Sessions: list, Deadline: deadline})
+	opt.emit(Event{Type: EventWaiting, Sessions: list, Deadline: deadline})
 	for len(inTransaction(list)) > 0 && time.Now().Before(deadline) {
 		if err := clock.Sleep(ctx, min(pollInterval, time.Until(deadline))); err != nil {
 			return nil, err
@@ -242,7 +242,7 @@ func settleSessions(ctx context.Context, conn *pgx.Conn, frozenAt time.Time, opt
 	}
 	ended := outcome(list, "ended")
 	if len(list) > 0 {
-		opt.emit(Event{Kind: EventEnded, Sessions: list})
+		opt.emit(Event{Type: EventEnded, Sessions: list})
 	}
 	still, err := sessionsBefore(ctx, conn, frozenAt, opt.KeepPIDs)
 	if err != nil {

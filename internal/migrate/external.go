@@ -31,7 +31,7 @@ func (r *run) preflight(ctx context.Context) error {
 			switch f.Status {
 			case preflight.Fail:
 				blocked = append(blocked, fmt.Sprintf("%s: %s: %s", d.Source, f.Check, f.Saw))
-				r.emit(Event{Kind: EventBlocking, Database: d.Source, Phase: PhasePreflight, Text: fmt.Sprintf("%s: %s (%s)", f.Check, f.Saw, f.Do)})
+				r.emit(Event{Type: EventBlocking, Database: d.Source, Phase: PhasePreflight, Text: fmt.Sprintf("%s: %s (%s)", f.Check, f.Saw, f.Do)})
 			case preflight.Warn:
 				r.warn(fmt.Sprintf("%s: %s: %s", d.Source, f.Check, f.Saw))
 			}
@@ -51,7 +51,7 @@ func (r *run) preflight(ctx context.Context) error {
 func (r *run) freezeAll(ctx context.Context) error {
 	for _, d := range r.sum.Databases {
 		res, err := freeze.Freeze(ctx, d.src, freeze.Options{Grace: r.opt.FreezeGrace, DeferProof: true, PauseJobs: d.ts, OnEvent: func(e freeze.Event) {
-			switch e.Kind {
+			switch e.Type {
 			case freeze.EventWaiting:
 				r.note(d.Source, fmt.Sprintf("%d session(s) from before the freeze: ended at %s", len(e.Sessions), e.Deadline.Format(time.TimeOnly)))
 			case freeze.EventEnded:

@@ -85,7 +85,7 @@ func compressBeforeFullBuild(t *testing.T, engine string) {
 		Engine: engine, Jobs: 2, PgBin: srv.ClientBin(), CompressBefore: true, FreezeGrace: time.Second,
 		OnEvent: func(e migrate.Event) {
 			notes.WriteString(e.Text + "\n")
-			if e.Kind == migrate.EventPhase && (e.Phase == migrate.PhaseDump || e.Phase == migrate.PhaseCopy) {
+			if e.Type == migrate.EventPhase && (e.Phase == migrate.PhaseDump || e.Phase == migrate.PhaseCopy) {
 				// A new session: the freeze ended those from before it.
 				v := !scalar[bool](t, connect(t, srv.SuperURI(src)), jobScheduled, job)
 				pausedDuringDump = &v

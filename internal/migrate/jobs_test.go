@@ -83,7 +83,7 @@ func TestJobSchedulesFullBuild(t *testing.T) {
 				Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", srv.URI(dst)),
 				Engine: engine, Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second,
 				OnEvent: func(e migrate.Event) {
-					if e.Kind == migrate.EventPhase && e.Phase == migrate.PhaseVerify {
+					if e.Type == migrate.EventPhase && e.Phase == migrate.PhaseVerify {
 						scheduledAtVerify = scalar[int](t, connect(t, srv.SuperURI(dst)),
 							"SELECT count(*) FROM timescaledb_information.jobs WHERE job_id >= 1000 AND scheduled")
 					}

@@ -30,11 +30,11 @@ func TestLostSourceAfterCopyRetried(t *testing.T) {
 		Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second,
 		OnEvent: func(e migrate.Event) {
 			switch {
-			case e.Kind == migrate.EventPhase && e.Phase == migrate.PhaseProve:
+			case e.Type == migrate.EventPhase && e.Phase == migrate.PhaseProve:
 				proxy.CutOneAfter(1) // the proof's new connection, as it logs in
-			case e.Kind == migrate.EventPhase && e.Phase == migrate.PhaseVerify:
+			case e.Type == migrate.EventPhase && e.Phase == migrate.PhaseVerify:
 				proxy.CutOneAfter(4000) // the source's coordinator, reading the schema
-			case e.Kind == migrate.EventNote:
+			case e.Type == migrate.EventNote:
 				notes = append(notes, e.Text)
 				if strings.Contains(e.Text, "lost") {
 					t.Log(e.Text)

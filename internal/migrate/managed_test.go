@@ -157,7 +157,7 @@ func managedResetAfterFailure(t *testing.T, srv *testenv.Server, flavour testenv
 		Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second}
 	if engine == migrate.EngineStream {
 		opt.OnEvent = func(e migrate.Event) {
-			if e.Kind == migrate.EventPhase && e.Phase == migrate.PhaseCopy {
+			if e.Type == migrate.EventPhase && e.Phase == migrate.PhaseCopy {
 				testenv.MustExec(t, tgt, testenv.ManagedDB, "ALTER TABLE labels ADD CONSTRAINT few CHECK (id < 5)")
 			}
 		}

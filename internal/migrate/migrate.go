@@ -138,23 +138,23 @@ type Plan struct {
 	Jobs      int       `json:"jobs"`
 }
 
-// EventKind says what an Event is about.
-type EventKind string
+// EventType says what an Event is about.
+type EventType string
 
 const (
-	EventPhase   EventKind = "phase"   // a phase starts (Phase)
-	EventDone    EventKind = "done"    // a phase ended (Phase, Duration)
-	EventMessage EventKind = "message" // pg_dump/pg_restore said something (Message)
-	EventNote    EventKind = "note"    // something worth telling (Text)
-	EventWarning EventKind = "warning" // something not ideal (Text)
+	EventPhase   EventType = "phase"   // a phase starts (Phase)
+	EventDone    EventType = "done"    // a phase ended (Phase, Duration)
+	EventMessage EventType = "message" // pg_dump/pg_restore said something (Message)
+	EventNote    EventType = "note"    // something worth telling (Text)
+	EventWarning EventType = "warning" // something not ideal (Text)
 	// EventBlocking is a pre-flight finding that stops the run before anything changes
 	// (Text: the check, what it saw, what to do).
-	EventBlocking EventKind = "blocking"
+	EventBlocking EventType = "blocking"
 )
 
 // Event is one step of a run.
 type Event struct {
-	Kind     EventKind       `json:"kind"`
+	Type     EventType       `json:"type"`
 	Database string          `json:"database,omitempty"` // the source database, "" for the whole run
 	Phase    string          `json:"phase,omitempty"`
 	Text     string          `json:"text,omitempty"`
@@ -372,7 +372,7 @@ func (r *run) phase(db *DatabaseRun, name string, f func() error) error {
 	if db != nil {
 		dbName = db.Source
 	}
-	r.emit(Event{Kind: EventPhase, Database: dbName, Phase: name})
+	r.emit(Event{Type: EventPhase, Database: dbName, Phase: name})
 	t0 := time.Now()
 	err := f()
 	pt := PhaseTime{Phase: name, Database: dbName, Duration: time.Since(t0)}
@@ -381,7 +381,7 @@ func (r *run) phase(db *DatabaseRun, name string, f func() error) error {
 		db.Phases = append(db.Phases, pt)
 	}
 	if err == nil {
-		r.emit(Event{Kind: EventDone, Database: dbName, Phase: name, Duration: pt.Duration})
+		r.emit(Event{Type: EventDone, Database: dbName, Phase: name, Duration: pt.Duration})
 	}
 	return err
 }
@@ -630,10 +630,10 @@ const FreezeAllowance = 5 * time.Second
 
 func (r *run) warn(s string) {
 	r.sum.Warnings = append(r.sum.Warnings, s)
-	r.emit(Event{Kind: EventWarning, Text: s})
+	r.emit(Event{Type: EventWarning, Text: s})
 }
 
-func (r *run) note(db, s string) { r.emit(Event{Kind: EventNote, Database: db, Text: s}) }
+func (r *run) note(db, s string) { r.emit(Event{Type: EventNote, Database: db, Text: s}) }
 
 // migrateOne dumps, restores, analyzes, counts and verifies one database pair.
 func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
@@ -643,7 +643,7 @@ func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
 	}
 	onMessage := func(m schema.Message) {
 		msg := m
-		r.emit(Event{Kind: EventMessage, Database: d.Source, Message: &msg})
+		r.emit(Event{Type: EventMessage, Database: d.Source, Message: &msg})
 	}
 	if err := r.phase(d, PhaseDump, func() error {
 		opts := schema.DumpOptions{Tools: r.tools, Source: d.src, Jobs: r.opt.Jobs, OnMessage: onMessage}

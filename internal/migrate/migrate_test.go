@@ -140,7 +140,7 @@ func TestMigrateEveryShapeWithJobs4(t *testing.T) {
 	assertShapesEqual(t, srv, src, dst)
 	phases := map[string]bool{}
 	for _, e := range events {
-		if e.Kind == migrate.EventPhase {
+		if e.Type == migrate.EventPhase {
 			phases[e.Phase] = true
 		}
 	}

@@ -43,7 +43,7 @@ func TestMigrateNamesWithNewlinesAndSpaces(t *testing.T) {
 				Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", srv.URI(dst)),
 				Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second,
 				OnEvent: func(e migrate.Event) {
-					if e.Kind == migrate.EventNote || e.Kind == migrate.EventWarning {
+					if e.Type == migrate.EventNote || e.Type == migrate.EventWarning {
 						notes = append(notes, e.Text)
 					}
 				},

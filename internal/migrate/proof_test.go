@@ -41,7 +41,7 @@ func TestStreamProofCoversCopy(t *testing.T) {
 		Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", srv.URI(dst)),
 		Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second,
 		OnEvent: func(e migrate.Event) {
-			if e.Kind == migrate.EventNote {
+			if e.Type == migrate.EventNote {
 				notes = append(notes, e.Text)
 			}
 		},
@@ -129,7 +129,7 @@ func TestWriteAfterSnapshotFailsProof(t *testing.T) {
 				}
 			} else {
 				opt.OnEvent = func(e migrate.Event) {
-					if e.Kind == migrate.EventPhase && e.Phase == migrate.PhaseDump {
+					if e.Type == migrate.EventPhase && e.Phase == migrate.PhaseDump {
 						write()
 					}
 				}

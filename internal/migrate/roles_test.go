@@ -319,7 +319,7 @@ func TestRolesResetAfterFailure(t *testing.T) {
 		Source: cfg(t, "source", src.URI(db)), Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)),
 		Jobs: 2, PgBin: src.ClientBin(), FreezeGrace: time.Second,
 		OnEvent: func(e migrate.Event) {
-			if e.Kind == migrate.EventPhase && e.Phase == migrate.PhaseCopy {
+			if e.Type == migrate.EventPhase && e.Phase == migrate.PhaseCopy {
 				testenv.MustExec(t, tgt, testenv.ManagedDB, "ALTER TABLE app.devices ADD CONSTRAINT few CHECK (id < 3)")
 			}
 		}}

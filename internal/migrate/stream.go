@@ -176,7 +176,7 @@ func (r *run) splitPostData(ctx context.Context, d *DatabaseRun, file string) (*
 func (r *run) onMessage(d *DatabaseRun) func(schema.Message) {
 	return func(m schema.Message) {
 		msg := m
-		r.emit(Event{Kind: EventMessage, Database: d.Source, Message: &msg})
+		r.emit(Event{Type: EventMessage, Database: d.Source, Message: &msg})
 	}
 }
 

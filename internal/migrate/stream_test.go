@@ -82,7 +82,7 @@ func TestStreamRejectedRowThenResumeRefused(t *testing.T) {
 		Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second,
 		OnEvent: func(e migrate.Event) {
 			// The schema is in the target now: give it a constraint the source lacks.
-			if e.Kind == migrate.EventPhase && e.Phase == migrate.PhaseCopy {
+			if e.Type == migrate.EventPhase && e.Phase == migrate.PhaseCopy {
 				testenv.MustExec(t, srv, dst, "ALTER TABLE orders ADD CONSTRAINT small_amount CHECK (amount < 100)")
 			}
 		},
