@@ -542,7 +542,7 @@ func (r *run) run(ctx context.Context) (err error) {
 	}
 	windowStart := time.Now()
 	for _, d := range dbs {
-		one := r.migrateOne
+		one := r.dumpOne
 		if opt.Engine == EngineStream {
 			one = r.streamOne
 		}
@@ -635,8 +635,9 @@ func (r *run) warn(s string) {
 
 func (r *run) note(db, s string) { r.emit(Event{Type: EventNote, Database: db, Text: s}) }
 
-// migrateOne dumps, restores, analyzes, counts and verifies one database pair.
-func (r *run) migrateOne(ctx context.Context, d *DatabaseRun) error {
+// dumpOne migrates one database pair with the dump engine: dumps, restores, analyzes,
+// counts and verifies it.
+func (r *run) dumpOne(ctx context.Context, d *DatabaseRun) error {
 	path, err := r.dumpPath(d)
 	if err != nil {
 		return err
