@@ -201,7 +201,7 @@ it copied, those other processes copied meanwhile, and those done before it star
 		f.conn.addSource(c)
 		f.conn.addTarget(c)
 		fl := c.Flags()
-		fl.StringVar(&f.engine, "engine", migrate.EngineStream, `copy engine: "stream" (server to server, resumable) or "dump" (pg_dump and pg_restore)`)
+		fl.StringVar(&f.engine, "engine", migrate.EngineDefault, `copy engine: "stream" (server to server, resumable) or "dump" (pg_dump and pg_restore)`)
 		fl.StringVar(&f.restorePath, "restore-path", string(schema.PathAuto), restorePathHelp)
 		fl.StringArrayVar(&f.databases, "database", nil, "database SRC, or SRC:DST to land in another name (repeatable; default: the source URI's database into the target URI's)")
 		fl.BoolVar(&f.allDatabases, "all-databases", false, "every non-template source database with user objects, each into the same name")

@@ -113,7 +113,7 @@ func init() {
 		f.addSource(c)
 		f.addTarget(c)
 		c.Flags().BoolVar(&asJSON, "json", false, "print the report as one JSON document")
-		c.Flags().StringVar(&engine, "engine", preflight.EngineStream, `the engine the migration will use: "stream" or "dump" (only the stream engine can restore without TimescaleDB's catalog)`)
+		c.Flags().StringVar(&engine, "engine", preflight.EngineDefault, `the engine the migration will use: "stream" or "dump" (only the stream engine can restore without TimescaleDB's catalog)`)
 		c.Flags().StringVar(&restorePath, "restore-path", string(schema.PathAuto), restorePathHelp)
 		c.Flags().BoolVar(&withRoles, "roles", false, "check what migrate --roles would do: "+rolesHelp)
 		c.Flags().BoolVar(&rolesUpdate, "roles-update", false, rolesUpdateHelp)

@@ -37,11 +37,14 @@ type Mapping struct {
 const (
 	EngineDump   = preflight.EngineDump
 	EngineStream = preflight.EngineStream
+	// EngineDefault is the engine of Options with none, and of tsmigrate migrate
+	// without --engine.
+	EngineDefault = preflight.EngineDefault
 )
 
 // Options say what to migrate and how.
 type Options struct {
-	// Engine is EngineDump (also when empty) or EngineStream.
+	// Engine is EngineDump or EngineStream (EngineDefault when empty).
 	Engine string
 	// RestorePath is how TimescaleDB's objects reach each target database: through its
 	// catalog (schema.PathCatalog), through its API without writing the catalog
@@ -394,7 +397,7 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 		opt.Jobs = 1
 	}
 	if opt.Engine == "" {
-		opt.Engine = EngineDump
+		opt.Engine = EngineDefault
 	}
 	if opt.RestorePath == "" {
 		opt.RestorePath = schema.PathAuto

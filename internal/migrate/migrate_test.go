@@ -115,7 +115,7 @@ func TestMigrateEveryShapeWithJobs4(t *testing.T) {
 
 	var events []migrate.Event
 	sum, err := migrate.Run(ctx, migrate.Options{
-		Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", srv.URI(dst)),
+		Engine: migrate.EngineDump, Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", srv.URI(dst)),
 		Jobs: 4, PgBin: srv.ClientBin(), DumpDir: dumpDir, KeepDump: true, FreezeGrace: time.Second,
 		OnEvent: func(e migrate.Event) { events = append(events, e) },
 	})
@@ -319,7 +319,7 @@ func TestMigrateAllDatabases(t *testing.T) {
 	testenv.MustExec(t, srcSrv, "alldb_plain", "CREATE TABLE p (id int)", "INSERT INTO p SELECT generate_series(1, 10)")
 
 	sum, err := migrate.Run(ctx, migrate.Options{
-		Source: cfg(t, "source", srcSrv.URI("postgres")), Target: cfg(t, "target", dstSrv.URI("postgres")),
+		Engine: migrate.EngineDump, Source: cfg(t, "source", srcSrv.URI("postgres")), Target: cfg(t, "target", dstSrv.URI("postgres")),
 		AllDatabases: true, Jobs: 2, PgBin: srcSrv.ClientBin(), NoVerify: true, FreezeGrace: time.Second,
 	})
 	if err != nil {
@@ -475,5 +475,15 @@ func assertShapesEqualOn(t *testing.T, srv *testenv.Server, src string, dstSrv *
 	}
 	if n := scalar[int64](t, g, "SELECT nextval('standalone_seq')"); n != scalar[int64](t, s, "SELECT last_value FROM standalone_seq")+1 {
 		t.Errorf("standalone_seq continues at %d", n)
+	}
+}
+
+// The library's default engine is the command line's: Options without an Engine run
+// the stream engine, which refuses the dump engine's options before touching a server.
+func TestDefaultEngineIsTheCommandLines(t *testing.T) {
+	sum, err := migrate.Run(context.Background(), migrate.Options{KeepDump: true,
+		Source: cfg(t, "source", "postgres://u@127.0.0.1:1/a"), Target: cfg(t, "target", "postgres://u@127.0.0.1:1/b")})
+	if sum.Engine != migrate.EngineStream || err == nil || err.Error() != "--keep-dump is for the dump engine (use --engine dump)" {
+		t.Errorf("engine %q, error %v; want the stream engine refusing --keep-dump", sum.Engine, err)
 	}
 }

@@ -82,7 +82,7 @@ func (r *Report) Failed() bool { return r.Summary.Fail > 0 }
 type Options struct {
 	Source, Target *dbconn.Config
 	// Engine is the migration's engine, EngineDump or EngineStream ("" counts as
-	// EngineStream, tsmigrate migrate's default).
+	// EngineDefault).
 	Engine string
 	// RestorePath is the migration's --restore-path ("" counts as schema.PathAuto).
 	RestorePath schema.RestorePath
@@ -95,6 +95,9 @@ type Options struct {
 const (
 	EngineDump   = "dump"
 	EngineStream = "stream"
+	// EngineDefault is the engine when none is given: to the library (Options with
+	// no Engine, here and in migrate) as to tsmigrate's --engine.
+	EngineDefault = EngineStream
 )
 
 // Run connects to both servers, reads their inventories, runs every check and returns
@@ -114,7 +117,7 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	defer tgt.Close(context.WithoutCancel(ctx))
 
 	if opt.Engine == "" {
-		opt.Engine = EngineStream
+		opt.Engine = EngineDefault
 	}
 	if opt.RestorePath == "" {
 		opt.RestorePath = schema.PathAuto
