@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -145,15 +146,11 @@ func TestRestoredProofAfterRestart(t *testing.T) {
 	}
 	data = deferredFreeze(t, src)
 	testenv.MustExec(t, srv, "postgres", "ALTER SYSTEM SET track_counts = off", "SELECT pg_reload_conf()")
-	for i := 0; ; i++ { // the postmaster rereads its configuration in its own time
-		err := srv.Exec(ctx, "postgres", "DO $$BEGIN IF current_setting('track_counts')::bool THEN RAISE 'on'; END IF; END$$")
-		if err == nil {
-			break
+	testenv.Eventually(t, 30*time.Second, func() error { // the postmaster rereads its configuration in its own time
+		if err := srv.Exec(ctx, "postgres", "DO $$BEGIN IF current_setting('track_counts')::bool THEN RAISE 'on'; END IF; END$$"); err != nil {
+			return fmt.Errorf("track_counts still on after the reload: %w", err)
 		}
-		if i == 50 {
-			t.Fatalf("track_counts still on after the reload: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	notProven(t, restore(t, src, data), "track_counts was turned off")
 }

@@ -3,6 +3,7 @@ package migrate_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"regexp"
 	"sort"
 	"strings"
@@ -305,14 +306,13 @@ func TestStreamAPIKillInPostDataThenResume(t *testing.T) {
 
 	p := startTsmigrate(t, testenv.Binary(t), "migrate", "--yes", "--jobs", "1", "--freeze-grace", "1s", "--progress", "json", "--json",
 		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", dstURI)
-	deadline := time.Now().Add(90 * time.Second)
 	g := connect(t, srv.SuperURI(dst))
-	for !p.saw("==> post-data") || scalar[int](t, g, fks) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no foreign key on the target in post-data\n%s", strings.Join(p.lines, "\n"))
+	testenv.Eventually(t, 90*time.Second, func() error {
+		if !p.saw("==> post-data") || scalar[int](t, g, fks) < 2 {
+			return errors.New("no foreign key on the target in post-data")
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
 	p.cmd.Wait()

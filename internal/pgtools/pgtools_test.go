@@ -232,12 +232,14 @@ func TestRunStopsTheProcessGroupOnCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	time.Sleep(100 * time.Millisecond)
-	if err := syscall.Kill(pid, 0); err == nil {
-		if st, _ := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/stat"); !strings.Contains(string(st), ") Z ") {
-			t.Fatalf("worker %d of the cancelled program still runs", pid)
+	testenv.Eventually(t, 10*time.Second, func() error { // the signal reaches it in its own time
+		if err := syscall.Kill(pid, 0); err == nil {
+			if st, _ := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/stat"); !strings.Contains(string(st), ") Z ") {
+				return fmt.Errorf("worker %d of the cancelled program still runs", pid)
+			}
 		}
-	}
+		return nil
+	})
 }
 
 // The password of a connection reaches pg_dump and pg_restore, and their parallel
