@@ -26,7 +26,7 @@ import (
 //
 // TimescaleDB hypertable roots hold no rows (COPY TO of one prints "hypertable data
 // are in the chunks"); their chunks are ordinary tables and are copied one by one.
-// Checked on PostgreSQL 15 and 17 with TimescaleDB 2.19.3.
+// Checked on PostgreSQL 15 and 17 with TimescaleDB 2.19.3, and PostgreSQL 18 with 2.31.0.
 var (
 	// memberCond is true for extension members.
 	memberCond = sqltext.ExtensionMember(sqltext.Catalog("pg_class"), "c.oid")
@@ -56,7 +56,7 @@ FROM unnest($1::oid[]) o`
 JOIN pg_namespace n ON n.nspname = h.schema_name JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = h.table_name`
 	chunksSQL = `SELECT c.oid, ht.schema_name, ht.table_name, ht.compression_state = 2 FROM _timescaledb_catalog.chunk h
 JOIN _timescaledb_catalog.hypertable ht ON ht.id = h.hypertable_id
-JOIN pg_namespace n ON n.nspname = h.schema_name JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = h.table_name`
+JOIN pg_class c ON c.oid = ` + sqltext.TimescaleChunkTable("h")
 
 	sequencesSQL = `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'S' AND ` + nsCond + ` AND NOT ` + memberCond

@@ -90,15 +90,29 @@ func UserSchema(nspname string) string {
 	return "(" + DataSchema(nspname) + " AND NOT " + TimescaleSchema(nspname) + ")"
 }
 
+// TimescaleChunkTable is an SQL expression for the table of the TimescaleDB chunk
+// alias (a row of _timescaledb_catalog.chunk), as a regclass; NULL for a chunk without
+// one (a dropped chunk kept in the catalog for its continuous aggregates, up to 2.2x).
+// The catalog names the table by its schema_name and table_name up to 2.28, by relid
+// from 2.29 (checked on 2.19.3 and 2.31.0): the row read as jsonb has one or the other,
+// so the same statement reads both. Read once per chunk row: a condition on one
+// relation (such as TimescaleRelation) takes the set of chunk tables, not a lookup.
+func TimescaleChunkTable(alias string) string {
+	j := "to_jsonb(" + alias + ")"
+	return "coalesce((" + j + " ->> 'relid')::regclass, to_regclass(format('%I.%I', " + j + " ->> 'schema_name', " + j + " ->> 'table_name')))"
+}
+
 // TimescaleRelation is true for a relation TimescaleDB made for its hypertables: a
 // hypertable (compressed and materialization hypertables included) or a chunk, in
 // whatever schema, as TimescaleDB's catalog lists them. oid is the relation's oid.
-// Only for a database that has TimescaleDB: the condition reads its catalog.
+// Only for a database that has TimescaleDB: the condition reads its catalog. The set of
+// those relations is read once per statement (a hashed subplan), whatever the catalog's
+// version (TimescaleChunkTable).
 func TimescaleRelation(oid string) string {
-	return "EXISTS (SELECT FROM pg_class ts_rel JOIN pg_namespace ts_ns ON ts_ns.oid = ts_rel.relnamespace" +
-		" WHERE ts_rel.oid = " + oid + " AND (" +
-		"EXISTS (SELECT FROM _timescaledb_catalog.hypertable ts_h WHERE ts_h.schema_name = ts_ns.nspname AND ts_h.table_name = ts_rel.relname)" +
-		" OR EXISTS (SELECT FROM _timescaledb_catalog.chunk ts_c WHERE ts_c.schema_name = ts_ns.nspname AND ts_c.table_name = ts_rel.relname)))"
+	return "(" + oid + " IN (SELECT ts_rel.oid FROM (" +
+		"SELECT to_regclass(format('%I.%I', ts_h.schema_name, ts_h.table_name))::oid FROM _timescaledb_catalog.hypertable ts_h" +
+		" UNION ALL SELECT " + TimescaleChunkTable("ts_c") + "::oid FROM _timescaledb_catalog.chunk ts_c) AS ts_rel (oid)" +
+		" WHERE ts_rel.oid IS NOT NULL))"
 }
 
 // UserRelation is true for a relation a user made, as they see it: one in a UserSchema,

@@ -51,14 +51,15 @@ ORDER BY a.attnum`
 	// sqlRelName names a relation by oid.
 	sqlRelName = `SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = $1`
-	// sqlChunkSlices is one chunk's slices in dimension order (same catalog as sqlChunks).
+	// sqlChunkSlices is the slices of chunk $1 (a regclass) in dimension order (same
+	// catalog as sqlChunks), its id found by chunk_id_from_relid in the functions'
+	// schema %s, whatever the catalog names its table by (2.19.3, 2.31.0).
 	sqlChunkSlices = `
 SELECT array_agg(ds.range_start ORDER BY d.id), array_agg(ds.range_end ORDER BY d.id)
-FROM _timescaledb_catalog.chunk c
-JOIN _timescaledb_catalog.chunk_constraint cc ON cc.chunk_id = c.id AND cc.dimension_slice_id IS NOT NULL
+FROM _timescaledb_catalog.chunk_constraint cc
 JOIN _timescaledb_catalog.dimension_slice ds ON ds.id = cc.dimension_slice_id
 JOIN _timescaledb_catalog.dimension d ON d.id = ds.dimension_id
-WHERE c.schema_name = $1 AND c.table_name = $2 AND NOT c.dropped`
+WHERE cc.chunk_id = %s.chunk_id_from_relid($1::regclass) AND cc.dimension_slice_id IS NOT NULL`
 )
 
 // Placement says where a source chunk's rows go on the target.
@@ -169,7 +170,7 @@ func (m *chunkMaker) byCreateChunk(ctx context.Context, t *Hypertable, c *Chunk)
 
 func (m *chunkMaker) slicesOf(ctx context.Context, n Name) ([]Slice, error) {
 	var starts, ends []int64
-	if err := m.dst.QueryRow(ctx, sqlChunkSlices, n.Schema, n.Name).Scan(&starts, &ends); err != nil {
+	if err := m.dst.QueryRow(ctx, fmt.Sprintf(sqlChunkSlices, m.fns), n.String()).Scan(&starts, &ends); err != nil {
 		return nil, fmt.Errorf("read the slices of target chunk %s: %w", n.Display(), err)
 	}
 	out := make([]Slice, len(starts))

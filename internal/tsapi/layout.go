@@ -6,13 +6,18 @@
 // on the target as the hypertables' owner, and pairs each source chunk with the target
 // chunk of the same slices, for the data step to copy into.
 //
-// What is tied to TimescaleDB's version (checked on 2.19.3, Apache and full builds):
+// What is tied to TimescaleDB's version (checked on 2.19.3, Apache and full builds, and
+// on 2.31.0, Apache build, as the target of an upgrade):
 //   - reading: the catalog tables every role may read (hypertable, dimension, chunk,
 //     chunk_constraint, dimension_slice, continuous_agg; bgw_job in _timescaledb_config
-//     up to 2.24), as they are up to 2.27: chunk_constraint is a view from 2.28, chunk
-//     has relid instead of schema_name/table_name from 2.29;
+//     up to 2.24, a view there later), in a form that reads both: chunk_constraint is a
+//     view from 2.28; chunk has relid instead of schema_name/table_name from 2.29 (read
+//     through sqltext.TimescaleChunkTable); continuous_agg lost finalized, and
+//     hypertable's compression_state went unused (status bit 4 says compression is
+//     enabled, and compressed chunks have no hypertable of their own);
 //   - create_hypertable and add_dimension in their named-column form (deprecated for
-//     the by_range/by_hash form, which does not take associated_schema_name);
+//     the by_range/by_hash form, which does not take associated_schema_name; still
+//     there in 2.31.0, without chunk_target_size);
 //   - _timescaledb_functions.create_chunk (the full build; in _timescaledb_internal
 //     before 2.12) and _timescaledb_functions.cagg_watermark;
 //   - the arguments of add_*_policy, add_job and alter_job as 2.19.3 has them
@@ -34,6 +39,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 // Catalog reads. Checked on TimescaleDB 2.19.3 (PostgreSQL 17), Apache and full builds;
@@ -59,12 +65,9 @@ FROM _timescaledb_catalog.hypertable h JOIN _timescaledb_catalog.dimension d ON 
 WHERE h.compression_state <> 2
 ORDER BY h.id, d.id`
 
-	// sqlChunks lists the chunks of those hypertables in the order they were made,
-	// each with its slice in every dimension (in dimension order) and whether it is
-	// compressed. Dropped chunks (kept in the catalog for continuous aggregates) and
-	// OSM (tiered) chunks have no table here and are left out.
 	// sqlCompression lists the hypertables with compression enabled (compression_state
-	// 1), materialization hypertables included, with their settings as
+	// 1 up to 2.2x; status bit 4 later, when compression_state went unused),
+	// materialization hypertables included, with their settings as
 	// timescaledb.compress_segmentby and compress_orderby take them.
 	sqlCompression = `
 SELECT h.schema_name::text, h.table_name::text,
@@ -75,39 +78,49 @@ SELECT h.schema_name::text, h.table_name::text,
 		FILTER (WHERE s.orderby_column_index IS NOT NULL), '')
 FROM _timescaledb_catalog.hypertable h
 LEFT JOIN timescaledb_information.compression_settings s ON s.hypertable_schema = h.schema_name AND s.hypertable_name = h.table_name
-WHERE h.compression_state = 1
+WHERE h.compression_state = 1 OR h.status & 4 = 4
 GROUP BY 1, 2`
 
 	// sqlAggregates lists the continuous aggregates in the order they were made (a
 	// continuous aggregate on another comes after it): the user's view, its
 	// materialization hypertable, whether it shows materialized rows only, whether its
 	// materialization hypertable has indexes on the grouping columns (besides the time
-	// column's), whether it is finalized (the form TimescaleDB makes since 2.7), and its
+	// column's), whether it is finalized (the form TimescaleDB makes since 2.7, the only
+	// one from 2.2x, whose catalog has no finalized column: read as jsonb), and its
 	// query: the definition of its direct view, as the session's search_path prints it;
 	// and the owner of its view.
 	sqlAggregates = `
 SELECT ca.user_view_schema::text, ca.user_view_name::text, mh.schema_name::text, mh.table_name::text,
 	ca.materialized_only,
 	(SELECT count(*) FROM pg_index x WHERE x.indrelid = format('%I.%I', mh.schema_name, mh.table_name)::regclass) > 1,
-	ca.finalized,
+	coalesce((to_jsonb(ca) ->> 'finalized')::bool, true),
 	pg_get_viewdef(format('%I.%I', ca.direct_view_schema, ca.direct_view_name)::regclass),
 	pg_get_userbyid((SELECT relowner FROM pg_class WHERE oid = format('%I.%I', ca.user_view_schema, ca.user_view_name)::regclass))::text
 FROM _timescaledb_catalog.continuous_agg ca JOIN _timescaledb_catalog.hypertable mh ON mh.id = ca.mat_hypertable_id
 ORDER BY ca.mat_hypertable_id`
+)
 
-	sqlChunks = `
-SELECT c.id, h.schema_name::text, h.table_name::text, c.schema_name::text, c.table_name::text,
-	c.compressed_chunk_id IS NOT NULL,
+// sqlChunks lists the chunks of those hypertables in the order they were made, each
+// with its slice in every dimension (in dimension order) and whether it is compressed
+// (status bit 1, as TimescaleDB's own chunks view reads it). Dropped chunks (kept in the
+// catalog for continuous aggregates up to 2.2x) have no table and are left out, as are
+// OSM (tiered) chunks. The chunk's table is named as the catalog's version has it
+// (sqltext.TimescaleChunkTable); chunk_constraint is a view of dimension_slice from
+// 2.28 with the same columns. Checked on 2.19.3 and 2.31.0.
+var sqlChunks = `
+SELECT c.id, h.schema_name::text, h.table_name::text, cn.nspname::text, ct.relname::text,
+	c.status & 1 = 1,
 	array_agg(ds.range_start ORDER BY d.id), array_agg(ds.range_end ORDER BY d.id)
 FROM _timescaledb_catalog.chunk c
+JOIN pg_class ct ON ct.oid = ` + sqltext.TimescaleChunkTable("c") + `
+JOIN pg_namespace cn ON cn.oid = ct.relnamespace
 JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id
 JOIN _timescaledb_catalog.chunk_constraint cc ON cc.chunk_id = c.id AND cc.dimension_slice_id IS NOT NULL
 JOIN _timescaledb_catalog.dimension_slice ds ON ds.id = cc.dimension_slice_id
 JOIN _timescaledb_catalog.dimension d ON d.id = ds.dimension_id
-WHERE NOT c.dropped AND NOT c.osm_chunk AND h.compression_state <> 2
-GROUP BY c.id, h.schema_name, h.table_name, c.schema_name, c.table_name, c.compressed_chunk_id
+WHERE NOT c.osm_chunk AND h.compression_state <> 2
+GROUP BY c.id, h.schema_name, h.table_name, cn.nspname, ct.relname, c.status
 ORDER BY c.id`
-)
 
 // Layout is what one database holds of TimescaleDB's: its hypertables (materialization
 // hypertables of continuous aggregates included) and their chunks.

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 // sqlObjects lists the source's objects that matter to a restore through the API, by
@@ -22,8 +24,10 @@ import (
 //   - 'hypertable': hangs on a user hypertable: its post-data statements run without
 //     ONLY, which TimescaleDB refuses on hypertables, and after its chunks exist.
 //
-// Checked on TimescaleDB 2.19.3 (PostgreSQL 17); the catalog columns read exist from 2.0.
-const sqlObjects = `
+// Checked on TimescaleDB 2.19.3 (PostgreSQL 17) and 2.31.0 (PostgreSQL 18): a chunk's
+// table as sqltext.TimescaleChunkTable reads it (NULL for a dropped chunk, which has
+// none); the other catalog columns read exist from 2.0.
+var sqlObjects = `
 WITH ts AS (SELECT oid FROM pg_extension WHERE extname = 'timescaledb'),
 hyper AS (
 	SELECT format('%I.%I', h.schema_name, h.table_name)::regclass AS rel,
@@ -32,7 +36,7 @@ hyper AS (
 made AS (
 	SELECT rel FROM hyper WHERE internal
 	UNION SELECT i.inhrelid FROM pg_inherits i JOIN hyper h ON h.rel = i.inhparent
-	UNION SELECT to_regclass(format('%I.%I', c.schema_name, c.table_name)) FROM _timescaledb_catalog.chunk c WHERE NOT c.dropped
+	UNION SELECT ` + sqltext.TimescaleChunkTable("c") + ` FROM _timescaledb_catalog.chunk c
 	UNION SELECT format('%I.%I', v.s, v.n)::regclass FROM _timescaledb_catalog.continuous_agg ca
 		CROSS JOIN LATERAL (VALUES (ca.user_view_schema, ca.user_view_name), (ca.partial_view_schema, ca.partial_view_name),
 			(ca.direct_view_schema, ca.direct_view_name)) AS v(s, n)),
