@@ -50,20 +50,48 @@ func ParseVersion(out string) (Version, error) {
 	return Version{Major: major, Minor: minor, Text: m[1]}, nil
 }
 
-// Tools is a directory whose pg_dump and pg_restore fit both servers.
+// Tools are the pg_dump and pg_restore that fit both servers: both from one directory
+// when the servers run one major; across majors (an upgrade on the way), pg_dump of
+// the source's major and pg_restore of the target's (see Find).
 type Tools struct {
+	// Dir holds pg_restore, and pg_dump unless DumpDir is set; Version is theirs.
 	Dir     string
 	Version Version
-	// Warnings say what is not ideal about the choice (a newer major than the servers).
+	// DumpDir and DumpVersion are pg_dump's when it is taken from another directory.
+	DumpDir     string
+	DumpVersion Version
+	// Warnings say what is not ideal about the choice (another major than the servers').
 	Warnings []string
 }
 
 // Path is the full path of program (pg_dump, pg_restore) in the chosen directory.
-func (t *Tools) Path(program string) string { return filepath.Join(t.Dir, program) }
+func (t *Tools) Path(program string) string {
+	if program == "pg_dump" && t.DumpDir != "" {
+		return filepath.Join(t.DumpDir, program)
+	}
+	return filepath.Join(t.Dir, program)
+}
+
+// VersionOf is the version of program (pg_dump, pg_restore).
+func (t *Tools) VersionOf(program string) Version {
+	if program == "pg_dump" && t.DumpDir != "" {
+		return t.DumpVersion
+	}
+	return t.Version
+}
+
+// String says which tools these are, for notes and summaries.
+func (t *Tools) String() string {
+	if t.DumpDir == "" {
+		return fmt.Sprintf("pg_dump/pg_restore %s from %s", t.Version, t.Dir)
+	}
+	return fmt.Sprintf("pg_dump %s from %s, pg_restore %s from %s", t.DumpVersion, t.DumpDir, t.Version, t.Dir)
+}
 
 // Options say where to look and which servers the tools must serve.
 type Options struct {
-	// PgBin, when set, is the only directory considered (--pg-bin).
+	// PgBin, when set, lists the only directories considered (--pg-bin DIR, or DIR:DIR
+	// for the source's and the target's majors).
 	PgBin string
 	// SourceMajor and TargetMajor are the servers' major versions (server_version_num / 10000).
 	SourceMajor, TargetMajor int
@@ -78,15 +106,21 @@ type Candidate struct {
 	Problem string // why it does not fit, "" if it does
 }
 
-// Find picks the directory whose pg_dump and pg_restore fit both servers: those of the
-// servers' major, or of the target's when it is newer (an upgrade on the way: a newer
-// pg_dump reads an older server, and writes what the newer one restores); else the
-// oldest newer major not known to break. A client known not to work is refused with the
-// version to install instead (*exit.Error, code 3).
+// Find picks pg_dump and pg_restore for the two servers. pg_restore: of the target's
+// major, else the oldest newer one not known to break. pg_dump: of the source's major,
+// else the oldest newer one no newer than that pg_restore (which cannot read the archive
+// of a newer pg_dump). When the servers run one major, both come from one directory;
+// across majors (an upgrade on the way) each side's own: pg_dump of the source's major
+// reads everything its server has, where a newer one may not (pg_dump 18 dumps the
+// internal column option pg_attver of the PostgreSQL 17.12 servers here, which
+// PostgreSQL 18 refuses: "unrecognized parameter"), and what it writes loads into
+// newer servers (PostgreSQL's documented promise); pg_restore of the target's major
+// reads that archive. A directory known not to work is refused with the version to
+// install instead (*exit.Error, code 3).
 func Find(ctx context.Context, opt Options) (*Tools, error) {
 	dirs := opt.SearchDirs
 	if opt.PgBin != "" {
-		dirs = []string{opt.PgBin}
+		dirs = filepath.SplitList(opt.PgBin)
 	} else if dirs == nil {
 		dirs = defaultDirs()
 	}
@@ -99,26 +133,45 @@ func Find(ctx context.Context, opt Options) (*Tools, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		c.Problem = Fit(c.Version.Major, opt.SourceMajor, opt.TargetMajor)
 		cands = append(cands, c)
 	}
-	want := max(opt.SourceMajor, opt.TargetMajor)
-	install := fmt.Sprintf("install the PostgreSQL %d client tools (Debian/Ubuntu: postgresql-client-%d) and pass --pg-bin DIR if they are not on PATH", want, want)
-	var best *Candidate
-	for i := range cands {
-		c := &cands[i]
-		if c.Problem != "" {
-			continue
-		}
-		if c.Version.Major == want {
-			best = c
-			break
-		}
-		if best == nil || c.Version.Major < best.Version.Major {
-			best = c
-		}
+	installFor := func(major int) string {
+		return fmt.Sprintf("install the PostgreSQL %d client tools (Debian/Ubuntu: postgresql-client-%d) and pass --pg-bin DIR if they are not on PATH", major, major)
 	}
-	if best == nil {
+	install := installFor(max(opt.SourceMajor, opt.TargetMajor))
+	if opt.SourceMajor < opt.TargetMajor {
+		install = fmt.Sprintf("install the PostgreSQL %d and %d client tools (Debian/Ubuntu: postgresql-client-%d, postgresql-client-%d) and pass --pg-bin DIR:DIR if they are not on PATH",
+			opt.SourceMajor, opt.TargetMajor, opt.SourceMajor, opt.TargetMajor)
+	}
+	// pick returns the candidate of major want, else the oldest newer one, among those
+	// fit says nothing against.
+	pick := func(want int, fit func(Candidate) string) *Candidate {
+		var best *Candidate
+		for i := range cands {
+			c := &cands[i]
+			if c.Problem != "" || fit(*c) != "" {
+				continue
+			}
+			if c.Version.Major == want {
+				return c
+			}
+			if c.Version.Major > want && (best == nil || c.Version.Major < best.Version.Major) {
+				best = c
+			}
+		}
+		return best
+	}
+	restore := pick(opt.TargetMajor, func(c Candidate) string { return FitRestore(c.Version.Major, opt.TargetMajor) })
+	var dump *Candidate
+	if restore != nil {
+		dump = pick(opt.SourceMajor, func(c Candidate) string {
+			if c.Version.Major > restore.Version.Major {
+				return "newer than pg_restore"
+			}
+			return FitDump(c.Version.Major, opt.SourceMajor)
+		})
+	}
+	if dump == nil {
 		if opt.PgBin != "" && len(cands) == 0 {
 			return nil, exit.Usagef("pass the directory that holds pg_dump and pg_restore", "--pg-bin %s: no pg_dump and pg_restore there", opt.PgBin)
 		}
@@ -127,35 +180,64 @@ func Find(ctx context.Context, opt Options) (*Tools, error) {
 		}
 		var seen []string
 		for _, c := range cands {
-			seen = append(seen, fmt.Sprintf("%s: %s", c.Dir, c.Problem))
+			why := c.Problem
+			if why == "" {
+				why = Fit(c.Version.Major, opt.SourceMajor, opt.TargetMajor)
+			}
+			if why == "" {
+				why = fmt.Sprintf("pg_dump/pg_restore %d fit, but no directory holds the other tools of the pair", c.Version.Major)
+			}
+			seen = append(seen, fmt.Sprintf("%s: %s", c.Dir, why))
 		}
 		return nil, exit.New(exit.Blocked, install, "no pg_dump/pg_restore fits the servers (source PostgreSQL %d, target %d): %s",
 			opt.SourceMajor, opt.TargetMajor, strings.Join(seen, "; "))
 	}
-	t := &Tools{Dir: best.Dir, Version: best.Version}
-	if best.Version.Major != want {
-		t.Warnings = append(t.Warnings, fmt.Sprintf("using pg_dump/pg_restore %s from %s for a PostgreSQL %d target: that major's own are safer (%s)",
-			best.Version.Text, best.Dir, want, install))
+	t := &Tools{Dir: restore.Dir, Version: restore.Version}
+	if dump.Dir != restore.Dir {
+		t.DumpDir, t.DumpVersion = dump.Dir, dump.Version
+	}
+	if restore.Version.Major != opt.TargetMajor {
+		t.Warnings = append(t.Warnings, fmt.Sprintf("using pg_restore %s from %s for a PostgreSQL %d target: that major's own is safer (%s)",
+			restore.Version.Text, restore.Dir, opt.TargetMajor, installFor(opt.TargetMajor)))
+	}
+	if dump.Version.Major != opt.SourceMajor {
+		t.Warnings = append(t.Warnings, fmt.Sprintf("using pg_dump %s from %s for a PostgreSQL %d source: that major's own is safer, as it reads everything that server has (%s)",
+			dump.Version.Text, dump.Dir, opt.SourceMajor, installFor(opt.SourceMajor)))
 	}
 	return t, nil
 }
 
-// Fit says why client tools of major client do not work with a source of major source
-// and a target of major target, or "" when they do.
-//
-// Checked here: pg_dump refuses a server newer than itself ("aborting because of server
-// version mismatch"); pg_restore cannot read an archive of a newer pg_dump ("unsupported
-// version (1.16) in file header"); pg_dump/pg_restore 17.12 write `SET transaction_timeout = 0`,
-// which a PostgreSQL 15 or 16 target rejects ("unrecognized configuration parameter").
-// Tools older than a newer target are refused too: what a dump must say for a newer
-// server (its new defaults, names and syntax) only that server's pg_dump knows, which is
-// why PostgreSQL's upgrade procedure dumps with the newer version's pg_dump.
+// Fit says why pg_dump and pg_restore of major client, from one directory, do not
+// work with a source of major source and a target of major target, or "" when they
+// do (FitDump, then FitRestore).
 func Fit(client, source, target int) string {
-	switch {
-	case client < source:
+	if why := FitDump(client, source); why != "" {
+		return why
+	}
+	return FitRestore(client, target)
+}
+
+// FitDump says why pg_dump of major client cannot dump a source of major source, or
+// "" when it can. Checked here: pg_dump refuses a server newer than itself ("aborting
+// because of server version mismatch").
+func FitDump(client, source int) string {
+	if client < source {
 		return fmt.Sprintf("pg_dump %d cannot dump a PostgreSQL %d server; it needs pg_dump %d or newer", client, source, source)
+	}
+	return ""
+}
+
+// FitRestore says why pg_restore of major client does not work with a target of major
+// target, or "" when it does. Checked here: pg_restore 17.12 writes `SET
+// transaction_timeout = 0`, which a PostgreSQL 15 or 16 target rejects ("unrecognized
+// configuration parameter"). pg_restore older than the target is refused too: what a
+// restore must say to a newer server only that server's tools know. (pg_restore cannot
+// read the archive of a newer pg_dump, "unsupported version (1.16) in file header":
+// Find pairs them so.)
+func FitRestore(client, target int) string {
+	switch {
 	case client < target:
-		return fmt.Sprintf("pg_dump/pg_restore %d are older than the PostgreSQL %d target; a migration to a newer major uses that major's pg_dump/pg_restore (%d)", client, target, target)
+		return fmt.Sprintf("pg_restore %d is older than the PostgreSQL %d target; a migration to a newer major restores with that major's pg_restore (%d)", client, target, target)
 	case client >= 17 && target < 17:
 		return fmt.Sprintf("pg_restore %d fails against a PostgreSQL %d target on `SET transaction_timeout`; use pg_dump/pg_restore %d", client, target, target)
 	}

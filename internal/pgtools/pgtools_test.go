@@ -103,6 +103,38 @@ func TestPg17ClientsFailAgainstPg15(t *testing.T) {
 	}
 }
 
+// The rule behind Find's pairs across majors: pg_dump 18 dumps the internal column
+// option pg_attver of the PostgreSQL 17 test server, which PostgreSQL 18 refuses; pg_dump
+// 17 leaves it out, and pg_restore 18 restores its archive into PostgreSQL 18.
+func TestPg18DumpOfPg17FailsOnPg18(t *testing.T) {
+	src, dst := testenv.Shared(t, testenv.PG17TS), testenv.Shared(t, testenv.PG18TS)
+	ctx := context.Background()
+	db := testenv.NewDB(t, src, false)
+	testenv.MustExec(t, src, db, "CREATE TABLE t (id serial PRIMARY KEY, x text)", "INSERT INTO t (x) VALUES ('a'), ('b')")
+	run := func(dump string) []string {
+		tools := &Tools{Dir: dst.ClientBin(), DumpDir: dump}
+		target := testenv.NewDB(t, dst, false)
+		file := filepath.Join(t.TempDir(), "d.bak")
+		var lines []string
+		line := func(_ int, s string) { lines = append(lines, s) }
+		if err := tools.Run(ctx, Cmd{Program: "pg_dump", Conn: mustParse(t, src.URI(db)), Args: []string{"-Fc", "-f", file}, Line: line}); err != nil {
+			t.Fatalf("pg_dump from %s: %v %q", dump, err, lines)
+		}
+		err := tools.Run(ctx, Cmd{Program: "pg_restore", Conn: mustParse(t, dst.URI(target)), Args: []string{file}, Line: line})
+		var ee *ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return lines
+	}
+	if out := strings.Join(run(dst.ClientBin()), "\n"); !strings.Contains(out, `unrecognized parameter "pg_attver"`) {
+		t.Fatalf("pg_dump 18 of PostgreSQL 17, restored into 18, printed %q; the pg_attver breakage is gone, revisit Find", out)
+	}
+	if out := run(src.ClientBin()); len(out) != 0 {
+		t.Fatalf("pg_dump 17 of PostgreSQL 17, restored by pg_restore 18 into 18, printed %q", out)
+	}
+}
+
 func TestFindPicksTheFittingDirectory(t *testing.T) {
 	ctx := context.Background()
 	bin17, bin15 := testenv.ClientBin(testenv.PG17TS), testenv.ClientBin(testenv.PG15)
@@ -122,14 +154,26 @@ func TestFindPicksTheFittingDirectory(t *testing.T) {
 	}
 	// An upgrade on the way: the target's major, not the source's.
 	if bin18 := testenv.ClientBin(testenv.PG18TS); testenv.Available(testenv.PG18TS) == nil {
-		got, err = Find(ctx, Options{SearchDirs: []string{bin17, bin18, bin15}, SourceMajor: 17, TargetMajor: 18})
-		if err != nil || got.Dir != bin18 || len(got.Warnings) != 0 {
-			t.Fatalf("source 17, target 18: got %+v, %v; want %s", got, err, bin18)
+		// pg_restore of the target's major, pg_dump of the source's.
+		got, err = Find(ctx, Options{SearchDirs: []string{bin18, bin17, bin15}, SourceMajor: 17, TargetMajor: 18})
+		if err != nil || got.Dir != bin18 || got.Path("pg_restore") != filepath.Join(bin18, "pg_restore") ||
+			got.Path("pg_dump") != filepath.Join(bin17, "pg_dump") || got.VersionOf("pg_dump").Major != 17 || len(got.Warnings) != 0 {
+			t.Fatalf("source 17, target 18: got %+v, %v; want pg_dump from %s, pg_restore from %s", got, err, bin17, bin18)
+		}
+		// Without pg_dump 17, pg_dump 18, with a warning.
+		got, err = Find(ctx, Options{PgBin: bin18, SourceMajor: 17, TargetMajor: 18})
+		if err != nil || got.Path("pg_dump") != filepath.Join(bin18, "pg_dump") || len(got.Warnings) != 1 || !strings.Contains(got.Warnings[0], "PostgreSQL 17 source") {
+			t.Fatalf("--pg-bin with 18 tools for a 17 source: got %+v, %v; want pg_dump 18 and a warning", got, err)
 		}
 		_, err = Find(ctx, Options{PgBin: bin17, SourceMajor: 17, TargetMajor: 18})
 		var xe *exit.Error
-		if !errors.As(err, &xe) || xe.Code != exit.Blocked || !strings.Contains(xe.Msg, "older than the PostgreSQL 18 target") || !strings.Contains(xe.Hint, "PostgreSQL 18 client tools") {
-			t.Fatalf("--pg-bin with 17 tools for an 18 target: %v; want exit 3 naming the version to install", err)
+		if !errors.As(err, &xe) || xe.Code != exit.Blocked || !strings.Contains(xe.Msg, "older than the PostgreSQL 18 target") || !strings.Contains(xe.Hint, "PostgreSQL 17 and 18 client tools") {
+			t.Fatalf("--pg-bin with 17 tools for an 18 target: %v; want exit 3 naming the versions to install", err)
+		}
+		// An older target (a downgrade) has no pg_restore that fits.
+		_, err = Find(ctx, Options{SearchDirs: []string{bin18, bin17}, SourceMajor: 18, TargetMajor: 17})
+		if !errors.As(err, &xe) || xe.Code != exit.Blocked {
+			t.Fatalf("source 18, target 17: %v; want exit 3", err)
 		}
 	}
 	_, err = Find(ctx, Options{PgBin: bin17, SourceMajor: 15, TargetMajor: 15})

@@ -31,7 +31,7 @@ type DumpOptions struct {
 // not known to be harmless.
 func Dump(ctx context.Context, opt DumpOptions) ([]Message, error) {
 	args := []string{"--verbose", "--no-owner"}
-	if opt.Tools.Version.Major >= 16 {
+	if opt.Tools.VersionOf("pg_dump").Major >= 16 {
 		// gzip (the default) makes pg_dump CPU-bound; zstd at level 1 is about 3.5 times
 		// faster here and its dump smaller (1.5 M rows: 2.5 s / 32 MB against 0.7 s / 28 MB).
 		args = append(args, "--compress=zstd:1")
