@@ -201,19 +201,25 @@ func preflightBareDumpEngine(t *testing.T, source string, tgt *testenv.Server) {
 	testenv.MustSchedulerRun(t, tgt, testenv.ManagedDB)
 }
 
+// A target of an older major (PostgreSQL 16 to 15) fails postgres-major, naming both;
+// a newer one (15 to 16) is an upgrade on the way, which passes, saying so.
 func TestPreflightMajorMismatch(t *testing.T) {
-	src, tgt := testenv.Shared(t, testenv.PG15), testenv.Shared(t, testenv.PG16)
+	src, tgt := testenv.Shared(t, testenv.PG16), testenv.Shared(t, testenv.PG15)
 	sdb, tdb := testenv.NewDB(t, src, false), testenv.NewDB(t, tgt, false)
 	r := run(t, "preflight", "--source", src.URI(sdb), "--target", tgt.URI(tdb))
 	if r.code != 3 {
 		t.Fatalf("exit %d, want 3\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 	line := lineWith(r.stdout, "postgres-major")
-	if !strings.HasPrefix(line, "FAIL") || !strings.Contains(line, "PostgreSQL 15") || !strings.Contains(line, "PostgreSQL 16") {
+	if !strings.HasPrefix(line, "FAIL") || !strings.Contains(line, "PostgreSQL 16") || !strings.Contains(line, "PostgreSQL 15") {
 		t.Errorf("postgres-major line: %q", line)
 	}
 	if !strings.Contains(r.stderr, "1 of") || strings.Count(r.stderr, "\n") != 1 {
 		t.Errorf("stderr: %q", r.stderr)
+	}
+	r = run(t, "preflight", "--source", tgt.URI(tdb), "--target", src.URI(sdb))
+	if line := lineWith(r.stdout, "postgres-major"); r.code != 0 || !strings.HasPrefix(line, "PASS") || !strings.Contains(line, "upgrade from PostgreSQL 15") {
+		t.Errorf("15 to 16: exit %d, postgres-major line: %q", r.code, line)
 	}
 }
 

@@ -157,7 +157,7 @@ func connectServer(ctx context.Context, cfg *dbconn.Config) (*dbconn.Conn, *dbco
 	return conn, cfg, err
 }
 
-// findTools picks pg_dump/pg_restore for the two servers' majors.
+// findTools picks pg_dump and pg_restore for the two servers' majors (pgtools.Find).
 func (r *run) findTools(ctx context.Context) error {
 	majors := [2]int{}
 	for i, cfg := range []*dbconn.Config{r.sum.Databases[0].src, r.opt.Target} {
@@ -171,13 +171,18 @@ func (r *run) findTools(ctx context.Context) error {
 			return err
 		}
 	}
+	if majors[1] < majors[0] && !r.opt.Resume && !r.opt.Worker {
+		// A migration cannot go to an older major: pre-flight blocks it (postgres-major,
+		// naming both versions) among its other findings, before anything needs tools.
+		return nil
+	}
 	t, err := pgtools.Find(ctx, pgtools.Options{PgBin: r.opt.PgBin, SourceMajor: majors[0], TargetMajor: majors[1]})
 	if err != nil {
 		return err
 	}
 	r.tools = t
-	r.sum.Tools = fmt.Sprintf("%s (%s)", t.Dir, t.Version)
-	r.note("", fmt.Sprintf("pg_dump/pg_restore %s from %s", t.Version, t.Dir))
+	r.sum.Tools = t.String()
+	r.note("", t.String())
 	for _, w := range t.Warnings {
 		r.warn(w)
 	}
@@ -185,8 +190,10 @@ func (r *run) findTools(ctx context.Context) error {
 }
 
 // createTargets creates the target databases that do not exist, in the source's
-// encoding where it can (createDatabase), with TimescaleDB at the source's version, in
-// the source's schema, where the source has it.
+// encoding where it can (createDatabase), with TimescaleDB in the source's schema,
+// where the source has it, at the version schema.PlanTimescaleDB picks (the source's,
+// or the target's newer default). When none fits (the target's is older), the database
+// is left without it: pre-flight says why, and the database is dropped again.
 func (r *run) createTargets(ctx context.Context) error {
 	conn, _, err := connectServer(ctx, r.opt.Target)
 	if err != nil {
@@ -227,7 +234,10 @@ func (r *run) createTargets(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			_, err = schema.EnsureTimescaleDB(ctx, c.Conn, d.TimescaleDB, d.tsSchema)
+			plan, _, err := schema.ReadTimescaleDBTarget(ctx, c.Conn, d.TimescaleDB)
+			if err == nil && plan.Problem == "" {
+				_, _, err = schema.EnsureTimescaleDB(ctx, c.Conn, d.TimescaleDB, d.tsSchema)
+			}
 			c.Close(ctx)
 			if err != nil {
 				return fmt.Errorf("target database %s: %w", d.Target, err)

@@ -263,6 +263,9 @@ type DatabaseRun struct {
 	Target        string `json:"target"`
 	CreatedTarget bool   `json:"created_target"`
 	TimescaleDB   string `json:"timescaledb_version,omitempty"`
+	// TargetTimescaleDB is the target database's TimescaleDB version, when the restore
+	// starts: the source's, or a newer one (an upgrade on the way, through the API path).
+	TargetTimescaleDB string `json:"target_timescaledb_version,omitempty"`
 	// PausedJobs are the source's scheduled TimescaleDB jobs that the run paused: in
 	// the freeze (they stay paused while the source is frozen; unfreeze schedules them
 	// again), or for a rehearsal's dump (scheduled again at its end).
@@ -495,6 +498,9 @@ func (r *run) run(ctx context.Context) (err error) {
 		if err := r.phase(nil, PhasePreflight, func() error { return r.preflight(ctx) }); err != nil {
 			return err
 		}
+	}
+	if r.tools == nil {
+		return exit.New(exit.Blocked, "use a target running the source's PostgreSQL major or a newer one", "no pg_dump/pg_restore was picked: the target runs an older PostgreSQL major than the source")
 	}
 	if opt.Confirm != nil && !opt.Rehearsal {
 		plan := Plan{Source: opt.Source.String(), Target: opt.Target.String(), Rehearsal: opt.Rehearsal, Resume: opt.Resume, Jobs: opt.Jobs}

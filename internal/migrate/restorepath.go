@@ -9,20 +9,25 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/schema"
 )
 
-// chooseRestorePath creates TimescaleDB in d's target database (at the source's version,
-// in the source's schema) when missing, and picks how its objects reach the target
-// (Options.RestorePath, schema.CatalogRights.Choose): d.RestorePath, said in a note.
-// Pre-flight has chosen the same way before anything changed, and blocked a path that
-// cannot work; a --resume, which skips pre-flight, is refused here.
+// chooseRestorePath creates TimescaleDB in d's target database (in the source's schema,
+// at the version schema.PlanTimescaleDB picks: the source's, or the target's newer
+// default) when missing, and picks how its objects reach the target
+// (Options.RestorePath, schema.CatalogRights.Choose; only the API path crosses
+// TimescaleDB versions): d.RestorePath, said in a note. Pre-flight has chosen the same
+// way before anything changed, and blocked a path that cannot work; a --resume, which
+// skips pre-flight, is refused here.
 func (r *run) chooseRestorePath(ctx context.Context, d *DatabaseRun) error {
 	return onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error {
-		if _, err := schema.EnsureTimescaleDB(ctx, c.Conn, d.TimescaleDB, d.tsSchema); err != nil {
+		plan, _, err := schema.EnsureTimescaleDB(ctx, c.Conn, d.TimescaleDB, d.tsSchema)
+		if err != nil {
 			return err
 		}
+		d.TargetTimescaleDB = plan.Version
 		rights, err := schema.ReadCatalogRights(ctx, c.Conn)
 		if err != nil {
 			return err
 		}
+		rights.Across(plan)
 		pc := rights.Choose(r.opt.RestorePath, r.opt.Engine == EngineDump)
 		if pc.Problem != "" {
 			return exit.New(exit.Blocked, pc.Do, "target database %s: %s", d.Target, pc.Problem)

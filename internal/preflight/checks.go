@@ -69,19 +69,18 @@ func (e *env) checkConnect() []Finding {
 
 func (e *env) checkMajor() []Finding {
 	s, t := e.srcInv.Server, e.tgtInv.Server
-	if s.Major == t.Major {
+	switch {
+	case s.Major == t.Major:
 		return []Finding{finding(Pass, "both", fmt.Sprintf("both run PostgreSQL %d (source %s, target %s)", s.Major, s.Version, t.Version), "")}
+	case t.Major > s.Major:
+		// A newer pg_dump reads the older server and writes what the newer one
+		// restores (pgtools picks the target's major).
+		return []Finding{finding(Pass, "both", fmt.Sprintf("upgrade from PostgreSQL %d (%s) to PostgreSQL %d (%s): the schema goes through pg_dump/pg_restore %d",
+			s.Major, s.Version, t.Major, t.Version, t.Major), "")}
 	}
 	return []Finding{finding(Fail, "both",
-		fmt.Sprintf("source runs PostgreSQL %d (%s), target PostgreSQL %d (%s): the majors differ", s.Major, s.Version, t.Major, t.Version),
-		majorAdvice(s.Major, t.Major))}
-}
-
-func majorAdvice(src, tgt int) string {
-	if tgt > src {
-		return fmt.Sprintf("use a target running PostgreSQL %d, or upgrade the source to %d first (pg_upgrade), then migrate", src, tgt)
-	}
-	return fmt.Sprintf("use a target running PostgreSQL %d: a dump cannot be restored into an older major", src)
+		fmt.Sprintf("source runs PostgreSQL %d (%s), target PostgreSQL %d (%s): a migration cannot go to an older major", s.Major, s.Version, t.Major, t.Version),
+		fmt.Sprintf("use a target running PostgreSQL %d or newer: a dump cannot be restored into an older major", s.Major))}
 }
 
 func (e *env) checkTimescaleVersion() []Finding {
@@ -89,42 +88,45 @@ func (e *env) checkTimescaleVersion() []Finding {
 	if ts == nil {
 		return []Finding{finding(Pass, "source", "the source database does not use TimescaleDB", "")}
 	}
-	// tsmigrate creates the extension on the target in the source's schema and calls
-	// timescaledb_pre_restore()/timescaledb_post_restore() there; one installed in
-	// another schema would end the copy with the extension elsewhere than on the
-	// source (verify tells, after the whole copy).
+	plan := e.tsPlan
+	// tsmigrate creates the extension on the target in the source's schema; one
+	// installed in another schema would end the copy with the extension elsewhere than
+	// on the source (verify tells, after the whole copy).
 	create := strings.Join(schema.TimescaleDBStatements(ts.Schema, ts.Version), "; ")
 	if in := e.tgtInv.TimescaleDB; in != nil && in.Schema != ts.Schema {
 		return []Finding{finding(Fail, "target",
 			fmt.Sprintf("the target database has TimescaleDB installed in schema %s, the source in %s", in.Schema, ts.Schema),
 			"on the empty target database run DROP EXTENSION timescaledb; "+create)}
 	}
-	if in := e.tgtInv.TimescaleDB; in != nil {
-		if in.Version == ts.Version {
-			return []Finding{finding(Pass, "target", fmt.Sprintf("TimescaleDB %s is installed on both%s", ts.Version, inSchema(ts.Schema)), "")}
+	if plan.Problem != "" {
+		return []Finding{finding(Fail, "target", plan.Problem, plan.Do)}
+	}
+	var saw string
+	switch {
+	case plan.Upgrade():
+		where := "the target's default version"
+		if plan.Installed {
+			where = "installed in the target database"
 		}
-		return []Finding{finding(Fail, "target",
-			fmt.Sprintf("source uses TimescaleDB %s; the target database already has %s installed", ts.Version, in.Version),
-			fmt.Sprintf("on the empty target database run DROP EXTENSION timescaledb; %s (or update the source to %s first)", create, in.Version))}
-	}
-	versions, ok := e.tgtInv.AvailableVersions("timescaledb")
-	if !ok {
-		return []Finding{finding(Fail, "target",
-			fmt.Sprintf("source uses TimescaleDB %s; the target server does not offer TimescaleDB at all", ts.Version),
-			fmt.Sprintf("install TimescaleDB %s on the target server (shared_preload_libraries = 'timescaledb'), or pick a target that has it", ts.Version))}
-	}
-	if !slices.Contains(versions, ts.Version) {
-		return []Finding{finding(Fail, "target",
-			fmt.Sprintf("source uses TimescaleDB %s; the target server offers only %s", ts.Version, list(versions)),
-			fmt.Sprintf("install TimescaleDB %s on the target server, or update the source's extension to a version the target offers (ALTER EXTENSION timescaledb UPDATE TO '...')", ts.Version))}
+		saw = fmt.Sprintf("upgrade from TimescaleDB %s to %s%s (%s)", ts.Version, plan.Version, inSchema(ts.Schema), where)
+		if e.opt.Engine == EngineDump {
+			return []Finding{finding(Fail, "target",
+				saw+": the dump engine cannot cross TimescaleDB versions (pg_restore restores TimescaleDB's catalog, which fits only the version that wrote it)",
+				"use --engine stream: it restores through TimescaleDB's API, which crosses versions")}
+		}
+		saw += ": through TimescaleDB's API, as its catalog cannot cross versions"
+	case plan.Installed:
+		saw = fmt.Sprintf("TimescaleDB %s is installed on both%s", ts.Version, inSchema(ts.Schema))
+	default:
+		saw = fmt.Sprintf("source uses TimescaleDB %s%s; the target server offers it", ts.Version, inSchema(ts.Schema))
 	}
 	if e.probe.extensionErr != nil {
 		return []Finding{finding(Fail, "target",
 			fmt.Sprintf("the target offers TimescaleDB %s, but %s fails for %s: %s",
-				ts.Version, e.probe.extensionSQL, e.tgtInv.User.Name, dbconn.Reason(e.probe.extensionErr)),
-			"connect to the target as a user that may create the extension (its database owner or a superuser), or create it there beforehand: "+create)}
+				plan.Version, e.probe.extensionSQL, e.tgtInv.User.Name, dbconn.Reason(e.probe.extensionErr)),
+			"connect to the target as a user that may create the extension (its database owner or a superuser), or create it there beforehand: "+
+				strings.Join(schema.TimescaleDBStatements(ts.Schema, plan.Version), "; "))}
 	}
-	saw := fmt.Sprintf("source uses TimescaleDB %s%s; the target server offers it", ts.Version, inSchema(ts.Schema))
 	if e.probe.triedExtension {
 		saw += " (CREATE EXTENSION tried in a rolled-back transaction)"
 	}

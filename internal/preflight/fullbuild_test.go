@@ -39,6 +39,14 @@ func TestEditionOfTarget(t *testing.T) {
 	expect(t, r, "timescaledb-edition", preflight.Pass, "full")
 	r = runPreflight(t, full.URI(plain), apache.URI(testenv.NewDB(t, apache, false)))
 	expect(t, r, "timescaledb-edition", preflight.Pass, "either")
+
+	// The same across versions: the newer Apache-only TimescaleDB of PostgreSQL 18 (the
+	// test servers have no full build of it) is refused for that source, and the
+	// restore through the API is not tried with what it cannot do.
+	newer := testenv.Shared(t, testenv.PG18TS)
+	r = runPreflight(t, full.URI(src), newer.URI(testenv.NewDB(t, newer, false)))
+	expect(t, r, "timescaledb-version", preflight.Pass, "upgrade from TimescaleDB")
+	expect(t, r, "timescaledb-edition", preflight.Fail, "compression on 1 hypertable", "1 continuous aggregate", "1 job", "Apache")
 }
 
 // compressed-defaults: a source whose compressed chunks read the default of a column

@@ -141,6 +141,9 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	if ts := e.srcInv.TimescaleDB; ts != nil {
+		e.tsPlan = e.planTimescaleDB(ts.Version)
+	}
 	if err := e.probeTarget(ctx); err != nil {
 		return nil, fmt.Errorf("target: %w", err)
 	}
@@ -233,6 +236,25 @@ type env struct {
 	src, tgt       *dbconn.Conn
 	srcInv, tgtInv *inventory.Database
 	probe          targetProbe
+	// tsPlan is the target's TimescaleDB for the source's (when the source has it).
+	tsPlan schema.TimescaleDBTarget
+}
+
+// planTimescaleDB picks the target's TimescaleDB for a source at version source, as
+// the migration does (schema.PlanTimescaleDB).
+func (e *env) planTimescaleDB(source string) schema.TimescaleDBTarget {
+	installed := ""
+	if e.tgtInv.TimescaleDB != nil {
+		installed = e.tgtInv.TimescaleDB.Version
+	}
+	def := ""
+	for _, a := range e.tgtInv.Available {
+		if a.Name == "timescaledb" {
+			def = a.DefaultVersion
+		}
+	}
+	available, _ := e.tgtInv.AvailableVersions("timescaledb")
+	return schema.PlanTimescaleDB(source, installed, def, available)
 }
 
 // check adapts a function to Check.

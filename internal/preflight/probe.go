@@ -101,18 +101,16 @@ func (e *env) probeTarget(ctx context.Context) error {
 	if ts == nil {
 		return nil
 	}
-	installed := e.tgtInv.TimescaleDB
+	installed, plan := e.tgtInv.TimescaleDB, e.tsPlan
 	switch {
-	case installed != nil && (installed.Version != ts.Version || installed.Schema != ts.Schema):
+	case plan.Problem != "" || (installed != nil && installed.Schema != ts.Schema),
+		plan.Upgrade() && e.opt.Engine == EngineDump:
 		return nil // reported by timescaledb-version; nothing here would be meaningful
 	case installed == nil:
-		versions, _ := e.tgtInv.AvailableVersions("timescaledb")
-		if !slices.Contains(versions, ts.Version) {
-			return nil
-		}
 		p.triedExtension = true
-		// As the migration creates it: in the source's schema, made first when missing.
-		for _, q := range schema.TimescaleDBStatements(ts.Schema, ts.Version) {
+		// As the migration creates it: in the source's schema, made first when missing,
+		// at the version it picks.
+		for _, q := range schema.TimescaleDBStatements(ts.Schema, plan.Version) {
 			if p.extensionErr = tryKeep(ctx, tx, q); p.extensionErr != nil {
 				p.extensionSQL = q
 				return nil
@@ -127,6 +125,7 @@ func (e *env) probeTarget(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
+	rights.Across(plan)
 	p.path = rights.Choose(e.opt.RestorePath, e.opt.Engine == EngineDump)
 	switch {
 	case p.path.Problem != "":

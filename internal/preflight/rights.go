@@ -187,6 +187,8 @@ func (e *env) checkRestoreMode() []Finding {
 	switch {
 	case e.srcInv.TimescaleDB == nil:
 		return []Finding{finding(Pass, "target", "the source does not use TimescaleDB: no restoring mode is needed", "")}
+	case !p.triedRestoring && e.tsPlan.Upgrade() && e.opt.Engine == EngineDump:
+		return []Finding{finding(Warn, "target", "not tried: the dump engine cannot cross TimescaleDB versions (see timescaledb-version)", "use --engine stream")}
 	case !p.triedRestoring:
 		return []Finding{finding(Warn, "target", "not tried: TimescaleDB could not be set up on the target (see timescaledb-version)", "fix timescaledb-version first")}
 	case p.path.Problem != "":

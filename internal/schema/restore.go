@@ -57,30 +57,33 @@ func TimescaleDBStatements(extSchema, version string) []string {
 	return append(out, "CREATE EXTENSION timescaledb SCHEMA "+name+" VERSION "+sqltext.Literal(version))
 }
 
-// EnsureTimescaleDB makes sure the target database has TimescaleDB at version in schema
-// extSchema (the source's): created so when missing. A different installed version or
-// schema is an error saying what to do: the dump's catalog rows only fit the version
-// that wrote them, and its objects name the extension's functions in their schema.
-func EnsureTimescaleDB(ctx context.Context, conn *pgx.Conn, version, extSchema string) (created bool, err error) {
-	haveVersion, haveSchema, ok, err := installedTimescaleDB(ctx, conn)
+// EnsureTimescaleDB makes sure the target database has TimescaleDB in schema extSchema
+// (the source's), at the version PlanTimescaleDB picks for a source at version source
+// (the source's, or the target's newer default: an upgrade on the way), created so when
+// missing, and returns that plan. A version that does not fit (older than the source's,
+// another major) or another schema is an error saying what to do: the dump's catalog
+// rows only fit the version that wrote them, and its objects name the extension's
+// functions in their schema.
+func EnsureTimescaleDB(ctx context.Context, conn *pgx.Conn, source, extSchema string) (TimescaleDBTarget, bool, error) {
+	plan, haveSchema, err := ReadTimescaleDBTarget(ctx, conn, source)
 	if err != nil {
-		return false, err
+		return plan, false, err
 	}
-	create := strings.Join(TimescaleDBStatements(extSchema, version), "; ")
 	switch {
-	case ok && haveVersion != version:
-		return false, fmt.Errorf("the target database has TimescaleDB %s but the source has %s: drop the extension on the (empty) target and create it with %s, or update the source", haveVersion, version, create)
-	case ok && haveSchema != extSchema:
-		return false, fmt.Errorf("the target database has TimescaleDB in schema %s but the source has it in %s: drop the extension on the (empty) target and create it with %s", haveSchema, extSchema, create)
-	case ok:
-		return false, nil
+	case plan.Problem != "":
+		return plan, false, fmt.Errorf("%s: %s", plan.Problem, plan.Do)
+	case plan.Installed && haveSchema != extSchema:
+		create := strings.Join(TimescaleDBStatements(extSchema, plan.Version), "; ")
+		return plan, false, fmt.Errorf("the target database has TimescaleDB in schema %s but the source has it in %s: drop the extension on the (empty) target and create it with %s", haveSchema, extSchema, create)
+	case plan.Installed:
+		return plan, false, nil
 	}
-	for _, q := range TimescaleDBStatements(extSchema, version) {
+	for _, q := range TimescaleDBStatements(extSchema, plan.Version) {
 		if _, err := conn.Exec(ctx, q); err != nil {
-			return false, fmt.Errorf("create TimescaleDB %s in schema %s on the target: %s", version, extSchema, dbconn.Reason(err))
+			return plan, false, fmt.Errorf("create TimescaleDB %s in schema %s on the target: %s", plan.Version, extSchema, dbconn.Reason(err))
 		}
 	}
-	return true, nil
+	return plan, true, nil
 }
 
 // installedTimescaleDB reads the version and schema of the database's TimescaleDB;
@@ -225,10 +228,13 @@ func Restore(ctx context.Context, opt RestoreOptions) (*RestoreResult, error) {
 	ts := opt.TimescaleDB != ""
 	if ts {
 		if err := step("timescaledb_pre_restore", func() error {
-			created, err := EnsureTimescaleDB(ctx, conn.Conn, opt.TimescaleDB, opt.TimescaleDBSchema)
+			plan, created, err := EnsureTimescaleDB(ctx, conn.Conn, opt.TimescaleDB, opt.TimescaleDBSchema)
 			res.CreatedExtension = created
 			if err != nil {
 				return err
+			}
+			if plan.Upgrade() {
+				return fmt.Errorf("the target's TimescaleDB is %s, the source's %s: %s", plan.Version, plan.Source, ErrCatalogVersions)
 			}
 			return PreRestore(ctx, conn.Conn)
 		}); err != nil {

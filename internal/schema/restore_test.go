@@ -169,11 +169,11 @@ func TestRestoreSectionIntoExtensionSchema(t *testing.T) {
 	}
 	defer c.Close(ctx)
 	for i, want := range []bool{true, false} {
-		if created, err := EnsureTimescaleDB(ctx, c, "2.19.3", "Ext Schema"); err != nil || created != want {
+		if plan, created, err := EnsureTimescaleDB(ctx, c, "2.19.3", "Ext Schema"); err != nil || created != want || plan.Version != "2.19.3" || plan.Upgrade() {
 			t.Fatalf("EnsureTimescaleDB, call %d: created %v, %v", i+1, created, err)
 		}
 	}
-	if _, err := EnsureTimescaleDB(ctx, c, "2.19.3", "public"); err == nil || !strings.Contains(err.Error(), "in schema Ext Schema but the source has it in public") {
+	if _, _, err := EnsureTimescaleDB(ctx, c, "2.19.3", "public"); err == nil || !strings.Contains(err.Error(), "in schema Ext Schema but the source has it in public") {
 		t.Fatalf("EnsureTimescaleDB into public with the extension in Ext Schema: %v", err)
 	}
 	if err := PreRestore(ctx, c); err != nil {

@@ -84,6 +84,19 @@ type CatalogRights struct {
 	Tables []string
 	// Schema is the schema TimescaleDB's functions are in, quoted.
 	Schema string
+	// upgrade says why the catalog path cannot be taken whatever the rights: the target
+	// runs a newer TimescaleDB than the source (see Across); "" otherwise.
+	upgrade string
+}
+
+// Across tells Choose the TimescaleDB versions of the migration: when the target's is
+// newer than the source's (plan.Upgrade()), only the API path can take it
+// (ErrCatalogVersions).
+func (r *CatalogRights) Across(plan TimescaleDBTarget) {
+	r.upgrade = ""
+	if plan.Upgrade() {
+		r.upgrade = fmt.Sprintf("the target's TimescaleDB %s is newer than the source's %s, and its catalog cannot cross versions", plan.Version, plan.Source)
+	}
 }
 
 // ReadCatalogRights reads what the connected user may do towards the catalog path in
@@ -197,8 +210,15 @@ type PathChoice struct {
 // engine.
 func (r *CatalogRights) Choose(want RestorePath, dumpEngine bool) PathChoice {
 	c := PathChoice{Path: want, Why: r.How}
-	switch want {
-	case PathCatalog:
+	switch {
+	case r.upgrade != "" && want == PathCatalog:
+		c.Why = r.upgrade
+		c.Problem = "--restore-path catalog, but " + r.upgrade
+		c.Do = "leave out --restore-path catalog: tsmigrate then restores through TimescaleDB's API, which crosses versions"
+		return c
+	case r.upgrade != "":
+		c.Path, c.Why = PathAPI, r.upgrade
+	case want == PathCatalog:
 		if r.Missing != "" {
 			c.Why = r.Missing
 			c.Problem = "--restore-path catalog, but " + r.Missing
@@ -207,7 +227,7 @@ func (r *CatalogRights) Choose(want RestorePath, dumpEngine bool) PathChoice {
 		}
 		c.Why = "--restore-path catalog: " + r.How
 		return c
-	case PathAPI:
+	case want == PathAPI:
 		c.Why = "--restore-path api"
 	default:
 		if r.Missing == "" {
