@@ -135,6 +135,7 @@ it copied, those other processes copied meanwhile, and those done before it star
    "source", "target" (user@host:port/db), "pg_tools", "started", "duration_ns",
    "phases": [{"phase", "database", "duration_ns"}],
    "databases": [{"source", "target", "created_target", "timescaledb_version",
+     "target_timescaledb_version" (the target's: the source's, or a newer one),
      "restore_path" (catalog|api: how TimescaleDB's objects reached the target), "paused_jobs",
      "dump_path" (with --keep-dump), "dump_bytes", "phases", "freeze_id",
      "freeze_proof": {"start", "end", "window_seconds", "samples", "restarts" (0),

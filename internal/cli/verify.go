@@ -49,6 +49,8 @@ copied are differences.
    "target_database", "identical", "units_checked", "units_differing", "source_rows",
    "units_not_compared" (units a side could not read: exit 2), "target_rows", "duration_ns",
    "schema_differences": [{"object", "what" (missing|extra|the attribute), "source", "target"}],
+   "upgrades" (what is newer on the target and for that reason alone not a difference:
+   its PostgreSQL, its extensions' versions),
    "units": [{"kind" (table|chunk|range), "table", "continuous_aggregate" (true when
      "table" is a continuous aggregate: the rows it materialized), "chunk", "target_chunk", "range",
      "source": SIDE, "target": SIDE, "identical", "not_compared" (a side could not read
@@ -235,6 +237,9 @@ func plural(n int, word string) string {
 // printReport writes one database's result: a line per difference, then the totals.
 func printReport(w io.Writer, r *verify.Report) {
 	fmt.Fprintf(w, "database %s -> %s\n", r.SourceDatabase, r.TargetDatabase)
+	if len(r.Upgrades) > 0 {
+		fmt.Fprintf(w, "  newer on the target, not a difference: %s\n", strings.Join(r.Upgrades, "; "))
+	}
 	writeDifferences(w, r, "  ", -1)
 	verdict := "identical"
 	switch {

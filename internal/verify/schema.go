@@ -56,8 +56,8 @@ var (
 	procOnly = notExtensionMember("pg_proc", "p.oid")
 )
 
-// Each query returns (object, parent, attribute, value). All checked on PostgreSQL 15
-// and 17; the TimescaleDB ones on 2.19.3 (their information views).
+// Each query returns (object, parent, attribute, value). All checked on PostgreSQL 15,
+// 17 and 18; the TimescaleDB ones on 2.19.3 and 2.31.0 (their information views).
 var schemaSQL = []string{
 	// the database, on both sides: not its encoding (the data is compared as
 	// characters, and a target database in UTF8 holds a LATIN1 source's)
@@ -128,11 +128,14 @@ var schemaSQL = []string{
 	WHERE att.attnum > 0 AND NOT att.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
 		AND ` + userRel + ` AND ` + relOnly,
 
-	// constraints of tables
+	// constraints of tables. PostgreSQL 18 lists each column's NOT NULL as a constraint
+	// of its own (contype 'n'), which earlier majors do not: the column's "not null"
+	// compares it; only one that says more (NOT VALID, NO INHERIT: new in 18) is a
+	// constraint here, so that a migration to 18 shows no NOT NULL constraint as extra.
 	`SELECT format('constraint %I.%I.%I', n.nspname, c.relname, k.conname), format('relation %I.%I', n.nspname, c.relname), a.attr, a.val
 	FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 	CROSS JOIN LATERAL (VALUES ('definition', pg_get_constraintdef(k.oid)), ('validated', k.convalidated::text)) AS a(attr, val)
-	WHERE ` + userRel + ` AND ` + relOnly,
+	WHERE NOT (k.contype = 'n' AND k.convalidated AND NOT k.connoinherit) AND ` + userRel + ` AND ` + relOnly,
 
 	// constraints of domains
 	`SELECT format('constraint %s.%I', k.contypid::regtype, k.conname), '', 'definition', pg_get_constraintdef(k.oid)

@@ -50,6 +50,9 @@ type session struct {
 	// timescale: the database has TimescaleDB (read by the coordinator).
 	timescale bool
 	encoding  string // the database's (server_encoding), read by the coordinator
+	// version is the server's (server_version, read by the coordinator), major its major.
+	version string
+	major   int
 }
 
 func connect(ctx context.Context, cfg *dbconn.Config) (*session, error) {
@@ -68,7 +71,7 @@ func openCoordinator(ctx context.Context, cfg *dbconn.Config) (*session, error) 
 		return nil, err
 	}
 	var version int
-	if err := s.conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int, current_setting('server_encoding'), "+timescaleSQL).Scan(&version, &s.encoding, &s.timescale); err != nil {
+	if err := s.conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int, current_setting('server_version'), current_setting('server_encoding'), "+timescaleSQL).Scan(&version, &s.version, &s.encoding, &s.timescale); err != nil {
 		s.close()
 		return nil, fmt.Errorf("%s: server version: %w", cfg.Role, err)
 	}
@@ -77,6 +80,7 @@ func openCoordinator(ctx context.Context, cfg *dbconn.Config) (*session, error) 
 		return nil, exit.New(exit.Usage, "verify compares servers of PostgreSQL 14 and later only",
 			"%s: verify needs PostgreSQL 14 or later (hash_record_extended); %s runs %d.%d", cfg.Role, cfg, version/10000, version%100)
 	}
+	s.major = version / 10000
 	if _, err := s.conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
 		s.close()
 		return nil, fmt.Errorf("%s: begin snapshot: %w", cfg.Role, err)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
 )
 
 // Options are the inputs of one verification of one database pair.
@@ -82,9 +84,13 @@ type Report struct {
 	SourceDatabase string       `json:"source_database"`
 	TargetDatabase string       `json:"target_database"`
 	Schema         []SchemaDiff `json:"schema_differences"`
-	Units          []Unit       `json:"units"`
-	UnitsChecked   int          `json:"units_checked"`
-	UnitsDiffering int          `json:"units_differing"`
+	// Upgrades say what is newer on the target and for that reason alone not a
+	// difference (a migration that upgrades on the way): its PostgreSQL major, its
+	// extensions' versions.
+	Upgrades       []string `json:"upgrades,omitempty"`
+	Units          []Unit   `json:"units"`
+	UnitsChecked   int      `json:"units_checked"`
+	UnitsDiffering int      `json:"units_differing"`
 	// UnitsNotCompared counts the units (among those differing) that one side could
 	// not read: whether they differ is not known.
 	UnitsNotCompared int           `json:"units_not_compared"`
@@ -181,9 +187,18 @@ func runOnce(ctx context.Context, opt Options) (*Report, error) {
 			}
 		}
 	}
+	if tgt.major > src.major {
+		rep.Upgrades = append(rep.Upgrades, fmt.Sprintf("PostgreSQL %s to %s", src.version, tgt.version))
+	}
 	rep.Schema = slices.DeleteFunc(compareFacts(srcFacts, tgtFacts), func(d SchemaDiff) bool {
 		if d.What == "number of chunks" && chunksDiffer[d.Object] {
 			return true
+		}
+		if ext, ok := strings.CutPrefix(d.Object, "extension "); ok && d.What == "version" {
+			if c, ok := schema.CompareVersions(d.Target, d.Source); ok && c > 0 {
+				rep.Upgrades = append(rep.Upgrades, fmt.Sprintf("extension %s %s to %s", ext, d.Source, d.Target))
+				return true
+			}
 		}
 		return d.Object == "database" && slices.ContainsFunc(opt.NotGiven, func(n string) bool {
 			return d.What == n && n == "comment" || d.What == "setting "+n
