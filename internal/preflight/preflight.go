@@ -278,6 +278,7 @@ func (e *env) checks() []Check {
 		pure("postgres-major", e.checkMajor),
 		pure("timescaledb-version", e.checkTimescaleVersion),
 		pure("timescaledb-edition", e.checkEdition),
+		check{name: "timescaledb-upgrade", run: e.checkTimescaleUpgrade},
 		pure("compressed-defaults", e.checkCompressedDefaults),
 		pure("target-empty", e.checkTargetEmpty),
 		pure("extensions", e.checkExtensions),

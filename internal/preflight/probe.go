@@ -39,6 +39,10 @@ type targetProbe struct {
 	pathSQL        string // the statement that failed
 	pathErr        error  // and its error
 
+	// tsAPI is what the target's TimescaleDB offers (functions, views and their
+	// columns), read when it is newer than the source's (see checkTimescaleUpgrade).
+	tsAPI *timescaleAPI
+
 	// The source database's own settings and comment, each given to the target
 	// database as the migration will (schema.DatabaseSettings), and those it refused.
 	settings        []schema.Statement
@@ -118,6 +122,11 @@ func (e *env) probeTarget(ctx context.Context) error {
 		}
 		if err := tx.QueryRow(ctx, licenseSQL).Scan(&p.license); err != nil {
 			return fmt.Errorf("probe license: %w", err)
+		}
+	}
+	if plan.Upgrade() {
+		if p.tsAPI, err = readTimescaleAPI(ctx, tx); err != nil {
+			return fmt.Errorf("probe: %w", err)
 		}
 	}
 	p.triedRestoring = true
