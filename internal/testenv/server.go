@@ -595,7 +595,8 @@ func (s *Server) setupManaged(ctx context.Context) error {
 
 // cloudLikeGrants give the database owner admin (quoted) what Timescale's images give
 // it once TimescaleDB is created (the effect of after-create.sql of
-// timescale/timescaledb-docker-ha, for the restore). Checked on TimescaleDB 2.19.3.
+// timescale/timescaledb-docker-ha, for the restore). Checked on TimescaleDB 2.19.3 and
+// 2.31.0 (PG18TS).
 func cloudLikeGrants(admin string) []string {
 	var out []string
 	for _, f := range []string{"timescaledb_pre_restore()", "timescaledb_post_restore()"} {

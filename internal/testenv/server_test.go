@@ -29,6 +29,8 @@ func TestServersStart(t *testing.T) {
 		{PG17TSL, Options{Flavour: CloudLike}, "17."},
 		{PG17TSL, Options{Flavour: BareOwner}, "17."},
 		{PG18TS, Options{}, "18."},
+		{PG18TS, Options{Flavour: CloudLike}, "18."},
+		{PG18TS, Options{Flavour: BareOwner}, "18."},
 	}
 	for _, c := range cases {
 		name := string(c.kind)
