@@ -50,7 +50,7 @@ copied are differences.
    "units_not_compared" (units a side could not read: exit 2), "target_rows", "duration_ns",
    "schema_differences": [{"object", "what" (missing|extra|the attribute), "source", "target"}],
    "upgrades" (what is newer on the target and for that reason alone not a difference:
-   its PostgreSQL, its extensions' versions),
+   its PostgreSQL, its extensions' versions, view definitions it prints otherwise),
    "units": [{"kind" (table|chunk|range), "table", "continuous_aggregate" (true when
      "table" is a continuous aggregate: the rows it materialized), "chunk", "target_chunk", "range",
      "source": SIDE, "target": SIDE, "identical", "not_compared" (a side could not read

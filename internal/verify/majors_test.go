@@ -225,3 +225,38 @@ func TestDifferencesAcrossMajors(t *testing.T) {
 		}
 	}
 }
+
+// PostgreSQL 16 prints a view over one table without qualifying its columns, 15 with:
+// across those majors the same view compares equal (made again on the target from the
+// source's text, it prints as the target's), and is said in the upgrades; a view that
+// really differs (another condition, another column) still shows, as does one the
+// target lacks.
+func TestViewsAcrossMajors(t *testing.T) {
+	srv15 := testenv.Shared(t, testenv.PG15)
+	srv18 := testenv.Shared(t, testenv.PG18TS)
+	src := testenv.NewDB(t, srv15, false)
+	dst := testenv.NewDB(t, srv18, false)
+	common := []string{`CREATE TABLE r (id int PRIMARY KEY, a int, b text)`, `CREATE TABLE s (id int, c text)`,
+		`CREATE VIEW same AS SELECT id, a + 1 AS a1, upper(b) AS ub FROM r WHERE a > 0`,
+		`CREATE MATERIALIZED VIEW msame AS SELECT a, count(*) FROM r GROUP BY a`,
+		`CREATE VIEW joined AS SELECT r.id, s.c FROM r JOIN s USING (id)`}
+	testenv.MustExec(t, srv15, src, append(slices.Clone(common),
+		`CREATE VIEW cond AS SELECT id, b FROM r WHERE a > 0`,
+		`CREATE VIEW cols AS SELECT id, a FROM r`,
+		`CREATE VIEW gone AS SELECT id FROM r`)...)
+	testenv.MustExec(t, srv18, dst, append(slices.Clone(common),
+		`CREATE VIEW cond AS SELECT id, b FROM r WHERE a > 1`,
+		`CREATE VIEW cols AS SELECT id, a AS b FROM r`)...)
+	rep := run(t, srv15, src, srv18, dst, 1)
+	var diffs []string
+	for _, d := range rep.Schema {
+		diffs = append(diffs, d.Object+": "+d.What)
+	}
+	want := "column public.cols.a: missing\ncolumn public.cols.b: extra\nrelation public.cols: definition\nrelation public.cond: definition\nrelation public.gone: missing"
+	if got := strings.Join(diffs, "\n"); got != want {
+		t.Errorf("schema differences between PostgreSQL 15 and 18:\n%s\nwant:\n%s", got, want)
+	}
+	if up := strings.Join(rep.Upgrades, "; "); !strings.Contains(up, "view definitions printed differently by PostgreSQL 15 and 18 (2)") {
+		t.Errorf("verify says of the versions: %q", up)
+	}
+}

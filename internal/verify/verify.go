@@ -204,6 +204,13 @@ func runOnce(ctx context.Context, opt Options) (*Report, error) {
 			return d.What == n && n == "comment" || d.What == "setting "+n
 		})
 	})
+	var note string
+	if rep.Schema, note, err = sameViewsAcrossMajors(ctx, opt.Target, src.major, tgt.major, rep.Schema); err != nil {
+		return nil, err
+	}
+	if note != "" {
+		rep.Upgrades = append(rep.Upgrades, note)
+	}
 	if rep.Schema == nil {
 		rep.Schema = []SchemaDiff{}
 	}
