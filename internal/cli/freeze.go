@@ -45,7 +45,8 @@ superuser or pg_signal_backend.
 sessions [{pid, user, application, client, backend_type, state, backend_start,
 xact_start, xid, locks, outcome: ended|left|waited}], proof {start, end,
 window_seconds, samples, restarts, rows_written, xid_holders, prepared_transactions,
-commits_in_window, server_wal_bytes_in_window, counters_tracked}, cannot_stop [text],
+commits_in_window, server_wal_bytes_in_window, counters_tracked, tables_locked,
+lock_notes [text] (the last two: a migration's deferred proof only)}, cannot_stop [text],
 paused_timescaledb_jobs [id] (a migration's freeze pauses the TimescaleDB jobs; this
 command's does not).
 

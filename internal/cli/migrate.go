@@ -140,8 +140,10 @@ it copied, those other processes copied meanwhile, and those done before it star
      "dump_path" (with --keep-dump), "dump_bytes", "phases", "freeze_id",
      "freeze_proof": {"start", "end", "window_seconds", "samples", "restarts" (0),
        "rows_written", "xid_holders" (0), "prepared_transactions" (0), "commits_in_window",
-       "server_wal_bytes_in_window", "counters_tracked"} (from the freeze to the end of the
-       dump or copy; with --resume, from the first run's freeze),
+       "server_wal_bytes_in_window", "counters_tracked", "tables_locked" (held against
+       writes while the source was read), "lock_notes" [text] (writes the locks cancelled,
+       a time they were not held)} (from the freeze to the end of the dump or copy; with
+       --resume, from the first run's freeze),
      "data": {"units" (copied by this process), "by_others" (by other processes meanwhile),
        "skipped" (done before it started), "rows", "bytes", "retries", "snapshot_renewals"}
        (stream engine),

@@ -15,13 +15,15 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
 
-// deferredFreeze freezes src with a deferred proof and returns its encoded baseline.
+// deferredFreeze freezes src with a deferred proof and returns its encoded baseline,
+// letting go of its locks as the process that froze would by ending.
 func deferredFreeze(t *testing.T, src *dbconn.Config) []byte {
 	t.Helper()
 	res, err := freeze.Freeze(context.Background(), src, freeze.Options{DeferProof: true, ProofWindow: freeze.MinProofWindow})
 	if err != nil {
 		t.Fatal(err)
 	}
+	res.Pending.Release()
 	data, err := res.Pending.Encode()
 	if err != nil {
 		t.Fatal(err)

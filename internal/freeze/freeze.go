@@ -184,26 +184,38 @@ func Freeze(ctx context.Context, src *dbconn.Config, opt Options) (*Result, erro
 	res := &Result{Database: db, ID: rec.ID, Since: rec.Since, Host: rec.Host, PreviousReadOnly: rec.Previous, PausedJobs: rec.PausedJobs}
 
 	res.Sessions, err = settleSessions(ctx, conn.Conn, frozenAt, opt)
+	var locks *guard
 	switch {
 	case err == nil && opt.DeferProof:
-		if res.Pending, err = baseline(ctx, src, conn.Conn, rec.ID, res.Sessions, opt); err == nil {
-			opt.emit(Event{Type: EventBaseline, ID: rec.ID, Since: res.Pending.Baseline()})
+		var ended []Session
+		if locks, ended, err = lockTables(ctx, src, conn.Conn, opt); err != nil {
+			break
 		}
+		res.Sessions = append(res.Sessions, ended...)
+		if res.Pending, err = baseline(ctx, src, conn.Conn, rec.ID, res.Sessions, opt); err != nil {
+			locks.release(false)
+			break
+		}
+		res.Pending.guard = locks
+		opt.emit(Event{Type: EventBaseline, ID: rec.ID, Since: res.Pending.Baseline()})
 	case err == nil:
 		res.Proof, err = prove(ctx, conn.Conn, opt)
 	}
 	if err == nil {
-		res.CannotStop, err = cannotStop(ctx, conn.Conn, db, res.Sessions, opt)
+		res.CannotStop, err = cannotStop(ctx, conn.Conn, db, res.Sessions, opt, locks)
 	}
 	if err != nil {
+		res.Pending.Release()
 		return nil, undo(ctx, src, conn.Conn, rec.ID, opt, err)
 	}
 	// Someone may have run unfreeze, or changed the setting, while this waited.
 	set, err := settings(ctx, conn)
 	if err != nil {
+		res.Pending.Release()
 		return nil, undo(ctx, src, conn.Conn, rec.ID, opt, err)
 	}
 	if st, _ := stateFrom(db, set); !st.Intact || st.ID != rec.ID {
+		res.Pending.Release()
 		return nil, &exit.Error{Code: exit.Failed, Err: ErrNotProven,
 			Msg: fmt.Sprintf("freeze %s of database %q was undone or changed by someone else while it was being proven (now: frozen %v, freeze id %q, default_transaction_read_only %q)",
 				rec.ID, db, st.Frozen, st.ID, st.ReadOnly),
@@ -349,11 +361,19 @@ WHERE s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_
   AND split_part(item, '=', 1) = 'default_transaction_read_only'
 ORDER BY 1`
 
-// cannotStop says what the freeze does not prevent, for this database.
-func cannotStop(ctx context.Context, conn *pgx.Conn, db string, sessions []Session, opt Options) ([]string, error) {
+// cannotStop says what the freeze does not prevent, for this database (locks: the
+// deferred proof's, nil without one).
+func cannotStop(ctx context.Context, conn *pgx.Conn, db string, sessions []Session, opt Options, locks *guard) ([]string, error) {
+	first := "a superuser, or any session, can run SET default_transaction_read_only = off (or BEGIN READ WRITE) and write again: the freeze only changes the default for new transactions"
+	if locks != nil {
+		first = fmt.Sprintf("a superuser, or any session, can run SET default_transaction_read_only = off (or BEGIN READ WRITE) and write again: the freeze only changes the default for new transactions; until the source has been read, the freeze holds SHARE locks on its %d table(s), so that such writes wait (and are cancelled when the reading ends), as do the writes of read-only sessions, which fail as before", len(locks.plan.oids))
+	}
 	out := []string{
-		"a superuser, or any session, can run SET default_transaction_read_only = off (or BEGIN READ WRITE) and write again: the freeze only changes the default for new transactions",
+		first,
 		fmt.Sprintf("other databases on this server keep running and writing: the freeze covers database %q only", db),
+	}
+	if locks != nil {
+		out = append(out, locks.plan.cannotStop()...)
 	}
 	for _, s := range sessions {
 		if s.Outcome == "waited" {

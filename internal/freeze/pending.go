@@ -63,6 +63,54 @@ type PendingProof struct {
 	window time.Duration
 	base   sample
 	taken  time.Time
+	// guard holds the locks that stop writes until Finish or Release (nil: none, as
+	// for a restored baseline until Hold).
+	guard *guard
+}
+
+// Hold takes the locks that stop writes for a baseline restored from another process
+// (a resumed migration), without ending anyone: it waits up to DefaultWaitTimeout for
+// sessions that hold write locks to let go. The locks went with the process that took
+// the baseline, so the time since counts as a time without them: Finish fails if a
+// session connected before Hold stays busy past the flush horizon (its writes of that
+// time might not show in the counters yet).
+func (p *PendingProof) Hold(ctx context.Context) error {
+	if p.guard != nil {
+		return nil
+	}
+	conn, err := p.src.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	plan, err := planLocks(ctx, conn.Conn, true)
+	if err != nil {
+		return err
+	}
+	lconn, err := p.src.ConnectSession(ctx, sqlSessionSetup)
+	if err != nil {
+		return err
+	}
+	g := &guard{src: p.src, plan: plan, conn: lconn, lapsed: true, lapseFrom: p.base.at,
+		why: []string{"the process that took the baseline ended before its proof"}}
+	if _, err := g.acquire(ctx, conn.Conn, Options{}.withDefaults(), false); err != nil {
+		lconn.Close(context.WithoutCancel(ctx))
+		return err
+	}
+	g.heldNow(ctx)
+	g.start()
+	p.guard = g
+	return nil
+}
+
+// Release lets go of the locks that stop writes while the database is read, if any
+// are held (Finish does too): for a caller that gives up before Finish. Safe to call
+// more than once, and on a nil PendingProof.
+func (p *PendingProof) Release() {
+	if p != nil && p.guard != nil {
+		p.guard.release(false)
+		p.guard = nil
+	}
 }
 
 // Baseline is when the baseline was sampled (the server's clock).
@@ -122,12 +170,31 @@ func baseline(ctx context.Context, src *dbconn.Config, conn *pgx.Conn, id string
 // that no prepared transaction exists. Any difference fails with ErrNotProven, naming
 // it. Finish connects anew; it does not undo the freeze.
 func (p *PendingProof) Finish(ctx context.Context) (Proof, error) {
+	// The locks' report first: it pauses the guard, whose traffic would otherwise
+	// compete with the proof's reads (held checks at the end that the locks stayed).
+	var lapses, notes []string
+	if p.guard != nil {
+		var err error
+		if lapses, notes, err = p.guard.report(ctx, flushHorizon+2*guardTick); err != nil {
+			return Proof{}, err
+		}
+	}
 	if err := clock.Sleep(ctx, time.Until(p.taken.Add(p.window))); err != nil {
 		return Proof{}, err
 	}
 	cur, samples, moved, err := p.compare(ctx)
 	if err != nil {
 		return Proof{}, err
+	}
+	moved = append(lapses, moved...)
+	tables := 0
+	if p.guard != nil {
+		tables = len(p.guard.plan.oids)
+		if len(lapses) == 0 && !p.guard.held(ctx) {
+			moved = append(moved, "the session holding the freeze's locks was lost as the proof ended: writes may have gone unstopped since")
+		}
+		notes = append(notes, p.guard.release(len(moved) == 0)...)
+		p.guard = nil // the proof is over: a Finish again compares the counters alone
 	}
 	if len(moved) > 0 {
 		return Proof{}, &exit.Error{Code: exit.Failed, Err: ErrNotProven,
@@ -137,7 +204,7 @@ func (p *PendingProof) Finish(ctx context.Context) (Proof, error) {
 	}
 	return Proof{Start: p.base.at, End: cur.at, WindowSeconds: cur.at.Sub(p.base.at).Seconds(), Samples: samples,
 		RowsWritten: cur.rows, Commits: cur.commits - p.base.commits, ServerWALBytes: cur.wal - p.base.wal,
-		CountersTracked: cur.tracked}, nil
+		CountersTracked: cur.tracked, TablesLocked: tables, LockNotes: notes}, nil
 }
 
 // Moved says what changed in the database since the baseline, in the words Finish

@@ -55,6 +55,11 @@ type Proof struct {
 	// CountersTracked is the server's track_counts: when off, the counters stay still
 	// whatever happens and only the transaction ids prove anything.
 	CountersTracked bool `json:"counters_tracked"`
+	// TablesLocked is how many tables a deferred proof kept locked against writes
+	// while the database was read (see locks.go); LockNotes say what the locks met:
+	// statements cancelled, a time they were not held that proved harmless.
+	TablesLocked int      `json:"tables_locked,omitempty"`
+	LockNotes    []string `json:"lock_notes,omitempty"`
 }
 
 // One sample of the current database's write counters, on PostgreSQL 15 and 17: see

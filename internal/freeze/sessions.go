@@ -21,11 +21,13 @@ type Session struct {
 	User        string `json:"user"`
 	Application string `json:"application"`
 	// Client is the client's address, "local" for a Unix socket, "" for a background worker.
-	Client       string     `json:"client"`
-	BackendType  string     `json:"backend_type"`
-	State        string     `json:"state"`
-	BackendStart time.Time  `json:"backend_start"`
-	XactStart    *time.Time `json:"xact_start"`
+	Client       string    `json:"client"`
+	BackendType  string    `json:"backend_type"`
+	State        string    `json:"state"`
+	BackendStart time.Time `json:"backend_start"`
+	// StateChange is when State last changed.
+	StateChange time.Time  `json:"-"`
+	XactStart   *time.Time `json:"xact_start"`
 	// XID is the transaction id the session holds: it has written in its open transaction.
 	XID string `json:"xid,omitempty"`
 	// Locks are the relations it holds locks on, with the lock mode.
@@ -84,7 +86,8 @@ func (s Session) Holds() string {
 }
 
 // Backends connected to the current database, other than this session, started
-// before $1 (all when NULL), not among the pids $2, holding a transaction id when $3.
+// before $1 (all when NULL), not among the pids $2, holding a transaction id when $3,
+// among the pids $4 (all when NULL).
 // Autovacuum workers (maintenance: they change no data, and ANALYZE's writes to
 // pg_statistic are discounted by the proof), walsenders (they only read WAL) and
 // parallel workers (their leader is listed) are left out. Checked on PostgreSQL 15
@@ -95,7 +98,7 @@ SELECT a.pid, coalesce(a.usename, ''), coalesce(a.application_name, ''),
        CASE WHEN a.client_addr IS NOT NULL THEN host(a.client_addr)
             WHEN a.backend_type = 'client backend' THEN 'local'
             ELSE '' END,
-       coalesce(a.backend_type, ''), coalesce(a.state, ''), a.backend_start, a.xact_start,
+       coalesce(a.backend_type, ''), coalesce(a.state, ''), a.backend_start, coalesce(a.state_change, a.backend_start), a.xact_start,
        coalesce(a.backend_xid::text, ''),
        coalesce((SELECT array_agg(DISTINCT l.relation::regclass::text || ' (' || l.mode || ')')
                  FROM pg_locks l
@@ -108,6 +111,7 @@ WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND ($1::timestamptz IS NULL OR a.backend_start < $1)
   AND a.pid <> ALL ($2::int4[])
   AND (NOT $3 OR a.backend_xid IS NOT NULL)
+  AND ($4::int4[] IS NULL OR a.pid = ANY ($4))
 ORDER BY a.pid`
 
 func listSessions(ctx context.Context, q querier, before *time.Time, keep []uint32, writersOnly bool) ([]Session, error) {
@@ -115,7 +119,16 @@ func listSessions(ctx context.Context, q querier, before *time.Time, keep []uint
 	for i, p := range keep {
 		pids[i] = int32(p)
 	}
-	rows, err := q.Query(ctx, sqlSessions, before, pids, writersOnly)
+	return querySessions(ctx, q, before, pids, writersOnly, nil)
+}
+
+// listSessionsOf lists the sessions among pids that are still connected.
+func listSessionsOf(ctx context.Context, q querier, pids []int32) ([]Session, error) {
+	return querySessions(ctx, q, nil, []int32{}, false, pids)
+}
+
+func querySessions(ctx context.Context, q querier, before *time.Time, keep []int32, writersOnly bool, only []int32) ([]Session, error) {
+	rows, err := q.Query(ctx, sqlSessions, before, keep, writersOnly, only)
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
@@ -123,7 +136,7 @@ func listSessions(ctx context.Context, q querier, before *time.Time, keep []uint
 	var s Session
 	var pid int32
 	_, err = pgx.ForEachRow(rows, []any{&pid, &s.User, &s.Application, &s.Client, &s.BackendType, &s.State,
-		&s.BackendStart, &s.XactStart, &s.XID, &s.Locks}, func() error {
+		&s.BackendStart, &s.StateChange, &s.XactStart, &s.XID, &s.Locks}, func() error {
 		s.PID = uint32(pid)
 		if len(s.Locks) == 0 {
 			s.Locks = nil

@@ -51,11 +51,15 @@ func (r *run) preflight(ctx context.Context) error {
 func (r *run) freezeAll(ctx context.Context) error {
 	for _, d := range r.sum.Databases {
 		res, err := freeze.Freeze(ctx, d.src, freeze.Options{Grace: r.opt.FreezeGrace, DeferProof: true, PauseJobs: d.ts, OnEvent: func(e freeze.Event) {
+			who := "from before the freeze"
+			if e.Reason != "" {
+				who = "that " + e.Reason
+			}
 			switch e.Type {
 			case freeze.EventWaiting:
-				r.note(d.Source, fmt.Sprintf("%d session(s) from before the freeze: ended at %s", len(e.Sessions), e.Deadline.Format(time.TimeOnly)))
+				r.note(d.Source, fmt.Sprintf("%d session(s) %s: ended at %s", len(e.Sessions), who, e.Deadline.Format(time.TimeOnly)))
 			case freeze.EventEnded:
-				r.note(d.Source, fmt.Sprintf("ended %d session(s) from before the freeze", len(e.Sessions)))
+				r.note(d.Source, fmt.Sprintf("ended %d session(s) %s", len(e.Sessions), who))
 			}
 		}})
 		if err != nil {
@@ -99,7 +103,10 @@ func (r *run) proveFrozen(ctx context.Context, d *DatabaseRun, what string) erro
 		}
 		d.pending = nil
 		d.FreezeProof = &p
-		r.note(d.Source, fmt.Sprintf("proof: no write to the source from %s until the end of the %s (%.1f s)", r.proofFrom(p), what, p.WindowSeconds))
+		r.note(d.Source, fmt.Sprintf("proof: no write to the source from %s until the end of the %s (%.1f s; %d tables locked against writes meanwhile)", r.proofFrom(p), what, p.WindowSeconds, p.TablesLocked))
+		for _, n := range p.LockNotes {
+			r.warn(d.Source + ": " + n)
+		}
 		return nil
 	})
 }

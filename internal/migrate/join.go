@@ -119,6 +119,10 @@ func (r *run) checkJoinOne(ctx context.Context, d *DatabaseRun) error {
 			return err
 		}
 		if !steps[stepPostStarted] {
+			// Writes wait again from here, as under the first run.
+			if err := p.Hold(ctx); err != nil {
+				return fmt.Errorf("%s: lock the source's tables against writes: %w", d.Source, err)
+			}
 			d.pending = p
 		}
 		unchanged = fmt.Sprintf(", unchanged since the first run's baseline (%s)", p.Baseline().Format(time.TimeOnly))

@@ -408,6 +408,9 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 	r := &run{opt: opt, sum: &Summary{Engine: opt.Engine, Rehearsal: opt.Rehearsal, Resumed: opt.Resume, Started: time.Now(),
 		Source: opt.Source.String(), Target: opt.Target.String()}}
 	err := r.run(ctx)
+	for _, d := range r.sum.Databases {
+		d.pending.Release() // the locks of a proof the run did not finish
+	}
 	r.sum.Duration = time.Since(r.sum.Started)
 	r.cleanDumps()
 	for _, d := range r.sum.Databases {

@@ -26,10 +26,14 @@ const undoTimeout = time.Minute
 func (r *run) undo(ctx context.Context, cause error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 	defer cancel()
+	keep := r.keepFrozen() && r.provePending(ctx)
+	for _, d := range r.sum.Databases {
+		// The freeze's locks would keep the jobs' own catalog from being written.
+		d.pending.Release()
+	}
 	if err := r.resumeJobs(ctx); err != nil {
 		r.warn(err.Error())
 	}
-	keep := r.keepFrozen() && r.provePending(ctx)
 	if keep {
 		r.sum.Resume = r.resumeSteps()
 	}
