@@ -33,6 +33,9 @@ type encodedBaseline struct {
 	Tracked       bool          `json:"counters_tracked"`
 	ServerStarted time.Time     `json:"postmaster_start_time"`
 	StatsReset    *time.Time    `json:"stats_reset"`
+	// The catalog digest (catalog.go); absent from a baseline of an older tsmigrate.
+	CatalogRows *int64 `json:"catalog_rows,omitempty"`
+	Sequences   int64  `json:"sequences_hash,omitempty"`
 }
 
 // Encode returns the baseline as versioned JSON, for RestoreProof.
@@ -40,7 +43,7 @@ func (p *PendingProof) Encode() ([]byte, error) {
 	b, err := json.Marshal(encodedBaseline{Version: baselineVersion, FreezeID: p.id, Database: p.src.Database(),
 		Window: p.window, Taken: p.taken, At: p.base.at, RowsWritten: p.base.rows, Commits: p.base.commits,
 		WALBytes: p.base.wal, NextXID: p.base.nextXID, Tracked: p.base.tracked, ServerStarted: p.base.started,
-		StatsReset: p.base.statsReset})
+		StatsReset: p.base.statsReset, CatalogRows: catalogRows(p.base), Sequences: p.base.seqsHash})
 	if err != nil {
 		return nil, fmt.Errorf("encode the freeze's baseline: %w", err)
 	}
@@ -64,5 +67,20 @@ func RestoreProof(src *dbconn.Config, data []byte) (*PendingProof, error) {
 	}
 	return &PendingProof{src: src, id: e.FreezeID, window: e.Window, taken: e.Taken,
 		base: sample{at: e.At, rows: e.RowsWritten, commits: e.Commits, wal: e.WALBytes, nextXID: e.NextXID,
-			tracked: e.Tracked, started: e.ServerStarted, statsReset: e.StatsReset}}, nil
+			tracked: e.Tracked, started: e.ServerStarted, statsReset: e.StatsReset,
+			hasCatalog: e.CatalogRows != nil, catalogRows: deref(e.CatalogRows), seqsHash: e.Sequences}}, nil
+}
+
+func catalogRows(s sample) *int64 {
+	if !s.hasCatalog {
+		return nil
+	}
+	return &s.catalogRows
+}
+
+func deref(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
 }

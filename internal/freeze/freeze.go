@@ -374,6 +374,11 @@ func cannotStop(ctx context.Context, conn *pgx.Conn, db string, sessions []Sessi
 	}
 	if locks != nil {
 		out = append(out, locks.plan.cannotStop()...)
+		unread, err := unreadCatalogs(ctx, conn)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, unread...)
 	}
 	for _, s := range sessions {
 		if s.Outcome == "waited" {

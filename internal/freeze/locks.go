@@ -1,6 +1,7 @@
 package freeze
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,9 +35,8 @@ import (
 // to the database (a bare pg_dump moved it by 232 bytes, an idle minute by 56).
 //
 // What the locks cannot stop, and how the proof still sees it:
-//   - writes that create objects (CREATE TABLE, CREATE FUNCTION, ...): they take no lock
-//     on a table; the write counters see them (the catalog's rows) once the session's
-//     counts are flushed;
+//   - writes that create objects (CREATE TABLE, CREATE FUNCTION, ...) or move sequences:
+//     they take no lock on a table; the proof's catalog digest sees them (catalog.go);
 //   - materialized views, which LOCK TABLE refuses: REFRESH MATERIALIZED VIEW changes
 //     the catalog, which the proof sees; CONCURRENTLY writes rows, which the counters
 //     see once the session's transaction ends;
@@ -58,12 +58,13 @@ const writeModes = `'RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareRowExc
 
 // sqlLockTargets lists the tables of the database (not PostgreSQL's own, nor other
 // sessions' temporary ones): whether each is an inheritance child (a chunk, a
-// partition) and whether this role may lock it in SHARE mode ($1: the privileges that
-// allow it). Checked on PostgreSQL 15 and 17 with TimescaleDB 2.19.3.
+// partition), whether this role may lock it in SHARE mode ($1: the privileges that
+// allow it), and whether it is in one of TimescaleDB's schemas. Checked on PostgreSQL
+// 15 and 17 with TimescaleDB 2.19.3.
 var sqlLockTargets = `
 SELECT c.oid, format('%I.%I', n.nspname, c.relname),
        EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = c.oid),
-       has_table_privilege(c.oid, $1)
+       has_table_privilege(c.oid, $1), ` + sqltext.TimescaleSchema("n.nspname") + `
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT ` + sqltext.SystemSchema("n.nspname") + `
 ORDER BY c.oid`
@@ -100,18 +101,20 @@ const guardTick = time.Second
 
 // lockTarget is one table to lock.
 type lockTarget struct {
-	oid      uint32
-	name     string
-	child    bool
-	lockable bool
+	oid       uint32
+	name      string
+	child     bool
+	lockable  bool
+	timescale bool
 }
 
 // lockPlan is what the freeze locks, and what it leaves out and why.
 type lockPlan struct {
 	oids  []uint32
 	names []string
-	// unlockable: tables the role may not lock; chunks: inheritance children left
-	// out for the lock table's room (with the capacity that made it so).
+	// unlockable: tables the role may not lock, the user's before TimescaleDB's;
+	// chunks: inheritance children left out for the lock table's room (with the
+	// capacity that made it so).
 	unlockable []string
 	children   int
 	capacity   int64
@@ -133,7 +136,7 @@ func planLocks(ctx context.Context, q querier, all bool) (*lockPlan, error) {
 	rows, _ := q.Query(ctx, sqlLockTargets, privileges)
 	var targets []lockTarget
 	var t lockTarget
-	if _, err := pgx.ForEachRow(rows, []any{&t.oid, &t.name, &t.child, &t.lockable}, func() error {
+	if _, err := pgx.ForEachRow(rows, []any{&t.oid, &t.name, &t.child, &t.lockable, &t.timescale}, func() error {
 		targets = append(targets, t)
 		return nil
 	}); err != nil {
@@ -147,6 +150,11 @@ func planLocks(ctx context.Context, q querier, all bool) (*lockPlan, error) {
 		}
 	}
 	roots := !all || int64(lockable) > capacity
+	// The user's tables first in what is said, then TimescaleDB's own (which a database
+	// owner that is no superuser may not lock).
+	slices.SortStableFunc(targets, func(a, b lockTarget) int {
+		return cmp.Compare(boolInt(a.timescale), boolInt(b.timescale))
+	})
 	for _, t := range targets {
 		switch {
 		case !t.lockable:
@@ -159,6 +167,13 @@ func planLocks(ctx context.Context, q querier, all bool) (*lockPlan, error) {
 		}
 	}
 	return p, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // cannotStop says what the locks leave out, one sentence each.

@@ -305,3 +305,72 @@ func TestRestoredProofHoldsLocks(t *testing.T) {
 		t.Fatalf("the write that waited: %v", err)
 	}
 }
+
+// What the locks cannot stop, by a session that turned read-only off and then stays in
+// a transaction (so that no counter shows it): an object created, one commented on (a
+// comment on a locked table waits for the locks, as a write does), a sequence moved, a
+// large object written or cut short (its pages are rows of pg_largeobject, which the
+// freeze may not lock: reading a large object takes the lock a write does).
+// Each fails the proof, named (PostgreSQL 15 and 17).
+func TestDeferredProofSeesCatalogAndSequences(t *testing.T) {
+	for _, k := range kinds {
+		for _, tc := range []struct{ name, sql, want string }{
+			{"create", "CREATE TABLE late (a int)", "the catalog changed"},
+			{"comment", "COMMENT ON SCHEMA public IS 'late'", "the catalog changed"},
+			{"nextval", "SELECT nextval('s')", "a sequence moved"},
+			{"lo_put", "SELECT lo_put(4242, 1, 'x')", "the catalog changed"},
+			{"lo_truncate", "SELECT lo_truncate(lo_open(4242, 131072), 2048)", "the catalog changed"},
+		} {
+			t.Run(string(k)+"/"+tc.name, func(t *testing.T) {
+				ctx := context.Background()
+				f := newFixture(t, k, false)
+				testenv.MustExec(t, f.srv, f.db, "CREATE SEQUENCE s", "SELECT lo_from_bytea(4242, decode(repeat('ab', 3000), 'hex'))")
+				res, err := freeze.Freeze(ctx, f.src, freeze.Options{DeferProof: true, ProofWindow: freeze.MinProofWindow})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer res.Pending.Release()
+				c := f.rogue(t)
+				for _, q := range []string{tc.sql, "BEGIN", "SELECT 1"} {
+					if _, err := c.Exec(ctx, q); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := res.Pending.Finish(ctx); !errors.Is(err, freeze.ErrNotProven) || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("got %v, want the proof failed: %s", err, tc.want)
+				}
+			})
+		}
+	}
+}
+
+// A freezing role that is not a superuser (the database's owner, allowed to store the
+// freeze's record) may neither lock a table another role owns (nor TimescaleDB's
+// catalog) nor read pg_largeobject: the freeze says so in CannotStop, naming the user's
+// tables first, and locks the rest.
+func TestFreezeSaysWhatItCannotLock(t *testing.T) {
+	ctx := context.Background()
+	srv := testenv.Shared(t, testenv.PG17TS)
+	db, uri := testenv.NewOwnerDB(t, srv)
+	role := strings.TrimSuffix(db, "_db")
+	testenv.MustExec(t, srv, db, "GRANT SET ON PARAMETER tsmigrate.freeze_record TO "+role, "CREATE TABLE theirs (a int)")
+	src := testenv.Config(t, "source", uri)
+	t.Cleanup(func() { freeze.Unfreeze(context.Background(), src) })
+	if _, err := testenv.Connect(t, uri).Exec(ctx, "CREATE TABLE mine (a int); SELECT lo_from_bytea(0, 'abc')"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := freeze.Freeze(ctx, src, freeze.Options{DeferProof: true, ProofWindow: freeze.MinProofWindow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Pending.Release()
+	said := strings.Join(res.CannotStop, "\n")
+	if !strings.Contains(said, "table(s) the freezing role may not lock (it needs UPDATE, DELETE, TRUNCATE or MAINTAIN on them): public.theirs, _timescaledb_catalog.") ||
+		!strings.Contains(said, "may not read the catalog(s) pg_largeobject") {
+		t.Fatalf("cannot stop:\n%s", said)
+	}
+	p, err := res.Pending.Finish(ctx)
+	if err != nil || p.TablesLocked != 1 {
+		t.Fatalf("proof %+v: %v", p, err)
+	}
+}

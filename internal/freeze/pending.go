@@ -150,6 +150,10 @@ func baseline(ctx context.Context, src *dbconn.Config, conn *pgx.Conn, id string
 		}
 		last = cur
 		if reason == "" && time.Since(still) >= quiet {
+			if cur.catalogRows, _, cur.seqsHash, err = catalogState(ctx, conn, cur.nextXID, cur.nextXID); err != nil {
+				return nil, fmt.Errorf("prove the freeze: %w", err)
+			}
+			cur.hasCatalog = true
 			return &PendingProof{src: src, id: id, window: opt.ProofWindow, base: cur, taken: time.Now()}, nil
 		}
 		if time.Now().After(giveUp) {
@@ -265,6 +269,19 @@ func (p *PendingProof) compare(ctx context.Context) (cur sample, samples int, mo
 	}
 	if cur.rows != p.base.rows {
 		moved = append(moved, fmt.Sprintf("rows written moved from %d to %d", p.base.rows, cur.rows))
+	}
+	if p.base.hasCatalog && cur.nextXID != p.base.nextXID {
+		rows, newer, seqs, err := catalogState(ctx, conn.Conn, p.base.nextXID, cur.nextXID)
+		if err != nil {
+			return cur, 0, nil, fmt.Errorf("prove the freeze: %w", err)
+		}
+		if newer > 0 || rows != p.base.catalogRows {
+			moved = append(moved, fmt.Sprintf("the catalog changed: %d of its rows written since the baseline, %d rows against %d then (an object was created, changed, dropped, commented on or granted on, or a large object written)",
+				newer, rows, p.base.catalogRows))
+		}
+		if seqs != p.base.seqsHash {
+			moved = append(moved, "a sequence moved (nextval or setval)")
+		}
 	}
 	if len(cur.holders) > 0 {
 		moved = append(moved, "a session holds a transaction id: "+describe(cur.holders))

@@ -96,6 +96,10 @@ type sample struct {
 	prepared []string
 	tracked  bool
 	holders  []Session
+	// The catalog digest (catalog.go), of a baseline only: hasCatalog says it was
+	// taken (a baseline of an older tsmigrate has none).
+	hasCatalog            bool
+	catalogRows, seqsHash int64
 	// started is the postmaster's start time, statsReset when the database's statistics
 	// were last reset (nil: never): counters compare only while both stay the same.
 	started    time.Time
