@@ -38,6 +38,18 @@ func missingSource(t *testing.T, srv *testenv.Server, db string) {
 	)
 }
 
+// missingPair is a source made by missingSource on the full build's shared server, to
+// be unfrozen at the end of the test, and an empty target beside it.
+func missingPair(t *testing.T) (srv *testenv.Server, src, dst string) {
+	t.Helper()
+	srv = testenv.Shared(t, testenv.PG17TSL)
+	src = testenv.NewDB(t, srv, true)
+	dst = testenv.NewDB(t, srv, false)
+	missingSource(t, srv, src)
+	unfreezeAtCleanup(t, srv, src)
+	return srv, src, dst
+}
+
 // A column added with a DEFAULT after chunks were compressed arrives with its value in
 // those chunks, with either engine, with and without the run's verify (issue 10, item
 // 1): the target's rows read as the source's, value for value.
@@ -49,11 +61,7 @@ func TestAddedColumnDefaultsInCompressedChunksFullBuild(t *testing.T) {
 				name += "-no-verify"
 			}
 			t.Run(name, func(t *testing.T) {
-				srv := testenv.Shared(t, testenv.PG17TSL)
-				src := testenv.NewDB(t, srv, true)
-				dst := testenv.NewDB(t, srv, false)
-				missingSource(t, srv, src)
-				unfreezeAtCleanup(t, srv, src)
+				srv, src, dst := missingPair(t)
 				sum, err := migrate.Run(context.Background(), migrate.Options{
 					Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", srv.URI(dst)),
 					Engine: engine, Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second, NoVerify: noVerify})
