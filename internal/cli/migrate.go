@@ -217,7 +217,7 @@ it copied, those other processes copied meanwhile, and those done before it star
 		fl.BoolVar(&f.resetTarget, "reset-target", false, "with --rehearsal: drop the target databases at the end (they must not exist before: the rehearsal creates them)")
 		fl.BoolVar(&f.compressBefore, "compress-before", false, "compress the chunks that may be compressed (compression enabled, older than the compression policy's compress_after) before the dump, so it moves less; on an Apache-only source it says so and does nothing")
 		fl.DurationVar(&f.compressOlder, "compress-older-than", 0, "with --compress-before: compress chunks older than this (e.g. 168h) instead of the policy's compress_after")
-		fl.BoolVar(&f.noVerify, "no-verify", false, "skip the verification after the copy (row counts are still compared, the stream engine per data unit as it copies, and the rows of compressed chunks by checksum)")
+		fl.BoolVar(&f.noVerify, "no-verify", false, "skip the verification of the data after the copy (row counts are still compared, the stream engine per data unit as it copies, the schema, and the rows of compressed chunks by checksum)")
 		fl.DurationVar(&f.freezeGrace, "freeze-grace", 10*time.Second, "time sessions from before the freeze get to finish their transactions before they are ended")
 		fl.BoolVarP(&f.yes, "yes", "y", false, "freeze and migrate without asking (needed without a terminal)")
 		fl.BoolVar(&f.json, "json", false, "print the summary as one JSON document")

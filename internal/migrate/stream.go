@@ -575,7 +575,7 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 		if err := r.phase(d, PhaseCount, func() error { return r.journalRows(ctx, d) }); err != nil {
 			return err
 		}
-		if err := r.verifyCompressed(ctx, d); err != nil {
+		if err := r.lightVerify(ctx, d); err != nil {
 			return err
 		}
 	} else if err := r.countAndVerify(ctx, d); err != nil {

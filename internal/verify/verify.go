@@ -51,6 +51,10 @@ type Options struct {
 	// rows: TimescaleDB decodes them with state outside the rows, such as the default
 	// of a column added after the chunk was compressed, kept in the chunk's catalog.
 	CompressedOnly bool
+	// SchemaOnly compares the schema and TimescaleDB metadata alone, no data: the other
+	// check of a migration that trusts its row counts (--no-verify), which see no lost
+	// constraint, index or key.
+	SchemaOnly bool
 	// OnEvent, when set, receives progress. It is called from several goroutines,
 	// one call at a time.
 	OnEvent func(Event)
@@ -215,6 +219,9 @@ func runOnce(ctx context.Context, opt Options) (*Report, error) {
 		rep.Schema = []SchemaDiff{}
 	}
 	units := planUnits(srcInv, tgtInv)
+	if opt.SchemaOnly {
+		units = nil
+	}
 	if opt.CompressedOnly {
 		units = slices.DeleteFunc(units, func(p *plan) bool { return !p.compressed })
 	}
