@@ -159,6 +159,9 @@ it copied, those other processes copied meanwhile, and those done before it star
        schedules once verified; none runs before),
      "owners" (--roles): {"set" (objects given their source owners), "not_set": [{"owner",
        "reason", "count", "objects" (the first few), "fix" (what a user allowed to can run)}]},
+     "grants_left_out" (without --roles, or a role the target refused): [{"role" (missing on
+       the target), "statements" (of the source's privileges that name it, not given),
+       "shown" (the first few)}],
      "database_settings" (what the target database was given of the source database's
        own settings, its roles' settings in it, its privileges and its comment, which
        pg_dump leaves out; by name, e.g. "search_path", "work_mem of role app",

@@ -303,6 +303,9 @@ type DatabaseRun struct {
 	DatabaseSettings []string `json:"database_settings,omitempty"`
 	// Owners is what giving the objects their source owners did (Options.Roles).
 	Owners *roles.OwnersReport `json:"owners,omitempty"`
+	// GrantsLeftOut are the statements of the source's privileges that name roles the
+	// target lacks (a run without Options.Roles), by role: each role is warned about.
+	GrantsLeftOut []schema.RoleGrants `json:"grants_left_out,omitempty"`
 	// FreezeProof is the proof that the source did not change from the freeze's
 	// baseline until its data was read (dump: the end of pg_dump; stream: the end of
 	// the copy). A resumed run's starts at the first run's baseline (none when the first
@@ -716,6 +719,9 @@ func (r *run) dumpOne(ctx context.Context, d *DatabaseRun) error {
 		if err := r.restoreHypertableKeys(ctx, d, keys, onMessage); err != nil {
 			return err
 		}
+	}
+	if err := r.restoreGrants(ctx, d, path); err != nil {
+		return err
 	}
 	r.checkTargetCompressed(ctx, d)
 	if err := r.carrySettings(ctx, d); err != nil {

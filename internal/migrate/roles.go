@@ -9,6 +9,8 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/roles"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
+	"github.com/tsmigrate/tsmigrate/internal/tsapi"
 )
 
 // Phases of Options.Roles.
@@ -137,4 +139,28 @@ func (r *run) setOwners(ctx context.Context, d *DatabaseRun) error {
 			return nil
 		})
 	})
+}
+
+// restoreGrants gives d's target again the privileges of its dump (archive) that
+// pg_restore could not restore because they name roles the target lacks: the other
+// statements of those entries (a REVOKE ... FROM PUBLIC beside a GRANT to a missing
+// role), one by one (see schema.RestoreGrantsToMissingRoles). Each missing role is
+// named once, in a warning; the run goes on, as it did before --roles existed, with
+// every object the target user's.
+func (r *run) restoreGrants(ctx context.Context, d *DatabaseRun, archive string) error {
+	var keep func(schema.TOCEntry) bool
+	if d.api() {
+		keep = func(e schema.TOCEntry) bool { return d.apart(e) != tsapi.RoleMade }
+	}
+	failed := slices.ContainsFunc(d.Messages, func(m schema.Message) bool { return m.Rule == schema.RuleGrantToMissingRole })
+	left, err := schema.RestoreGrantsToMissingRoles(ctx, r.tools, d.dst, archive, keep, failed)
+	if err != nil {
+		return fmt.Errorf("%s: %w", d.Source, err)
+	}
+	d.GrantsLeftOut = left
+	for _, g := range left {
+		r.warn(fmt.Sprintf("%s: role %s does not exist on the target: %d statements of privileges that name it were left out (%s); migrate with --roles, or create the role on the target and run them",
+			d.Source, g.Role, g.Statements, g))
+	}
+	return nil
 }

@@ -72,6 +72,14 @@ func rolesDatabase(t *testing.T, src *testenv.Server) string {
 	return db
 }
 
+// managedTargets are the managed-like targets of a migration as tsdbadmin, with the
+// engines each takes: the cloud-like one either (the catalog path), the bare owner's
+// the stream engine (the API path).
+var managedTargets = []struct {
+	flavour testenv.Flavour
+	engine  string
+}{{testenv.CloudLike, migrate.EngineStream}, {testenv.CloudLike, migrate.EngineDump}, {testenv.BareOwner, migrate.EngineStream}}
+
 // verifyPrivilegesIdentical fails the test unless verify --privileges of the two
 // databases finds them identical.
 func verifyPrivilegesIdentical(t *testing.T, srcURI, tgtURI string) {
@@ -121,10 +129,7 @@ func verifierOf(t *testing.T, s *testenv.Server, role string) string {
 // summary, its JSON, the events, nor the warnings.
 func TestRolesIntoManagedTargets(t *testing.T) {
 	src := rolesServer(t)
-	for _, c := range []struct {
-		flavour testenv.Flavour
-		engine  string
-	}{{testenv.CloudLike, migrate.EngineStream}, {testenv.CloudLike, migrate.EngineDump}, {testenv.BareOwner, migrate.EngineStream}} {
+	for _, c := range managedTargets {
 		engine := c.engine
 		t.Run(string(c.flavour)+"/"+engine, func(t *testing.T) {
 			ctx := context.Background()
@@ -257,10 +262,7 @@ func TestRolesFullBuild(t *testing.T) {
 	// A job runs as its owner, who must be able to log in.
 	testenv.MustExec(t, src, "postgres", "CREATE ROLE app_owner LOGIN", "CREATE ROLE app_read NOLOGIN",
 		"CREATE ROLE app_login LOGIN PASSWORD '"+appLoginPassword+"' IN ROLE app_read")
-	for _, c := range []struct {
-		flavour testenv.Flavour
-		engine  string
-	}{{testenv.CloudLike, migrate.EngineStream}, {testenv.CloudLike, migrate.EngineDump}, {testenv.BareOwner, migrate.EngineStream}} {
+	for _, c := range managedTargets {
 		t.Run(string(c.flavour)+"/"+c.engine, func(t *testing.T) {
 			ctx := context.Background()
 			db := testenv.NewDB(t, src, true)
@@ -358,4 +360,66 @@ func TestRolesResetAfterFailure(t *testing.T) {
 		t.Errorf("roles created by the second run: %v", sum.Roles.Created)
 	}
 	verifyPrivilegesIdentical(t, src.URI(db), tgt.URI(testenv.ManagedDB))
+}
+
+// migrate without --roles, as tsdbadmin into the managed-like targets, which have none
+// of the source's roles, with either engine (the bare owner's: stream): the run
+// succeeds as before (every object the target user's); each role the privileges name
+// that the target lacks is named once, in a warning, not as a restore error; the other
+// statements of the same entries are given: app.bump() is not executable by PUBLIC on
+// the target, and PUBLIC reads app.latest, as on the source. A row-security policy
+// naming such a role is no grant: it fails the run (without --roles), so the source
+// here has none.
+func TestWithoutRolesGrantsToMissingRoles(t *testing.T) {
+	src := rolesServer(t)
+	for _, c := range managedTargets {
+		t.Run(string(c.flavour)+"/"+c.engine, func(t *testing.T) {
+			ctx := context.Background()
+			db := rolesDatabase(t, src)
+			testenv.MustExec(t, src, db, "DROP POLICY readers ON app.devices", "GRANT SELECT ON app.latest TO PUBLIC")
+			tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Flavour: c.flavour})
+			sum, err := migrate.Run(ctx, migrate.Options{Engine: c.engine,
+				Source: cfg(t, "source", src.URI(db)), Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)),
+				Jobs: 2, PgBin: src.ClientBin(), FreezeGrace: time.Second})
+			if err != nil {
+				t.Fatalf("migrate: %v; schema differences: %s; warnings %q", err, schemaDiffs(sum), sum.Warnings)
+			}
+			if len(sum.Errors) > 0 {
+				t.Errorf("restore errors: %+v", sum.Errors)
+			}
+			var left []string
+			for _, g := range sum.Databases[0].GrantsLeftOut {
+				left = append(left, g.Role)
+			}
+			if !slices.Equal(left, []string{"app_owner", "app_read"}) {
+				t.Errorf("grants left out for roles %v, want app_owner, app_read", left)
+			}
+			for _, role := range []string{"app_owner", "app_read"} {
+				n := 0
+				for _, w := range sum.Warnings {
+					if strings.Contains(w, "role "+role+" does not exist on the target") {
+						n++
+					}
+				}
+				if n != 1 {
+					t.Errorf("%d warnings name the missing role %s, want 1: %q", n, role, sum.Warnings)
+				}
+			}
+			tc := connect(t, tgt.SuperURI(testenv.ManagedDB))
+			if n := scalar[int64](t, tc, "SELECT count(*) FROM pg_roles WHERE rolname IN ('app_owner', 'app_read', 'app_login')"); n != 0 {
+				t.Errorf("%d of the source's roles were created on the target without --roles", n)
+			}
+			if public := scalar[bool](t, tc, `SELECT EXISTS (SELECT FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+				WHERE p.oid = 'app.bump()'::regprocedure AND a.grantee = 0)`); public {
+				t.Error("app.bump() is executable by PUBLIC on the target; the source revoked it")
+			}
+			if public := scalar[bool](t, tc, `SELECT EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) a
+				WHERE c.oid = 'app.latest'::regclass AND a.grantee = 0 AND a.privilege_type = 'SELECT')`); !public {
+				t.Error("PUBLIC may not read app.latest on the target; the source granted it, beside a grant to app_read")
+			}
+			if owner := scalar[string](t, tc, "SELECT tableowner FROM pg_tables WHERE tablename = 'metrics'"); owner != testenv.ManagedAdmin {
+				t.Errorf("metrics belongs to %s on the target, want %s", owner, testenv.ManagedAdmin)
+			}
+		})
+	}
 }

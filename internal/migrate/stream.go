@@ -560,6 +560,10 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 				return err
 			}
 		}
+		// Before the step is recorded: a resume after it has no schema dump.
+		if err := r.restoreGrants(ctx, d, file); err != nil {
+			return err
+		}
 		if err := r.markStep(ctx, d, stepPostRestore); err != nil {
 			return err
 		}

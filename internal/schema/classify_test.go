@@ -67,6 +67,17 @@ pg_restore: warning: errors ignored on restore: 1`, 1},
 pg_restore: error: could not execute query: ERROR:  must be owner of extension timescaledb
 Command was: COMMENT ON EXTENSION timescaledb IS 'Enables scalable inserts and complex queries for time-series data';
 `, 1},
+		{"privileges naming a role the target lacks, pg_restore 17", RuleGrantToMissingRole, `
+pg_restore: from TOC entry 4096; 0 0 ACL FUNCTION bump() app_owner
+pg_restore: error: could not execute query: ERROR:  role "app_read" does not exist
+Command was: REVOKE ALL ON FUNCTION app.bump() FROM PUBLIC;
+GRANT ALL ON FUNCTION app.bump() TO app_read;
+
+pg_restore: while PROCESSING TOC:
+pg_restore: from TOC entry 2528; 826 17194 DEFAULT ACL DEFAULT PRIVILEGES FOR TABLES app_owner
+pg_restore: error: could not execute query: ERROR:  role "app_read" does not exist
+Command was: ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA app GRANT SELECT ON TABLES TO app_read;
+`, 2},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -127,6 +138,9 @@ DETAIL:  something else`, "", "WARNING:  subscription was created, but is not co
 		{"transaction_timeout", `
 pg_restore: error: could not execute query: ERROR:  unrecognized configuration parameter "transaction_timeout"
 Command was: SET transaction_timeout = 0;`, "", `could not execute query: ERROR:  unrecognized configuration parameter "transaction_timeout"`, "--pg-bin"},
+		{"a policy naming a role the target lacks", `
+pg_restore: error: could not execute query: ERROR:  role "app_read" does not exist
+Command was: CREATE POLICY readers ON app.devices FOR SELECT TO app_read USING ((id < 4));`, "", `could not execute query: ERROR:  role "app_read" does not exist`, "--roles"},
 		{"a stray unprefixed line", `
 pg_restore: processing item 3 TABLE x
 something nobody expects`, "", "something nobody expects", "does not recognise"},

@@ -37,6 +37,11 @@ var rules = []rule{
 		reason: "only the extension's descriptive comment is not set; the extension itself is there, at the right version",
 		match:  matchCommentOnExtension,
 	},
+	{
+		id:     RuleGrantToMissingRole,
+		reason: "the privileges name a role the target does not have; tsmigrate gives them again one statement at a time once the schema is restored, leaving out (and naming) those of roles the target lacks",
+		match:  matchGrantToMissingRole,
+	},
 }
 
 // circularTables are TimescaleDB catalog tables with self-referencing foreign keys.
@@ -142,6 +147,38 @@ func matchCommentOnExtension(m Message, detail []string) bool {
 	return cmd == 1
 }
 
+// RuleGrantToMissingRole is the rule of an entry of privileges (ACL, DEFAULT ACL) that
+// pg_restore could not run because it names a role the target lacks. pg_restore runs
+// an entry's statements as one, so none of them took (a REVOKE ... FROM PUBLIC beside
+// the GRANT included): whoever restores must run RestoreGrantsToMissingRoles after.
+const RuleGrantToMissingRole = "grant-to-missing-role"
+
+var (
+	missingRole = regexp.MustCompile(`^could not execute query: ERROR:  role "(?:[^"]|"")*" does not exist$`)
+	// privilegeStatement is a line of an entry of privileges as pg_dump 12-17 writes it
+	// (buildACLCommands, buildDefaultACLCommands).
+	privilegeStatement = regexp.MustCompile(`^(?:Command was: )?(?:GRANT|REVOKE|ALTER DEFAULT PRIVILEGES|SET SESSION AUTHORIZATION|RESET SESSION AUTHORIZATION)\b.*;$`)
+)
+
+func matchGrantToMissingRole(m Message, detail []string) bool {
+	if m.Program != "pg_restore" || m.Severity != SevError || !missingRole.MatchString(m.Text) ||
+		!strings.HasPrefix(m.Object, "ACL ") && !strings.HasPrefix(m.Object, "DEFAULT ACL ") {
+		return false
+	}
+	cmd := 0
+	for i, d := range detail {
+		switch {
+		case i == 0 && !strings.HasPrefix(d, "Command was: "):
+			return false
+		case privilegeStatement.MatchString(d):
+			cmd++
+		default:
+			return false
+		}
+	}
+	return cmd > 0
+}
+
 // classify marks m harmless when a rule accounts for it, and otherwise says what to do.
 func classify(m *Message) {
 	detail := m.detail()
@@ -161,7 +198,7 @@ var hints = []struct {
 	hint string
 }{
 	{regexp.MustCompile(`already exists`), "the target already holds this object: drop it there (or start from an empty target database), then run again"},
-	{regexp.MustCompile(`role "[^"]*" does not exist`), "create the role on the target first (pg_dumpall --roles-only shows them), then run again"},
+	{regexp.MustCompile(`role "[^"]*" does not exist`), "migrate with --roles (it creates the roles the databases use first), or create the role on the target, then run again"},
 	{regexp.MustCompile(`permission denied|must be owner|must be superuser`), "the target user lacks this privilege: connect as the database owner or the service's admin role"},
 	{regexp.MustCompile(`extension "[^"]*" is not available|could not open extension control file`), "install that extension on the target server (the same version as the source), then run again"},
 	{regexp.MustCompile(`violates foreign key constraint`), "rows arrived before the rows they reference: report this with the output of --verbose"},
