@@ -191,64 +191,104 @@ func TestRolesIntoManagedTargets(t *testing.T) {
 }
 
 // migrate --roles by a source user who is no superuser (the source database's owner,
-// granted what it reads, BYPASSRLS for the table with row security), into a cloud-like target that has one of the roles already
-// with other attributes: the roles are created without passwords and the summary
-// lists the login roles to set a password for; the existing role is reported with how
-// it differs, and left as it is (verify --privileges names the difference too).
+// granted what it reads, BYPASSRLS for the table with row security), as tsdbadmin into
+// each managed-like target, which has one of the roles already with other attributes:
+// the roles are created without passwords and the summary lists the login roles to set
+// a password for; migrator is created without BYPASSRLS, named; the existing role is reported with how it differs, and left as it is
+// (verify --privileges names the difference too, and nothing else). Then, into a new
+// target, --roles-update gives it the source's attributes: verify is identical.
 func TestRolesWithoutVerifiersAndExisting(t *testing.T) {
-	ctx := context.Background()
 	src := rolesServer(t)
-	db := rolesDatabase(t, src)
 	testenv.MustExec(t, src, "postgres", "CREATE ROLE migrator LOGIN BYPASSRLS PASSWORD 'Migrator-pw-2'",
-		"ALTER DATABASE "+db+" OWNER TO migrator", "GRANT SET ON PARAMETER tsmigrate.freeze_record TO migrator")
-	testenv.MustExec(t, src, db, "GRANT USAGE ON SCHEMA app TO migrator",
-		"GRANT SELECT ON ALL TABLES IN SCHEMA app, public TO migrator", "GRANT SELECT ON ALL SEQUENCES IN SCHEMA app TO migrator")
-	tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Flavour: testenv.CloudLike})
-	admin := connect(t, tgt.URI(testenv.ManagedDB))
-	if _, err := admin.Exec(ctx, "CREATE ROLE app_read LOGIN CONNECTION LIMIT 3"); err != nil {
-		t.Fatal(err)
-	}
-	srcURI := withUserURI(t, src.URI(db), "migrator", "Migrator-pw-2")
-	sum, err := migrate.Run(ctx, migrate.Options{Engine: migrate.EngineStream, Roles: true,
-		Source: cfg(t, "source", srcURI), Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)),
-		Jobs: 2, PgBin: src.ClientBin(), FreezeGrace: time.Second})
-	if err != nil {
-		t.Fatalf("migrate: %v; schema differences: %s", err, schemaDiffs(sum))
-	}
-	r := sum.Roles
-	if r == nil || len(r.PasswordsCarried) > 0 || !slices.Equal(r.WithoutPassword, []string{"admin_su", "app_login", "migrator"}) {
-		t.Fatalf("roles: %+v", r)
-	}
-	if !slices.ContainsFunc(sum.Warnings, func(w string) bool {
-		return strings.Contains(w, "without a password") && strings.Contains(w, "app_login") && strings.Contains(w, `\password`)
-	}) {
-		t.Errorf("no warning says which roles need a password, and how: %q", sum.Warnings)
-	}
-	for _, n := range []string{"admin_su", "app_login", "migrator"} {
-		if verifierOf(t, tgt, n) != "" {
-			t.Errorf("role %s has a password on the target", n)
+		"GRANT SET ON PARAMETER tsmigrate.freeze_record TO migrator")
+	// app_read exists on the target already: LOGIN, a connection limit (NOLOGIN, none
+	// on the source), without the membership of app_login.
+	target := func(t *testing.T, flavour testenv.Flavour) *testenv.Server {
+		tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Flavour: flavour})
+		if _, err := connect(t, tgt.URI(testenv.ManagedDB)).Exec(context.Background(), "CREATE ROLE app_read LOGIN CONNECTION LIMIT 3"); err != nil {
+			t.Fatal(err)
 		}
+		return tgt
 	}
-	if len(r.Existing) != 1 || r.Existing[0].Role != "app_read" || len(r.Existing[0].Differences) == 0 {
-		t.Errorf("existing roles: %+v", r.Existing)
+	privileges := func(t *testing.T, db string, tgt *testenv.Server) []string {
+		rep, err := verify.Run(context.Background(), verify.Options{Source: cfg(t, "source", src.SuperURI(db)),
+			Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)), Privileges: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var diffs []string
+		for _, d := range rep.Schema {
+			diffs = append(diffs, d.String())
+		}
+		return diffs
 	}
-	tc := connect(t, tgt.SuperURI(testenv.ManagedDB))
-	if login, limit := scalar[bool](t, tc, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'app_read'"),
-		scalar[int](t, tc, "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'app_read'"); !login || limit != 3 {
-		t.Errorf("the existing app_read was changed: login %v, connection limit %d", login, limit)
-	}
-	rep, err := verify.Run(ctx, verify.Options{Source: cfg(t, "source", src.SuperURI(db)),
-		Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)), Privileges: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var diffs []string
-	for _, d := range rep.Schema {
-		diffs = append(diffs, d.String())
-	}
-	want := []string{"role app_read: connection limit differs: source -1, target 3", "role app_read: login differs: source false, target true"}
-	if !slices.Equal(diffs, want) {
-		t.Errorf("verify --privileges:\n%s\nwant\n%s", strings.Join(diffs, "\n"), strings.Join(want, "\n"))
+	for _, c := range managedTargets {
+		t.Run(string(c.flavour)+"/"+c.engine, func(t *testing.T) {
+			ctx := context.Background()
+			db := rolesDatabase(t, src)
+			testenv.MustExec(t, src, "postgres", "ALTER DATABASE "+db+" OWNER TO migrator")
+			testenv.MustExec(t, src, db, "GRANT USAGE ON SCHEMA app TO migrator",
+				"GRANT SELECT ON ALL TABLES IN SCHEMA app, public TO migrator", "GRANT SELECT ON ALL SEQUENCES IN SCHEMA app TO migrator")
+			tgt := target(t, c.flavour)
+			opt := migrate.Options{Engine: c.engine, Roles: true,
+				Source: cfg(t, "source", withUserURI(t, src.URI(db), "migrator", "Migrator-pw-2")), Target: cfg(t, "target", tgt.URI(testenv.ManagedDB)),
+				Jobs: 2, PgBin: src.ClientBin(), FreezeGrace: time.Second}
+			sum, err := migrate.Run(ctx, opt)
+			if err != nil {
+				t.Fatalf("migrate: %v; schema differences: %s", err, schemaDiffs(sum))
+			}
+			r := sum.Roles
+			if r == nil || len(r.PasswordsCarried) > 0 || !slices.Equal(r.WithoutPassword, []string{"admin_su", "app_login", "migrator"}) {
+				t.Fatalf("roles: %+v", r)
+			}
+			if !slices.ContainsFunc(sum.Warnings, func(w string) bool {
+				return strings.Contains(w, "without a password") && strings.Contains(w, "app_login") && strings.Contains(w, `\password`)
+			}) {
+				t.Errorf("no warning says which roles need a password, and how: %q", sum.Warnings)
+			}
+			for _, n := range []string{"admin_su", "app_login", "migrator"} {
+				if verifierOf(t, tgt, n) != "" {
+					t.Errorf("role %s has a password on the target", n)
+				}
+			}
+			if !slices.ContainsFunc(sum.Warnings, func(w string) bool { return strings.Contains(w, "role migrator was created without BYPASSRLS") }) {
+				t.Errorf("no warning names migrator's BYPASSRLS, left out: %q", sum.Warnings)
+			}
+			if len(r.Existing) != 1 || r.Existing[0].Role != "app_read" || len(r.Existing[0].Differences) == 0 {
+				t.Errorf("existing roles: %+v", r.Existing)
+			}
+			if !slices.ContainsFunc(sum.Warnings, func(w string) bool {
+				return strings.Contains(w, "role app_read exists on the target and differs") && strings.Contains(w, "left as it is")
+			}) {
+				t.Errorf("no warning names the existing app_read: %q", sum.Warnings)
+			}
+			tc := connect(t, tgt.SuperURI(testenv.ManagedDB))
+			if login, limit := scalar[bool](t, tc, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'app_read'"),
+				scalar[int](t, tc, "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'app_read'"); !login || limit != 3 {
+				t.Errorf("the existing app_read was changed: login %v, connection limit %d", login, limit)
+			}
+			want := []string{"role app_read: connection limit differs: source -1, target 3", "role app_read: login differs: source false, target true"}
+			if diffs := privileges(t, db, tgt); !slices.Equal(diffs, want) {
+				t.Errorf("verify --privileges:\n%s\nwant\n%s", strings.Join(diffs, "\n"), strings.Join(want, "\n"))
+			}
+			if c.flavour != testenv.CloudLike || c.engine != migrate.EngineStream {
+				return
+			}
+			tgt = target(t, c.flavour)
+			opt.Target, opt.RolesUpdate = cfg(t, "target", tgt.URI(testenv.ManagedDB)), true
+			if _, err := freeze.Unfreeze(ctx, cfg(t, "source", src.URI(db))); err != nil {
+				t.Fatal(err)
+			}
+			if sum, err = migrate.Run(ctx, opt); err != nil {
+				t.Fatalf("migrate --roles-update: %v; schema differences: %s", err, schemaDiffs(sum))
+			}
+			if !slices.Equal(sum.Roles.Updated, []string{"app_read"}) {
+				t.Errorf("--roles-update: updated %v, refused %v", sum.Roles.Updated, sum.Roles.Refused)
+			}
+			if diffs := privileges(t, db, tgt); len(diffs) > 0 {
+				t.Errorf("verify --privileges after --roles-update:\n%s", strings.Join(diffs, "\n"))
+			}
+		})
 	}
 }
 
