@@ -314,3 +314,33 @@ func TestCarryRolesFromPG15(t *testing.T) {
 		t.Error("old_owner's verifier is not the source's")
 	}
 }
+
+// REPLICATION and BYPASSRLS, which tsdbadmin has not, are left out of the role that
+// has them, and named; the role is made with the rest of its attributes.
+func TestCarryRolesDropsReplicationAndBypassRLS(t *testing.T) {
+	src := testenv.Need(t, testenv.PG17TS, testenv.Options{})
+	testenv.MustExec(t, src, "postgres", "CREATE DATABASE app", "CREATE ROLE repl LOGIN REPLICATION BYPASSRLS CREATEDB")
+	testenv.MustExec(t, src, "app", "CREATE TABLE t (x int)", "ALTER TABLE t OWNER TO repl")
+	tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Flavour: testenv.CloudLike})
+	_, p, tc := plan(t, src.SuperURI("app"), tgt.URI(testenv.ManagedDB), roles.Options{})
+	rep, err := p.Apply(context.Background(), tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rep.Created, []string{"repl"}) || len(rep.Refused) > 0 {
+		t.Fatalf("created %v, refused %v", rep.Created, rep.Refused)
+	}
+	if len(rep.DroppedAttributes) != 1 || rep.DroppedAttributes[0].Role != "repl" ||
+		!slices.Equal(rep.DroppedAttributes[0].Attributes, []string{"REPLICATION", "BYPASSRLS"}) {
+		t.Errorf("dropped attributes: %+v", rep.DroppedAttributes)
+	}
+	var login, createDB, replication, bypass bool
+	if err := connect(t, tgt.SuperURI("postgres")).QueryRow(context.Background(),
+		"SELECT rolcanlogin, rolcreatedb, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = 'repl'").
+		Scan(&login, &createDB, &replication, &bypass); err != nil {
+		t.Fatal(err)
+	}
+	if !login || !createDB || replication || bypass {
+		t.Errorf("repl on the target: login %v, createdb %v, replication %v, bypassrls %v; want true, true, false, false", login, createDB, replication, bypass)
+	}
+}
