@@ -236,18 +236,77 @@ func (e *env) checkExtensions() []Finding {
 			versions = append(versions, fmt.Sprintf("%s %s (target offers %s)", x.Name, x.Version, list(avail)))
 		}
 	}
+	extra, other, own, newer := e.targetExtensions()
+	var fails, dos []string
+	if len(missing) > 0 {
+		fails = append(fails, "the source uses extensions the target server does not offer: "+strings.Join(missing, ", "))
+		dos = append(dos, "install them on the target server (for Debian: postgresql-NN-<name> or contrib), or drop them on the source if nothing uses them")
+	}
+	if len(extra)+len(other) > 0 {
+		var what []string
+		if len(extra) > 0 {
+			what = append(what, "extensions the source database does not have: "+strings.Join(extra, ", "))
+		}
+		if len(other) > 0 {
+			what = append(what, "extensions at another version than the source's: "+strings.Join(other, ", "))
+		}
+		fails = append(fails, "the target database already has "+strings.Join(what, "; and ")+
+			"; the restore leaves them as they are (it creates an extension only where there is none), and verify would report them")
+		dos = append(dos, "on the target database, DROP EXTENSION those the migration does not need (or ALTER EXTENSION ... UPDATE TO the source's version), or pick a target database without them")
+	}
+	ownNote := ""
+	if len(own) > 0 {
+		ownNote = fmt.Sprintf("; the target database's own %s (installed by managed services in every database, holding no data) stays as it is, and verify leaves it out", strings.Join(own, ", "))
+	}
+	if len(newer) > 0 {
+		ownNote += fmt.Sprintf("; the target database has newer versions than the source's of %s: an upgrade on the way, which verify says as such", strings.Join(newer, ", "))
+	}
 	switch {
-	case len(missing) > 0:
-		return []Finding{finding(Fail, "target",
-			fmt.Sprintf("the source uses extensions the target server does not offer: %s", strings.Join(missing, ", ")),
-			"install them on the target server (for Debian: postgresql-NN-<name> or contrib), or drop them on the source if nothing uses them")}
+	case len(fails) > 0:
+		return []Finding{finding(Fail, "target", strings.Join(fails, "; ")+ownNote, strings.Join(dos, "; "))}
 	case len(versions) > 0:
 		return []Finding{finding(Warn, "target",
-			fmt.Sprintf("extension versions differ: %s", strings.Join(versions, "; ")),
+			fmt.Sprintf("extension versions differ: %s%s", strings.Join(versions, "; "), ownNote),
 			"the restore creates each extension at the target's default version; check that nothing depends on the source's version")}
 	}
 	n := len(e.srcInv.Extensions)
-	return []Finding{finding(Pass, "target", fmt.Sprintf("the target offers every extension the source uses (%s)", plural(n, "extension", "extensions")), "")}
+	return []Finding{finding(Pass, "target", fmt.Sprintf("the target offers every extension the source uses (%s)%s", plural(n, "extension", "extensions"), ownNote), "")}
+}
+
+// targetExtensions sorts the extensions installed in the target database that the
+// source's lacks or has at another version: extra and other (with versions) would
+// stay so after the restore, which creates an extension only where it is missing, and
+// verify would report them; newer (a newer version than the source's) stays so too,
+// an upgrade that verify reports as one, not as a difference; own are those a managed
+// service installs in every database (schema.PlatformExtension), which pre-flight and
+// verify leave to the target.
+func (e *env) targetExtensions() (extra, other, own, newer []string) {
+	src := map[string]string{}
+	for _, x := range e.srcInv.Extensions {
+		src[x.Name] = x.Version
+	}
+	for _, x := range e.tgtInv.Extensions {
+		v, on := src[x.Name]
+		switch {
+		case x.Name == "plpgsql" || x.Name == "timescaledb" || (on && v == x.Version):
+			// always there; TimescaleDB has its own checks
+		case schema.PlatformExtension(x.Name):
+			own = append(own, x.Name)
+		case !on:
+			extra = append(extra, x.Name+" "+x.Version)
+		case isNewer(x.Version, v):
+			newer = append(newer, fmt.Sprintf("%s %s (the source's: %s)", x.Name, x.Version, v))
+		default:
+			other = append(other, fmt.Sprintf("%s %s (the source's: %s)", x.Name, x.Version, v))
+		}
+	}
+	return extra, other, own, newer
+}
+
+// isNewer says whether extension version a is newer than b.
+func isNewer(a, b string) bool {
+	c, ok := schema.CompareVersions(a, b)
+	return ok && c > 0
 }
 
 func (e *env) checkSize() []Finding {

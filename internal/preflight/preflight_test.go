@@ -349,3 +349,39 @@ func TestUserTableInTimescaleSchema(t *testing.T) {
 	r = runPreflight(t, srv.SuperURI(src), srv.SuperURI(dst))
 	expect(t, r, "target-create", preflight.Pass)
 }
+
+// A target database that already holds extensions the source's does not (or at another
+// version) fails extensions: the restore creates an extension only where there is none,
+// so they would stay, and verify would report them after the whole copy. One that
+// managed services install in every database (pg_stat_statements) is the target's own:
+// named, not blocking.
+func TestTargetOwnExtensions(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, src, `CREATE EXTENSION hstore`, `CREATE TABLE t (x int)`)
+
+	own := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, own, `CREATE EXTENSION pg_stat_statements`, `CREATE EXTENSION hstore`)
+	r := runPreflight(t, srv.SuperURI(src), srv.SuperURI(own))
+	expect(t, r, "extensions", preflight.Pass, "the target database's own pg_stat_statements", "verify leaves it out")
+	if r.Failed() {
+		t.Errorf("a managed service's extension blocks: %+v", r.Findings)
+	}
+
+	extra := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, extra, `CREATE EXTENSION pg_stat_statements`, `CREATE EXTENSION hstore VERSION '1.7'`, `CREATE EXTENSION citext`)
+	r = runPreflight(t, srv.SuperURI(src), srv.SuperURI(extra))
+	expect(t, r, "extensions", preflight.Fail, "extensions the source database does not have: citext ",
+		"extensions at another version than the source's: hstore 1.7 (the source's: 1.8)", "own pg_stat_statements")
+	if f := find(t, r, "extensions"); !strings.Contains(f.Do, "DROP EXTENSION") {
+		t.Errorf("extensions: do %q", f.Do)
+	}
+
+	// A newer version on the target is an upgrade on the way, which verify says as one.
+	older := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, older, `CREATE EXTENSION hstore VERSION '1.7'`, `CREATE TABLE t (x int)`)
+	newer := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, newer, `CREATE EXTENSION hstore`)
+	r = runPreflight(t, srv.SuperURI(older), srv.SuperURI(newer))
+	expect(t, r, "extensions", preflight.Pass, "newer versions than the source's of hstore 1.8 (the source's: 1.7): an upgrade on the way")
+}

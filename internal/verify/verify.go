@@ -204,6 +204,9 @@ func runOnce(ctx context.Context, opt Options) (*Report, error) {
 				return true
 			}
 		}
+		if x, ok := strings.CutPrefix(d.Object, "extension "); ok && d.What != "missing" && schema.PlatformExtension(x) {
+			return true // the target's own, a managed service's (pre-flight agrees)
+		}
 		return d.Object == "database" && slices.ContainsFunc(opt.NotGiven, func(n string) bool {
 			return d.What == n && n == "comment" || d.What == "setting "+n
 		})
