@@ -29,7 +29,8 @@ both servers reachable, the same PostgreSQL major, the source's TimescaleDB vers
 available on the target, an empty target database offering every extension the source uses,
 the size to provision, the rights to read and freeze the source and to restore into the target
 (target-restore-mode: which restore path --restore-path and --engine lead to, TimescaleDB's
-catalog or its API, and why), and source activity worth knowing before a freeze (long and
+catalog or its API, and why), the roles the source grants privileges to existing on the target,
+and source activity worth knowing before a freeze (long and
 prepared transactions, replication slots, jobs, unlogged tables, large objects).
 Probes of the target's rights run in a transaction that is rolled back; trying the catalog
 path calls timescaledb_pre_restore() and timescaledb_post_restore() in one statement, so

@@ -288,6 +288,7 @@ func (e *env) checks() []Check {
 		pure("dump-locks", e.checkDumpLocks),
 		pure("source-read", e.checkSourceRead),
 		check{name: "source-freeze", run: e.checkFreeze},
+		check{name: "granted-roles", run: e.checkRoles},
 		pure("source-terminate", e.checkTerminate),
 		check{name: "target-create", run: e.checkTargetCreate},
 		pure("target-restore-mode", e.checkRestoreMode),

@@ -385,3 +385,43 @@ func TestTargetOwnExtensions(t *testing.T) {
 	r = runPreflight(t, srv.SuperURI(older), srv.SuperURI(newer))
 	expect(t, r, "extensions", preflight.Pass, "newer versions than the source's of hstore 1.8 (the source's: 1.7): an upgrade on the way")
 }
+
+// The source database grants privileges to roles, and names roles in a row-security
+// policy, that the target server does not have: restoring them would fail after the
+// freeze. granted-roles fails, naming them and how they are used, and pointing at
+// --roles, until they exist there.
+func TestRolesOnlyOnSource(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	other := testenv.Need(t, testenv.PG17TS, testenv.Options{})
+	reader := role(t, srv, "")
+	roleSeq++
+	pol := roleNamed(t, srv, fmt.Sprintf("Policy Role %d", roleSeq), "")
+	src := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, src, `CREATE TABLE t (x int)`, `GRANT SELECT ON t TO `+reader,
+		`ALTER TABLE t ENABLE ROW LEVEL SECURITY`, `CREATE POLICY p ON t TO `+pgx.Identifier{pol}.Sanitize()+` USING (true)`)
+	tgt := testenv.NewDB(t, other, false)
+
+	r := runPreflight(t, srv.SuperURI(src), other.SuperURI(tgt))
+	expect(t, r, "granted-roles", preflight.Fail, reader+" (privileges)", pgx.Identifier{pol}.Sanitize()+" (row-security policies)")
+	if do := find(t, r, "granted-roles").Do; !strings.Contains(do, "--roles") || !strings.Contains(do, "CREATE ROLE "+reader) || !strings.Contains(do, "CREATE ROLE "+pgx.Identifier{pol}.Sanitize()) {
+		t.Errorf("roles: do %q", do)
+	}
+	// With --roles the migration creates them first: nothing to block, the roles
+	// check says it would create them.
+	withRoles, err := preflight.Run(context.Background(), preflight.Options{Roles: true,
+		Source: config(t, "source", srv.SuperURI(src)), Target: config(t, "target", other.SuperURI(tgt))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range withRoles.Findings {
+		if f.Status == preflight.Fail {
+			t.Errorf("with --roles: %s fails: %s", f.Check, f.Saw)
+		}
+	}
+	if f := findingsOf(withRoles, "roles"); !strings.Contains(f, "would create") || !strings.Contains(f, reader) {
+		t.Errorf("with --roles, roles findings: %s", f)
+	}
+	testenv.MustExec(t, other, "postgres", "CREATE ROLE "+reader, "CREATE ROLE "+pgx.Identifier{pol}.Sanitize())
+	r = runPreflight(t, srv.SuperURI(src), other.SuperURI(tgt))
+	expect(t, r, "granted-roles", preflight.Pass, reader, pol)
+}
