@@ -70,6 +70,8 @@ type User struct {
 	CreateDB    bool   `json:"createdb"`
 	CreateRole  bool   `json:"createrole"`
 	Replication bool   `json:"replication"`
+	// BypassRLS: row-level security policies never apply to it (as to a superuser).
+	BypassRLS bool `json:"bypassrls"`
 	// OwnsDatabase: the user is the database's owner or a member of its owner role, so
 	// it may ALTER DATABASE.
 	OwnsDatabase  bool   `json:"owns_database"`
@@ -119,9 +121,13 @@ type Table struct {
 	Owner      string `json:"owner"`
 	Unlogged   bool   `json:"unlogged"`
 	Hypertable bool   `json:"hypertable"`
-	Readable   bool   `json:"readable"`  // the user has SELECT on it
-	EstRows    int64  `json:"est_rows"`  // pg_class.reltuples; -1 when never analyzed
-	EstBytes   int64  `json:"est_bytes"` // heap, TOAST and indexes from pg_class.relpages
+	Readable   bool   `json:"readable"` // the user has SELECT on it
+	// RowSecurity: row-level security is on for the table and applies to the user (not
+	// its owner, or FORCE ROW LEVEL SECURITY), unless the user is a superuser or has
+	// BYPASSRLS. Reading it with row_security off, as pg_dump and the copy do, fails.
+	RowSecurity bool  `json:"row_security"`
+	EstRows     int64 `json:"est_rows"`  // pg_class.reltuples; -1 when never analyzed
+	EstBytes    int64 `json:"est_bytes"` // heap, TOAST and indexes from pg_class.relpages
 }
 
 // Sequence is a user sequence.

@@ -37,7 +37,7 @@ const serverSQL = `SELECT current_database(), pg_database_size(current_database(
 	current_setting('max_locks_per_transaction')::int, current_setting('max_connections')::int,
 	current_setting('max_prepared_transactions')::int`
 
-const userSQL = `SELECT r.rolname, r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolreplication,
+const userSQL = `SELECT r.rolname, r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolreplication, r.rolbypassrls,
 	pg_has_role(current_user, d.datdba, 'USAGE'), pg_get_userbyid(d.datdba),
 	has_database_privilege(current_database(), 'CREATE'),
 	coalesce((SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = 'public'), false),
@@ -55,8 +55,12 @@ GROUP BY 1, 2, 3 ORDER BY 1`
 var schemasSQL = `SELECT n.nspname, pg_get_userbyid(n.nspowner) FROM pg_namespace n
 WHERE ` + userSchema + ` ORDER BY 1`
 
+// The row security column: the table's policies apply to the connected user, unless it
+// is a superuser or has BYPASSRLS (see User): row security is on and the user does not
+// own the table (directly or through a role), or the owner is subject too (FORCE).
 var tablesSQL = `SELECT n.nspname, c.relname, c.relkind::text, pg_get_userbyid(c.relowner),
-	c.relpersistence = 'u', has_table_privilege(c.oid, 'SELECT'), c.reltuples::bigint, ` + relBytes + `
+	c.relpersistence = 'u', has_table_privilege(c.oid, 'SELECT'), c.reltuples::bigint, ` + relBytes + `,
+	c.relrowsecurity AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND ` + userSchema + `
 	AND ` + notExtensionRel + `
@@ -187,7 +191,7 @@ func (l *loader) server(ctx context.Context) error {
 
 func (l *loader) user(ctx context.Context) error {
 	u := &l.d.User
-	return l.row(ctx, userSQL, &u.Name, &u.Superuser, &u.CreateDB, &u.CreateRole, &u.Replication,
+	return l.row(ctx, userSQL, &u.Name, &u.Superuser, &u.CreateDB, &u.CreateRole, &u.Replication, &u.BypassRLS,
 		&u.OwnsDatabase, &u.DatabaseOwner, &u.CanCreate, &u.CanCreateInPublic, &u.SignalBackend)
 }
 
@@ -224,7 +228,7 @@ var relKinds = map[string]string{
 func (l *loader) tables(ctx context.Context) error {
 	return collect(ctx, l, tablesSQL, &l.d.Tables, func(r pgx.Rows, t *Table) error {
 		var kind string
-		err := r.Scan(&t.Schema, &t.Name, &kind, &t.Owner, &t.Unlogged, &t.Readable, &t.EstRows, &t.EstBytes)
+		err := r.Scan(&t.Schema, &t.Name, &kind, &t.Owner, &t.Unlogged, &t.Readable, &t.EstRows, &t.EstBytes, &t.RowSecurity)
 		t.Kind = relKinds[kind]
 		return err
 	})

@@ -425,3 +425,27 @@ func TestRolesOnlyOnSource(t *testing.T) {
 	r = runPreflight(t, srv.SuperURI(src), other.SuperURI(tgt))
 	expect(t, r, "granted-roles", preflight.Pass, reader, pol)
 }
+
+// Row-level security that applies to the source user: pg_dump and the copy read with
+// row_security off and would fail after the freeze, so source-read fails before. A
+// user with BYPASSRLS, or the owner of a table that does not force row security,
+// passes.
+func TestSourceReadRowSecurity(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	reader := role(t, srv, "")
+	src, tgt := testenv.NewDB(t, srv, false), testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, src, `CREATE TABLE t (x int)`, `INSERT INTO t SELECT generate_series(1, 10)`,
+		`ALTER TABLE t ENABLE ROW LEVEL SECURITY`, `CREATE POLICY few ON t FOR SELECT USING (x < 5)`,
+		`CREATE TABLE mine (x int)`, `ALTER TABLE mine OWNER TO `+reader, `ALTER TABLE mine ENABLE ROW LEVEL SECURITY`,
+		`GRANT SELECT ON t TO `+reader)
+	uri := userURI(srv, reader, "pw-"+reader, src)
+	r := runPreflight(t, uri, srv.SuperURI(tgt))
+	expect(t, r, "source-read", preflight.Fail, "row-level security policies apply to "+reader+" on public.t:")
+	if f := find(t, r, "source-read"); strings.Contains(f.Saw, "mine") || !strings.Contains(f.Do, "ALTER ROLE "+reader+" BYPASSRLS") {
+		t.Errorf("source-read: %+v", f)
+	}
+	testenv.MustExec(t, srv, src, `ALTER TABLE mine FORCE ROW LEVEL SECURITY`)
+	expect(t, runPreflight(t, uri, srv.SuperURI(tgt)), "source-read", preflight.Fail, "public.mine, public.t:")
+	testenv.MustExec(t, srv, "postgres", "ALTER ROLE "+reader+" BYPASSRLS")
+	expect(t, runPreflight(t, uri, srv.SuperURI(tgt)), "source-read", preflight.Pass)
+}

@@ -43,9 +43,38 @@ func (e *env) checkSourceRead() []Finding {
 			fmt.Sprintf("%s cannot read: %s", s.User.Name, list(denied)),
 			fmt.Sprintf("connect as the owner of the data or a superuser, or GRANT SELECT on them (and on future chunks) to %s", inventory.Ident(s.User.Name)))}
 	}
+	if f, ok := e.rowSecurity(); ok {
+		return []Finding{f}
+	}
 	return []Finding{finding(Pass, "source", fmt.Sprintf("%s can read all %s, %s and %s",
 		s.User.Name, plural(len(s.Tables), "table", "tables"), plural(len(s.Sequences), "sequence", "sequences"),
 		plural(len(s.Chunks), "chunk", "chunks")), "")}
+}
+
+// rowSecurity fails source-read when row-level security policies apply to the source
+// user on tables it may read: pg_dump and the stream engine's copy read with
+// row_security off, so that no policy hides a row, and PostgreSQL then refuses to read
+// such a table ("query would be affected by row-level security policy"), after the
+// freeze. pg_dump --enable-row-security is no way out: it dumps only the rows the
+// policies let the user see.
+func (e *env) rowSecurity() (Finding, bool) {
+	s := e.srcInv
+	if s.User.Superuser || s.User.BypassRLS {
+		return Finding{}, false
+	}
+	var tables []string
+	for _, t := range s.Tables {
+		if t.RowSecurity && t.Readable && (t.Kind == "table" || t.Kind == "partitioned table") {
+			tables = append(tables, inventory.DisplayName(t.Schema, t.Name))
+		}
+	}
+	if len(tables) == 0 {
+		return Finding{}, false
+	}
+	u := inventory.Ident(s.User.Name)
+	return finding(Fail, "source",
+		fmt.Sprintf("row-level security policies apply to %s on %s: it may not read all their rows, and the dump and the copy, which must read every row (row_security off), would fail", s.User.Name, list(tables)),
+		fmt.Sprintf("as a superuser: ALTER ROLE %s BYPASSRLS; or connect as a superuser, or as the tables' owner where they do not FORCE ROW LEVEL SECURITY (pg_dump --enable-row-security would copy only the rows the policies show)", u)), true
 }
 
 func (e *env) checkFreeze(ctx context.Context) ([]Finding, error) {
