@@ -37,9 +37,9 @@ path calls timescaledb_pre_restore() and timescaledb_post_restore() in one state
 the target database's TimescaleDB scheduler is restarted, never left stopped.
 
 Each check prints one finding: pass, warn or fail, what it saw, and what to do.
-Exit 3 when any check fails, 0 otherwise; exit 2 when a connection string is malformed
-or a server cannot be reached or logged into (with --json, a report whose one finding,
-connect, fails and names the server).
+Exit 3 when any check fails, 0 otherwise; exit 2 when a connection string is malformed,
+a server cannot be reached or logged into, or the target database is the source
+database itself (with --json, a report whose one finding, connect, fails and says so).
 
 --json prints one document:
   {"source": SIDE, "target": SIDE,

@@ -193,3 +193,40 @@ func TestJSONWhenNotConnected(t *testing.T) {
 		})
 	}
 }
+
+// The target database is the source database itself, reached by another address (a
+// proxy's port): refused up front, exit 2, one line, the source neither frozen
+// nor touched, and no advice to drop a database. An empty source database ran the
+// freeze and then failed "cannot execute CREATE SCHEMA in a read-only transaction",
+// advising DROP DATABASE of the source.
+func TestTargetIsTheSource(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	empty := testenv.NewDB(t, srv, false)
+	full := timescaleSource(t, srv)
+	proxy := testenv.StartProxy(t, srv)
+	for _, c := range []struct{ name, db string }{{"empty", empty}, {"with data", full}} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, args := range [][]string{
+				{"--source", srv.URI(c.db), "--target", proxy.URI(t, srv.URI(c.db))},
+				{"--source", srv.URI(c.db), "--target", srv.URI("postgres"), "--database", c.db + ":" + c.db},
+			} {
+				r := run(t, append([]string{"migrate", "--yes", "--pg-bin", srv.ClientBin()}, args...)...)
+				want := "tsmigrate: the target database " + c.db + " "
+				if r.code != 2 || r.stdout != "" || strings.Count(r.stderr, "\n") != 1 || !strings.HasPrefix(r.stderr, want) ||
+					!strings.Contains(r.stderr, "is the source database "+c.db+" itself") || strings.Contains(r.stderr, "DROP") {
+					t.Errorf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+				}
+				if args[2] == "--target" && len(args) == 4 {
+					r := run(t, append([]string{"preflight"}, args...)...)
+					if r.code != 2 || r.stdout != "" || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "is the source database "+c.db+" itself") {
+						t.Errorf("preflight: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+					}
+				}
+				if set := frozenSettings(t, srv, c.db); len(set) != 0 {
+					t.Errorf("the source is left with %q", set)
+					testenv.MustExec(t, srv, "postgres", "ALTER DATABASE "+c.db+" RESET ALL")
+				}
+			}
+		})
+	}
+}

@@ -21,6 +21,7 @@ type Database struct {
 	Name     string        `json:"name"`
 	Bytes    int64         `json:"bytes"` // pg_database_size: exact, all relations and their files
 	Server   Server        `json:"server"`
+	Identity Identity      `json:"identity"`
 	User     User          `json:"user"`
 	LoadedAt time.Time     `json:"loaded_at"`
 	LoadTime time.Duration `json:"-"`
@@ -300,6 +301,7 @@ func Load(ctx context.Context, conn *pgx.Conn) (*Database, error) {
 		timescaledb bool // only when the extension is installed (found by "extensions")
 	}{
 		{"server", l.server, false},
+		{"identity", l.identity, false},
 		{"user", l.user, false},
 		{"extensions", l.extensions, false},
 		{"available extensions", l.available, false},

@@ -2,6 +2,7 @@ package inventory_test
 
 import (
 	"context"
+	"net/url"
 	"slices"
 	"testing"
 
@@ -141,5 +142,30 @@ func TestLoadPlainPostgres(t *testing.T) {
 	}
 	if len(d.Activity.PreparedTransactions) != 1 || d.Activity.PreparedTransactions[0].GID != "p1" {
 		t.Errorf("prepared %+v", d.Activity.PreparedTransactions)
+	}
+}
+
+// A server is the same whichever address reached it, and as whichever role; a role that
+// may not read the system identifier still tells it by the server's start time and
+// port. Two servers, or two databases of one, differ.
+func TestIdentity(t *testing.T) {
+	srv := testenv.Need(t, testenv.PG17TS, testenv.Options{})
+	other := testenv.Shared(t, testenv.PG17TS)
+	a, b := testenv.NewDB(t, srv, false), testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, "postgres", `CREATE ROLE plain LOGIN PASSWORD 'pw-plain'`)
+	testenv.MustExec(t, srv, a, `REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC`)
+	super := load(t, srv.SuperURI(a)).Identity
+	proxy := testenv.StartProxy(t, srv)
+	u, _ := url.Parse(proxy.URI(t, srv.SuperURI(a)))
+	u.User = url.UserPassword("plain", "pw-plain")
+	plain := load(t, u.String()).Identity
+	if super.SystemID == "" || plain.SystemID != "" || !plain.SameDatabase(super) || !super.SameDatabase(plain) {
+		t.Errorf("the same database: %+v and %+v", super, plain)
+	}
+	if id := load(t, srv.SuperURI(b)).Identity; !id.SameServer(super) || id.SameDatabase(super) {
+		t.Errorf("another database of the same server: %+v and %+v", id, super)
+	}
+	if id := load(t, other.SuperURI("postgres")).Identity; id.SameServer(super) || id.SameServer(plain) {
+		t.Errorf("another server: %+v and %+v", id, super)
 	}
 }

@@ -189,6 +189,12 @@ func (l *loader) server(ctx context.Context) error {
 	return nil
 }
 
+func (l *loader) identity(ctx context.Context) (err error) {
+	l.d.Queries++
+	l.d.Identity, err = ReadIdentity(ctx, l.conn)
+	return err
+}
+
 func (l *loader) user(ctx context.Context) error {
 	u := &l.d.User
 	return l.row(ctx, userSQL, &u.Name, &u.Superuser, &u.CreateDB, &u.CreateRole, &u.Replication, &u.BypassRLS,

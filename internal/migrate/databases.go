@@ -16,6 +16,7 @@ import (
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/inventory"
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
 	"github.com/tsmigrate/tsmigrate/internal/schema"
@@ -105,6 +106,9 @@ func (r *run) resolve(ctx context.Context) ([]*DatabaseRun, error) {
 		if err == nil {
 			d.lineBreakNames, err = schema.LineBreakNames(ctx, conn.Conn)
 		}
+		if err == nil {
+			d.identity, err = inventory.ReadIdentity(ctx, conn.Conn)
+		}
 		conn.Close(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("inspect source database %s: %w", p.Source, err)
@@ -113,6 +117,32 @@ func (r *run) resolve(ctx context.Context) ([]*DatabaseRun, error) {
 		dbs = append(dbs, d)
 	}
 	return dbs, nil
+}
+
+// refuseSame refuses, before anything is changed, a target database that is its source
+// database itself (the same server, whatever address reached it, and the same
+// database): a migration there would freeze its own target and fail, and the reset it
+// then advises would drop the source.
+func (r *run) refuseSame(ctx context.Context) error {
+	for _, d := range r.sum.Databases {
+		conn, err := d.dst.Connect(ctx)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "3D000" {
+			continue // it does not exist: not the source
+		}
+		if err != nil {
+			return err
+		}
+		id, err := inventory.ReadIdentity(ctx, conn.Conn)
+		conn.Close(context.WithoutCancel(ctx))
+		if err != nil {
+			return fmt.Errorf("target: %w", err)
+		}
+		if id.SameDatabase(d.identity) {
+			return preflight.TargetIsSource(d.Source, d.Target, d.dst, id)
+		}
+	}
+	return nil
 }
 
 func databasesWithUserObjects(ctx context.Context, src *dbconn.Config) ([]string, error) {

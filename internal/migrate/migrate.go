@@ -20,6 +20,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
+	"github.com/tsmigrate/tsmigrate/internal/inventory"
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
 	"github.com/tsmigrate/tsmigrate/internal/roles"
@@ -335,6 +336,7 @@ type DatabaseRun struct {
 	// encoding (its number), collate and ctype are the source database's.
 	encoding       int32
 	collate, ctype string
+	identity       inventory.Identity // the source server's and database's
 	sizeBytes      int64
 	statsStart     *Changes
 	// settingsRefused names the database settings the target refused (warned about),
@@ -476,6 +478,9 @@ func (r *run) run(ctx context.Context) (err error) {
 		return exit.Usagef("use --dump-dir for several databases", "--dump-file holds one database, and %d are to be migrated", len(dbs))
 	}
 	r.sum.Databases = dbs
+	if err := r.refuseSame(ctx); err != nil {
+		return err
+	}
 	// Once the arguments are checked and both servers reached: a usage error is one
 	// line and changes nothing.
 	if stale := scratch.RemoveStale(); len(stale) > 0 {

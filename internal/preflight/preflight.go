@@ -141,6 +141,12 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	if id := e.tgtInv.Identity; id.SameDatabase(e.srcInv.Identity) {
+		// Nothing to check: a migration would freeze its own target (and migrate
+		// refuses it the same way before anything changes).
+		err := TargetIsSource(e.srcInv.Name, e.tgtInv.Name, opt.Target, id)
+		return NotConnected("both", opt.Source, opt.Target, err), err
+	}
 	if ts := e.srcInv.TimescaleDB; ts != nil {
 		e.tsPlan = e.planTimescaleDB(ts.Version)
 	}
@@ -195,6 +201,14 @@ func NotConnected(role string, source, target *dbconn.Config, err error) *Report
 		r.Target.Server = target.String()
 	}
 	return r
+}
+
+// TargetIsSource refuses (exit 2) target database target, reached by cfg, that is the
+// source database source itself: the same server (id) and the same database.
+func TargetIsSource(source, target string, cfg *dbconn.Config, id inventory.Identity) error {
+	return exit.Usagef("name another target database, or another server",
+		"the target database %s (%s) is the source database %s itself: the same server (port %d, started %s) and the same database",
+		target, cfg, source, id.Port, id.Started.UTC().Format(time.RFC3339))
 }
 
 // connectBoth connects to both servers; on failure it says which (the source when both fail).
