@@ -30,6 +30,7 @@ available on the target, an empty target database offering every extension the s
 the size to provision, the rights to read and freeze the source and to restore into the target
 (target-restore-mode: which restore path --restore-path and --engine lead to, TimescaleDB's
 catalog or its API, and why), the roles the source grants privileges to existing on the target,
+both servers taking the client sessions a migration with --jobs opens,
 and source activity worth knowing before a freeze (long and
 prepared transactions, replication slots, jobs, unlogged tables, large objects).
 Probes of the target's rights run in a transaction that is rolled back; trying the catalog
@@ -52,6 +53,7 @@ func init() {
 	register(func(a *app) *cobra.Command {
 		var f connFlags
 		var asJSON bool
+		var jobs int
 		var engine, restorePath string
 		var withRoles, rolesUpdate bool
 		c := &cobra.Command{
@@ -91,8 +93,11 @@ func init() {
 				if rolesUpdate && !withRoles {
 					return exit.Usagef("add --roles", "--roles-update goes with --roles")
 				}
+				if jobs < 1 {
+					return exit.Usagef("give 1 or more", "--jobs %d", jobs)
+				}
 				r, err := a.lib.preflight(c.Context(), preflight.Options{Source: src, Target: tgt, Engine: engine, RestorePath: path,
-					Roles: withRoles, RolesUpdate: rolesUpdate})
+					Roles: withRoles, RolesUpdate: rolesUpdate, Jobs: jobs})
 				if err != nil {
 					return notConnected(r, err)
 				}
@@ -114,6 +119,7 @@ func init() {
 		f.addSource(c)
 		f.addTarget(c)
 		c.Flags().BoolVar(&asJSON, "json", false, "print the report as one JSON document")
+		c.Flags().IntVar(&jobs, "jobs", defaultJobs(), "the --jobs the migration will use: connections checks that both servers take the sessions it opens")
 		c.Flags().StringVar(&engine, "engine", preflight.EngineDefault, `the engine the migration will use: "stream" or "dump" (only the stream engine can restore without TimescaleDB's catalog)`)
 		c.Flags().StringVar(&restorePath, "restore-path", string(schema.PathAuto), restorePathHelp)
 		c.Flags().BoolVar(&withRoles, "roles", false, "check what migrate --roles would do: "+rolesHelp)

@@ -57,6 +57,27 @@ type Server struct {
 	MaxLocksPerTransaction int `json:"max_locks_per_transaction"`
 	MaxConnections         int `json:"max_connections"`
 	MaxPreparedXacts       int `json:"max_prepared_transactions"`
+	// Of MaxConnections, SuperuserReserved only superusers may take, and Reserved
+	// (reserved_connections, PostgreSQL 16+) superusers and members of
+	// pg_use_reserved_connections (User.UseReserved). ClientSessions are the client
+	// sessions connected now, ClientSessionsHere those to this database (the
+	// inventory's own included).
+	SuperuserReserved  int `json:"superuser_reserved_connections"`
+	Reserved           int `json:"reserved_connections"`
+	ClientSessions     int `json:"client_sessions"`
+	ClientSessionsHere int `json:"client_sessions_here"`
+}
+
+// FreeSessions is how many more client sessions user u may open on the server now.
+func (s Server) FreeSessions(u User) int {
+	limit := s.MaxConnections
+	if !u.Superuser {
+		limit -= s.SuperuserReserved
+		if !u.UseReserved {
+			limit -= s.Reserved
+		}
+	}
+	return limit - s.ClientSessions
 }
 
 // LockCapacity is how many relation locks the server's shared lock table holds.
@@ -73,6 +94,8 @@ type User struct {
 	Replication bool   `json:"replication"`
 	// BypassRLS: row-level security policies never apply to it (as to a superuser).
 	BypassRLS bool `json:"bypassrls"`
+	// UseReserved: a member of pg_use_reserved_connections (PostgreSQL 16+).
+	UseReserved bool `json:"use_reserved_connections"`
 	// OwnsDatabase: the user is the database's owner or a member of its owner role, so
 	// it may ALTER DATABASE.
 	OwnsDatabase  bool   `json:"owns_database"`
@@ -301,6 +324,7 @@ func Load(ctx context.Context, conn *pgx.Conn) (*Database, error) {
 		timescaledb bool // only when the extension is installed (found by "extensions")
 	}{
 		{"server", l.server, false},
+		{"connections", l.connections, false},
 		{"identity", l.identity, false},
 		{"user", l.user, false},
 		{"extensions", l.extensions, false},

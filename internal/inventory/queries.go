@@ -37,6 +37,18 @@ const serverSQL = `SELECT current_database(), pg_database_size(current_database(
 	current_setting('max_locks_per_transaction')::int, current_setting('max_connections')::int,
 	current_setting('max_prepared_transactions')::int`
 
+// connectionsSQL: how many of max_connections only superusers
+// (superuser_reserved_connections) or members of pg_use_reserved_connections
+// (reserved_connections, PostgreSQL 16+) may take, whether the user is such a member,
+// and the client sessions connected now, on the server and to this database (this
+// session included). pg_stat_activity shows every session's backend_type and datname
+// to every role (PostgreSQL 15, 17).
+const connectionsSQL = `SELECT current_setting('superuser_reserved_connections')::int,
+	coalesce(current_setting('reserved_connections', true), '0')::int,
+	EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_use_reserved_connections' AND pg_has_role(current_user, oid, 'MEMBER')),
+	count(*), count(*) FILTER (WHERE datname = current_database())
+FROM pg_stat_activity WHERE backend_type = 'client backend'`
+
 const userSQL = `SELECT r.rolname, r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolreplication, r.rolbypassrls,
 	pg_has_role(current_user, d.datdba, 'USAGE'), pg_get_userbyid(d.datdba),
 	has_database_privilege(current_database(), 'CREATE'),
@@ -193,6 +205,11 @@ func (l *loader) identity(ctx context.Context) (err error) {
 	l.d.Queries++
 	l.d.Identity, err = ReadIdentity(ctx, l.conn)
 	return err
+}
+
+func (l *loader) connections(ctx context.Context) error {
+	s := &l.d.Server
+	return l.row(ctx, connectionsSQL, &s.SuperuserReserved, &s.Reserved, &l.d.User.UseReserved, &s.ClientSessions, &s.ClientSessionsHere)
 }
 
 func (l *loader) user(ctx context.Context) error {

@@ -22,7 +22,7 @@ func (r *run) preflight(ctx context.Context) error {
 	var blocked []string
 	for _, d := range r.sum.Databases {
 		rep, err := preflight.Run(ctx, preflight.Options{Source: d.src, Target: d.dst,
-			Engine: r.opt.Engine, RestorePath: r.opt.RestorePath, Roles: r.opt.Roles, RolesUpdate: r.opt.RolesUpdate})
+			Engine: r.opt.Engine, RestorePath: r.opt.RestorePath, Roles: r.opt.Roles, RolesUpdate: r.opt.RolesUpdate, Jobs: r.opt.Jobs})
 		if err != nil {
 			return err
 		}

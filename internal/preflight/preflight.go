@@ -89,6 +89,8 @@ type Options struct {
 	// Roles: the migration carries roles (--roles; RolesUpdate: --roles-update). The
 	// roles check says what it would do, having tried it.
 	Roles, RolesUpdate bool
+	// Jobs is the migration's --jobs, for the connections check (0: not checked).
+	Jobs int
 }
 
 // Engines, as migrate names them.
@@ -303,6 +305,7 @@ func (e *env) checks() []Check {
 		pure("source-read", e.checkSourceRead),
 		check{name: "source-freeze", run: e.checkFreeze},
 		check{name: "granted-roles", run: e.checkRoles},
+		pure("connections", e.checkConnections),
 		pure("source-terminate", e.checkTerminate),
 		check{name: "target-create", run: e.checkTargetCreate},
 		pure("target-restore-mode", e.checkRestoreMode),

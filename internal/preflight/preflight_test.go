@@ -449,3 +449,25 @@ func TestSourceReadRowSecurity(t *testing.T) {
 	testenv.MustExec(t, srv, "postgres", "ALTER ROLE "+reader+" BYPASSRLS")
 	expect(t, runPreflight(t, uri, srv.SuperURI(tgt)), "source-read", preflight.Pass)
 }
+
+// A source and target on one server share its client sessions: connections counts the
+// sessions of both sides against it.
+func TestConnectionsOneServer(t *testing.T) {
+	srv := testenv.Need(t, testenv.PG17TS, testenv.Options{Settings: map[string]string{"max_connections": "20"}})
+	src, tgt := testenv.NewDB(t, srv, false), testenv.NewDB(t, srv, false)
+	check := func(jobs int) preflight.Finding {
+		r, err := preflight.Run(context.Background(), preflight.Options{Jobs: jobs,
+			Source: config(t, "source", srv.SuperURI(src)), Target: config(t, "target", srv.SuperURI(tgt))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return find(t, r, "connections")
+	}
+	if f := check(5); f.Status != preflight.Fail || !strings.Contains(f.Saw, "8 client sessions on the source and 13 on the target") ||
+		!strings.Contains(f.Saw, "both are on one server, which takes") || !strings.Contains(f.Saw, ": too few") || !strings.Contains(f.Do, "migrate with --jobs 4 or fewer") {
+		t.Errorf("--jobs 5: %+v", f)
+	}
+	if f := check(4); f.Status != preflight.Pass {
+		t.Errorf("--jobs 4: %+v", f)
+	}
+}
