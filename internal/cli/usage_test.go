@@ -198,7 +198,8 @@ func TestJSONWhenNotConnected(t *testing.T) {
 // proxy's port): refused up front, exit 2, one line, the source neither frozen
 // nor touched, and no advice to drop a database. An empty source database ran the
 // freeze and then failed "cannot execute CREATE SCHEMA in a read-only transaction",
-// advising DROP DATABASE of the source.
+// advising DROP DATABASE of the source. The same holds for a target database that is
+// another pair's source database.
 func TestTargetIsTheSource(t *testing.T) {
 	srv := testenv.Shared(t, testenv.PG17TS)
 	empty := testenv.NewDB(t, srv, false)
@@ -229,4 +230,26 @@ func TestTargetIsTheSource(t *testing.T) {
 			}
 		})
 	}
+	// The target database of one pair is the source database of another: it would be
+	// frozen as a source, then restored into, and the reset advised would drop it.
+	t.Run("another source of the run", func(t *testing.T) {
+		fresh := empty + "_next"
+		t.Cleanup(func() { srv.Exec(context.Background(), "postgres", "DROP DATABASE IF EXISTS "+fresh+" WITH (FORCE)") })
+		r := run(t, "migrate", "--yes", "--pg-bin", srv.ClientBin(), "--source", srv.URI("postgres"), "--target", proxy.URI(t, srv.URI("postgres")),
+			"--database", full+":"+empty, "--database", empty+":"+fresh)
+		if r.code != 2 || r.stdout != "" || strings.Count(r.stderr, "\n") != 1 ||
+			!strings.HasPrefix(r.stderr, "tsmigrate: the target database "+empty+" ") ||
+			!strings.Contains(r.stderr, "is the source database "+empty+" itself") || strings.Contains(r.stderr, "DROP") {
+			t.Errorf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+		}
+		for _, db := range []string{empty, full} {
+			if set := frozenSettings(t, srv, db); len(set) != 0 {
+				t.Errorf("source %s is left with %q", db, set)
+				testenv.MustExec(t, srv, "postgres", "ALTER DATABASE "+db+" RESET ALL")
+			}
+		}
+		if databaseExists(t, srv, fresh) {
+			t.Errorf("target database %s was created", fresh)
+		}
+	})
 }

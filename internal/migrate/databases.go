@@ -119,10 +119,10 @@ func (r *run) resolve(ctx context.Context) ([]*DatabaseRun, error) {
 	return dbs, nil
 }
 
-// refuseSame refuses, before anything is changed, a target database that is its source
-// database itself (the same server, whatever address reached it, and the same
-// database): a migration there would freeze its own target and fail, and the reset it
-// then advises would drop the source.
+// refuseSame refuses, before anything is changed, a target database that is a source
+// database of the run itself, its own or another pair's (the same server, whatever
+// address reached it, and the same database): a migration there would freeze its own
+// target and fail, and the reset it then advises would drop a source.
 func (r *run) refuseSame(ctx context.Context) error {
 	for _, d := range r.sum.Databases {
 		conn, err := d.dst.Connect(ctx)
@@ -138,8 +138,10 @@ func (r *run) refuseSame(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("target: %w", err)
 		}
-		if id.SameDatabase(d.identity) {
-			return preflight.TargetIsSource(d.Source, d.Target, d.dst, id)
+		for _, s := range r.sum.Databases {
+			if id.SameDatabase(s.identity) {
+				return preflight.TargetIsSource(s.Source, d.Target, d.dst, id)
+			}
 		}
 	}
 	return nil
