@@ -117,6 +117,17 @@ func TestSourceStateWhenNotMigrated(t *testing.T) {
 			t.Errorf("summary:\n%s", text)
 		}
 	})
+	t.Run("refused --worker", func(t *testing.T) {
+		r := run(t, args(srv.URI(tgt), "--yes", "--worker", "--worker-wait", "1s", "--json")...)
+		if r.code != 2 {
+			t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+		}
+		s, text := summaryOf(t, r.stdout)
+		frozenAs(t, s, true, "freeze "+id, false)
+		if strings.Contains(text, "writable again") {
+			t.Errorf("summary:\n%s", text)
+		}
+	})
 	r = run(t, "freeze-status", "--source", srv.URI(src))
 	if !strings.Contains(r.stdout, id) {
 		t.Errorf("the earlier freeze is not in place any more:\n%s", r.stdout)
