@@ -12,6 +12,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
 	"github.com/tsmigrate/tsmigrate/internal/roles"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
+	"github.com/tsmigrate/tsmigrate/internal/verify"
 )
 
 // summaryOf decodes migrate --json and renders it as the text summary, so that one
@@ -257,5 +258,36 @@ func TestSummaryListsRoles(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("the summary lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// A migrate that fails in verify on data lists the first differing units in its text
+// summary, with the rows verify narrowed them to, then how many more; identical units
+// are not listed.
+func TestSummaryListsDifferingUnits(t *testing.T) {
+	one := "1"
+	rep := &verify.Report{Units: []verify.Unit{{Kind: "table", Table: "public.same", Identical: true}}}
+	for i := 1; i <= summaryDifferences+2; i++ {
+		rep.Units = append(rep.Units, verify.Unit{Kind: "chunk", Table: "public.m", Chunk: fmt.Sprintf("_hyper_1_%d_chunk", i),
+			Problem: fmt.Sprintf("rows %d / %d", 10*i, 10*i-1)})
+	}
+	rep.Units[1].Columns = []string{"x"}
+	rep.Units[1].Rows = []verify.RowDiff{{Source: []*string{&one}}}
+	rep.UnitsDiffering = summaryDifferences + 2
+	var b strings.Builder
+	printSummary(&b, &migrate.Summary{Outcome: migrate.OutcomeFailed, Databases: []*migrate.DatabaseRun{{Source: "app", Target: "app2",
+		Verify: rep, Identical: new(false)}}}, false)
+	out := b.String()
+	for _, want := range []string{
+		"  verify: DIFFERENT\n    DIFF hypertable public.m chunk _hyper_1_1_chunk: rows 10 / 9\n      only on the source: (x='1')\n",
+		"    DIFF hypertable public.m chunk _hyper_1_5_chunk: rows 50 / 49\n",
+		"    and 2 more (tsmigrate verify --database app:app2 lists them all)\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the summary lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "public.same") || strings.Contains(out, "_hyper_1_6_chunk") {
+		t.Errorf("the summary lists an identical unit, or more than %d:\n%s", summaryDifferences, out)
 	}
 }
