@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -108,14 +109,18 @@ func TestSourceStateWhenNotMigrated(t *testing.T) {
 		}
 	})
 	t.Run("refused --resume", func(t *testing.T) {
+		stale := testenv.StaleScratch(t)
 		r := run(t, args(srv.URI(tgt), "--yes", "--resume", "--json")...)
-		if r.code != 2 || !strings.Contains(r.stderr, "holds no migration journal") {
+		if r.code != 2 || !strings.Contains(r.stderr, "holds no migration journal") || strings.Contains(r.stderr, "removed") {
 			t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
 		}
 		s, text := summaryOf(t, r.stdout)
 		frozenAs(t, s, true, "freeze "+id, false)
 		if strings.Contains(text, "writable again") {
 			t.Errorf("summary:\n%s", text)
+		}
+		if _, err := os.Stat(stale); err != nil {
+			t.Errorf("the killed run's directory: %v", err)
 		}
 	})
 	t.Run("refused --worker", func(t *testing.T) {

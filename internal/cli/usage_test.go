@@ -167,6 +167,7 @@ func TestJSONWhenNotConnected(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			testenv.StaleScratch(t)
 			r := run(t, "migrate", "--source", c.source, "--target", c.target, "--yes", "--json")
 			if r.code != 2 || strings.Count(r.stderr, "\n") != 1 {
 				t.Errorf("migrate: exit %d, stderr %q: want exit 2 and one line", r.code, r.stderr)
@@ -207,6 +208,7 @@ func TestTargetIsTheSource(t *testing.T) {
 	proxy := testenv.StartProxy(t, srv)
 	for _, c := range []struct{ name, db string }{{"empty", empty}, {"with data", full}} {
 		t.Run(c.name, func(t *testing.T) {
+			testenv.StaleScratch(t)
 			for _, args := range [][]string{
 				{"--source", srv.URI(c.db), "--target", proxy.URI(t, srv.URI(c.db))},
 				{"--source", srv.URI(c.db), "--target", srv.URI("postgres"), "--database", c.db + ":" + c.db},
@@ -233,6 +235,7 @@ func TestTargetIsTheSource(t *testing.T) {
 	// The target database of one pair is the source database of another: it would be
 	// frozen as a source, then restored into, and the reset advised would drop it.
 	t.Run("another source of the run", func(t *testing.T) {
+		testenv.StaleScratch(t)
 		fresh := empty + "_next"
 		t.Cleanup(func() { srv.Exec(context.Background(), "postgres", "DROP DATABASE IF EXISTS "+fresh+" WITH (FORCE)") })
 		r := run(t, "migrate", "--yes", "--pg-bin", srv.ClientBin(), "--source", srv.URI("postgres"), "--target", proxy.URI(t, srv.URI("postgres")),

@@ -481,22 +481,22 @@ func (r *run) run(ctx context.Context) (err error) {
 	if err := r.refuseSame(ctx); err != nil {
 		return err
 	}
-	// Once the arguments are checked and both servers reached: a usage error is one
-	// line and changes nothing.
-	if stale := scratch.RemoveStale(); len(stale) > 0 {
-		r.note("", fmt.Sprintf("removed %d temporary directories that killed tsmigrate runs left behind: %s", len(stale), strings.Join(stale, ", ")))
-	}
 	if err := r.phase(nil, PhaseTools, func() error { return r.findTools(ctx) }); err != nil {
 		return err
-	}
-	if opt.Worker {
-		return r.work(ctx)
 	}
 	if opt.Resume {
 		// Refused here, nothing is undone: the run changed nothing.
 		if err := r.checkJoin(ctx); err != nil {
 			return err
 		}
+	}
+	// Once the arguments are checked, both servers reached and a --resume accepted: a
+	// run refused before is one line and changes nothing.
+	if stale := scratch.RemoveStale(); len(stale) > 0 {
+		r.note("", fmt.Sprintf("removed %d temporary directories that killed tsmigrate runs left behind: %s", len(stale), strings.Join(stale, ", ")))
+	}
+	if opt.Worker {
+		return r.work(ctx)
 	}
 
 	// From here on, what was changed is undone when the run does not finish.
