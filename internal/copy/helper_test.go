@@ -96,10 +96,16 @@ func newPair(t *testing.T, extra ...string) pair {
 // newPairOn is newPair on a server of the test's choice.
 func newPairOn(t *testing.T, srv *testenv.Server, extra ...string) pair {
 	t.Helper()
+	return newPairOf(t, srv, append(append([]string{}, fixture...), extra...)...)
+}
+
+// newPairOf is newPairOn with a source made by sql alone, without the fixture.
+func newPairOf(t *testing.T, srv *testenv.Server, sql ...string) pair {
+	t.Helper()
 	ctx := context.Background()
 	p := pair{srv: srv, src: testenv.NewDB(t, srv, true), dst: testenv.NewDB(t, srv, true),
 		archive: filepath.Join(t.TempDir(), "schema.dump")}
-	testenv.MustExec(t, srv, p.src, append(append([]string{}, fixture...), extra...)...)
+	testenv.MustExec(t, srv, p.src, sql...)
 	var err error
 	if p.tools, err = pgtools.Find(ctx, pgtools.Options{PgBin: srv.ClientBin(), SourceMajor: srv.Major, TargetMajor: srv.Major}); err != nil {
 		t.Fatal(err)

@@ -49,7 +49,7 @@ LEFT JOIN pg_roles r ON r.oid = x.grantee
 ORDER BY x.oid, x.grant, x.n`
 )
 
-func (w *worker) copyAllSequences(ctx context.Context, tx pgx.Tx, l *live) (int64, error) {
+func (w *worker) copyAllSequences(ctx context.Context, tx targetTx, l *live) (int64, error) {
 	rows, err := w.src.Query(ctx, userSequencesSQL)
 	if err != nil {
 		return 0, sideError{"source", err}
@@ -63,7 +63,7 @@ func (w *worker) copyAllSequences(ctx context.Context, tx pgx.Tx, l *live) (int6
 
 // copySequences reads each sequence's last_value and is_called on the source, as
 // pg_dump does, and sets them on the target.
-func copySequences(ctx context.Context, src *pgx.Conn, tx pgx.Tx, names []string, l *live) (int64, error) {
+func copySequences(ctx context.Context, src *pgx.Conn, tx targetTx, names []string, l *live) (int64, error) {
 	type value struct {
 		last   int64
 		called bool
@@ -90,7 +90,7 @@ func copySequences(ctx context.Context, src *pgx.Conn, tx pgx.Tx, names []string
 }
 
 // copyLargeObjects copies every large object's contents in pieces of loChunk.
-func copyLargeObjects(ctx context.Context, src *pgx.Conn, tx pgx.Tx, l *live) (int64, error) {
+func copyLargeObjects(ctx context.Context, src *pgx.Conn, tx targetTx, l *live) (int64, error) {
 	rows, err := src.Query(ctx, largeObjectOIDsSQL)
 	if err != nil {
 		return 0, sideError{"source", err}
@@ -131,7 +131,7 @@ func copyLargeObjects(ctx context.Context, src *pgx.Conn, tx pgx.Tx, l *live) (i
 // copyLargeObjectMetadata gives the target's large objects the source's comments and
 // privileges, in one batch (grants in the order of the source's list, which the
 // target's then follows).
-func copyLargeObjectMetadata(ctx context.Context, src *pgx.Conn, tx pgx.Tx) error {
+func copyLargeObjectMetadata(ctx context.Context, src *pgx.Conn, tx targetTx) error {
 	var stmts []string
 	var oid uint32
 	var text string

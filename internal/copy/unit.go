@@ -194,18 +194,20 @@ func copySQL(u *journal.Unit) (src, dst string, truncate bool) {
 	return src, dst, truncate
 }
 
-// pipe streams one COPY from the source connection into the target transaction.
+// pipe streams one COPY from the source (read, the source's COPY TO, writing its data
+// into the writer it is given) into the target transaction (dstSQL, a COPY FROM STDIN,
+// after other statements if need be).
 // Nothing is buffered beyond the pipe's 64 kB. It returns the rows the target took,
 // which must be the rows the source sent when strict (extension configuration tables
 // may have triggers that skip rows the extension made itself, such as TimescaleDB's
 // metadata_insert_trigger).
-func pipe(ctx context.Context, src *pgconn.PgConn, tgt *pgconn.PgConn, srcSQL, dstSQL string, strict bool, l *live) (int64, error) {
+func pipe(ctx context.Context, read func(io.Writer) (pgconn.CommandTag, error), tgt *pgconn.PgConn, dstSQL string, strict bool, l *live) (int64, error) {
 	pr, pw := io.Pipe()
 	srcDone := make(chan error, 1)
 	var srcRows int64
 	go func() {
 		bw := bufio.NewWriterSize(pw, pipeBuffer)
-		tag, err := src.CopyTo(ctx, counter{w: bw, l: l}, srcSQL)
+		tag, err := read(counter{w: bw, l: l})
 		if err == nil {
 			err = bw.Flush()
 		}

@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tsmigrate/tsmigrate/internal/clock"
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
@@ -39,9 +43,36 @@ SET xmloption = content`
 )
 
 // worker owns one source and one target connection.
+//
+// Round trips. Across a WAN every exchange a unit waits for costs a round trip, so a
+// chunk or table unit is two exchanges with the target and one with the source:
+//   - target: the COPY, with the TRUNCATE before it in the same query;
+//   - target: the unit's indexes and constraints (PostSQL), its done mark, COMMIT, and
+//     BEGIN and the claim of the worker's next unit, in one query;
+//   - source: the end of the last unit's transaction (ROLLBACK), BEGIN, the snapshot's
+//     import and the COPY, in one query.
+//
+// A COPY FROM STDIN is an exchange of its own (the server must take its data), but its
+// data goes right after the query, not once the server has answered it (pgconn's
+// CopyFrom); a statement that fails before it makes the server drop that data.
 type worker struct {
 	r        *run
 	src, tgt *dbconn.Conn
+	// srcTx: the source session may be in a transaction (the last unit's, left open
+	// to be ended by the next unit's query): what begins the next one ends it first.
+	srcTx bool
+	// tgtTx: the target session may be in a transaction, opened with BEGIN in a query
+	// of ours (not by pgx), to be ended with COMMIT or ROLLBACK in one; ahead: it
+	// claimed the worker's next unit, claimed (nil when none was free).
+	tgtTx, ahead bool
+	claimed      *journal.Unit
+}
+
+// targetTx runs statements in the target transaction of a unit: a pgx.Tx, or the
+// target's connection inside a transaction begun in a query of ours.
+type targetTx interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 func (w *worker) close() {
@@ -59,10 +90,10 @@ func (w *worker) close() {
 // ensureConns (re)connects what is missing or broken.
 func (w *worker) ensureConns(ctx context.Context) error {
 	if w.src != nil && w.src.IsClosed() {
-		w.src = nil
+		w.src, w.srcTx = nil, false
 	}
 	if w.tgt != nil && w.tgt.IsClosed() {
-		w.tgt = nil
+		w.tgt, w.tgtTx, w.ahead, w.claimed = nil, false, false, nil
 	}
 	var err error
 	if w.src == nil {
@@ -79,21 +110,41 @@ func (w *worker) ensureConns(ctx context.Context) error {
 }
 
 // beginSource starts a source transaction that sees the run's snapshot.
-// When the snapshot is gone, it is renewed (Options.RenewSnapshot) and imported again.
 func (w *worker) beginSource(ctx context.Context) error {
+	return w.inSnapshot(ctx, "", func(sql string) (pgconn.CommandTag, error) {
+		res, err := w.src.PgConn().Exec(ctx, sql).ReadAll()
+		if len(res) == 0 {
+			return pgconn.CommandTag{}, err
+		}
+		return res[len(res)-1].CommandTag, err
+	})
+}
+
+// inSnapshot calls run with one query that ends the session's transaction (if any),
+// starts one that sees the run's snapshot, and runs then in it ("" for nothing more);
+// run returns the tag of the last statement that completed. When the snapshot is gone
+// (its import failed: the last statement that completed is the BEGIN), it is renewed
+// (Options.RenewSnapshot) and run is called again.
+func (w *worker) inSnapshot(ctx context.Context, then string, run func(sql string) (pgconn.CommandTag, error)) error {
 	for {
 		id := w.r.currentSnapshot()
 		sql, err := importSnapshotSQL(id)
 		if err != nil {
 			return permanent{err}
 		}
-		err = w.src.PgConn().Exec(ctx, sql).Close()
+		if w.srcTx {
+			sql = "ROLLBACK; " + sql
+		}
+		if then != "" {
+			sql += "; " + then
+		}
+		w.srcTx = true
+		tag, err := run(sql)
 		if err == nil {
 			return nil
 		}
-		w.endSource(ctx)
-		if !snapshotGone(err) {
-			return fmt.Errorf("import source snapshot: %w", err)
+		if !snapshotGone(err) || tag.String() != "BEGIN" {
+			return err
 		}
 		if err := w.r.renewSnapshot(ctx, id, err); err != nil {
 			return err
@@ -103,9 +154,10 @@ func (w *worker) beginSource(ctx context.Context) error {
 
 // endSource ends the source transaction; a broken connection is dropped.
 func (w *worker) endSource(ctx context.Context) {
-	if w.src == nil || w.src.IsClosed() {
+	if w.src == nil || w.src.IsClosed() || !w.srcTx {
 		return
 	}
+	w.srcTx = false
 	if err := w.src.PgConn().Exec(ctx, "ROLLBACK").Close(); err != nil {
 		w.src.Close(context.Background())
 	}
@@ -174,7 +226,7 @@ func (w *worker) configOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("begin target transaction: %w", err)
 	}
-	defer w.rollback(tx)
+	defer w.rollbackTx(tx)
 	units, err := journal.LockPhase(ctx, tx, journal.PhaseConfig)
 	if err != nil || len(units) == 0 {
 		return err
@@ -190,6 +242,9 @@ func (w *worker) configOnce(ctx context.Context) error {
 		start := time.Now()
 		l := w.r.begin(u)
 		rows, err := w.copyUnit(ctx, tx, u, l)
+		if err == nil && u.PostSQL != "" {
+			_, err = tx.Exec(ctx, u.PostSQL)
+		}
 		if err == nil {
 			err = journal.MarkDone(ctx, tx, u.ID, rows, l.bytes.Load())
 		}
@@ -201,6 +256,7 @@ func (w *worker) configOnce(ctx context.Context) error {
 		}
 		done = append(done, doneUnit{l, rows, l.bytes.Load(), start})
 	}
+	w.endSource(ctx)
 	if err := tx.Commit(ctx); err != nil {
 		return &UnitError{Unit: "extension configuration tables", Side: "target", Err: err}
 	}
@@ -210,8 +266,8 @@ func (w *worker) configOnce(ctx context.Context) error {
 	return nil
 }
 
-// rollback ends a target transaction; a connection that cannot is dropped.
-func (w *worker) rollback(tx pgx.Tx) {
+// rollbackTx ends a pgx target transaction; a connection that cannot is dropped.
+func (w *worker) rollbackTx(tx pgx.Tx) {
 	if err := tx.Rollback(context.Background()); err != nil && !errors.Is(err, pgx.ErrTxClosed) {
 		if w.tgt != nil {
 			w.tgt.Close(context.Background())
@@ -273,17 +329,14 @@ func (f *unitFailure) Error() string { return f.err.Error() }
 // next claims one unit (id, when given and still pending and free) and copies it.
 // It returns false when every unit is done.
 func (w *worker) next(ctx context.Context, id string) (bool, error) {
-	tx, err := w.tgt.Begin(ctx)
-	if err != nil {
-		return true, fmt.Errorf("begin target transaction: %w", err)
-	}
-	defer w.rollback(tx)
-	u, err := journal.Claim(ctx, tx, journal.PhaseData, id)
-	if err != nil {
+	if err := w.claim(ctx, id); err != nil {
 		return true, err
 	}
+	u := w.claimed
+	w.ahead, w.claimed = false, nil
 	if u == nil {
-		w.rollback(tx)
+		w.rollback(ctx)
+		w.endSource(ctx)
 		if id != "" {
 			return true, nil // done or taken by another worker meanwhile
 		}
@@ -295,20 +348,96 @@ func (w *worker) next(ctx context.Context, id string) (bool, error) {
 	}
 	start := time.Now()
 	l := w.r.begin(u)
-	rows, err := w.copyUnit(ctx, tx, u, l)
+	rows, err := w.copyUnit(ctx, w.tgt.Conn, u, l)
 	if err == nil {
-		if err = journal.MarkDone(ctx, tx, u.ID, rows, l.bytes.Load()); err == nil {
-			err = tx.Commit(ctx)
-		}
-		if err != nil {
-			err = &UnitError{Unit: describe(u), Side: "target", Err: err}
-		}
+		err = w.finish(ctx, u, rows, l)
 	}
 	if err != nil {
+		w.rollback(ctx)
+		w.endSource(ctx)
 		return true, &unitFailure{l: l, err: err}
 	}
 	w.r.end(l, rows, l.bytes.Load(), start)
 	return true, nil
+}
+
+// claim makes sure the target session is in a transaction that claimed a unit: id
+// when given, else the largest free one (w.claimed, nil when none is free). The last
+// unit's final query claimed one ahead already unless it failed.
+func (w *worker) claim(ctx context.Context, id string) error {
+	if w.ahead && (id == "" || w.claimed != nil && w.claimed.ID == id) {
+		return nil
+	}
+	w.rollback(ctx)
+	w.ahead, w.claimed, w.tgtTx = false, nil, true
+	res, err := w.tgt.PgConn().Exec(ctx, "BEGIN; "+journal.ClaimSQL(journal.PhaseData, id)).ReadAll()
+	if err != nil {
+		return fmt.Errorf("claim unit: %w", err)
+	}
+	if len(res) != 2 {
+		return fmt.Errorf("claim unit: %d results, want 2", len(res))
+	}
+	u, err := journal.Claimed(w.tgt.TypeMap(), res[1])
+	if err != nil {
+		return err
+	}
+	w.ahead, w.claimed = true, u
+	return nil
+}
+
+// finish ends unit u's transaction in one query: its indexes and constraints, its
+// done mark with its rows and bytes, COMMIT; then BEGIN and the claim of the next unit
+// (w.claimed), which saves the next unit that round trip. An error once the COMMIT
+// went through is not u's: the next unit is claimed again.
+func (w *worker) finish(ctx context.Context, u *journal.Unit, rows int64, l *live) error {
+	var b strings.Builder
+	if u.PostSQL != "" {
+		l.building.Store(true)
+		b.WriteString(u.PostSQL)
+		b.WriteString(";\n")
+	}
+	b.WriteString(journal.DoneSQL(u.ID, rows, l.bytes.Load()))
+	b.WriteString(";\nCOMMIT;\nBEGIN;\n")
+	b.WriteString(journal.ClaimSQL(journal.PhaseData, ""))
+	res, err := w.tgt.PgConn().Exec(ctx, b.String()).ReadAll()
+	at := slices.IndexFunc(res, func(r *pgconn.Result) bool { return r.Err == nil && r.CommandTag.String() == "COMMIT" })
+	if at < 0 {
+		side := "target"
+		switch {
+		case len(res) > 0 && res[len(res)-1].Err == nil && strings.HasPrefix(res[len(res)-1].CommandTag.String(), "UPDATE "):
+			// the statement that failed is the one after the last done: the done mark
+			// was, so the COMMIT failed
+			side = "target (its commit)"
+		case u.PostSQL != "":
+			side = "target (its indexes and constraints)"
+		}
+		if err == nil {
+			err = errors.New("no COMMIT in the results")
+		}
+		return &UnitError{Unit: describe(u), Side: side, Err: err}
+	}
+	w.tgtTx = false
+	if len(res) > at+1 && res[at+1].Err == nil {
+		w.tgtTx = true // BEGIN
+	}
+	if err == nil && len(res) == at+3 {
+		if w.claimed, err = journal.Claimed(w.tgt.TypeMap(), res[at+2]); err == nil {
+			w.ahead = true
+		}
+	}
+	return nil
+}
+
+// rollback ends the target session's transaction begun in a query of ours, if any; a
+// connection that cannot is dropped.
+func (w *worker) rollback(ctx context.Context) {
+	if w.tgt == nil || !w.tgtTx {
+		return
+	}
+	w.tgtTx, w.ahead, w.claimed = false, false, nil
+	if err := w.tgt.PgConn().Exec(context.WithoutCancel(ctx), "ROLLBACK").Close(); err != nil {
+		w.tgt.Close(context.Background())
+	}
 }
 
 // sameFile checks that a range's table was not rewritten (VACUUM FULL, CLUSTER, a
@@ -327,47 +456,51 @@ func (w *worker) sameFile(ctx context.Context, u *journal.Unit) error {
 	return nil
 }
 
-// copyUnit copies one unit inside the target transaction tx. Errors are *UnitError.
-func (w *worker) copyUnit(ctx context.Context, tx pgx.Tx, u *journal.Unit, l *live) (int64, error) {
-	if u.Kind == journal.KindIndexes { // nothing to read
-		l.building.Store(true)
-		if _, err := tx.Exec(ctx, u.PostSQL); err != nil {
-			return 0, &UnitError{Unit: describe(u), Side: "target", Err: err}
-		}
-		return 0, nil
-	}
-	if err := w.beginSource(ctx); err != nil {
-		return 0, &UnitError{Unit: describe(u), Side: "source", Err: err}
-	}
-	defer w.endSource(ctx)
+// copyUnit copies one unit's rows inside the target transaction tx (its PostSQL is
+// the caller's). Errors are *UnitError.
+func (w *worker) copyUnit(ctx context.Context, tx targetTx, u *journal.Unit, l *live) (int64, error) {
 	var rows int64
 	var err error
 	switch u.Kind {
+	case journal.KindIndexes: // nothing to read: the caller builds them
+		l.building.Store(true)
+		return 0, nil
 	case journal.KindTable, journal.KindRange, journal.KindConfig:
+		srcSQL, dstSQL, truncate := copySQL(u)
+		if truncate {
+			dstSQL = "TRUNCATE ONLY " + targetQualified(u) + "; " + dstSQL
+		}
+		read := func(out io.Writer) (pgconn.CommandTag, error) {
+			var tag pgconn.CommandTag
+			err := w.inSnapshot(ctx, srcSQL, func(sql string) (pgconn.CommandTag, error) {
+				var err error
+				tag, err = w.src.PgConn().CopyTo(ctx, out, sql)
+				return tag, err
+			})
+			return tag, err
+		}
 		if u.Kind == journal.KindRange {
+			if err := w.beginSource(ctx); err != nil {
+				return 0, &UnitError{Unit: describe(u), Side: "source", Err: err}
+			}
 			if err := w.sameFile(ctx, u); err != nil {
 				return 0, &UnitError{Unit: describe(u), Side: "source", Err: err}
 			}
+			read = func(out io.Writer) (pgconn.CommandTag, error) { return w.src.PgConn().CopyTo(ctx, out, srcSQL) }
 		}
-		srcSQL, dstSQL, truncate := copySQL(u)
-		if truncate {
-			if _, err := tx.Exec(ctx, "TRUNCATE ONLY "+targetQualified(u)); err != nil {
-				return 0, &UnitError{Unit: describe(u), Side: "target", Err: err}
-			}
+		rows, err = pipe(ctx, read, w.tgt.PgConn(), dstSQL, u.Kind != journal.KindConfig, l)
+	case journal.KindConfigSeq, journal.KindSequences, journal.KindLargeObjects:
+		if err := w.beginSource(ctx); err != nil {
+			return 0, &UnitError{Unit: describe(u), Side: "source", Err: err}
 		}
-		rows, err = pipe(ctx, w.src.PgConn(), tx.Conn().PgConn(), srcSQL, dstSQL, u.Kind != journal.KindConfig, l)
-		if err == nil && u.PostSQL != "" {
-			l.building.Store(true)
-			if _, err := tx.Exec(ctx, u.PostSQL); err != nil {
-				return 0, &UnitError{Unit: describe(u), Side: "target (its indexes and constraints)", Err: err}
-			}
+		switch u.Kind {
+		case journal.KindConfigSeq:
+			rows, err = copySequences(ctx, w.src.Conn, tx, []string{qualified(u)}, l)
+		case journal.KindSequences:
+			rows, err = w.copyAllSequences(ctx, tx, l)
+		default:
+			rows, err = copyLargeObjects(ctx, w.src.Conn, tx, l)
 		}
-	case journal.KindConfigSeq:
-		rows, err = copySequences(ctx, w.src.Conn, tx, []string{qualified(u)}, l)
-	case journal.KindSequences:
-		rows, err = w.copyAllSequences(ctx, tx, l)
-	case journal.KindLargeObjects:
-		rows, err = copyLargeObjects(ctx, w.src.Conn, tx, l)
 	default:
 		err = permanent{fmt.Errorf("unknown unit kind %q", u.Kind)}
 	}

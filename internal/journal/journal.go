@@ -17,12 +17,14 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 	"github.com/tsmigrate/tsmigrate/internal/version"
 )
 
 // Schema is the target schema that holds the journal.
-const Schema = "_tsmigrate"
+const Schema = sqltext.Journal
 
 // Format numbers the journal's shape: what its tables hold and mean. A tsmigrate reads
 // and continues only journals of its own format; one that changes the shape (a column,
@@ -161,18 +163,19 @@ CREATE TABLE IF NOT EXISTS _tsmigrate.steps (
 	page_lo, page_hi, filenode, est_bytes, est_rows, post_sql, target_schema, target_table, decompress, casts,
 	state, coalesce(rows, 0), coalesce(bytes, 0)`
 
-	// claimSQL takes the largest pending unit of a phase that nobody holds, an indexes
-	// unit only once every range of its table is done. The lock lasts as long as the
-	// caller's transaction, which copies the unit.
+	// claimSQL takes the largest pending unit of a phase (%d) that nobody holds, an
+	// indexes unit only once every range of its table is done. The lock lasts as long
+	// as the caller's transaction, which copies the unit.
 	claimSQL = `SELECT ` + unitCols + ` FROM _tsmigrate.units u
-WHERE state = 'pending' AND phase = $1
+WHERE state = 'pending' AND phase = %d
   AND (kind <> 'indexes' OR NOT EXISTS (SELECT FROM _tsmigrate.units r
     WHERE r.kind = 'range' AND r.state = 'pending' AND r.schema_name = u.schema_name AND r.table_name = u.table_name))
 ORDER BY est_bytes DESC, id
 LIMIT 1 FOR UPDATE SKIP LOCKED`
 
+	// claimIDSQL takes unit %s (a literal) when it is pending and nobody holds it.
 	claimIDSQL = `SELECT ` + unitCols + ` FROM _tsmigrate.units
-WHERE state = 'pending' AND id = $1
+WHERE state = 'pending' AND id = %s
 FOR UPDATE SKIP LOCKED`
 
 	// lockPhaseSQL takes every pending unit of a phase, waiting for other holders.
@@ -187,6 +190,8 @@ FOR UPDATE`
 	idleSQL = `SELECT count(*) FROM (SELECT FROM _tsmigrate.units WHERE state = 'pending' FOR KEY SHARE SKIP LOCKED) idle`
 
 	doneSQL = `UPDATE _tsmigrate.units SET state = 'done', rows = $2, bytes = $3, done_at = now() WHERE id = $1`
+	// doneTextSQL is doneSQL with its values written in: %s the id (a literal), %d the rows and bytes.
+	doneTextSQL = `UPDATE _tsmigrate.units SET state = 'done', rows = %[2]d, bytes = %[3]d, done_at = now() WHERE id = %[1]s`
 
 	// formatSQL reads who wrote the journal. Every format keeps these two columns of
 	// run, so that any tsmigrate can say which one wrote a journal it cannot continue.
@@ -375,35 +380,59 @@ func Units(ctx context.Context, conn *pgx.Conn) ([]Unit, error) {
 func scanUnit(row pgx.CollectableRow) (Unit, error) {
 	var u Unit
 	var kind string
-	err := row.Scan(&u.ID, &u.Phase, &u.Ord, &kind, &u.Schema, &u.Table, &u.Parent, &u.Columns, &u.Binary, &u.Condition,
-		&u.PageLo, &u.PageHi, &u.Filenode, &u.EstBytes, &u.EstRows, &u.PostSQL, &u.TargetSchema, &u.TargetTable, &u.Decompress, &u.Casts,
-		&u.State, &u.Rows, &u.Bytes)
+	err := row.Scan(unitDest(&u, &kind)...)
 	u.Kind = Kind(kind)
 	return u, err
 }
 
-// Claim locks the largest pending unit of phase that no other transaction holds, or
-// the unit id when id is not empty. It returns nil when there is none. The lock ends
-// with tx: commit after MarkDone, or roll back to hand the unit back.
-func Claim(ctx context.Context, tx pgx.Tx, phase int, id string) (*Unit, error) {
-	var rows pgx.Rows
-	var err error
+// unitDest are the destinations of unitCols in u (the kind in kind).
+func unitDest(u *Unit, kind *string) []any {
+	return []any{&u.ID, &u.Phase, &u.Ord, kind, &u.Schema, &u.Table, &u.Parent, &u.Columns, &u.Binary, &u.Condition,
+		&u.PageLo, &u.PageHi, &u.Filenode, &u.EstBytes, &u.EstRows, &u.PostSQL, &u.TargetSchema, &u.TargetTable, &u.Decompress, &u.Casts,
+		&u.State, &u.Rows, &u.Bytes}
+}
+
+// ClaimSQL is the query that locks the largest pending unit of phase that no other
+// transaction holds, or the unit id when id is not empty, with its values written in:
+// to send in a transaction, with other statements in one simple-protocol query (a
+// unit's last statements and the claim of the next go in one round trip). The lock
+// ends with the transaction: commit after DoneSQL, or roll back to hand the unit back.
+// Claimed reads its result.
+func ClaimSQL(phase int, id string) string {
 	if id != "" {
-		rows, err = tx.Query(ctx, claimIDSQL, id)
-	} else {
-		rows, err = tx.Query(ctx, claimSQL, phase)
+		return fmt.Sprintf(claimIDSQL, sqltext.Literal(id))
 	}
-	if err != nil {
-		return nil, fmt.Errorf("claim unit: %w", err)
+	return fmt.Sprintf(claimSQL, phase)
+}
+
+// Claimed reads the unit a ClaimSQL query locked from its result (text or binary
+// values, decoded with m); nil when it locked none.
+func Claimed(m *pgtype.Map, r *pgconn.Result) (*Unit, error) {
+	if r.Err != nil {
+		return nil, fmt.Errorf("claim unit: %w", r.Err)
 	}
-	u, err := pgx.CollectOneRow(rows, scanUnit)
-	if errors.Is(err, pgx.ErrNoRows) {
+	if len(r.Rows) == 0 {
 		return nil, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("claim unit: %w", err)
+	var u Unit
+	var kind string
+	dest := unitDest(&u, &kind)
+	if len(r.FieldDescriptions) != len(dest) || len(r.Rows[0]) != len(dest) {
+		return nil, fmt.Errorf("claim unit: %d columns, want %d", len(r.Rows[0]), len(dest))
 	}
+	for i, fd := range r.FieldDescriptions {
+		if err := m.Scan(fd.DataTypeOID, fd.Format, r.Rows[0][i], dest[i]); err != nil {
+			return nil, fmt.Errorf("claim unit: column %s: %w", fd.Name, err)
+		}
+	}
+	u.Kind = Kind(kind)
 	return &u, nil
+}
+
+// DoneSQL is MarkDone's statement with its values written in, to send with other
+// statements in one simple-protocol query.
+func DoneSQL(id string, rows, bytes int64) string {
+	return fmt.Sprintf(doneTextSQL, sqltext.Literal(id), rows, bytes)
 }
 
 // LockPhase locks every pending unit of phase, waiting for any other transaction

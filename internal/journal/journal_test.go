@@ -54,10 +54,12 @@ func TestJournalLifecycle(t *testing.T) {
 	}
 
 	planned := 0
+	// A unit's id is written into the SQL that claims it, quoted.
+	const small = `small 'q' \b`
 	mk := func() ([]Unit, error) {
 		planned++
 		return []Unit{
-			{ID: "small", Phase: PhaseData, Kind: KindTable, Schema: "public", Table: "s", Columns: []string{"a"}, EstBytes: 10, PageHi: -1},
+			{ID: small, Phase: PhaseData, Kind: KindTable, Schema: "public", Table: "s", Columns: []string{"a"}, EstBytes: 10, PageHi: -1},
 			{ID: "large", Phase: PhaseData, Kind: KindTable, Schema: "public", Table: "l", Columns: []string{"a"}, EstBytes: 1000, PageHi: -1,
 				TargetSchema: "other", TargetTable: "l2", Decompress: true},
 		}, nil
@@ -71,8 +73,16 @@ func TestJournalLifecycle(t *testing.T) {
 	}
 
 	// Largest first; a held unit is skipped by others; a rolled-back claim comes back.
+	// Claims are sent as simple queries, as workers send them with other statements.
+	claim := func(tx pgx.Tx, id string) (*Unit, error) {
+		res, err := tx.Conn().PgConn().Exec(ctx, ClaimSQL(PhaseData, id)).ReadAll()
+		if err != nil {
+			return nil, err
+		}
+		return Claimed(tx.Conn().TypeMap(), res[0])
+	}
 	tx1, _ := conn.Begin(ctx)
-	u, err := Claim(ctx, tx1, PhaseData, "")
+	u, err := claim(tx1, "")
 	if err != nil || u == nil || u.ID != "large" || u.TargetSchema != "other" || u.TargetTable != "l2" || !u.Decompress {
 		t.Fatalf("first claim: %+v %v", u, err)
 	}
@@ -82,10 +92,10 @@ func TestJournalLifecycle(t *testing.T) {
 	}
 	defer other.Close(ctx)
 	tx2, _ := other.Begin(ctx)
-	if u2, err := Claim(ctx, tx2, PhaseData, ""); err != nil || u2 == nil || u2.ID != "small" {
+	if u2, err := claim(tx2, ""); err != nil || u2 == nil || u2.ID != small {
 		t.Fatalf("second claim: %+v %v", u2, err)
 	}
-	if u3, err := Claim(ctx, tx2, PhaseData, "large"); err != nil || u3 != nil {
+	if u3, err := claim(tx2, "large"); err != nil || u3 != nil {
 		t.Fatalf("claim of a held unit: %+v %v", u3, err)
 	}
 	observer, err := pgx.Connect(ctx, uri)
@@ -96,7 +106,7 @@ func TestJournalLifecycle(t *testing.T) {
 	if run, err := Read(ctx, observer); err != nil || run.Running != 2 || run.Done != 0 {
 		t.Fatalf("read while both units are held: %+v %v", run, err)
 	}
-	if err := MarkDone(ctx, tx1, "large", 5, 50); err != nil {
+	if err := tx1.Conn().PgConn().Exec(ctx, DoneSQL("large", 5, 50)).Close(); err != nil {
 		t.Fatal(err)
 	}
 	tx1.Commit(ctx)

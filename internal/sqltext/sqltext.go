@@ -9,9 +9,11 @@ package sqltext
 import (
 	"slices"
 	"strings"
-
-	"github.com/tsmigrate/tsmigrate/internal/journal"
 )
+
+// Journal is the schema that holds tsmigrate's journal in a target while a stream
+// migration runs (journal.Schema).
+const Journal = "_tsmigrate"
 
 // Literal quotes s as an SQL string literal that reads back as s whatever the session's
 // standard_conforming_strings: quotes are doubled, and a value holding a backslash is an
@@ -71,10 +73,10 @@ func TimescaleSchema(nspname string) string {
 	return "(" + nspname + " IN (" + Literals(TimescaleSchemas) + "))"
 }
 
-// JournalSchema is true for the schema of tsmigrate's journal (journal.Schema), which
-// a target holds while a stream migration runs.
+// JournalSchema is true for the schema of tsmigrate's journal (Journal), which a
+// target holds while a stream migration runs.
 func JournalSchema(nspname string) string {
-	return "(" + nspname + " = " + Literal(journal.Schema) + ")"
+	return "(" + nspname + " = " + Literal(Journal) + ")"
 }
 
 // DataSchema is true for a schema whose tables may hold data to migrate: neither

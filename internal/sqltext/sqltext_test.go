@@ -9,7 +9,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tsmigrate/tsmigrate/internal/journal"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
 
@@ -149,7 +148,7 @@ func testConditions(t *testing.T, srv *testenv.Server) {
 	db := testenv.NewDB(t, srv, true)
 	testenv.MustExec(t, srv, db,
 		`CREATE SCHEMA app`, `CREATE SCHEMA _timescaledb_mine`, `CREATE SCHEMA timescaledb_x`, `CREATE SCHEMA pgxdata`,
-		`CREATE SCHEMA `+journal.Schema, `CREATE TABLE `+journal.Schema+`.units (id int)`,
+		`CREATE SCHEMA `+Journal, `CREATE TABLE `+Journal+`.units (id int)`,
 		`CREATE TABLE app.m (t timestamptz NOT NULL, v int)`, `SELECT create_hypertable('app.m', 't')`,
 		`INSERT INTO app.m VALUES ('2024-01-01', 1)`,
 		`CREATE TABLE _timescaledb_mine.a (i int)`, `CREATE TABLE timescaledb_x.b (i int)`,
@@ -199,7 +198,7 @@ func testConditions(t *testing.T, srv *testenv.Server) {
 		!slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "pg_temp_") }) {
 		t.Errorf("SystemSchema keeps %v", got)
 	}
-	if got := schemas(JournalSchema("n.nspname")); !slices.Equal(got, []string{journal.Schema}) {
+	if got := schemas(JournalSchema("n.nspname")); !slices.Equal(got, []string{Journal}) {
 		t.Errorf("JournalSchema keeps %v", got)
 	}
 
