@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tsmigrate/tsmigrate/internal/copy"
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
@@ -89,13 +90,13 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"nonsense"}, `tsmigrate: unknown command "nonsense" for "tsmigrate"`},
 		{[]string{"migrate", "--nonsense"}, "tsmigrate: unknown flag: --nonsense (see --help)"},
 		{[]string{"migrate", "extra"}, `tsmigrate: unknown command "extra" for "tsmigrate migrate"`},
-		{[]string{"migrate", "--jobs", "x"}, `tsmigrate: invalid argument "x" for "--jobs" flag: strconv.ParseInt: parsing "x": invalid syntax (see --help)`},
+		{[]string{"migrate", "--jobs", "x"}, `tsmigrate: --jobs x (give 1 or more, or "auto")`},
 		{[]string{"migrate", "--yes"}, "tsmigrate: no source given (pass --source URI or set TSMIGRATE_SOURCE)"},
 		{[]string{"migrate", "--yes", "--source", srcURI}, "tsmigrate: no target given (pass --target URI or set TSMIGRATE_TARGET)"},
 		{with("migrate", "--engine", "copy"), `tsmigrate: unknown --engine "copy" (use "dump" or "stream")`},
 		{with("migrate", "--restore-path", "magic"), `tsmigrate: invalid --restore-path "magic" (write --restore-path auto, catalog or api)`},
 		{with("migrate", "--progress", "loud"), `tsmigrate: unknown --progress mode "loud" (use auto, bars, plain or json)`},
-		{with("migrate", "--jobs", "0"), "tsmigrate: --jobs 0 (give 1 or more)"},
+		{with("migrate", "--jobs", "0"), `tsmigrate: --jobs 0 (give 1 or more, or "auto")`},
 		{with("migrate", "--compress-older-than", "1h"), "tsmigrate: --compress-older-than 1h0m0s (give a positive duration together with --compress-before)"},
 		{with("migrate", "--freeze-grace", "-5s"), "tsmigrate: --freeze-grace -5s (give 0 or more (0: end them at once))"},
 		{with("migrate", "--roles-update"), "tsmigrate: --roles-update goes with --roles (add --roles)"},
@@ -104,6 +105,7 @@ func TestUsageErrors(t *testing.T) {
 		{with("preflight", "--engine", "copy"), `tsmigrate: unknown --engine "copy" (use "dump" or "stream")`},
 		{with("preflight", "--restore-path", "magic"), `tsmigrate: invalid --restore-path "magic" (write --restore-path auto, catalog or api)`},
 		{with("preflight", "--roles-update"), "tsmigrate: --roles-update goes with --roles (add --roles)"},
+		{with("preflight", "--jobs", "0"), `tsmigrate: --jobs 0 (give 1 or more, or "auto")`},
 		{[]string{"preflight", "--source", srcURI}, "tsmigrate: no target given (pass --target URI or set TSMIGRATE_TARGET)"},
 		{with("verify", "--jobs", "0"), "tsmigrate: invalid --jobs 0 (give --jobs 1 or more)"},
 		{with("verify", "--show-rows", "-1"), "tsmigrate: invalid --show-rows -1 (give --show-rows 0 or more)"},
@@ -167,7 +169,7 @@ func TestFlagsBecomeOptions(t *testing.T) {
 			t.Fatalf("exit %d, calls %v, stderr %q", code, r.names, errb.String())
 		}
 		o := r.migrate[0]
-		if o.Engine != migrate.EngineStream || o.RestorePath != schema.PathAuto || o.Jobs != defaultJobs() ||
+		if o.Engine != migrate.EngineStream || o.RestorePath != schema.PathAuto || o.Jobs != 0 ||
 			o.FreezeGrace != 10*time.Second || o.NoVerify || o.Roles || len(o.Databases) != 0 ||
 			o.Source.Database() != "app" || o.Target.Database() != "defaultdb" {
 			t.Errorf("options: %+v", o)
@@ -185,6 +187,14 @@ func TestFlagsBecomeOptions(t *testing.T) {
 		if o.Engine != preflight.EngineDump || o.RestorePath != schema.PathAPI || !o.Roles || o.RolesUpdate ||
 			o.Source.Database() != "app" || o.Target.Database() != "defaultdb" {
 			t.Errorf("options: %+v", o)
+		}
+		// --jobs auto (the default) is checked as migrate runs it: the machine's cores
+		// for every step but the copy, which chooses within the sessions free.
+		if o.Jobs != copy.DefaultJobs() {
+			t.Errorf("--jobs auto checks %d sessions' worth, want %d as migrate", o.Jobs, copy.DefaultJobs())
+		}
+		if _, _, _, r := runFlags(t, "preflight", "--source", srcURI, "--target", dstURI, "--jobs", "7"); len(r.preflight) != 1 || r.preflight[0].Jobs != 7 {
+			t.Errorf("--jobs 7: calls %v %+v", r.names, r.preflight)
 		}
 	})
 	t.Run("verify", func(t *testing.T) {

@@ -145,3 +145,18 @@ func TestHelpExamples(t *testing.T) {
 		})
 	}
 }
+
+// --jobs takes "auto" (the default: 0, the copy chooses) or a number of 1 or more;
+// anything else is a usage error naming it.
+func TestParseJobs(t *testing.T) {
+	for in, want := range map[string]int{"auto": 0, "1": 1, "12": 12} {
+		if got, err := parseJobs(in); err != nil || got != want {
+			t.Errorf("--jobs %s: %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"0", "-2", "many", "", "Auto"} {
+		if _, err := parseJobs(in); exit.Code(err) != exit.Usage || !strings.Contains(err.Error(), "--jobs "+in) {
+			t.Errorf("--jobs %q: %v, want a usage error naming it", in, err)
+		}
+	}
+}

@@ -3,8 +3,8 @@ package cli
 import (
 	"fmt"
 	"io"
-	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,7 +25,7 @@ type migrateFlags struct {
 	restorePath    string
 	databases      []string
 	allDatabases   bool
-	jobs           int
+	jobs           string
 	dumpDir        string
 	dumpFile       string
 	keepDump       bool
@@ -67,7 +67,10 @@ func init() {
      from server to server, --jobs units at a time (every chunk, table and range of a big
      table; binary COPY from one snapshot; progress on stderr, see --progress), then the
      indexes and constraints (post-data) with --jobs; every step and unit is journaled in
-     the target (schema _tsmigrate, dropped at the end);
+     the target (schema _tsmigrate, dropped at the end). --jobs auto (the default) copies
+     as many units at once as the servers have cores when they are near, more when the
+     round trips to them make each unit wait (a WAN), and says why in the summary; the
+     other steps take as many jobs as this machine has cores (2 to 8);
      "dump": pg_dump --no-owner in parallel, then pg_restore in the order that keeps
      TimescaleDB's data: timescaledb_pre_restore(), the catalog alone, the rest with --jobs;
   With --roles, first the roles the databases use are created on the target (see
@@ -145,7 +148,9 @@ it copied, those other processes copied meanwhile, and those done before it star
        a time they were not held)} (from the freeze to the end of the dump or copy; with
        --resume, from the first run's freeze),
      "data": {"units" (copied by this process), "by_others" (by other processes meanwhile),
-       "skipped" (done before it started), "rows", "bytes", "retries", "snapshot_renewals"}
+       "skipped" (done before it started), "rows", "bytes", "retries", "snapshot_renewals",
+       "jobs" (units at once), "jobs_why" (--jobs auto: the round trips, cores and units
+       that chose it; or "given (N)")}
        (stream engine),
      "tables": [{"name", "kind" (table|partitioned table|hypertable), "source_rows",
        "target_rows", "source_chunks", "target_chunks"}],
@@ -211,8 +216,7 @@ it copied, those other processes copied meanwhile, and those done before it star
 		fl.StringVar(&f.restorePath, "restore-path", string(schema.PathAuto), restorePathHelp)
 		fl.StringArrayVar(&f.databases, "database", nil, "database SRC, or SRC:DST to land in another name (repeatable; default: the source URI's database into the target URI's)")
 		fl.BoolVar(&f.allDatabases, "all-databases", false, "every non-template source database with user objects, each into the same name")
-		fl.IntVar(&f.jobs, "jobs", defaultJobs(), "parallel workers of the copy (data units at once, pg_dump, pg_restore), ANALYZE and verify")
-		fl.SetAnnotation("jobs", docsDefault, []string{"the number of CPUs, at least 2, at most 8"})
+		fl.StringVar(&f.jobs, "jobs", "auto", `parallel workers of the copy (data units at once, pg_dump, pg_restore), ANALYZE and verify: N, or "auto" (see above)`)
 		fl.StringVar(&f.dumpDir, "dump-dir", "", "directory for the dumps (default: a temporary directory)")
 		fl.StringVar(&f.dumpFile, "dump-file", "", "dump into this one custom-format file instead (one database; pg_dump runs single-threaded)")
 		fl.BoolVar(&f.keepDump, "keep-dump", false, "keep the dumps after the run")
@@ -235,7 +239,17 @@ it copied, those other processes copied meanwhile, and those done before it star
 	})
 }
 
-func defaultJobs() int { return max(2, min(runtime.NumCPU(), 8)) }
+// parseJobs reads --jobs: "auto" (0) or a number of 1 or more.
+func parseJobs(s string) (int, error) {
+	if s == "auto" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, exit.Usagef(`give 1 or more, or "auto"`, "--jobs %s", s)
+	}
+	return n, nil
+}
 
 // runMigrate runs a migration and prints its summary: with --json always one document
 // (also for bad options or a connection string that cannot be used); otherwise the
@@ -275,10 +289,15 @@ func (a *app) migrate(c *cobra.Command, f migrateFlags) (*migrate.Summary, error
 	if _, _, err := newProgress(f.progress, io.Discard); err != nil {
 		return nil, err
 	}
-	if f.jobs < 1 {
-		return nil, exit.Usagef("give 1 or more", "--jobs %d", f.jobs)
+	jobs, err := parseJobs(f.jobs)
+	if err != nil {
+		return nil, err
 	}
-	a.sizeRuntime(f.jobs)
+	if jobs > 0 {
+		a.sizeRuntime(jobs)
+	} else {
+		a.sizeRuntime(copy.DefaultJobs())
+	}
 	if f.compressOlder < 0 || (f.compressOlder > 0 && !f.compressBefore) {
 		return nil, exit.Usagef("give a positive duration together with --compress-before", "--compress-older-than %s", f.compressOlder)
 	}
@@ -306,7 +325,7 @@ func (a *app) migrate(c *cobra.Command, f migrateFlags) (*migrate.Summary, error
 	}
 	opt := migrate.Options{
 		Engine: f.engine, RestorePath: restorePath, Resume: f.resume, Worker: f.worker, WorkerWait: f.workerWait, KeepFrozenOnFailure: f.keepFrozen,
-		Source: src, Target: dst, Databases: maps, AllDatabases: f.allDatabases, Jobs: f.jobs,
+		Source: src, Target: dst, Databases: maps, AllDatabases: f.allDatabases, Jobs: jobs,
 		DumpDir: f.dumpDir, DumpFile: f.dumpFile, KeepDump: f.keepDump, PgBin: a.pgBin,
 		Rehearsal: f.rehearsal, ResetAfterRehearsal: f.resetTarget, CompressBefore: f.compressBefore, CompressOlderThan: f.compressOlder, NoVerify: f.noVerify, FreezeGrace: f.freezeGrace,
 		Roles: f.roles, RolesUpdate: f.rolesUpdate,
@@ -414,6 +433,9 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 			}
 			fmt.Fprintf(w, "\ndata of %s: %d units copied by this process, %d by other processes meanwhile, %d done before it started; %s rows, %s, %d retries%s\n",
 				d.Source, c.Units, c.ByOthers, c.Skipped, humanCount(c.Rows), preflight.HumanBytes(c.Bytes), c.Retries, renewals)
+			if c.Jobs > 0 {
+				fmt.Fprintf(w, "  %d units at once: %s\n", c.Jobs, c.JobsWhy)
+			}
 		}
 		if p := d.FreezeProof; p != nil {
 			from := "the freeze"

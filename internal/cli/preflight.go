@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/tsmigrate/tsmigrate/internal/copy"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/preflight"
 	"github.com/tsmigrate/tsmigrate/internal/schema"
@@ -53,7 +54,7 @@ func init() {
 	register(func(a *app) *cobra.Command {
 		var f connFlags
 		var asJSON bool
-		var jobs int
+		var jobsFlag string
 		var engine, restorePath string
 		var withRoles, rolesUpdate bool
 		c := &cobra.Command{
@@ -93,8 +94,14 @@ func init() {
 				if rolesUpdate && !withRoles {
 					return exit.Usagef("add --roles", "--roles-update goes with --roles")
 				}
-				if jobs < 1 {
-					return exit.Usagef("give 1 or more", "--jobs %d", jobs)
+				jobs, err := parseJobs(jobsFlag)
+				if err != nil {
+					return err
+				}
+				if jobs == 0 {
+					// As migrate: with --jobs auto every step but the copy takes the
+					// machine's cores, and the copy chooses within the sessions free.
+					jobs = copy.DefaultJobs()
 				}
 				r, err := a.lib.preflight(c.Context(), preflight.Options{Source: src, Target: tgt, Engine: engine, RestorePath: path,
 					Roles: withRoles, RolesUpdate: rolesUpdate, Jobs: jobs})
@@ -119,7 +126,7 @@ func init() {
 		f.addSource(c)
 		f.addTarget(c)
 		c.Flags().BoolVar(&asJSON, "json", false, "print the report as one JSON document")
-		c.Flags().IntVar(&jobs, "jobs", defaultJobs(), "the --jobs the migration will use: connections checks that both servers take the sessions it opens")
+		c.Flags().StringVar(&jobsFlag, "jobs", "auto", `the --jobs the migration will use, N or "auto": connections checks that both servers take the sessions it opens`)
 		c.Flags().StringVar(&engine, "engine", preflight.EngineDefault, `the engine the migration will use: "stream" or "dump" (only the stream engine can restore without TimescaleDB's catalog)`)
 		c.Flags().StringVar(&restorePath, "restore-path", string(schema.PathAuto), restorePathHelp)
 		c.Flags().BoolVar(&withRoles, "roles", false, "check what migrate --roles would do: "+rolesHelp)

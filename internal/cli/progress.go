@@ -106,6 +106,8 @@ func (p *plainProgress) event(e copy.Event) {
 		fmt.Fprintln(p.w, "copy: "+renewedLine(e))
 	case copy.Stalled:
 		fmt.Fprintln(p.w, "copy: "+stalledLine(e))
+	case copy.JobsChosen:
+		fmt.Fprintln(p.w, "copy: "+jobsLine(e))
 	case copy.Finished:
 		fmt.Fprintf(p.w, "copy: done: %s in %s\n", progressLine(p.t.Totals(e.Time)), p.t.Totals(e.Time).Elapsed.Round(100*time.Millisecond))
 	default:
@@ -226,9 +228,16 @@ func (b *barProgress) event(e copy.Event) {
 		b.p.Write([]byte(renewedLine(e) + "\n"))
 	case copy.Stalled:
 		b.p.Write([]byte(stalledLine(e) + "\n"))
+	case copy.JobsChosen:
+		b.p.Write([]byte(jobsLine(e) + "\n"))
 	case copy.Finished:
 		b.total.SetTotal(-1, true)
 	}
+}
+
+// jobsLine tells of a JobsChosen event.
+func jobsLine(e copy.Event) string {
+	return fmt.Sprintf("%d units at once (--jobs auto): %s", e.Jobs, e.Why)
 }
 
 // stalledLine tells of a Stalled event.

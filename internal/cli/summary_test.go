@@ -296,3 +296,13 @@ func TestSummaryListsDifferingUnits(t *testing.T) {
 		t.Errorf("the summary lists an identical unit, or more than %d:\n%s", summaryDifferences, out)
 	}
 }
+
+// The text summary says how many units the copy ran at once and why.
+func TestSummarySaysJobs(t *testing.T) {
+	var b strings.Builder
+	printSummary(&b, &migrate.Summary{Outcome: migrate.OutcomeMigrated, Databases: []*migrate.DatabaseRun{{Source: "app", Target: "app2",
+		Data: &migrate.DataCopy{Units: 1000, Jobs: 11, JobsWhy: "round trips of 10ms to the target"}}}}, false)
+	if want := "  11 units at once: round trips of 10ms to the target\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("the summary lacks %q:\n%s", want, b.String())
+	}
+}

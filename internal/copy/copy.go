@@ -21,7 +21,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"time"
 
@@ -35,7 +34,9 @@ import (
 // Options of a run. Source, Target and FreezeID are required.
 type Options struct {
 	Source, Target *dbconn.Config
-	// Jobs is the number of units copied at once (default: the number of CPUs, at least 2).
+	// Jobs is the number of units copied at once; 0 chooses it (see chooseJobs): as
+	// many as the servers' cores (2 to 8) when they are near, more when each unit
+	// mostly waits for round trips across a WAN.
 	Jobs int
 	// FreezeID identifies the source's write freeze. The journal records it on the
 	// first run; a run with another ID is refused with *FreezeMismatchError.
@@ -110,6 +111,10 @@ type Result struct {
 	Bytes    int64
 	Retries  int // snapshot renewals included
 	Duration time.Duration
+	// Jobs is the number of units copied at once; JobsWhy says why (Options.Jobs 0), or
+	// that it was given.
+	Jobs    int
+	JobsWhy string
 	// SnapshotRenewals: new snapshots exported after the run's was lost (RenewSnapshot).
 	SnapshotRenewals int
 }
@@ -174,8 +179,10 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if opts.RenewSnapshot && opts.Snapshot != nil {
 		return nil, errors.New("copy: RenewSnapshot renews only a snapshot Run exports, not a given Snapshot")
 	}
-	if opts.Jobs <= 0 {
-		opts.Jobs = max(runtime.NumCPU(), 2)
+	auto := opts.Jobs <= 0
+	if auto {
+		// For the plan (how big tables are split); chosen again once it is known.
+		opts.Jobs = DefaultJobs()
 	}
 	if opts.RangeBytes == 0 {
 		opts.RangeBytes = defaultRangeBytes
@@ -244,6 +251,18 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 
 	if err := w0.configPhase(ctx); err != nil {
 		return nil, err
+	}
+	r.res.Jobs, r.res.JobsWhy = opts.Jobs, fmt.Sprintf("given (%d)", opts.Jobs)
+	if auto {
+		if err := w0.ensureConns(ctx); err != nil {
+			return nil, err
+		}
+		n, why, err := chooseJobs(ctx, opts, w0.src, ctl, units)
+		if err != nil {
+			return nil, err
+		}
+		opts.Jobs, r.opts.Jobs, r.res.Jobs, r.res.JobsWhy = n, n, n, why
+		r.emit(Event{Type: JobsChosen, Jobs: n, Why: why})
 	}
 
 	g, gctx := errgroup.WithContext(ctx)

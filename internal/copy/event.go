@@ -31,6 +31,9 @@ const (
 	// or a server very slow. Sent again at every further multiple of
 	// Options.StallAfter while it lasts; the first Progress that moves bytes ends it.
 	Stalled EventType = "stalled"
+	// JobsChosen: the run chose how many units it copies at once (Options.Jobs 0):
+	// Jobs, and Why in words.
+	JobsChosen EventType = "jobs-chosen"
 	// Finished: the data phase ended well.
 	Finished EventType = "finished"
 )
@@ -59,6 +62,9 @@ type Event struct {
 	Err      string `json:"error,omitempty"`
 	// Quiet: how long no byte moved (Stalled).
 	Quiet time.Duration `json:"quiet_ns,omitempty"`
+	// Jobs and Why of a JobsChosen event.
+	Jobs int    `json:"jobs,omitempty"`
+	Why  string `json:"why,omitempty"`
 }
 
 // Tracker folds events into totals, throughput and an ETA. It is not safe for

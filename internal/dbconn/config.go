@@ -283,18 +283,26 @@ func (c *Config) connect(ctx context.Context, setup string) (*Conn, error) {
 // address the connection reached (a Unix socket or a loopback address), else from the
 // connection string's first host (a Unix socket, localhost, or a loopback address).
 func (c *Config) Warnings(conn *Conn) []string {
-	local, where := c.IsLocal(), c.hostPort()
+	local, where := c.OnThisMachine(conn)
+	if conn.TLS || local {
+		return nil
+	}
+	return []string{fmt.Sprintf("%s: %s is reached without TLS: passwords and data cross the network in clear; set sslmode=require (or verify-full) in the connection string",
+		c.Role, where)}
+}
+
+// OnThisMachine says whether the server conn reached is on this machine, judged from
+// the address it reached (a Unix socket or a loopback address), else from the
+// connection string's first host; where is that address, for a message.
+func (c *Config) OnThisMachine(conn *Conn) (local bool, where string) {
+	local, where = c.IsLocal(), c.hostPort()
 	switch a := conn.Reached.(type) {
 	case *net.UnixAddr:
 		local = true
 	case *net.TCPAddr:
 		local, where = a.IP.IsLoopback(), a.String()
 	}
-	if conn.TLS || local {
-		return nil
-	}
-	return []string{fmt.Sprintf("%s: %s is reached without TLS: passwords and data cross the network in clear; set sslmode=require (or verify-full) in the connection string",
-		c.Role, where)}
+	return local, where
 }
 
 // ConnectReplication opens a logical replication connection (replication=database) to

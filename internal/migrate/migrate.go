@@ -58,7 +58,11 @@ type Options struct {
 	Source, Target *dbconn.Config
 	Databases      []Mapping
 	AllDatabases   bool
-	Jobs           int
+	// Jobs is how many jobs run at once: units of the stream engine's copy, pg_dump's
+	// and pg_restore's workers, ANALYZE and verify. 0 chooses: as many as this
+	// machine's cores (copy.DefaultJobs) for all but the copy, which chooses for
+	// itself from the link and the servers (copy.Options.Jobs 0).
+	Jobs int
 	// DumpDir holds the dumps (a temporary directory when empty); DumpFile makes one
 	// custom-format file instead (one database only). Dumps are removed at the end
 	// unless KeepDump.
@@ -369,6 +373,8 @@ type run struct {
 	scratch *scratch.Dir
 	// proofFailed: a source changed under the freeze; the run must not be resumed.
 	proofFailed bool
+	// copyJobs is the stream engine's units at once (0: the copy chooses).
+	copyJobs int
 }
 
 func (r *run) emit(e Event) {
@@ -404,8 +410,9 @@ func (r *run) phase(db *DatabaseRun, name string, f func() error) error {
 // not succeed: an *exit.Error (3 when pre-flight blocked, 2 for bad options), an error
 // wrapping context.Canceled when interrupted, or another error (exit 1).
 func Run(ctx context.Context, opt Options) (*Summary, error) {
+	copyJobs := max(opt.Jobs, 0)
 	if opt.Jobs < 1 {
-		opt.Jobs = 1
+		opt.Jobs = copy.DefaultJobs()
 	}
 	if opt.Engine == "" {
 		opt.Engine = EngineDefault
@@ -413,7 +420,7 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 	if opt.RestorePath == "" {
 		opt.RestorePath = schema.PathAuto
 	}
-	r := &run{opt: opt, sum: &Summary{Engine: opt.Engine, Rehearsal: opt.Rehearsal, Resumed: opt.Resume, Started: time.Now(),
+	r := &run{opt: opt, copyJobs: copyJobs, sum: &Summary{Engine: opt.Engine, Rehearsal: opt.Rehearsal, Resumed: opt.Resume, Started: time.Now(),
 		Source: opt.Source.String(), Target: opt.Target.String()}}
 	err := r.run(ctx)
 	for _, d := range r.sum.Databases {

@@ -67,6 +67,10 @@ type DataCopy struct {
 	Retries  int   `json:"retries"`
 	// SnapshotRenewals: new source snapshots taken after one was lost (counted in Retries too).
 	SnapshotRenewals int `json:"snapshot_renewals,omitempty"`
+	// Jobs is how many units this process copied at once; JobsWhy why (--jobs auto:
+	// the round trips, cores and units that made the choice), or that it was given.
+	Jobs    int    `json:"jobs"`
+	JobsWhy string `json:"jobs_why"`
 }
 
 // openJournals records each database's freeze, and its baseline, in its target's
@@ -336,7 +340,7 @@ func (r *run) builtWithRows(ctx context.Context, d *DatabaseRun, post *schema.Po
 // copyData runs the data phase of d (package copy) with this run's freeze. post, when
 // not nil, gives each table's indexes and constraints to build with its rows.
 func (r *run) copyData(ctx context.Context, d *DatabaseRun, post *schema.PostDataPlan) error {
-	opts := copy.Options{Source: d.src, Target: d.dst, Jobs: r.opt.Jobs, FreezeID: d.freezeID, Snapshot: d.snap,
+	opts := copy.Options{Source: d.src, Target: d.dst, Jobs: r.copyJobs, FreezeID: d.freezeID, Snapshot: d.snap,
 		// A lost snapshot may be renewed only under a freeze whose deferred proof
 		// (proveFrozen, after the copy) fails the run if anything was written between
 		// the freeze and the end of the copy: this run's own, or on --resume the first
@@ -367,7 +371,7 @@ func (r *run) copyData(ctx context.Context, d *DatabaseRun, post *schema.PostDat
 	res, err := copy.Run(ctx, opts)
 	if res != nil {
 		d.Data = &DataCopy{Units: len(res.Units), Skipped: res.Skipped, ByOthers: res.ByOthers, Rows: res.Rows, Bytes: res.Bytes, Retries: res.Retries,
-			SnapshotRenewals: res.SnapshotRenewals}
+			SnapshotRenewals: res.SnapshotRenewals, Jobs: res.Jobs, JobsWhy: res.JobsWhy}
 	}
 	if err != nil {
 		return fmt.Errorf("copy data: %w", err)
