@@ -244,19 +244,27 @@ func oneLine(s string) string {
 // 20 ms between two statements of its transaction, and pre-flight's probe of a target
 // whose server waited longer than that for each next statement.
 func (c *Config) Connect(ctx context.Context) (*Conn, error) {
-	return c.connect(ctx, NoTimeouts)
+	return c.connect(ctx, c.pgx.Copy(), NoTimeouts)
 }
 
 // ConnectSession connects as Connect does and sets the session up: setup runs as one
 // simple-protocol query string, so it may hold several statements separated by
 // semicolons. A failure of setup closes the connection and wraps the server's error.
 func (c *Config) ConnectSession(ctx context.Context, setup string) (*Conn, error) {
-	return c.connect(ctx, NoTimeouts+";\n"+setup)
+	return c.connect(ctx, c.pgx.Copy(), NoTimeouts+";\n"+setup)
 }
 
-// connect connects and runs setup, in one round trip.
-func (c *Config) connect(ctx context.Context, setup string) (*Conn, error) {
-	conn, err := pgx.ConnectConfig(ctx, c.pgx.Copy())
+// ConnectNotices is Connect with the server's notices and warnings passed to onNotice
+// (elsewhere they are dropped).
+func (c *Config) ConnectNotices(ctx context.Context, onNotice func(*pgconn.Notice)) (*Conn, error) {
+	cfg := c.pgx.Copy()
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { onNotice(n) }
+	return c.connect(ctx, cfg, NoTimeouts)
+}
+
+// connect connects with cfg and runs setup, in one round trip.
+func (c *Config) connect(ctx context.Context, cfg *pgx.ConnConfig, setup string) (*Conn, error) {
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
@@ -121,6 +122,13 @@ func restoreEntries(ctx context.Context, tools *pgtools.Tools, target *dbconn.Co
 	if _, err := toc.WriteList(list, keep); err != nil {
 		return nil, fmt.Errorf("restore %s: %w", section, err)
 	}
+	if jobs <= 1 {
+		// One session, in order: in batches (see restoreBatched).
+		msgs, done, err := restoreBatched(ctx, tools, target, archive, list, toc, names, onMessage)
+		if done {
+			return msgs, err
+		}
+	}
 	// The list holds the section's entries; --section given again would make pg_restore
 	// 17 drop the comment and privileges of a schema whose CREATE SCHEMA is left out.
 	args := []string{"--verbose", "--no-owner", "-L", list}
@@ -142,10 +150,16 @@ func restoreEntries(ctx context.Context, tools *pgtools.Tools, target *dbconn.Co
 // extension isn't loaded": another worker's ANALYZE of a hypertable, a pg_restore
 // statement running alongside, a user's query.
 var sqlAnalyzeTargets = `
-SELECT n.nspname, c.relname
+SELECT n.nspname, c.relname, pg_relation_size(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'm', 'p') AND NOT ` + sqltext.SystemSchema("n.nspname") + ` AND n.nspname <> '_timescaledb_cache'
 ORDER BY pg_relation_size(c.oid) DESC`
+
+// analyzeGroup and analyzeGroupBytes bound the tables one ANALYZE statement takes.
+const (
+	analyzeGroup      = 50
+	analyzeGroupBytes = 16 << 20
+)
 
 // Analyze updates the planner statistics of every table of the target database, jobs
 // tables at a time (what a plain ANALYZE does, in parallel). On a TimescaleDB database,
@@ -153,6 +167,11 @@ ORDER BY pg_relation_size(c.oid) DESC`
 // hypertable analyzes all its chunks again, which are analyzed here on their own
 // (measured on 1.3 M rows in 30 chunks: 1.0 s for the hypertable against 75 ms while
 // timescaledb.restoring is on). which, when not nil, picks the tables to analyze.
+//
+// Small tables go several to a statement (ANALYZE a, b, ...: each in a transaction of
+// its own, as when alone), up to analyzeGroup of them or analyzeGroupBytes: thousands
+// of chunks take as many round trips otherwise, which across a WAN cost more than
+// their ANALYZE.
 func Analyze(ctx context.Context, target *dbconn.Config, jobs int, which func(TableName) bool) error {
 	conn, err := target.Connect(ctx)
 	if err != nil {
@@ -163,16 +182,31 @@ func Analyze(ctx context.Context, target *dbconn.Config, jobs int, which func(Ta
 		conn.Close(ctx)
 		return fmt.Errorf("list tables to analyze: %w", err)
 	}
-	var tables []string
+	var groups [][]string
+	var groupBytes int64
 	for rows.Next() {
 		var t TableName
-		if err := rows.Scan(&t.Schema, &t.Name); err != nil {
+		var size int64
+		if err := rows.Scan(&t.Schema, &t.Name, &size); err != nil {
 			conn.Close(ctx)
 			return err
 		}
-		if which == nil || which(t) {
-			tables = append(tables, pgx.Identifier{t.Schema, t.Name}.Sanitize())
+		if which != nil && !which(t) {
+			continue
 		}
+		name := pgx.Identifier{t.Schema, t.Name}.Sanitize()
+		// Largest first: a table joins the group before it while the group stays small.
+		if n := len(groups); n > 0 && groupBytes+size <= analyzeGroupBytes && len(groups[n-1]) < analyzeGroup {
+			groups[n-1] = append(groups[n-1], name)
+			groupBytes += size
+			continue
+		}
+		groups = append(groups, []string{name})
+		groupBytes = size
+	}
+	tables := make([]string, len(groups))
+	for i, g := range groups {
+		tables[i] = strings.Join(g, ", ")
 	}
 	conn.Close(ctx)
 	if err := rows.Err(); err != nil {
