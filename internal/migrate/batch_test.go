@@ -1,6 +1,7 @@
 package migrate_test
 
 import (
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -8,13 +9,18 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
 
-// killWithQueryInFlight starts tsmigrate migrate of src into dst, its target reached
-// through a proxy that holds the server's answer to the first query holding text, and
-// SIGKILLs tsmigrate once the server has done what cond (a query on the target that
-// counts) says, while tsmigrate still waits for the answer: the query is in flight. It
-// returns once the killed run's sessions are gone.
-func killWithQueryInFlight(t *testing.T, srv *testenv.Server, src, dst, text, cond string) {
+// killWithQueryInFlight starts tsmigrate migrate of a bigSource into a new database,
+// its target reached through a proxy that holds the server's answer to the first query
+// holding text, and SIGKILLs tsmigrate once the server has done what cond (a query on
+// the target that counts) says, while tsmigrate still waits for the answer: the query
+// is in flight. It returns once the killed run's sessions are gone, with the server,
+// the source and the target databases.
+func killWithQueryInFlight(t *testing.T, text, cond string) (srv *testenv.Server, src, dst string) {
 	t.Helper()
+	srv = testenv.Shared(t, testenv.PG17TS)
+	src = bigSource(t, srv)
+	dst = testenv.NewDB(t, srv, false)
+	unfreezeAtCleanup(t, srv, src)
 	proxy := testenv.StartProxy(t, srv)
 	held := proxy.HoldAnswerTo(text, 5*time.Minute)
 	p := startTsmigrate(t, testenv.Binary(t), "migrate", "--yes", "--jobs", "1", "--freeze-grace", "1s", "--progress", "json", "--json",
@@ -39,11 +45,12 @@ func killWithQueryInFlight(t *testing.T, srv *testenv.Server, src, dst, text, co
 	p.cmd.Wait()
 	for range 100 { // the killed sessions end once the proxy passes on their end
 		if scalar[int](t, g, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tsmigrate'", dst) == 0 {
-			return
+			return srv, src, dst
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatal("the killed run's sessions did not end")
+	return
 }
 
 // SIGKILL of tsmigrate while the last query of a chunk's unit is in flight (its
@@ -51,11 +58,7 @@ func killWithQueryInFlight(t *testing.T, srv *testenv.Server, src, dst, text, co
 // together): the server committed the unit, tsmigrate never heard it did. --resume
 // counts that unit done and copies every other one once; the target equals the source.
 func TestStreamKillWithUnitBatchInFlightThenResume(t *testing.T) {
-	srv := testenv.Shared(t, testenv.PG17TS)
-	src := bigSource(t, srv)
-	dst := testenv.NewDB(t, srv, false)
-	unfreezeAtCleanup(t, srv, src)
-	killWithQueryInFlight(t, srv, src, dst, "COMMIT;\nBEGIN;\n",
+	srv, src, dst := killWithQueryInFlight(t, "COMMIT;\nBEGIN;\n",
 		"SELECT count(*) FROM _tsmigrate.units WHERE state = 'done' AND phase = 1")
 	g := connect(t, srv.SuperURI(dst))
 	done := scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.units WHERE state = 'done'")
@@ -67,6 +70,27 @@ func TestStreamKillWithUnitBatchInFlightThenResume(t *testing.T) {
 	d := sum.Databases[0]
 	if d.Data == nil || d.Data.Skipped != done || d.Data.Units+d.Data.Skipped != total || d.Identical == nil || !*d.Identical {
 		t.Fatalf("resumed: data %+v (killed with %d of %d done), identical %v", d.Data, done, total, d.Identical)
+	}
+	assertSumsEqual(t, srv, src, dst)
+}
+
+// SIGKILL of tsmigrate while a batch of the pre-data section is in flight (a hundred
+// chunks' CREATE TABLE in one query): the server made those tables, tsmigrate never
+// heard it did. --resume restores the section again, and the target equals the source.
+func TestStreamKillWithPreDataBatchInFlightThenResume(t *testing.T) {
+	srv, src, dst := killWithQueryInFlight(t, "CREATE TABLE _timescaledb_internal._hyper_",
+		"SELECT count(*) FROM pg_tables WHERE schemaname = '_timescaledb_internal'")
+	g := connect(t, srv.SuperURI(dst))
+	if n := scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.steps WHERE name = 'pre-data'"); n != 0 {
+		t.Fatal("pre-data is recorded done after the kill")
+	}
+	sum, errOut := resume(t, srv, src, dst)
+	d := sum.Databases[0]
+	if d.Identical == nil || !*d.Identical {
+		t.Fatalf("resumed: identical %v\n%s", d.Identical, errOut)
+	}
+	if !strings.Contains(errOut, "restoring the schema again") {
+		t.Errorf("the resume did not say it restores pre-data again:\n%s", errOut)
 	}
 	assertSumsEqual(t, srv, src, dst)
 }
