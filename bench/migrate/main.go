@@ -4,24 +4,43 @@
 // (when installed in the Debian 13 root: `scripts/setup-servers.sh --with-pgcopydb`), and
 // tsmigrate verify. It prints wall times, ratios and tsmigrate's peak memory.
 //
-//	go run ./bench/migrate [-scale 1.0] [-jobs 2] [-rounds 1] [-ways documented,dump,stream,verify,pgcopydb]
+//	go run ./bench/migrate [-scale 1.0 | -chunks N [-rows R]] [-link RTT,MBIT] [-jobs 2] [-tsjobs auto]
+//	    [-rounds 1] [-ways documented,dump,stream,verify,pgcopydb]
+//
+// -chunks N replaces the sample database with one of many small chunks: a hypertable
+// of N hourly chunks of R rows each (-rows, default 200) and one index besides time's.
+//
+// -link RTT,MBIT puts a proxy between this machine (where every way's client runs) and
+// the target server that shapes the link as one across a WAN: RTT/2 of delay each way
+// and MBIT megabits per second each way (0: no bound); "0,0" counts without shaping.
+// With a link, each way's bytes on the wire and round trips to the target are told (a
+// round trip: an exchange the client waits for, read from the protocol), and for the
+// stream engine the round trips per data unit of its copy phase.
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tsmigrate/tsmigrate/internal/migrate"
 	"github.com/tsmigrate/tsmigrate/internal/sampledata"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
@@ -33,32 +52,74 @@ type result struct {
 	note    string
 	failed  bool
 	correct bool
+	wire    testenv.ProxyStats // to and from the target, with a link
+	// perUnit: the stream engine's round trips to the target per data unit in its copy
+	// phase (0: not measured).
+	perUnit float64
+	phases  string // tsmigrate's phases with their times
+	// load: the machine's load averages (1 minute) as the way started and ended.
+	load [2]string
 }
 
 type bench struct {
 	src, dst *testenv.Server
 	bin      string
 	jobs     int
+	tsJobs   string // tsmigrate's --jobs
 	tmp      string
 	want     map[string]int64
+	tables   []string // counted to check each way's data
+	chunks   int      // of the many-chunks dataset (0: the sample database)
+	proxy    *testenv.Proxy
 }
 
 func main() {
 	scale := flag.Float64("scale", 1.0, "database size (1.0 is about 825 MB)")
-	jobs := flag.Int("jobs", 2, "parallel jobs for every way that has them")
+	chunks := flag.Int("chunks", 0, "instead of the sample database: a hypertable of this many hourly chunks (see -rows)")
+	rows := flag.Int("rows", 200, "with -chunks: rows per chunk")
+	link := flag.String("link", "", `"RTT,MBIT": a shaped link between this machine and the target (e.g. "10ms,200"; "0,0" counts only)`)
+	jobs := flag.Int("jobs", 2, "parallel jobs for every way that has them but tsmigrate's (pg_dump, pgcopydb)")
+	tsJobs := flag.String("tsjobs", "auto", "tsmigrate's --jobs")
 	ways := flag.String("ways", "documented,dump,stream,verify,pgcopydb", "ways to run, in order")
 	rounds := flag.Int("rounds", 1, "run the ways this many times, in turn, and compare their medians")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *scale, *jobs, max(1, *rounds), strings.Split(*ways, ",")); err != nil {
+	b := &bench{jobs: *jobs, tsJobs: *tsJobs, chunks: *chunks}
+	if err := b.run(ctx, *scale, *rows, *link, max(1, *rounds), strings.Split(*ways, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, scale float64, jobs, rounds int, ways []string) error {
-	b := &bench{jobs: jobs}
+// parseLink reads -link: "RTT,MBIT".
+func parseLink(s string) (testenv.Link, error) {
+	rtt, mbit, ok := strings.Cut(s, ",")
+	if !ok {
+		return testenv.Link{}, fmt.Errorf("-link %q: want RTT,MBIT (e.g. 10ms,200)", s)
+	}
+	if rtt == "0" {
+		rtt = "0s"
+	}
+	d, err := time.ParseDuration(rtt)
+	if err != nil || d < 0 {
+		return testenv.Link{}, fmt.Errorf("-link %q: round trip %q: want a duration (10ms)", s, rtt)
+	}
+	m, err := strconv.ParseFloat(mbit, 64)
+	if err != nil || m < 0 {
+		return testenv.Link{}, fmt.Errorf("-link %q: %q: want megabits per second", s, mbit)
+	}
+	return testenv.Link{Delay: d / 2, Rate: int64(m * 1e6 / 8)}, nil
+}
+
+func (b *bench) run(ctx context.Context, scale float64, rows int, link string, rounds int, ways []string) error {
+	var shape testenv.Link
+	if link != "" {
+		var err error
+		if shape, err = parseLink(link); err != nil {
+			return err
+		}
+	}
 	// Every tool below gets the password from the environment, never from its argv.
 	os.Setenv("PGPASSWORD", testenv.SuperPassword)
 	var err error
@@ -70,6 +131,11 @@ func run(ctx context.Context, scale float64, jobs, rounds int, ways []string) er
 		return err
 	}
 	opts := testenv.Options{Settings: map[string]string{"max_wal_size": "8GB", "checkpoint_timeout": "30min"}}
+	if b.chunks > 0 {
+		// Room in the lock table for a transaction that touches every chunk (pg_dump
+		// locks each table it dumps), as for a database of that many tables.
+		opts.Settings["max_locks_per_transaction"] = strconv.Itoa(max(64, 2*b.chunks/100+64))
+	}
 	if b.src, err = testenv.Start(ctx, testenv.PG17TS, opts); err != nil {
 		return err
 	}
@@ -78,8 +144,14 @@ func run(ctx context.Context, scale float64, jobs, rounds int, ways []string) er
 		return err
 	}
 	defer b.dst.Stop()
+	if link != "" {
+		if b.proxy, err = testenv.NewProxy(b.dst, "127.0.0.1:0", shape); err != nil {
+			return err
+		}
+		defer b.proxy.Close()
+		fmt.Printf("target behind a proxy: %s each way, %s each way\n", shape.Delay, rate(shape.Rate))
+	}
 
-	fmt.Printf("loading the sample database at scale %g ...\n", scale)
 	t0 := time.Now()
 	if err := b.src.CreateDatabase(ctx, "bench", true); err != nil {
 		return err
@@ -88,12 +160,21 @@ func run(ctx context.Context, scale float64, jobs, rounds int, ways []string) er
 	if err != nil {
 		return err
 	}
-	if _, err := sampledata.Create(ctx, conn, scale); err != nil {
+	if b.chunks > 0 {
+		fmt.Printf("loading %d hourly chunks of %d rows ...\n", b.chunks, rows)
+		b.tables = []string{"metrics"}
+		err = sampledata.CreateChunks(ctx, conn, b.chunks, rows)
+	} else {
+		fmt.Printf("loading the sample database at scale %g ...\n", scale)
+		b.tables = []string{"devices", "events", "metrics"}
+		_, err = sampledata.Create(ctx, conn, scale)
+	}
+	if err != nil {
 		return err
 	}
 	var size string
 	conn.QueryRow(ctx, "SELECT pg_size_pretty(pg_database_size(current_database()))").Scan(&size)
-	if b.want, err = rowCounts(ctx, conn); err != nil {
+	if b.want, err = b.rowCounts(ctx, conn); err != nil {
 		return err
 	}
 	conn.Close(ctx)
@@ -119,8 +200,22 @@ func run(ctx context.Context, scale float64, jobs, rounds int, ways []string) er
 			}
 		}
 	}
-	report(results, size, rounds)
+	what := size
+	if b.chunks > 0 {
+		what = fmt.Sprintf("%s, %d chunks of %d rows", size, b.chunks, rows)
+	}
+	if link != "" {
+		what += fmt.Sprintf(", target across a link of %s round trip and %s each way", 2*shape.Delay, rate(shape.Rate))
+	}
+	b.report(results, what, rounds)
 	return nil
+}
+
+func rate(r int64) string {
+	if r == 0 {
+		return "no rate bound"
+	}
+	return fmt.Sprintf("%g Mbit/s", float64(r)*8/1e6)
 }
 
 func (b *bench) runWay(ctx context.Context, way string) result {
@@ -133,18 +228,23 @@ func (b *bench) runWay(ctx context.Context, way string) result {
 			return r
 		}
 	}
+	var before testenv.ProxyStats
+	if b.proxy != nil {
+		before = b.proxy.Stats()
+	}
+	r.load[0] = loadAverage()
 	start := time.Now()
 	var err error
 	switch way {
 	case "documented":
 		err = b.documented(ctx, target)
 	case "dump", "stream":
-		args := []string{"migrate", "--engine", way, "--jobs", fmt.Sprint(b.jobs), "--yes", "--no-verify",
+		args := []string{"migrate", "--engine", way, "--jobs", b.tsJobs, "--yes", "--no-verify", "--json", "--progress", "plain",
 			"--pg-bin", testenv.ClientBin(testenv.PG17TS),
 			"--source", b.uri(b.src, "bench"), "--target", b.uri(b.dst, target)}
-		r.maxRSS, err = b.tsmigrate(ctx, args...)
+		err = b.migrate(ctx, &r, args)
 	case "verify":
-		r.maxRSS, err = b.tsmigrate(ctx, "verify", "--jobs", fmt.Sprint(b.jobs),
+		r.maxRSS, err = b.tsmigrate(ctx, nil, nil, "verify", "--jobs", b.tsJobs,
 			"--source", b.uri(b.src, "bench"), "--target", b.uri(b.dst, "bench_stream"))
 		target = "bench_stream"
 	case "pgcopydb":
@@ -153,9 +253,13 @@ func (b *bench) runWay(ctx context.Context, way string) result {
 		err = fmt.Errorf("unknown way %q", way)
 	}
 	r.wall = time.Since(start)
+	r.load[1] = loadAverage()
+	if b.proxy != nil {
+		r.wire = b.proxy.Stats().Sub(before)
+	}
 	// Whatever the way did, the source must be writable for the next one.
 	if way == "dump" || way == "stream" {
-		b.tsmigrate(ctx, "unfreeze", "--source", b.uri(b.src, "bench"))
+		b.tsmigrate(ctx, nil, nil, "unfreeze", "--source", b.uri(b.src, "bench"))
 	}
 	if err != nil {
 		r.failed, r.note = true, "FAILED: "+firstLine(err.Error())
@@ -174,10 +278,82 @@ func (b *bench) runWay(ctx context.Context, way string) result {
 	default:
 		r.note += fmt.Sprintf(" (WRONG DATA: target rows %v)", got)
 	}
+	r.note += fmt.Sprintf(" load %s to %s", r.load[0], r.load[1])
 	if r.maxRSS > 0 {
 		r.note += fmt.Sprintf(" peak RSS %d MB", r.maxRSS/1024)
 	}
+	if b.proxy != nil {
+		r.note += fmt.Sprintf(" wire %s to the target, %s back, %d round trips", mb(r.wire.ToServer), mb(r.wire.ToClient), r.wire.RoundTrips)
+		if b.chunks > 0 {
+			r.note += fmt.Sprintf(" (%.1f per chunk)", float64(r.wire.RoundTrips)/float64(b.chunks))
+		}
+		if r.perUnit > 0 {
+			r.note += fmt.Sprintf(", copy %.2f per unit", r.perUnit)
+		}
+	}
+	if r.phases != "" {
+		r.note += "; " + r.phases
+	}
 	return r
+}
+
+// loadAverage is the machine's load average over the last minute, as uptime gives it
+// ("?" where /proc/loadavg cannot be read): on a shared machine, what a time means.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
+
+func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
+
+// migrate runs tsmigrate migrate (args, with --json and --progress plain): its peak
+// memory, its phases, and for the stream engine with a link the round trips per data
+// unit of its copy phase (from the proxy's count at the start and the end of that
+// phase, which tsmigrate announces on stderr, and the units its summary counts).
+func (b *bench) migrate(ctx context.Context, r *result, args []string) error {
+	var out bytes.Buffer
+	var mu sync.Mutex
+	var atCopy, afterCopy testenv.ProxyStats
+	inCopy := false
+	onLine := func(line string) {
+		fmt.Fprintln(os.Stderr, line)
+		if b.proxy == nil || !strings.HasPrefix(line, "==> ") {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case strings.HasPrefix(line, "==> "+migrate.PhaseCopy+" ") || line == "==> "+migrate.PhaseCopy:
+			atCopy, inCopy = b.proxy.Stats(), true
+		case inCopy:
+			afterCopy, inCopy = b.proxy.Stats(), false
+		}
+	}
+	var err error
+	r.maxRSS, err = b.tsmigrate(ctx, &out, onLine, args...)
+	var sum migrate.Summary
+	if jerr := json.Unmarshal(out.Bytes(), &sum); jerr != nil {
+		return errors.Join(err, fmt.Errorf("read the summary: %w", jerr))
+	}
+	var parts []string
+	for _, p := range sum.Phases {
+		if p.Duration >= 100*time.Millisecond {
+			parts = append(parts, fmt.Sprintf("%s %.1fs", p.Phase, p.Duration.Seconds()))
+		}
+	}
+	r.phases = strings.Join(parts, ", ")
+	if len(sum.Databases) == 1 {
+		if d := sum.Databases[0].Data; d != nil && d.Units > 0 {
+			r.phases += fmt.Sprintf("; %d units, %d at once: %s", d.Units, d.Jobs, d.JobsWhy)
+			if n := afterCopy.Sub(atCopy).RoundTrips; n > 0 {
+				r.perUnit = float64(n) / float64(d.Units)
+			}
+		}
+	}
+	return err
 }
 
 // sqlAutovacuumBusy counts the autovacuum workers at work on a server (PostgreSQL 17).
@@ -219,12 +395,27 @@ func (b *bench) documented(ctx context.Context, target string) error {
 		return err
 	}
 	defer os.Remove(file)
-	if err := b.dst.Exec(ctx, target, "CREATE EXTENSION timescaledb", "SELECT timescaledb_pre_restore()"); err != nil {
+	if err := b.onTarget(ctx, target, "CREATE EXTENSION timescaledb", "SELECT timescaledb_pre_restore()"); err != nil {
 		return err
 	}
 	// pg_restore exits 1 on the known harmless messages; the counts afterwards decide.
 	runLogged(ctx, filepath.Join(bin, "pg_restore"), "--no-owner", "--jobs", "1", "-d", b.uri(b.dst, target), file)
-	return b.dst.Exec(ctx, target, "SELECT timescaledb_post_restore()", "ANALYZE")
+	return b.onTarget(ctx, target, "SELECT timescaledb_post_restore()", "ANALYZE")
+}
+
+// onTarget runs statements on the target database db, across the link if there is one.
+func (b *bench) onTarget(ctx context.Context, db string, sql ...string) error {
+	conn, err := pgx.Connect(ctx, b.uri(b.dst, db))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	for _, q := range sql {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	return nil
 }
 
 func (b *bench) pgcopydb(ctx context.Context, target string) error {
@@ -232,7 +423,7 @@ func (b *bench) pgcopydb(ctx context.Context, target string) error {
 	if _, err := os.Stat(filepath.Join(root, "usr/bin/pgcopydb")); err != nil {
 		return fmt.Errorf("pgcopydb not installed: run scripts/setup-servers.sh --with-pgcopydb")
 	}
-	if err := b.dst.Exec(ctx, target, "CREATE EXTENSION timescaledb", "SELECT timescaledb_pre_restore()"); err != nil {
+	if err := b.onTarget(ctx, target, "CREATE EXTENSION timescaledb", "SELECT timescaledb_pre_restore()"); err != nil {
 		return err
 	}
 	work := "/var/tmp/pgcopydb-bench"
@@ -243,7 +434,7 @@ func (b *bench) pgcopydb(ctx context.Context, target string) error {
 	cmd.Env = []string{"PATH=/usr/lib/postgresql/17/bin:/usr/bin:/bin", "LANG=C.UTF-8", "PGPASSWORD=" + testenv.SuperPassword}
 	out, err := cmd.CombinedOutput()
 	os.WriteFile(filepath.Join(os.TempDir(), "pgcopydb-bench.log"), out, 0o644)
-	b.dst.Exec(ctx, target, "SELECT timescaledb_post_restore()")
+	b.onTarget(ctx, target, "SELECT timescaledb_post_restore()")
 	if err != nil {
 		// test-environment.md: 0.17 copies the data, then exits 12 on TRUNCATE ONLY of the
 		// hypertable; the row counts afterwards say whether the data arrived.
@@ -252,14 +443,40 @@ func (b *bench) pgcopydb(ctx context.Context, target string) error {
 	return nil
 }
 
-// uri is the superuser's URI for db on s, without the password (PGPASSWORD carries it).
+// uri is the superuser's URI for db on s, without the password (PGPASSWORD carries it);
+// the target's across the link, if there is one.
 func (b *bench) uri(s *testenv.Server, db string) string {
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.Port, db)
+	port := s.Port
+	if s == b.dst && b.proxy != nil {
+		port = b.proxy.Port()
+	}
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", port, db)
 }
 
-func (b *bench) tsmigrate(ctx context.Context, args ...string) (int64, error) {
+// tsmigrate runs tsmigrate with args: its stdout into out (nil: this one's), each line
+// of its stderr to onLine (nil: this one's stderr). It returns tsmigrate's peak memory.
+func (b *bench) tsmigrate(ctx context.Context, out io.Writer, onLine func(string), args ...string) (int64, error) {
 	cmd := exec.CommandContext(ctx, b.bin, args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if out != nil {
+		cmd.Stdout = out
+	}
+	var done chan struct{}
+	if onLine != nil {
+		pr, pw := io.Pipe()
+		cmd.Stderr = pw
+		done = make(chan struct{})
+		go func() {
+			defer close(done)
+			sc := bufio.NewScanner(pr)
+			sc.Buffer(make([]byte, 1<<20), 1<<20)
+			for sc.Scan() {
+				onLine(sc.Text())
+			}
+			io.Copy(io.Discard, pr)
+		}()
+		defer func() { pw.Close(); <-done }()
+	}
 	err := cmd.Run()
 	var rss int64
 	if cmd.ProcessState != nil {
@@ -276,12 +493,20 @@ func (b *bench) targetCounts(ctx context.Context, db string) (map[string]int64, 
 		return nil, err
 	}
 	defer conn.Close(ctx)
-	return rowCounts(ctx, conn)
+	return b.rowCounts(ctx, conn)
 }
 
-func rowCounts(ctx context.Context, conn *pgx.Conn) (map[string]int64, error) {
+// rowCounts counts the dataset's tables' rows, and the chunks of a many-chunks one.
+func (b *bench) rowCounts(ctx context.Context, conn *pgx.Conn) (map[string]int64, error) {
 	m := map[string]int64{}
-	for _, t := range []string{"devices", "events", "metrics"} {
+	if b.chunks > 0 {
+		var n int64
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM show_chunks('metrics')").Scan(&n); err != nil {
+			return nil, err
+		}
+		m["chunks"] = n
+	}
+	for _, t := range b.tables {
 		var n int64
 		if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+t).Scan(&n); err != nil {
 			return nil, err
@@ -293,8 +518,8 @@ func rowCounts(ctx context.Context, conn *pgx.Conn) (map[string]int64, error) {
 
 // report prints each way's wall time (with several rounds: the median, and every
 // round's), whether every round moved the data equal, and the ratios of the medians.
-func report(rs []result, size string, rounds int) {
-	fmt.Printf("\n=== results (database %s, %d round(s) of every way in turn, same machine) ===\n", size, rounds)
+func (b *bench) report(rs []result, what string, rounds int) {
+	fmt.Printf("\n=== results (database %s, %d round(s) of every way in turn, same machine) ===\n", what, rounds)
 	fmt.Printf("%-12s %10s  %s\n", "way", "wall", "notes")
 	var order []string
 	byWay := map[string][]result{}

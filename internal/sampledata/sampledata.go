@@ -99,3 +99,38 @@ func Create(ctx context.Context, conn *pgx.Conn, scale float64) (Sizes, error) {
 	}
 	return sz, nil
 }
+
+// chunksSchemaSQL is the many-chunks dataset's schema: a hypertable of hourly chunks
+// with one index besides TimescaleDB's own on time. PostgreSQL 15/17, TimescaleDB 2.19.3.
+const chunksSchemaSQL = `
+CREATE TABLE metrics (
+    time        timestamptz NOT NULL,
+    device_id   integer NOT NULL,
+    cpu         double precision,
+    temperature double precision
+);
+SELECT create_hypertable('metrics', 'time', chunk_time_interval => interval '1 hour');
+CREATE INDEX metrics_device_time_idx ON metrics (device_id, time DESC);
+`
+
+// CreateChunks builds a database of many small chunks (what costs per chunk, not per
+// row, dominates its migration): hypertable metrics with chunks hourly chunks of rows
+// rows each and one index besides time's, in the database conn is connected to, which
+// must have the timescaledb extension. Deterministic.
+func CreateChunks(ctx context.Context, conn *pgx.Conn, chunks, rows int) error {
+	if _, err := conn.Exec(ctx, chunksSchemaSQL); err != nil {
+		return fmt.Errorf("create the chunks schema: %w", err)
+	}
+	// In slices of 500 chunks: a statement making thousands of chunks at once runs out
+	// of the lock table (a lock per chunk, held to its end).
+	for lo := 0; lo < chunks; lo += 500 {
+		hi := min(chunks, lo+500)
+		if _, err := conn.Exec(ctx, fmt.Sprintf(`INSERT INTO metrics
+			SELECT timestamptz '2020-01-01 00:00:00+00' + (i / %[1]d) * interval '1 hour' + (i %% %[1]d) * (interval '1 hour' / %[1]d),
+			       1 + (i * 7919) %% 500, (i %% 1000) / 10.0, 20 + (i %% 300) / 10.0
+			FROM generate_series(%[2]d::bigint * %[1]d, %[3]d::bigint * %[1]d - 1) i`, rows, lo, hi)); err != nil {
+			return fmt.Errorf("load chunks %d to %d: %w", lo, hi, err)
+		}
+	}
+	return nil
+}
