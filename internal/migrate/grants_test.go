@@ -12,8 +12,9 @@ import (
 )
 
 // A grant to a role the target server lacks failed the run after the freeze ("role
-// ... does not exist"); pre-flight now says so before anything changes.
-func TestGrantToRoleOnlyOnSourceBlocks(t *testing.T) {
+// ... does not exist"). The run leaves such grants out, and pre-flight warns of them
+// first, naming the role and how it is used.
+func TestGrantToRoleOnlyOnSourceLeftOut(t *testing.T) {
 	srv := testenv.Shared(t, testenv.PG17TS)
 	other := testenv.Need(t, testenv.PG17TS, testenv.Options{})
 	ctx := context.Background()
@@ -27,10 +28,11 @@ func TestGrantToRoleOnlyOnSourceBlocks(t *testing.T) {
 		Source: cfg(t, "source", srv.URI(src)), Target: cfg(t, "target", other.URI("postgres")),
 		Databases: []migrate.Mapping{{Source: src, Target: "app"}},
 		Jobs:      2, PgBin: srv.ClientBin(), FreezeGrace: time.Second})
-	if exit.Code(err) != exit.Blocked || !strings.Contains(err.Error(), "granted-roles: the source database grants privileges to roles the target server does not have: onlysrc (privileges)") {
+	if err != nil {
 		t.Fatalf("exit %d: %v", exit.Code(err), err)
 	}
-	if sum.Began() || !writable(t, srv, src) {
-		t.Error("the run began, or left the source frozen")
+	said := strings.Join(sum.Warnings, "\n")
+	if !strings.Contains(said, "granted-roles: the source database grants privileges to roles the target server does not have: onlysrc (privileges)") {
+		t.Errorf("pre-flight's warning is not among the run's warnings:\n%s", said)
 	}
 }
