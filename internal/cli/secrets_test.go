@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
 
@@ -128,7 +126,7 @@ func TestRolesVerifierNeverShown(t *testing.T) {
 	verifiers := map[string]string{}
 	for _, r := range []string{"sec_login", "sec_md5"} {
 		var v string
-		c := connectTo(t, src.SuperURI("postgres"))
+		c := testenv.Connect(t, src.SuperURI("postgres"))
 		if err := c.QueryRow(context.Background(), "SELECT rolpassword FROM pg_authid WHERE rolname = $1", r).Scan(&v); err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +165,7 @@ func TestRolesVerifierNeverShown(t *testing.T) {
 				t.Errorf("%s: the output does not name the roles:\n%s", engine, out)
 			}
 		}
-		c := connectTo(t, tgt.SuperURI("postgres"))
+		c := testenv.Connect(t, tgt.SuperURI("postgres"))
 		for r, v := range verifiers {
 			var got string
 			if err := c.QueryRow(context.Background(), "SELECT coalesce(rolpassword, '') FROM pg_authid WHERE rolname = $1", r).Scan(&got); err != nil || got != v {
@@ -179,14 +177,4 @@ func TestRolesVerifierNeverShown(t *testing.T) {
 			t.Fatalf("unfreeze: %v\n%s", err, b)
 		}
 	}
-}
-
-func connectTo(t *testing.T, uri string) *pgx.Conn {
-	t.Helper()
-	c, err := pgx.Connect(context.Background(), uri)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(context.Background()) })
-	return c
 }

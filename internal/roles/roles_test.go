@@ -59,16 +59,6 @@ func sourceRoles(t *testing.T) (*testenv.Server, string) {
 	return src, "app"
 }
 
-func connect(t *testing.T, uri string) *pgx.Conn {
-	t.Helper()
-	c, err := pgx.Connect(context.Background(), uri)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(context.Background()) })
-	return c
-}
-
 // withUser is uri with another user and password.
 func withUser(t *testing.T, uri, user, password string) string {
 	t.Helper()
@@ -83,7 +73,7 @@ func withUser(t *testing.T, uri, user, password string) string {
 func plan(t *testing.T, srcURI, tgtURI string, opt roles.Options) (*roles.Source, *roles.Plan, *pgx.Conn) {
 	t.Helper()
 	ctx := context.Background()
-	s, err := roles.ReadSource(ctx, connect(t, srcURI))
+	s, err := roles.ReadSource(ctx, testenv.Connect(t, srcURI))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +81,7 @@ func plan(t *testing.T, srcURI, tgtURI string, opt roles.Options) (*roles.Source
 	for _, r := range s.Roles {
 		names = append(names, r.Name)
 	}
-	tc := connect(t, tgtURI)
+	tc := testenv.Connect(t, tgtURI)
 	tgt, err := roles.ReadTarget(ctx, tc, names)
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +101,7 @@ type roleRow struct {
 func readRole(t *testing.T, s *testenv.Server, name string) (roleRow, bool) {
 	t.Helper()
 	var r roleRow
-	err := connect(t, s.SuperURI("postgres")).QueryRow(context.Background(), `
+	err := testenv.Connect(t, s.SuperURI("postgres")).QueryRow(context.Background(), `
 		SELECT a.rolsuper, a.rolcanlogin, a.rolinherit, a.rolconnlimit, coalesce(to_char(a.rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), ''),
 			coalesce(r.rolconfig, '{}'), a.rolpassword FROM pg_authid a JOIN pg_roles r USING (oid) WHERE a.rolname = $1`, name).
 		Scan(&r.super, &r.login, &r.inherit, &r.connLimit, &r.validUntil, &r.config, &r.verifier)
@@ -126,7 +116,7 @@ func readRole(t *testing.T, s *testenv.Server, name string) (roleRow, bool) {
 
 func members(t *testing.T, s *testenv.Server, role string) []string {
 	t.Helper()
-	rows, _ := connect(t, s.SuperURI("postgres")).Query(context.Background(), `
+	rows, _ := testenv.Connect(t, s.SuperURI("postgres")).Query(context.Background(), `
 		SELECT m.rolname FROM pg_auth_members a JOIN pg_roles m ON m.oid = a.member
 		WHERE a.roleid = $1::regrole AND m.rolname <> 'tsdbadmin' ORDER BY 1`, role)
 	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
@@ -194,7 +184,7 @@ func TestCarryRolesAsSuperuserSource(t *testing.T) {
 	if got := members(t, tgt, "app_read"); !slices.Equal(got, []string{"app_login"}) {
 		t.Errorf("members of app_read on the target: %v", got)
 	}
-	login := connect(t, withUser(t, tgt.URI(testenv.ManagedDB), "app_login", loginPassword))
+	login := testenv.Connect(t, withUser(t, tgt.URI(testenv.ManagedDB), "app_login", loginPassword))
 	var timeout string
 	if err := login.QueryRow(context.Background(), "SHOW statement_timeout").Scan(&timeout); err != nil || timeout != "5s" {
 		t.Errorf("app_login on the target: statement_timeout %q, %v", timeout, err)
@@ -242,7 +232,7 @@ func TestCarryRolesWithoutVerifiers(t *testing.T) {
 func TestCarryRolesExisting(t *testing.T) {
 	src, db := sourceRoles(t)
 	tgt := testenv.Need(t, testenv.PG17TS, testenv.Options{Flavour: testenv.CloudLike})
-	admin := connect(t, tgt.URI(testenv.ManagedDB))
+	admin := testenv.Connect(t, tgt.URI(testenv.ManagedDB))
 	if _, err := admin.Exec(context.Background(), "CREATE ROLE app_login NOLOGIN CONNECTION LIMIT 2"); err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +290,7 @@ func TestCarryRolesFromPG15(t *testing.T) {
 		t.Fatalf("created %v, refused %v", rep.Created, rep.Refused)
 	}
 	var admin, inherit, set bool
-	if err := connect(t, tgt.SuperURI("postgres")).QueryRow(context.Background(), `
+	if err := testenv.Connect(t, tgt.SuperURI("postgres")).QueryRow(context.Background(), `
 		SELECT admin_option, inherit_option, set_option FROM pg_auth_members
 		WHERE roleid = 'old_group'::regrole AND member = 'old_member'::regrole`).Scan(&admin, &inherit, &set); err != nil {
 		t.Fatal(err)
@@ -335,7 +325,7 @@ func TestCarryRolesDropsReplicationAndBypassRLS(t *testing.T) {
 		t.Errorf("dropped attributes: %+v", rep.DroppedAttributes)
 	}
 	var login, createDB, replication, bypass bool
-	if err := connect(t, tgt.SuperURI("postgres")).QueryRow(context.Background(),
+	if err := testenv.Connect(t, tgt.SuperURI("postgres")).QueryRow(context.Background(),
 		"SELECT rolcanlogin, rolcreatedb, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = 'repl'").
 		Scan(&login, &createDB, &replication, &bypass); err != nil {
 		t.Fatal(err)
