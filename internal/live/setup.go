@@ -142,7 +142,8 @@ func ReadPlan(ctx context.Context, conn *pgx.Conn) (*Plan, error) {
 	if !p.Timescale {
 		q = strings.Replace(q, "AND NOT "+hypertableCond, "", 1)
 	}
-	rows, _ := conn.Query(ctx, q, p.ChunkSchemas)
+	// Not nil: a NULL array would make "<> ALL" NULL for every table, and publish none.
+	rows, _ := conn.Query(ctx, q, append([]string{}, p.ChunkSchemas...))
 	var s, n, ri string
 	var pk, mat bool
 	if _, err := pgx.ForEachRow(rows, []any{&s, &n, &ri, &pk}, func() error {

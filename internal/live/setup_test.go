@@ -104,3 +104,18 @@ func TestStartReceiveDrop(t *testing.T) {
 		t.Fatalf("Drop left %d replica identities changed", n)
 	}
 }
+
+// A source without TimescaleDB: its plain tables are published, and those without a
+// replica identity are named.
+func TestReadPlanWithoutTimescaleDB(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	src := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, src, `CREATE TABLE p (id int PRIMARY KEY)`, `CREATE TABLE nokey (a int)`)
+	p, err := ReadPlan(context.Background(), dbConn(t, srv, src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(p.Tables) != "[public.nokey public.p]" || len(p.Missing) != 1 || p.Missing[0].Table.Name != "nokey" || p.Timescale {
+		t.Errorf("plan: tables %v, missing %+v, timescale %v; want tables public.nokey and public.p, nokey missing", p.Tables, p.Missing, p.Timescale)
+	}
+}
