@@ -106,6 +106,8 @@ func TestUsageErrors(t *testing.T) {
 		{with("preflight", "--restore-path", "magic"), `tsmigrate: invalid --restore-path "magic" (write --restore-path auto, catalog or api)`},
 		{with("preflight", "--roles-update"), "tsmigrate: --roles-update goes with --roles (add --roles)"},
 		{with("preflight", "--jobs", "0"), `tsmigrate: --jobs 0 (give 1 or more, or "auto")`},
+		{with("preflight", "--replica-identity-full"), "tsmigrate: --replica-identity-full goes with --live (add --live)"},
+		{with("preflight", "--live", "--engine", "dump"), "tsmigrate: --live needs the stream engine (leave out --engine dump)"},
 		{[]string{"preflight", "--source", srcURI}, "tsmigrate: no target given (pass --target URI or set TSMIGRATE_TARGET)"},
 		{with("verify", "--jobs", "0"), "tsmigrate: invalid --jobs 0 (give --jobs 1 or more)"},
 		{with("verify", "--show-rows", "-1"), "tsmigrate: invalid --show-rows -1 (give --show-rows 0 or more)"},
@@ -195,6 +197,17 @@ func TestFlagsBecomeOptions(t *testing.T) {
 		}
 		if _, _, _, r := runFlags(t, "preflight", "--source", srcURI, "--target", dstURI, "--jobs", "7"); len(r.preflight) != 1 || r.preflight[0].Jobs != 7 {
 			t.Errorf("--jobs 7: calls %v %+v", r.names, r.preflight)
+		}
+		if o.Live || o.ReplicaIdentityFull {
+			t.Errorf("without --live: options %+v", o)
+		}
+		if _, _, _, r := runFlags(t, "preflight", "--source", srcURI, "--target", dstURI, "--live"); len(r.preflight) != 1 ||
+			!r.preflight[0].Live || r.preflight[0].ReplicaIdentityFull || r.preflight[0].Engine != preflight.EngineStream {
+			t.Errorf("--live: calls %v %+v", r.names, r.preflight)
+		}
+		if _, _, _, r := runFlags(t, "preflight", "--source", srcURI, "--target", dstURI, "--live", "--replica-identity-full"); len(r.preflight) != 1 ||
+			!r.preflight[0].Live || !r.preflight[0].ReplicaIdentityFull {
+			t.Errorf("--live --replica-identity-full: calls %v %+v", r.names, r.preflight)
 		}
 	})
 	t.Run("verify", func(t *testing.T) {

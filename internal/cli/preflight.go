@@ -23,6 +23,10 @@ const (
 	rolesUpdateHelp = "with --roles: give roles that exist on the target already the source's attributes and memberships (by default they are left as they are, and reported)"
 )
 
+// replicaIdentityFullHelp describes --replica-identity-full, of migrate and preflight
+// alike.
+const replicaIdentityFullHelp = "with --live: set REPLICA IDENTITY FULL, for the migration, on the tables and hypertables published without a primary key or replica identity (whose UPDATE and DELETE would otherwise fail on the source), and put back what was there at its end"
+
 const restorePathHelp = `how TimescaleDB's objects reach the target: "catalog" (its catalog restored between timescaledb_pre_restore() and timescaledb_post_restore(): a superuser, or a role the service lets run them and write the catalog), "api" (no catalog row written: TimescaleDB's API as the hypertables' owner, stream engine), or "auto": catalog when the target user may, else api`
 
 const preflightHelp = `Checks, without changing anything, that the source database can be migrated to the target:
@@ -34,6 +38,11 @@ catalog or its API, and why), the roles the source grants privileges to existing
 both servers taking the client sessions a migration with --jobs opens,
 and source activity worth knowing before a freeze (long and
 prepared transactions, replication slots, jobs, unlogged tables, large objects).
+With --live, also what migrate --live needs of the source: wal_level = logical, a free
+replication slot and WAL sender, a user with REPLICATION that may publish TimescaleDB's
+chunk schemas (a superuser), and a primary key or replica identity on every table and
+hypertable published (or --replica-identity-full); trying the replication connection
+opens and closes one.
 Probes of the target's rights run in a transaction that is rolled back; trying the catalog
 path calls timescaledb_pre_restore() and timescaledb_post_restore() in one statement, so
 the target database's TimescaleDB scheduler is restarted, never left stopped.
@@ -57,6 +66,7 @@ func init() {
 		var jobsFlag string
 		var engine, restorePath string
 		var withRoles, rolesUpdate bool
+		var liveMode, identityFull bool
 		c := &cobra.Command{
 			Use:   "preflight",
 			Short: "Check that a migration from --source to --target can work",
@@ -65,7 +75,10 @@ func init() {
     --target 'postgres://tsdbadmin@xyz.tsdb.cloud:34567/defaultdb?sslmode=require' --password-prompt
 
   # what migrate --roles would do, as JSON
-  tsmigrate preflight --roles --json`,
+  tsmigrate preflight --roles --json
+
+  # whether migrate --live can run, keeping the applications writing during the copy
+  tsmigrate preflight --live --replica-identity-full`,
 			Args: cobra.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
 				// With --json, a connection string that cannot be used or a server that
@@ -94,6 +107,12 @@ func init() {
 				if rolesUpdate && !withRoles {
 					return exit.Usagef("add --roles", "--roles-update goes with --roles")
 				}
+				if identityFull && !liveMode {
+					return exit.Usagef("add --live", "--replica-identity-full goes with --live")
+				}
+				if liveMode && engine == preflight.EngineDump {
+					return exit.Usagef("leave out --engine dump", "--live needs the stream engine")
+				}
 				jobs, err := parseJobs(jobsFlag)
 				if err != nil {
 					return err
@@ -104,7 +123,7 @@ func init() {
 					jobs = copy.DefaultJobs()
 				}
 				r, err := a.lib.preflight(c.Context(), preflight.Options{Source: src, Target: tgt, Engine: engine, RestorePath: path,
-					Roles: withRoles, RolesUpdate: rolesUpdate, Jobs: jobs})
+					Roles: withRoles, RolesUpdate: rolesUpdate, Jobs: jobs, Live: liveMode, ReplicaIdentityFull: identityFull})
 				if err != nil {
 					return notConnected(r, err)
 				}
@@ -131,6 +150,8 @@ func init() {
 		c.Flags().StringVar(&restorePath, "restore-path", string(schema.PathAuto), restorePathHelp)
 		c.Flags().BoolVar(&withRoles, "roles", false, "check what migrate --roles would do: "+rolesHelp)
 		c.Flags().BoolVar(&rolesUpdate, "roles-update", false, rolesUpdateHelp)
+		c.Flags().BoolVar(&liveMode, "live", false, "check what migrate --live needs of the source (stream engine only): logical decoding, a replication slot and WAL sender, the rights to replicate and publish, replica identities")
+		c.Flags().BoolVar(&identityFull, "replica-identity-full", false, replicaIdentityFullHelp)
 		return c
 	})
 }

@@ -3,9 +3,14 @@
 // an empty target with the extensions and rights the restore needs, the rights to
 // freeze the source, and what on the source is worth knowing before a freeze.
 //
+// With Options.Live, it also checks what a live migration needs of the source (see
+// live.go): logical decoding, a free replication slot and WAL sender, the rights to
+// replicate and publish, a replica identity on every table published.
+//
 // Each check is small (Check: Name, Run) and yields findings: pass, warn or fail, what it
 // saw, and what to do. Preflight only reads, except for probes inside transactions that
-// it rolls back (see targetProbe).
+// it rolls back (see targetProbe) and, with Live, a replication connection it opens and
+// closes without a command that changes anything.
 package preflight
 
 import (
@@ -91,6 +96,14 @@ type Options struct {
 	Roles, RolesUpdate bool
 	// Jobs is the migration's --jobs, for the connections check (0: not checked).
 	Jobs int
+	// Live checks what a live migration (migrate --live, stream engine only) needs of
+	// the source, and counts its sessions in the connections check.
+	// ReplicaIdentityFull is its --replica-identity-full: tables published without a
+	// primary key or replica identity then warn rather than fail.
+	Live, ReplicaIdentityFull bool
+	// Databases is how many databases the migration moves from the source server
+	// (0 counts as 1): with Live, each takes a replication slot and a WAL sender.
+	Databases int
 }
 
 // Engines, as migrate names them.
@@ -108,6 +121,9 @@ const (
 // NotConnected makes; other errors mean a check could not run at all.
 func Run(ctx context.Context, opt Options) (*Report, error) {
 	start := time.Now()
+	if opt.Live && opt.Engine == EngineDump {
+		return nil, exit.Usagef("use the stream engine", "a live migration needs the stream engine, not --engine %s", opt.Engine)
+	}
 	src, tgt, role, err := connectBoth(ctx, opt.Source, opt.Target)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -154,6 +170,11 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	}
 	if err := e.probeTarget(ctx); err != nil {
 		return nil, fmt.Errorf("target: %w", err)
+	}
+	if opt.Live {
+		if err := e.readLive(ctx); err != nil {
+			return nil, fmt.Errorf("source: %w", err)
+		}
 	}
 
 	r := &Report{Source: side(opt.Source, src, e.srcInv), Target: side(opt.Target, tgt, e.tgtInv)}
@@ -254,6 +275,8 @@ type env struct {
 	probe          targetProbe
 	// tsPlan is the target's TimescaleDB for the source's (when the source has it).
 	tsPlan schema.TimescaleDBTarget
+	// liveSrc is what the live checks read on the source (Options.Live).
+	liveSrc liveSource
 }
 
 // planTimescaleDB picks the target's TimescaleDB for a source at version source, as
@@ -289,7 +312,7 @@ func pure(name string, f func() []Finding) Check {
 
 // checks lists every check in the order the report shows them.
 func (e *env) checks() []Check {
-	return []Check{
+	all := []Check{
 		pure("connect", e.checkConnect),
 		pure("postgres-major", e.checkMajor),
 		pure("timescaledb-version", e.checkTimescaleVersion),
@@ -319,6 +342,17 @@ func (e *env) checks() []Check {
 		pure("unlogged-tables", e.checkUnlogged),
 		pure("large-objects", e.checkLargeObjects),
 	}
+	if !e.opt.Live {
+		return all
+	}
+	return append(all,
+		pure("live-wal-level", e.checkWalLevel),
+		pure("live-slots", e.checkLiveSlots),
+		pure("live-wal-senders", e.checkWalSenders),
+		pure("live-replication", e.checkReplicationRight),
+		pure("live-publication", e.checkPublish),
+		pure("live-replica-identity", e.checkReplicaIdentity),
+	)
 }
 
 func finding(st Status, server, saw, do string) Finding {
