@@ -208,8 +208,8 @@ func (e *env) checkReplicaIdentity() []Finding {
 	for _, c := range p.Missing {
 		names = append(names, c.Kind+" "+c.Table.String())
 	}
-	missing := fmt.Sprintf("%s of the %s published %s neither a primary key nor a replica identity: %s",
-		plural(len(p.Missing), "table", "tables"), published, map[bool]string{true: "has", false: "have"}[len(p.Missing) == 1], list(names))
+	missing := fmt.Sprintf("of the %s published, %d %s neither a primary key nor a replica identity: %s",
+		published, len(p.Missing), map[bool]string{true: "has", false: "have"}[len(p.Missing) == 1], list(names))
 	if !e.opt.ReplicaIdentityFull {
 		return []Finding{finding(Fail, "source",
 			missing+"; once published, their UPDATE and DELETE would fail on the source"+own,
