@@ -245,6 +245,21 @@ func (p *Proxy) CutPort(port int) bool {
 	return false
 }
 
+// CutAll cuts now every connection open through the proxy, as a network that drops
+// for a moment does. It says how many were open.
+func (p *Proxy) CutAll() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, c := range p.conns {
+		if !c.closed {
+			p.end(c, true)
+			n++
+		}
+	}
+	return n
+}
+
 // Cuts is how many connections were cut so far.
 func (p *Proxy) Cuts() int {
 	p.mu.Lock()

@@ -100,3 +100,36 @@ func TestProxyShapesLink(t *testing.T) {
 		t.Errorf("2 MiB came in %s through a link of 1 MiB/s", d)
 	}
 }
+
+// CutAll ends every open connection at once; the proxy takes new ones afterwards.
+func TestProxyCutAll(t *testing.T) {
+	ctx := context.Background()
+	s := Shared(t, PG17TS)
+	db := NewDB(t, s, false)
+	p := StartProxy(t, s)
+	var conns []*pgx.Conn
+	for range 2 {
+		conn, err := pgx.Connect(ctx, p.URI(t, s.SuperURI(db)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		conns = append(conns, conn)
+	}
+	if n := p.CutAll(); n != 2 || p.Cuts() != 2 {
+		t.Fatalf("CutAll cut %d (Cuts %d), want the 2 open connections", n, p.Cuts())
+	}
+	for i, conn := range conns {
+		if _, err := conn.Exec(ctx, "SELECT 1"); err == nil {
+			t.Errorf("connection %d still works after CutAll", i)
+		}
+	}
+	conn, err := pgx.Connect(ctx, p.URI(t, s.SuperURI(db)))
+	if err != nil {
+		t.Fatalf("a new connection after CutAll: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+}
