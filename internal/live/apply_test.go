@@ -74,6 +74,22 @@ func newLivePair(t *testing.T, srv *testenv.Server) livePair {
 	return p
 }
 
+// start starts a live migration of p (--replica-identity-full) and its state in the
+// target; what it made on the source is dropped when the test ends.
+func (p livePair) start(t *testing.T) *Stream {
+	t.Helper()
+	ctx := context.Background()
+	s, err := Start(ctx, p.source, Options{Names: NewNames(), ReplicaIdentityFull: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(ctx); Drop(ctx, p.source, s.Names, s.Identity) })
+	if err := Init(ctx, p.target, s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // copyAt copies the source into the target as the stream engine does, in snapshot s.
 func (p livePair) copyAt(t *testing.T, s *Stream) {
 	t.Helper()
@@ -159,14 +175,7 @@ func TestApplyLiveChanges(t *testing.T) {
 	srv := testenv.Shared(t, testenv.PG17TS)
 	p := newLivePair(t, srv)
 	ctx := context.Background()
-	s, err := Start(ctx, p.source, Options{Names: NewNames(), ReplicaIdentityFull: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close(ctx); Drop(ctx, p.source, s.Names, s.Identity) })
-	if err := Init(ctx, p.target, s); err != nil {
-		t.Fatal(err)
-	}
+	s := p.start(t)
 	r := receive(t, p)
 	testenv.MustExec(t, srv, p.src, liveWrites(0)...)
 	p.copyAt(t, s)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"time"
 
@@ -101,7 +100,9 @@ func (r *Receiver) Run(ctx context.Context) error {
 	}
 }
 
-// retryable: a lost or refused connection, or a server shutting down or restarting.
+// retryable: a lost or refused connection (dbconn.Lost: an EOF or a reset however
+// wrapped, on either server, in whatever the session was doing), or a server shutting
+// down or restarting.
 func retryable(err error) bool {
 	if err == nil {
 		return true
@@ -110,24 +111,17 @@ func retryable(err error) bool {
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code[:2] {
 		case "08", "57", "53":
-			// 55006 object_in_use: the slot is still held by the walsender of the
-			// connection just lost, which the server has not noticed yet.
 			return true
 		}
+		// 55006 object_in_use: the slot is still held by the walsender of the
+		// connection just lost, which the server has not noticed yet.
 		return pgErr.Code == "55006"
 	}
-	var netErr net.Error
-	return errors.As(err, &netErr) || pgconn.SafeToRetry(err) || errors.Is(err, errClosed) ||
-		errors.Is(err, context.DeadlineExceeded) || isEOF(err)
+	return dbconn.Lost(err) || pgconn.SafeToRetry(err) || errors.Is(err, errClosed) ||
+		errors.Is(err, context.DeadlineExceeded)
 }
 
 var errClosed = errors.New("the replication connection closed")
-
-func isEOF(err error) bool {
-	var pgErr *pgconn.PgError
-	return !errors.As(err, &pgErr) && (errors.Is(err, net.ErrClosed) || err.Error() == "unexpected EOF" ||
-		errors.Is(err, errClosed))
-}
 
 type spoolRow struct {
 	seq  int64
