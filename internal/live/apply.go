@@ -124,6 +124,9 @@ type applier struct {
 	batchFor []string // what each queued statement changes, for errors
 
 	touched map[[3]string]bool
+	// pending stops the apply at the end of the source transaction (a chunk dropped,
+	// unless the hypertable was: then that).
+	pending *StopError
 
 	seq        int64 // last message of the last transaction applied
 	read       int64 // last message applied (of a transaction that may go on)
@@ -294,6 +297,9 @@ func (a *applier) message(ctx context.Context, seq int64, lsn LSN, data []byte) 
 	case *pglogrepl.BeginMessage:
 		a.beginTime = m.CommitTime
 	case *pglogrepl.CommitMessage:
+		if a.pending != nil {
+			return a.pending
+		}
 		a.seq, a.lsn = seq, m.TransactionEndLSN
 		t := m.CommitTime
 		a.commitTime = &t
@@ -406,6 +412,8 @@ func (a *applier) change(ctx context.Context, id uint32, op byte, old, new *pglo
 	switch rel.kind {
 	case relIgnore:
 		return nil
+	case relHypertables:
+		return a.hypertableChange(rel, op, old, new)
 	case relCatalog:
 		t := new
 		if op == 'D' {

@@ -6,7 +6,8 @@
 // The pieces, in the order a migration uses them:
 //   - Start, on the source: a publication that covers every chunk, present and future
 //     (TimescaleDB's chunk schemas, which needs a superuser), TimescaleDB's chunk
-//     catalog (to learn which hypertable a new chunk belongs to) and the plain tables
+//     catalog (to learn which hypertable a new chunk belongs to) and hypertable
+//     catalog (to name a hypertable made, renamed or dropped: DDL) and the plain tables
 //     by name (TimescaleDB 2.20+ refuses create_hypertable on a table in a schema
 //     publication); replica identities where the publication would otherwise make
 //     UPDATE and DELETE fail (see Identity); a logical replication slot (pgoutput)
@@ -19,7 +20,11 @@
 //   - Apply, after the copy: the kept changes applied through the hypertables (chunk
 //     names differ between servers) in commit order, in batches, with the position
 //     applied stored in the same target transaction as the data: a killed run resumes
-//     without losing or repeating a change.
+//     without losing or repeating a change. DDL on the source that the stream shows
+//     (a table whose columns or types no longer match the target's, a table the
+//     target lacks, a hypertable made, renamed or dropped) stops it with a StopError
+//     naming the change; DDL followed by no change to the table is not in the stream:
+//     the verify at the cut-over compares the schemas.
 //   - EmitEndMarker, once the source is frozen: a logical message that ends the
 //     stream exactly; Apply stops at it.
 //   - Drop: the slot, the publication, and the replica identities set back.

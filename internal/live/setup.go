@@ -327,8 +327,8 @@ func Start(ctx context.Context, source *dbconn.Config, opt Options) (_ *Stream, 
 const sqlIdentityIndex = `SELECT ic.relname::text FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
 WHERE i.indrelid = $1::regclass AND i.indisreplident`
 
-// publicationSQL publishes plan: the chunk schemas whole, TimescaleDB's chunk catalog
-// and the plain tables by name.
+// publicationSQL publishes plan: the chunk schemas whole, TimescaleDB's chunk and
+// hypertable catalogs and the plain tables by name.
 func publicationSQL(name string, plan *Plan) string {
 	var items []string
 	if len(plan.ChunkSchemas) > 0 {
@@ -340,7 +340,7 @@ func publicationSQL(name string, plan *Plan) string {
 	}
 	var tables []string
 	if plan.Timescale {
-		tables = append(tables, chunkCatalog.quoted())
+		tables = append(tables, chunkCatalog.quoted(), hypertableCatalog.quoted())
 	}
 	for _, t := range plan.Tables {
 		tables = append(tables, t.quoted())
@@ -357,6 +357,11 @@ func publicationSQL(name string, plan *Plan) string {
 // chunkCatalog is TimescaleDB's catalog of chunks: a new chunk's row comes in the
 // stream before the chunk's first row, and says which hypertable it belongs to.
 var chunkCatalog = Relation{"_timescaledb_catalog", "chunk"}
+
+// hypertableCatalog is TimescaleDB's catalog of hypertables: a row made, renamed or
+// deleted is DDL on the source during the migration, which the apply stops at, naming
+// the hypertable.
+var hypertableCatalog = Relation{"_timescaledb_catalog", "hypertable"}
 
 // SQL of Drop. PostgreSQL 15, 17.
 const (
