@@ -64,6 +64,9 @@ type Options struct {
 	// RangeBytes and its share of the work (all tables' size / Jobs), since a range
 	// cannot use COPY FREEZE and pays for that unless it shortens the longest unit.
 	RangeBytes int64
+	// BatchUnits bounds how many small tables or chunks are copied together in one
+	// transaction and three exchanges (see copyBatch); default 64, 1 for one at a time.
+	BatchUnits int
 	// MaxRetries bounds the further attempts of a unit after transient errors (default 5).
 	MaxRetries int
 	// RetryBackoff is the first wait before a retry, doubled each time up to 30 s (default 1 s).
@@ -155,6 +158,7 @@ type run struct {
 
 	mu        sync.Mutex
 	remaining map[string]int // pending data units per tableKey
+	batch     int            // small units claimed at once (batchSize)
 	live      map[string]*live
 	attempts  map[string]int
 	res       Result
@@ -186,6 +190,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	if opts.RangeBytes == 0 {
 		opts.RangeBytes = defaultRangeBytes
+	}
+	if opts.BatchUnits == 0 {
+		opts.BatchUnits = defaultBatchUnits
 	}
 	if opts.MaxRetries == 0 {
 		opts.MaxRetries = 5
@@ -264,6 +271,8 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		opts.Jobs, r.opts.Jobs, r.res.Jobs, r.res.JobsWhy = n, n, n, why
 		r.emit(Event{Type: JobsChosen, Jobs: n, Why: why})
 	}
+
+	r.batch = batchSize(opts.BatchUnits, opts.Jobs, units)
 
 	g, gctx := errgroup.WithContext(ctx)
 	stop := make(chan struct{})
@@ -373,6 +382,15 @@ func (r *run) end(l *live, rows, bytes int64, started time.Time) {
 	if tableDone {
 		r.emit(Event{Type: TableDone, Relation: l.table})
 	}
+}
+
+// drop forgets a running unit that is handed back without an end of its own (a
+// failed batch's, copied again alone): the batch's try is not counted as its own.
+func (r *run) drop(l *live) {
+	r.mu.Lock()
+	delete(r.live, l.info.ID)
+	r.attempts[l.info.ID]--
+	r.mu.Unlock()
 }
 
 // failed decides what follows a unit's failure: nil to try again (after the backoff),

@@ -125,6 +125,43 @@ func TestTargetRejectsRow(t *testing.T) {
 	}
 }
 
+// Small chunks go in batches (see copyBatch); a row that the target refuses in one
+// fails the batch, whose units are then copied one at a time: the run stops on the
+// chunk that holds the row, saying so as for a unit of its own, at its first attempt.
+func TestBatchRowRefused(t *testing.T) {
+	p := newPair(t)
+	ctx := context.Background()
+	var chunk string
+	if err := dbConn(t, p.srv, p.dst).QueryRow(ctx, `SELECT inhrelid::regclass::text FROM pg_inherits
+		WHERE inhparent = 'metrics'::regclass ORDER BY inhrelid OFFSET 3 LIMIT 1`).Scan(&chunk); err != nil {
+		t.Fatal(err)
+	}
+	testenv.MustExec(t, p.srv, p.dst, `ALTER TABLE `+chunk+` ADD CONSTRAINT no_rows CHECK (v < 0)`)
+	var failed []Event
+	_, err := Run(ctx, Options{Source: p.source(t), Target: p.target(t), Jobs: 2, FreezeID: "f", RangeBytes: testRange,
+		BatchUnits: 8, OnEvent: func(e Event) {
+			if e.Type == Failed {
+				failed = append(failed, e)
+			}
+		}})
+	var ue *UnitError
+	if !errors.As(err, &ue) {
+		t.Fatalf("want a UnitError, got %v", err)
+	}
+	for _, want := range []string{"table " + chunk, "target", `violates check constraint "no_rows"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if len(failed) != 1 || failed[0].Unit.Relation != chunk || failed[0].Attempt != 1 {
+		t.Errorf("failed events %+v, want one for %s at attempt 1", failed, chunk)
+	}
+	var done int
+	if err := dbConn(t, p.srv, p.dst).QueryRow(ctx, `SELECT count(*) FROM _tsmigrate.units WHERE state = 'done' AND id = 'table ' || $1`, chunk).Scan(&done); err != nil || done != 0 {
+		t.Errorf("the refused chunk is marked done (%d, %v)", done, err)
+	}
+}
+
 func TestTwoRunsShareMigration(t *testing.T) {
 	p := newPair(t)
 	ctx := context.Background()

@@ -18,7 +18,8 @@ import (
 // (targetRoundTrips and sourceRoundTrips, see worker) the link's round trip time,
 // against a few milliseconds of the servers' work for a small chunk. Then more units
 // in flight than cores keep the servers as busy: as many as the cores times (work +
-// waiting) / work, by Little's law.
+// waiting) / work, by Little's law. Small units go in batches, which wait for those
+// round trips once for all their units (see copyBatch): more work for the same wait.
 const (
 	// targetRoundTrips and sourceRoundTrips are the exchanges a chunk's or table's unit
 	// waits for (TestRoundTripsPerChunk counts them).
@@ -108,12 +109,13 @@ func chooseJobs(ctx context.Context, opts Options, src, tgt *dbconn.Conn, units 
 			sizes = append(sizes, u.EstBytes)
 		}
 	}
-	n, why := jobsFor(s, t, sizes)
+	n, why := jobsFor(s, t, sizes, opts.BatchUnits)
 	return n, why, nil
 }
 
-// jobsFor is the choice for servers s (source) and t (target) and units of sizes.
-func jobsFor(s, t server, sizes []int64) (int, string) {
+// jobsFor is the choice for servers s (source) and t (target) and units of sizes, small
+// ones in batches of up to batch.
+func jobsFor(s, t server, sizes []int64, batch int) (int, string) {
 	cores := min(s.cores, t.cores)
 	coresWhy := fmt.Sprintf("%d cores (the source's: %s, the target's: %s)", cores, s.coresFrom, t.coresFrom)
 	if s.coresFrom == t.coresFrom && s.cores == t.cores {
@@ -127,6 +129,21 @@ func jobsFor(s, t server, sizes []int64) (int, string) {
 	}
 	work := unitWork + time.Duration(float64(median)/unitRate*float64(time.Second))
 	wait := targetRoundTrips*t.rtt + sourceRoundTrips*s.rtt
+	// With the median unit small, a batch waits as long as one unit and works for all
+	// of its units: as many as batchSize gives each of base jobs.
+	what := "a unit of " + bytesText(median)
+	if median < smallUnitBytes {
+		small := 0
+		for _, b := range sizes {
+			if b < smallUnitBytes {
+				small++
+			}
+		}
+		if k := max(1, min(batch, small/(4*base))); k > 1 {
+			work *= time.Duration(k)
+			what = fmt.Sprintf("a batch of %d units of %s", k, bytesText(median))
+		}
+	}
 	n := int(math.Round(float64(base) * float64(work+wait) / float64(work)))
 	n = min(max(n, base), maxAutoJobs)
 	room := min(s.free, t.free) - sessionsKept
@@ -134,8 +151,8 @@ func jobsFor(s, t server, sizes []int64) (int, string) {
 	if n > room && room >= 1 {
 		n, limited = max(room, 1), fmt.Sprintf("; no more: the servers take %d more sessions (%d on the source, %d on the target), of which %d are left to the rest of the run", min(s.free, t.free), s.free, t.free, sessionsKept)
 	}
-	why := fmt.Sprintf("round trips of %s to the target and %s to the source, %d and %d a unit: %s of waiting against about %s of the servers' work for a unit of %s (the median of %d), on %s%s",
-		round(t.rtt), round(s.rtt), targetRoundTrips, sourceRoundTrips, round(wait), round(work), bytesText(median), len(sizes), coresWhy, limited)
+	why := fmt.Sprintf("round trips of %s to the target and %s to the source, %d and %d a unit: %s of waiting against about %s of the servers' work for %s (the median of %d), on %s%s",
+		round(t.rtt), round(s.rtt), targetRoundTrips, sourceRoundTrips, round(wait), round(work), what, len(sizes), coresWhy, limited)
 	return n, why
 }
 

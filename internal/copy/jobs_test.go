@@ -13,6 +13,10 @@ func TestJobsFor(t *testing.T) {
 	near := server{rtt: 60 * time.Microsecond, cores: 2, coresFrom: "this machine's", free: 90}
 	far := server{rtt: 10 * time.Millisecond, cores: 2, coresFrom: "this machine's", free: 90}
 	small := []int64{20 << 10, 20 << 10, 30 << 10}
+	many := make([]int64, 1000)
+	for i := range many {
+		many[i] = 20 << 10
+	}
 	cases := []struct {
 		name     string
 		src, tgt server
@@ -25,9 +29,10 @@ func TestJobsFor(t *testing.T) {
 		{"big units wait little for their round trips", near, far, []int64{1 << 30}, 2, "1024 MB"},
 		{"bounded by the sessions the target takes", near, server{rtt: 10 * time.Millisecond, cores: 2, coresFrom: "this machine's", free: 9}, small, 5, "the servers take 9 more sessions"},
 		{"at most maxAutoJobs", near, server{rtt: 100 * time.Millisecond, cores: 8, coresFrom: "its max_parallel_workers", free: 500}, small, maxAutoJobs, "the target's: its max_parallel_workers"},
+		{"many small units go in batches: the servers' work, not the wait, bounds", near, far, many, 2, "a batch of 64 units of 20 kB"},
 	}
 	for _, c := range cases {
-		got, why := jobsFor(c.src, c.tgt, c.sizes)
+		got, why := jobsFor(c.src, c.tgt, c.sizes, defaultBatchUnits)
 		if got != c.want || !strings.Contains(why, c.says) {
 			t.Errorf("%s: %d (%s), want %d, saying %q", c.name, got, why, c.want, c.says)
 		}

@@ -52,6 +52,8 @@ SET xmloption = content`
 //   - source: the end of the last unit's transaction (ROLLBACK), BEGIN, the snapshot's
 //     import and the COPY, in one query.
 //
+// Small units go several in those three exchanges (see copyBatch).
+//
 // A COPY FROM STDIN is an exchange of its own (the server must take its data), but its
 // data goes right after the query, not once the server has answered it (pgconn's
 // CopyFrom); a statement that fails before it makes the server drop that data.
@@ -63,9 +65,11 @@ type worker struct {
 	srcTx bool
 	// tgtTx: the target session may be in a transaction, opened with BEGIN in a query
 	// of ours (not by pgx), to be ended with COMMIT or ROLLBACK in one; ahead: it
-	// claimed the worker's next unit, claimed (nil when none was free).
+	// claimed the worker's next units, claimed (none when none was free).
 	tgtTx, ahead bool
-	claimed      *journal.Unit
+	claimed      []journal.Unit
+	// singles: units of a batch that failed, to copy one at a time (see copyBatch).
+	singles []string
 }
 
 // targetTx runs statements in the target transaction of a unit: a pgx.Tx, or the
@@ -292,6 +296,9 @@ func (w *worker) dataPhase(ctx context.Context) error {
 			continue
 		}
 		connFailures = 0
+		if retryID == "" && len(w.singles) > 0 {
+			retryID, w.singles = w.singles[0], w.singles[1:]
+		}
 		more, err := w.next(ctx, retryID)
 		retryID = ""
 		var ue *unitFailure
@@ -332,9 +339,9 @@ func (w *worker) next(ctx context.Context, id string) (bool, error) {
 	if err := w.claim(ctx, id); err != nil {
 		return true, err
 	}
-	u := w.claimed
+	us := w.claimed
 	w.ahead, w.claimed = false, nil
-	if u == nil {
+	if len(us) == 0 {
 		w.rollback(ctx)
 		w.endSource(ctx)
 		if id != "" {
@@ -346,11 +353,15 @@ func (w *worker) next(ctx context.Context, id string) (bool, error) {
 		}
 		return true, clock.Sleep(ctx, pollIdle)
 	}
+	if len(us) > 1 {
+		return true, w.copyBatch(ctx, us)
+	}
+	u := &us[0]
 	start := time.Now()
 	l := w.r.begin(u)
 	rows, err := w.copyUnit(ctx, w.tgt.Conn, u, l)
 	if err == nil {
-		err = w.finish(ctx, u, rows, l)
+		err = w.finish(ctx, us, []int64{rows}, []*live{l})
 	}
 	if err != nil {
 		w.rollback(ctx)
@@ -361,44 +372,62 @@ func (w *worker) next(ctx context.Context, id string) (bool, error) {
 	return true, nil
 }
 
-// claim makes sure the target session is in a transaction that claimed a unit: id
-// when given, else the largest free one (w.claimed, nil when none is free). The last
-// unit's final query claimed one ahead already unless it failed.
+// claim makes sure the target session is in a transaction that claimed units: id
+// when given, else the largest free one, with more small ones (w.claimed, none when
+// none is free). The last unit's final query claimed ahead already unless it failed.
 func (w *worker) claim(ctx context.Context, id string) error {
-	if w.ahead && (id == "" || w.claimed != nil && w.claimed.ID == id) {
+	if w.ahead && (id == "" || len(w.claimed) == 1 && w.claimed[0].ID == id) {
 		return nil
 	}
 	w.rollback(ctx)
 	w.ahead, w.claimed, w.tgtTx = false, nil, true
-	res, err := w.tgt.PgConn().Exec(ctx, "BEGIN; "+journal.ClaimSQL(journal.PhaseData, id)).ReadAll()
+	res, err := w.tgt.PgConn().Exec(ctx, "BEGIN; "+w.claimSQL(id)).ReadAll()
 	if err != nil {
 		return fmt.Errorf("claim unit: %w", err)
 	}
 	if len(res) != 2 {
 		return fmt.Errorf("claim unit: %d results, want 2", len(res))
 	}
-	u, err := journal.Claimed(w.tgt.TypeMap(), res[1])
+	us, err := journal.Claimed(w.tgt.TypeMap(), res[1])
 	if err != nil {
 		return err
 	}
-	w.ahead, w.claimed = true, u
+	w.ahead, w.claimed = true, us
 	return nil
 }
 
-// finish ends unit u's transaction in one query: its indexes and constraints, its
-// done mark with its rows and bytes, COMMIT; then BEGIN and the claim of the next unit
-// (w.claimed), which saves the next unit that round trip. An error once the COMMIT
-// went through is not u's: the next unit is claimed again.
-func (w *worker) finish(ctx context.Context, u *journal.Unit, rows int64, l *live) error {
+// claimSQL claims unit id, or when id is "" the next unit of a batch that failed, or
+// else the largest free unit with, when it is small, more small ones (a batch).
+func (w *worker) claimSQL(id string) string {
+	if id == "" && len(w.singles) > 0 {
+		id = w.singles[0]
+	}
+	if id != "" || w.r.batch <= 1 {
+		return journal.ClaimSQL(journal.PhaseData, id)
+	}
+	return journal.ClaimBatchSQL(journal.PhaseData, smallUnitBytes, w.r.batch)
+}
+
+// finish ends the transaction of units us (one, or a batch) in one query: each one's
+// indexes and constraints and its done mark with its rows and bytes, COMMIT; then
+// BEGIN and the claim of the next units (w.claimed), which saves the next ones that
+// round trip. An error once the COMMIT went through is not theirs: the next units are
+// claimed again.
+func (w *worker) finish(ctx context.Context, us []journal.Unit, rows []int64, ls []*live) error {
 	var b strings.Builder
-	if u.PostSQL != "" {
-		l.building.Store(true)
-		b.WriteString(u.PostSQL)
+	post := false
+	for i := range us {
+		if u := &us[i]; u.PostSQL != "" {
+			ls[i].building.Store(true)
+			b.WriteString(u.PostSQL)
+			b.WriteString(";\n")
+			post = true
+		}
+		b.WriteString(journal.DoneSQL(us[i].ID, rows[i], ls[i].bytes.Load()))
 		b.WriteString(";\n")
 	}
-	b.WriteString(journal.DoneSQL(u.ID, rows, l.bytes.Load()))
-	b.WriteString(";\nCOMMIT;\nBEGIN;\n")
-	b.WriteString(journal.ClaimSQL(journal.PhaseData, ""))
+	b.WriteString("COMMIT;\nBEGIN;\n")
+	b.WriteString(w.claimSQL(""))
 	res, err := w.tgt.PgConn().Exec(ctx, b.String()).ReadAll()
 	at := slices.IndexFunc(res, func(r *pgconn.Result) bool { return r.Err == nil && r.CommandTag.String() == "COMMIT" })
 	if at < 0 {
@@ -408,13 +437,17 @@ func (w *worker) finish(ctx context.Context, u *journal.Unit, rows int64, l *liv
 			// the statement that failed is the one after the last done: the done mark
 			// was, so the COMMIT failed
 			side = "target (its commit)"
-		case u.PostSQL != "":
+		case post:
 			side = "target (its indexes and constraints)"
 		}
 		if err == nil {
 			err = errors.New("no COMMIT in the results")
 		}
-		return &UnitError{Unit: describe(u), Side: side, Err: err}
+		what := describe(&us[0])
+		if len(us) > 1 {
+			what = fmt.Sprintf("%d units from %s", len(us), what)
+		}
+		return &UnitError{Unit: what, Side: side, Err: err}
 	}
 	w.tgtTx = false
 	if len(res) > at+1 && res[at+1].Err == nil {

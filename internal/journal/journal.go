@@ -173,6 +173,25 @@ WHERE state = 'pending' AND phase = %d
 ORDER BY est_bytes DESC, id
 LIMIT 1 FOR UPDATE SKIP LOCKED`
 
+	// claimBatchSQL takes the largest pending unit of a phase (%[1]d) that nobody holds,
+	// as claimSQL does, and when that one is a table (or chunk) of fewer than %[2]d
+	// bytes, up to %[3]d of those in all, the largest first: the rest of the units
+	// nobody holds are as small or smaller, so that each copies more small units at
+	// once, and a big one alone. The LIMIT stops the scan at the first unit when it
+	// is big.
+	claimBatchSQL = `WITH first AS MATERIALIZED (
+	SELECT u.id, u.kind = 'table' AND u.est_bytes < %[2]d AS small FROM _tsmigrate.units u
+	WHERE state = 'pending' AND phase = %[1]d
+	  AND (kind <> 'indexes' OR NOT EXISTS (SELECT FROM _tsmigrate.units r
+	    WHERE r.kind = 'range' AND r.state = 'pending' AND r.schema_name = u.schema_name AND r.table_name = u.table_name))
+	ORDER BY est_bytes DESC, id
+	LIMIT 1 FOR UPDATE SKIP LOCKED)
+SELECT ` + unitCols + ` FROM _tsmigrate.units u
+WHERE state = 'pending' AND phase = %[1]d
+  AND (id = (SELECT id FROM first) OR (SELECT small FROM first) AND kind = 'table' AND est_bytes < %[2]d)
+ORDER BY est_bytes DESC, id
+LIMIT (CASE WHEN (SELECT small FROM first) THEN %[3]d ELSE 1 END) FOR UPDATE SKIP LOCKED`
+
 	// claimIDSQL takes unit %s (a literal) when it is pending and nobody holds it.
 	claimIDSQL = `SELECT ` + unitCols + ` FROM _tsmigrate.units
 WHERE state = 'pending' AND id = %s
@@ -405,28 +424,36 @@ func ClaimSQL(phase int, id string) string {
 	return fmt.Sprintf(claimSQL, phase)
 }
 
-// Claimed reads the unit a ClaimSQL query locked from its result (text or binary
-// values, decoded with m); nil when it locked none.
-func Claimed(m *pgtype.Map, r *pgconn.Result) (*Unit, error) {
+// ClaimBatchSQL is ClaimSQL for several units at once: the largest pending unit of
+// phase that no other transaction holds, and when it is a table or chunk of fewer
+// than small bytes, up to limit such small units in all (largest first), so that
+// they are copied in one transaction. Claimed reads its result.
+func ClaimBatchSQL(phase int, small int64, limit int) string {
+	return fmt.Sprintf(claimBatchSQL, phase, small, max(limit, 1))
+}
+
+// Claimed reads the units a ClaimSQL or ClaimBatchSQL query locked from its result
+// (text or binary values, decoded with m), in its order; none when it locked none.
+func Claimed(m *pgtype.Map, r *pgconn.Result) ([]Unit, error) {
 	if r.Err != nil {
 		return nil, fmt.Errorf("claim unit: %w", r.Err)
 	}
-	if len(r.Rows) == 0 {
-		return nil, nil
-	}
-	var u Unit
-	var kind string
-	dest := unitDest(&u, &kind)
-	if len(r.FieldDescriptions) != len(dest) || len(r.Rows[0]) != len(dest) {
-		return nil, fmt.Errorf("claim unit: %d columns, want %d", len(r.Rows[0]), len(dest))
-	}
-	for i, fd := range r.FieldDescriptions {
-		if err := m.Scan(fd.DataTypeOID, fd.Format, r.Rows[0][i], dest[i]); err != nil {
-			return nil, fmt.Errorf("claim unit: column %s: %w", fd.Name, err)
+	us := make([]Unit, len(r.Rows))
+	for j, row := range r.Rows {
+		u := &us[j]
+		var kind string
+		dest := unitDest(u, &kind)
+		if len(r.FieldDescriptions) != len(dest) || len(row) != len(dest) {
+			return nil, fmt.Errorf("claim unit: %d columns, want %d", len(row), len(dest))
 		}
+		for i, fd := range r.FieldDescriptions {
+			if err := m.Scan(fd.DataTypeOID, fd.Format, row[i], dest[i]); err != nil {
+				return nil, fmt.Errorf("claim unit: column %s: %w", fd.Name, err)
+			}
+		}
+		u.Kind = Kind(kind)
 	}
-	u.Kind = Kind(kind)
-	return &u, nil
+	return us, nil
 }
 
 // DoneSQL is MarkDone's statement with its values written in, to send with other

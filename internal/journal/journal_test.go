@@ -3,6 +3,7 @@ package journal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -79,7 +80,11 @@ func TestJournalLifecycle(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		return Claimed(tx.Conn().TypeMap(), res[0])
+		us, err := Claimed(tx.Conn().TypeMap(), res[0])
+		if err != nil || len(us) == 0 {
+			return nil, err
+		}
+		return &us[0], nil
 	}
 	tx1, _ := conn.Begin(ctx)
 	u, err := claim(tx1, "")
@@ -132,6 +137,71 @@ func TestJournalLifecycle(t *testing.T) {
 	}
 	if _, err := Read(ctx, conn); !errors.Is(err, ErrNoJournal) {
 		t.Fatalf("read after drop: %v", err)
+	}
+}
+
+// A batch claim takes a big unit alone, and small tables or chunks several at once,
+// the largest first, skipping those another transaction holds; an indexes unit waits
+// for its table's ranges as with a claim of one.
+func TestClaimBatch(t *testing.T) {
+	ctx := context.Background()
+	conn, uri := newConn(t)
+	if _, err := Open(ctx, conn, "f"); err != nil {
+		t.Fatal(err)
+	}
+	unit := func(id string, kind Kind, bytes int64) Unit {
+		return Unit{ID: id, Phase: PhaseData, Kind: kind, Schema: "public", Table: id, EstBytes: bytes, PageHi: -1}
+	}
+	units := []Unit{unit("big", KindTable, 5000), unit("range", KindRange, 4000), unit("indexes", KindIndexes, 9000)}
+	units[1].Table, units[2].Table = "big2", "big2"
+	for i := range 7 {
+		units = append(units, unit(fmt.Sprintf("s%d", i), KindTable, int64(100-i)))
+	}
+	if _, err := Plan(ctx, conn, func() ([]Unit, error) { return units, nil }); err != nil {
+		t.Fatal(err)
+	}
+	claim := func(c *pgx.Conn) []string {
+		t.Helper()
+		res, err := c.PgConn().Exec(ctx, "BEGIN; "+ClaimBatchSQL(PhaseData, 1000, 3)).ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		us, err := Claimed(c.TypeMap(), res[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, u := range us {
+			ids = append(ids, u.ID)
+		}
+		return ids
+	}
+	var conns []*pgx.Conn
+	for range 5 {
+		c, err := pgx.Connect(ctx, uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		conns = append(conns, c)
+	}
+	for i, want := range []string{"big", "range", "s0 s1 s2", "s3 s4 s5", "s6"} {
+		if got := strings.Join(claim(conns[i]), " "); got != want {
+			t.Errorf("claim %d took %q, want %q", i+1, got, want)
+		}
+	}
+	// Once its range is done, the indexes unit goes first, alone.
+	if err := conns[1].PgConn().Exec(ctx, DoneSQL("range", 1, 1)+"; COMMIT").Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := conns[4].PgConn().Exec(ctx, "ROLLBACK").Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(claim(conns[1]), " "); got != "indexes" {
+		t.Errorf("claim after the range was done took %q, want the indexes unit", got)
+	}
+	if got := strings.Join(claim(conns[4]), " "); got != "s6" {
+		t.Errorf("claim of what was handed back took %q, want s6", got)
 	}
 }
 
