@@ -90,7 +90,9 @@ WHERE contype = 'f' AND conrelid = ANY($1) AND confrelid = ANY($1) AND conrelid 
 	// when it is a reg* type (binary form is an OID, which differs between servers);
 	// when a user-defined type sits inside an array or composite (their binary form
 	// carries the element type's OID, which array_recv and record_recv check against
-	// the target's); or when it is xml.
+	// the target's); or when it is xml. What a type reaches is followed once per type
+	// (reach, from each column type in use), not once per column: thousands of chunks
+	// share their hypertable's few types (5 000 chunks: 1.4 s against 0.06 s).
 	//
 	// xml's output function, text or binary, drops a document's XML declaration
 	// (<?xml version="1.0"?>, unless it says more than the defaults), which the value
@@ -104,10 +106,12 @@ WHERE contype = 'f' AND conrelid = ANY($1) AND confrelid = ANY($1) AND conrelid 
 	FROM pg_attribute a
 	WHERE a.attrelid IN (`
 	columnsSQLTail = `) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-), reach(attrelid, attnum, typ, nested) AS (
-	SELECT attrelid, attnum, atttypid, false FROM cols
+), types AS (
+	SELECT DISTINCT atttypid AS typ FROM cols
+), reach(root, typ, nested) AS (
+	SELECT typ, typ, false FROM types
 	UNION
-	SELECT r.attrelid, r.attnum, x.typ, r.nested OR t.typcategory = 'A' OR t.typtype = 'c'
+	SELECT r.root, x.typ, r.nested OR t.typcategory = 'A' OR t.typtype = 'c'
 	FROM reach r JOIN pg_type t ON t.oid = r.typ
 	CROSS JOIN LATERAL (
 		SELECT t.typelem WHERE t.typelem <> 0
@@ -116,11 +120,13 @@ WHERE contype = 'f' AND conrelid = ANY($1) AND confrelid = ANY($1) AND conrelid 
 			WHERE t.typrelid <> 0 AND a2.attrelid = t.typrelid AND a2.attnum > 0 AND NOT a2.attisdropped
 		UNION ALL SELECT rg.rngsubtype FROM pg_range rg WHERE rg.rngtypid = t.oid
 	) x(typ)
-), bad AS (
-	SELECT DISTINCT r.attrelid FROM reach r JOIN pg_type t ON t.oid = r.typ
+), badtypes AS (
+	SELECT DISTINCT r.root FROM reach r JOIN pg_type t ON t.oid = r.typ
 	WHERE t.typsend = 0 OR t.typreceive = 0
 		OR t.oid IN (24, 2202, 2203, 2204, 2205, 2206, 3734, 3769, 4089, 4096, 4191, 142)
 		OR (r.nested AND t.oid >= 16384)
+), bad AS (
+	SELECT DISTINCT c.attrelid FROM cols c JOIN badtypes b ON b.root = c.atttypid
 ), xmlish(oid, arr) AS (
 	SELECT 142::oid, false
 	UNION
