@@ -23,7 +23,7 @@ const (
 	flushBytes    = 8 << 20
 	statusEvery   = 10 * time.Second
 	retainedEvery = 2 * time.Second
-	// maxReconnects bounds the reconnections in a row that received nothing.
+	// maxReconnects bounds the reconnections in a row that did not get to stream.
 	maxReconnects = 8
 	maxBackoff    = 15 * time.Second
 )
@@ -77,11 +77,11 @@ func (r *Receiver) Status() ReceiveStatus {
 func (r *Receiver) Run(ctx context.Context) error {
 	failures := 0
 	for {
-		got, err := r.session(ctx)
+		streamed, err := r.session(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if got {
+		if streamed {
 			failures = 0
 		}
 		failures++
@@ -129,7 +129,9 @@ type spoolRow struct {
 	data []byte
 }
 
-// session is one replication connection's life: it says whether it received anything.
+// session is one replication connection's life: it says whether it got to stream. A
+// session that streamed and was lost is no failure in a row: the connections work, and
+// a source that writes nothing for hours sends nothing in the meantime.
 func (r *Receiver) session(ctx context.Context) (bool, error) {
 	tgt, err := r.Target.ConnectSession(ctx, dbconn.NoTimeouts+"; SET default_transaction_read_only = off")
 	if err != nil {
@@ -167,8 +169,7 @@ func (r *Receiver) session(ctx context.Context) (bool, error) {
 
 	s := &receiving{r: r, tgt: tgt, src: src, repl: repl, slot: st.Slot, seq: st.ReceivedSeq, complete: st.ReceivedSeq,
 		completeLSN: st.ReceivedLSN, persisted: st.ReceivedLSN, confirmed: st.ReceivedLSN}
-	err = s.loop(ctx)
-	return s.got, err
+	return true, s.loop(ctx)
 }
 
 // receiving is the state of one session.
@@ -177,7 +178,6 @@ type receiving struct {
 	tgt, src                 *dbconn.Conn
 	repl                     *pgconn.PgConn
 	slot                     string
-	got                      bool
 	buf                      []spoolRow
 	bufBytes                 int
 	bufSince                 time.Time
@@ -265,7 +265,6 @@ func (s *receiving) copyData(ctx context.Context, data []byte) error {
 		if err != nil {
 			return err
 		}
-		s.got = true
 		if len(x.WALData) == 0 {
 			return nil
 		}

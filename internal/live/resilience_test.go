@@ -360,3 +360,54 @@ JOIN pg_class h ON h.oid = format('%I.%I', ht.schema_name, ht.table_name)::regcl
 		}
 	})
 }
+
+// TestReceiverIdleSourceCuts: while the source writes nothing, the replication
+// connection is cut more times than the receiver's budget of failures in a row: each
+// session streamed, so none counts as a failure, and the receiver goes on.
+func TestReceiverIdleSourceCuts(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	p := newLivePair(t, srv)
+	ctx := context.Background()
+	s := p.start(t)
+	s.Close(ctx)
+	proxy := testenv.StartProxy(t, srv)
+	r := &Receiver{Source: mustParse(t, "source", proxy.URI(t, srv.SuperURI(p.src))), Target: p.target}
+	rctx, rcancel := context.WithCancel(ctx)
+	rdone := make(chan error, 1)
+	go func() { rdone <- r.Run(rctx) }()
+	t.Cleanup(func() { rcancel(); <-rdone })
+	sc := dbConn(t, srv, p.src)
+	cuts := maxReconnects + 2
+	for i := range cuts {
+		testenv.Eventually(t, 2*time.Minute, func() error {
+			select {
+			case err := <-rdone:
+				rdone <- err
+				t.Fatalf("the receiver stopped after %d cuts of an idle source's connection: %v", i, err)
+			default:
+			}
+			if st := r.Status(); st.Reconnects != i {
+				return fmt.Errorf("receiver %+v, want %d reconnects", st, i)
+			}
+			// The walsender of this session, not the one of the session cut before,
+			// which the server may not have ended yet.
+			if port := walsenderPort(t, sc, s.Slot); !proxy.CutPort(port) {
+				return fmt.Errorf("the walsender's connection (port %d) is not open through the proxy", port)
+			}
+			return nil
+		})
+	}
+	testenv.MustExec(t, srv, p.src, `UPDATE docs SET title = 'after the cuts' WHERE id = 1`)
+	testenv.Eventually(t, 2*time.Minute, func() error {
+		select {
+		case err := <-rdone:
+			rdone <- err
+			t.Fatalf("the receiver stopped after %d cuts of an idle source's connection: %v", cuts, err)
+		default:
+		}
+		if st := r.Status(); st.Reconnects != cuts || st.ReceivedSeq == 0 {
+			return fmt.Errorf("receiver %+v, want %d reconnects and the update received", st, cuts)
+		}
+		return nil
+	})
+}
