@@ -39,6 +39,7 @@ const (
 SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3; SET TimeZone = 'UTC';
 SET synchronous_commit = off`
 	sqlReplicaRole = `SET session_replication_role = replica`
+	sqlDurable     = `SET LOCAL synchronous_commit = on`
 
 	sqlMarkApplied = `UPDATE _tsmigrate.live SET applied_seq = $1, applied_lsn = $2::pg_lsn, applied_commit_time = coalesce($3, applied_commit_time)`
 	sqlDropApplied = `DELETE FROM _tsmigrate.live_changes WHERE seq > $1 AND seq <= $2`
@@ -520,6 +521,13 @@ func (a *applier) commit(ctx context.Context) error {
 		}
 		if _, err := a.tx.Exec(ctx, sqlDropApplied, a.txFirstSeq, a.seq); err != nil {
 			return fmt.Errorf("apply: drop the changes applied: %w", err)
+		}
+	}
+	if a.reached {
+		// The last commit, after which the applications may write to the target:
+		// on disk when it returns, whatever synchronous_commit says.
+		if _, err := a.tx.Exec(ctx, sqlDurable); err != nil {
+			return fmt.Errorf("apply: %w", err)
 		}
 	}
 	if err := a.tx.Commit(ctx); err != nil {

@@ -133,7 +133,7 @@ type spoolRow struct {
 // session that streamed and was lost is no failure in a row: the connections work, and
 // a source that writes nothing for hours sends nothing in the meantime.
 func (r *Receiver) session(ctx context.Context) (bool, error) {
-	tgt, err := r.Target.ConnectSession(ctx, dbconn.NoTimeouts+"; SET default_transaction_read_only = off")
+	tgt, err := r.Target.ConnectSession(ctx, durableSessionSQL)
 	if err != nil {
 		return false, err
 	}

@@ -411,3 +411,82 @@ func TestReceiverIdleSourceCuts(t *testing.T) {
 		return nil
 	})
 }
+
+// TestTargetCrashLosesNothing: the target's server crashes (its WAL writer slowed, so
+// that an asynchronous commit stays in memory, as with synchronous_commit = off, which
+// a target database may have from its source) right after the receiver told the slot
+// what it kept, and right after the applier applied the end marker: nothing the slot
+// was told of, nor the end reached, is lost.
+func TestTargetCrashLosesNothing(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	tsrv := testenv.Need(t, testenv.PG17TS, testenv.Options{Settings: map[string]string{"wal_writer_delay": "10s"}})
+	ctx := context.Background()
+	src, dst := testenv.NewDB(t, srv, true), testenv.NewDB(t, tsrv, false)
+	testenv.MustExec(t, srv, src, `CREATE TABLE p (id int PRIMARY KEY, t text)`)
+	testenv.MustExec(t, tsrv, dst, `CREATE TABLE p (id int PRIMARY KEY, t text)`, `ALTER DATABASE `+dst+` SET synchronous_commit = off`)
+	source, target := mustParse(t, "source", srv.SuperURI(src)), mustParse(t, "target", tsrv.SuperURI(dst))
+	s, err := Start(ctx, source, Options{Names: NewNames()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(ctx); Drop(ctx, source, s.Names, s.Identity) })
+	if err := Init(ctx, target, s); err != nil {
+		t.Fatal(err)
+	}
+	s.Close(ctx)
+	r := &Receiver{Source: source, Target: target, OnRetry: func(n int, err error) { t.Logf("receiver retry %d: %v", n, err) }}
+	rctx, rcancel := context.WithCancel(ctx)
+	rdone := make(chan error, 1)
+	go func() { rdone <- r.Run(rctx) }()
+	t.Cleanup(func() { rcancel(); <-rdone })
+	sc := dbConn(t, srv, src)
+	crash := func() {
+		t.Helper()
+		tsrv.Kill()
+		// Until the killed backends are gone, the new postmaster refuses to start
+		// ("pre-existing shared memory block is still in use").
+		testenv.Eventually(t, time.Minute, func() error { return tsrv.Restart(ctx) })
+	}
+	const rounds = 3
+	for i := 1; i <= rounds; i++ {
+		testenv.MustExec(t, srv, src, fmt.Sprintf(`INSERT INTO p VALUES (%d, 'x')`, i))
+		var end string
+		if err := sc.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&end); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 2*time.Minute, func() error {
+			select {
+			case err := <-rdone:
+				rdone <- err
+				t.Fatalf("the receiver stopped: %v", err)
+			default:
+			}
+			if n := queryInt(t, sc, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn >= $2::pg_lsn`, s.Slot, end); n == 0 {
+				return fmt.Errorf("the slot was not told of the insert of round %d: receiver %+v", i, r.Status())
+			}
+			return nil
+		})
+		crash()
+	}
+	if _, err := EmitEndMarker(ctx, source, s.Slot); err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	ap := &Applier{Target: target, End: s.Slot}
+	if err := ap.Run(actx); err != nil {
+		t.Fatalf("apply: %v (receiver %+v)", err, r.Status())
+	}
+	crash()
+	tc := dbConn(t, tsrv, dst)
+	st, err := ReadState(ctx, tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := ap.Status(); st.AppliedSeq != want.AppliedSeq || !want.ReachedEnd {
+		t.Errorf("after the crash the target says applied up to %d, the applier had reached the end at %d (%+v)", st.AppliedSeq, want.AppliedSeq, want)
+	}
+	if n := queryInt(t, tc, `SELECT count(*) FROM p`); n != rounds {
+		t.Errorf("the target holds %d of the %d rows inserted on the source", n, rounds)
+	}
+}

@@ -88,6 +88,13 @@ VALUES ($1, $2, $3, $4, $3, $3)`
 	sqlSourceChunks      = `SELECT id, hypertable_id, schema_name::text, table_name::text, compressed_chunk_id FROM _timescaledb_catalog.chunk`
 )
 
+// durableSessionSQL: a target session whose commits are on disk when they return,
+// whatever synchronous_commit the target's database or server says (a migration
+// gives the target database the source database's settings): the receiver tells the
+// slot that the changes it committed are kept, and the source may then recycle their
+// WAL. PostgreSQL 15, 17.
+const durableSessionSQL = dbconn.NoTimeouts + "; SET default_transaction_read_only = off; SET synchronous_commit = on"
+
 // ErrNoState: the target holds no live migration's state.
 var ErrNoState = errors.New("the target holds no live migration state")
 
@@ -141,7 +148,7 @@ func ReadState(ctx context.Context, conn *pgx.Conn) (*State, error) {
 // Init makes the target's live state for the stream s: the tables above, and the
 // source's hypertables and chunks as the slot's snapshot sees them.
 func Init(ctx context.Context, target *dbconn.Config, s *Stream) error {
-	conn, err := target.ConnectSession(ctx, dbconn.NoTimeouts+"; SET default_transaction_read_only = off")
+	conn, err := target.ConnectSession(ctx, durableSessionSQL)
 	if err != nil {
 		return err
 	}
