@@ -222,6 +222,19 @@ type guard struct {
 	released []string
 }
 
+// pid is the backend of the session holding the locks; 0 for none (nor a guard).
+func (g *guard) pid() uint32 {
+	if g == nil {
+		return 0
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.conn == nil || g.conn.IsClosed() {
+		return 0
+	}
+	return g.conn.PgConn().PID()
+}
+
 // sessionKey names a backend across pid reuse.
 type sessionKey struct {
 	pid   uint32

@@ -374,3 +374,27 @@ func TestFreezeSaysWhatItCannotLock(t *testing.T) {
 		t.Fatalf("proof %+v: %v", p, err)
 	}
 }
+
+// A transaction id taken elsewhere on the server during the read (another database's
+// write, an autovacuum's ANALYZE) makes Finish wait for the database's sessions to
+// flush their counts, up to the flush horizon (10 s and more). The session that holds
+// the freeze's locks is the freeze's own and never writes: it is not waited for, so
+// with no other session in the database Finish does not wait.
+func TestDeferredProofDoesNotWaitForItsLocks(t *testing.T) {
+	f := newFixture(t, testenv.PG15, false)
+	ctx := context.Background()
+	res, err := freeze.Freeze(ctx, f.src, freeze.Options{DeferProof: true, ProofWindow: freeze.MinProofWindow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := testenv.NewDB(t, f.srv, false)
+	testenv.MustExec(t, f.srv, other, "CREATE TABLE elsewhere (a int)", "INSERT INTO elsewhere VALUES (1)")
+	t0 := time.Now()
+	p, err := res.Pending.Finish(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(t0); took >= 10*time.Second || p.Samples != 3 || p.TablesLocked == 0 {
+		t.Fatalf("proof %+v took %s; want a third sample at once, without waiting for the locks' session", p, took)
+	}
+}

@@ -48,12 +48,14 @@ const flushHorizon = 10*time.Second + 500*time.Millisecond
 
 // sqlLastBusy is when the database's other sessions (those the proof watches, see
 // sqlSessions) were last busy: now for one that is not idle, when it became idle for
-// one that is; NULL when there is none.
+// one that is; NULL when there is none. Not the session holding the freeze's locks
+// ($1, 0 for none): it is the freeze's own, writes nothing, and stays in its
+// transaction to the end, so it would always make Finish wait the whole flushHorizon.
 const sqlLastBusy = `
 SELECT max(CASE WHEN a.state = 'idle' THEN a.state_change ELSE clock_timestamp() END), clock_timestamp()
 FROM pg_stat_activity a
 WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND a.pid <> pg_backend_pid()
+  AND a.pid <> pg_backend_pid() AND a.pid <> $1
   AND a.backend_type NOT IN ('autovacuum worker', 'walsender', 'parallel worker')`
 
 // PendingProof is a freeze's baseline, waiting for Finish.
@@ -237,7 +239,7 @@ func (p *PendingProof) compare(ctx context.Context) (cur sample, samples int, mo
 		// flush what they may hold.
 		var lastBusy *time.Time
 		var now time.Time
-		if err := conn.QueryRow(ctx, sqlLastBusy).Scan(&lastBusy, &now); err != nil {
+		if err := conn.QueryRow(ctx, sqlLastBusy, p.guard.pid()).Scan(&lastBusy, &now); err != nil {
 			return cur, 0, nil, fmt.Errorf("prove the freeze: list sessions: %w", err)
 		}
 		if lastBusy != nil {
