@@ -45,6 +45,9 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
 
+// defaultWays are the ways of a run without -live.
+const defaultWays = "documented,dump,stream,verify,pgcopydb"
+
 type result struct {
 	way     string
 	wall    time.Duration
@@ -59,6 +62,9 @@ type result struct {
 	phases  string // tsmigrate's phases with their times
 	// load: the machine's load averages (1 minute) as the way started and ended.
 	load [2]string
+	// summary: tsmigrate's --json summary; live: a -live way's figures.
+	summary []byte
+	live    *liveFigures
 }
 
 type bench struct {
@@ -70,7 +76,19 @@ type bench struct {
 	want     map[string]int64
 	tables   []string // counted to check each way's data
 	chunks   int      // of the many-chunks dataset (0: the sample database)
+	jsonOut  string   // -json
 	proxy    *testenv.Proxy
+
+	// -live (live.go, writer.go)
+	live         bool
+	scale        float64
+	writerRate   int
+	freezeGrace  time.Duration
+	identityFull bool
+	liveTimeout  time.Duration
+	liveChunk    time.Duration
+	cursors      *cursors
+	onPhase      func(line string) // each "==> phase" line of a tsmigrate run
 }
 
 func main() {
@@ -80,13 +98,32 @@ func main() {
 	link := flag.String("link", "", `"RTT,MBIT": a shaped link between this machine and the target (e.g. "10ms,200"; "0,0" counts only)`)
 	jobs := flag.Int("jobs", 2, "parallel jobs for every way that has them but tsmigrate's (pg_dump, pgcopydb)")
 	tsJobs := flag.String("tsjobs", "auto", "tsmigrate's --jobs")
-	ways := flag.String("ways", "documented,dump,stream,verify,pgcopydb", "ways to run, in order")
+	ways := flag.String("ways", defaultWays, "ways to run, in order (with -live: live,pgcopydb)")
 	rounds := flag.Int("rounds", 1, "run the ways this many times, in turn, and compare their medians")
+	live := flag.Bool("live", false, "migrate while a writer writes (ways live and pgcopydb: tsmigrate migrate --live, pgcopydb clone --follow)")
+	writerRate := flag.Int("writer-rate", 500, "with -live: rows the writer writes a second")
+	grace := flag.Duration("freeze-grace", time.Second, "with -live: tsmigrate's --freeze-grace")
+	identityFull := flag.Bool("replica-identity-full", true, "with -live: pass --replica-identity-full to tsmigrate (the sample hypertable has no key)")
+	liveTimeout := flag.Duration("live-timeout", 15*time.Minute, "with -live: how long pgcopydb gets to catch up, then to reach its end position")
+	liveChunk := flag.Duration("live-chunk", 10*time.Second, "with -live: the hypertable's chunk interval from the load on, so that the writer's rows (at the current time) make new chunks during every way; 0 keeps a chunk a day")
+	tsBin := flag.String("tsmigrate", "", "a tsmigrate binary to run instead of building this checkout's")
+	jsonOut := flag.String("json", "", "with -live: also write the figures as JSON to this file (- for stdout)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	b := &bench{jobs: *jobs, tsJobs: *tsJobs, chunks: *chunks}
-	if err := b.run(ctx, *scale, *rows, *link, max(1, *rounds), strings.Split(*ways, ",")); err != nil {
+	b := &bench{jobs: *jobs, tsJobs: *tsJobs, chunks: *chunks, live: *live, scale: *scale, writerRate: *writerRate,
+		freezeGrace: *grace, identityFull: *identityFull, liveTimeout: *liveTimeout, liveChunk: *liveChunk, jsonOut: *jsonOut, bin: *tsBin}
+	wayList := strings.Split(*ways, ",")
+	if *live {
+		if err := checkLiveFlags(*chunks, *link, *rounds, *writerRate); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(2)
+		}
+		if *ways == defaultWays {
+			wayList = []string{"live", "pgcopydb"}
+		}
+	}
+	if err := b.run(ctx, *scale, *rows, *link, max(1, *rounds), wayList); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -127,8 +164,10 @@ func (b *bench) run(ctx context.Context, scale float64, rows int, link string, r
 		return err
 	}
 	defer os.RemoveAll(b.tmp)
-	if b.bin, err = testenv.BuildTsmigrate(ctx, b.tmp); err != nil {
-		return err
+	if b.bin == "" {
+		if b.bin, err = testenv.BuildTsmigrate(ctx, b.tmp); err != nil {
+			return err
+		}
 	}
 	opts := testenv.Options{Settings: map[string]string{"max_wal_size": "8GB", "checkpoint_timeout": "30min"}}
 	if b.chunks > 0 {
@@ -179,6 +218,15 @@ func (b *bench) run(ctx context.Context, scale float64, rows int, link string, r
 	}
 	conn.Close(ctx)
 	fmt.Printf("source: %s, rows %v, loaded in %s\n", size, b.want, time.Since(t0).Round(time.Second))
+	if b.live {
+		b.cursors = &cursors{devices: b.want["devices"], events: b.want["events"]}
+		if b.liveChunk > 0 {
+			q := fmt.Sprintf("SELECT set_chunk_time_interval('metrics', interval '%d seconds')", int(b.liveChunk.Seconds()))
+			if err := b.src.Exec(ctx, "bench", q); err != nil {
+				return err
+			}
+		}
+	}
 	// A production source has been vacuumed: hint bits and visibility map set, so that
 	// the first way to read it does not pay for that, and no autovacuum of the load
 	// runs under a later way.
@@ -192,7 +240,12 @@ func (b *bench) run(ctx context.Context, scale float64, rows int, link string, r
 			w = strings.TrimSpace(w)
 			fmt.Printf("\n--- %s (round %d of %d)\n", w, round, rounds)
 			b.quiesce(ctx)
-			r := b.runWay(ctx, w)
+			var r result
+			if b.live {
+				r = b.runLive(ctx, w)
+			} else {
+				r = b.runWay(ctx, w)
+			}
 			results = append(results, r)
 			fmt.Printf("%s: %s %s\n", w, r.wall.Round(10*time.Millisecond), r.note)
 			if ctx.Err() != nil {
@@ -206,6 +259,9 @@ func (b *bench) run(ctx context.Context, scale float64, rows int, link string, r
 	}
 	if link != "" {
 		what += fmt.Sprintf(", target across a link of %s round trip and %s each way", 2*shape.Delay, rate(shape.Rate))
+	}
+	if b.live {
+		return b.reportLive(results, what)
 	}
 	b.report(results, what, rounds)
 	return nil
@@ -320,6 +376,9 @@ func (b *bench) migrate(ctx context.Context, r *result, args []string) error {
 	inCopy := false
 	onLine := func(line string) {
 		fmt.Fprintln(os.Stderr, line)
+		if b.onPhase != nil && strings.HasPrefix(line, "==> ") {
+			b.onPhase(line)
+		}
 		if b.proxy == nil || !strings.HasPrefix(line, "==> ") {
 			return
 		}
@@ -334,6 +393,7 @@ func (b *bench) migrate(ctx context.Context, r *result, args []string) error {
 	}
 	var err error
 	r.maxRSS, err = b.tsmigrate(ctx, &out, onLine, args...)
+	r.summary = out.Bytes()
 	var sum migrate.Summary
 	if jerr := json.Unmarshal(out.Bytes(), &sum); jerr != nil {
 		return errors.Join(err, fmt.Errorf("read the summary: %w", jerr))
