@@ -40,6 +40,12 @@ SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3; S
 SET synchronous_commit = off`
 	sqlReplicaRole = `SET session_replication_role = replica`
 	sqlDurable     = `SET LOCAL synchronous_commit = on`
+	// sqlOriginTriggers: the user's triggers of a target table that fire in a session
+	// without replica role (enabled "origin"), not TimescaleDB's own (an extension's
+	// function: the insert blocker, the continuous aggregates' invalidation).
+	sqlOriginTriggers = `SELECT t.tgname::text FROM pg_trigger t WHERE t.tgrelid = $1::regclass AND NOT t.tgisinternal
+	AND t.tgenabled = 'O' AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+		AND d.objid = t.tgfoid AND d.deptype = 'e') ORDER BY 1`
 
 	sqlMarkApplied = `UPDATE _tsmigrate.live SET applied_seq = $1, applied_lsn = $2::pg_lsn, applied_commit_time = coalesce($3, applied_commit_time)`
 	sqlDropApplied = `DELETE FROM _tsmigrate.live_changes WHERE seq > $1 AND seq <= $2`
@@ -80,6 +86,8 @@ type ApplyStatus struct {
 	// ReachedEnd: the end marker was applied.
 	ReachedEnd bool
 	// ReplicaRole: the target's triggers were kept from firing (session_replication_role).
+	// Without it, the user's triggers of plain tables are disabled inside each target
+	// transaction that changes them, and a hypertable with triggers stops the apply.
 	ReplicaRole bool
 }
 
@@ -125,6 +133,12 @@ type applier struct {
 	batchFor []string // what each queued statement changes, for errors
 
 	touched map[[3]string]bool
+	// replica: the session has session_replication_role = replica. Without it, the
+	// user's triggers of each target table changed are disabled in the target
+	// transaction (quiet) and enabled again before it commits: nobody ever sees them
+	// disabled.
+	replica bool
+	quieted map[Relation][]string
 	// pending stops the apply at the end of the source transaction (a chunk dropped,
 	// unless the hypertable was: then that).
 	pending *StopError
@@ -150,7 +164,8 @@ func (ap *Applier) Run(ctx context.Context) error {
 	ap.st.ReplicaRole = replica
 	ap.mu.Unlock()
 	a := &applier{ap: ap, conn: conn, rels: map[uint32]*relation{}, chunkByID: map[int32]*chunkInfo{},
-		chunkByName: map[Relation]*chunkInfo{}, hypertables: map[int32]hypertableInfo{}, touched: map[[3]string]bool{}}
+		chunkByName: map[Relation]*chunkInfo{}, hypertables: map[int32]hypertableInfo{}, touched: map[[3]string]bool{},
+		replica: replica, quieted: map[Relation][]string{}}
 	if err := a.load(ctx); err != nil {
 		return err
 	}
@@ -451,6 +466,9 @@ func (a *applier) change(ctx context.Context, id uint32, op byte, old, new *pglo
 	if err := a.touch(ctx, kind, name); err != nil {
 		return err
 	}
+	if err := a.quiet(ctx, rel.target, rel.kind == relChunk); err != nil {
+		return err
+	}
 	a.txOps++
 	a.ap.mu.Lock()
 	a.ap.st.Rows++
@@ -475,6 +493,9 @@ func (a *applier) truncate(ctx context.Context, m *pglogrepl.TruncateMessage) er
 		case relPlain:
 			names = append(names, rel.target.quoted())
 			if err := a.touch(ctx, "table", rel.source); err != nil {
+				return err
+			}
+			if err := a.quiet(ctx, rel.target, false); err != nil {
 				return err
 			}
 		case relChunk, relCompressed:
@@ -523,6 +544,9 @@ func (a *applier) commit(ctx context.Context) error {
 			return fmt.Errorf("apply: drop the changes applied: %w", err)
 		}
 	}
+	if err := a.unquiet(ctx); err != nil {
+		return err
+	}
 	if a.reached {
 		// The last commit, after which the applications may write to the target:
 		// on disk when it returns, whatever synchronous_commit says.
@@ -534,12 +558,61 @@ func (a *applier) commit(ctx context.Context) error {
 		return fmt.Errorf("apply: commit: %w", err)
 	}
 	a.tx = nil
+	clear(a.quieted)
 	a.ap.mu.Lock()
 	a.ap.st.AppliedLSN, a.ap.st.AppliedSeq = a.lsn, a.seq
 	if a.commitTime != nil {
 		a.ap.st.CommitTime = *a.commitTime
 	}
 	a.ap.mu.Unlock()
+	return nil
+}
+
+// quiet disables, in the target transaction, the user's triggers of table that would
+// fire for the rows applied (the session has no replica role): the source's triggers
+// fired already, and what they changed is in the stream. TimescaleDB refuses to
+// disable a hypertable's triggers (2.19.3), and those of a chunk the apply creates
+// would fire: a hypertable with triggers stops the apply.
+func (a *applier) quiet(ctx context.Context, table Relation, hypertable bool) error {
+	if a.replica {
+		return nil
+	}
+	if _, ok := a.quieted[table]; ok {
+		return nil
+	}
+	rows, _ := a.tx.Query(ctx, sqlOriginTriggers, table.quoted())
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("apply: read the triggers of %s on the target: %w", table, err)
+	}
+	if len(names) > 0 && hypertable {
+		return &StopError{What: fmt.Sprintf("hypertable %s has trigger(s) %s, which would fire again on the target for the rows applied (the source's fired already, and their effects are in the changes), and the target user may not keep them from firing: session_replication_role is refused, and TimescaleDB does not disable a hypertable's triggers",
+			table, strings.Join(names, ", ")),
+			Hint: "run the live migration as a target user that may SET session_replication_role (a superuser, or on PostgreSQL 15+: GRANT SET ON PARAMETER session_replication_role TO <user>), or migrate without --live"}
+	}
+	if len(names) > 0 {
+		if err := a.flush(ctx); err != nil {
+			return err
+		}
+	}
+	for _, n := range names {
+		if _, err := a.tx.Exec(ctx, "ALTER TABLE "+table.quoted()+" DISABLE TRIGGER "+pgx.Identifier{n}.Sanitize()); err != nil {
+			return fmt.Errorf("apply: the target's session may not keep triggers from firing (session_replication_role), and trigger %s of %s cannot be disabled for the apply: %w", n, table, err)
+		}
+	}
+	a.quieted[table] = names
+	return nil
+}
+
+// unquiet enables again, before the target transaction commits, what quiet disabled.
+func (a *applier) unquiet(ctx context.Context) error {
+	for table, names := range a.quieted {
+		for _, n := range names {
+			if _, err := a.tx.Exec(ctx, "ALTER TABLE "+table.quoted()+" ENABLE TRIGGER "+pgx.Identifier{n}.Sanitize()); err != nil {
+				return fmt.Errorf("apply: enable trigger %s of %s again: %w", n, table, err)
+			}
+		}
+	}
 	return nil
 }
 

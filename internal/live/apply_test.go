@@ -78,13 +78,20 @@ func newLivePair(t *testing.T, srv *testenv.Server) livePair {
 // target; what it made on the source is dropped when the test ends.
 func (p livePair) start(t *testing.T) *Stream {
 	t.Helper()
+	return startOn(t, p.source, p.target, Options{Names: NewNames(), ReplicaIdentityFull: true})
+}
+
+// startOn starts a live migration from source into target; what it made on the source
+// is dropped when the test ends.
+func startOn(t *testing.T, source, target *dbconn.Config, opt Options) *Stream {
+	t.Helper()
 	ctx := context.Background()
-	s, err := Start(ctx, p.source, Options{Names: NewNames(), ReplicaIdentityFull: true})
+	s, err := Start(ctx, source, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close(ctx); Drop(ctx, p.source, s.Names, s.Identity) })
-	if err := Init(ctx, p.target, s); err != nil {
+	t.Cleanup(func() { s.Close(ctx); Drop(ctx, source, s.Names, s.Identity) })
+	if err := Init(ctx, target, s); err != nil {
 		t.Fatal(err)
 	}
 	return s

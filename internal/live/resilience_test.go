@@ -107,6 +107,24 @@ func applyInBackground(t *testing.T, target *dbconn.Config, s *Stream) (ap *Appl
 	return ap, wait
 }
 
+// runReceiver runs r until the test ends; alive fails the test once r stopped.
+func runReceiver(t *testing.T, r *Receiver) (alive func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return func() {
+		t.Helper()
+		select {
+		case err := <-done:
+			done <- err
+			t.Fatalf("the receiver stopped: %v (%+v)", err, r.Status())
+		default:
+		}
+	}
+}
+
 // walsenderPort is the client port the source sees the slot's walsender come from.
 func walsenderPort(t *testing.T, sc *pgx.Conn, slot string) int {
 	t.Helper()
@@ -141,19 +159,7 @@ func TestReceiverConnectionCut(t *testing.T) {
 		Target:  mustParse(t, "target", tproxy.URI(t, srv.SuperURI(p.dst))),
 		OnRetry: func(n int, err error) { t.Logf("receiver retry %d: %v", n, err) },
 	}
-	rctx, rcancel := context.WithCancel(ctx)
-	rdone := make(chan error, 1)
-	go func() { rdone <- r.Run(rctx) }()
-	t.Cleanup(func() { rcancel(); <-rdone })
-	running := func() {
-		t.Helper()
-		select {
-		case err := <-rdone:
-			rdone <- err
-			t.Fatalf("the receiver stopped: %v", err)
-		default:
-		}
-	}
+	running := runReceiver(t, r)
 	w := startWriter(t, p)
 	p.copyAt(t, s)
 	s.Close(ctx)
@@ -372,20 +378,12 @@ func TestReceiverIdleSourceCuts(t *testing.T) {
 	s.Close(ctx)
 	proxy := testenv.StartProxy(t, srv)
 	r := &Receiver{Source: mustParse(t, "source", proxy.URI(t, srv.SuperURI(p.src))), Target: p.target}
-	rctx, rcancel := context.WithCancel(ctx)
-	rdone := make(chan error, 1)
-	go func() { rdone <- r.Run(rctx) }()
-	t.Cleanup(func() { rcancel(); <-rdone })
+	alive := runReceiver(t, r)
 	sc := dbConn(t, srv, p.src)
 	cuts := maxReconnects + 2
 	for i := range cuts {
 		testenv.Eventually(t, 2*time.Minute, func() error {
-			select {
-			case err := <-rdone:
-				rdone <- err
-				t.Fatalf("the receiver stopped after %d cuts of an idle source's connection: %v", i, err)
-			default:
-			}
+			alive()
 			if st := r.Status(); st.Reconnects != i {
 				return fmt.Errorf("receiver %+v, want %d reconnects", st, i)
 			}
@@ -399,12 +397,7 @@ func TestReceiverIdleSourceCuts(t *testing.T) {
 	}
 	testenv.MustExec(t, srv, p.src, `UPDATE docs SET title = 'after the cuts' WHERE id = 1`)
 	testenv.Eventually(t, 2*time.Minute, func() error {
-		select {
-		case err := <-rdone:
-			rdone <- err
-			t.Fatalf("the receiver stopped after %d cuts of an idle source's connection: %v", cuts, err)
-		default:
-		}
+		alive()
 		if st := r.Status(); st.Reconnects != cuts || st.ReceivedSeq == 0 {
 			return fmt.Errorf("receiver %+v, want %d reconnects and the update received", st, cuts)
 		}
@@ -425,20 +418,10 @@ func TestTargetCrashLosesNothing(t *testing.T) {
 	testenv.MustExec(t, srv, src, `CREATE TABLE p (id int PRIMARY KEY, t text)`)
 	testenv.MustExec(t, tsrv, dst, `CREATE TABLE p (id int PRIMARY KEY, t text)`, `ALTER DATABASE `+dst+` SET synchronous_commit = off`)
 	source, target := mustParse(t, "source", srv.SuperURI(src)), mustParse(t, "target", tsrv.SuperURI(dst))
-	s, err := Start(ctx, source, Options{Names: NewNames()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close(ctx); Drop(ctx, source, s.Names, s.Identity) })
-	if err := Init(ctx, target, s); err != nil {
-		t.Fatal(err)
-	}
+	s := startOn(t, source, target, Options{Names: NewNames()})
 	s.Close(ctx)
 	r := &Receiver{Source: source, Target: target, OnRetry: func(n int, err error) { t.Logf("receiver retry %d: %v", n, err) }}
-	rctx, rcancel := context.WithCancel(ctx)
-	rdone := make(chan error, 1)
-	go func() { rdone <- r.Run(rctx) }()
-	t.Cleanup(func() { rcancel(); <-rdone })
+	alive := runReceiver(t, r)
 	sc := dbConn(t, srv, src)
 	crash := func() {
 		t.Helper()
@@ -455,12 +438,7 @@ func TestTargetCrashLosesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		testenv.Eventually(t, 2*time.Minute, func() error {
-			select {
-			case err := <-rdone:
-				rdone <- err
-				t.Fatalf("the receiver stopped: %v", err)
-			default:
-			}
+			alive()
 			if n := queryInt(t, sc, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn >= $2::pg_lsn`, s.Slot, end); n == 0 {
 				return fmt.Errorf("the slot was not told of the insert of round %d: receiver %+v", i, r.Status())
 			}
