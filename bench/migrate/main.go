@@ -105,7 +105,7 @@ func main() {
 	grace := flag.Duration("freeze-grace", time.Second, "with -live: tsmigrate's --freeze-grace")
 	identityFull := flag.Bool("replica-identity-full", true, "with -live: pass --replica-identity-full to tsmigrate (the sample hypertable has no key)")
 	liveTimeout := flag.Duration("live-timeout", 15*time.Minute, "with -live: how long pgcopydb gets to catch up, then to reach its end position")
-	liveChunk := flag.Duration("live-chunk", 10*time.Second, "with -live: the hypertable's chunk interval from the load on, so that the writer's rows (at the current time) make new chunks during every way; 0 keeps a chunk a day")
+	liveChunk := flag.Duration("live-chunk", 5*time.Second, "with -live: the hypertable's chunk interval from the load on, so that the writer's rows (at the current time) make new chunks during every way; 0 keeps a chunk a day")
 	tsBin := flag.String("tsmigrate", "", "a tsmigrate binary to run instead of building this checkout's")
 	jsonOut := flag.String("json", "", "with -live: also write the figures as JSON to this file (- for stdout)")
 	flag.Parse()
