@@ -39,13 +39,14 @@ const (
 	smallUnitBytes = 256 << 10
 	// defaultBatchUnits bounds the units of a batch (Options.BatchUnits 0).
 	defaultBatchUnits = 64
-	// batchMaxBuffered bounds the rows a batch holds in memory: a table whose
-	// estimate was stale (never vacuumed nor analyzed) may be much bigger than it
-	// said; past this bound the batch stops and its units go one at a time, streamed.
-	batchMaxBuffered = 16 << 20
 	// copyMessage: the rows are sent in COPY messages of this size, as the pipe does.
 	copyMessage = pipeBuffer
 )
+
+// batchMaxBuffered bounds the rows a batch holds in memory: a table whose estimate was
+// stale (never vacuumed nor analyzed) may be much bigger than it said; past this bound
+// the batch stops and its units go one at a time, streamed. A variable for the tests.
+var batchMaxBuffered = 16 << 20
 
 // errBatchTooBig: a batch's rows were more than batchMaxBuffered.
 var errBatchTooBig = errors.New("the batch's rows are more than its estimates said")

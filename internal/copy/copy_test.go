@@ -162,6 +162,45 @@ func TestBatchRowRefused(t *testing.T) {
 	}
 }
 
+// A batch whose rows are more than it may hold in memory (estimates can be stale) is
+// given up, and its units are copied one at a time, streamed: every unit once, at its
+// first attempt of its own, and the data equal.
+func TestBatchBeyondItsMemory(t *testing.T) {
+	p := newPair(t)
+	defer func(n int) { batchMaxBuffered = n }(batchMaxBuffered)
+	batchMaxBuffered = 32 << 10 // less than any two of the fixture's metrics chunks
+	var mu sync.Mutex
+	started := map[string]int{}
+	res, err := Run(context.Background(), Options{Source: p.source(t), Target: p.target(t), Jobs: 2, FreezeID: "f",
+		RangeBytes: testRange, BatchUnits: 8, OnEvent: func(e Event) {
+			if e.Type == Started {
+				mu.Lock()
+				started[e.Unit.ID]++
+				mu.Unlock()
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := 0
+	for _, u := range res.Units {
+		if u.Attempts != 1 {
+			t.Errorf("unit %s: %d attempts, want 1", u.ID, u.Attempts)
+		}
+		if started[u.ID] > 1 {
+			again++
+		}
+	}
+	if again == 0 {
+		t.Error("no unit was started again alone after its batch was given up")
+	}
+	if units := journalUnits(t, p); len(units) != len(res.Units) {
+		t.Errorf("%d units copied, %d done in the journal", len(res.Units), len(units))
+	}
+	p.finish(t)
+	p.assertEqual(t)
+}
+
 func TestTwoRunsShareMigration(t *testing.T) {
 	p := newPair(t)
 	ctx := context.Background()

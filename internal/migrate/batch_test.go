@@ -74,6 +74,30 @@ func TestStreamKillWithUnitBatchInFlightThenResume(t *testing.T) {
 	assertSumsEqual(t, srv, src, dst)
 }
 
+// SIGKILL of tsmigrate while the last query of a batch of small chunks is in flight
+// (their indexes and done marks, COMMIT, and BEGIN and the next claim, sent together;
+// the second unit's indexes follow the first one's done mark only in a batch): the
+// server committed the whole batch, tsmigrate never heard it did. --resume counts
+// those chunks done and copies every other unit once; the target equals the source.
+func TestStreamKillWithCopyBatchInFlightThenResume(t *testing.T) {
+	const chunksDone = "SELECT count(*) FROM _tsmigrate.units WHERE state = 'done' AND phase = 1 AND parent <> ''"
+	srv, src, dst := killWithQueryInFlight(t, "';\nSET LOCAL search_path", chunksDone)
+	g := connect(t, srv.SuperURI(dst))
+	done := scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.units WHERE state = 'done'")
+	total := scalar[int](t, g, "SELECT count(*) FROM _tsmigrate.units")
+	chunks := scalar[int](t, g, chunksDone)
+	if chunks < 2 || done >= total {
+		t.Fatalf("killed with %d chunks done (%d of %d units), want the batch whose answer was held", chunks, done, total)
+	}
+	t.Logf("killed with the %d chunks of a batch done (%d of %d units)", chunks, done, total)
+	sum, _ := resume(t, srv, src, dst)
+	d := sum.Databases[0]
+	if d.Data == nil || d.Data.Skipped != done || d.Data.Units+d.Data.Skipped != total || d.Identical == nil || !*d.Identical {
+		t.Fatalf("resumed: data %+v (killed with %d of %d done), identical %v", d.Data, done, total, d.Identical)
+	}
+	assertSumsEqual(t, srv, src, dst)
+}
+
 // SIGKILL of tsmigrate while a batch of the pre-data section is in flight (a hundred
 // chunks' CREATE TABLE in one query): the server made those tables, tsmigrate never
 // heard it did. --resume restores the section again, and the target equals the source.
