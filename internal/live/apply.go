@@ -80,11 +80,14 @@ type ApplyStatus struct {
 	AppliedSeq int64
 	// CommitTime: the source's commit time of the last transaction applied.
 	CommitTime time.Time
-	// Rows: rows inserted, updated and deleted on the target by this applier.
+	// Rows: rows inserted, updated and deleted on the target by this applier, and
+	// Transactions: the source's transactions applied, as far as committed.
 	Rows         int64
 	Transactions int64
 	// ReachedEnd: the end marker was applied.
 	ReachedEnd bool
+	// Reconnects: the target connection was lost and made again.
+	Reconnects int
 	// ReplicaRole: the target's triggers were kept from firing (session_replication_role).
 	// Without it, the user's triggers of plain tables are disabled inside each target
 	// transaction that changes them, and a hypertable with triggers stops the apply.
@@ -96,6 +99,8 @@ type Applier struct {
 	Target *dbconn.Config
 	// End is the content of the end marker to stop at (EmitEndMarker).
 	End string
+	// OnRetry, when set, hears about a lost target connection that is made again.
+	OnRetry func(attempt int, err error)
 
 	mu sync.Mutex
 	st ApplyStatus
@@ -121,6 +126,10 @@ type applier struct {
 	txStart    time.Time
 	txOps      int
 	txFirstSeq int64 // applied_seq when the transaction began
+	// txRows and txTransactions: the rows and source transactions applied in the
+	// target transaction, counted in the status once it commits.
+	txRows, txTransactions int64
+	committed              bool // a target transaction committed in this session
 
 	section     string // the TimescaleDB marker whose changes are being skipped
 	sectionIns  bool   // a chunk's row was inserted in the decompression section
@@ -152,11 +161,41 @@ type applier struct {
 }
 
 // Run applies the kept changes in commit order until the end marker (End) is applied,
-// or ctx ends (returns ctx.Err()), or a change cannot be applied (*StopError).
+// or ctx ends (returns ctx.Err()), or a change cannot be applied (*StopError). A lost
+// target connection is made again, and the apply goes on from the position the target
+// committed with the data (what the lost transaction applied is applied again); a run
+// of maxReconnects losses in a row that committed nothing ends it.
 func (ap *Applier) Run(ctx context.Context) error {
+	failures := 0
+	for {
+		committed, err := ap.session(ctx)
+		if err == nil || ctx.Err() != nil || !retryable(err) {
+			return err
+		}
+		if committed {
+			failures = 0
+		}
+		failures++
+		if failures > maxReconnects {
+			return err
+		}
+		ap.mu.Lock()
+		ap.st.Reconnects++
+		ap.mu.Unlock()
+		if ap.OnRetry != nil {
+			ap.OnRetry(failures, err)
+		}
+		if err := clock.Sleep(ctx, min(time.Duration(1<<min(failures-1, 4))*time.Second, maxBackoff)); err != nil {
+			return err
+		}
+	}
+}
+
+// session is one target connection's apply: it says whether it committed anything.
+func (ap *Applier) session(ctx context.Context) (committed bool, err error) {
 	conn, err := ap.Target.ConnectSession(ctx, applySessionSQL)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	replica := conn.PgConn().Exec(ctx, sqlReplicaRole).Close() == nil
@@ -166,8 +205,9 @@ func (ap *Applier) Run(ctx context.Context) error {
 	a := &applier{ap: ap, conn: conn, rels: map[uint32]*relation{}, chunkByID: map[int32]*chunkInfo{},
 		chunkByName: map[Relation]*chunkInfo{}, hypertables: map[int32]hypertableInfo{}, touched: map[[3]string]bool{},
 		replica: replica, quieted: map[Relation][]string{}}
+	defer func() { committed = a.committed }()
 	if err := a.load(ctx); err != nil {
-		return err
+		return false, err
 	}
 	defer func() {
 		if a.tx != nil {
@@ -177,22 +217,22 @@ func (ap *Applier) Run(ctx context.Context) error {
 	for !a.reached {
 		var received int64
 		if err := conn.QueryRow(ctx, sqlReceivedSeq).Scan(&received); err != nil {
-			return fmt.Errorf("apply: read how far changes were received: %w", err)
+			return false, fmt.Errorf("apply: read how far changes were received: %w", err)
 		}
 		if received <= a.read {
 			if err := a.commit(ctx); err != nil {
-				return err
+				return false, err
 			}
 			if err := clock.Sleep(ctx, idlePoll); err != nil {
-				return err
+				return false, err
 			}
 			continue
 		}
 		if err := a.page(ctx, received); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return a.commit(ctx)
+	return false, a.commit(ctx)
 }
 
 // load reads the state the applier keeps in the target.
@@ -319,9 +359,7 @@ func (a *applier) message(ctx context.Context, seq int64, lsn LSN, data []byte) 
 		a.seq, a.lsn = seq, m.TransactionEndLSN
 		t := m.CommitTime
 		a.commitTime = &t
-		a.ap.mu.Lock()
-		a.ap.st.Transactions++
-		a.ap.mu.Unlock()
+		a.txTransactions++
 		if a.txOps >= commitOps || time.Since(a.txStart) >= commitEvery {
 			return a.commit(ctx)
 		}
@@ -376,9 +414,6 @@ func (a *applier) logicalMessage(ctx context.Context, seq int64, m *pglogrepl.Lo
 		a.seq = seq
 		a.lsn = max(a.lsn, m.LSN)
 		a.reached = true
-		a.ap.mu.Lock()
-		a.ap.st.ReachedEnd = true
-		a.ap.mu.Unlock()
 	}
 	if !m.Transactional && !a.reached {
 		a.seq = seq
@@ -470,9 +505,7 @@ func (a *applier) change(ctx context.Context, id uint32, op byte, old, new *pglo
 		return err
 	}
 	a.txOps++
-	a.ap.mu.Lock()
-	a.ap.st.Rows++
-	a.ap.mu.Unlock()
+	a.txRows++
 	if op == 'I' {
 		return a.insert(ctx, rel, new)
 	}
@@ -558,8 +591,13 @@ func (a *applier) commit(ctx context.Context) error {
 		return fmt.Errorf("apply: commit: %w", err)
 	}
 	a.tx = nil
+	a.committed = true
 	clear(a.quieted)
 	a.ap.mu.Lock()
+	a.ap.st.Rows += a.txRows
+	a.ap.st.Transactions += a.txTransactions
+	a.txRows, a.txTransactions = 0, 0
+	a.ap.st.ReachedEnd = a.reached
 	a.ap.st.AppliedLSN, a.ap.st.AppliedSeq = a.lsn, a.seq
 	if a.commitTime != nil {
 		a.ap.st.CommitTime = *a.commitTime

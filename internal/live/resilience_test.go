@@ -74,34 +74,21 @@ func (w *writer) halt(t *testing.T) {
 }
 
 // applyInBackground applies until the end marker s.Slot, in its own goroutine, with
-// the target reached at target: a lost connection runs the applier again, as a
-// migration does.
-func applyInBackground(t *testing.T, target *dbconn.Config, s *Stream) (ap *Applier, wait func() (retries int)) {
+// the target reached at target; wait waits for the end.
+func applyInBackground(t *testing.T, target *dbconn.Config, s *Stream) (ap *Applier, wait func()) {
 	t.Helper()
-	ap = &Applier{Target: target, End: s.Slot}
+	ap = &Applier{Target: target, End: s.Slot, OnRetry: func(n int, err error) { t.Logf("applier retry %d: %v", n, err) }}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	done := make(chan error, 1)
-	var retries int
-	go func() {
-		for {
-			err := ap.Run(ctx)
-			if err == nil || !dbconn.Lost(err) {
-				done <- err
-				return
-			}
-			retries++
-			t.Logf("applier: connection lost, again: %v", err)
-		}
-	}()
+	go func() { done <- ap.Run(ctx) }()
 	var once sync.Once
 	var err error
 	end := func() { once.Do(func() { err = <-done; cancel() }) }
-	wait = func() int {
+	wait = func() {
 		end()
 		if err != nil {
 			t.Fatalf("applier: %v", err)
 		}
-		return retries
 	}
 	t.Cleanup(func() { cancel(); end() })
 	return ap, wait
@@ -145,7 +132,7 @@ JOIN pg_stat_activity a ON a.pid = s.active_pid WHERE s.slot_name = $1`, slot).S
 // alone, every connection to the source, the replication connection in the middle
 // of a transaction bigger than logical_decoding_work_mem, the target's while the
 // receiver keeps changes there, every connection to the target while the applier
-// applies): the receiver connects again each time, and once
+// applies: both connect again): the receiver connects again each time, and once
 // applied up to the end marker the target holds every write the source acknowledged,
 // once.
 func TestReceiverConnectionCut(t *testing.T) {
@@ -237,11 +224,11 @@ func TestReceiverConnectionCut(t *testing.T) {
 	if _, err := EmitEndMarker(ctx, p.source, s.Slot); err != nil {
 		t.Fatal(err)
 	}
-	retries := applied()
+	applied()
 	st, rst := ap.Status(), r.Status()
-	t.Logf("receiver %+v; applier %+v, %d retries; %d writer transactions", rst, st, retries, w.acked.Load())
-	if !st.ReachedEnd {
-		t.Fatalf("applier %+v: the end marker was not applied", st)
+	t.Logf("receiver %+v; applier %+v; %d writer transactions", rst, st, w.acked.Load())
+	if !st.ReachedEnd || st.Reconnects == 0 {
+		t.Fatalf("applier %+v: want the end marker applied after a reconnection", st)
 	}
 	p.verifyIdentical(t)
 	tc := dbConn(t, srv, p.dst)
