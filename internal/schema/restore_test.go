@@ -199,3 +199,33 @@ func TestRestoreSectionIntoExtensionSchema(t *testing.T) {
 		t.Errorf("the target database is in restoring mode after post_restore")
 	}
 }
+
+// The publication a live migration made on the source (tsmigrate_ and 16 hex digits),
+// which its schema dump holds (taken in the slot's snapshot), is left out of the
+// restore: it is tsmigrate's, not the user's, and the target's owner, no superuser,
+// could not make it (FOR TABLES IN SCHEMA). The user's publication is restored.
+func TestRestoreLeavesOutLivePublication(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	ctx := context.Background()
+	tools := &pgtools.Tools{Dir: srv.ClientBin()}
+	src := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, src, "CREATE TABLE a (id int PRIMARY KEY)", "CREATE SCHEMA s", "CREATE TABLE s.b (id int PRIMARY KEY)",
+		"CREATE PUBLICATION tsmigrate_0123456789abcdef FOR TABLES IN SCHEMA s, TABLE a", "CREATE PUBLICATION mine FOR TABLE a")
+	file := filepath.Join(t.TempDir(), "schema.dump")
+	if _, err := DumpSchema(ctx, tools, cfg(t, "source", srv.URI(src)), file, nil); err != nil {
+		t.Fatal(err)
+	}
+	dst, ownerURI := testenv.NewOwnerDB(t, srv)
+	target := cfg(t, "target", ownerURI)
+	for _, section := range []string{PreData, PostData} {
+		if _, err := RestoreSection(ctx, tools, target, file, section, 1, nil, nil); err != nil {
+			t.Fatalf("restore %s as the target's owner: %v", section, err)
+		}
+	}
+	if n := count(t, srv, dst, "SELECT count(*) FROM pg_publication WHERE pubname = 'tsmigrate_0123456789abcdef'"); n != 0 {
+		t.Error("the live migration's publication was restored")
+	}
+	if n := count(t, srv, dst, "SELECT count(*) FROM pg_publication_rel WHERE prpubid = (SELECT oid FROM pg_publication WHERE pubname = 'mine')"); n != 1 {
+		t.Errorf("the user's publication holds %d tables on the target, want 1", n)
+	}
+}

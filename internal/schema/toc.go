@@ -160,18 +160,35 @@ func (t *TOC) Entry(id int) (TOCEntry, bool) {
 }
 
 // WriteList writes a list file for `pg_restore -L` holding the entries keep accepts,
-// in the TOC's order.
+// in the TOC's order, never those of a live migration's publication (livePublication).
 func (t *TOC) WriteList(path string, keep func(TOCEntry) bool) (int, error) {
 	var b bytes.Buffer
 	n := 0
 	for _, e := range t.Entries {
-		if keep(e) {
+		if !livePublication(e) && keep(e) {
 			b.WriteString(e.Line)
 			b.WriteByte('\n')
 			n++
 		}
 	}
 	return n, os.WriteFile(path, b.Bytes(), 0o600)
+}
+
+// livePublicationName: the name package live gives the publication of a live
+// migration on the source: tsmigrate_ and 16 hex digits.
+var livePublicationName = regexp.MustCompile(`^tsmigrate_[0-9a-f]{16}$`)
+
+// livePublication says whether e belongs to a live migration's publication (its
+// PUBLICATION, PUBLICATION TABLE, PUBLICATION TABLES IN SCHEMA entries, whose name
+// starts with the publication's): tsmigrate's own on the source, in a schema dump taken
+// in the slot's snapshot, not the user's; and a target user that is no superuser could
+// not make it (FOR TABLES IN SCHEMA).
+func livePublication(e TOCEntry) bool {
+	if !strings.HasPrefix(e.Desc, "PUBLICATION") {
+		return false
+	}
+	name, _, _ := strings.Cut(e.Name, " ")
+	return livePublicationName.MatchString(name)
 }
 
 // ReadTOC lists the TOC of an archive (a dump directory or a custom-format file).
