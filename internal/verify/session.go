@@ -72,6 +72,12 @@ func connect(ctx context.Context, cfg *dbconn.Config) (*session, error) {
 // openCoordinator connects and opens the read-only repeatable-read transaction whose
 // snapshot every worker of that side imports.
 func openCoordinator(ctx context.Context, cfg *dbconn.Config) (*session, error) {
+	return openCoordinatorAt(ctx, cfg, "")
+}
+
+// openCoordinatorAt is openCoordinator in the exported snapshot given, when not "":
+// the workers import it too.
+func openCoordinatorAt(ctx context.Context, cfg *dbconn.Config, snapshot string) (*session, error) {
 	s, err := connect(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -87,6 +93,14 @@ func openCoordinator(ctx context.Context, cfg *dbconn.Config) (*session, error) 
 			"%s: verify needs PostgreSQL 14 or later (hash_record_extended); %s runs %d.%d", cfg.Role, cfg, version/10000, version%100)
 	}
 	s.major = version / 10000
+	if snapshot != "" {
+		if err := s.begin(ctx, snapshot); err != nil {
+			s.close()
+			return nil, err
+		}
+		s.snapshot = snapshot
+		return s, nil
+	}
 	if _, err := s.conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
 		s.close()
 		return nil, fmt.Errorf("%s: begin snapshot: %w", cfg.Role, err)
