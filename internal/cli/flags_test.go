@@ -101,6 +101,13 @@ func TestUsageErrors(t *testing.T) {
 		{with("migrate", "--freeze-grace", "-5s"), "tsmigrate: --freeze-grace -5s (give 0 or more (0: end them at once))"},
 		{with("migrate", "--roles-update"), "tsmigrate: --roles-update goes with --roles (add --roles)"},
 		{with("migrate", "--database", ":b"), `tsmigrate: invalid --database ":b" (write --database SRC or --database SRC:DST)`},
+		{with("migrate", "--live", "--engine", "dump"), "tsmigrate: --live is for the stream engine (use --engine stream)"},
+		{with("migrate", "--live", "--rehearsal"), "tsmigrate: --live and --rehearsal exclude each other"},
+		{with("migrate", "--live", "--worker"), "tsmigrate: --live and --worker exclude each other (leave one out)"},
+		{with("migrate", "--live", "--keep-frozen-on-failure"), "tsmigrate: --live and --keep-frozen-on-failure exclude each other"},
+		{with("migrate", "--live", "--cutover", "now"), `tsmigrate: unknown --cutover "now" (use "auto" or "prompt")`},
+		{with("migrate", "--cutover", "auto"), "tsmigrate: --cutover is for --live (add --live)"},
+		{with("migrate", "--replica-identity-full"), "tsmigrate: --replica-identity-full is for --live (add --live)"},
 		{[]string{"migrate", "--yes", "--source", "postgres://app:Pw-never-shown@db.example:54x2/app", "--target", dstURI}, "tsmigrate: source: invalid connection string"},
 		{with("preflight", "--engine", "copy"), `tsmigrate: unknown --engine "copy" (use "dump" or "stream")`},
 		{with("preflight", "--restore-path", "magic"), `tsmigrate: invalid --restore-path "magic" (write --restore-path auto, catalog or api)`},
@@ -161,6 +168,27 @@ func TestFlagsBecomeOptions(t *testing.T) {
 			t.Errorf("--yes: Confirm says %v", err)
 		}
 	})
+	t.Run("migrate --live", func(t *testing.T) {
+		code, _, _, r := runFlags(t, "migrate", "--source", srcURI, "--target", dstURI, "--yes", "--live", "--cutover", "prompt", "--replica-identity-full")
+		if code != 1 || len(r.migrate) != 1 {
+			t.Fatalf("exit %d, calls %v", code, r.names)
+		}
+		o := r.migrate[0]
+		if !o.Live || o.Cutover != migrate.CutoverPrompt || !o.ReplicaIdentityFull || o.ConfirmCutover == nil || o.Engine != migrate.EngineStream {
+			t.Errorf("options: %+v", o)
+		}
+		// No terminal: the cut-over cannot be confirmed, which aborts the live run.
+		if err := o.ConfirmCutover(context.Background()); err == nil {
+			t.Error("ConfirmCutover without a terminal says yes")
+		}
+		if err := o.Confirm(migrate.Plan{Live: true}); err != nil {
+			t.Errorf("--yes: Confirm says %v", err)
+		}
+		_, _, _, r = runFlags(t, "migrate", "--source", srcURI, "--target", dstURI, "--yes", "--live")
+		if o := r.migrate[0]; !o.Live || o.Cutover != "" || o.ReplicaIdentityFull {
+			t.Errorf("--live alone: %+v", o)
+		}
+	})
 	t.Run("migrate defaults", func(t *testing.T) {
 		t.Setenv("TSMIGRATE_SOURCE", srcURI)
 		t.Setenv("TSMIGRATE_TARGET", dstURI)
@@ -172,7 +200,7 @@ func TestFlagsBecomeOptions(t *testing.T) {
 		}
 		o := r.migrate[0]
 		if o.Engine != migrate.EngineStream || o.RestorePath != schema.PathAuto || o.Jobs != 0 ||
-			o.FreezeGrace != 10*time.Second || o.NoVerify || o.Roles || len(o.Databases) != 0 ||
+			o.FreezeGrace != 10*time.Second || o.NoVerify || o.Roles || len(o.Databases) != 0 || o.Live || o.Cutover != "" ||
 			o.Source.Database() != "app" || o.Target.Database() != "defaultdb" {
 			t.Errorf("options: %+v", o)
 		}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"slices"
@@ -44,6 +45,9 @@ type migrateFlags struct {
 	progress       string
 	roles          bool
 	rolesUpdate    bool
+	live           bool
+	cutover        string
+	identityFull   bool
 }
 
 func init() {
@@ -84,6 +88,20 @@ func init() {
   5. a summary: time per phase, rows per table and hypertable, the data units, rows, bytes
      and retries of the stream engine, the messages of pg_dump and pg_restore (known
      harmless ones counted, shown with --verbose; any other fails the run).
+
+Live (--live, stream engine; docs/live.md): the applications keep writing during the
+copy. A publication and a logical replication slot (tsmigrate_<id>) are made on the
+source, whose snapshot the schema dump and the copy read; the changes made meanwhile
+are kept in the target, verify compares the copy with the source as of that snapshot,
+and the changes are applied through the hypertables. Once the lag stays under 1 MB and
+1 s for 3 s (--cutover auto), or when you say so (--cutover prompt), the cut-over: the
+source is frozen as above (proven), the last changes applied, the sequences set, the
+schema and the tables and chunks that changed verified again, the slot and publication
+dropped and the replica identities set back (--replica-identity-full sets FULL, for the
+migration, on tables without a primary key or replica identity). The summary gives the
+downtime (from the freeze to "point the applications at the target", "downtime_ms" and
+"live" in --json). A failure or Ctrl-C before the cut-over is done drops the slot and
+publication; a killed run leaves them, named in the target's _tsmigrate.live.
 
 Rehearsal (--rehearsal, either engine): the cold run the documented procedure asks for,
 while writes go on: nothing is frozen (the stream engine reads the schema and the rows in
@@ -174,13 +192,20 @@ it copied, those other processes copied meanwhile, and those done before it star
      "source_frozen" (whether the source database is frozen as the run ends; absent when
        that could not be read), "frozen_by" ("this run", "the first run" that a --resume
        or --worker continues, or another freeze: "freeze ID (USER on HOST, since TIME)"),
-     "unfrozen" (this run froze it and gave writes back when it failed)}],
+     "unfrozen" (this run froze it and gave writes back when it failed),
+     "live_slot" (--live: the replication slot and publication made on the source)}],
    "preflight" (pre-flight's report per database), "harmless_messages", "errors": [MESSAGE],
    "source_frozen" (true when any source database is frozen as the run ends, false when
    none is; absent when that is not known), "frozen_window_ns", "projected_downtime_ns" (rehearsal),
    "source_changes": {"inserted", "updated", "deleted"} (rehearsal), "compress_before",
    "cut_over", "reset_target", "target_reset" (--reset-target dropped the rehearsal's
    target databases), "resume", "resumed" (a --resume run), "warnings",
+   "downtime_ns", "downtime_ms" (--live: from the cut-over's freeze until the applications
+   may be pointed at the target), "live" (--live): {"slots", "peak_retained_bytes" (WAL the
+     slot held back on the source), "peak_lag_bytes", "peak_lag_s", "rows_applied",
+     "transactions", "apply_rows_per_s", "reconnects" (replication connections made
+     again), "touched_units" (tables and chunks changes were applied to, verified again
+     at the cut-over)},
    "roles" (--roles): {"created", "existing": [{"role", "differences"}] (left as they are),
      "updated" (--roles-update), "dropped_attributes": [{"role", "attributes"}] (left out:
      the target user may not give them), "passwords_carried" (roles given the source's
@@ -235,6 +260,9 @@ it copied, those other processes copied meanwhile, and those done before it star
 		fl.StringVar(&f.progress, "progress", progressAuto, "stream engine's data phase: "+progressModes)
 		fl.BoolVar(&f.roles, "roles", false, rolesHelp)
 		fl.BoolVar(&f.rolesUpdate, "roles-update", false, rolesUpdateHelp)
+		fl.BoolVar(&f.live, "live", false, "stream engine: the applications keep writing during the copy; their changes are streamed from a replication slot and applied, and writes stop only for the cut-over (see docs/live.md)")
+		fl.StringVar(&f.cutover, "cutover", "", `with --live: when to cut over: "auto" (the default: once the lag stays under 1 MB and 1 s for 3 s) or "prompt" (ask, once the lag is small)`)
+		fl.BoolVar(&f.identityFull, "replica-identity-full", false, replicaIdentityFullHelp)
 		return c
 	})
 }
@@ -329,6 +357,7 @@ func (a *app) migrate(c *cobra.Command, f migrateFlags) (*migrate.Summary, error
 		DumpDir: f.dumpDir, DumpFile: f.dumpFile, KeepDump: f.keepDump, PgBin: a.pgBin,
 		Rehearsal: f.rehearsal, ResetAfterRehearsal: f.resetTarget, CompressBefore: f.compressBefore, CompressOlderThan: f.compressOlder, NoVerify: f.noVerify, FreezeGrace: f.freezeGrace,
 		Roles: f.roles, RolesUpdate: f.rolesUpdate,
+		Live: f.live, Cutover: f.cutover, ReplicaIdentityFull: f.identityFull,
 		Confirm: func(p migrate.Plan) error {
 			var names []string
 			for _, m := range p.Databases {
@@ -338,14 +367,25 @@ func (a *app) migrate(c *cobra.Command, f migrateFlags) (*migrate.Summary, error
 				return a.confirm(f.yes, fmt.Sprintf("Resume the migration of %s (database %s, still frozen) to %s?",
 					p.Source, strings.Join(names, ", "), p.Target))
 			}
+			if p.Live {
+				return a.confirm(f.yes, fmt.Sprintf("Migrate %s (database %s) to %s while it stays writable, then freeze writes on it for the cut-over?",
+					p.Source, strings.Join(names, ", "), p.Target))
+			}
 			return a.confirm(f.yes, fmt.Sprintf("Freeze writes on %s (database %s) and migrate to %s?",
 				p.Source, strings.Join(names, ", "), p.Target))
 		},
 		OnEvent: func(e migrate.Event) { a.printMigrateEvent(e) },
+		ConfirmCutover: func(context.Context) error {
+			return a.confirm(false, fmt.Sprintf("The target has caught up with %s: freeze writes on it and cut over now?", src))
+		},
 		DataProgress: func(string) (func(copy.Event), func()) {
 			on, done, _ := newProgress(f.progress, a.stderr)
 			return on, done
 		},
+	}
+	// Refused here, before anything is contacted: the library's own check.
+	if err := opt.CheckLive(); err != nil {
+		return nil, err
 	}
 	return a.lib.migrate(c.Context(), opt)
 }
@@ -497,6 +537,7 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 	if s.TargetReset {
 		fmt.Fprintln(w, "the rehearsal's target databases were dropped (--reset-target)")
 	}
+	printLive(w, s)
 	if len(s.CutOver) > 0 {
 		fmt.Fprintln(w, "\ncut-over:")
 		for i, st := range s.CutOver {
@@ -633,4 +674,20 @@ func printMessages(w io.Writer, s *migrate.Summary, verbose bool) {
 		}
 		fmt.Fprintf(w, "    what to do: %s\n", m.Hint)
 	}
+}
+
+// printLive gives a live run's downtime and what its changes did.
+func printLive(w io.Writer, s *migrate.Summary) {
+	l := s.Live
+	if l == nil {
+		return
+	}
+	fmt.Fprintln(w, "\nlive (--live):")
+	if s.Downtime > 0 {
+		fmt.Fprintf(w, "  downtime: %s (from the cut-over's freeze until the applications may be pointed at the target)\n", roundDuration(s.Downtime))
+	}
+	fmt.Fprintf(w, "  changes applied: %s rows in %s transactions, %.0f rows/s; peak lag %s and %.1f s\n",
+		humanCount(l.RowsApplied), humanCount(l.Transactions), l.ApplyRowsPerSec, preflight.HumanBytes(l.PeakLagBytes), l.PeakLagSeconds)
+	fmt.Fprintf(w, "  peak WAL the slot held back on the source: %s; replication connections made again: %d\n",
+		preflight.HumanBytes(l.PeakRetainedBytes), l.Reconnects)
 }

@@ -22,7 +22,8 @@ func (r *run) preflight(ctx context.Context) error {
 	var blocked []string
 	for _, d := range r.sum.Databases {
 		rep, err := preflight.Run(ctx, preflight.Options{Source: d.src, Target: d.dst,
-			Engine: r.opt.Engine, RestorePath: r.opt.RestorePath, Roles: r.opt.Roles, RolesUpdate: r.opt.RolesUpdate, Jobs: r.opt.Jobs})
+			Engine: r.opt.Engine, RestorePath: r.opt.RestorePath, Roles: r.opt.Roles, RolesUpdate: r.opt.RolesUpdate, Jobs: r.opt.Jobs,
+			Live: r.opt.Live, ReplicaIdentityFull: r.opt.ReplicaIdentityFull, Databases: len(r.sum.Databases)})
 		if err != nil {
 			return err
 		}
@@ -50,7 +51,7 @@ func (r *run) preflight(ctx context.Context) error {
 // the freeze's baseline.
 func (r *run) freezeAll(ctx context.Context) error {
 	for _, d := range r.sum.Databases {
-		res, err := freeze.Freeze(ctx, d.src, freeze.Options{Grace: r.opt.FreezeGrace, DeferProof: true, PauseJobs: d.ts, OnEvent: func(e freeze.Event) {
+		res, err := freeze.Freeze(ctx, d.src, freeze.Options{Grace: r.opt.FreezeGrace, DeferProof: true, PauseJobs: d.ts, KeepPIDs: d.keepPIDs, OnEvent: func(e freeze.Event) {
 			who := "from before the freeze"
 			if e.Reason != "" {
 				who = "that " + e.Reason

@@ -26,6 +26,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/roles"
 	"github.com/tsmigrate/tsmigrate/internal/schema"
 	"github.com/tsmigrate/tsmigrate/internal/scratch"
+	"github.com/tsmigrate/tsmigrate/internal/verify"
 )
 
 // Mapping is one source database and the target database it lands in.
@@ -119,6 +120,19 @@ type Options struct {
 	// they are, and reported).
 	Roles, RolesUpdate bool
 
+	// Live (stream engine) copies while the applications keep writing to the source,
+	// then applies their changes and cuts over with a short freeze (see livemode.go).
+	// Cutover says when: CutoverAuto (the default) once the lag is small, or
+	// CutoverPrompt: once the lag is small, ConfirmCutover is called (the library never
+	// prompts), and cuts over when it returns nil; an error aborts the run (the slot and
+	// publication are dropped, the replica identities set back).
+	// ReplicaIdentityFull sets REPLICA IDENTITY FULL, for the migration, on the tables
+	// and hypertables that have neither a primary key nor a replica identity.
+	Live                bool
+	Cutover             string
+	ReplicaIdentityFull bool
+	ConfirmCutover      func(ctx context.Context) error
+
 	// DataProgress, when set, is called as a database's data phase starts; on gets the
 	// copy events, done is called when the data phase ends.
 	DataProgress func(database string) (on func(copy.Event), done func())
@@ -144,6 +158,8 @@ type Plan struct {
 	Rehearsal bool      `json:"rehearsal"`
 	Resume    bool      `json:"resume"`
 	Jobs      int       `json:"jobs"`
+	// Live: a live run, which freezes the source only for its cut-over.
+	Live bool `json:"live,omitempty"`
 }
 
 // EventType says what an Event is about.
@@ -168,6 +184,8 @@ type Event struct {
 	Text     string          `json:"text,omitempty"`
 	Duration time.Duration   `json:"duration_ns,omitempty"`
 	Message  *schema.Message `json:"message,omitempty"`
+	// Live: where a live run stands (EventLive).
+	Live *LiveProgress `json:"live,omitempty"`
 }
 
 // Outcomes of a run.
@@ -251,6 +269,12 @@ type Summary struct {
 	Warnings []string `json:"warnings,omitempty"`
 	// Roles is what Options.Roles did with the roles.
 	Roles *roles.Report `json:"roles,omitempty"`
+	// Downtime (live runs): from the start of the cut-over's freeze until the
+	// applications may be pointed at the target; DowntimeMs the same in milliseconds.
+	Downtime   time.Duration `json:"downtime_ns,omitempty"`
+	DowntimeMs int64         `json:"downtime_ms,omitempty"`
+	// Live is what a live run's changes did.
+	Live *LiveSummary `json:"live,omitempty"`
 
 	// began: the run got past its checks and confirmation (see Began).
 	began bool
@@ -324,6 +348,8 @@ type DatabaseRun struct {
 	SourceFrozen *bool  `json:"source_frozen,omitempty"`
 	FrozenBy     string `json:"frozen_by,omitempty"`
 	Unfrozen     bool   `json:"unfrozen,omitempty"`
+	// LiveSlot names the replication slot and publication of a live run on the source.
+	LiveSlot string `json:"live_slot,omitempty"`
 
 	src, dst    *dbconn.Config
 	pausedByRun bool // PausedJobs were paused by the run itself (a rehearsal), not its freeze
@@ -359,6 +385,11 @@ type DatabaseRun struct {
 	// snap is the snapshot of the source a stream rehearsal reads the schema and the
 	// rows in; nil otherwise.
 	snap copy.SnapshotSource
+	// live is the live migration of a live run; keepPIDs the run's own sessions on the
+	// source that its cut-over's freeze keeps; copyVerified the verify of its copy.
+	live         *liveDB
+	keepPIDs     []uint32
+	copyVerified *verify.Report
 }
 
 // run is the state of one Run.
@@ -375,6 +406,11 @@ type run struct {
 	proofFailed bool
 	// copyJobs is the stream engine's units at once (0: the copy chooses).
 	copyJobs int
+	// Live runs: the first failure of a receiver or applier, the end marker's content,
+	// and what guards the live figures.
+	liveErr chan liveFail
+	liveEnd string
+	liveMu  sync.Mutex
 }
 
 func (r *run) emit(e Event) {
@@ -420,7 +456,7 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 	if opt.RestorePath == "" {
 		opt.RestorePath = schema.PathAuto
 	}
-	r := &run{opt: opt, copyJobs: copyJobs, sum: &Summary{Engine: opt.Engine, Rehearsal: opt.Rehearsal, Resumed: opt.Resume, Started: time.Now(),
+	r := &run{opt: opt, copyJobs: copyJobs, liveErr: make(chan liveFail, 1), liveEnd: newLiveEnd(), sum: &Summary{Engine: opt.Engine, Rehearsal: opt.Rehearsal, Resumed: opt.Resume, Started: time.Now(),
 		Source: opt.Source.String(), Target: opt.Target.String()}}
 	err := r.run(ctx)
 	for _, d := range r.sum.Databases {
@@ -468,6 +504,13 @@ func (r *run) run(ctx context.Context) (err error) {
 	opt := r.opt
 	if err := checkEngineOptions(opt); err != nil {
 		return err
+	}
+	if err := opt.CheckLive(); err != nil {
+		return err
+	}
+	if opt.Live && opt.Cutover == "" {
+		r.opt.Cutover = CutoverAuto
+		opt = r.opt
 	}
 	if opt.DumpFile != "" && opt.DumpDir != "" {
 		return exit.Usagef("pick one", "--dump-dir and --dump-file exclude each other")
@@ -524,7 +567,7 @@ func (r *run) run(ctx context.Context) (err error) {
 		return exit.New(exit.Blocked, "use a target running the source's PostgreSQL major or a newer one", "no pg_dump/pg_restore was picked: the target runs an older PostgreSQL major than the source")
 	}
 	if opt.Confirm != nil && !opt.Rehearsal {
-		plan := Plan{Source: opt.Source.String(), Target: opt.Target.String(), Rehearsal: opt.Rehearsal, Resume: opt.Resume, Jobs: opt.Jobs}
+		plan := Plan{Source: opt.Source.String(), Target: opt.Target.String(), Rehearsal: opt.Rehearsal, Resume: opt.Resume, Jobs: opt.Jobs, Live: opt.Live}
 		for _, d := range dbs {
 			plan.Databases = append(plan.Databases, Mapping{Source: d.Source, Target: d.Target})
 		}
@@ -559,6 +602,10 @@ func (r *run) run(ctx context.Context) (err error) {
 				return err
 			}
 		}
+	} else if opt.Live && !opt.Resume {
+		if err := r.phase(nil, PhaseLiveStart, func() error { return r.startLive(ctx) }); err != nil {
+			return err
+		}
 	} else if !opt.Resume {
 		if err := r.phase(nil, PhaseFreeze, func() error { return r.freezeAll(ctx) }); err != nil {
 			return err
@@ -570,6 +617,15 @@ func (r *run) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	if opt.Live && !opt.Resume {
+		if err := r.initLive(ctx); err != nil {
+			return err
+		}
+	}
+	stopReport := make(chan struct{})
+	if opt.Live {
+		go r.reportLive(stopReport)
+	}
 	windowStart := time.Now()
 	for _, d := range dbs {
 		one := r.dumpOne
@@ -577,13 +633,24 @@ func (r *run) run(ctx context.Context) (err error) {
 			one = r.streamOne
 		}
 		if err := one(ctx, d); err != nil {
+			close(stopReport)
 			return fmt.Errorf("%s: %w", d.Source, err)
+		}
+	}
+	close(stopReport)
+	if opt.Live {
+		if frozenAt, err = r.cutOver(ctx); err != nil {
+			return err
 		}
 	}
 	if opt.Engine == EngineStream {
 		if err := r.dropJournals(ctx); err != nil {
 			return err
 		}
+	}
+	if opt.Live {
+		r.sum.Downtime = time.Since(frozenAt)
+		r.sum.DowntimeMs = r.sum.Downtime.Milliseconds()
 	}
 	window := time.Since(windowStart)
 	if err := r.resumeJobs(context.WithoutCancel(ctx)); err != nil {

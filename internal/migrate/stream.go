@@ -80,7 +80,7 @@ func (r *run) openJournals(ctx context.Context) error {
 		var baseline []byte
 		if r.opt.Rehearsal { // no freeze: the journal only keeps the steps and units
 			d.freezeID = rehearsalID + time.Now().UTC().Format(time.RFC3339Nano)
-		} else {
+		} else if d.pending != nil { // a live run: no freeze yet
 			var err error
 			if baseline, err = d.pending.Encode(); err != nil {
 				return fmt.Errorf("%s: %w", d.Source, err)
@@ -480,6 +480,11 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 		if err := r.phase(d, PhaseCopy, func() error { return r.copyData(ctx, d, post) }); err != nil {
 			return err
 		}
+		if d.live != nil {
+			if err := r.verifyCopy(ctx, d); err != nil {
+				return err
+			}
+		}
 		r.closeSnapshot(ctx, d) // a live source's vacuum waits for it
 		if err := r.proveFrozen(ctx, d, "copy"); err != nil {
 			return err
@@ -578,6 +583,10 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 	r.checkTargetCompressed(ctx, d)
 	if err := r.carrySettings(ctx, d); err != nil {
 		return err
+	}
+	if d.live != nil {
+		// Verified at the snapshot already; the changes, then the cut-over (cutOver).
+		return r.startApplying(ctx, d)
 	}
 	if r.opt.NoVerify {
 		if err := r.phase(d, PhaseCount, func() error { return r.journalRows(ctx, d) }); err != nil {
@@ -721,7 +730,7 @@ func (r *run) work(ctx context.Context) error {
 // (before it, starting over costs little), and unless a freeze proof failed (the
 // source changed: what was copied may be stale).
 func (r *run) keepFrozen() bool {
-	if r.opt.Engine != EngineStream || !r.opt.KeepFrozenOnFailure || r.proofFailed {
+	if r.opt.Engine != EngineStream || !r.opt.KeepFrozenOnFailure || r.proofFailed || r.opt.Live {
 		return false
 	}
 	for _, d := range r.sum.Databases {

@@ -26,6 +26,7 @@ const undoTimeout = time.Minute
 func (r *run) undo(ctx context.Context, cause error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 	defer cancel()
+	r.undoLive(ctx)
 	keep := r.keepFrozen() && r.provePending(ctx)
 	for _, d := range r.sum.Databases {
 		// The freeze's locks would keep the jobs' own catalog from being written.
