@@ -101,7 +101,10 @@ dropped and the replica identities set back (--replica-identity-full sets FULL, 
 migration, on tables without a primary key or replica identity). The summary gives the
 downtime (from the freeze to "point the applications at the target", "downtime_ms" and
 "live" in --json). A failure or Ctrl-C before the cut-over is done drops the slot and
-publication; a killed run leaves them, named in the target's _tsmigrate.live.
+publication; a killed run leaves them, named in the target's _tsmigrate.live: once its
+copy was done, the same command with --resume goes on applying from the target's state
+and cuts over (the source stayed writable); before that, --resume is refused, naming the
+slot to drop.
 
 Rehearsal (--rehearsal, either engine): the cold run the documented procedure asks for,
 while writes go on: nothing is frozen (the stream engine reads the schema and the rows in
@@ -362,6 +365,10 @@ func (a *app) migrate(c *cobra.Command, f migrateFlags) (*migrate.Summary, error
 			var names []string
 			for _, m := range p.Databases {
 				names = append(names, m.Source)
+			}
+			if p.Resume && p.Live {
+				return a.confirm(f.yes, fmt.Sprintf("Resume the live migration of %s (database %s) to %s, then freeze writes on it for the cut-over?",
+					p.Source, strings.Join(names, ", "), p.Target))
 			}
 			if p.Resume {
 				return a.confirm(f.yes, fmt.Sprintf("Resume the migration of %s (database %s, still frozen) to %s?",

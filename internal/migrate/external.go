@@ -115,7 +115,7 @@ func (r *run) proveFrozen(ctx context.Context, d *DatabaseRun, what string) erro
 // proofFrom names where a freeze proof starts: a resumed run's proof starts at the
 // first run's baseline.
 func (r *run) proofFrom(p freeze.Proof) string {
-	if r.opt.Resume {
+	if r.opt.Resume && !r.opt.Live { // a live run's freeze is its own cut-over's
 		return fmt.Sprintf("the freeze (first run, %s)", p.Start.Format(time.TimeOnly))
 	}
 	return "the freeze"

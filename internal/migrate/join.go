@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -77,6 +78,13 @@ func (r *run) checkJoinOne(ctx context.Context, d *DatabaseRun) error {
 				break
 			}
 		}
+	}
+	if jerr == nil && strings.HasPrefix(jr.FreezeID, liveID) {
+		defer conn.Close(ctx)
+		if r.opt.Worker {
+			return r.refuseJoin("target database %s holds the journal of a live migration (--live), which a --worker does not join", d.Target)
+		}
+		return r.checkLiveResume(ctx, d, conn, jr, st, steps)
 	}
 	conn.Close(ctx)
 	var format *journal.FormatError

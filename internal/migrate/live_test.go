@@ -2,10 +2,12 @@ package migrate_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/journal"
+	"github.com/tsmigrate/tsmigrate/internal/live"
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 	"github.com/tsmigrate/tsmigrate/internal/verify"
@@ -150,6 +154,47 @@ func (w *writer) fail(err error) {
 	w.other = append(w.other, err.Error())
 }
 
+// liveWithWriter makes a source (liveSource, logical_decoding_work_mem 64kB) and an
+// empty target on the shared server, and starts a writer on the source; stopWriter
+// stops it (also when the test ends).
+func liveWithWriter(t *testing.T) (srv *testenv.Server, src, dst string, w *writer, stopWriter func()) {
+	srv = testenv.Shared(t, testenv.PG17TS)
+	src = testenv.NewDB(t, srv, true)
+	dst = testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, src, liveSource...)
+	testenv.MustExec(t, srv, "postgres", "ALTER DATABASE "+src+" SET logical_decoding_work_mem = '64kB'")
+	unfreezeAtCleanup(t, srv, src)
+	liveSlotsAtCleanup(t, srv, src)
+	w = &writer{titles: map[int]string{}, nokey: map[int]string{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go w.run(t, srv.SuperURI(src))
+	stopWriter = sync.OnceFunc(func() { close(w.stop); <-w.done })
+	t.Cleanup(stopWriter)
+	return srv, src, dst, w, stopWriter
+}
+
+// assertLiveDone checks a live run's end: verify finds both sides identical, the
+// source is frozen and holds no slot or publication.
+func assertLiveDone(t *testing.T, srv *testenv.Server, src, dst string) {
+	t.Helper()
+	rep, err := verify.Run(context.Background(), verify.Options{Source: cfg(t, "source", srv.SuperURI(src)), Target: cfg(t, "target", srv.SuperURI(dst)), ShowRows: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Identical {
+		t.Errorf("verify: %d units differ, schema %v", rep.UnitsDiffering, rep.Schema)
+	}
+	sc := connect(t, srv.SuperURI(src))
+	if n := scalar[int64](t, sc, `SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`); n != 0 {
+		t.Errorf("%d replication slots left on the source", n)
+	}
+	if n := scalar[int64](t, sc, `SELECT count(*) FROM pg_publication`); n != 0 {
+		t.Errorf("%d publications left on the source", n)
+	}
+	if writable(t, srv, src) {
+		t.Error("the source is writable after the cut-over")
+	}
+}
+
 // TestLiveMigrateWithWriter: a writer inserts (creating chunks), updates (leaving a
 // TOASTed column alone), deletes, writes to a table without a key, and commits one
 // transaction larger than logical_decoding_work_mem while migrate --live --cutover auto
@@ -157,19 +202,8 @@ func (w *writer) fail(err error) {
 // both sides identical; the writes after the freeze fail as read-only; nothing of the
 // live run is left on the source; the downtime is reported.
 func TestLiveMigrateWithWriter(t *testing.T) {
-	srv := testenv.Shared(t, testenv.PG17TS)
+	srv, src, dst, w, stopWriter := liveWithWriter(t)
 	ctx := context.Background()
-	src := testenv.NewDB(t, srv, true)
-	dst := testenv.NewDB(t, srv, false)
-	testenv.MustExec(t, srv, src, liveSource...)
-	testenv.MustExec(t, srv, "postgres", "ALTER DATABASE "+src+" SET logical_decoding_work_mem = '64kB'")
-	unfreezeAtCleanup(t, srv, src)
-	liveSlotsAtCleanup(t, srv, src)
-
-	w := &writer{titles: map[int]string{}, nokey: map[int]string{}, stop: make(chan struct{}), done: make(chan struct{})}
-	go w.run(t, srv.SuperURI(src))
-	stopWriter := sync.OnceFunc(func() { close(w.stop); <-w.done })
-	t.Cleanup(stopWriter)
 
 	var mu sync.Mutex
 	var stages []string
@@ -219,61 +253,21 @@ func TestLiveMigrateWithWriter(t *testing.T) {
 
 	// Every acknowledged write is on the target, once.
 	tc := connect(t, srv.SuperURI(dst))
-	for _, ts := range w.inserted {
-		if n := scalar[int64](t, tc, `SELECT count(*) FROM m WHERE ts = $1 AND dev = 99`, ts); n != 1 {
-			t.Errorf("insert of %s: %d rows on the target, want 1", ts, n)
-		}
-	}
-	for _, ts := range w.deleted {
-		if n := scalar[int64](t, tc, `SELECT count(*) FROM m WHERE ts = $1 AND dev = 0`, ts); n != 0 {
-			t.Errorf("delete of %s: still on the target", ts)
-		}
-	}
+	w.check(t, tc)
 	if n := scalar[int64](t, tc, `SELECT count(*) FROM m WHERE dev = 7`); n != 40000 {
 		t.Errorf("the big transaction: %d rows on the target, want 40000", n)
 	}
-	for id, title := range w.titles {
-		if got := scalar[string](t, tc, `SELECT title FROM docs WHERE id = $1`, id); got != title {
-			t.Errorf("docs %d: title %q on the target, want %q", id, got, title)
-		}
-	}
 	if n := scalar[int64](t, tc, `SELECT count(*) FROM docs WHERE length(body) <> 12800`); n != 0 {
 		t.Errorf("%d docs lost their TOASTed body", n)
-	}
-	for a, b := range w.nokey {
-		n := scalar[int64](t, tc, `SELECT count(*) FROM nokey WHERE a = $1`, a)
-		switch {
-		case b == "" && n != 0:
-			t.Errorf("nokey %d: deleted on the source, %d rows on the target", a, n)
-		case b != "" && n != 1:
-			t.Errorf("nokey %d: %d rows on the target, want 1", a, n)
-		}
 	}
 	if seq := scalar[int64](t, tc, `SELECT last_value FROM tickets`); seq < w.seq {
 		t.Errorf("sequence tickets: %d on the target, the source handed out %d", seq, w.seq)
 	}
 
-	// Verify, afresh, finds both sides identical.
-	rep, err := verify.Run(ctx, verify.Options{Source: cfg(t, "source", srv.SuperURI(src)), Target: cfg(t, "target", srv.SuperURI(dst)), ShowRows: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rep.Identical {
-		t.Errorf("verify: %d units differ, schema %v", rep.UnitsDiffering, rep.Schema)
-	}
-	// Nothing of the live run left on the source; identities back; frozen.
+	assertLiveDone(t, srv, src, dst)
 	sc := connect(t, srv.SuperURI(src))
-	if n := scalar[int64](t, sc, `SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`); n != 0 {
-		t.Errorf("%d replication slots left on the source", n)
-	}
-	if n := scalar[int64](t, sc, `SELECT count(*) FROM pg_publication`); n != 0 {
-		t.Errorf("%d publications left on the source", n)
-	}
 	if ri := scalar[string](t, sc, `SELECT relreplident::text FROM pg_class WHERE oid = 'nokey'::regclass`); ri != "d" {
 		t.Errorf("nokey's replica identity is %q after the run, want d (default) as before", ri)
-	}
-	if writable(t, srv, src) {
-		t.Error("the source is writable after the cut-over")
 	}
 	if scalar[bool](t, tc, "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = '_tsmigrate')") {
 		t.Error("the journal and live state are left in the target")
@@ -302,5 +296,142 @@ func TestLiveOptionsRefused(t *testing.T) {
 		if exit.Code(err) != exit.Usage || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") || sum.Began() {
 			t.Errorf("%+v: %v (exit %d), want exit 2 saying %q", c.opt, err, exit.Code(err), c.want)
 		}
+	}
+}
+
+// The writer's acknowledged writes are all on the target, once.
+func (w *writer) check(t *testing.T, tc *pgx.Conn) {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, ts := range w.inserted {
+		if n := scalar[int64](t, tc, `SELECT count(*) FROM m WHERE ts = $1 AND dev = 99`, ts); n != 1 {
+			t.Errorf("insert of %s: %d rows on the target, want 1", ts, n)
+		}
+	}
+	for _, ts := range w.deleted {
+		if n := scalar[int64](t, tc, `SELECT count(*) FROM m WHERE ts = $1 AND dev = 0`, ts); n != 0 {
+			t.Errorf("delete of %s: still on the target", ts)
+		}
+	}
+	for id, title := range w.titles {
+		if got := scalar[string](t, tc, `SELECT title FROM docs WHERE id = $1`, id); got != title {
+			t.Errorf("docs %d: title %q on the target, want %q", id, got, title)
+		}
+	}
+	for a, b := range w.nokey {
+		n := scalar[int64](t, tc, `SELECT count(*) FROM nokey WHERE a = $1`, a)
+		switch {
+		case b == "" && n != 0:
+			t.Errorf("nokey %d: deleted on the source, %d rows on the target", a, n)
+		case b != "" && n != 1:
+			t.Errorf("nokey %d: %d rows on the target, want 1", a, n)
+		}
+	}
+}
+
+// TestLiveKillWhileApplyingThenResume: tsmigrate migrate --live is killed (SIGKILL)
+// while it applies the writer's changes; the source stays writable, its slot keeps
+// the changes since. --resume goes on from the target's state and cuts over: every
+// acknowledged write on the target once, verify identical, nothing left on the source.
+func TestLiveKillWhileApplyingThenResume(t *testing.T) {
+	srv, src, dst, w, stopWriter := liveWithWriter(t)
+	ctx := context.Background()
+
+	bin := testenv.Binary(t)
+	args := []string{"migrate", "--live", "--replica-identity-full", "--yes", "--jobs", "2", "--freeze-grace", "1s", "--json",
+		"--pg-bin", srv.ClientBin(), "--source", srv.SuperURI(src), "--target", srv.SuperURI(dst)}
+	p := startTsmigrate(t, bin, args...)
+	tc := connect(t, srv.SuperURI(dst))
+	// Killed once the applier committed changes and more wait to be applied.
+	testenv.Eventually(t, 3*time.Minute, func() error {
+		var applied, received int64
+		err := tc.QueryRow(ctx, `SELECT applied_seq, received_seq FROM _tsmigrate.live WHERE copied`).Scan(&applied, &received)
+		if err != nil {
+			return err
+		}
+		if applied == 0 || received <= applied {
+			return fmt.Errorf("applied %d of %d kept changes", applied, received)
+		}
+		return nil
+	})
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	p.cmd.Wait()
+	var slot string
+	var applied, received int64
+	if err := tc.QueryRow(ctx, `SELECT slot, applied_seq, received_seq FROM _tsmigrate.live`).Scan(&slot, &applied, &received); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed with %d of %d kept changes applied", applied, received)
+	if !writable(t, srv, src) {
+		t.Fatal("the source is frozen after a live run was killed before its cut-over")
+	}
+	sc := connect(t, srv.SuperURI(src))
+	if n := scalar[int64](t, sc, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot); n != 1 {
+		t.Fatalf("the slot %s is not on the source after the kill", slot)
+	}
+
+	// The same command with --resume, while the writer goes on.
+	code, out, errOut := runCLI(t, append(args, "--resume")...)
+	stopWriter()
+	if code != 0 {
+		t.Fatalf("--resume: exit %d\n%s\n%s", code, errOut, out)
+	}
+	var sum migrate.Summary
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatalf("--json: %v\n%s", err, out)
+	}
+	t.Logf("resumed: downtime %d ms, live %+v; writer: %d inserts, %d read-only refusals", sum.DowntimeMs, sum.Live, len(w.inserted), w.readOnly)
+	if sum.Outcome != migrate.OutcomeMigrated || !sum.Resumed || sum.DowntimeMs <= 0 || sum.Live == nil || sum.Live.RowsApplied == 0 {
+		t.Fatalf("summary: %s", out)
+	}
+	if w.readOnly == 0 {
+		t.Error("no write of the writer was refused: it did not write through the cut-over")
+	}
+	w.check(t, tc)
+	assertLiveDone(t, srv, src, dst)
+}
+
+// A live run killed before its copy was done cannot be resumed (the snapshot its copy
+// read is gone): --resume is refused in one line naming the slot to drop, exit 2, and
+// changes nothing.
+func TestLiveResumeBeforeCopyDoneRefused(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	ctx := context.Background()
+	src := testenv.NewDB(t, srv, true)
+	dst := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, src, liveSource[:4]...)
+	liveSlotsAtCleanup(t, srv, src)
+	// What a run killed in its copy leaves: slot and publication, the journal and the
+	// live state in the target, the copy not marked done.
+	source, target := cfg(t, "source", srv.SuperURI(src)), cfg(t, "target", srv.SuperURI(dst))
+	s, err := live.Start(ctx, source, live.Options{Names: live.NewNames()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := connect(t, srv.SuperURI(dst))
+	if _, err := journal.Open(ctx, tc, "live "+s.Slot); err != nil {
+		t.Fatal(err)
+	}
+	if err := live.Init(ctx, target, s); err != nil {
+		t.Fatal(err)
+	}
+	s.Close(ctx)
+
+	code, out, errOut := runCLI(t, "migrate", "--live", "--resume", "--yes", "--pg-bin", srv.ClientBin(),
+		"--source", srv.SuperURI(src), "--target", srv.SuperURI(dst))
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	last := lines[len(lines)-1]
+	if code != 2 || !strings.HasPrefix(last, "tsmigrate: cannot resume") || !strings.Contains(last, "before its copy was done") ||
+		!strings.Contains(last, "pg_drop_replication_slot('"+s.Slot+"')") {
+		t.Fatalf("exit %d, stderr %q, stdout %q; want exit 2, one line naming slot %s and how to drop it", code, errOut, out, s.Slot)
+	}
+	sc := connect(t, srv.SuperURI(src))
+	if n := scalar[int64](t, sc, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, s.Slot); n != 1 {
+		t.Error("the refused --resume dropped the slot")
+	}
+	if !writable(t, srv, src) {
+		t.Error("the refused --resume froze the source")
 	}
 }

@@ -9,13 +9,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
 	"github.com/tsmigrate/tsmigrate/internal/exit"
+	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
+	"github.com/tsmigrate/tsmigrate/internal/journal"
 	"github.com/tsmigrate/tsmigrate/internal/live"
+	"github.com/tsmigrate/tsmigrate/internal/schema"
 	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 	"github.com/tsmigrate/tsmigrate/internal/verify"
 )
@@ -803,3 +807,77 @@ func isUndefinedTable(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "42P01"
 }
 
+// sqlSlotConfirmed: on the source, the position up to which the slot was told the
+// changes are kept. PostgreSQL 15, 17.
+const sqlSlotConfirmed = `SELECT coalesce(confirmed_flush_lsn::text, '') FROM pg_replication_slots
+WHERE slot_name = $1 AND database = current_database() AND slot_type = 'logical'`
+
+// dropSlotHint says how to give up a live run whose slot stays on the source.
+func dropSlotHint(names live.Names) string {
+	return fmt.Sprintf("on the source run SELECT pg_drop_replication_slot(%s); DROP PUBLICATION IF EXISTS %s; (and set back the replica identities --replica-identity-full set), then reset the target (drop and create the database) and migrate again",
+		sqltext.Literal(names.Slot), names.Publication)
+}
+
+// checkLiveResume accepts a --resume of a live run (its journal's id is liveID and the
+// slot's name) whose copy was done: the source is not frozen (its changes since are
+// in the slot), the target holds the live state with the copy marked done, and the
+// slot is still on the source, confirmed no further than the target received. The
+// receiver and the applier then go on from the target's state, and the run cuts over.
+func (r *run) checkLiveResume(ctx context.Context, d *DatabaseRun, conn *dbconn.Conn, jr *journal.Run, fs *freeze.State, steps map[string]bool) error {
+	st, err := live.ReadState(ctx, conn.Conn)
+	if errors.Is(err, live.ErrNoState) {
+		return refuseResume("resume: target database %s holds the journal of a live migration (%s) but not its state", d.Target, strings.TrimPrefix(jr.FreezeID, liveID))
+	}
+	if err != nil {
+		return err
+	}
+	if !st.Copied {
+		return exit.New(exit.Usage, dropSlotHint(st.Names),
+			"cannot resume: the live migration of %s was stopped before its copy was done, and the snapshot the copy read is gone with it", d.Source)
+	}
+	if fs.Frozen {
+		return refuseResume("resume: source database %s is frozen (freeze %s): the live run was stopped in its cut-over; give writes back with tsmigrate unfreeze, then resume (the changes since are in replication slot %s)",
+			d.Source, fs.ID, st.Slot)
+	}
+	src, err := d.src.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer src.Close(context.WithoutCancel(ctx))
+	var confirmed string
+	err = src.QueryRow(ctx, sqlSlotConfirmed, st.Slot).Scan(&confirmed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return exit.New(exit.Usage, "reset the target (drop and create the database) and migrate again",
+			"cannot resume: replication slot %s of the live migration of %s is not on the source any more, so the changes since the copy are lost", st.Slot, d.Source)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: read replication slot %s: %w", d.Source, st.Slot, err)
+	}
+	if c, err := pglogrepl.ParseLSN(confirmed); err != nil || c > st.ReceivedLSN {
+		return exit.New(exit.Usage, dropSlotHint(st.Names),
+			"cannot resume: replication slot %s on the source was confirmed up to %s, past what target database %s holds (%s): changes may be missing", st.Slot, confirmed, d.Target, st.ReceivedLSN)
+	}
+	if d.ts {
+		d.RestorePath = schema.PathCatalog
+		if steps[stepWayAPI] {
+			d.RestorePath = schema.PathAPI
+		}
+	}
+	d.live = &liveDB{names: st.Names, identity: st.Identity, from: st.AppliedLSN}
+	d.freezeID, d.LiveSlot, d.steps = jr.FreezeID, st.Slot, steps
+	r.opt.Live = true
+	if r.opt.Cutover == "" {
+		r.opt.Cutover = CutoverAuto
+	}
+	r.note(d.Source, fmt.Sprintf("resuming the live migration: its copy is done, replication slot %s holds the changes since (received up to %s, applied up to %s)", st.Slot, st.ReceivedLSN, st.AppliedLSN))
+	return nil
+}
+
+// startResumedReceivers starts receiving again for the databases of a resumed live run.
+func (r *run) startResumedReceivers(ctx context.Context) {
+	for _, d := range r.sum.Databases {
+		if d.live != nil && d.live.recv == nil {
+			r.startReceiver(ctx, d)
+		}
+	}
+}

@@ -539,6 +539,7 @@ func (r *run) run(ctx context.Context) (err error) {
 		if err := r.checkJoin(ctx); err != nil {
 			return err
 		}
+		opt = r.opt // a live run's journal makes the resume live
 	}
 	// Once the arguments are checked, both servers reached and a --resume accepted: a
 	// run refused before is one line and changes nothing.
@@ -621,6 +622,8 @@ func (r *run) run(ctx context.Context) (err error) {
 		if err := r.initLive(ctx); err != nil {
 			return err
 		}
+	} else if opt.Live {
+		r.startResumedReceivers(ctx)
 	}
 	stopReport := make(chan struct{})
 	if opt.Live {
