@@ -35,6 +35,8 @@ var liveSource = []string{
 	`CREATE TABLE nokey (a int, b text)`,
 	`INSERT INTO nokey SELECT g, 'b' || g FROM generate_series(1, 100) g`,
 	`CREATE SEQUENCE tickets`,
+	// The applications' own publication reaches the target; the live run's does not.
+	`CREATE PUBLICATION app_pub FOR TABLE docs`,
 }
 
 // liveSlotsAtCleanup drops what a live run left on the source database, so that it can
@@ -187,7 +189,7 @@ func assertLiveDone(t *testing.T, srv *testenv.Server, src, dst string) {
 	if n := scalar[int64](t, sc, `SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`); n != 0 {
 		t.Errorf("%d replication slots left on the source", n)
 	}
-	if n := scalar[int64](t, sc, `SELECT count(*) FROM pg_publication`); n != 0 {
+	if n := scalar[int64](t, sc, `SELECT count(*) FROM pg_publication WHERE pubname <> 'app_pub'`); n != 0 {
 		t.Errorf("%d publications left on the source", n)
 	}
 	if writable(t, srv, src) {
@@ -434,4 +436,48 @@ func TestLiveResumeBeforeCopyDoneRefused(t *testing.T) {
 	if !writable(t, srv, src) {
 		t.Error("the refused --resume froze the source")
 	}
+}
+
+// --cutover prompt: the library asks ConfirmCutover once the target caught up. A no
+// aborts the run: the slot and the publication are dropped, the replica identities
+// set back, the source left writable. A yes cuts over.
+func TestLiveCutoverPrompt(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	ctx := context.Background()
+	src := testenv.NewDB(t, srv, true)
+	testenv.MustExec(t, srv, src, liveSource...)
+	unfreezeAtCleanup(t, srv, src)
+	liveSlotsAtCleanup(t, srv, src)
+	run := func(dst string, answer error) (*migrate.Summary, int, error) {
+		asked := 0
+		sum, err := migrate.Run(ctx, migrate.Options{Engine: migrate.EngineStream, Live: true, Cutover: migrate.CutoverPrompt, ReplicaIdentityFull: true,
+			Source: cfg(t, "source", srv.SuperURI(src)), Target: cfg(t, "target", srv.SuperURI(dst)), Jobs: 2, PgBin: srv.ClientBin(), FreezeGrace: time.Second,
+			ConfirmCutover: func(context.Context) error { asked++; return answer }})
+		return sum, asked, err
+	}
+
+	sum, asked, err := run(testenv.NewDB(t, srv, false), errors.New("no"))
+	if err == nil || exit.Code(err) != exit.Failed || asked != 1 || sum.Outcome != migrate.OutcomeFailed || sum.Frozen() {
+		t.Fatalf("declined: %v (exit %d), asked %d times, summary %+v", err, exit.Code(err), asked, sum)
+	}
+	sc := connect(t, srv.SuperURI(src))
+	if n := scalar[int64](t, sc, `SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`); n != 0 {
+		t.Errorf("declined: %d replication slots left on the source", n)
+	}
+	if n := scalar[int64](t, sc, `SELECT count(*) FROM pg_publication WHERE pubname <> 'app_pub'`); n != 0 {
+		t.Errorf("declined: %d publications left on the source", n)
+	}
+	if ri := scalar[string](t, sc, `SELECT relreplident::text FROM pg_class WHERE oid = 'nokey'::regclass`); ri != "d" {
+		t.Errorf("declined: nokey's replica identity is %q, want d as before", ri)
+	}
+	if !writable(t, srv, src) {
+		t.Fatal("declined: the source is frozen")
+	}
+
+	dst := testenv.NewDB(t, srv, false)
+	sum, asked, err = run(dst, nil)
+	if err != nil || asked != 1 || sum.Outcome != migrate.OutcomeMigrated || sum.DowntimeMs <= 0 {
+		t.Fatalf("confirmed: %v, asked %d times, summary %+v", err, asked, sum)
+	}
+	assertLiveDone(t, srv, src, dst)
 }

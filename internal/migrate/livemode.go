@@ -435,10 +435,12 @@ func (r *run) catchUp(ctx context.Context) error {
 		case f := <-r.liveErr:
 			return liveError(f)
 		case err := <-confirmed:
-			if err != nil {
-				return fmt.Errorf("the cut-over was not confirmed: %w", err)
+			if err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+				// Not a bad usage: the run did change things, which undo takes back.
+				return &exit.Error{Code: exit.Failed, Err: err, Msg: "the cut-over was not confirmed (" + dbconn.Reason(err) + ")",
+					Hint: "the slot and the publication are dropped from the source; run tsmigrate migrate --live again when ready"}
 			}
-			return nil
+			return err
 		case <-t.C:
 		}
 	}
