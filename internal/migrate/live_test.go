@@ -243,7 +243,8 @@ func TestLiveMigrateWithWriter(t *testing.T) {
 	if sum.Outcome != migrate.OutcomeMigrated || !sum.Frozen() || len(sum.CutOver) == 0 {
 		t.Fatalf("summary %+v", sum)
 	}
-	if sum.Downtime <= 0 || sum.DowntimeMs != sum.Downtime.Milliseconds() || sum.Live == nil || sum.Live.RowsApplied == 0 || sum.Live.Transactions == 0 {
+	if sum.Downtime <= 0 || sum.DowntimeMs != sum.Downtime.Milliseconds() || sum.Live == nil || sum.Live.RowsApplied == 0 || sum.Live.Transactions == 0 ||
+		sum.Live.ApplyRowsPerSec <= 0 || sum.Live.PeakRetainedBytes <= 0 {
 		t.Errorf("downtime %s (%d ms), live %+v", sum.Downtime, sum.DowntimeMs, sum.Live)
 	}
 	if !sawApplied || !strings.Contains(strings.Join(stages, " "), "catch-up") || stages[len(stages)-1] != "cut-over" {

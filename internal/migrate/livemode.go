@@ -97,8 +97,10 @@ type LiveSummary struct {
 	PeakLagSeconds    float64  `json:"peak_lag_s"`
 	RowsApplied       int64    `json:"rows_applied"`
 	Transactions      int64    `json:"transactions"`
-	// ApplyRowsPerSec is measured while changes waited to be applied (else over the
-	// whole apply): what the applier does when behind, not the writers' pace.
+	// ApplyRowsPerSec is measured over the catch-up of the changes kept during the
+	// copy (from the applier's start to the first sample, a second apart, that found
+	// nothing waiting), else over the whole apply: what the applier does when behind,
+	// not the writers' pace.
 	ApplyRowsPerSec float64 `json:"apply_rows_per_s"`
 	Reconnects      int     `json:"reconnects"`
 	// TouchedUnits: the tables and chunks changes were applied to, compared again at
@@ -130,11 +132,12 @@ type liveDB struct {
 	lastAt      time.Time
 	lastRows    int64
 	lastApplied live.LSN
-	lastPending bool
-	// busyRows and busySecs: rows applied, and time, between samples that both saw
-	// changes waiting: the apply rate when it is behind, not the writers' rate.
-	busyRows int64
-	busySecs float64
+	// drained: the changes kept during the copy were all applied, drainRows rows in
+	// drainSecs from the applier's start: the apply rate when it is behind, not the
+	// writers' pace.
+	drained   bool
+	drainRows int64
+	drainSecs float64
 }
 
 // liveFail carries the first failure of a receiver or an applier.
@@ -340,12 +343,11 @@ func (l *liveDB) sample(now time.Time) (p LiveProgress, dt float64, rows int64, 
 		if as.AppliedLSN > l.lastApplied {
 			applied = as.AppliedLSN - l.lastApplied
 		}
-		if l.lastPending && pending && l.ap != nil {
-			l.busyRows += rows
-			l.busySecs += dt
-		}
 	}
-	l.lastAt, l.lastRows, l.lastApplied, l.lastPending = now, as.Rows, as.AppliedLSN, pending
+	if l.ap != nil && !l.drained && !pending {
+		l.drained, l.drainRows, l.drainSecs = true, as.Rows, now.Sub(l.apStart).Seconds()
+	}
+	l.lastAt, l.lastRows, l.lastApplied = now, as.Rows, as.AppliedLSN
 	return p, dt, rows, applied
 }
 
@@ -581,8 +583,8 @@ func (r *run) collectLive(d *DatabaseRun) {
 	ls.Transactions += as.Transactions
 	ls.Reconnects += rs.Reconnects
 	switch l := d.live; {
-	case l.busySecs > 0:
-		ls.ApplyRowsPerSec += float64(l.busyRows) / l.busySecs
+	case l.drainRows > 0 && l.drainSecs > 0:
+		ls.ApplyRowsPerSec += float64(l.drainRows) / l.drainSecs
 	case l.apEnd.After(l.apStart):
 		ls.ApplyRowsPerSec += float64(as.Rows) / l.apEnd.Sub(l.apStart).Seconds()
 	}
