@@ -482,3 +482,47 @@ func TestLiveCutoverPrompt(t *testing.T) {
 	}
 	assertLiveDone(t, srv, src, dst)
 }
+
+// Two databases in one live run: a slot each, the changes of both applied, one
+// cut-over freezing both; the writer's on the first all there, a change to the second
+// made during the run too.
+func TestLiveTwoDatabases(t *testing.T) {
+	srv, app, appDst, w, stopWriter := liveWithWriter(t)
+	extra := testenv.NewDB(t, srv, false)
+	extraDst := "t_live_extra_target"
+	t.Cleanup(func() {
+		srv.Exec(context.Background(), "postgres", "DROP DATABASE IF EXISTS "+extraDst+" WITH (FORCE)")
+	})
+	testenv.MustExec(t, srv, extra, "CREATE TABLE notes (id serial PRIMARY KEY, body text)", "INSERT INTO notes (body) SELECT 'n' || g FROM generate_series(1, 30) g")
+	unfreezeAtCleanup(t, srv, extra)
+	liveSlotsAtCleanup(t, srv, extra)
+	var once sync.Once
+	sum, err := migrate.Run(context.Background(), migrate.Options{Engine: migrate.EngineStream, Live: true, ReplicaIdentityFull: true,
+		Source: cfg(t, "source", srv.SuperURI("postgres")), Target: cfg(t, "target", srv.SuperURI("postgres")),
+		Databases: []migrate.Mapping{{Source: app, Target: appDst}, {Source: extra, Target: extraDst}},
+		Jobs:      2, PgBin: srv.ClientBin(), FreezeGrace: time.Second,
+		OnEvent: func(e migrate.Event) {
+			if e.Type == migrate.EventLive && e.Live.Stage == "catch-up" {
+				once.Do(func() {
+					testenv.MustExec(t, srv, extra, "UPDATE notes SET body = 'during' WHERE id = 7", "INSERT INTO notes (body) VALUES ('new')")
+				})
+			}
+		}})
+	stopWriter()
+	if err != nil {
+		t.Fatalf("migrate --live of two databases: %v\n%+v", err, sum)
+	}
+	if sum.Live == nil || len(sum.Live.Slots) != 2 || sum.DowntimeMs <= 0 || len(sum.Databases) != 2 || sum.Databases[0].LiveSlot == sum.Databases[1].LiveSlot {
+		t.Fatalf("summary %+v, live %+v", sum, sum.Live)
+	}
+	w.check(t, connect(t, srv.SuperURI(appDst)))
+	ec := connect(t, srv.SuperURI(extraDst))
+	if body := scalar[string](t, ec, "SELECT body FROM notes WHERE id = 7"); body != "during" {
+		t.Errorf("notes 7 on the target: %q, want the update made during the run", body)
+	}
+	if n := scalar[int64](t, ec, "SELECT count(*) FROM notes"); n != 31 {
+		t.Errorf("notes on the target: %d rows, want 31", n)
+	}
+	assertLiveDone(t, srv, app, appDst)
+	assertLiveDone(t, srv, extra, extraDst)
+}
