@@ -83,22 +83,6 @@ type liveFigures struct {
 	FrozenAt   float64 `json:"frozen_at_s,omitempty"`
 }
 
-// tsmigrateLive is what the bench reads of tsmigrate's --json summary in live mode
-// (the JSON names of the agreed interface: Summary.DowntimeMs, Summary.Live).
-type tsmigrateLive struct {
-	Outcome    string `json:"outcome"`
-	DowntimeMs int64  `json:"downtime_ms"`
-	Live       *struct {
-		PeakRetainedBytes int64   `json:"peak_retained_bytes"`
-		PeakLagBytes      int64   `json:"peak_lag_bytes"`
-		PeakLagSeconds    float64 `json:"peak_lag_s"`
-		RowsApplied       int64   `json:"rows_applied"`
-		Transactions      int64   `json:"transactions"`
-		ApplyRowsPerSec   float64 `json:"apply_rows_per_s"`
-		Reconnects        int64   `json:"reconnects"`
-	} `json:"live"`
-}
-
 // liveSample is one look at both servers during a live way.
 type liveSample struct {
 	at       time.Time
@@ -368,7 +352,7 @@ func (b *bench) liveTsmigrate(ctx context.Context, r *result, target string) (fr
 	err = b.migrate(ctx, r, args)
 	end := time.Now()
 	f := r.live
-	var sum tsmigrateLive
+	var sum migrate.Summary
 	if jerr := json.Unmarshal(r.summary, &sum); jerr != nil {
 		return frozen, applying, errors.Join(err, fmt.Errorf("read the summary: %w", jerr))
 	}
@@ -378,7 +362,7 @@ func (b *bench) liveTsmigrate(ctx context.Context, r *result, target string) (fr
 	}
 	if l := sum.Live; l != nil {
 		f.PeakRetained, f.PeakLagBytes, f.PeakLagSeconds = l.PeakRetainedBytes, l.PeakLagBytes, l.PeakLagSeconds
-		f.ApplyRowsPerSec, f.RowsApplied, f.Transactions, f.Reconnects = l.ApplyRowsPerSec, l.RowsApplied, l.Transactions, l.Reconnects
+		f.ApplyRowsPerSec, f.RowsApplied, f.Transactions, f.Reconnects = l.ApplyRowsPerSec, l.RowsApplied, l.Transactions, int64(l.Reconnects)
 	} else if err == nil {
 		err = fmt.Errorf("the summary has no live figures (outcome %q)", sum.Outcome)
 	}
