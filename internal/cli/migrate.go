@@ -264,7 +264,7 @@ it copied, those other processes copied meanwhile, and those done before it star
 		fl.BoolVar(&f.roles, "roles", false, rolesHelp)
 		fl.BoolVar(&f.rolesUpdate, "roles-update", false, rolesUpdateHelp)
 		fl.BoolVar(&f.live, "live", false, "stream engine: the applications keep writing during the copy; their changes are streamed from a replication slot and applied, and writes stop only for the cut-over (see docs/live.md)")
-		fl.StringVar(&f.cutover, "cutover", "", `with --live: when to cut over: "auto" (the default: once the lag stays under 1 MB and 1 s for 3 s) or "prompt" (ask, once the lag is small)`)
+		fl.StringVar(&f.cutover, "cutover", "", `with --live: when to cut over: "auto" (the default: once the lag stays under 1 MB and 1 s for 3 s) or "prompt" (once the lag is small, ask on standard input, a terminal or a pipe, redrawing the lag meanwhile: y or yes cuts over; anything else, or the end of the input, aborts the live run, the source never frozen; --yes does not answer it)`)
 		fl.BoolVar(&f.identityFull, "replica-identity-full", false, replicaIdentityFullHelp)
 		return c
 	})
@@ -354,6 +354,12 @@ func (a *app) migrate(c *cobra.Command, f migrateFlags) (*migrate.Summary, error
 	if err != nil {
 		return nil, err
 	}
+	// live draws the live run's progress (nil without --live: the events are printed
+	// as they come).
+	var live *liveView
+	if f.live {
+		live = newLiveView(f.progress, a.stderr)
+	}
 	opt := migrate.Options{
 		Engine: f.engine, RestorePath: restorePath, Resume: f.resume, Worker: f.worker, WorkerWait: f.workerWait, KeepFrozenOnFailure: f.keepFrozen,
 		Source: src, Target: dst, Databases: maps, AllDatabases: f.allDatabases, Jobs: jobs,
@@ -381,11 +387,21 @@ func (a *app) migrate(c *cobra.Command, f migrateFlags) (*migrate.Summary, error
 			return a.confirm(f.yes, fmt.Sprintf("Freeze writes on %s (database %s) and migrate to %s?",
 				p.Source, strings.Join(names, ", "), p.Target))
 		},
-		OnEvent: func(e migrate.Event) { a.printMigrateEvent(e) },
-		ConfirmCutover: func(context.Context) error {
-			return a.confirm(false, fmt.Sprintf("The target has caught up with %s: freeze writes on it and cut over now?", src))
+		OnEvent: func(e migrate.Event) {
+			if e.Type == migrate.EventLive {
+				live.event(e)
+				return
+			}
+			live.print(func() { a.printMigrateEvent(e) })
 		},
+		ConfirmCutover: func(ctx context.Context) error { return a.confirmCutover(ctx, live, src.String()) },
 		DataProgress: func(string) (func(copy.Event), func()) {
+			if f.live && progressMode(f.progress, a.stderr) == progressBars {
+				// The live lines join the copy's bars while they run.
+				b := newBarProgress(a.stderr)
+				live.copyBars(b)
+				return b.event, func() { live.copyBars(nil); b.done() }
+			}
 			on, done, _ := newProgress(f.progress, a.stderr)
 			return on, done
 		},

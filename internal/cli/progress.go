@@ -29,19 +29,13 @@ const (
 const plainEvery = 10 * time.Second
 
 // progressModes is the help text of --progress.
-const progressModes = "progress display: auto (bars on a terminal, plain lines otherwise), bars, plain, json (one JSON object per line)"
+const progressModes = "progress display: auto (bars on a terminal, plain lines otherwise), bars, plain, json (one JSON object per line); with --live also the lag, apply rate, ETA and WAL held on the source (in json, the live events)"
 
 // newProgress renders the data phase's events on w as mode says. Pass on as
 // copy.Options.OnEvent and call done when the run returns, before printing anything
 // else on w.
 func newProgress(mode string, w io.Writer) (on func(copy.Event), done func(), err error) {
-	if mode == progressAuto || mode == "" {
-		mode = progressPlain
-		if isTerminal(w) {
-			mode = progressBars
-		}
-	}
-	switch mode {
+	switch mode = progressMode(mode, w); mode {
 	case progressBars:
 		b := newBarProgress(w)
 		return b.event, b.done, nil
@@ -53,6 +47,18 @@ func newProgress(mode string, w io.Writer) (on func(copy.Event), done func(), er
 		return j.event, func() {}, nil
 	}
 	return nil, nil, exit.Usagef("use auto, bars, plain or json", "unknown --progress mode %q", mode)
+}
+
+// progressMode is the mode that draws on w: auto is bars on a terminal, plain
+// otherwise.
+func progressMode(mode string, w io.Writer) string {
+	if mode == progressAuto || mode == "" {
+		mode = progressPlain
+		if isTerminal(w) {
+			mode = progressBars
+		}
+	}
+	return mode
 }
 
 // progressLine is one line of totals: units, rows, bytes, throughput, ETA.
