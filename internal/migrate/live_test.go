@@ -526,3 +526,26 @@ func TestLiveTwoDatabases(t *testing.T) {
 	assertLiveDone(t, srv, app, appDst)
 	assertLiveDone(t, srv, extra, extraDst)
 }
+
+// Pre-flight checks what --live needs before anything changes: on a source without
+// logical decoding, and with a table that has no key (no --replica-identity-full), the
+// run is blocked (exit 3) naming both, and the source holds no publication or slot.
+func TestLivePreflightBlocks(t *testing.T) {
+	srv := testenv.Need(t, testenv.PG17TS, testenv.Options{Settings: map[string]string{"wal_level": "replica"}})
+	src, dst := testenv.NewDB(t, srv, true), testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, src, `CREATE TABLE nokey (a int)`)
+	sum, err := migrate.Run(context.Background(), migrate.Options{Engine: migrate.EngineStream, Live: true,
+		Source: cfg(t, "source", srv.SuperURI(src)), Target: cfg(t, "target", srv.SuperURI(dst)), PgBin: srv.ClientBin()})
+	if exit.Code(err) != exit.Blocked || sum == nil || sum.Outcome != migrate.OutcomeBlocked {
+		t.Fatalf("migrate --live on a source with wal_level = replica: %v (exit %d), %+v", err, exit.Code(err), sum)
+	}
+	for _, w := range []string{"live-wal-level: wal_level = replica", "live-replica-identity: of the 1 table and 0 hypertables published, 1 has neither a primary key nor a replica identity: table public.nokey"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("%q does not say %q", err, w)
+		}
+	}
+	sc := connect(t, srv.SuperURI(src))
+	if n := scalar[int64](t, sc, `SELECT (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_replication_slots)`); n != 0 {
+		t.Errorf("%d publications and slots on the source", n)
+	}
+}
