@@ -64,9 +64,10 @@ func batchSize(limit, jobs int, units []journal.Unit) int {
 	return max(1, min(limit, small/(4*max(jobs, 1))))
 }
 
-// batchable says whether u may be copied in a batch (see smallUnitBytes).
+// batchable says whether u may be copied in a batch (see smallUnitBytes; a chunk read
+// decompressed is as small as its heap, which holds none of its rows: not small).
 func batchable(u *journal.Unit) bool {
-	return u.Kind == journal.KindTable && u.EstBytes < smallUnitBytes
+	return u.Kind == journal.KindTable && u.EstBytes < smallUnitBytes && !u.Decompress
 }
 
 // copied is one unit's rows as the source sent them.

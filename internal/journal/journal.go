@@ -177,10 +177,11 @@ LIMIT 1 FOR UPDATE SKIP LOCKED`
 	// as claimSQL does, and when that one is a table (or chunk) of fewer than %[2]d
 	// bytes, up to %[3]d of those in all, the largest first: the rest of the units
 	// nobody holds are as small or smaller, so that each copies more small units at
-	// once, and a big one alone. The LIMIT stops the scan at the first unit when it
-	// is big.
+	// once, and a big one alone. A unit read decompressed is not small: its size is
+	// that of its heap, not of its rows. The LIMIT stops the scan at the first unit
+	// when it is big.
 	claimBatchSQL = `WITH first AS MATERIALIZED (
-	SELECT u.id, u.kind = 'table' AND u.est_bytes < %[2]d AS small FROM _tsmigrate.units u
+	SELECT u.id, u.kind = 'table' AND u.est_bytes < %[2]d AND NOT u.decompress AS small FROM _tsmigrate.units u
 	WHERE state = 'pending' AND phase = %[1]d
 	  AND (kind <> 'indexes' OR NOT EXISTS (SELECT FROM _tsmigrate.units r
 	    WHERE r.kind = 'range' AND r.state = 'pending' AND r.schema_name = u.schema_name AND r.table_name = u.table_name))
@@ -188,7 +189,7 @@ LIMIT 1 FOR UPDATE SKIP LOCKED`
 	LIMIT 1 FOR UPDATE SKIP LOCKED)
 SELECT ` + unitCols + ` FROM _tsmigrate.units u
 WHERE state = 'pending' AND phase = %[1]d
-  AND (id = (SELECT id FROM first) OR (SELECT small FROM first) AND kind = 'table' AND est_bytes < %[2]d)
+  AND (id = (SELECT id FROM first) OR (SELECT small FROM first) AND kind = 'table' AND est_bytes < %[2]d AND NOT decompress)
 ORDER BY est_bytes DESC, id
 LIMIT (CASE WHEN (SELECT small FROM first) THEN %[3]d ELSE 1 END) FOR UPDATE SKIP LOCKED`
 
@@ -426,8 +427,9 @@ func ClaimSQL(phase int, id string) string {
 
 // ClaimBatchSQL is ClaimSQL for several units at once: the largest pending unit of
 // phase that no other transaction holds, and when it is a table or chunk of fewer
-// than small bytes, up to limit such small units in all (largest first), so that
-// they are copied in one transaction. Claimed reads its result.
+// than small bytes (not read decompressed), up to limit such small units in all
+// (largest first), so that they are copied in one transaction. Claimed reads its
+// result.
 func ClaimBatchSQL(phase int, small int64, limit int) string {
 	return fmt.Sprintf(claimBatchSQL, phase, small, max(limit, 1))
 }

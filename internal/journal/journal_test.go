@@ -141,8 +141,9 @@ func TestJournalLifecycle(t *testing.T) {
 }
 
 // A batch claim takes a big unit alone, and small tables or chunks several at once,
-// the largest first, skipping those another transaction holds; an indexes unit waits
-// for its table's ranges as with a claim of one.
+// the largest first, skipping those another transaction holds; a chunk read
+// decompressed goes alone, however small its heap; an indexes unit waits for its
+// table's ranges as with a claim of one.
 func TestClaimBatch(t *testing.T) {
 	ctx := context.Background()
 	conn, uri := newConn(t)
@@ -157,6 +158,9 @@ func TestClaimBatch(t *testing.T) {
 	for i := range 7 {
 		units = append(units, unit(fmt.Sprintf("s%d", i), KindTable, int64(100-i)))
 	}
+	// A compressed chunk read decompressed: its heap is small, its rows need not be.
+	units = append(units, unit("z", KindTable, 200))
+	units[len(units)-1].Decompress = true
 	if _, err := Plan(ctx, conn, func() ([]Unit, error) { return units, nil }); err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +181,7 @@ func TestClaimBatch(t *testing.T) {
 		return ids
 	}
 	var conns []*pgx.Conn
-	for range 5 {
+	for range 6 {
 		c, err := pgx.Connect(ctx, uri)
 		if err != nil {
 			t.Fatal(err)
@@ -185,7 +189,7 @@ func TestClaimBatch(t *testing.T) {
 		defer c.Close(ctx)
 		conns = append(conns, c)
 	}
-	for i, want := range []string{"big", "range", "s0 s1 s2", "s3 s4 s5", "s6"} {
+	for i, want := range []string{"big", "range", "z", "s0 s1 s2", "s3 s4 s5"} {
 		if got := strings.Join(claim(conns[i]), " "); got != want {
 			t.Errorf("claim %d took %q, want %q", i+1, got, want)
 		}
@@ -200,8 +204,11 @@ func TestClaimBatch(t *testing.T) {
 	if got := strings.Join(claim(conns[1]), " "); got != "indexes" {
 		t.Errorf("claim after the range was done took %q, want the indexes unit", got)
 	}
-	if got := strings.Join(claim(conns[4]), " "); got != "s6" {
-		t.Errorf("claim of what was handed back took %q, want s6", got)
+	if got := strings.Join(claim(conns[4]), " "); got != "s3 s4 s5" {
+		t.Errorf("claim of what was handed back took %q, want s3 s4 s5", got)
+	}
+	if got := strings.Join(claim(conns[5]), " "); got != "s6" {
+		t.Errorf("last claim took %q, want s6", got)
 	}
 }
 
