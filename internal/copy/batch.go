@@ -92,11 +92,12 @@ func (w *worker) copyBatch(ctx context.Context, us []journal.Unit) error {
 		}
 		return nil
 	}
-	w.rollback(ctx)
-	w.endSource(ctx)
+	// Forgotten while still held: once rolled back, another worker may claim them.
 	for _, l := range ls {
 		w.r.drop(l)
 	}
+	w.rollback(ctx)
+	w.endSource(ctx)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

@@ -388,7 +388,9 @@ func (r *run) end(l *live, rows, bytes int64, started time.Time) {
 // failed batch's, copied again alone): the batch's try is not counted as its own.
 func (r *run) drop(l *live) {
 	r.mu.Lock()
-	delete(r.live, l.info.ID)
+	if r.live[l.info.ID] == l { // not another worker's, which claimed it since
+		delete(r.live, l.info.ID)
+	}
 	r.attempts[l.info.ID]--
 	r.mu.Unlock()
 }
