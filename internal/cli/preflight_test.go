@@ -297,3 +297,34 @@ func TestPreflightCannotConnect(t *testing.T) {
 		})
 	}
 }
+
+// preflight --live: the hypertable without a primary key fails live-replica-identity
+// (exit 3, what to do said); with --replica-identity-full it warns, and every live
+// check has run and passed but that one.
+func TestPreflightLive(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	sdb := timescaleSource(t, srv)
+	tdb := testenv.NewDB(t, srv, false)
+
+	r := run(t, "preflight", "--live", "--source", srv.URI(sdb), "--target", srv.URI(tdb))
+	if r.code != 3 || !strings.Contains(r.stdout, "FAIL  live-replica-identity") || !strings.Contains(r.stdout, "hypertable public.metrics") ||
+		!strings.Contains(r.stdout, "do: add a primary key to each, or run with --replica-identity-full") {
+		t.Errorf("exit %d, want 3\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	r = run(t, "preflight", "--live", "--replica-identity-full", "--source", srv.URI(sdb), "--target", srv.URI(tdb), "--json")
+	if r.code != 0 {
+		t.Fatalf("exit %d, want 0\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	rep := decode(t, r.stdout)
+	for check, want := range map[string]string{
+		"live-wal-level": "pass", "live-slots": "pass", "live-wal-senders": "pass", "live-replication": "pass",
+		"live-publication": "pass", "live-replica-identity": "warn",
+	} {
+		if st, saw := rep.finding(t, check); st != want {
+			t.Errorf("%s: %s (%s), want %s", check, st, saw, want)
+		}
+	}
+	if r := run(t, "preflight", "--source", srv.URI(sdb), "--target", srv.URI(tdb)); r.code != 0 || strings.Contains(r.stdout, "live-") {
+		t.Errorf("without --live: exit %d\n%s", r.code, r.stdout)
+	}
+}
