@@ -50,8 +50,15 @@ func (r *run) preflight(ctx context.Context) error {
 // and proveFrozen checks, once the source has been read, that it did not change since
 // the freeze's baseline.
 func (r *run) freezeAll(ctx context.Context) error {
+	// A live run's cut-over waits for its proof: the shortest window that still sees
+	// a busy writer (a backend flushes its counts at most once a second); an offline
+	// run's copy outlasts the default window anyway.
+	window := time.Duration(0)
+	if r.opt.Live {
+		window = freeze.MinProofWindow
+	}
 	for _, d := range r.sum.Databases {
-		res, err := freeze.Freeze(ctx, d.src, freeze.Options{Grace: r.opt.FreezeGrace, DeferProof: true, PauseJobs: d.ts, KeepPIDs: d.keepPIDs, OnEvent: func(e freeze.Event) {
+		res, err := freeze.Freeze(ctx, d.src, freeze.Options{Grace: r.opt.FreezeGrace, DeferProof: true, PauseJobs: d.ts, KeepPIDs: d.keepPIDs, ProofWindow: window, OnEvent: func(e freeze.Event) {
 			who := "from before the freeze"
 			if e.Reason != "" {
 				who = "that " + e.Reason
