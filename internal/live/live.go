@@ -42,6 +42,7 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/tsmigrate/tsmigrate/internal/dbconn"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 // Names of what a live migration makes on the source: a slot and a publication of
@@ -51,7 +52,7 @@ type Names struct {
 	Publication string `json:"publication"`
 }
 
-var nameRE = regexp.MustCompile(`^tsmigrate_[0-9a-f]{16}$`)
+var nameRE = regexp.MustCompile(sqltext.LiveName)
 
 // NewNames makes fresh names.
 func NewNames() Names {

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/tsmigrate/tsmigrate/internal/pgtools"
+	"github.com/tsmigrate/tsmigrate/internal/sqltext"
 )
 
 // tocDescs are the object kinds pg_dump writes into an archive's TOC (PostgreSQL 12-17,
@@ -176,7 +177,7 @@ func (t *TOC) WriteList(path string, keep func(TOCEntry) bool) (int, error) {
 
 // livePublicationName: the name package live gives the publication of a live
 // migration on the source: tsmigrate_ and 16 hex digits.
-var livePublicationName = regexp.MustCompile(`^tsmigrate_[0-9a-f]{16}$`)
+var livePublicationName = regexp.MustCompile(sqltext.LiveName)
 
 // livePublication says whether e belongs to a live migration's publication (its
 // PUBLICATION, PUBLICATION TABLE, PUBLICATION TABLES IN SCHEMA entries, whose name

@@ -73,6 +73,18 @@ func TimescaleSchema(nspname string) string {
 	return "(" + nspname + " IN (" + Literals(TimescaleSchemas) + "))"
 }
 
+// LiveName is the pattern of the names a live migration gives what it makes on the
+// source, its replication slot and its publication: tsmigrate_ and 16 hex digits
+// (package live). The publication is tsmigrate's, not the user's: a schema dump taken
+// in the slot's snapshot holds it, and it is neither restored nor compared.
+const LiveName = `^tsmigrate_[0-9a-f]{16}$`
+
+// NotLivePublication is true for a publication name (an SQL expression) that is not a
+// live migration's (LiveName).
+func NotLivePublication(pubname string) string {
+	return "(" + pubname + " !~ " + Literal(LiveName) + ")"
+}
+
 // JournalSchema is true for the schema of tsmigrate's journal (Journal), which a
 // target holds while a stream migration runs.
 func JournalSchema(nspname string) string {

@@ -225,7 +225,9 @@ var moreSchemaSQL = []string{
 		-- not TimescaleDB's internal tables (chunks, named by their ids) nor tsmigrate's journal
 		('tables', (SELECT string_agg(format('%I.%I', t.schemaname, t.tablename), ', ' ORDER BY t.schemaname, t.tablename) FROM pg_publication_tables t
 			WHERE t.pubname = p.pubname AND ` + sqltext.UserSchema("t.schemaname") + `))
-	) AS a(attr, val)`,
+	) AS a(attr, val)
+	-- not the publication of a live migration (tsmigrate's, on the source until its end)
+	WHERE ` + sqltext.NotLivePublication("p.pubname"),
 
 	// comments on everything else: indexes, constraints, functions, triggers, types,
 	// schemas, policies, ... (those on relations and columns are compared above). Not
