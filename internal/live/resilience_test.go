@@ -394,9 +394,10 @@ func TestReceiverIdleSourceCuts(t *testing.T) {
 
 // TestTargetCrashLosesNothing: the target's server crashes (its WAL writer slowed, so
 // that an asynchronous commit stays in memory, as with synchronous_commit = off, which
-// a target database may have from its source) right after the receiver told the slot
-// what it kept, and right after the applier applied the end marker: nothing the slot
-// was told of, nor the end reached, is lost.
+// a target database may have from its source) right after the copy was recorded as
+// done, right after the receiver told the slot what it kept, and right after the
+// applier applied the end marker: nothing the slot was told of, nor the copy's end,
+// nor the end reached, is lost.
 func TestTargetCrashLosesNothing(t *testing.T) {
 	srv := testenv.Shared(t, testenv.PG17TS)
 	tsrv := testenv.Need(t, testenv.PG17TS, testenv.Options{Settings: map[string]string{"wal_writer_delay": "10s"}})
@@ -417,6 +418,12 @@ func TestTargetCrashLosesNothing(t *testing.T) {
 		// ("pre-existing shared memory block is still in use").
 		testenv.Eventually(t, time.Minute, func() error { return tsrv.Restart(ctx) })
 	}
+	// The copy recorded as done, then a crash: a resumed run must still know.
+	mc := dbConn(t, tsrv, dst)
+	if err := MarkCopied(ctx, mc); err != nil {
+		t.Fatal(err)
+	}
+	crash()
 	const rounds = 3
 	for i := 1; i <= rounds; i++ {
 		testenv.MustExec(t, srv, src, fmt.Sprintf(`INSERT INTO p VALUES (%d, 'x')`, i))
@@ -447,6 +454,9 @@ func TestTargetCrashLosesNothing(t *testing.T) {
 	st, err := ReadState(ctx, tc)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !st.Copied {
+		t.Error("after the crash the target no longer records the copy as done")
 	}
 	if want := ap.Status(); st.AppliedSeq != want.AppliedSeq || !want.ReachedEnd {
 		t.Errorf("after the crash the target says applied up to %d, the applier had reached the end at %d (%+v)", st.AppliedSeq, want.AppliedSeq, want)

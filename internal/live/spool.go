@@ -192,11 +192,17 @@ func Init(ctx context.Context, target *dbconn.Config, s *Stream) error {
 	return tx.Commit(ctx)
 }
 
-// MarkCopied records that the copy is complete in the target: a resumed run applies
-// changes rather than starting over.
+// MarkCopied records that the copy is complete in the target, on disk when it returns
+// whatever synchronous_commit says: a resumed run applies changes rather than being
+// refused as killed in its copy.
 func MarkCopied(ctx context.Context, conn *pgx.Conn) error {
-	_, err := conn.Exec(ctx, `UPDATE _tsmigrate.live SET copied = true`)
-	return err
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, sqlDurable); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE _tsmigrate.live SET copied = true`)
+		return err
+	})
 }
 
 func parseLSN(s string) (LSN, error) {
