@@ -93,8 +93,8 @@ Live (--live, stream engine; docs/live.md): the applications keep writing during
 copy. A publication and a logical replication slot (tsmigrate_<id>) are made on the
 source, whose snapshot the schema dump and the copy read; the changes made meanwhile
 are kept in the target, verify compares the copy with the source as of that snapshot,
-and the changes are applied through the hypertables. Once the lag stays under 1 MB of
-WAL for 3 s (--cutover auto), or when you say so (--cutover prompt), the cut-over: the
+and the changes are applied through the hypertables. Once the changes left to apply stay
+under 1 MB for 3 s (--cutover auto), or when you say so (--cutover prompt), the cut-over: the
 source is frozen as above (proven), the last changes applied, the sequences set, the
 schema and the tables and chunks that changed verified again, the slot and publication
 dropped and the replica identities set back (--replica-identity-full sets FULL, for the
@@ -264,7 +264,7 @@ it copied, those other processes copied meanwhile, and those done before it star
 		fl.BoolVar(&f.roles, "roles", false, rolesHelp)
 		fl.BoolVar(&f.rolesUpdate, "roles-update", false, rolesUpdateHelp)
 		fl.BoolVar(&f.live, "live", false, "stream engine: the applications keep writing during the copy; their changes are streamed from a replication slot and applied, and writes stop only for the cut-over (see docs/live.md)")
-		fl.StringVar(&f.cutover, "cutover", "", `with --live: when to cut over: "auto" (the default: once the lag stays under 1 MB of WAL for 3 s) or "prompt" (once the lag is small, ask on standard input, a terminal or a pipe, redrawing the lag meanwhile: y or yes cuts over; anything else, or the end of the input, aborts the live run, the source never frozen; --yes does not answer it)`)
+		fl.StringVar(&f.cutover, "cutover", "", `with --live: when to cut over: "auto" (the default: once the changes left to apply stay under 1 MB for 3 s) or "prompt" (once the lag is small, ask on standard input, a terminal or a pipe, redrawing the lag meanwhile: y or yes cuts over; anything else, or the end of the input, aborts the live run, the source never frozen; --yes does not answer it)`)
 		fl.BoolVar(&f.identityFull, "replica-identity-full", false, replicaIdentityFullHelp)
 		return c
 	})

@@ -49,10 +49,10 @@ const (
 	CutoverPrompt = "prompt"
 )
 
-// The automatic cut-over starts when the lag has stayed under CutoverLagBytes for
-// cutoverSamples samples in a row (about a second apart): the changes still to apply
-// once the source is frozen then take about a second, whatever the database's size.
-// The lag in seconds is not a condition: it compares the source's commit times with
+// The automatic cut-over starts when the changes left to apply (LiveProgress.left)
+// have stayed under CutoverLagBytes for cutoverSamples samples in a row (about a
+// second apart): what is still to apply once the source is frozen then takes about a
+// second, whatever the database's size. The lag in seconds is not a condition: it compares the source's commit times with
 // this machine's clock, which may be off by seconds, and the applier commits once a
 // second, so it swings by a second under a steady writer (measured: a run on a loaded
 // machine waited 49 s for 3 samples under both 1 MB and 1 s).
@@ -90,6 +90,13 @@ type LiveProgress struct {
 	// RetainedBytes: the WAL the slots hold back on the source.
 	RetainedBytes int64 `json:"retained_bytes"`
 	RowsApplied   int64 `json:"rows_applied"`
+
+	// left: the changes still to apply, in bytes: those kept and not applied (their
+	// number times the average size received), and the source's WAL not received
+	// yet. Unlike LagBytes it leaves out the WAL that others write on the source's
+	// server between the changes (other databases; the target's own when it is the
+	// same server): the automatic cut-over's measure.
+	left int64
 }
 
 // LiveSummary is what a live run's changes did.
@@ -339,6 +346,14 @@ func (l *liveDB) sample(now time.Time) (p LiveProgress, dt float64, rows int64, 
 		p.LagBytes = int64(rs.SourceLSN) - int64(max(rs.ReceivedLSN, as.AppliedLSN))
 	}
 	p.LagBytes = max(p.LagBytes, 0)
+	p.left = max(int64(rs.SourceLSN)-int64(rs.ReceivedLSN), 0)
+	switch kept := rs.ReceivedSeq - as.AppliedSeq; {
+	case kept <= 0:
+	case rs.Messages > 0:
+		p.left += kept * (rs.Bytes / rs.Messages)
+	default: // kept by a run before this one: sizes unknown here
+		p.left = p.LagBytes
+	}
 	p.RowsApplied = as.Rows
 	if !l.lastAt.IsZero() {
 		dt = now.Sub(l.lastAt).Seconds()
@@ -368,6 +383,7 @@ func (r *run) progress(stage string) LiveProgress {
 		}
 		s, sdt, srows, sbytes := d.live.sample(now)
 		p.LagBytes += s.LagBytes
+		p.left += s.left
 		p.LagSeconds = max(p.LagSeconds, s.LagSeconds)
 		p.RetainedBytes += s.RetainedBytes
 		p.RowsApplied += s.RowsApplied
@@ -419,14 +435,14 @@ func (r *run) catchUp(ctx context.Context) error {
 	var confirmed chan error
 	for {
 		p := r.progress("catch-up")
-		if p.LagBytes < CutoverLagBytes {
+		if p.left < CutoverLagBytes {
 			good++
 		} else {
 			good = 0
 		}
 		if good >= cutoverSamples {
 			if r.opt.Cutover != CutoverPrompt {
-				r.note("", fmt.Sprintf("live: lag %d bytes, %.1f s for %d samples in a row: cutting over", p.LagBytes, p.LagSeconds, good))
+				r.note("", fmt.Sprintf("live: %d bytes of changes left to apply (lag %d bytes of WAL, %.1f s) for %d samples in a row: cutting over", p.left, p.LagBytes, p.LagSeconds, good))
 				return nil
 			}
 			if confirmed == nil {
