@@ -54,7 +54,9 @@ type Options struct {
 	// DefaultProofWindow, at least MinProofWindow).
 	ProofWindow time.Duration
 	// KeepPIDs are backends of the caller (its other connections to the database):
-	// neither ended nor waited for. They count in the proof like any other.
+	// neither ended nor waited for. They count in the proof like any other. They are
+	// the caller's to tell about: Result.CannotStop, what users must know, leaves them
+	// out (they are tsmigrate's own, and write nothing).
 	KeepPIDs []uint32
 	// DeferProof makes Freeze return once the sessions from before are dealt with and a
 	// baseline of the write counters is taken, without a proof window: Result.Pending
@@ -384,9 +386,6 @@ func cannotStop(ctx context.Context, conn *pgx.Conn, db string, sessions []Sessi
 		if s.Outcome == "waited" {
 			out = append(out, fmt.Sprintf("session %s connected before the freeze and was waited for, not ended: it keeps read-write transactions and can write again", s))
 		}
-	}
-	if len(opt.KeepPIDs) > 0 {
-		out = append(out, fmt.Sprintf("sessions %v were kept at the caller's request: they are neither ended nor read-only", opt.KeepPIDs))
 	}
 	rows, err := conn.Query(ctx, sqlRoleOverrides)
 	if err != nil {
