@@ -151,8 +151,9 @@ func (r *run) checkJoinOne(ctx context.Context, d *DatabaseRun) error {
 	return nil
 }
 
-// joinPoll is how often a waiting worker looks again.
-const joinPoll = time.Second
+// joinPoll is how often a waiting worker looks again: often enough to join a copy
+// that small units in batches (copy) make short.
+const joinPoll = 250 * time.Millisecond
 
 // waitToJoin is checkJoin for a --worker, which may be started before the migration
 // it joins reaches its data phase (while it runs pre-flight, freezes the source or
