@@ -54,7 +54,8 @@ copied are differences.
    "units": [{"kind" (table|chunk|range), "table", "continuous_aggregate" (true when
      "table" is a continuous aggregate: the rows it materialized), "chunk", "target_chunk", "range",
      "source": SIDE, "target": SIDE, "identical", "not_compared" (a side could not read
-     it), "problem", "duration_ns",
+     it), "problem", "duration_ns", "key_rows" (in migrate --live's cut-over: only the
+     rows of this many keys, those changes were applied to, were compared),
      with --show-rows: "columns", "rows": [{"key", "source", "target"}], "drill_note"}]}]}
   SIDE = {"present", "rows", "checksum"}; in "rows", a side lacking the row is null
   and a NULL value is null.

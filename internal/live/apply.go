@@ -3,6 +3,7 @@ package live
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -53,7 +54,16 @@ SET synchronous_commit = off`
 	sqlReceivedSeq = `SELECT received_seq FROM _tsmigrate.live`
 	sqlKeepRel     = `INSERT INTO _tsmigrate.live_relations (relid, data) VALUES ($1, $2)
 ON CONFLICT (relid) DO UPDATE SET data = EXCLUDED.data`
-	sqlTouch = `INSERT INTO _tsmigrate.live_touched (kind, schema_name, table_name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`
+	// sqlTouch records a table or chunk to compare whole at the cut-over; sqlTouchKeyed
+	// one to compare by the keys recorded (key_columns), unless it is compared whole
+	// already or its key columns changed (NULL: whole).
+	sqlTouch = `INSERT INTO _tsmigrate.live_touched (kind, schema_name, table_name) VALUES ($1, $2, $3)
+ON CONFLICT (kind, schema_name, table_name) DO UPDATE SET key_columns = NULL WHERE live_touched.key_columns IS NOT NULL`
+	sqlTouchKeyed = `INSERT INTO _tsmigrate.live_touched (kind, schema_name, table_name, key_columns) VALUES ('table', $1, $2, $3)
+ON CONFLICT (kind, schema_name, table_name) DO UPDATE SET key_columns = NULL
+WHERE live_touched.key_columns IS DISTINCT FROM EXCLUDED.key_columns`
+	sqlTouchKeys = `INSERT INTO _tsmigrate.live_touched_keys (schema_name, table_name, key)
+SELECT $1, $2, k FROM jsonb_array_elements($3::jsonb) AS k ON CONFLICT DO NOTHING`
 )
 
 // StopError is a change that cannot be applied: the apply stops, saying which and why.
@@ -141,7 +151,11 @@ type applier struct {
 	batch    *pgx.Batch
 	batchFor []string // what each queued statement changes, for errors
 
-	touched map[[3]string]bool
+	// touched: the tables and chunks recorded in live_touched in this session, and
+	// how: wholeUnit, or a table's key columns (keyed). keys: the keys of the rows
+	// changed in the target transaction, by table, written before it commits.
+	touched map[[3]string]string
+	keys    map[Relation]map[string]bool
 	// replica: the session has session_replication_role = replica. Without it, the
 	// user's triggers of each target table changed are disabled in the target
 	// transaction (quiet) and enabled again before it commits: nobody ever sees them
@@ -203,7 +217,8 @@ func (ap *Applier) session(ctx context.Context) (committed bool, err error) {
 	ap.st.ReplicaRole = replica
 	ap.mu.Unlock()
 	a := &applier{ap: ap, conn: conn, rels: map[uint32]*relation{}, chunkByID: map[int32]*chunkInfo{},
-		chunkByName: map[Relation]*chunkInfo{}, hypertables: map[int32]hypertableInfo{}, touched: map[[3]string]bool{},
+		chunkByName: map[Relation]*chunkInfo{}, hypertables: map[int32]hypertableInfo{}, touched: map[[3]string]string{},
+		keys:    map[Relation]map[string]bool{},
 		replica: replica, quieted: map[Relation][]string{}}
 	defer func() { committed = a.committed }()
 	if err := a.load(ctx); err != nil {
@@ -421,16 +436,119 @@ func (a *applier) logicalMessage(ctx context.Context, seq int64, m *pglogrepl.Lo
 	return nil
 }
 
-// touch records that a source table or chunk changed, for the verify at the cut-over.
+// wholeUnit: a table or chunk compared whole at the cut-over (touched).
+const wholeUnit = "\x00whole"
+
+// touch records that a source table or chunk changed, for the verify at the cut-over,
+// which compares it whole.
 func (a *applier) touch(ctx context.Context, kind string, r Relation) error {
 	k := [3]string{kind, r.Schema, r.Name}
-	if a.touched[k] {
+	if a.touched[k] == wholeUnit {
 		return nil
 	}
 	if _, err := a.tx.Exec(ctx, sqlTouch, kind, r.Schema, r.Name); err != nil {
 		return fmt.Errorf("apply: record what changed: %w", err)
 	}
-	a.touched[k] = true
+	a.touched[k] = wholeUnit
+	return nil
+}
+
+// touchRows records the rows of a plain table that an insert, update or delete
+// changes, by their replica identity key (the old key and the new one of an update
+// that changes it), for the verify at the cut-over, which then compares only those
+// rows. A table without such a key (FULL, or a key it cannot tell: an unchanged
+// TOASTed value, a type without equality) is recorded whole.
+func (a *applier) touchRows(ctx context.Context, rel *relation, old, new *pglogrepl.TupleData) error {
+	var cols []string
+	var idx []int
+	for i, c := range rel.cols {
+		if c.key {
+			if c.byText {
+				return a.touch(ctx, "table", rel.source)
+			}
+			cols, idx = append(cols, c.name), append(idx, i)
+		}
+	}
+	if rel.kind != relPlain || rel.full() || len(cols) == 0 {
+		return a.touch(ctx, "table", rel.source)
+	}
+	// value is tuple t's text of column i, or "" when t lacks it.
+	value := func(t *pglogrepl.TupleData, i int) (string, bool) {
+		if t == nil || i >= len(t.Columns) || t.Columns[i].DataType != pglogrepl.TupleDataTypeText {
+			return "", false
+		}
+		return string(t.Columns[i].Data), true
+	}
+	var found [][]string
+	for _, t := range []*pglogrepl.TupleData{old, new} {
+		if t == nil {
+			continue
+		}
+		key := make([]string, len(idx))
+		for j, i := range idx {
+			v, ok := value(t, i)
+			if !ok && t == new {
+				v, ok = value(old, i) // an unchanged TOASTed key: the old tuple holds it
+			}
+			if !ok {
+				return a.touch(ctx, "table", rel.source)
+			}
+			key[j] = v
+		}
+		found = append(found, key)
+	}
+	if len(found) == 0 {
+		return a.touch(ctx, "table", rel.source)
+	}
+	k := [3]string{"table", rel.source.Schema, rel.source.Name}
+	colsJSON, err := json.Marshal(cols)
+	if err != nil {
+		return err
+	}
+	switch a.touched[k] {
+	case wholeUnit:
+		return nil
+	case string(colsJSON):
+	default:
+		if _, err := a.tx.Exec(ctx, sqlTouchKeyed, rel.source.Schema, rel.source.Name, cols); err != nil {
+			return fmt.Errorf("apply: record what changed: %w", err)
+		}
+		a.touched[k] = string(colsJSON)
+	}
+	m := a.keys[rel.source]
+	if m == nil {
+		m = map[string]bool{}
+		a.keys[rel.source] = m
+	}
+	for _, key := range found {
+		b, err := json.Marshal(key)
+		if err != nil {
+			return err
+		}
+		m[string(b)] = true
+	}
+	return nil
+}
+
+// writeKeys writes the keys of the rows changed in the target transaction.
+func (a *applier) writeKeys(ctx context.Context) error {
+	for r, m := range a.keys {
+		var b strings.Builder
+		b.WriteByte('[')
+		first := true
+		for k := range m {
+			if !first {
+				b.WriteByte(',')
+			}
+			first = false
+			b.WriteString(k)
+		}
+		b.WriteByte(']')
+		if _, err := a.tx.Exec(ctx, sqlTouchKeys, r.Schema, r.Name, b.String()); err != nil {
+			return fmt.Errorf("apply: record the keys of the rows changed in %s: %w", r, err)
+		}
+	}
+	clear(a.keys)
 	return nil
 }
 
@@ -494,11 +612,12 @@ func (a *applier) change(ctx context.Context, id uint32, op byte, old, new *pglo
 		}
 		return nil
 	}
-	kind, name := "table", rel.source
 	if rel.kind == relChunk {
-		kind = "chunk"
+		err = a.touch(ctx, "chunk", rel.source)
+	} else {
+		err = a.touchRows(ctx, rel, old, new)
 	}
-	if err := a.touch(ctx, kind, name); err != nil {
+	if err != nil {
 		return err
 	}
 	if err := a.quiet(ctx, rel.target, rel.kind == relChunk); err != nil {
@@ -567,6 +686,9 @@ func (a *applier) commit(ctx context.Context) error {
 		return nil
 	}
 	if err := a.flush(ctx); err != nil {
+		return err
+	}
+	if err := a.writeKeys(ctx); err != nil {
 		return err
 	}
 	if a.seq > a.txFirstSeq {

@@ -30,7 +30,10 @@ import (
 //     slot's snapshot and then kept by the applier from the chunk catalog's changes
 //     in the stream;
 //   - live_touched: the source's tables and chunks that changes were applied to,
-//     which the verify at the cut-over compares again.
+//     which the verify at the cut-over compares again: whole, or (key_columns set) a
+//     plain table with a replica identity key only in the rows whose keys are in
+//     live_touched_keys (every key a change was applied to, the old one and the new
+//     one of an UPDATE that changed it), committed with the changes.
 //
 // Checked on PostgreSQL 15 and 17.
 const (
@@ -77,6 +80,13 @@ CREATE TABLE IF NOT EXISTS _tsmigrate.live_touched (
 	schema_name text NOT NULL,
 	table_name text NOT NULL,
 	PRIMARY KEY (kind, schema_name, table_name)
+);
+ALTER TABLE _tsmigrate.live_touched ADD COLUMN IF NOT EXISTS key_columns text[];
+CREATE TABLE IF NOT EXISTS _tsmigrate.live_touched_keys (
+	schema_name text NOT NULL,
+	table_name  text NOT NULL,
+	key         jsonb NOT NULL,
+	PRIMARY KEY (schema_name, table_name, key)
 )`
 
 	sqlInsertState = `INSERT INTO _tsmigrate.live (slot, publication, start_lsn, identity, received_lsn, applied_lsn)

@@ -665,19 +665,28 @@ func setSequences(ctx context.Context, d *DatabaseRun) error {
 
 // sqlTouched: what changes were applied to, by source name; a chunk with its
 // hypertable, as the slot's snapshot and the stream named them.
-const sqlTouched = `SELECT t.kind, t.schema_name, t.table_name, coalesce(h.schema_name, ''), coalesce(h.table_name, '')
+const sqlTouched = `SELECT t.kind, t.schema_name, t.table_name, coalesce(h.schema_name, ''), coalesce(h.table_name, ''), t.key_columns
 FROM _tsmigrate.live_touched t
 LEFT JOIN _tsmigrate.live_chunks c ON t.kind = 'chunk' AND c.schema_name = t.schema_name AND c.table_name = t.table_name
 LEFT JOIN _tsmigrate.live_hypertables h ON h.id = c.hypertable_id`
 
-// touchedUnits reads what d's changes were applied to: a filter of verify's units.
-func touchedUnits(ctx context.Context, d *DatabaseRun) (func(u *verify.Unit) bool, int, error) {
+// sqlTouchedKeys: the keys of the rows changes were applied to, of the tables
+// compared by them.
+const sqlTouchedKeys = `SELECT k.schema_name, k.table_name, k.key
+FROM _tsmigrate.live_touched_keys k JOIN _tsmigrate.live_touched t ON t.kind = 'table'
+	AND t.schema_name = k.schema_name AND t.table_name = k.table_name AND t.key_columns IS NOT NULL`
+
+// touchedUnits reads what d's changes were applied to: a filter of verify's units,
+// and the rows of plain tables to compare by their keys (the applier recorded them).
+func touchedUnits(ctx context.Context, d *DatabaseRun) (func(u *verify.Unit) bool, map[string]*verify.Keys, int, error) {
 	tables, chunks, hypertables := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	keys := map[string]*verify.Keys{}
 	n := 0
 	err := onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error {
 		rows, _ := c.Query(ctx, sqlTouched)
 		var kind, s, t, hs, ht string
-		_, err := pgx.ForEachRow(rows, []any{&kind, &s, &t, &hs, &ht}, func() error {
+		var cols []string
+		_, err := pgx.ForEachRow(rows, []any{&kind, &s, &t, &hs, &ht, &cols}, func() error {
 			n++
 			name := inventory.DisplayName(s, t)
 			if kind == "chunk" {
@@ -688,12 +697,26 @@ func touchedUnits(ctx context.Context, d *DatabaseRun) (func(u *verify.Unit) boo
 				return nil
 			}
 			tables[name] = true
+			if cols != nil {
+				keys[name] = &verify.Keys{Columns: cols}
+			}
+			return nil
+		})
+		if err != nil || len(keys) == 0 {
+			return err
+		}
+		rows, _ = c.Query(ctx, sqlTouchedKeys)
+		var key []string
+		_, err = pgx.ForEachRow(rows, []any{&s, &t, &key}, func() error {
+			if k := keys[inventory.DisplayName(s, t)]; k != nil {
+				k.Values = append(k.Values, key)
+			}
 			return nil
 		})
 		return err
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("read what the changes were applied to: %w", err)
+		return nil, nil, 0, fmt.Errorf("read what the changes were applied to: %w", err)
 	}
 	return func(u *verify.Unit) bool {
 		switch u.Kind {
@@ -705,7 +728,7 @@ func touchedUnits(ctx context.Context, d *DatabaseRun) (func(u *verify.Unit) boo
 			return u.Aggregate || hypertables[u.Table]
 		}
 		return tables[u.Table]
-	}, n, nil
+	}, keys, n, nil
 }
 
 // verifyChanged compares, on the frozen source, the schema and the tables and chunks
@@ -715,7 +738,7 @@ func (r *run) verifyChanged(ctx context.Context, d *DatabaseRun) error {
 	if r.opt.NoVerify {
 		return r.verifySchema(ctx, d)
 	}
-	only, n, err := touchedUnits(ctx, d)
+	only, keys, n, err := touchedUnits(ctx, d)
 	if err != nil {
 		return err
 	}
@@ -724,7 +747,7 @@ func (r *run) verifyChanged(ctx context.Context, d *DatabaseRun) error {
 	r.liveMu.Unlock()
 	return r.phase(d, PhaseVerifyChanged, func() error {
 		rep, err := verify.Run(ctx, verify.Options{Source: d.src, Target: d.dst, Jobs: r.opt.Jobs, ShowRows: 5, NotGiven: d.settingsRefused,
-			ChunksDiffer: d.chunksDiffer(), OnEvent: r.verifyRetries(d), Only: only})
+			ChunksDiffer: d.chunksDiffer(), OnEvent: r.verifyRetries(d), Only: only, Keys: keys})
 		if err != nil {
 			return fmt.Errorf("verify: %w", err)
 		}

@@ -27,9 +27,11 @@ type Unit struct {
 	Chunk       string `json:"chunk,omitempty"`
 	TargetChunk string `json:"target_chunk,omitempty"` // when its name differs on the target
 	Range       string `json:"range,omitempty"`        // [start, end) of the time dimension
-	Source      Side   `json:"source"`
-	Target      Side   `json:"target"`
-	Identical   bool   `json:"identical"`
+	// KeyRows: only the rows of this many keys were compared (Options.Keys).
+	KeyRows   int  `json:"key_rows,omitempty"`
+	Source    Side `json:"source"`
+	Target    Side `json:"target"`
+	Identical bool `json:"identical"`
 	// Problem says what differs, in words ("" when identical).
 	Problem string `json:"problem,omitempty"`
 	// NotCompared: a side could not read the unit (Problem says why), so whether it

@@ -68,6 +68,10 @@ type Options struct {
 	// is compared whole): a live migration's cut-over compares again only the tables
 	// and chunks that changes were applied to since a full verify.
 	Only func(u *Unit) bool
+	// Keys, by table (schema.name, as Unit.Table names it), restricts the data compared
+	// of plain tables to some rows (Unit.KeyRows): a live migration's cut-over compares
+	// only the rows that changes were applied to, whatever the table's size.
+	Keys map[string]*Keys
 	// OnEvent, when set, receives progress. It is called from several goroutines,
 	// one call at a time.
 	OnEvent func(Event)
@@ -243,6 +247,9 @@ func runOnce(ctx context.Context, opt Options) (*Report, error) {
 	}
 	if opt.Only != nil {
 		units = slices.DeleteFunc(units, func(p *plan) bool { return !opt.Only(&p.Unit) })
+	}
+	if err := restrictToKeys(units, srcInv, tgtInv, opt.Keys); err != nil {
+		return nil, err
 	}
 	for _, p := range units {
 		p.reencode = src.encoding != tgt.encoding
