@@ -946,12 +946,14 @@ func (r *run) startResumedReceivers(ctx context.Context) {
 // hypertable that changes were applied to is refreshed with force over the range of the
 // chunks changed: bounded by them, not by the database.
 //
-// sqlTouchedWindows, on the source (frozen): per hypertable, the time range of the
-// chunks named ($1 schemas, $2 names), as SQL literals of its time column's type
-// (format %L, so the server quotes them). TimescaleDB 2.19, 2.31.
+// sqlWindows, on the source (frozen), in a transaction whose TimeZone is UTC
+// (sqlWindowsUTC, so that a bound printed as timestamptz reads back as the chunk's bound in a
+// timestamp or date column's type): per hypertable, the time range of the chunks named
+// ($1 schemas, $2 names), as SQL literals of its time column's type (format %L, so the
+// server quotes them). TimescaleDB 2.19, 2.31.
 const (
-	sqlTouchedWindows = `SET LOCAL TimeZone = 'UTC';`
-	sqlWindows        = `SELECT c.hypertable_schema, c.hypertable_name,
+	sqlWindowsUTC = `SET LOCAL TimeZone = 'UTC'`
+	sqlWindows    = `SELECT c.hypertable_schema, c.hypertable_name,
 	CASE WHEN min(c.range_start_integer) IS NOT NULL
 		THEN format('%s::%s', min(c.range_start_integer), d.column_type)
 		ELSE format('%L::%s', min(c.range_start), d.column_type) END,
@@ -973,7 +975,7 @@ WHERE hypertable_schema = $1 AND hypertable_name = $2 ORDER BY 1`
 const PhaseRefreshAggregates = "refresh-aggregates"
 
 // refreshTouchedAggregates refreshes, on d's target, the continuous aggregates over
-// the chunks changes were applied to (see sqlTouchedWindows), and says which.
+// the chunks changes were applied to (see the comment above sqlWindows), and says which.
 func (r *run) refreshTouchedAggregates(ctx context.Context, d *DatabaseRun) error {
 	var schemas, names []string
 	if err := onTarget(ctx, d, func(ctx context.Context, c *dbconn.Conn) error {
@@ -998,7 +1000,7 @@ func (r *run) refreshTouchedAggregates(ctx context.Context, d *DatabaseRun) erro
 	}
 	defer src.Close(context.WithoutCancel(ctx))
 	err = pgx.BeginFunc(ctx, src, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, sqlTouchedWindows); err != nil {
+		if _, err := tx.Exec(ctx, sqlWindowsUTC); err != nil {
 			return err
 		}
 		rows, _ := tx.Query(ctx, sqlWindows, schemas, names)
