@@ -3,6 +3,7 @@ package dbconn
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -13,28 +14,45 @@ import (
 // and TSMIGRATE_TARGET above all, whose URIs may hold passwords. Besides these, the PG*
 // variables but PGPASSWORD (libpq's connection defaults: PGHOST, PGSSLMODE, ...; the
 // connection string given to the child names only what the user wrote) and the LC_*
-// ones. HOME is where libpq finds ~/.postgresql (client certificates, root.crt) and
-// ~/.pg_service.conf; KRB5* serve GSSAPI logins; SSL_CERT_* OpenSSL's "system" roots.
+// ones but those of the messages (see ChildEnv). HOME is where libpq finds
+// ~/.postgresql (client certificates, root.crt) and ~/.pg_service.conf; KRB5* serve
+// GSSAPI logins; SSL_CERT_* OpenSSL's "system" roots; LOCPATH is where the C library
+// finds the locales.
 var childEnvNames = map[string]bool{
-	"PATH": true, "HOME": true, "TMPDIR": true, "TZ": true, "LANG": true, "LANGUAGE": true,
+	"PATH": true, "HOME": true, "TMPDIR": true, "TZ": true, "LANG": true, "LOCPATH": true,
 	"KRB5CCNAME": true, "KRB5_CONFIG": true, "KRB5_KTNAME": true, "KRB5_CLIENT_KTNAME": true,
 	"SSL_CERT_FILE": true, "SSL_CERT_DIR": true,
 }
 
 // ChildEnv is the environment for a child process that is given no password: the
 // variables of tsmigrate's environment that such a program may need (childEnvNames),
-// without PGPASSWORD.
+// without PGPASSWORD, and with its messages in English (LC_MESSAGES=C, no LANGUAGE):
+// tsmigrate reads what pg_dump and pg_restore print to tell the known harmless messages
+// from errors and to name the object of each, and a translated message is none of
+// those it knows (with LANG=de_DE.UTF-8, pg_restore says "Fehler: aus TOC-Eintrag ...").
+// LC_ALL, which would override LC_MESSAGES, becomes LANG: the other categories (the
+// character set above all) stay the user's.
 func ChildEnv() []string {
 	var env []string
+	all := ""
 	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
+		name, value, _ := strings.Cut(kv, "=")
 		switch {
-		case name == "PGPASSWORD":
+		case name == "PGPASSWORD", name == "LC_MESSAGES", name == "LANGUAGE":
+		case name == "LC_ALL":
+			all = value
 		case childEnvNames[name], strings.HasPrefix(name, "PG"), strings.HasPrefix(name, "LC_"):
 			env = append(env, kv)
 		}
 	}
-	return env
+	if all != "" {
+		// LC_ALL overrode LANG and every LC_* variable.
+		env = slices.DeleteFunc(env, func(kv string) bool {
+			return strings.HasPrefix(kv, "LANG=") || strings.HasPrefix(kv, "LC_")
+		})
+		env = append(env, "LANG="+all)
+	}
+	return append(env, "LC_MESSAGES=C")
 }
 
 // Child is how a child process (pg_dump, pg_restore) reaches a server: a connection

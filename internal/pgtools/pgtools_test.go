@@ -360,7 +360,8 @@ func TestPassfileInMemory(t *testing.T) {
 // pg_dump and pg_restore get only what they need of tsmigrate's environment: not
 // TSMIGRATE_SOURCE/TSMIGRATE_TARGET (URIs with passwords), not PGPASSWORD, not
 // anything else; whether they connect (the password then in their passfile), or not
-// (pg_restore -l, --version). PG* connection defaults and the locale pass.
+// (pg_restore -l, --version). PG* connection defaults and the locale pass, but for the
+// messages: English, which tsmigrate reads (LC_ALL becomes LANG).
 func TestChildEnvironment(t *testing.T) {
 	const srcPw, dstPw, envPw, other = "src-Secret-31", "dst-Secret-47", "env-Secret-59", "Unrelated-Secret-71"
 	t.Setenv("TSMIGRATE_SOURCE", "postgres://u:"+srcPw+"@127.0.0.1:5999/a")
@@ -368,7 +369,9 @@ func TestChildEnvironment(t *testing.T) {
 	t.Setenv("PGPASSWORD", envPw)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", other)
 	t.Setenv("PGSSLMODE", "disable")
-	t.Setenv("LC_MESSAGES", "C")
+	t.Setenv("LC_MESSAGES", "fr_FR.UTF-8")
+	t.Setenv("LC_ALL", "de_DE.UTF-8")
+	t.Setenv("LANGUAGE", "de")
 	dir := t.TempDir()
 	record := filepath.Join(dir, "env")
 	for _, p := range Programs {
@@ -398,12 +401,12 @@ func TestChildEnvironment(t *testing.T) {
 		t.Fatalf("%d runs recorded, want 4:\n%s", len(runs), b)
 	}
 	for i, env := range runs {
-		for _, secret := range []string{srcPw, dstPw, envPw, other, "TSMIGRATE_", "PGPASSWORD"} {
+		for _, secret := range []string{srcPw, dstPw, envPw, other, "TSMIGRATE_", "PGPASSWORD", "LC_ALL=", "LANGUAGE=", "LC_MESSAGES=fr"} {
 			if strings.Contains(env, secret) {
 				t.Errorf("run %d: the environment holds %q:\n%s", i, secret, env)
 			}
 		}
-		for _, want := range []string{"PGSSLMODE=disable", "LC_MESSAGES=C"} {
+		for _, want := range []string{"PGSSLMODE=disable", "LC_MESSAGES=C", "LANG=de_DE.UTF-8"} {
 			if !strings.Contains(env, want) {
 				t.Errorf("run %d: the environment lacks %s:\n%s", i, want, env)
 			}
