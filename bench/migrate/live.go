@@ -329,7 +329,7 @@ func (b *bench) runLive(ctx context.Context, way string) result {
 // phase ended (tsmigrate announces its phases on stderr).
 func (b *bench) liveTsmigrate(ctx context.Context, r *result, target string) (frozen, applying time.Time, err error) {
 	args := []string{"migrate", "--live", "--cutover", "auto", "--jobs", b.tsJobs, "--yes", "--json", "--progress", "plain",
-		"--freeze-grace", b.freezeGrace.String(), "--pg-bin", testenv.ClientBin(testenv.PG17TS)}
+		"--freeze-grace", b.freezeGrace.String(), "--pg-bin", testenv.ClientBin(b.kind)}
 	if b.identityFull {
 		args = append(args, "--replica-identity-full")
 	}

@@ -1,11 +1,16 @@
 // Command migrate compares ways of migrating the same database side by side, in one run,
 // on two local PostgreSQL 17 + TimescaleDB servers: the documented procedure (pg_dump -Fc,
-// pg_restore --jobs 1, ANALYZE), tsmigrate's dump engine, its stream engine, pgcopydb
+// pg_restore --jobs 1, ANALYZE), tsmigrate's dump engine, its stream engine, the stream
+// engine restoring TimescaleDB's objects through its API (stream-api: --restore-path
+// api, the path of a target user who may not write TimescaleDB's catalog), pgcopydb
 // (when installed in the Debian 13 root: `scripts/setup-servers.sh --with-pgcopydb`), and
 // tsmigrate verify. It prints wall times, ratios and tsmigrate's peak memory.
 //
 //	go run ./bench/migrate [-scale 1.0 | -chunks N [-rows R]] [-link RTT,MBIT] [-jobs 2] [-tsjobs auto]
-//	    [-rounds 1] [-ways documented,dump,stream,verify,pgcopydb]
+//	    [-rounds 1] [-build apache|full] [-ways documented,dump,stream,stream-api,verify,pgcopydb]
+//
+// -build full runs both servers with TimescaleDB's full build (testenv.PG17TSL, where
+// the API path makes each chunk by create_chunk) instead of the Apache build.
 //
 // -chunks N replaces the sample database with one of many small chunks: a hypertable
 // of N hourly chunks of R rows each (-rows, default 200) and one index besides time's.
@@ -74,9 +79,10 @@ type bench struct {
 	tsJobs   string // tsmigrate's --jobs
 	tmp      string
 	want     map[string]int64
-	tables   []string // counted to check each way's data
-	chunks   int      // of the many-chunks dataset (0: the sample database)
-	jsonOut  string   // -json
+	tables   []string     // counted to check each way's data
+	chunks   int          // of the many-chunks dataset (0: the sample database)
+	kind     testenv.Kind // of both servers: PG17TS, or PG17TSL with -build full
+	jsonOut  string       // -json
 	proxy    *testenv.Proxy
 
 	// -live (live.go, writer.go)
@@ -108,11 +114,18 @@ func main() {
 	liveChunk := flag.Duration("live-chunk", 5*time.Second, "with -live: the hypertable's chunk interval from the load on, so that the writer's rows (at the current time) make new chunks during every way; 0 keeps a chunk a day")
 	tsBin := flag.String("tsmigrate", "", "a tsmigrate binary to run instead of building this checkout's")
 	jsonOut := flag.String("json", "", "with -live: also write the figures as JSON to this file (- for stdout)")
+	build := flag.String("build", "apache", `TimescaleDB build of both servers: "apache" (the Debian package) or "full" (compression, create_chunk)`)
 	flag.Parse()
+	kind, err := buildKind(*build)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	b := &bench{jobs: *jobs, tsJobs: *tsJobs, chunks: *chunks, live: *live, scale: *scale, writerRate: *writerRate,
-		freezeGrace: *grace, identityFull: *identityFull, liveTimeout: *liveTimeout, liveChunk: *liveChunk, jsonOut: *jsonOut, bin: *tsBin}
+		freezeGrace: *grace, identityFull: *identityFull, liveTimeout: *liveTimeout, liveChunk: *liveChunk, jsonOut: *jsonOut, bin: *tsBin,
+		kind: kind}
 	wayList := strings.Split(*ways, ",")
 	if *live {
 		if err := checkLiveFlags(*chunks, *link, *rounds, *writerRate); err != nil {
@@ -127,6 +140,20 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// buildKind reads -build: the servers' kind.
+func buildKind(build string) (testenv.Kind, error) {
+	switch build {
+	case "apache":
+		return testenv.PG17TS, nil
+	case "full":
+		if err := testenv.Available(testenv.PG17TSL); err != nil {
+			return "", fmt.Errorf("-build full: %w", err)
+		}
+		return testenv.PG17TSL, nil
+	}
+	return "", fmt.Errorf(`-build %q: want "apache" or "full"`, build)
 }
 
 // parseLink reads -link: "RTT,MBIT".
@@ -175,11 +202,11 @@ func (b *bench) run(ctx context.Context, scale float64, rows int, link string, r
 		// locks each table it dumps), as for a database of that many tables.
 		opts.Settings["max_locks_per_transaction"] = strconv.Itoa(max(64, 2*b.chunks/100+64))
 	}
-	if b.src, err = testenv.Start(ctx, testenv.PG17TS, opts); err != nil {
+	if b.src, err = testenv.Start(ctx, b.kind, opts); err != nil {
 		return err
 	}
 	defer b.src.Stop()
-	if b.dst, err = testenv.Start(ctx, testenv.PG17TS, opts); err != nil {
+	if b.dst, err = testenv.Start(ctx, b.kind, opts); err != nil {
 		return err
 	}
 	defer b.dst.Stop()
@@ -257,6 +284,9 @@ func (b *bench) run(ctx context.Context, scale float64, rows int, link string, r
 	if b.chunks > 0 {
 		what = fmt.Sprintf("%s, %d chunks of %d rows", size, b.chunks, rows)
 	}
+	if b.kind == testenv.PG17TSL {
+		what += ", TimescaleDB's full build"
+	}
 	if link != "" {
 		what += fmt.Sprintf(", target across a link of %s round trip and %s each way", 2*shape.Delay, rate(shape.Rate))
 	}
@@ -276,7 +306,7 @@ func rate(r int64) string {
 
 func (b *bench) runWay(ctx context.Context, way string) result {
 	r := result{way: way}
-	target := "bench_" + way
+	target := "bench_" + strings.ReplaceAll(way, "-", "_")
 	if way != "verify" {
 		b.dst.Exec(ctx, "postgres", "DROP DATABASE IF EXISTS "+target+" WITH (FORCE)")
 		if err := b.dst.CreateDatabase(ctx, target, false); err != nil {
@@ -294,10 +324,14 @@ func (b *bench) runWay(ctx context.Context, way string) result {
 	switch way {
 	case "documented":
 		err = b.documented(ctx, target)
-	case "dump", "stream":
-		args := []string{"migrate", "--engine", way, "--jobs", b.tsJobs, "--yes", "--no-verify", "--json", "--progress", "plain",
-			"--pg-bin", testenv.ClientBin(testenv.PG17TS),
+	case "dump", "stream", "stream-api":
+		engine, _, api := strings.Cut(way, "-")
+		args := []string{"migrate", "--engine", engine, "--jobs", b.tsJobs, "--yes", "--no-verify", "--json", "--progress", "plain",
+			"--pg-bin", testenv.ClientBin(b.kind),
 			"--source", b.uri(b.src, "bench"), "--target", b.uri(b.dst, target)}
+		if api {
+			args = append(args, "--restore-path", "api")
+		}
 		err = b.migrate(ctx, &r, args)
 	case "verify":
 		r.maxRSS, err = b.tsmigrate(ctx, nil, nil, "verify", "--jobs", b.tsJobs,
@@ -314,7 +348,7 @@ func (b *bench) runWay(ctx context.Context, way string) result {
 		r.wire = b.proxy.Stats().Sub(before)
 	}
 	// Whatever the way did, the source must be writable for the next one.
-	if way == "dump" || way == "stream" {
+	if way == "dump" || way == "stream" || way == "stream-api" {
 		b.tsmigrate(ctx, nil, nil, "unfreeze", "--source", b.uri(b.src, "bench"))
 	}
 	if err != nil {
@@ -450,7 +484,7 @@ func (b *bench) quiesce(ctx context.Context) {
 
 func (b *bench) documented(ctx context.Context, target string) error {
 	file := filepath.Join(b.tmp, "dump.bak")
-	bin := testenv.ClientBin(testenv.PG17TS)
+	bin := testenv.ClientBin(b.kind)
 	if err := runLogged(ctx, filepath.Join(bin, "pg_dump"), "--no-owner", "-Fc", "-f", file, "-d", b.uri(b.src, "bench")); err != nil {
 		return err
 	}
@@ -629,6 +663,8 @@ func (b *bench) report(rs []result, what string, rounds int) {
 	ratio("dump", "documented")
 	ratio("stream", "documented")
 	ratio("stream", "pgcopydb")
+	ratio("stream-api", "documented")
+	ratio("stream-api", "stream")
 	ratio("verify", "stream")
 	if d, s := median["documented"], median["dump"]; d > 0 && s > 0 {
 		fmt.Printf("dump engine speed-up over the documented procedure: %.2fx\n", d/s)
