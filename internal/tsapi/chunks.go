@@ -1,7 +1,6 @@
 package tsapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // Making chunks of given slices. Checked on TimescaleDB 2.19.3 (PostgreSQL 17).
@@ -27,12 +27,16 @@ import (
 // dimension, an existing slice that holds the point, else the range of the chunk
 // interval that holds it ([floor(p/i)*i, +i), floor towards minus infinity), and then
 // cuts that range where it would overlap chunks already there. So one of the source
-// chunk's rows is copied into the hypertable with the chunk interval set to one whose
+// chunk's rows is inserted into the hypertable with the chunk interval set to one whose
 // range holds the source's slice (its width when the slice is aligned to it; else an
 // interval the hypertable's chunks were made with, whose range the chunks made before
 // cut as they cut it on the source: chunks are made in the source's order), and deleted
-// again in the same transaction: the chunk stays, empty. The intervals are set back to
-// the source's at the end. A chunk whose slices still come out different is reported,
+// again from the chunk it went to (the INSERT returns it) in the same transaction: the
+// chunk stays, empty. The intervals are set only where they change, and back to the
+// source's at the end. Making a chunk reads no other chunk (a DELETE through the
+// hypertable would plan over all of them: 0.24 s a chunk at 3 000 chunks), and costs two
+// round trips to the target (the transaction's statements pipelined) and one to the
+// source, whatever the number of chunks. A chunk whose slices still come out different is reported,
 // and its rows go through the hypertable (TimescaleDB puts them into its chunks), so
 // that nothing is lost; verify then compares that hypertable by time ranges.
 const (
@@ -85,12 +89,17 @@ type chunkMaker struct {
 	columns     map[Name][]column // the source hypertables' columns, read once
 	// changed: hypertables whose intervals were changed to make chunks.
 	changed map[Name]bool
+	// widthsOf and chunkList: the source's chunk widths per dimension and chunks, per
+	// hypertable, read once.
+	widthsOf  map[Name][][]int64
+	chunkList map[Name][]*Chunk
 }
 
 type column struct{ name, typ string }
 
 func newChunkMaker(ctx context.Context, src, dst *pgx.Conn, ext string, source *Layout) (*chunkMaker, error) {
-	m := &chunkMaker{src: src, dst: dst, ext: ext, source: source, columns: map[Name][]column{}, changed: map[Name]bool{}}
+	m := &chunkMaker{src: src, dst: dst, ext: ext, source: source, columns: map[Name][]column{}, changed: map[Name]bool{},
+		widthsOf: map[Name][][]int64{}, chunkList: map[Name][]*Chunk{}}
 	var license string
 	if err := dst.QueryRow(ctx, sqlLicense).Scan(&license); err != nil {
 		return nil, fmt.Errorf("read the target's TimescaleDB license: %w", err)
@@ -117,21 +126,20 @@ func slicesJSON(h *Hypertable, c *Chunk) (string, error) {
 func (m *chunkMaker) make(ctx context.Context, srcH, t *Hypertable, c *Chunk) (Placement, string, error) {
 	p := Placement{Source: c.Name, Hypertable: c.Hypertable, Compressed: c.Compressed}
 	var made Name
+	var got []Slice
 	var err error
 	if m.createChunk {
-		made, err = m.byCreateChunk(ctx, t, c)
+		if made, err = m.byCreateChunk(ctx, t, c); err == nil {
+			got, err = m.slicesOf(ctx, made)
+		}
 	} else {
-		made, err = m.byRow(ctx, srcH, t, c)
+		made, got, err = m.byRow(ctx, srcH, t, c)
 	}
 	var nr *noRowError
 	if errors.As(err, &nr) {
 		p.Target, p.Routed = t.Name, true
 		return p, fmt.Sprintf("chunk %s of %s was not made on the target: %s", c.Name.Display(), srcH.Name.Display(), nr.why), nil
 	}
-	if err != nil {
-		return p, "", err
-	}
-	got, err := m.slicesOf(ctx, made)
 	if err != nil {
 		return p, "", err
 	}
@@ -173,11 +181,15 @@ func (m *chunkMaker) slicesOf(ctx context.Context, n Name) ([]Slice, error) {
 	if err := m.dst.QueryRow(ctx, fmt.Sprintf(sqlChunkSlices, m.fns), n.String()).Scan(&starts, &ends); err != nil {
 		return nil, fmt.Errorf("read the slices of target chunk %s: %w", n.Display(), err)
 	}
-	out := make([]Slice, len(starts))
-	for i := range starts {
+	return toSlices(starts, ends), nil
+}
+
+func toSlices(starts, ends []int64) []Slice {
+	out := make([]Slice, min(len(starts), len(ends)))
+	for i := range out {
 		out[i] = Slice{starts[i], ends[i]}
 	}
-	return out, nil
+	return out
 }
 
 // noRowError: no row could be found or made to make a chunk with.
@@ -200,17 +212,32 @@ func (m *chunkMaker) columnsOf(ctx context.Context, n Name) ([]column, error) {
 	return cols, nil
 }
 
+// SQL of the Apache build's way to make a chunk (byRow). Checked on TimescaleDB 2.19.3
+// (PostgreSQL 17): an INSERT through the hypertable returns, as tableoid, the chunk the
+// row went to, made for it if need be; a DELETE from that chunk alone plans and reads
+// that chunk only. The values are sent as text, which the columns' input functions read
+// as COPY does; OVERRIDING SYSTEM VALUE keeps an identity column's value, as COPY does.
+const (
+	// sqlRouteRow inserts one row into hypertable %[1]s, columns %[2]s, values %[3]s
+	// ($1, $2, ...), and returns the chunk's oid and its name as this session takes it
+	// in SQL (regclass's output: quoted, qualified where the search_path needs it).
+	sqlRouteRow = `INSERT INTO %[1]s (%[2]s) OVERRIDING SYSTEM VALUE VALUES (%[3]s) RETURNING tableoid::oid, tableoid::regclass::text`
+	// sqlDeleteRouted empties chunk %s (regclass's output), which holds the routed row only.
+	sqlDeleteRouted = `DELETE FROM ONLY %s`
+)
+
 // byRow makes the target chunk of c's slices on the Apache build: one row routed into
 // the hypertable under chunk intervals that make TimescaleDB cut those slices, deleted
-// again in the same transaction (see the comment at the top).
-func (m *chunkMaker) byRow(ctx context.Context, srcH, t *Hypertable, c *Chunk) (Name, error) {
+// again from its chunk in the same transaction (see the comment at the top). It returns
+// the chunk the row went to and its slices.
+func (m *chunkMaker) byRow(ctx context.Context, srcH, t *Hypertable, c *Chunk) (Name, []Slice, error) {
 	cols, err := m.columnsOf(ctx, srcH.Name)
 	if err != nil {
-		return Name{}, err
+		return Name{}, nil, err
 	}
 	row, err := m.sourceRow(ctx, srcH, c, cols)
 	if err != nil {
-		return Name{}, err
+		return Name{}, nil, err
 	}
 	want := make([]Dimension, len(t.Dimensions))
 	copy(want, t.Dimensions)
@@ -221,31 +248,104 @@ func (m *chunkMaker) byRow(ctx context.Context, srcH, t *Hypertable, c *Chunk) (
 			want[i].Partitions = partitionsFor(c.Slices[i], d.Partitions)
 		}
 	}
+	changes := intervalChanges(m.ext, t, want)
+	names, params := make([]string, len(cols)), make([]string, len(cols))
+	for i, col := range cols {
+		names[i], params[i] = pgx.Identifier{col.name}.Sanitize(), "$"+strconv.Itoa(i+1)
+	}
+	// First exchange: the row in, under the intervals wanted.
+	b := &pgconn.Batch{}
+	b.ExecParams("BEGIN", nil, nil, nil, nil)
+	for _, ch := range changes {
+		args := make([][]byte, len(ch.args))
+		for i, a := range ch.args {
+			args[i] = []byte(fmt.Sprint(a))
+		}
+		b.ExecParams(ch.sql, args, nil, nil, nil)
+	}
+	b.ExecParams(fmt.Sprintf(sqlRouteRow, t.Name.String(), strings.Join(names, ", "), strings.Join(params, ", ")), row, nil, nil, nil)
+	res, err := m.exchange(ctx, b)
+	if err != nil {
+		if f := len(res) - 1; f >= 1 && f <= len(changes) { // statement 0 is BEGIN
+			return Name{}, nil, fmt.Errorf("hypertable %s: set the chunk interval of %s: %w", t.Name.Display(), changes[f-1].column, err)
+		}
+		return Name{}, nil, fmt.Errorf("route a row of chunk %s into target hypertable %s: %w", c.Name.Display(), t.Name.Display(), err)
+	}
+	if len(changes) > 0 {
+		m.changed[t.Name] = true
+	}
+	setDimensions(t, want)
+	ins := res[len(res)-1]
+	if len(ins.Rows) != 1 || len(ins.Rows[0]) != 2 {
+		m.rollback(ctx)
+		return Name{}, nil, fmt.Errorf("route a row of chunk %s into target hypertable %s: %d rows inserted, want 1", c.Name.Display(), t.Name.Display(), len(ins.Rows))
+	}
+	oid, chunk := ins.Rows[0][0], string(ins.Rows[0][1])
+	// Second exchange: the row out of the chunk it went to, the chunk's name and slices.
+	b = &pgconn.Batch{}
+	b.ExecParams(fmt.Sprintf(sqlDeleteRouted, chunk), nil, nil, nil, nil)
+	b.ExecParams(sqlRelName, [][]byte{oid}, nil, nil, nil)
+	b.ExecParams(fmt.Sprintf(sqlChunkSlices, m.fns), [][]byte{oid}, nil, nil, nil)
+	b.ExecParams("COMMIT", nil, nil, nil, nil)
+	if res, err = m.exchange(ctx, b); err != nil {
+		return Name{}, nil, fmt.Errorf("delete the row routed into chunk %s of target hypertable %s: %w", chunk, t.Name.Display(), err)
+	}
+	if n := res[0].CommandTag.RowsAffected(); n != 1 {
+		m.rollback(ctx)
+		return Name{}, nil, fmt.Errorf("target chunk %s of hypertable %s held %d rows while its chunks were made; the target's hypertables must be empty", chunk, t.Name.Display(), n)
+	}
 	var made Name
-	err = pgx.BeginFunc(ctx, m.dst, func(tx pgx.Tx) error {
-		if err := setIntervals(ctx, tx, m.ext, t, want); err != nil {
+	var starts, ends []int64
+	if err := scanText(res[1], &made.Schema, &made.Name); err != nil {
+		return Name{}, nil, fmt.Errorf("name target chunk %s: %w", chunk, err)
+	}
+	if err := scanText(res[2], &starts, &ends); err != nil {
+		return Name{}, nil, fmt.Errorf("read the slices of target chunk %s: %w", made.Display(), err)
+	}
+	return made, toSlices(starts, ends), nil
+}
+
+// exchange sends batch b's statements to the target in one round trip and reads their
+// results. On an error, the transaction b began or continued is rolled back; the
+// results read up to the one that failed are returned with it.
+func (m *chunkMaker) exchange(ctx context.Context, b *pgconn.Batch) ([]*pgconn.Result, error) {
+	res, err := m.dst.PgConn().ExecBatch(ctx, b).ReadAll()
+	if err == nil {
+		for _, r := range res {
+			if r.Err != nil {
+				err = r.Err
+				break
+			}
+		}
+	}
+	if err != nil {
+		m.rollback(ctx)
+	}
+	return res, err
+}
+
+// rollback ends the target's transaction, if one is open.
+func (m *chunkMaker) rollback(ctx context.Context) {
+	if pc := m.dst.PgConn(); !pc.IsClosed() && pc.TxStatus() != 'I' {
+		pc.Exec(context.WithoutCancel(ctx), "ROLLBACK").Close()
+	}
+}
+
+// scanText reads the one row of r, in text format, into dst (strings and int8 arrays).
+func scanText(r *pgconn.Result, dst ...any) error {
+	if len(r.Rows) != 1 {
+		return fmt.Errorf("%d rows, want 1", len(r.Rows))
+	}
+	m := pgtype.NewMap()
+	for i, d := range dst {
+		if i >= len(r.Rows[0]) || i >= len(r.FieldDescriptions) {
+			return fmt.Errorf("%d columns, want %d", len(r.Rows[0]), len(dst))
+		}
+		if err := m.Scan(r.FieldDescriptions[i].DataTypeOID, pgtype.TextFormatCode, r.Rows[0][i], d); err != nil {
 			return err
 		}
-		m.changed[t.Name] = true
-		names := make([]string, len(cols))
-		for i, col := range cols {
-			names[i] = pgx.Identifier{col.name}.Sanitize()
-		}
-		if _, err := tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(row),
-			fmt.Sprintf("COPY %s (%s) FROM STDIN", t.Name.String(), strings.Join(names, ", "))); err != nil {
-			return fmt.Errorf("route a row of chunk %s into target hypertable %s: %w", c.Name.Display(), t.Name.Display(), err)
-		}
-		rows, _ := tx.Query(ctx, fmt.Sprintf("DELETE FROM %s RETURNING tableoid", t.Name.String()))
-		oids, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
-		if err != nil {
-			return fmt.Errorf("delete the row routed into target hypertable %s: %w", t.Name.Display(), err)
-		}
-		if len(oids) != 1 {
-			return fmt.Errorf("target hypertable %s held %d rows while its chunks were made; it must be empty", t.Name.Display(), len(oids))
-		}
-		return tx.QueryRow(ctx, sqlRelName, oids[0]).Scan(&made.Schema, &made.Name)
-	})
-	return made, err
+	}
+	return nil
 }
 
 // interval picks the chunk interval under which TimescaleDB makes dimension dim's slice
@@ -262,12 +362,7 @@ func (m *chunkMaker) interval(h *Hypertable, dim int, s Slice) int64 {
 	if lo, hi := openRange(s.Start, w); lo == s.Start && hi == s.End {
 		return w
 	}
-	candidates := []int64{h.Dimensions[dim].Interval}
-	for _, c := range m.source.ChunksOf(h.Name) {
-		if x := c.Slices[dim]; x.End > x.Start {
-			candidates = append(candidates, x.End-x.Start)
-		}
-	}
+	candidates := append([]int64{h.Dimensions[dim].Interval}, m.widths(h.Name, dim)...)
 	best := int64(0)
 	for _, i := range candidates {
 		if i <= 0 {
@@ -281,6 +376,42 @@ func (m *chunkMaker) interval(h *Hypertable, dim int, s Slice) int64 {
 		return w
 	}
 	return best
+}
+
+// widths are the distinct widths the source chunks of hypertable n have in dimension
+// dim (read once per hypertable: a chunk's interval is picked in constant time).
+func (m *chunkMaker) widths(n Name, dim int) []int64 {
+	ws, ok := m.widthsOf[n]
+	if !ok {
+		seen := map[[2]int64]bool{}
+		for _, c := range m.chunksOf(n) {
+			for i, x := range c.Slices {
+				if w := x.End - x.Start; x.End > x.Start && !seen[[2]int64{int64(i), w}] {
+					seen[[2]int64{int64(i), w}] = true
+					for len(ws) <= i {
+						ws = append(ws, nil)
+					}
+					ws[i] = append(ws[i], w)
+				}
+			}
+		}
+		m.widthsOf[n] = ws
+	}
+	if dim < len(ws) {
+		return ws[dim]
+	}
+	return nil
+}
+
+// chunksOf lists the source chunks of hypertable n in the order they were made (read
+// once per hypertable).
+func (m *chunkMaker) chunksOf(n Name) []*Chunk {
+	cs, ok := m.chunkList[n]
+	if !ok {
+		cs = m.source.ChunksOf(n)
+		m.chunkList[n] = cs
+	}
+	return cs
 }
 
 // openRange is the range of chunk interval i that holds point p, as TimescaleDB
@@ -301,21 +432,17 @@ func openRange(p, i int64) (lo, hi int64) {
 	return lo, lo + i
 }
 
-// sourceRow reads one row to make chunk c with, in COPY's text format: a row of c;
-// for an empty chunk, a row of another chunk of the hypertable in the same closed
-// slices, its open dimensions' values set to the slice's start.
-func (m *chunkMaker) sourceRow(ctx context.Context, h *Hypertable, c *Chunk, cols []column) ([]byte, error) {
+// sourceRow reads one row to make chunk c with, its columns' values in text format
+// (nil for NULL): a row of c; for an empty chunk, a row of another chunk of the
+// hypertable in the same closed slices, its open dimensions' values set to the slice's
+// start.
+func (m *chunkMaker) sourceRow(ctx context.Context, h *Hypertable, c *Chunk, cols []column) ([][]byte, error) {
 	names := make([]string, len(cols))
 	for i, col := range cols {
 		names[i] = pgx.Identifier{col.name}.Sanitize()
 	}
-	var row bytes.Buffer
-	q := fmt.Sprintf("COPY (SELECT %s FROM %s LIMIT 1) TO STDOUT", strings.Join(names, ", "), c.Name.String())
-	if _, err := m.src.PgConn().CopyTo(ctx, &row, q); err != nil {
-		return nil, fmt.Errorf("read a row of source chunk %s: %w", c.Name.Display(), err)
-	}
-	if row.Len() > 0 {
-		return row.Bytes(), nil
+	if row, err := m.readRow(ctx, names, c); row != nil || err != nil {
+		return row, err
 	}
 	sel := append([]string(nil), names...)
 	for i, col := range cols {
@@ -330,12 +457,12 @@ func (m *chunkMaker) sourceRow(ctx context.Context, h *Hypertable, c *Chunk, col
 			sel[i] = lit + " AS " + names[i]
 		}
 	}
-	for _, o := range m.source.ChunksOf(c.Hypertable) {
+	for _, o := range m.chunksOf(c.Hypertable) {
 		if o == c || !sameClosed(h, o, c) {
 			continue
 		}
-		if ok, err := m.copyRow(ctx, &row, sel, o); ok || err != nil {
-			return row.Bytes(), err
+		if row, err := m.readRow(ctx, sel, o); row != nil || err != nil {
+			return row, err
 		}
 	}
 	// No chunk of its partition holds a row: one of another partition, its closed
@@ -355,26 +482,30 @@ func (m *chunkMaker) sourceRow(ctx context.Context, h *Hypertable, c *Chunk, col
 			sel[i] = v + " AS " + names[i]
 		}
 	}
-	for _, o := range m.source.ChunksOf(c.Hypertable) {
+	for _, o := range m.chunksOf(c.Hypertable) {
 		if o == c {
 			continue
 		}
-		if ok, err := m.copyRow(ctx, &row, sel, o); ok || err != nil {
-			return row.Bytes(), err
+		if row, err := m.readRow(ctx, sel, o); row != nil || err != nil {
+			return row, err
 		}
 	}
 	return nil, &noRowError{"it is empty, and no chunk of its hypertable holds a row to make it with"}
 }
 
-// copyRow reads into row, in COPY's text format, the select list sel of one row of
-// source chunk o; false when o holds none.
-func (m *chunkMaker) copyRow(ctx context.Context, row *bytes.Buffer, sel []string, o *Chunk) (bool, error) {
-	row.Reset()
-	q := fmt.Sprintf("COPY (SELECT %s FROM %s LIMIT 1) TO STDOUT", strings.Join(sel, ", "), o.Name.String())
-	if _, err := m.src.PgConn().CopyTo(ctx, row, q); err != nil {
-		return false, fmt.Errorf("read a row of source chunk %s: %w", o.Name.Display(), err)
+// readRow reads the select list sel of one row of source chunk o, in text format (as
+// the columns' output functions write it, which their input functions read); nil when
+// o holds none.
+func (m *chunkMaker) readRow(ctx context.Context, sel []string, o *Chunk) ([][]byte, error) {
+	q := fmt.Sprintf("SELECT %s FROM %s LIMIT 1", strings.Join(sel, ", "), o.Name.String())
+	r := m.src.PgConn().ExecParams(ctx, q, nil, nil, nil, nil).Read()
+	if r.Err != nil {
+		return nil, fmt.Errorf("read a row of source chunk %s: %w", o.Name.Display(), r.Err)
 	}
-	return row.Len() > 0, nil
+	if len(r.Rows) == 0 {
+		return nil, nil
+	}
+	return r.Rows[0], nil
 }
 
 // sqlClosedValue finds a value of type %[2]s that partitioning function %[1]s puts

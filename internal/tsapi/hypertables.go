@@ -94,22 +94,46 @@ func createHypertable(ctx context.Context, tx pgx.Tx, ext string, h *Hypertable)
 // setIntervals gives the target's hypertable t the intervals and numbers of partitions
 // of want (the source's), where they differ.
 func setIntervals(ctx context.Context, tx pgx.Tx, ext string, t *Hypertable, want []Dimension) error {
+	for _, st := range intervalChanges(ext, t, want) {
+		if _, err := tx.Exec(ctx, st.sql, st.args...); err != nil {
+			return fmt.Errorf("hypertable %s: set the chunk interval of %s: %w", t.Name.Display(), st.column, err)
+		}
+	}
+	setDimensions(t, want)
+	return nil
+}
+
+// intervalChange is a call that sets one dimension's interval or number of partitions.
+type intervalChange struct {
+	sql    string
+	args   []any // t's name, the interval or number, the column
+	column string
+}
+
+// intervalChanges are the calls that give hypertable t the intervals and numbers of
+// partitions of want, where they differ from those t has.
+func intervalChanges(ext string, t *Hypertable, want []Dimension) []intervalChange {
+	var out []intervalChange
 	for i, d := range want {
 		if i >= len(t.Dimensions) {
 			break
 		}
 		have := t.Dimensions[i]
-		var err error
 		switch {
 		case d.Open() && have.Interval != d.Interval:
-			_, err = tx.Exec(ctx, fmt.Sprintf(sqlSetInterval, ext), t.Name.String(), d.Interval, d.Column)
+			out = append(out, intervalChange{fmt.Sprintf(sqlSetInterval, ext), []any{t.Name.String(), d.Interval, d.Column}, d.Column})
 		case !d.Open() && have.Partitions != d.Partitions:
-			_, err = tx.Exec(ctx, fmt.Sprintf(sqlSetPartitions, ext), t.Name.String(), d.Partitions, d.Column)
+			out = append(out, intervalChange{fmt.Sprintf(sqlSetPartitions, ext), []any{t.Name.String(), d.Partitions, d.Column}, d.Column})
 		}
-		if err != nil {
-			return fmt.Errorf("hypertable %s: set the chunk interval of %s: %w", t.Name.Display(), d.Column, err)
-		}
-		t.Dimensions[i].Interval, t.Dimensions[i].Partitions = d.Interval, d.Partitions
 	}
-	return nil
+	return out
+}
+
+// setDimensions records that hypertable t has want's intervals and numbers of partitions.
+func setDimensions(t *Hypertable, want []Dimension) {
+	for i, d := range want {
+		if i < len(t.Dimensions) {
+			t.Dimensions[i].Interval, t.Dimensions[i].Partitions = d.Interval, d.Partitions
+		}
+	}
 }
