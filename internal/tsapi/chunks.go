@@ -34,9 +34,10 @@ import (
 // again from the chunk it went to (the INSERT returns it) in the same transaction: the
 // chunk stays, empty. The intervals are set only where they change, and back to the
 // source's at the end. Making a chunk reads no other chunk (a DELETE through the
-// hypertable would plan over all of them: 0.24 s a chunk at 3 000 chunks), and costs two
-// round trips to the target (the transaction's statements pipelined) and one to the
-// source, whatever the number of chunks. A chunk whose slices still come out different is reported,
+// hypertable would plan over all of them: 0.24 s a chunk at 3 000 chunks), and costs three
+// round trips to the target (the transaction's statements pipelined; the COMMIT only
+// once the chunk was found to have held the routed row alone) and one to the source,
+// whatever the number of chunks. A chunk whose slices still come out different is reported,
 // and its rows go through the hypertable (TimescaleDB puts them into its chunks), so
 // that nothing is lost; verify then compares that hypertable by time ranges.
 const (
@@ -286,7 +287,6 @@ func (m *chunkMaker) byRow(ctx context.Context, srcH, t *Hypertable, c *Chunk) (
 	b.ExecParams(fmt.Sprintf(sqlDeleteRouted, chunk), nil, nil, nil, nil)
 	b.ExecParams(sqlRelName, [][]byte{oid}, nil, nil, nil)
 	b.ExecParams(fmt.Sprintf(sqlChunkSlices, m.fns), [][]byte{oid}, nil, nil, nil)
-	b.ExecParams("COMMIT", nil, nil, nil, nil)
 	if res, err = m.exchange(ctx, b); err != nil {
 		return Name{}, nil, fmt.Errorf("delete the row routed into chunk %s of target hypertable %s: %w", chunk, t.Name.Display(), err)
 	}
@@ -297,10 +297,18 @@ func (m *chunkMaker) byRow(ctx context.Context, srcH, t *Hypertable, c *Chunk) (
 	var made Name
 	var starts, ends []int64
 	if err := scanText(res[1], &made.Schema, &made.Name); err != nil {
+		m.rollback(ctx)
 		return Name{}, nil, fmt.Errorf("name target chunk %s: %w", chunk, err)
 	}
 	if err := scanText(res[2], &starts, &ends); err != nil {
+		m.rollback(ctx)
 		return Name{}, nil, fmt.Errorf("read the slices of target chunk %s: %w", made.Display(), err)
+	}
+	// Only now: a chunk that held other rows than the routed one rolled back above.
+	b = &pgconn.Batch{}
+	b.ExecParams("COMMIT", nil, nil, nil, nil)
+	if _, err := m.exchange(ctx, b); err != nil {
+		return Name{}, nil, fmt.Errorf("commit target chunk %s: %w", made.Display(), err)
 	}
 	return made, toSlices(starts, ends), nil
 }

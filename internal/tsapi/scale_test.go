@@ -116,3 +116,30 @@ WHERE c.hypertable_name = 'h'`)
 		t.Errorf("making 50 chunks read %d of the 150 made before", read)
 	}
 }
+
+// On the Apache build, a target hypertable that holds a row where a chunk is to be
+// made (its own chunk of a day, where the source has hours) fails the run, and keeps
+// that row: the routed row is deleted from the chunk it went to only in a transaction
+// that is rolled back when that chunk held more.
+func TestRestoreApacheKeepsTargetRows(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	ctx := context.Background()
+	src := testenv.NewDB(t, srv, true)
+	create := `CREATE TABLE h (t timestamptz NOT NULL, v int)`
+	testenv.MustExec(t, srv, src, create,
+		`SELECT create_hypertable('h', 't', chunk_time_interval => interval '1 hour')`,
+		`INSERT INTO h SELECT '2025-01-01'::timestamptz + g * interval '1 hour', g FROM generate_series(0, 7) g`)
+	_, dstURI := testenv.NewOwnerDB(t, srv)
+	owner := testenv.Connect(t, dstURI)
+	execAll(t, owner, create, `SELECT create_hypertable('h', 't', chunk_time_interval => interval '1 day')`,
+		`INSERT INTO h VALUES ('2025-01-01 05:30+00', 42)`)
+	_, err := tsapi.Restore(ctx, testenv.Config(t, "source", srv.SuperURI(src)), testenv.Config(t, "target", dstURI), true, false)
+	if err == nil {
+		t.Fatal("restore into a hypertable holding a row succeeded")
+	}
+	t.Logf("restore: %v", err)
+	var n, v int
+	if err := owner.QueryRow(ctx, "SELECT count(*), coalesce(max(v), 0) FROM h").Scan(&n, &v); err != nil || n != 1 || v != 42 {
+		t.Fatalf("the target's hypertable holds %d rows (max v %d, %v) after the failed run, want its one row (v 42)", n, v, err)
+	}
+}
