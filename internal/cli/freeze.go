@@ -198,7 +198,9 @@ func newUnfreezeCmd(a *app) *cobra.Command {
 process that froze it was killed: it restores the database-level
 default_transaction_read_only from before the freeze (or resets it), removes the freeze
 record, restarts the TimescaleDB scheduler if the freeze ended it, and schedules again
-the TimescaleDB jobs a migration's freeze paused (as recorded in the freeze).
+the TimescaleDB jobs a migration's freeze paused (as recorded in the freeze), and
+those a rehearsal (migrate --rehearsal) paused and did not get to schedule again
+because it was killed (as it recorded them, frozen or not).
 With nothing to undo it says "not frozen" and exits 0. A read-only default that
 tsmigrate did not set is left alone.
 
@@ -235,6 +237,8 @@ be reached; 130 interrupted.`,
 				if len(res.JobsScheduled) > 0 {
 					fmt.Fprintf(a.stdout, "  the TimescaleDB jobs the freeze paused were scheduled again: %v\n", res.JobsScheduled)
 				}
+			} else if len(res.JobsScheduled) > 0 { // a killed rehearsal's (see the note)
+				fmt.Fprintf(a.stdout, "not frozen: database %q has no tsmigrate freeze\n", res.Database)
 			} else {
 				fmt.Fprintf(a.stdout, "not frozen: database %q has no tsmigrate freeze; nothing to undo\n", res.Database)
 			}
@@ -264,7 +268,8 @@ before the freeze that are still connected. It changes nothing.
 
 --json prints one document: database, frozen, freeze_id, since, host, user,
 previous_read_only, read_only, intact, problem, paused_timescaledb_jobs [id] (the
-TimescaleDB jobs a migration's freeze paused), sessions_from_before [{pid, user,
+TimescaleDB jobs a migration's freeze paused), rehearsal_paused_timescaledb_jobs [id]
+(those a killed rehearsal left paused, frozen or not), sessions_from_before [{pid, user,
 application, client, backend_type, state, backend_start, xact_start, xid, locks}] (as
 in freeze --json, without outcome).
 
@@ -295,6 +300,13 @@ the server cannot be reached; 130 interrupted.`,
 }
 
 func printState(w io.Writer, st *freeze.State) {
+	printFreeze(w, st)
+	if len(st.RehearsalPausedJobs) > 0 {
+		fmt.Fprintf(w, "  note: TimescaleDB jobs %v were paused by a tsmigrate rehearsal that did not end; tsmigrate unfreeze schedules them again\n", st.RehearsalPausedJobs)
+	}
+}
+
+func printFreeze(w io.Writer, st *freeze.State) {
 	switch {
 	case !st.Frozen:
 		fmt.Fprintf(w, "not frozen: database %q has no tsmigrate freeze\n", st.Database)

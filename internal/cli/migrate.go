@@ -112,7 +112,11 @@ one snapshot of the source), the target is left for inspection (or dropped at th
 --reset-target, for target databases the rehearsal creates), and the summary gives the
 projected downtime (how long a real run would keep the source frozen: the phases measured
 here, plus an allowance for the freeze) and the rows the source's statistics counted as
-inserted, updated and deleted meanwhile.
+inserted, updated and deleted meanwhile. As a freeze, it pauses the source's scheduled
+TimescaleDB jobs while it reads (so that the target gets them unscheduled) and schedules
+them again at its end; it records them on the source database (setting
+tsmigrate.rehearsal_jobs), so that after a SIGKILL tsmigrate unfreeze schedules them
+again and freeze-status names them.
 
 On success the source stays frozen and the summary lists the cut-over steps. On failure or
 Ctrl-C the source is unfrozen (writes resume: the migration did not happen), the target is

@@ -292,9 +292,15 @@ func begin(ctx context.Context, conn *pgx.Conn, db string, opt Options) (*record
 		if err := tx.QueryRow(ctx, "SELECT current_user").Scan(&rec.User); err != nil {
 			return err
 		}
+		stmts := []string{}
 		if opt.PauseJobs {
 			if rec.PausedJobs, err = PauseJobs(ctx, tx); err != nil {
 				return err
+			}
+			// Jobs a killed rehearsal left paused: this freeze's unfreeze schedules them.
+			if earlier, _ := rehearsalJobs(set); len(earlier) > 0 {
+				rec.PausedJobs = union(rec.PausedJobs, earlier)
+				stmts = append(stmts, sqlResetRehearsalJobs(db))
 			}
 			if len(rec.PausedJobs) > 0 {
 				if _, err := tx.Exec(ctx, sqlForceStatsFlush); err != nil {
@@ -306,10 +312,10 @@ func begin(ctx context.Context, conn *pgx.Conn, db string, opt Options) (*record
 		if err != nil {
 			return err
 		}
-		for _, s := range []string{
+		for _, s := range append(stmts,
 			sqlAlterDatabase(db, "SET "+pgx.Identifier{RecordSetting}.Sanitize()+" = "+sqltext.Literal(string(js))),
 			sqlAlterDatabase(db, "SET "+readOnlySetting+" = on"),
-		} {
+		) {
 			if _, err := tx.Exec(ctx, s); err != nil {
 				return recordError(db, rec.User, err)
 			}

@@ -31,7 +31,7 @@ const readOnlySetting = "default_transaction_read_only"
 
 // Settings are the database settings a freeze turns on and off: a migration neither
 // carries them to the target nor compares them.
-var Settings = []string{readOnlySetting, RecordSetting}
+var Settings = []string{readOnlySetting, RecordSetting, RehearsalJobsSetting}
 
 // advisoryKey serialises tsmigrate's freezes and unfreezes of one database (advisory
 // locks are scoped to the database the session is connected to).
@@ -91,6 +91,9 @@ type State struct {
 	// PausedJobs are the TimescaleDB jobs the freeze unscheduled, which unfreeze
 	// schedules again.
 	PausedJobs []int `json:"paused_timescaledb_jobs,omitempty"`
+	// RehearsalPausedJobs are the TimescaleDB jobs a rehearsal paused and did not get to
+	// schedule again (RehearsalJobsSetting), frozen or not; unfreeze schedules them.
+	RehearsalPausedJobs []int `json:"rehearsal_paused_timescaledb_jobs,omitempty"`
 	// SessionsFromBefore are sessions connected now that started before Since: they
 	// keep the defaults they had (freeze --no-terminate leaves them).
 	SessionsFromBefore []Session `json:"sessions_from_before"`
@@ -123,6 +126,7 @@ type querier interface {
 // stateFrom reads the freeze state out of the database-level settings.
 func stateFrom(db string, set map[string]string) (*State, *record) {
 	st := &State{Database: db, ReadOnly: set[readOnlySetting]}
+	st.RehearsalPausedJobs, _ = rehearsalJobs(set)
 	raw, ok := set[RecordSetting]
 	if !ok {
 		return st, nil
@@ -195,7 +199,8 @@ type UnfreezeResult struct {
 	ReadOnly string `json:"read_only"`
 	// SchedulerRestarted: the TimescaleDB scheduler that the freeze ended was started.
 	SchedulerRestarted bool `json:"timescaledb_scheduler_restarted"`
-	// JobsScheduled are the TimescaleDB jobs the freeze paused, scheduled again.
+	// JobsScheduled are the TimescaleDB jobs the freeze paused, and those a killed
+	// rehearsal left paused (RehearsalJobsSetting), scheduled again.
 	JobsScheduled []int `json:"timescaledb_jobs_scheduled,omitempty"`
 	// Notes are things the user should know (e.g. a read-only default not set by
 	// tsmigrate, left in place; a scheduler that could not be started).
@@ -250,6 +255,9 @@ func unfreeze(ctx context.Context, conn *pgx.Conn, db, onlyID string) (*Unfreeze
 		var st *State
 		st, rec = stateFrom(db, set)
 		res.ReadOnly = st.ReadOnly
+		if err := scheduleAfterRehearsal(ctx, tx, db, set, res); err != nil {
+			return err
+		}
 		if !st.Frozen {
 			if on, _ := parseBool(st.ReadOnly); on {
 				res.Notes = append(res.Notes, fmt.Sprintf("database %q has default_transaction_read_only = %s at database level, but not from tsmigrate: left as is", db, st.ReadOnly))
@@ -297,6 +305,26 @@ func unfreeze(ctx context.Context, conn *pgx.Conn, db, onlyID string) (*Unfreeze
 		res.SchedulerRestarted, res.Notes = restartScheduler(ctx, conn, res.Notes)
 	}
 	return res, nil
+}
+
+// scheduleAfterRehearsal schedules again the jobs a killed rehearsal left paused, if the
+// database's settings set name any, and removes their record, in unfreeze's transaction.
+func scheduleAfterRehearsal(ctx context.Context, tx pgx.Tx, db string, set map[string]string, res *UnfreezeResult) error {
+	if _, ok := set[RehearsalJobsSetting]; !ok {
+		return nil
+	}
+	ids, unknown := rehearsalJobs(set)
+	scheduled, failed, err := ScheduleJobs(ctx, tx, ids)
+	if err != nil {
+		return fmt.Errorf("schedule the TimescaleDB jobs a rehearsal paused (%v): %w", ids, err)
+	}
+	res.JobsScheduled = append(res.JobsScheduled, scheduled...)
+	res.Notes = append(res.Notes, rehearsalNote(scheduled, unknown))
+	for _, f := range failed {
+		res.Notes = append(res.Notes, "could not schedule TimescaleDB "+f+" again, which a rehearsal paused: run SELECT alter_job(id, scheduled => true) as its owner")
+	}
+	_, err = tx.Exec(ctx, sqlResetRehearsalJobs(db))
+	return err
 }
 
 func restartScheduler(ctx context.Context, conn *pgx.Conn, notes []string) (bool, []string) {

@@ -218,7 +218,7 @@ func (r *run) pauseJobs(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		ids, err := freeze.PauseJobs(ctx, conn.Conn)
+		ids, recorded, err := freeze.PauseJobsForRehearsal(ctx, conn.Conn, d.src.Database())
 		conn.Close(context.WithoutCancel(ctx))
 		d.PausedJobs, d.pausedByRun = ids, len(ids) > 0
 		if err != nil {
@@ -226,6 +226,10 @@ func (r *run) pauseJobs(ctx context.Context) error {
 		}
 		if len(ids) > 0 {
 			r.note(d.Source, fmt.Sprintf("paused %d scheduled TimescaleDB jobs %v until the dump is done", len(ids), ids))
+		}
+		if len(ids) > 0 && !recorded {
+			r.warn(fmt.Sprintf("%s: the user may not record the jobs it paused on the source (setting %s: a superuser, or GRANT SET ON PARAMETER): if this rehearsal is killed, schedule jobs %v again with SELECT alter_job(id, scheduled => true)",
+				d.Source, freeze.RehearsalJobsSetting, ids))
 		}
 	}
 	return nil
@@ -243,7 +247,7 @@ func (r *run) resumeJobs(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		done, failed, err := freeze.ScheduleJobs(ctx, conn.Conn, d.PausedJobs)
+		done, failed, err := freeze.ScheduleRehearsalJobs(ctx, conn.Conn, d.src.Database(), d.PausedJobs)
 		conn.Close(context.WithoutCancel(ctx))
 		if err == nil && len(failed) > 0 {
 			err = errors.New(strings.Join(failed, "; "))

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tsmigrate/tsmigrate/internal/freeze"
 	"github.com/tsmigrate/tsmigrate/internal/migrate"
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 )
@@ -184,4 +185,78 @@ func TestKilledRunUnfreezeSchedulesJobsFullBuild(t *testing.T) {
 	if got := jobSchedules(t, srv, src); got != before {
 		t.Fatalf("the source's jobs after unfreeze:\n%s\nbefore the run:\n%s\nunfreeze said: %s", got, before, out)
 	}
+}
+
+// killedRehearsal starts a stream rehearsal of a source with jobs (jobsPair) and
+// SIGKILLs it once it has paused the source's jobs: its target's answer to the journal's
+// creation, which comes after the pause, is held by a proxy.
+func killedRehearsal(t *testing.T) (srv *testenv.Server, src string, ids []int, before string) {
+	t.Helper()
+	srv, src, dst, ids, before := jobsPair(t)
+	proxy := testenv.StartProxy(t, srv)
+	held := proxy.HoldAnswerTo("CREATE SCHEMA IF NOT EXISTS _tsmigrate", 5*time.Minute)
+	p := startTsmigrate(t, testenv.Binary(t), "migrate", "--rehearsal", "--yes", "--json",
+		"--pg-bin", srv.ClientBin(), "--source", srv.URI(src), "--target", proxy.URI(t, srv.URI(dst)))
+	select {
+	case <-held:
+	case <-p.done:
+		t.Fatalf("the rehearsal ended before it made its journal\n%s", p.stdout.String())
+	case <-time.After(3 * time.Minute):
+		t.Fatal("the rehearsal did not get to its journal")
+	}
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	p.cmd.Wait()
+	if got := jobSchedules(t, srv, src); strings.Count(got, " true ") != 0 {
+		t.Fatalf("killed with the source's jobs scheduled: not after the pause\n%s", got)
+	}
+	return srv, src, ids, before
+}
+
+// A rehearsal, which freezes nothing, pauses the source's jobs while it reads; killed
+// (SIGKILL) then, it left them unscheduled for good and said so nowhere (the retention,
+// compression and refresh policies of the production database stopped). It records
+// them on the source now: freeze-status names them, unfreeze schedules them again as
+// they were, and the freeze of a real migration takes them over (the target gets them
+// scheduled, and its unfreeze schedules them on the source).
+func TestKilledRehearsalJobsScheduledAgainFullBuild(t *testing.T) {
+	t.Run("unfreeze", func(t *testing.T) {
+		srv, src, ids, before := killedRehearsal(t)
+		code, out, errOut := runCLI(t, "freeze-status", "--source", srv.URI(src), "--json")
+		var st freeze.State
+		if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil {
+			t.Fatalf("freeze-status: exit %d, %v\n%s\n%s", code, err, out, errOut)
+		}
+		if st.Frozen || !slices.Equal(st.RehearsalPausedJobs, ids[:3]) {
+			t.Fatalf("freeze-status: frozen %v, jobs a rehearsal paused %v; want not frozen and the three scheduled of %v", st.Frozen, st.RehearsalPausedJobs, ids)
+		}
+		code, out, errOut = runCLI(t, "unfreeze", "--source", srv.URI(src))
+		if code != 0 || !strings.Contains(out, "which a tsmigrate rehearsal paused") {
+			t.Fatalf("unfreeze: exit %d\n%s\n%s", code, out, errOut)
+		}
+		if got := jobSchedules(t, srv, src); got != before {
+			t.Fatalf("the source's jobs after unfreeze:\n%s\nbefore the rehearsal:\n%s\nunfreeze said: %s", got, before, out)
+		}
+		if _, out, _ := runCLI(t, "freeze-status", "--source", srv.URI(src)); strings.Contains(out, "rehearsal") {
+			t.Fatalf("freeze-status after unfreeze still names a rehearsal's jobs:\n%s", out)
+		}
+	})
+	t.Run("migrate", func(t *testing.T) {
+		srv, src, _, before := killedRehearsal(t)
+		dst := testenv.NewDB(t, srv, false)
+		code, out, errOut := runCLI(t, "migrate", "--yes", "--freeze-grace", "1s", "--pg-bin", srv.ClientBin(),
+			"--source", srv.URI(src), "--target", srv.URI(dst))
+		if code != 0 {
+			t.Fatalf("migrate: exit %d\n%s\n%s", code, out, errOut)
+		}
+		if got := jobSchedules(t, srv, dst); got != before {
+			t.Errorf("the target's jobs:\n%s\nthe source's before the rehearsal:\n%s", got, before)
+		}
+		if code, out, errOut := runCLI(t, "unfreeze", "--source", srv.URI(src)); code != 0 {
+			t.Fatalf("unfreeze: exit %d\n%s\n%s", code, out, errOut)
+		}
+		if got := jobSchedules(t, srv, src); got != before {
+			t.Errorf("the source's jobs after the migration's unfreeze:\n%s\nbefore the rehearsal:\n%s", got, before)
+		}
+	})
 }
