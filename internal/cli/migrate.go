@@ -241,6 +241,7 @@ it copied, those other processes copied meanwhile, and those done before it star
 			Args: cobra.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error { return a.runMigrate(c, f) },
 		}
+		a.docOnFlagError(c, func(err error) { a.writeRefusedSummary(&f, err) })
 		f.conn.addSource(c)
 		f.conn.addTarget(c)
 		fl := c.Flags()
@@ -294,14 +295,9 @@ func parseJobs(s string) (int, error) {
 func (a *app) runMigrate(c *cobra.Command, f migrateFlags) error {
 	sum, err := a.migrate(c, f)
 	switch {
+	case f.json && sum == nil:
+		a.writeRefusedSummary(&f, err)
 	case f.json:
-		if sum == nil {
-			sum = &migrate.Summary{Engine: f.engine, Rehearsal: f.rehearsal, Outcome: migrate.OutcomeFailed, Started: time.Now()}
-			if exit.Code(err) == exit.Interrupted {
-				sum.Outcome = migrate.OutcomeInterrupted
-			}
-			sum.Error = dbconn.Redact(err.Error())
-		}
 		if jerr := writeJSON(a.stdout, sum); jerr != nil && err == nil {
 			err = jerr
 		}
@@ -309,6 +305,16 @@ func (a *app) runMigrate(c *cobra.Command, f migrateFlags) error {
 		printSummary(a.stdout, sum, a.verbose)
 	}
 	return err
+}
+
+// writeRefusedSummary writes the --json document of a run refused before it began.
+func (a *app) writeRefusedSummary(f *migrateFlags, err error) {
+	sum := &migrate.Summary{Engine: f.engine, Rehearsal: f.rehearsal, Outcome: migrate.OutcomeFailed, Started: time.Now()}
+	if exit.Code(err) == exit.Interrupted {
+		sum.Outcome = migrate.OutcomeInterrupted
+	}
+	sum.Error = dbconn.Redact(err.Error())
+	writeJSON(a.stdout, sum)
 }
 
 // migrate checks the flags and runs the migration; the summary is nil when it did not

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -54,6 +55,43 @@ type app struct {
 
 	warnMu sync.Mutex
 	warned map[string]bool // connection warnings already printed
+
+	// args are the command line's arguments; flagErrorDocs, for a command whose --json
+	// promises a document even for bad usage, writes that document for a flag cobra
+	// could not parse (its RunE never runs then).
+	args          []string
+	flagErrorDocs map[*cobra.Command]func(error)
+}
+
+// docOnFlagError makes doc write c's --json document of a flag error.
+func (a *app) docOnFlagError(c *cobra.Command, doc func(error)) {
+	if a.flagErrorDocs == nil {
+		a.flagErrorDocs = map[*cobra.Command]func(error){}
+	}
+	a.flagErrorDocs[c] = doc
+}
+
+// jsonAsked says whether args ask c for --json (or --json=true), before any "--": a
+// "--json" that is the value of one of c's flags that take one is not.
+func jsonAsked(c *cobra.Command, args []string) bool {
+	for i := 0; i < len(args); i++ {
+		s := args[i]
+		if s == "--" {
+			return false
+		}
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(s, "--"), "=")
+		if !strings.HasPrefix(s, "--") {
+			continue
+		}
+		if name == "json" {
+			on, err := strconv.ParseBool(value)
+			return !hasValue || (err == nil && on)
+		}
+		if fl := c.Flags().Lookup(name); fl != nil && fl.NoOptDefVal == "" && !hasValue {
+			i++ // its value
+		}
+	}
+	return false
 }
 
 // warn prints a connection warning to stderr, once per run whatever the number of
@@ -90,8 +128,12 @@ another: pre-flight checks, a proven write freeze, the copy, and proof that both
 	root.PersistentFlags().BoolVar(&a.passwordPrompt, "password-prompt", false, "ask on the terminal for a missing password (no echo)")
 	root.PersistentFlags().BoolVarP(&a.verbose, "verbose", "v", false, "show more detail")
 	root.PersistentFlags().StringVar(&a.pgBin, "pg-bin", "", "directory holding pg_dump and pg_restore to use")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
-		return exit.Usagef("see --help", "%s", err)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		uerr := exit.Usagef("see --help", "%s", err)
+		if doc := a.flagErrorDocs[c]; doc != nil && jsonAsked(c, a.args) {
+			doc(uerr)
+		}
+		return uerr
 	})
 	for _, f := range commands {
 		c := f(a)
@@ -135,6 +177,7 @@ func (a *app) sizeRuntime(jobs int) {
 }
 
 func execute(ctx context.Context, a *app, args []string) int {
+	a.args = args
 	root := newRoot(a)
 	root.SetArgs(args)
 	root.SetIn(a.stdin)

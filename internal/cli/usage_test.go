@@ -256,3 +256,31 @@ func TestTargetIsTheSource(t *testing.T) {
 		}
 	})
 }
+
+// migrate --json prints its document for bad usage too, as its help says: for a flag
+// cobra cannot parse (an unknown flag, a flag without its value) as for a bad value
+// of a known one; exit 2, one line on stderr. Before, the flags cobra refused left
+// stdout empty.
+func TestMigrateJSONOnBadUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"migrate", "--json", "--bogus"},
+		{"migrate", "--bogus", "--json"},
+		{"migrate", "--json", "--freeze-grace"},
+		{"migrate", "--json=true", "--freeze-grace", "soon"},
+		{"migrate", "--json", "--engine", "fast"},
+	} {
+		r := run(t, args...)
+		if r.code != 2 || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("%q: exit %d, stderr %q: want exit 2 and one line", args, r.code, r.stderr)
+		}
+		if m := decodeMigrate(t, r.stdout); m.Outcome != "failed" || m.Error == "" || !strings.Contains(r.stderr, m.Error) {
+			t.Errorf("%q: outcome %q, error %q; stderr %q", args, m.Outcome, m.Error, r.stderr)
+		}
+	}
+	// Without --json (--json=false, or a --json that is another flag's value): the line alone.
+	for _, args := range [][]string{{"migrate", "--bogus", "--json=false"}, {"migrate", "--source", "--json", "--bogus"}} {
+		if r := run(t, args...); r.code != 2 || r.stdout != "" {
+			t.Errorf("%q: exit %d, stdout %q: want exit 2 and nothing on stdout", args, r.code, r.stdout)
+		}
+	}
+}
