@@ -476,8 +476,12 @@ func printSummary(w io.Writer, s *migrate.Summary, verbose bool) {
 	fmt.Fprintf(w, "\nmigration %s -> %s: %s in %s (engine %s)\n", s.Source, s.Target, title, roundDuration(s.Duration), s.Engine)
 	if len(s.Phases) > 0 {
 		fmt.Fprintln(w, "\ntime per phase:")
+		phaseW, dbW := 12, 16 // columns as wide as their longest entry
 		for _, p := range s.Phases {
-			fmt.Fprintf(w, "  %-12s %-16s %10s\n", p.Phase, p.Database, roundDuration(p.Duration))
+			phaseW, dbW = max(phaseW, len(p.Phase)), max(dbW, len(p.Database))
+		}
+		for _, p := range s.Phases {
+			fmt.Fprintf(w, "  %-*s %-*s %10s\n", phaseW, p.Phase, dbW, p.Database, roundDuration(p.Duration))
 		}
 	}
 	printRoles(w, s)

@@ -306,3 +306,26 @@ func TestSummarySaysJobs(t *testing.T) {
 		t.Errorf("the summary lacks %q:\n%s", want, b.String())
 	}
 }
+
+// The time per phase is a table whose columns line up whatever the length of the
+// names (database-settings, timescaledb-api and verify-schema pushed the database
+// and time columns out of line).
+func TestSummaryPhaseColumnsAligned(t *testing.T) {
+	s := &migrate.Summary{Outcome: migrate.OutcomeMigrated, Phases: []migrate.PhaseTime{
+		{Phase: "freeze", Duration: time.Second},
+		{Phase: "database-settings", Database: "app", Duration: 2 * time.Second},
+		{Phase: "copy", Database: "a_database_name_of_thirty_chars", Duration: 3 * time.Second},
+	}}
+	var b strings.Builder
+	printSummary(&b, s, false)
+	_, table, _ := strings.Cut(b.String(), "time per phase:\n")
+	lines := strings.Split(table, "\n")[:3]
+	for _, l := range lines {
+		if len(l) != len(lines[0]) { // the times are right-aligned, of one width
+			t.Fatalf("phase lines not aligned:\n%s", strings.Join(lines, "\n"))
+		}
+	}
+	if !strings.HasPrefix(lines[2], "  copy              a_database_name_of_thirty_chars ") {
+		t.Errorf("columns: %q", lines[2])
+	}
+}
