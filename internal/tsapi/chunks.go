@@ -34,10 +34,10 @@ import (
 // again from the chunk it went to (the INSERT returns it) in the same transaction: the
 // chunk stays, empty. The intervals are set only where they change, and back to the
 // source's at the end. Making a chunk reads no other chunk (a DELETE through the
-// hypertable would plan over all of them: 0.24 s a chunk at 3 000 chunks), and costs three
-// round trips to the target (the transaction's statements pipelined; the COMMIT only
-// once the chunk was found to have held the routed row alone) and one to the source,
-// whatever the number of chunks. A chunk whose slices still come out different is reported,
+// hypertable would plan over all of them: 0.24 s a chunk at 3 000 chunks). Chunks are
+// made groupSize at a time, in a transaction whose statements are pipelined: three round
+// trips to the target (the COMMIT only once every chunk was found to have held its
+// routed rows alone) and one to the source for the group, whatever the number of chunks. A chunk whose slices still come out different is reported,
 // and its rows go through the hypertable (TimescaleDB puts them into its chunks), so
 // that nothing is lost; verify then compares that hypertable by time ranges.
 const (
@@ -122,35 +122,62 @@ func slicesJSON(h *Hypertable, c *Chunk) (string, error) {
 	return string(b), err
 }
 
-// make makes the target chunk of hypertable t with source chunk c's slices, and says
-// where c's rows go. srcH is c's source hypertable.
-func (m *chunkMaker) make(ctx context.Context, srcH, t *Hypertable, c *Chunk) (Placement, string, error) {
-	p := Placement{Source: c.Name, Hypertable: c.Hypertable, Compressed: c.Compressed}
-	var made Name
-	var got []Slice
-	var err error
-	if m.createChunk {
-		if made, err = m.byCreateChunk(ctx, t, c); err == nil {
-			got, err = m.slicesOf(ctx, made)
+// chunkJob is one source chunk to make on the target, and what came of it.
+type chunkJob struct {
+	srcH, t *Hypertable // its source hypertable and the target's
+	c       *Chunk
+	row     [][]byte // the Apache build: the row to route, in text format
+	noRow   string   // the Apache build: why no row could be found or made for it
+	chunk   string   // the target chunk made, as SQL takes it in the target session
+	made    Name     // the target chunk made
+	got     []Slice  // its slices
+}
+
+// groupSize is how many chunks are made in one transaction on the target, whose
+// statements go in pipelined exchanges: three round trips to the target (two on the
+// full build) and one to the source for as many chunks, which counts across a WAN. A
+// chunk made takes a few locks to its transaction's end (its table, its indexes): 32
+// keeps that to a hundred or so, under what a server's lock table is sized for.
+const groupSize = 32
+
+// makeChunks makes the target chunks of jobs (in the source's order), groupSize at a
+// time, and says where each job's rows go and, where the target chunk differs, how.
+func (m *chunkMaker) makeChunks(ctx context.Context, jobs []*chunkJob) ([]Placement, []string, error) {
+	for lo := 0; lo < len(jobs); lo += groupSize {
+		g := jobs[lo:min(len(jobs), lo+groupSize)]
+		var err error
+		if m.createChunk {
+			err = m.byCreateChunk(ctx, g)
+		} else {
+			err = m.byRow(ctx, g)
 		}
-	} else {
-		made, got, err = m.byRow(ctx, srcH, t, c)
+		if err != nil {
+			return nil, nil, err
+		}
 	}
-	var nr *noRowError
-	if errors.As(err, &nr) {
-		p.Target, p.Routed = t.Name, true
-		return p, fmt.Sprintf("chunk %s of %s was not made on the target: %s", c.Name.Display(), srcH.Name.Display(), nr.why), nil
+	ps, diffs := make([]Placement, len(jobs)), make([]string, len(jobs))
+	for i, j := range jobs {
+		ps[i], diffs[i] = j.placement()
 	}
-	if err != nil {
-		return p, "", err
-	}
-	if !slices.Equal(got, c.Slices) {
-		p.Target, p.Routed = t.Name, true
+	return ps, diffs, nil
+}
+
+// placement says where j's rows go: into the target chunk made when it has the
+// source's slices, else through the hypertable, with why.
+func (j *chunkJob) placement() (Placement, string) {
+	c, srcH := j.c, j.srcH
+	p := Placement{Source: c.Name, Hypertable: c.Hypertable, Compressed: c.Compressed}
+	switch {
+	case j.noRow != "":
+		p.Target, p.Routed = j.t.Name, true
+		return p, fmt.Sprintf("chunk %s of %s was not made on the target: %s", c.Name.Display(), srcH.Name.Display(), j.noRow)
+	case !slices.Equal(j.got, c.Slices):
+		p.Target, p.Routed = j.t.Name, true
 		return p, fmt.Sprintf("chunk %s of %s has the slices %s on the source, but TimescaleDB made %s with %s on the target; its rows go through the hypertable",
-			c.Name.Display(), srcH.Name.Display(), slicesText(srcH, c.Slices), made.Display(), slicesText(srcH, got)), nil
+			c.Name.Display(), srcH.Name.Display(), slicesText(srcH, c.Slices), j.made.Display(), slicesText(srcH, j.got))
 	}
-	p.Target = made
-	return p, "", nil
+	p.Target = j.made
+	return p, ""
 }
 
 func slicesText(h *Hypertable, s []Slice) string {
@@ -165,22 +192,73 @@ func slicesText(h *Hypertable, s []Slice) string {
 	return strings.Join(parts, ", ")
 }
 
-func (m *chunkMaker) byCreateChunk(ctx context.Context, t *Hypertable, c *Chunk) (Name, error) {
-	js, err := slicesJSON(t, c)
+// byCreateChunk makes the target chunks of group g on the full build, by create_chunk,
+// in one transaction: the calls in one exchange, the chunks' slices and the COMMIT in
+// another.
+func (m *chunkMaker) byCreateChunk(ctx context.Context, g []*chunkJob) error {
+	var p pipeline
+	p.add("", "BEGIN")
+	for _, j := range g {
+		js, err := slicesJSON(j.t, j.c)
+		if err != nil {
+			m.rollback(ctx)
+			return err
+		}
+		p.add(fmt.Sprintf("create_chunk(%s, %s)", j.t.Name.Display(), js), fmt.Sprintf(sqlCreateChunk, m.fns), []byte(j.t.Name.String()), []byte(js))
+	}
+	res, err := m.send(ctx, &p)
 	if err != nil {
-		return Name{}, err
+		return err
 	}
-	var n Name
-	if err := m.dst.QueryRow(ctx, fmt.Sprintf(sqlCreateChunk, m.fns), t.Name.String(), js).Scan(&n.Schema, &n.Name); err != nil {
-		return Name{}, fmt.Errorf("create_chunk(%s, %s): %w", t.Name.Display(), js, err)
+	p = pipeline{}
+	for i, j := range g {
+		if err := scanText(res[i+1], &j.made.Schema, &j.made.Name); err != nil {
+			m.rollback(ctx)
+			return fmt.Errorf("create_chunk(%s): %w", j.t.Name.Display(), err)
+		}
+		p.add("read the slices of target chunk "+j.made.Display(), fmt.Sprintf(sqlChunkSlices, m.fns), []byte(j.made.String()))
 	}
-	return n, nil
+	p.add("commit the chunks made", "COMMIT")
+	if res, err = m.send(ctx, &p); err != nil {
+		return err
+	}
+	for i, j := range g {
+		if j.got, err = scanSlices(res[i]); err != nil {
+			return fmt.Errorf("read the slices of target chunk %s: %w", j.made.Display(), err)
+		}
+	}
+	return nil
 }
 
-func (m *chunkMaker) slicesOf(ctx context.Context, n Name) ([]Slice, error) {
+// pipeline is statements to send to the target in one exchange (one round trip), with
+// what each does, for its errors.
+type pipeline struct {
+	b    pgconn.Batch
+	what []string
+}
+
+// add adds statement sql with its parameters in text format (nil: NULL).
+func (p *pipeline) add(what, sql string, params ...[]byte) {
+	p.b.ExecParams(sql, params, nil, nil, nil)
+	p.what = append(p.what, what)
+}
+
+// send sends p's statements to the target in one round trip and reads their results.
+// On an error, the transaction they began or continued is rolled back, and the error
+// says what the statement that failed did.
+func (m *chunkMaker) send(ctx context.Context, p *pipeline) ([]*pgconn.Result, error) {
+	res, err := m.exchange(ctx, &p.b)
+	if err != nil && len(res) > 0 && len(res) <= len(p.what) && p.what[len(res)-1] != "" {
+		err = fmt.Errorf("%s: %w", p.what[len(res)-1], err)
+	}
+	return res, err
+}
+
+// scanSlices reads the slices of a chunk from r, a result of sqlChunkSlices.
+func scanSlices(r *pgconn.Result) ([]Slice, error) {
 	var starts, ends []int64
-	if err := m.dst.QueryRow(ctx, fmt.Sprintf(sqlChunkSlices, m.fns), n.String()).Scan(&starts, &ends); err != nil {
-		return nil, fmt.Errorf("read the slices of target chunk %s: %w", n.Display(), err)
+	if err := scanText(r, &starts, &ends); err != nil {
+		return nil, err
 	}
 	return toSlices(starts, ends), nil
 }
@@ -227,90 +305,151 @@ const (
 	sqlDeleteRouted = `DELETE FROM ONLY %s`
 )
 
-// byRow makes the target chunk of c's slices on the Apache build: one row routed into
-// the hypertable under chunk intervals that make TimescaleDB cut those slices, deleted
-// again from its chunk in the same transaction (see the comment at the top). It returns
-// the chunk the row went to and its slices.
-func (m *chunkMaker) byRow(ctx context.Context, srcH, t *Hypertable, c *Chunk) (Name, []Slice, error) {
-	cols, err := m.columnsOf(ctx, srcH.Name)
-	if err != nil {
-		return Name{}, nil, err
+// byRow makes the target chunks of group g on the Apache build: for each, one row
+// routed into the hypertable under chunk intervals that make TimescaleDB cut its
+// slices, deleted again from the chunk it went to in the same transaction (see the
+// comment at the top). The chunks' rows are read from the source in one exchange; on
+// the target, the intervals wanted and the rows go in in one, the rows out of their
+// chunks, with the chunks' names and slices, in a second, and the COMMIT in a third
+// once every chunk held its routed rows alone.
+func (m *chunkMaker) byRow(ctx context.Context, g []*chunkJob) error {
+	if err := m.rowsOf(ctx, g); err != nil {
+		return err
 	}
-	row, err := m.sourceRow(ctx, srcH, c, cols)
-	if err != nil {
-		return Name{}, nil, err
+	var p pipeline
+	p.add("", "BEGIN")
+	var routed []*chunkJob
+	var inserts []int // the result of each routed job's INSERT
+	for _, j := range g {
+		if j.noRow != "" {
+			continue
+		}
+		want := make([]Dimension, len(j.t.Dimensions))
+		copy(want, j.t.Dimensions)
+		for i, d := range j.srcH.Dimensions {
+			if d.Open() {
+				want[i].Interval = m.interval(j.srcH, i, j.c.Slices[i])
+			} else {
+				want[i].Partitions = partitionsFor(j.c.Slices[i], d.Partitions)
+			}
+		}
+		for _, ch := range intervalChanges(m.ext, j.t, want) {
+			args := make([][]byte, len(ch.args))
+			for i, a := range ch.args {
+				args[i] = []byte(fmt.Sprint(a))
+			}
+			p.add(fmt.Sprintf("hypertable %s: set the chunk interval of %s", j.t.Name.Display(), ch.column), ch.sql, args...)
+			m.changed[j.t.Name] = true
+		}
+		setDimensions(j.t, want)
+		cols := m.columns[j.srcH.Name]
+		names, params := make([]string, len(cols)), make([]string, len(cols))
+		for i, col := range cols {
+			names[i], params[i] = pgx.Identifier{col.name}.Sanitize(), "$"+strconv.Itoa(i+1)
+		}
+		p.add(fmt.Sprintf("route a row of chunk %s into target hypertable %s", j.c.Name.Display(), j.t.Name.Display()),
+			fmt.Sprintf(sqlRouteRow, j.t.Name.String(), strings.Join(names, ", "), strings.Join(params, ", ")), j.row...)
+		routed = append(routed, j)
+		inserts = append(inserts, len(p.what)-1)
 	}
-	want := make([]Dimension, len(t.Dimensions))
-	copy(want, t.Dimensions)
-	for i, d := range srcH.Dimensions {
-		if d.Open() {
-			want[i].Interval = m.interval(srcH, i, c.Slices[i])
-		} else {
-			want[i].Partitions = partitionsFor(c.Slices[i], d.Partitions)
+	if len(routed) == 0 {
+		return nil
+	}
+	res, err := m.send(ctx, &p)
+	if err != nil {
+		return err
+	}
+	// The rows out of the chunks they went to (once a chunk: two rows may go to one
+	// chunk, when TimescaleDB did not cut the first one's slices), the chunks' names
+	// and slices.
+	oids := make([][]byte, len(routed))
+	held := map[string]int64{}
+	var chunks []string
+	for k, j := range routed {
+		r := res[inserts[k]]
+		if len(r.Rows) != 1 || len(r.Rows[0]) != 2 {
+			m.rollback(ctx)
+			return fmt.Errorf("route a row of chunk %s into target hypertable %s: %d rows inserted, want 1", j.c.Name.Display(), j.t.Name.Display(), len(r.Rows))
+		}
+		oids[k], j.chunk = r.Rows[0][0], string(r.Rows[0][1])
+		if held[j.chunk] == 0 {
+			chunks = append(chunks, j.chunk)
+		}
+		held[j.chunk]++
+	}
+	p = pipeline{}
+	for _, c := range chunks {
+		p.add("delete the row routed into target chunk "+c, fmt.Sprintf(sqlDeleteRouted, c))
+	}
+	for k, j := range routed {
+		p.add("name target chunk "+j.chunk, sqlRelName, oids[k])
+		p.add("read the slices of target chunk "+j.chunk, fmt.Sprintf(sqlChunkSlices, m.fns), oids[k])
+	}
+	if res, err = m.send(ctx, &p); err != nil {
+		return err
+	}
+	for i, c := range chunks {
+		if n := res[i].CommandTag.RowsAffected(); n != held[c] {
+			m.rollback(ctx)
+			return fmt.Errorf("target chunk %s held %d rows while chunks were made, %d of them routed to make chunks; the target's hypertables must be empty", c, n, held[c])
 		}
 	}
-	changes := intervalChanges(m.ext, t, want)
-	names, params := make([]string, len(cols)), make([]string, len(cols))
-	for i, col := range cols {
-		names[i], params[i] = pgx.Identifier{col.name}.Sanitize(), "$"+strconv.Itoa(i+1)
+	for k, j := range routed {
+		r := res[len(chunks)+2*k:]
+		if err := scanText(r[0], &j.made.Schema, &j.made.Name); err != nil {
+			m.rollback(ctx)
+			return fmt.Errorf("name target chunk %s: %w", j.chunk, err)
+		}
+		if j.got, err = scanSlices(r[1]); err != nil {
+			m.rollback(ctx)
+			return fmt.Errorf("read the slices of target chunk %s: %w", j.chunk, err)
+		}
 	}
-	// First exchange: the row in, under the intervals wanted.
+	// Only now: a chunk that held other rows than those routed rolled back above.
+	p = pipeline{}
+	p.add("commit the chunks made", "COMMIT")
+	_, err = m.send(ctx, &p)
+	return err
+}
+
+// rowsOf reads the row to make each chunk of group g with (see sourceRow): the chunks'
+// own first rows in one exchange with the source; for an empty chunk, one made from
+// another chunk's.
+func (m *chunkMaker) rowsOf(ctx context.Context, g []*chunkJob) error {
 	b := &pgconn.Batch{}
-	b.ExecParams("BEGIN", nil, nil, nil, nil)
-	for _, ch := range changes {
-		args := make([][]byte, len(ch.args))
-		for i, a := range ch.args {
-			args[i] = []byte(fmt.Sprint(a))
+	for _, j := range g {
+		cols, err := m.columnsOf(ctx, j.srcH.Name)
+		if err != nil {
+			return err
 		}
-		b.ExecParams(ch.sql, args, nil, nil, nil)
+		b.ExecParams(rowQuery(quotedNames(cols), j.c), nil, nil, nil, nil)
 	}
-	b.ExecParams(fmt.Sprintf(sqlRouteRow, t.Name.String(), strings.Join(names, ", "), strings.Join(params, ", ")), row, nil, nil, nil)
-	res, err := m.exchange(ctx, b)
+	res, err := m.src.PgConn().ExecBatch(ctx, b).ReadAll()
+	for _, r := range res {
+		if err == nil && r.Err != nil {
+			err = r.Err
+		}
+	}
 	if err != nil {
-		if f := len(res) - 1; f >= 1 && f <= len(changes) { // statement 0 is BEGIN
-			return Name{}, nil, fmt.Errorf("hypertable %s: set the chunk interval of %s: %w", t.Name.Display(), changes[f-1].column, err)
+		if f := len(res) - 1; f >= 0 && f < len(g) {
+			return fmt.Errorf("read a row of source chunk %s: %w", g[f].c.Name.Display(), err)
 		}
-		return Name{}, nil, fmt.Errorf("route a row of chunk %s into target hypertable %s: %w", c.Name.Display(), t.Name.Display(), err)
+		return fmt.Errorf("read rows of source chunks: %w", err)
 	}
-	if len(changes) > 0 {
-		m.changed[t.Name] = true
+	for i, j := range g {
+		if len(res[i].Rows) > 0 {
+			j.row = res[i].Rows[0]
+			continue
+		}
+		j.row, err = m.otherRow(ctx, j.srcH, j.c, m.columns[j.srcH.Name])
+		var nr *noRowError
+		if errors.As(err, &nr) {
+			j.noRow = nr.why
+		} else if err != nil {
+			return err
+		}
 	}
-	setDimensions(t, want)
-	ins := res[len(res)-1]
-	if len(ins.Rows) != 1 || len(ins.Rows[0]) != 2 {
-		m.rollback(ctx)
-		return Name{}, nil, fmt.Errorf("route a row of chunk %s into target hypertable %s: %d rows inserted, want 1", c.Name.Display(), t.Name.Display(), len(ins.Rows))
-	}
-	oid, chunk := ins.Rows[0][0], string(ins.Rows[0][1])
-	// Second exchange: the row out of the chunk it went to, the chunk's name and slices.
-	b = &pgconn.Batch{}
-	b.ExecParams(fmt.Sprintf(sqlDeleteRouted, chunk), nil, nil, nil, nil)
-	b.ExecParams(sqlRelName, [][]byte{oid}, nil, nil, nil)
-	b.ExecParams(fmt.Sprintf(sqlChunkSlices, m.fns), [][]byte{oid}, nil, nil, nil)
-	if res, err = m.exchange(ctx, b); err != nil {
-		return Name{}, nil, fmt.Errorf("delete the row routed into chunk %s of target hypertable %s: %w", chunk, t.Name.Display(), err)
-	}
-	if n := res[0].CommandTag.RowsAffected(); n != 1 {
-		m.rollback(ctx)
-		return Name{}, nil, fmt.Errorf("target chunk %s of hypertable %s held %d rows while its chunks were made; the target's hypertables must be empty", chunk, t.Name.Display(), n)
-	}
-	var made Name
-	var starts, ends []int64
-	if err := scanText(res[1], &made.Schema, &made.Name); err != nil {
-		m.rollback(ctx)
-		return Name{}, nil, fmt.Errorf("name target chunk %s: %w", chunk, err)
-	}
-	if err := scanText(res[2], &starts, &ends); err != nil {
-		m.rollback(ctx)
-		return Name{}, nil, fmt.Errorf("read the slices of target chunk %s: %w", made.Display(), err)
-	}
-	// Only now: a chunk that held other rows than the routed one rolled back above.
-	b = &pgconn.Batch{}
-	b.ExecParams("COMMIT", nil, nil, nil, nil)
-	if _, err := m.exchange(ctx, b); err != nil {
-		return Name{}, nil, fmt.Errorf("commit target chunk %s: %w", made.Display(), err)
-	}
-	return made, toSlices(starts, ends), nil
+	return nil
 }
 
 // exchange sends batch b's statements to the target in one round trip and reads their
@@ -440,18 +579,11 @@ func openRange(p, i int64) (lo, hi int64) {
 	return lo, lo + i
 }
 
-// sourceRow reads one row to make chunk c with, its columns' values in text format
-// (nil for NULL): a row of c; for an empty chunk, a row of another chunk of the
-// hypertable in the same closed slices, its open dimensions' values set to the slice's
-// start.
-func (m *chunkMaker) sourceRow(ctx context.Context, h *Hypertable, c *Chunk, cols []column) ([][]byte, error) {
-	names := make([]string, len(cols))
-	for i, col := range cols {
-		names[i] = pgx.Identifier{col.name}.Sanitize()
-	}
-	if row, err := m.readRow(ctx, names, c); row != nil || err != nil {
-		return row, err
-	}
+// otherRow makes a row to make empty chunk c with, its columns' values in text format
+// (nil for NULL): a row of another chunk of the hypertable in the same closed slices,
+// its open dimensions' values set to the slice's start.
+func (m *chunkMaker) otherRow(ctx context.Context, h *Hypertable, c *Chunk, cols []column) ([][]byte, error) {
+	names := quotedNames(cols)
 	sel := append([]string(nil), names...)
 	for i, col := range cols {
 		for j, d := range h.Dimensions {
@@ -505,8 +637,7 @@ func (m *chunkMaker) sourceRow(ctx context.Context, h *Hypertable, c *Chunk, col
 // the columns' output functions write it, which their input functions read); nil when
 // o holds none.
 func (m *chunkMaker) readRow(ctx context.Context, sel []string, o *Chunk) ([][]byte, error) {
-	q := fmt.Sprintf("SELECT %s FROM %s LIMIT 1", strings.Join(sel, ", "), o.Name.String())
-	r := m.src.PgConn().ExecParams(ctx, q, nil, nil, nil, nil).Read()
+	r := m.src.PgConn().ExecParams(ctx, rowQuery(sel, o), nil, nil, nil, nil).Read()
 	if r.Err != nil {
 		return nil, fmt.Errorf("read a row of source chunk %s: %w", o.Name.Display(), r.Err)
 	}
@@ -514,6 +645,20 @@ func (m *chunkMaker) readRow(ctx context.Context, sel []string, o *Chunk) ([][]b
 		return nil, nil
 	}
 	return r.Rows[0], nil
+}
+
+// rowQuery reads select list sel of one row of source chunk o.
+func rowQuery(sel []string, o *Chunk) string {
+	return fmt.Sprintf("SELECT %s FROM %s LIMIT 1", strings.Join(sel, ", "), o.Name.String())
+}
+
+// quotedNames are the names of cols, quoted.
+func quotedNames(cols []column) []string {
+	names := make([]string, len(cols))
+	for i, col := range cols {
+		names[i] = pgx.Identifier{col.name}.Sanitize()
+	}
+	return names
 }
 
 // sqlClosedValue finds a value of type %[2]s that partitioning function %[1]s puts

@@ -124,6 +124,7 @@ func restore(ctx context.Context, p *pair, makeChunks, asOwners bool) (*Result, 
 	if err != nil {
 		return nil, err
 	}
+	var jobs []*chunkJob
 	for _, c := range missing {
 		srcH := source.Hypertable(c.Hypertable)
 		tn, ok := names(c.Hypertable)
@@ -138,16 +139,19 @@ func restore(ctx context.Context, p *pair, makeChunks, asOwners bool) (*Result, 
 			placed[c.Name] = Placement{Source: c.Name, Hypertable: c.Hypertable, Target: tn, Routed: true, Compressed: c.Compressed}
 			continue
 		}
-		p, diff, err := m.make(ctx, srcH, t, c)
-		if err != nil {
-			return nil, fmt.Errorf("target: %w", err)
-		}
-		if diff != "" {
-			res.Differences = append(res.Differences, diff)
+		jobs = append(jobs, &chunkJob{srcH: srcH, t: t, c: c})
+	}
+	ps, diffs, err := m.makeChunks(ctx, jobs)
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	for i, p := range ps {
+		if diffs[i] != "" {
+			res.Differences = append(res.Differences, diffs[i])
 		} else {
 			res.Chunks++
 		}
-		placed[c.Name] = p
+		placed[p.Source] = p
 	}
 	// The intervals changed to make chunks go back to the source's.
 	if len(m.changed) > 0 {
