@@ -143,3 +143,37 @@ func TestRestoreApacheKeepsTargetRows(t *testing.T) {
 		t.Fatalf("the target's hypertable holds %d rows (max v %d, %v) after the failed run, want its one row (v 42)", n, v, err)
 	}
 }
+
+// On the Apache build, chunks whose rows TimescaleDB routes into one chunk the target
+// has already (an empty chunk of a day, where the source has hours: eight of them in
+// one group) are each reported and placed in the hypertable, and the target is left
+// without any of the routed rows.
+func TestRestoreApacheRoutesIntoOneChunk(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	ctx := context.Background()
+	src := testenv.NewDB(t, srv, true)
+	create := `CREATE TABLE h (t timestamptz NOT NULL, v int)`
+	testenv.MustExec(t, srv, src, create,
+		`SELECT create_hypertable('h', 't', chunk_time_interval => interval '1 hour')`,
+		`INSERT INTO h SELECT '2025-01-01'::timestamptz + g * interval '1 hour', g FROM generate_series(0, 7) g`)
+	_, dstURI := testenv.NewOwnerDB(t, srv)
+	owner := testenv.Connect(t, dstURI)
+	execAll(t, owner, create, `SELECT create_hypertable('h', 't', chunk_time_interval => interval '1 day')`,
+		`INSERT INTO h VALUES ('2025-01-01 05:30+00', 42)`, `DELETE FROM h`)
+	res, err := tsapi.Restore(ctx, testenv.Config(t, "source", srv.SuperURI(src)), testenv.Config(t, "target", dstURI), true, false)
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if res.Chunks != 0 || len(res.Differences) != 8 || len(res.Placements) != 8 {
+		t.Fatalf("made %d chunks, %d differences, %d placements; want 0, 8, 8: %v", res.Chunks, len(res.Differences), len(res.Placements), res.Differences)
+	}
+	for _, p := range res.Placements {
+		if !p.Routed || p.Target != (tsapi.Name{Schema: "public", Name: "h"}) {
+			t.Errorf("chunk %s placed in %s (routed %v), want the hypertable", p.Source.Display(), p.Target.Display(), p.Routed)
+		}
+	}
+	var rows, chunks int
+	if err := owner.QueryRow(ctx, "SELECT (SELECT count(*) FROM h), (SELECT count(*) FROM show_chunks('h'))").Scan(&rows, &chunks); err != nil || rows != 0 || chunks != 1 {
+		t.Fatalf("the target holds %d rows in %d chunks (%v), want none in its one chunk", rows, chunks, err)
+	}
+}
