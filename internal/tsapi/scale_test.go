@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
 	"github.com/tsmigrate/tsmigrate/internal/tsapi"
 )
@@ -117,13 +119,13 @@ WHERE c.hypertable_name = 'h'`)
 	}
 }
 
-// On the Apache build, a target hypertable that holds a row where a chunk is to be
-// made (its own chunk of a day, where the source has hours) fails the run, and keeps
-// that row: the routed row is deleted from the chunk it went to only in a transaction
-// that is rolled back when that chunk held more.
-func TestRestoreApacheKeepsTargetRows(t *testing.T) {
+// hoursIntoDay makes, on the Apache build, a source hypertable h of eight hourly chunks
+// on 2025-01-01 and a bare owner's target whose h has 1-day chunks, on which it runs
+// sql as the owner. It returns the owner's connection and a call of Restore from that
+// source into that target.
+func hoursIntoDay(t *testing.T, sql ...string) (*pgx.Conn, func() (*tsapi.Result, error)) {
+	t.Helper()
 	srv := testenv.Shared(t, testenv.PG17TS)
-	ctx := context.Background()
 	src := testenv.NewDB(t, srv, true)
 	create := `CREATE TABLE h (t timestamptz NOT NULL, v int)`
 	testenv.MustExec(t, srv, src, create,
@@ -131,9 +133,20 @@ func TestRestoreApacheKeepsTargetRows(t *testing.T) {
 		`INSERT INTO h SELECT '2025-01-01'::timestamptz + g * interval '1 hour', g FROM generate_series(0, 7) g`)
 	_, dstURI := testenv.NewOwnerDB(t, srv)
 	owner := testenv.Connect(t, dstURI)
-	execAll(t, owner, create, `SELECT create_hypertable('h', 't', chunk_time_interval => interval '1 day')`,
-		`INSERT INTO h VALUES ('2025-01-01 05:30+00', 42)`)
-	_, err := tsapi.Restore(ctx, testenv.Config(t, "source", srv.SuperURI(src)), testenv.Config(t, "target", dstURI), true, false)
+	execAll(t, owner, create, `SELECT create_hypertable('h', 't', chunk_time_interval => interval '1 day')`)
+	execAll(t, owner, sql...)
+	srcCfg, dstCfg := testenv.Config(t, "source", srv.SuperURI(src)), testenv.Config(t, "target", dstURI)
+	return owner, func() (*tsapi.Result, error) { return tsapi.Restore(context.Background(), srcCfg, dstCfg, true, false) }
+}
+
+// On the Apache build, a target hypertable that holds a row where a chunk is to be
+// made (its own chunk of a day, where the source has hours) fails the run, and keeps
+// that row: the routed row is deleted from the chunk it went to only in a transaction
+// that is rolled back when that chunk held more.
+func TestRestoreApacheKeepsTargetRows(t *testing.T) {
+	ctx := context.Background()
+	owner, restore := hoursIntoDay(t, `INSERT INTO h VALUES ('2025-01-01 05:30+00', 42)`)
+	_, err := restore()
 	if err == nil {
 		t.Fatal("restore into a hypertable holding a row succeeded")
 	}
@@ -149,18 +162,9 @@ func TestRestoreApacheKeepsTargetRows(t *testing.T) {
 // one group) are each reported and placed in the hypertable, and the target is left
 // without any of the routed rows.
 func TestRestoreApacheRoutesIntoOneChunk(t *testing.T) {
-	srv := testenv.Shared(t, testenv.PG17TS)
 	ctx := context.Background()
-	src := testenv.NewDB(t, srv, true)
-	create := `CREATE TABLE h (t timestamptz NOT NULL, v int)`
-	testenv.MustExec(t, srv, src, create,
-		`SELECT create_hypertable('h', 't', chunk_time_interval => interval '1 hour')`,
-		`INSERT INTO h SELECT '2025-01-01'::timestamptz + g * interval '1 hour', g FROM generate_series(0, 7) g`)
-	_, dstURI := testenv.NewOwnerDB(t, srv)
-	owner := testenv.Connect(t, dstURI)
-	execAll(t, owner, create, `SELECT create_hypertable('h', 't', chunk_time_interval => interval '1 day')`,
-		`INSERT INTO h VALUES ('2025-01-01 05:30+00', 42)`, `DELETE FROM h`)
-	res, err := tsapi.Restore(ctx, testenv.Config(t, "source", srv.SuperURI(src)), testenv.Config(t, "target", dstURI), true, false)
+	owner, restore := hoursIntoDay(t, `INSERT INTO h VALUES ('2025-01-01 05:30+00', 42)`, `DELETE FROM h`)
+	res, err := restore()
 	if err != nil {
 		t.Fatalf("restore: %v", err)
 	}
