@@ -332,6 +332,9 @@ func (g *guard) acquire(ctx context.Context, conn *pgx.Conn, opt Options, settle
 					return nil, err
 				}
 			}
+			if err := waitExited(ctx, conn, writers); err != nil {
+				return nil, err
+			}
 			opt.emit(Event{Type: EventEnded, Sessions: writers, Reason: "they held write locks on tables the freeze locks"})
 			for _, s := range writers {
 				s.Outcome = "ended"
