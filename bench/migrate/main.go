@@ -8,6 +8,10 @@
 //
 //	go run ./bench/migrate [-scale 1.0 | -chunks N [-rows R]] [-link RTT,MBIT] [-jobs 2] [-tsjobs auto]
 //	    [-rounds 1] [-build apache|full] [-ways documented,dump,stream,stream-api,verify,pgcopydb]
+//	    [-base BIN -ways ...,stream-base]
+//
+// The way stream-base runs the stream engine of another tsmigrate binary, -base (one
+// built from main, say): a change's before and after side by side, under the same load.
 //
 // -build full runs both servers with TimescaleDB's full build (testenv.PG17TSL, where
 // the API path makes each chunk by create_chunk) instead of the Apache build.
@@ -75,6 +79,7 @@ type result struct {
 type bench struct {
 	src, dst *testenv.Server
 	bin      string
+	base     string // -base: the binary of the way stream-base
 	jobs     int
 	tsJobs   string // tsmigrate's --jobs
 	tmp      string
@@ -113,6 +118,7 @@ func main() {
 	liveTimeout := flag.Duration("live-timeout", 15*time.Minute, "with -live: how long pgcopydb gets to catch up, then to reach its end position")
 	liveChunk := flag.Duration("live-chunk", 5*time.Second, "with -live: the hypertable's chunk interval from the load on, so that the writer's rows (at the current time) make new chunks during every way; 0 keeps a chunk a day")
 	tsBin := flag.String("tsmigrate", "", "a tsmigrate binary to run instead of building this checkout's")
+	base := flag.String("base", "", "with the way stream-base: a tsmigrate binary (of main, say) whose stream engine to compare with this one's in the same run")
 	jsonOut := flag.String("json", "", "with -live: also write the figures as JSON to this file (- for stdout)")
 	build := flag.String("build", "apache", `TimescaleDB build of both servers: "apache" (the Debian package) or "full" (compression, create_chunk)`)
 	flag.Parse()
@@ -124,7 +130,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	b := &bench{jobs: *jobs, tsJobs: *tsJobs, chunks: *chunks, live: *live, scale: *scale, writerRate: *writerRate,
-		freezeGrace: *grace, identityFull: *identityFull, liveTimeout: *liveTimeout, liveChunk: *liveChunk, jsonOut: *jsonOut, bin: *tsBin,
+		freezeGrace: *grace, identityFull: *identityFull, liveTimeout: *liveTimeout, liveChunk: *liveChunk, jsonOut: *jsonOut, bin: *tsBin, base: *base,
 		kind: kind}
 	wayList := strings.Split(*ways, ",")
 	if *live {
@@ -324,15 +330,26 @@ func (b *bench) runWay(ctx context.Context, way string) result {
 	switch way {
 	case "documented":
 		err = b.documented(ctx, target)
-	case "dump", "stream", "stream-api":
-		engine, _, api := strings.Cut(way, "-")
+	case "dump", "stream", "stream-api", "stream-base":
+		engine, variant, _ := strings.Cut(way, "-")
 		args := []string{"migrate", "--engine", engine, "--jobs", b.tsJobs, "--yes", "--no-verify", "--json", "--progress", "plain",
 			"--pg-bin", testenv.ClientBin(b.kind),
 			"--source", b.uri(b.src, "bench"), "--target", b.uri(b.dst, target)}
-		if api {
+		if variant == "api" {
 			args = append(args, "--restore-path", "api")
 		}
+		if variant != "base" {
+			err = b.migrate(ctx, &r, args)
+			break
+		}
+		if b.base == "" {
+			err = errors.New("way stream-base: give the binary to compare with as -base")
+			break
+		}
+		bin := b.bin
+		b.bin = b.base
 		err = b.migrate(ctx, &r, args)
+		b.bin = bin
 	case "verify":
 		r.maxRSS, err = b.tsmigrate(ctx, nil, nil, "verify", "--jobs", b.tsJobs,
 			"--source", b.uri(b.src, "bench"), "--target", b.uri(b.dst, "bench_stream"))
@@ -348,7 +365,7 @@ func (b *bench) runWay(ctx context.Context, way string) result {
 		r.wire = b.proxy.Stats().Sub(before)
 	}
 	// Whatever the way did, the source must be writable for the next one.
-	if way == "dump" || way == "stream" || way == "stream-api" {
+	if way == "dump" || strings.HasPrefix(way, "stream") {
 		b.tsmigrate(ctx, nil, nil, "unfreeze", "--source", b.uri(b.src, "bench"))
 	}
 	if err != nil {
@@ -665,6 +682,8 @@ func (b *bench) report(rs []result, what string, rounds int) {
 	ratio("stream", "pgcopydb")
 	ratio("stream-api", "documented")
 	ratio("stream-api", "stream")
+	ratio("stream-base", "documented")
+	ratio("stream", "stream-base")
 	ratio("verify", "stream")
 	if d, s := median["documented"], median["dump"]; d > 0 && s > 0 {
 		fmt.Printf("dump engine speed-up over the documented procedure: %.2fx\n", d/s)
