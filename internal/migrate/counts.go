@@ -100,30 +100,49 @@ func listTables(ctx context.Context, conn *pgx.Conn) ([]table, map[string]int, e
 
 // countRows counts the rows of every user table on both sides, jobs tables at a time.
 func countRows(ctx context.Context, src, dst *dbconn.Config, jobs int) ([]TableRows, error) {
-	var tables []table
-	var srcChunks, dstChunks map[string]int
-	for i, cfg := range []*dbconn.Config{src, dst} {
-		conn, err := cfg.Connect(ctx)
-		if err != nil {
-			return nil, err
-		}
-		t, ch, err := listTables(ctx, conn.Conn)
-		conn.Close(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("list the %s's tables: %w", cfg.Role, err)
-		}
-		if i == 0 {
-			tables, srcChunks = t, ch
-		} else {
-			dstChunks = ch
-		}
+	side, err := listBothSides(ctx, src, dst, nil)
+	if err != nil {
+		return nil, err
 	}
-	out, err := countTables(ctx, src, dst, jobs, tables, srcChunks, dstChunks)
+	out, err := countTables(ctx, src, dst, jobs, side[0].tables, side[0].chunks, side[1].chunks)
 	if err != nil {
 		return nil, err
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Source > out[j].Source })
 	return out, nil
+}
+
+// sideTables is what listTables finds on one side.
+type sideTables struct {
+	tables []table
+	chunks map[string]int
+}
+
+// listBothSides lists the tables of the source (0) and the target (1) at the same
+// time, each on a connection of its own: at many chunks, each side's list takes tens
+// of milliseconds of its server. more, when not nil, then reads what else the caller
+// needs on each side's connection.
+func listBothSides(ctx context.Context, src, dst *dbconn.Config, more func(ctx context.Context, side int, conn *pgx.Conn) error) ([2]sideTables, error) {
+	var side [2]sideTables
+	g, gctx := errgroup.WithContext(ctx)
+	for i, cfg := range []*dbconn.Config{src, dst} {
+		g.Go(func() error {
+			conn, err := cfg.Connect(gctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.WithoutCancel(gctx))
+			side[i].tables, side[i].chunks, err = listTables(gctx, conn.Conn)
+			if err == nil && more != nil {
+				err = more(gctx, i, conn.Conn)
+			}
+			if err != nil {
+				return fmt.Errorf("list the %s's tables: %w", cfg.Role, err)
+			}
+			return nil
+		})
+	}
+	return side, g.Wait()
 }
 
 // countTables counts the rows of tables on both sides, jobs tables at a time.
