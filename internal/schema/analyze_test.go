@@ -3,6 +3,7 @@ package schema
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/tsmigrate/tsmigrate/internal/testenv"
@@ -50,5 +51,35 @@ func TestAnalyzeLeavesTimescaleCacheTablesAlone(t *testing.T) {
 	}
 	if n := count(t, srv, db, stale); n != tables {
 		t.Errorf("%d of the %d tables of _timescaledb_cache were analyzed", tables-n, tables)
+	}
+}
+
+// Analyze with a choice analyzes the tables chosen, and no other; a few small tables
+// go to every job rather than all in one statement of one job (the tables left to
+// analyze after a stream copy: TimescaleDB's catalog, the journal).
+func TestAnalyzeOnlyTheTablesPickedOnEveryJob(t *testing.T) {
+	srv := testenv.Shared(t, testenv.PG17TS)
+	db := testenv.NewDB(t, srv, false)
+	testenv.MustExec(t, srv, db, `CREATE TABLE a (v int)`, `CREATE TABLE b (v int)`, `CREATE TABLE "c d" (v int)`,
+		`INSERT INTO a SELECT generate_series(1, 1000)`, `INSERT INTO b SELECT generate_series(1, 1000)`,
+		`INSERT INTO "c d" SELECT generate_series(1, 10)`)
+	pick := func(tb TableName) bool { return tb.Schema == "public" && tb.Name != "b" }
+	conn := testenv.Connect(t, srv.SuperURI(db))
+	groups, err := analyzeGroups(context.Background(), conn, 2, pick)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{`"public"."a"`, `"public"."c d"`}; !slices.Equal(groups, want) {
+		t.Errorf("statements of 2 jobs: %q, want %q", groups, want)
+	}
+	if err := Analyze(context.Background(), cfg(t, "target", srv.URI(db)), 2, pick); err != nil {
+		t.Fatal(err)
+	}
+	const analyzed = `SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace AND reltuples >= 0`
+	if n := count(t, srv, db, analyzed); n != 2 {
+		t.Errorf("%d tables analyzed, want 2 (a and \"c d\")", n)
+	}
+	if n := count(t, srv, db, `SELECT reltuples::bigint FROM pg_class WHERE oid = 'b'::regclass`); n != -1 {
+		t.Errorf("b was analyzed (reltuples %d)", n)
 	}
 }
