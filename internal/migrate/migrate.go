@@ -802,7 +802,7 @@ func (r *run) dumpOne(ctx context.Context, d *DatabaseRun) error {
 			return err
 		}
 	}
-	if err := r.restoreGrants(ctx, d, path); err != nil {
+	if err := r.restoreGrants(ctx, d, path, nil); err != nil {
 		return err
 	}
 	r.checkTargetCompressed(ctx, d)

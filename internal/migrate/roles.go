@@ -147,13 +147,21 @@ func (r *run) setOwners(ctx context.Context, d *DatabaseRun) error {
 // role), one by one (see schema.RestoreGrantsToMissingRoles). Each missing role is
 // named once, in a warning; the run goes on, as it did before --roles existed, with
 // every object the target user's.
-func (r *run) restoreGrants(ctx context.Context, d *DatabaseRun, archive string) error {
+//
+// toc, when not nil, gives archive's contents (schema.ReadTOC), read already.
+func (r *run) restoreGrants(ctx context.Context, d *DatabaseRun, archive string, toc *schema.TOC) error {
 	var keep func(schema.TOCEntry) bool
 	if d.api() {
 		keep = func(e schema.TOCEntry) bool { return d.apart(e) != tsapi.RoleMade }
 	}
 	failed := slices.ContainsFunc(d.Messages, func(m schema.Message) bool { return m.Rule == schema.RuleGrantToMissingRole })
-	left, err := schema.RestoreGrantsToMissingRoles(ctx, r.tools, d.dst, archive, keep, failed)
+	var left []schema.RoleGrants
+	var err error
+	if toc != nil {
+		left, err = schema.RestoreGrantsOfTOC(ctx, r.tools, d.dst, archive, toc, keep, failed)
+	} else {
+		left, err = schema.RestoreGrantsToMissingRoles(ctx, r.tools, d.dst, archive, keep, failed)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", d.Source, err)
 	}

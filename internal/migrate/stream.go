@@ -19,6 +19,7 @@ import (
 	"github.com/tsmigrate/tsmigrate/internal/exit"
 	"github.com/tsmigrate/tsmigrate/internal/inventory"
 	"github.com/tsmigrate/tsmigrate/internal/journal"
+	"github.com/tsmigrate/tsmigrate/internal/pgtools"
 	"github.com/tsmigrate/tsmigrate/internal/schema"
 )
 
@@ -547,6 +548,11 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 		}
 	}
 	if !d.steps[stepPostRestore] {
+		// The schema dump's contents, for restoreGrants below, read while the target
+		// analyzes: pg_restore -l takes 50 to 100 ms at 5 000 chunks, on a core the
+		// analyze leaves idle.
+		contents := readContents(ctx, r.tools, file)
+		defer contents.wait()
 		if err := r.setOwners(ctx, d); err != nil {
 			return err
 		}
@@ -569,8 +575,10 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 				return err
 			}
 		}
-		// Before the step is recorded: a resume after it has no schema dump.
-		if err := r.restoreGrants(ctx, d, file); err != nil {
+		// Before the step is recorded: a resume after it has no schema dump. Should
+		// the contents not have been read, restoreGrants reads them, and says why not.
+		toc, _ := contents.wait()
+		if err := r.restoreGrants(ctx, d, file, toc); err != nil {
 			return err
 		}
 		if err := r.markStep(ctx, d, stepPostRestore); err != nil {
@@ -605,6 +613,29 @@ func (r *run) streamOne(ctx context.Context, d *DatabaseRun) error {
 	}
 	r.scheduleTargetJobs(ctx, d)
 	return nil
+}
+
+// tocAhead is an archive's contents (schema.ReadTOC) read in the background.
+type tocAhead struct {
+	done chan struct{}
+	toc  *schema.TOC
+	err  error
+}
+
+// readContents starts reading archive's contents.
+func readContents(ctx context.Context, tools *pgtools.Tools, archive string) *tocAhead {
+	c := &tocAhead{done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		c.toc, c.err = schema.ReadTOC(ctx, tools, archive)
+	}()
+	return c
+}
+
+// wait returns the contents once read.
+func (c *tocAhead) wait() (*schema.TOC, error) {
+	<-c.done
+	return c.toc, c.err
 }
 
 // sqlCompressedHypertables lists hypertables with compression enabled (TimescaleDB 2.x):

@@ -63,6 +63,13 @@ func RestoreGrantsToMissingRoles(ctx context.Context, tools *pgtools.Tools, targ
 	if err != nil {
 		return nil, err
 	}
+	return RestoreGrantsOfTOC(ctx, tools, target, archive, toc, keep, failed)
+}
+
+// RestoreGrantsOfTOC is RestoreGrantsToMissingRoles with archive's contents read
+// already (ReadTOC): the caller may read them while the target is busy with another
+// step (pg_restore -l of a schema of 5 000 chunks takes 50 to 100 ms).
+func RestoreGrantsOfTOC(ctx context.Context, tools *pgtools.Tools, target *dbconn.Config, archive string, toc *TOC, keep func(TOCEntry) bool, failed bool) ([]RoleGrants, error) {
 	n := 0
 	for _, e := range toc.Entries {
 		if isPrivileges(e) && (keep == nil || keep(e)) {
