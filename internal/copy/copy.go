@@ -354,15 +354,10 @@ func (r *run) begin(u *journal.Unit) *live {
 	r.mu.Lock()
 	r.live[u.ID] = l
 	r.attempts[u.ID]++
+	l.attempt = r.attempts[u.ID]
 	r.mu.Unlock()
-	r.emit(Event{Type: Started, Unit: &l.info, Attempt: r.attemptsOf(u.ID)})
+	r.emit(Event{Type: Started, Unit: &l.info, Attempt: l.attempt})
 	return l
-}
-
-func (r *run) attemptsOf(id string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.attempts[id]
 }
 
 func (r *run) end(l *live, rows, bytes int64, started time.Time) {
@@ -397,10 +392,15 @@ func (r *run) drop(l *live) {
 
 // failed decides what follows a unit's failure: nil to try again (after the backoff),
 // or the error that stops the run.
+//
+// The unit was handed back (rolled back) before: another worker may have claimed it
+// since, whose entry among the running units stays, and whose try is not this one's.
 func (r *run) failed(ctx context.Context, l *live, err error) error {
 	r.mu.Lock()
-	delete(r.live, l.info.ID)
-	n := r.attempts[l.info.ID]
+	if r.live[l.info.ID] == l {
+		delete(r.live, l.info.ID)
+	}
+	n := l.attempt
 	retry := transient(err) && ctx.Err() == nil && n <= r.opts.MaxRetries
 	if retry {
 		r.res.Retries++

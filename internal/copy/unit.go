@@ -28,6 +28,7 @@ type live struct {
 	info        UnitInfo
 	table       string // tableKey of the unit
 	kind        journal.Kind
+	attempt     int // this try's number, counted as it began
 	rows, bytes atomic.Int64
 	// building: the unit's rows are in and it builds its indexes and constraints, or
 	// it is an indexes unit; no byte moves meanwhile.
