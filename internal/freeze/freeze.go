@@ -270,14 +270,7 @@ SELECT EXISTS (SELECT 1 FROM pg_stat_activity
 func begin(ctx context.Context, conn *pgx.Conn, db string, opt Options) (*record, error) {
 	host, _ := os.Hostname()
 	rec := &record{ID: newID(), Host: host}
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(advisoryKey)); err != nil {
-			return err
-		}
-		set, err := settings(ctx, tx)
-		if err != nil {
-			return err
-		}
+	err := recordTx(ctx, conn, func(tx pgx.Tx, set map[string]string) error {
 		if st, _ := stateFrom(db, set); st.Frozen {
 			return alreadyFrozen(st)
 		}
@@ -294,6 +287,7 @@ func begin(ctx context.Context, conn *pgx.Conn, db string, opt Options) (*record
 		}
 		stmts := []string{}
 		if opt.PauseJobs {
+			var err error
 			if rec.PausedJobs, err = PauseJobs(ctx, tx); err != nil {
 				return err
 			}

@@ -51,6 +51,22 @@ WHERE s.setrole = 0
 // session-level SET outranks the database-level setting.
 const sqlSessionSetup = `SET default_transaction_read_only = off`
 
+// recordTx runs f in a transaction of conn (a session set up with sqlSessionSetup)
+// that holds the lock serialising tsmigrate's changes to the database's records, with
+// the database's settings as they are then.
+func recordTx(ctx context.Context, conn *pgx.Conn, f func(tx pgx.Tx, set map[string]string) error) error {
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(advisoryKey)); err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+		set, err := settings(ctx, tx)
+		if err != nil {
+			return err
+		}
+		return f(tx, set)
+	})
+}
+
 // record is what tsmigrate stores in RecordSetting, as JSON.
 type record struct {
 	ID    string    `json:"id"`
@@ -244,14 +260,7 @@ func unfreeze(ctx context.Context, conn *pgx.Conn, db, onlyID string) (*Unfreeze
 	}
 	res := &UnfreezeResult{Database: db, Notes: []string{}}
 	var rec *record
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(advisoryKey)); err != nil {
-			return fmt.Errorf("lock: %w", err)
-		}
-		set, err := settings(ctx, tx)
-		if err != nil {
-			return err
-		}
+	err := recordTx(ctx, conn, func(tx pgx.Tx, set map[string]string) error {
 		var st *State
 		st, rec = stateFrom(db, set)
 		res.ReadOnly = st.ReadOnly
@@ -281,10 +290,11 @@ func unfreeze(ctx context.Context, conn *pgx.Conn, db, onlyID string) (*Unfreeze
 		if rec != nil && len(rec.PausedJobs) > 0 {
 			// In the transaction that removes the record: a job is scheduled again, or
 			// the record stays for another unfreeze. One that cannot be is named.
-			var failed []string
-			if res.JobsScheduled, failed, err = ScheduleJobs(ctx, tx, rec.PausedJobs); err != nil {
+			scheduled, failed, err := ScheduleJobs(ctx, tx, rec.PausedJobs)
+			if err != nil {
 				return fmt.Errorf("schedule the TimescaleDB jobs the freeze paused (%v): %w", rec.PausedJobs, err)
 			}
+			res.JobsScheduled = append(res.JobsScheduled, scheduled...)
 			for _, f := range failed {
 				res.Notes = append(res.Notes, "could not schedule TimescaleDB "+f+" again, which the freeze paused: run SELECT alter_job(id, scheduled => true) as its owner")
 			}

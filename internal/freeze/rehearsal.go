@@ -68,7 +68,10 @@ func sqlResetRehearsalJobs(db string) string {
 // setting (as for a freeze: a superuser, or GRANT SET ON PARAMETER): the jobs are
 // paused then without a record, and the caller must say how to schedule them again.
 func PauseJobsForRehearsal(ctx context.Context, conn *pgx.Conn, db string) (ids []int, recorded bool, err error) {
-	err = inRecordTx(ctx, conn, func(tx pgx.Tx, set map[string]string) error {
+	if _, err := conn.Exec(ctx, sqlSessionSetup); err != nil {
+		return nil, false, err
+	}
+	err = recordTx(ctx, conn, func(tx pgx.Tx, set map[string]string) error {
 		earlier, _ := rehearsalJobs(set)
 		paused, err := PauseJobs(ctx, tx)
 		if err != nil {
@@ -107,7 +110,10 @@ func PauseJobsForRehearsal(ctx context.Context, conn *pgx.Conn, db string) (ids 
 // record names, again in conn's database, db, and removes the record, in one
 // transaction. It returns the jobs scheduled and why the others could not be.
 func ScheduleRehearsalJobs(ctx context.Context, conn *pgx.Conn, db string, ids []int) (scheduled []int, failed []string, err error) {
-	err = inRecordTx(ctx, conn, func(tx pgx.Tx, set map[string]string) error {
+	if _, err := conn.Exec(ctx, sqlSessionSetup); err != nil {
+		return nil, nil, err
+	}
+	err = recordTx(ctx, conn, func(tx pgx.Tx, set map[string]string) error {
 		recorded, _ := rehearsalJobs(set)
 		if scheduled, failed, err = ScheduleJobs(ctx, tx, union(ids, recorded)); err != nil {
 			return err
@@ -118,25 +124,6 @@ func ScheduleRehearsalJobs(ctx context.Context, conn *pgx.Conn, db string, ids [
 		return err
 	})
 	return scheduled, failed, err
-}
-
-// inRecordTx runs f in a transaction of a session that may write, holding the lock
-// that serialises tsmigrate's changes to the database's records, with the database's
-// settings as they are then.
-func inRecordTx(ctx context.Context, conn *pgx.Conn, f func(tx pgx.Tx, set map[string]string) error) error {
-	if _, err := conn.Exec(ctx, sqlSessionSetup); err != nil {
-		return err
-	}
-	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(advisoryKey)); err != nil {
-			return err
-		}
-		set, err := settings(ctx, tx)
-		if err != nil {
-			return err
-		}
-		return f(tx, set)
-	})
 }
 
 // union is a and b's ids, each once, in order.
