@@ -425,12 +425,7 @@ func (m *chunkMaker) rowsOf(ctx context.Context, g []*chunkJob) error {
 		b.ExecParams(rowQuery(quotedNames(cols), j.c), nil, nil, nil, nil)
 	}
 	res, err := m.src.PgConn().ExecBatch(ctx, b).ReadAll()
-	for _, r := range res {
-		if err == nil && r.Err != nil {
-			err = r.Err
-		}
-	}
-	if err != nil {
+	if err = firstErr(res, err); err != nil {
 		if f := len(res) - 1; f >= 0 && f < len(g) {
 			return fmt.Errorf("read a row of source chunk %s: %w", g[f].c.Name.Display(), err)
 		}
@@ -457,18 +452,21 @@ func (m *chunkMaker) rowsOf(ctx context.Context, g []*chunkJob) error {
 // results read up to the one that failed are returned with it.
 func (m *chunkMaker) exchange(ctx context.Context, b *pgconn.Batch) ([]*pgconn.Result, error) {
 	res, err := m.dst.PgConn().ExecBatch(ctx, b).ReadAll()
-	if err == nil {
-		for _, r := range res {
-			if r.Err != nil {
-				err = r.Err
-				break
-			}
-		}
-	}
-	if err != nil {
+	if err = firstErr(res, err); err != nil {
 		m.rollback(ctx)
 	}
 	return res, err
+}
+
+// firstErr is err (a batch's), or else the first error among its results res.
+func firstErr(res []*pgconn.Result, err error) error {
+	for _, r := range res {
+		if err != nil {
+			break
+		}
+		err = r.Err
+	}
+	return err
 }
 
 // rollback ends the target's transaction, if one is open.
