@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -459,17 +461,11 @@ func (a *applier) touch(ctx context.Context, kind string, r Relation) error {
 // rows. A table without such a key (FULL, or a key it cannot tell: an unchanged
 // TOASTed value, a type without equality) is recorded whole.
 func (a *applier) touchRows(ctx context.Context, rel *relation, old, new *pglogrepl.TupleData) error {
-	var cols []string
-	var idx []int
-	for i, c := range rel.cols {
-		if c.key {
-			if c.byText {
-				return a.touch(ctx, "table", rel.source)
-			}
-			cols, idx = append(cols, c.name), append(idx, i)
-		}
+	rk, err := rel.rowKey()
+	if err != nil {
+		return err
 	}
-	if rel.kind != relPlain || rel.full() || len(cols) == 0 {
+	if rk.whole {
 		return a.touch(ctx, "table", rel.source)
 	}
 	// value is tuple t's text of column i, or "" when t lacks it.
@@ -484,8 +480,8 @@ func (a *applier) touchRows(ctx context.Context, rel *relation, old, new *pglogr
 		if t == nil {
 			continue
 		}
-		key := make([]string, len(idx))
-		for j, i := range idx {
+		key := make([]string, len(rk.idx))
+		for j, i := range rk.idx {
 			v, ok := value(t, i)
 			if !ok && t == new {
 				v, ok = value(old, i) // an unchanged TOASTed key: the old tuple holds it
@@ -501,19 +497,15 @@ func (a *applier) touchRows(ctx context.Context, rel *relation, old, new *pglogr
 		return a.touch(ctx, "table", rel.source)
 	}
 	k := [3]string{"table", rel.source.Schema, rel.source.Name}
-	colsJSON, err := json.Marshal(cols)
-	if err != nil {
-		return err
-	}
 	switch a.touched[k] {
 	case wholeUnit:
 		return nil
-	case string(colsJSON):
+	case rk.colsJSON:
 	default:
-		if _, err := a.tx.Exec(ctx, sqlTouchKeyed, rel.source.Schema, rel.source.Name, cols); err != nil {
+		if _, err := a.tx.Exec(ctx, sqlTouchKeyed, rel.source.Schema, rel.source.Name, rk.cols); err != nil {
 			return fmt.Errorf("apply: record what changed: %w", err)
 		}
-		a.touched[k] = string(colsJSON)
+		a.touched[k] = rk.colsJSON
 	}
 	m := a.keys[rel.source]
 	if m == nil {
@@ -530,21 +522,35 @@ func (a *applier) touchRows(ctx context.Context, rel *relation, old, new *pglogr
 	return nil
 }
 
+// rowKey finds, once, how the rows of rel are told at the cut-over (see rowKey): by
+// its replica identity key, or whole for a chunk's, FULL, without a key, or with a key
+// column compared by its text.
+func (rel *relation) rowKey() (*rowKey, error) {
+	if rel.key != nil {
+		return rel.key, nil
+	}
+	rk := &rowKey{whole: rel.kind != relPlain || rel.full()}
+	for i, c := range rel.cols {
+		if c.key {
+			rk.whole = rk.whole || c.byText
+			rk.cols, rk.idx = append(rk.cols, c.name), append(rk.idx, i)
+		}
+	}
+	rk.whole = rk.whole || len(rk.cols) == 0
+	b, err := json.Marshal(rk.cols)
+	if err != nil {
+		return nil, err
+	}
+	rk.colsJSON = string(b)
+	rel.key = rk
+	return rk, nil
+}
+
 // writeKeys writes the keys of the rows changed in the target transaction.
 func (a *applier) writeKeys(ctx context.Context) error {
 	for r, m := range a.keys {
-		var b strings.Builder
-		b.WriteByte('[')
-		first := true
-		for k := range m {
-			if !first {
-				b.WriteByte(',')
-			}
-			first = false
-			b.WriteString(k)
-		}
-		b.WriteByte(']')
-		if _, err := a.tx.Exec(ctx, sqlTouchKeys, r.Schema, r.Name, b.String()); err != nil {
+		keys := "[" + strings.Join(slices.Collect(maps.Keys(m)), ",") + "]" // each a JSON array
+		if _, err := a.tx.Exec(ctx, sqlTouchKeys, r.Schema, r.Name, keys); err != nil {
 			return fmt.Errorf("apply: record the keys of the rows changed in %s: %w", r, err)
 		}
 	}

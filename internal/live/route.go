@@ -46,6 +46,18 @@ type relation struct {
 	hypertable int32
 	cols       []column // resolved on first use (relPlain, relChunk)
 	resolved   bool
+	// key: the replica identity key's columns, found on first use by touchRows.
+	key *rowKey
+}
+
+// rowKey is how the rows of a plain table are told at the cut-over's verify: by the
+// columns cols (at indexes idx of the relation's columns; colsJSON, as live_touched
+// keeps them), or whole when none will do.
+type rowKey struct {
+	whole    bool
+	cols     []string
+	idx      []int
+	colsJSON string
 }
 
 // full: rows are found by all their columns (REPLICA IDENTITY FULL on the source).
