@@ -44,6 +44,10 @@ func restrictToKeys(units []*plan, src, tgt *contents, keys map[string]*Keys) er
 		if p.Kind != "table" || p.Aggregate || k == nil || len(k.Columns) == 0 {
 			continue
 		}
+		values, err := json.Marshal(k.Values)
+		if err != nil {
+			return err
+		}
 		tbs := sides[p.Table]
 		var where [2]string
 		ok := true
@@ -52,7 +56,7 @@ func restrictToKeys(units []*plan, src, tgt *contents, keys map[string]*Keys) er
 				ok = ok && tb == nil
 				continue
 			}
-			cond, has := keyCondition(tb, k)
+			cond, has := keyCondition(tb, k, sqltext.Literal(string(values)))
 			if !has {
 				ok = false
 				break
@@ -62,13 +66,9 @@ func restrictToKeys(units []*plan, src, tgt *contents, keys map[string]*Keys) er
 		if !ok {
 			continue
 		}
-		values, err := json.Marshal(k.Values)
-		if err != nil {
-			return err
-		}
 		for i := range where {
 			if where[i] != "" {
-				p.where[i] = strings.Replace(where[i], "{keys}", sqltext.Literal(string(values)), 1)
+				p.where[i] = where[i]
 			}
 		}
 		p.KeyRows = len(k.Values)
@@ -77,9 +77,9 @@ func restrictToKeys(units []*plan, src, tgt *contents, keys map[string]*Keys) er
 	return nil
 }
 
-// keyCondition is the row filter of k's rows in tb, with {keys} standing for the
-// keys' JSON literal; false when tb lacks a key column.
-func keyCondition(tb *table, k *Keys) (string, bool) {
+// keyCondition is the row filter of k's rows in tb, keys the SQL literal of their JSON
+// array; false when tb lacks a key column.
+func keyCondition(tb *table, k *Keys, keys string) (string, bool) {
 	types := map[string]string{}
 	for _, c := range tb.columns {
 		types[c.name] = c.typ
@@ -93,5 +93,5 @@ func keyCondition(tb *table, k *Keys) (string, bool) {
 		cols = append(cols, "t."+quoteIdent(name))
 		casts = append(casts, "CAST(k.v->>"+strconv.Itoa(i)+" AS "+typ+")")
 	}
-	return fmt.Sprintf(keyRowsSQL, strings.Join(cols, ", "), strings.Join(casts, ", "), "{keys}"), true
+	return fmt.Sprintf(keyRowsSQL, strings.Join(cols, ", "), strings.Join(casts, ", "), keys), true
 }

@@ -178,24 +178,19 @@ func runOnce(ctx context.Context, opt Options) (*Report, error) {
 	srcInv, tgtInv := &contents{}, &contents{}
 	var srcFacts, tgtFacts facts
 	g, gctx = errgroup.WithContext(ctx)
-	g.Go(func() (err error) {
-		if !opt.SchemaOnly {
-			if srcInv, err = readInventory(gctx, src); err != nil || opt.CompressedOnly || opt.DataOnly {
-				return err
+	read := func(s *session, inv **contents, f *facts) func() error {
+		return func() (err error) {
+			if !opt.SchemaOnly {
+				if *inv, err = readInventory(gctx, s); err != nil || opt.CompressedOnly || opt.DataOnly {
+					return err
+				}
 			}
+			*f, err = readFacts(gctx, s, opt.Privileges)
+			return err
 		}
-		srcFacts, err = readFacts(gctx, src, opt.Privileges)
-		return err
-	})
-	g.Go(func() (err error) {
-		if !opt.SchemaOnly {
-			if tgtInv, err = readInventory(gctx, tgt); err != nil || opt.CompressedOnly || opt.DataOnly {
-				return err
-			}
-		}
-		tgtFacts, err = readFacts(gctx, tgt, opt.Privileges)
-		return err
-	})
+	}
+	g.Go(read(src, &srcInv, &srcFacts))
+	g.Go(read(tgt, &tgtInv, &tgtFacts))
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
