@@ -79,10 +79,11 @@ func jsonAsked(c *cobra.Command, args []string) bool {
 		if s == "--" {
 			return false
 		}
-		name, value, hasValue := strings.Cut(strings.TrimPrefix(s, "--"), "=")
-		if !strings.HasPrefix(s, "--") {
+		flag, ok := strings.CutPrefix(s, "--")
+		if !ok {
 			continue
 		}
+		name, value, hasValue := strings.Cut(flag, "=")
 		if name == "json" {
 			on, err := strconv.ParseBool(value)
 			return !hasValue || (err == nil && on)
